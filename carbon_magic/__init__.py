@@ -1,0 +1,80 @@
+"""carbon_magic: the energy and carbon cost of notebook work, per cell and live.
+
+Python API::
+
+    import carbon_magic
+    carbon_magic.configure(country="FR")
+    with carbon_magic.measure("fit") as m:
+        model.fit(X, y)
+    print(m.emissions_g, m.emissions_range_g, m.methods)
+
+In IPython/Jupyter: ``%load_ext carbon_magic``, then ``%%carbon`` on heavy cells.
+Imports are deferred so that ``import carbon_magic`` stays cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from carbon_magic._version import __version__
+
+if TYPE_CHECKING:
+    from carbon_magic.measurement import Measurement
+    from carbon_magic.tracker import Tracker
+
+__all__ = ["__version__", "configure", "get_tracker", "measure", "settings"]
+
+
+def get_tracker() -> Tracker:
+    """The process's one tracker (created on first use, not started)."""
+    from carbon_magic.tracker import get_tracker as _get_tracker
+
+    return _get_tracker()
+
+
+@contextmanager
+def measure(name: str = "block") -> Iterator[Measurement]:
+    """Measure a block: ``with measure("fit") as m: ...``; ``m`` is complete after it.
+
+    Starts the tracker if it is not running. Windows may nest and overlap.
+    """
+    with get_tracker().measure(name) as measurement:
+        yield measurement
+
+
+def configure(**settings: Any) -> dict[str, Any]:
+    """Change settings, e.g. ``configure(pue=1.2, country="FR")``.
+
+    Every value is validated first; a bad one raises ``ValueError`` naming the valid
+    range or choices, and nothing changes. Returns the parsed values.
+    """
+    return get_tracker().settings.update(**settings)
+
+
+def settings() -> dict[str, Any]:
+    """Current settings (secrets masked)."""
+    return get_tracker().settings.as_dict()
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext carbon_magic``: start the tracker, register the magics, record cells."""
+    from carbon_magic.magics import load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext carbon_magic``: stop recording and stop the tracker."""
+    from carbon_magic.magics import unload
+
+    unload(ipython)
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    return [{"module": "carbon_magic.server"}]
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    return [{"src": "labextension", "dest": "carbon_magic"}]

@@ -1,0 +1,113 @@
+"""Pure functions from energy to emissions: power model, PUE, intensity, embodied, ranges.
+
+Units: joules, seconds, watts, grams CO2e, gCO2e/kWh. Nothing here reads hardware or
+clocks; everything is a function of counter differences, so it is testable against
+analytic truth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from carbon_magic.measurement import J_PER_KWH
+from carbon_magic.sensors.base import ASSUMED, MEASURED, MODELLED
+
+SECONDS_PER_YEAR = 365.25 * 24 * 3600
+
+# Relative half-width of the energy range, by how a component's energy was obtained.
+# - measured, RAPL: RAPL tracks package+DRAM power closely (Khan et al., "RAPL in
+#   Action", ACM TOMPECS 2018, report errors of a few per cent against plug power for
+#   those domains) but leaves out PSU losses, fans and board: ±10 %.
+# - measured, NVML total-energy counter: NVIDIA documents ±5 % for board power on
+#   recent GPUs (nvidia-smi documentation, "power.draw"); ±10 % leaves room for older
+#   boards and counter granularity.
+# - modelled: a linear utilisation model with SPECpower-derived per-vCPU coefficients
+#   (Cloud Carbon Footprint methodology). The spread of SPECpower results within one
+#   microarchitecture is about ±30-50 %; ±40 %.
+# - assumed: RAM at a constant W/GB. Published figures differ by a third (0.3725 W/GB,
+#   Green Algorithms, Lannelongue et al. 2021; 0.284 W/GB, Boavizta) and DIMM
+#   generations differ more: ±50 %.
+ENERGY_UNCERTAINTY: dict[str, float] = {MEASURED: 0.10, MODELLED: 0.40, ASSUMED: 0.50}
+
+
+def model_cpu_energy_j(
+    idle_w: float, max_w: float, duration_s: float, busy_cpu_s: float, n_cpus: float
+) -> float:
+    """Energy of the linear model ``P = P_idle + (P_max - P_idle)·u`` over a window, joules.
+
+    ``busy_cpu_s`` is the CPU time all CPUs spent busy in the window (seconds of CPU),
+    ``n_cpus`` the visible CPU count. Integrating ``u = busy/(n·Δt)`` over the window
+    gives ``P_idle·Δt + (P_max - P_idle)·busy/n`` exactly, whatever the sampling.
+    Utilisation is clamped to [0, 1] (counters read a few µs apart can overshoot).
+    """
+    if duration_s <= 0 or n_cpus <= 0:
+        return 0.0
+    busy_cpu_s = min(max(busy_cpu_s, 0.0), n_cpus * duration_s)
+    return idle_w * duration_s + (max_w - idle_w) * busy_cpu_s / n_cpus
+
+
+def cpu_share(process_cpu_s: float, system_busy_s: float) -> float:
+    """The kernel's share of busy CPU time in a window, in [0, 1]."""
+    if system_busy_s <= 0:
+        return 0.0
+    return min(max(process_cpu_s / system_busy_s, 0.0), 1.0)
+
+
+def facility_energy_j(it_energy_j: float, pue: float) -> float:
+    """IT energy scaled by the data centre's power usage effectiveness, joules."""
+    return it_energy_j * pue
+
+
+def joules_to_kwh(joules: float) -> float:
+    """Joules → kWh."""
+    return joules / J_PER_KWH
+
+
+def emissions_g(energy_j: float, intensity_g_per_kwh: float) -> float:
+    """Operational emissions of ``energy_j`` joules at a grid intensity, grams CO2e."""
+    return joules_to_kwh(energy_j) * intensity_g_per_kwh
+
+
+def embodied_rate_g_per_s(
+    server_kg: float, gpu_kg: float, n_gpus: int, lifetime_years: float
+) -> tuple[float, float]:
+    """Amortised manufacturing emissions, grams CO2e per second of use.
+
+    Returns ``(server_rate, gpus_rate)``: the server's share and the GPUs' share, kept
+    apart because they are attributed differently in process mode. Defaults in the
+    settings follow Cloud Carbon Footprint (1000 kgCO2e per server, +150 kg per GPU,
+    4-year life).
+    """
+    seconds = lifetime_years * SECONDS_PER_YEAR
+    return (server_kg * 1000.0 / seconds, gpu_kg * 1000.0 * n_gpus / seconds)
+
+
+def energy_range_j(
+    energy_j: Mapping[str, float], methods: Mapping[str, str]
+) -> tuple[float, float]:
+    """(low, high) total IT energy, joules, from per-component methods' uncertainties."""
+    low = high = 0.0
+    for component, joules in energy_j.items():
+        spread = ENERGY_UNCERTAINTY.get(methods.get(component, ASSUMED), 0.5)
+        low += joules * (1 - spread)
+        high += joules * (1 + spread)
+    return (low, high)
+
+
+def emissions_range_g(
+    emissions_by_component: Mapping[str, tuple[float, float]],
+    methods: Mapping[str, str],
+) -> tuple[float, float]:
+    """(low, high) operational emissions, grams.
+
+    ``emissions_by_component`` maps a component to its emissions at the low and high
+    ends of the intensity range (g). Energy and intensity uncertainties are combined
+    multiplicatively at each end: a conservative (wide) interval, never a false
+    precision.
+    """
+    low = high = 0.0
+    for component, (at_low, at_high) in emissions_by_component.items():
+        spread = ENERGY_UNCERTAINTY.get(methods.get(component, ASSUMED), 0.5)
+        low += at_low * (1 - spread)
+        high += at_high * (1 + spread)
+    return (low, high)

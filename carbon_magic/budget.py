@@ -1,0 +1,55 @@
+"""Carbon or energy budgets for ``%%carbon --budget``."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from carbon_magic.formatting import format_grams, format_kwh
+from carbon_magic.measurement import Measurement
+
+_GRAM_UNITS = {"mg": 1e-3, "g": 1.0, "kg": 1e3, "t": 1e6}
+_KWH_UNITS = {"j": 1 / 3.6e6, "kj": 1 / 3.6e3, "wh": 1e-3, "kwh": 1.0, "mwh": 1e3}
+_PATTERN = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[-+]?[0-9]+)?)\s*([a-z]+)\s*$", re.IGNORECASE)
+ACCEPTED = (
+    "a number with a unit: mg, g, kg, t (CO2e) or J, kJ, Wh, kWh, MWh (energy), e.g. 5g or 0.2kWh"
+)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A limit on a cell's operational emissions (grams) or facility energy (kWh)."""
+
+    text: str
+    grams: float | None = None
+    kwh: float | None = None
+
+    def used_fraction(self, m: Measurement) -> float:
+        """How much of the budget ``m`` has used (1.0 = all of it)."""
+        if self.grams is not None:
+            return m.emissions_g / self.grams if self.grams > 0 else float("inf")
+        assert self.kwh is not None
+        return m.energy_kwh / self.kwh if self.kwh > 0 else float("inf")
+
+    def exceeded(self, m: Measurement) -> bool:
+        """True once ``m`` is over the budget."""
+        return self.used_fraction(m) > 1.0
+
+    def describe(self) -> str:
+        """The budget with a scaled unit, e.g. ``5 g CO2e`` or ``200 Wh``."""
+        if self.grams is not None:
+            return f"{format_grams(self.grams)} CO2e"
+        return format_kwh(self.kwh or 0.0)
+
+
+def parse_budget(text: str) -> Budget:
+    """Parse ``5g``, ``0.5 kg``, ``0.2kWh``, ``150Wh``…; ``ValueError`` names the forms."""
+    match = _PATTERN.match(text or "")
+    if not match:
+        raise ValueError(f"bad budget {text!r}: expected {ACCEPTED}")
+    value, unit = float(match.group(1)), match.group(2).lower()
+    if unit in _GRAM_UNITS:
+        return Budget(text.strip(), grams=value * _GRAM_UNITS[unit])
+    if unit in _KWH_UNITS:
+        return Budget(text.strip(), kwh=value * _KWH_UNITS[unit])
+    raise ValueError(f"bad budget unit {match.group(2)!r}: expected {ACCEPTED}")

@@ -1,0 +1,302 @@
+"""The ``%carbon`` subcommands. Each takes the magics object and its argument words."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from IPython.core.error import UsageError
+
+from carbon_magic.formatting import (
+    format_duration,
+    format_grams,
+    format_grams_range,
+    format_kwh,
+    format_watts,
+)
+from carbon_magic.settings import SPECS
+
+if TYPE_CHECKING:
+    from carbon_magic.magics import CarbonMagics
+
+
+def _parser(prog: str) -> Any:
+    from carbon_magic.magics import _ArgumentParser
+
+    return _ArgumentParser(prog=f"%carbon {prog}", add_help=False)
+
+
+def _no_arguments(name: str, args: list[str]) -> None:
+    if args:
+        raise UsageError(f"%carbon {name} takes no arguments (got {' '.join(args)})")
+
+
+class StatusText(str):
+    """A multi-line text that shows as itself (not as a quoted string) in IPython."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(str(self))
+
+
+def status_lines(magics: CarbonMagics) -> list[str]:
+    """The lines of ``%carbon status``."""
+    tracker = magics.tracker
+    settings = tracker.settings
+    session = tracker.session()
+    intensity = tracker.intensity()
+    pue, pue_source = tracker.pue()
+    lines = [
+        f"tracker: {'running' if tracker.running else 'stopped'}, every {settings.interval:g} s, "
+        f"{settings.mode} mode "
+        + (
+            "(the kernel's share: CPU by busy time, RAM by resident memory, GPUs it uses)"
+            if settings.mode == "process"
+            else "(the whole machine)"
+        ),
+        f"recording: {'every cell' if magics.auto else 'only %%carbon cells'}",
+        "sensors:",
+    ]
+    for sensor in tracker.sensor_statuses():
+        state = sensor.method if sensor.available else "unavailable"
+        lines.append(f"  {sensor.component:<4} {sensor.name:<10} {state:<11} {sensor.detail}")
+    lines.append(f"grid: {intensity.g_per_kwh:.0f} g/kWh · {intensity.source}")
+    provider = getattr(tracker, "intensity_provider", None)
+    if provider is not None:
+        lines.append(f"  provider: {provider.status()}")
+    from carbon_magic.magics import _hint
+
+    hint = _hint(tracker)
+    if hint:
+        lines.append(f"  {hint}")
+    lines.append(f"PUE: {pue:g} ({pue_source})")
+    lines.append(
+        f"session: {format_duration(session.duration_s)}, {format_kwh(session.energy_kwh)}, "
+        f"{format_grams_range(session.emissions_g, *session.emissions_range_g)} CO2e, "
+        f"embodied {format_grams(session.embodied_g)}, {len(magics.records)} cells recorded"
+    )
+    watts = tracker.live_watts()
+    lines.append(
+        "power now: " + ", ".join(f"{name} {format_watts(w)}" for name, w in watts.items())
+    )
+    ledger = magics.ledger
+    lines.append(f"ledger: {ledger.status() if ledger is not None else 'unavailable'}")
+    for notice in tracker.notices:
+        lines.append(f"note: {notice}")
+    return lines
+
+
+def cmd_status(magics: CarbonMagics, args: list[str]) -> StatusText:
+    """``%carbon status``."""
+    _no_arguments("status", args)
+    return StatusText("\n".join(status_lines(magics)))
+
+
+def cmd_config(magics: CarbonMagics, args: list[str]) -> StatusText | None:
+    """``%carbon config [key=value ...]``: show, or validate-then-apply changes."""
+    settings = magics.tracker.settings
+    if not args:
+        values = settings.as_dict()
+        width = max(len(name) for name in SPECS)
+        return StatusText(
+            "\n".join(
+                f"{name:<{width}}  {values[name]!s:<28} ({settings.origin(name)}) {spec.doc}"
+                for name, spec in SPECS.items()
+            )
+        )
+    changes: dict[str, str] = {}
+    for word in args:
+        key, sep, value = word.partition("=")
+        if not sep or not key:
+            raise UsageError(
+                f"%carbon config expects key=value pairs (got {word!r}); "
+                f"valid keys: {', '.join(SPECS)}"
+            )
+        changes[key.strip()] = value
+    try:
+        parsed = settings.update(**changes)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    magics._sync_traits_from_settings()
+    if "ledger" in parsed:
+        magics._reopen_ledger()
+    magics._ledger_call(
+        "update_session",
+        magics.session_uuid,
+        mode=settings.mode,
+        settings=settings.as_dict(),
+    )
+    return None
+
+
+def cmd_start(magics: CarbonMagics, args: list[str]) -> None:
+    """``%carbon start``."""
+    _no_arguments("start", args)
+    magics.tracker.start()
+    magics._ledger_call("update_session", magics.session_uuid, tracker_state="running")
+    magics.write_heartbeat()
+
+
+def cmd_stop(magics: CarbonMagics, args: list[str]) -> None:
+    """``%carbon stop``: the tracker stops; cells are no longer recorded until start."""
+    _no_arguments("stop", args)
+    magics.tracker.stop()
+    magics._ledger_call("update_session", magics.session_uuid, tracker_state="stopped")
+    magics.write_heartbeat()
+
+
+def cmd_reset(magics: CarbonMagics, args: list[str]) -> None:
+    """``%carbon reset``: zero the session totals and timeline (the ledger keeps its records)."""
+    _no_arguments("reset", args)
+    magics.tracker.reset()
+    magics.records.clear()
+
+
+def cmd_auto(magics: CarbonMagics, args: list[str]) -> None:
+    """``%carbon auto on|off``."""
+    if len(args) != 1 or args[0].lower() not in ("on", "off"):
+        raise UsageError("usage: %carbon auto on|off")
+    magics.auto = args[0].lower() == "on"
+
+
+def cmd_last(magics: CarbonMagics, args: list[str]) -> Any:
+    """``%carbon last``: the last recorded cell's Measurement (None before any)."""
+    _no_arguments("last", args)
+    return magics.last
+
+
+def _rows(magics: CarbonMagics, all_sessions: bool = False, since: float | None = None) -> list:
+    """Ledger rows of this session (or all), falling back to the in-memory records."""
+    from carbon_magic import ledger as ledger_module
+
+    path = magics.ledger.path if magics.ledger is not None else None
+    rows: list[dict] = []
+    if path is not None:
+        try:
+            rows = ledger_module.read_cells(
+                path,
+                session_uuid=None if all_sessions else magics.session_uuid,
+                since=since,
+            )
+        except Exception:
+            rows = []
+    if not rows and not all_sessions:
+        rows = [
+            ledger_module.cell_row(m, via="memory", budget=None)
+            | {"session_uuid": magics.session_uuid, "notebook_path": magics.notebook_path}
+            for m in magics.records
+            if since is None or (m.started_at and m.started_at.timestamp() >= since)
+        ]
+    return rows
+
+
+def cmd_report(magics: CarbonMagics, args: list[str]) -> Any:
+    """``%carbon report [--top N] [--all-sessions] [--since DATE]``."""
+    from carbon_magic import report
+
+    parser = _parser("report")
+    parser.add_argument("--top", type=int)
+    parser.add_argument("--all-sessions", action="store_true")
+    parser.add_argument("--since")
+    options = parser.parse_args(args)
+    if options.top is not None and options.top < 1:
+        raise UsageError("%carbon report: --top must be a positive whole number")
+    since = None
+    if options.since:
+        try:
+            since = report.parse_since(options.since)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+    rows = _rows(magics, options.all_sessions, since)
+    return report.build_report(rows, top=options.top, hint=_report_hint(magics, rows))
+
+
+def _report_hint(magics: CarbonMagics, rows: list[dict]) -> str | None:
+    try:
+        from carbon_magic.grid.hints import carbon_aware_hint, emissions_if_run_at
+
+        tracker = magics.tracker
+        hint = carbon_aware_hint(tracker.intensity(), tracker.intensity_provider.forecast())
+        if hint is None:
+            return None
+        heaviest = sorted(rows, key=lambda row: row["emissions_g"], reverse=True)[:3]
+        total = sum(row["emissions_g"] for row in heaviest)
+        then = emissions_if_run_at(total, hint.now_g, hint.best_g)
+        return (
+            f"{hint.text}; the {len(heaviest)} heaviest cells ({format_grams(total)}) "
+            f"would have emitted ≈ {format_grams(then)} then"
+        )
+    except Exception:
+        return None
+
+
+def cmd_plot(magics: CarbonMagics, args: list[str]) -> Any:
+    """``%carbon plot [--save PATH]``: returns the matplotlib Figure."""
+    from carbon_magic import report
+
+    parser = _parser("plot")
+    parser.add_argument("--save")
+    options = parser.parse_args(args)
+    rows = _rows(magics)
+    return report.plot_session(magics.tracker.timeline.points(), rows, save=options.save)
+
+
+def cmd_export(magics: CarbonMagics, args: list[str]) -> Any:
+    """``%carbon export PATH [--format codecarbon|csv|json] [--force]``."""
+    from carbon_magic import export
+
+    parser = _parser("export")
+    parser.add_argument("path")
+    parser.add_argument("--format", choices=("codecarbon", "csv", "json"), default="codecarbon")
+    parser.add_argument("--force", action="store_true")
+    parser.add_argument("--all-sessions", action="store_true")
+    options = parser.parse_args(args)
+    rows = _rows(magics, options.all_sessions)
+    try:
+        path = export.export_records(
+            rows,
+            options.path,
+            fmt=options.format,
+            force=options.force,
+            hardware=magics.tracker.hardware(),
+        )
+    except (FileExistsError, ValueError) as error:
+        raise UsageError(str(error)) from None
+    print(f"wrote {len(rows)} records to {path} ({options.format})")
+    return None
+
+
+def cmd_df(magics: CarbonMagics, args: list[str]) -> Any:
+    """``%carbon df``: a pandas DataFrame of this session's records."""
+    from carbon_magic import export
+
+    parser = _parser("df")
+    parser.add_argument("--all-sessions", action="store_true")
+    options = parser.parse_args(args)
+    try:
+        return export.to_dataframe(_rows(magics, options.all_sessions))
+    except ImportError as error:
+        raise UsageError(str(error)) from None
+
+
+def cmd_card(magics: CarbonMagics, args: list[str]) -> Any:
+    """``%carbon card [--training-type TEXT] [--hardware TEXT] [--cells SPEC]``."""
+    from carbon_magic import card
+
+    parser = _parser("card")
+    parser.add_argument("--training-type")
+    parser.add_argument("--hardware")
+    parser.add_argument("--cells")
+    options = parser.parse_args(args)
+    intensity = magics.tracker.intensity()
+    try:
+        return card.model_card(
+            _rows(magics),
+            training_type=options.training_type,
+            hardware=options.hardware or magics.tracker.hardware().get("cpu_model"),
+            cells=options.cells,
+            location=intensity.zone,
+        )
+    except ValueError as error:
+        raise UsageError(str(error)) from None

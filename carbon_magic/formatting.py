@@ -1,0 +1,99 @@
+"""Human formatting of figures: scaled units and honest precision (no false digits)."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from carbon_magic.measurement import Measurement
+
+
+def round_sig(value: float, digits: int = 2) -> float:
+    """``value`` rounded to ``digits`` significant figures."""
+    if value == 0 or not math.isfinite(value):
+        return value
+    return round(value, -int(math.floor(math.log10(abs(value)))) + (digits - 1))
+
+
+def _scaled(value: float, units: list[tuple[float, str]], digits: int) -> str:
+    magnitude = abs(value)
+    for factor, unit in units:
+        if magnitude >= factor:
+            return f"{_number(value / factor, digits)} {unit}"
+    factor, unit = units[-1]
+    return f"{_number(value / factor, digits)} {unit}"
+
+
+def _number(value: float, digits: int) -> str:
+    rounded = round_sig(value, digits)
+    if rounded == 0:
+        return "0"
+    if abs(rounded) >= 10 ** (digits - 1):
+        return f"{rounded:,.0f}"
+    return f"{rounded:.{digits}g}"
+
+
+_GRAMS = [(1e6, "t"), (1e3, "kg"), (1.0, "g"), (1e-3, "mg"), (1e-6, "µg")]
+_WATTS = [(1e3, "kW"), (1.0, "W"), (1e-3, "mW")]
+_JOULES_AS_KWH = [(3.6e9, "MWh"), (3.6e6, "kWh"), (3.6e3, "Wh"), (3.6, "mWh"), (3.6e-3, "µWh")]
+
+
+def format_grams(grams: float, digits: int = 2) -> str:
+    """``1234.5`` → ``"1.2 kg"``; ``0.0042`` → ``"4.2 mg"``."""
+    return _scaled(grams, _GRAMS, digits)
+
+
+def format_watts(watts: float, digits: int = 2) -> str:
+    """``38.2`` → ``"38 W"``; ``0.5`` → ``"500 mW"``."""
+    return _scaled(watts, _WATTS, digits)
+
+
+def format_energy_j(joules: float, digits: int = 2) -> str:
+    """Joules shown as scaled watt-hours: ``7200`` → ``"2 Wh"``."""
+    return _scaled(joules, _JOULES_AS_KWH, digits)
+
+
+def format_kwh(kwh: float, digits: int = 2) -> str:
+    """kWh shown with a scaled unit: ``0.0021`` → ``"2.1 Wh"``."""
+    return format_energy_j(kwh * 3.6e6, digits)
+
+
+def format_grams_range(grams: float, low: float, high: float) -> str:
+    """``≈ 12 g (8.1–17 g)``: the central value and its range, two significant figures."""
+    return f"≈ {format_grams(grams)} ({format_grams(low)}–{format_grams(high)})"
+
+
+def format_duration(seconds: float) -> str:
+    """``75.2`` → ``"1 min 15 s"``; ``0.0123`` → ``"12 ms"``."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+def format_methods(methods: dict[str, str]) -> str:
+    """``{"cpu": "modelled", "ram": "assumed"}`` → ``"cpu modelled, ram assumed"``."""
+    return ", ".join(f"{name} {method}" for name, method in methods.items())
+
+
+def format_measurement_line(m: Measurement) -> str:
+    """One line summarising a measurement, for text output and logs."""
+    parts = [
+        f"{m.name}: {format_duration(m.duration_s)}",
+        format_kwh(m.energy_kwh),
+        f"{format_grams_range(m.emissions_g, *m.emissions_range_g)} CO2e",
+    ]
+    if m.embodied_g:
+        parts.append(f"+ embodied {format_grams(m.embodied_g)}")
+    parts.append(f"grid {m.intensity_g_per_kwh:.0f} g/kWh ({m.intensity_source})")
+    if m.methods:
+        parts.append(format_methods(m.methods))
+    if m.status and m.status != "ok":
+        parts.append(m.status)
+    return " · ".join(parts)

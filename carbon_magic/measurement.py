@@ -1,0 +1,82 @@
+"""The result of one measured window: the contract shared by the API, magics and ledger."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+COMPONENTS = ("cpu", "gpu", "ram")
+
+J_PER_KWH = 3.6e6
+
+
+@dataclass
+class Measurement:
+    """Energy and emissions of one window (a block, a cell).
+
+    Units: seconds, joules, kWh, grams CO2e, gCO2e/kWh. ``energy_j`` is IT energy per
+    component (before PUE); ``energy_kwh`` is the facility total (after PUE).
+    ``emissions_g`` is operational only; ``embodied_g`` is reported beside it.
+    """
+
+    name: str
+    duration_s: float = 0.0
+    energy_j: dict[str, float] = field(default_factory=lambda: dict.fromkeys(COMPONENTS, 0.0))
+    energy_kwh: float = 0.0
+    energy_range_kwh: tuple[float, float] = (0.0, 0.0)
+    emissions_g: float = 0.0
+    emissions_range_g: tuple[float, float] = (0.0, 0.0)
+    embodied_g: float = 0.0
+    intensity_g_per_kwh: float = 0.0
+    intensity_source: str = ""
+    pue: float = 1.0
+    methods: dict[str, str] = field(default_factory=dict)
+    devices: dict[str, float] = field(default_factory=dict)
+    mode: str = "process"
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    # Cell bookkeeping, filled by the magics (None for API windows).
+    execution_count: int | None = None
+    cell_id: str | None = None
+    status: str = "ok"
+    source: str | None = None
+
+    @property
+    def energy_total_j(self) -> float:
+        """IT energy of all components, joules (before PUE)."""
+        return sum(self.energy_j.values())
+
+    @property
+    def power_w(self) -> dict[str, float]:
+        """Mean power per component over the window, watts."""
+        if self.duration_s <= 0:
+            return dict.fromkeys(self.energy_j, 0.0)
+        return {name: joules / self.duration_s for name, joules in self.energy_j.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (datetimes as ISO 8601 UTC strings, tuples as lists)."""
+        data = asdict(self)
+        for key in ("started_at", "ended_at"):
+            value = data[key]
+            data[key] = value.astimezone(timezone.utc).isoformat() if value else None
+        data["energy_range_kwh"] = list(self.energy_range_kwh)
+        data["emissions_range_g"] = list(self.emissions_range_g)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Measurement:
+        """Inverse of ``to_dict``; unknown keys are ignored."""
+        known = {key: value for key, value in data.items() if key in cls.__dataclass_fields__}
+        for key in ("started_at", "ended_at"):
+            if isinstance(known.get(key), str):
+                known[key] = datetime.fromisoformat(known[key])
+        for key in ("energy_range_kwh", "emissions_range_g"):
+            if key in known and known[key] is not None:
+                known[key] = tuple(known[key])
+        return cls(**known)
+
+    def __repr__(self) -> str:
+        from carbon_magic.formatting import format_measurement_line
+
+        return f"<Measurement {format_measurement_line(self)}>"

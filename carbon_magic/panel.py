@@ -1,0 +1,164 @@
+"""The live panel of a ``%%carbon`` cell, and its plain-text fallback.
+
+While the cell runs, the panel is an ipywidgets ``HTML`` widget whose single ``value``
+trait is set from the tracker thread (under ``hold_sync``): a simple trait, so each
+update is one small comm message. When the cell ends the displayed output is replaced
+(``update_display``) by the same HTML as plain output, so the final state and status
+survive in the saved notebook without saved widget state.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+import uuid
+from typing import Any
+
+from carbon_magic.formatting import (
+    format_duration,
+    format_grams,
+    format_grams_range,
+    format_kwh,
+    format_measurement_line,
+    format_watts,
+)
+from carbon_magic.measurement import Measurement
+
+_STYLE = (
+    "font-family: var(--jp-ui-font-family, sans-serif); font-size: 12px; "
+    "border-left: 3px solid {colour}; padding: 4px 8px; margin: 2px 0; line-height: 1.5"
+)
+_COLOURS = {"running": "#2e7d32", "ok": "#2e7d32", "warning": "#ef6c00", "error": "#c62828"}
+
+
+def panel_html(
+    m: Measurement,
+    watts: dict[str, float],
+    state: str,
+    budget_text: str | None = None,
+    note: str | None = None,
+    hint: str | None = None,
+) -> str:
+    """The panel's HTML for a window so far (``state``: running or the final status)."""
+    colour = _COLOURS["warning" if note else ("ok" if state in ("running", "ok") else "error")]
+    watts_text = " · ".join(f"{name.upper()} {format_watts(w)}" for name, w in watts.items())
+    total_w = sum(watts.values())
+    low, high = m.emissions_range_g
+    rows = [
+        (
+            "cm-header",
+            f"<b>⚡ {html.escape(m.name or 'cell')}</b> · "
+            f"<span class='cm-state'>{html.escape(state)}</span> · "
+            f"<span class='cm-elapsed'>{format_duration(m.duration_s)}</span>",
+        ),
+        (
+            "cm-watts",
+            f"power now <b>{format_watts(total_w)}</b> ({html.escape(watts_text)})",
+        ),
+        (
+            "cm-energy",
+            f"energy <b>{format_kwh(m.energy_kwh)}</b> "
+            f"({format_kwh(m.energy_range_kwh[0])}–{format_kwh(m.energy_range_kwh[1])}, "
+            f"PUE {m.pue:g})",
+        ),
+        (
+            "cm-emissions",
+            f"<b>{html.escape(format_grams_range(m.emissions_g, low, high))}</b> CO₂e",
+        ),
+        (
+            "cm-embodied",
+            f"+ embodied {format_grams(m.embodied_g)} CO₂e (manufacturing, amortised, shown apart)",
+        ),
+        (
+            "cm-intensity",
+            f"grid {m.intensity_g_per_kwh:.0f} g/kWh · {html.escape(m.intensity_source)}",
+        ),
+        (
+            "cm-methods",
+            " · ".join(f"{name} {method}" for name, method in m.methods.items())
+            + f" · {html.escape(m.mode)} mode",
+        ),
+    ]
+    if budget_text:
+        rows.append(("cm-budget", html.escape(budget_text)))
+    if note:
+        rows.append(("cm-note", f"<b>{html.escape(note)}</b>"))
+    if hint:
+        rows.append(("cm-hint", html.escape(hint)))
+    body = "".join(f"<div class='{cls}'>{content}</div>" for cls, content in rows)
+    return (
+        f"<div class='carbon-magic-panel' data-state='{html.escape(state)}' "
+        f"style='{_STYLE.format(colour=colour)}'>{body}</div>"
+    )
+
+
+def widgets_available(shell: Any) -> bool:
+    """True in a kernel whose frontend can render widgets (not terminal IPython)."""
+    if shell is None or getattr(shell, "kernel", None) is None:
+        return False
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class Panel:
+    """One cell's live panel. ``update`` may be called from any thread."""
+
+    def __init__(self, name: str, use_widgets: bool) -> None:
+        self.name = name
+        self.use_widgets = use_widgets
+        self.display_id = f"carbon-magic-{uuid.uuid4().hex}"
+        self._widget: Any = None
+        self._lock = threading.Lock()
+        self._closed = False
+        self.last_html = ""
+        self.last_text = ""
+
+    def show(self, initial_html: str) -> None:
+        """Display the widget (main thread, at the start of the cell)."""
+        if not self.use_widgets:
+            return
+        import ipywidgets
+        from IPython.display import display
+
+        self._widget = ipywidgets.HTML(value=initial_html)
+        self._widget.add_class("carbon-magic-panel-widget")
+        display(self._widget, display_id=self.display_id)
+
+    def update(self, new_html: str, text: str) -> None:
+        """Show new figures (from the tracker thread; never raises into it)."""
+        with self._lock:
+            if self._closed:
+                return
+            self.last_html, self.last_text = new_html, text
+            widget = self._widget
+            if widget is not None:
+                with widget.hold_sync():
+                    widget.value = new_html
+
+    def finish(self, final_html: str, text: str) -> None:
+        """Freeze the final state as plain output (main thread, at the end of the cell)."""
+        with self._lock:
+            self._closed = True
+            self.last_html, self.last_text = final_html, text
+            widget, self._widget = self._widget, None
+        if widget is None:
+            print(text)
+            return
+        from IPython.display import update_display
+
+        update_display(
+            {"text/html": final_html, "text/plain": text}, raw=True, display_id=self.display_id
+        )
+        widget.close()
+
+    def __repr__(self) -> str:
+        return self.last_text or f"<carbon panel {self.name}>"
+
+
+def text_summary(m: Measurement, note: str | None = None) -> str:
+    """The one-line summary printed where widgets cannot render."""
+    line = "carbon: " + format_measurement_line(m)
+    return f"{line} · {note}" if note else line

@@ -1,0 +1,332 @@
+"""NVIDIA GPU energy through NVML (the ``pynvml`` module of ``nvidia-ml-py``).
+
+Per GPU, the cumulative counter is ``nvmlDeviceGetTotalEnergyConsumption`` (millijoules
+since the driver loaded; Volta and newer). Older GPUs lack it; for them the sensor
+integrates ``nvmlDeviceGetPowerUsage`` (milliwatts) with the trapezoid rule between
+reads. That energy depends on how often :meth:`NvmlSensor.read_j` is called, so
+:meth:`NvmlSensor.poll_interval_s` then asks for a read every second, and the sensor's
+method is ``modelled`` instead of ``measured`` as soon as one GPU is integrated.
+
+Only the GPUs the kernel can see count: ``CUDA_VISIBLE_DEVICES`` is honoured (indices,
+``GPU-<uuid>`` or ``MIG-<uuid>``; empty means none, unset means all). Indices are taken as
+NVML (PCI bus) order, which is CUDA's order when ``CUDA_DEVICE_ORDER=PCI_BUS_ID``. A MIG
+instance makes its whole physical GPU count, because the energy counter is per GPU.
+
+``pynvml`` is imported only when a sensor is created, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from .base import MEASURED, MODELLED, SensorStatus
+
+# How often power-integrated GPUs must be read (seconds); NVML power is a ~1 s average.
+POWER_POLL_INTERVAL_S = 1.0
+
+
+class _Missing(Exception):
+    """Stands in for an NVML exception class that a module does not define."""
+
+
+@dataclass
+class _Gpu:
+    """One visible GPU and its running total."""
+
+    key: str  # "gpu0", by NVML index
+    index: int
+    handle: Any
+    name: str
+    uuid: str
+    integrated: bool  # True: energy integrated from power, False: energy counter
+    total_j: float = 0.0
+    last_mj: int = 0  # energy counter at the previous read (mJ)
+    last_w: float = 0.0  # power at the previous read (W)
+    last_ns: int = 0  # when last_w was read (monotonic ns)
+
+
+def _text(value: str | bytes) -> str:
+    # Older pynvml versions return bytes for names and UUIDs.
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def parse_visible_devices(
+    value: str | None,
+    uuids: list[str],
+    resolve_mig: Callable[[str], int | None] | None = None,
+) -> list[int] | None:
+    """NVML indices that ``CUDA_VISIBLE_DEVICES`` leaves visible, in its order.
+
+    ``uuids[i]`` is the UUID of NVML device ``i`` ("GPU-..."). ``None`` means the variable
+    is unset: all GPUs are visible. As CUDA does, the list ends at the first entry that
+    names no device (so ``""`` and ``-1`` hide every GPU). A ``GPU-`` UUID may be a unique
+    prefix. ``MIG-`` entries go through ``resolve_mig`` (MIG UUID -> index of the parent
+    GPU, ``None`` if unknown). Duplicates are kept once.
+    """
+    if value is None:
+        return None
+    chosen: list[int] = []
+    for token in (t.strip() for t in value.split(",")):
+        index: int | None = None
+        if token.startswith("GPU-"):
+            matches = [i for i, uuid in enumerate(uuids) if uuid.startswith(token)]
+            index = matches[0] if len(matches) == 1 else None
+        elif token.startswith("MIG-"):
+            index = resolve_mig(token) if resolve_mig else None
+        elif token.isdigit() and int(token) < len(uuids):
+            index = int(token)
+        if index is None:
+            break
+        if index not in chosen:
+            chosen.append(index)
+    return chosen
+
+
+class NvmlSensor:
+    """Cumulative energy of the visible NVIDIA GPUs, in joules, keyed ``gpu<NVML index>``.
+
+    ``nvml_module`` replaces ``pynvml`` (tests pass a fake); ``environ`` replaces
+    ``os.environ`` (for ``CUDA_VISIBLE_DEVICES``); ``clock_ns`` replaces
+    ``time.monotonic_ns`` for power integration.
+
+    The constructor never raises and never logs: without the library, the driver or a
+    usable GPU the sensor is ``available=False`` with a one-line ``reason``.
+    """
+
+    name = "nvml"
+    component = "gpu"
+
+    def __init__(
+        self,
+        nvml_module: ModuleType | Any | None = None,
+        environ: Mapping[str, str] | None = None,
+        *,
+        clock_ns: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
+        self._clock_ns = clock_ns
+        self._lock = threading.Lock()
+        self._gpus: list[_Gpu] = []
+        self._skipped: list[str] = []  # "gpu1: <why>" for GPUs that cannot be measured
+        self._initialised = False
+        self.method = MEASURED
+        self.available = False
+        self.reason: str | None = None
+
+        if nvml_module is None:
+            try:
+                import pynvml as nvml_module
+            except ImportError:
+                self.reason = "nvidia-ml-py (module pynvml) is not installed"
+                return
+        self._nvml = nvml_module
+        error = getattr(nvml_module, "NVMLError", _Missing)
+        try:
+            nvml_module.nvmlInit()
+        except error as exc:
+            self.reason = self._init_failure(exc)
+            return
+        self._initialised = True
+        try:
+            self._discover(os.environ if environ is None else environ)
+        except error as exc:
+            self.reason = f"NVML cannot list GPUs: {exc}"
+        if not self._gpus and self.reason is None:
+            self.reason = "no NVIDIA GPU to measure" + (
+                ": " + "; ".join(self._skipped) if self._skipped else ""
+            )
+        if self.reason is not None:
+            self._shutdown()  # nothing to measure: release NVML at once
+            return
+        self.available = True
+        if any(g.integrated for g in self._gpus):
+            self.method = MODELLED
+
+    # -- construction ----------------------------------------------------------------
+
+    def _exc(self, name: str) -> type[BaseException]:
+        return getattr(self._nvml, name, _Missing)
+
+    def _init_failure(self, exc: BaseException) -> str:
+        if isinstance(exc, self._exc("NVMLError_LibraryNotFound")):
+            return "NVIDIA driver library (libnvidia-ml) not found: no NVIDIA GPU"
+        if isinstance(exc, self._exc("NVMLError_DriverNotLoaded")):
+            return "NVIDIA driver not loaded: no NVIDIA GPU"
+        return f"NVML initialisation failed: {exc}"
+
+    def _discover(self, environ: Mapping[str, str]) -> None:
+        nvml = self._nvml
+        error = self._exc("NVMLError")
+        handles: list[Any] = []
+        uuids: list[str] = []
+        unusable: dict[int, str] = {}
+        for index in range(int(nvml.nvmlDeviceGetCount())):
+            try:
+                handle = nvml.nvmlDeviceGetHandleByIndex(index)
+                uuid = _text(nvml.nvmlDeviceGetUUID(handle))
+            except error as exc:  # e.g. a GPU this container may not use
+                handle, uuid = None, ""
+                unusable[index] = f"gpu{index}: {exc}"
+            handles.append(handle)
+            uuids.append(uuid)
+        visible = parse_visible_devices(
+            environ.get("CUDA_VISIBLE_DEVICES"),
+            uuids,
+            lambda mig: self._mig_parent(mig, len(uuids)),
+        )
+        if visible is not None and not visible:
+            self.reason = "no NVIDIA GPU visible (CUDA_VISIBLE_DEVICES hides them all)"
+            return
+        for index in range(len(handles)) if visible is None else visible:
+            if index in unusable:
+                self._skipped.append(unusable[index])
+                continue
+            gpu = self._open_gpu(index, handles[index], uuids[index])
+            if gpu is not None:
+                self._gpus.append(gpu)
+
+    def _mig_parent(self, mig_uuid: str, count: int) -> int | None:
+        """NVML index of the GPU holding a MIG instance, or ``None``."""
+        nvml = self._nvml
+        try:
+            mig = nvml.nvmlDeviceGetHandleByUUID(mig_uuid)
+            parent = nvml.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(mig)
+            index = int(nvml.nvmlDeviceGetIndex(parent))
+        except (self._exc("NVMLError"), AttributeError):
+            return None
+        return index if 0 <= index < count else None
+
+    def _open_gpu(self, index: int, handle: Any, uuid: str) -> _Gpu | None:
+        """Take the baseline of one GPU, or note why it cannot be measured."""
+        nvml = self._nvml
+        error = self._exc("NVMLError")
+        key = f"gpu{index}"
+        try:
+            name = _text(nvml.nvmlDeviceGetName(handle))
+        except error:
+            name = "NVIDIA GPU"
+        gpu = _Gpu(key=key, index=index, handle=handle, name=name, uuid=uuid, integrated=False)
+        try:
+            gpu.last_mj = int(nvml.nvmlDeviceGetTotalEnergyConsumption(handle))
+            return gpu
+        except error as exc:
+            # Pre-Volta GPUs answer NotSupported; anything else also falls back to power.
+            energy_error = exc
+        try:
+            gpu.last_w = nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0
+        except error as exc:
+            self._skipped.append(f"{key}: no energy counter ({energy_error}) nor power ({exc})")
+            return None
+        gpu.last_ns = self._clock_ns()
+        gpu.integrated = True
+        return gpu
+
+    # -- reading -------------------------------------------------------------------
+
+    def read_j(self) -> dict[str, float]:
+        """Cumulative joules per GPU since construction: ``{"gpu0": J, ...}``.
+
+        Keys use the NVML index of each visible GPU (``CUDA_VISIBLE_DEVICES=2`` gives
+        ``gpu2``). Power-integrated GPUs gain the trapezoid of the previous and current
+        power over the time between reads. Thread-safe. Raises ``RuntimeError`` when
+        unavailable, closed, or when NVML fails on a GPU (a lost GPU, say).
+        """
+        with self._lock:
+            if not self.available:
+                raise RuntimeError(self.reason or "NVML sensor unavailable")
+            error = self._exc("NVMLError")
+            nvml = self._nvml
+            for gpu in self._gpus:
+                try:
+                    if gpu.integrated:
+                        watts = nvml.nvmlDeviceGetPowerUsage(gpu.handle) / 1000.0
+                        now_ns = self._clock_ns()
+                        gpu.total_j += (gpu.last_w + watts) / 2 * (now_ns - gpu.last_ns) / 1e9
+                        gpu.last_w, gpu.last_ns = watts, now_ns
+                    else:
+                        mj = int(nvml.nvmlDeviceGetTotalEnergyConsumption(gpu.handle))
+                        # The counter only restarts when the driver reloads; then count
+                        # from zero rather than going negative.
+                        gpu.total_j += (mj - gpu.last_mj if mj >= gpu.last_mj else mj) / 1000.0
+                        gpu.last_mj = mj
+                except error as exc:
+                    raise RuntimeError(f"NVML read failed on {gpu.key}: {exc}") from exc
+            return {gpu.key: gpu.total_j for gpu in self._gpus}
+
+    def poll_interval_s(self) -> float | None:
+        """1.0 s when a GPU's energy is integrated from power, else ``None`` (any is fine)."""
+        if self.available and any(g.integrated for g in self._gpus):
+            return POWER_POLL_INTERVAL_S
+        return None
+
+    @property
+    def count(self) -> int:
+        """How many GPUs are measured."""
+        return len(self._gpus)
+
+    def gpu_names(self) -> dict[str, str]:
+        """Product name per measured GPU: ``{"gpu0": "NVIDIA H200", ...}``."""
+        return {gpu.key: gpu.name for gpu in self._gpus}
+
+    def devices_used_by(self, pids: Iterable[int]) -> set[str]:
+        """Keys of the measured GPUs on which any of ``pids`` runs (compute or graphics).
+
+        A GPU whose process list NVML cannot give (``NotSupported``, no permission, ...) is
+        counted as used, since it might be; so when no list is available at all, every
+        GPU is returned. NVML reports PIDs of the host PID namespace: inside a container
+        without it, the kernel's PIDs may not match.
+        """
+        wanted = set(pids)
+        used: set[str] = set()
+        with self._lock:
+            if not self.available:
+                return used
+            error = self._exc("NVMLError")
+            for gpu in self._gpus:
+                try:
+                    procs = list(self._nvml.nvmlDeviceGetComputeRunningProcesses(gpu.handle))
+                    procs += self._nvml.nvmlDeviceGetGraphicsRunningProcesses(gpu.handle)
+                except error:
+                    used.add(gpu.key)
+                    continue
+                if any(getattr(p, "pid", None) in wanted for p in procs):
+                    used.add(gpu.key)
+        return used
+
+    def status(self) -> SensorStatus:
+        """``detail`` like "1 GPU: NVIDIA H200 (energy counter)", or the reason."""
+        if self.available:
+            names = sorted({g.name for g in self._gpus})
+            n = len(self._gpus)
+            how = (
+                "energy counter"
+                if self.method == MEASURED
+                else f"{sum(g.integrated for g in self._gpus)} integrated from power"
+            )
+            detail = f"{n} GPU{'s' if n != 1 else ''}: {', '.join(names)} ({how})"
+            if self._skipped:
+                detail += "; skipped " + "; ".join(self._skipped)
+        else:
+            detail = self.reason or "unavailable"
+        return SensorStatus(self.name, self.component, self.available, self.method, detail)
+
+    def _shutdown(self) -> None:
+        if self._initialised:
+            self._initialised = False
+            try:
+                self._nvml.nvmlShutdown()
+            except self._exc("NVMLError"):
+                pass  # already shut down elsewhere; nothing left to release
+
+    def close(self) -> None:
+        """Shut NVML down (once). Idempotent; the sensor is unavailable afterwards."""
+        with self._lock:
+            self._shutdown()
+            if self.available:
+                self.available = False
+                self.reason = "NVML sensor closed"

@@ -1,0 +1,324 @@
+"""Every user-facing setting: one name, one parser, one place of validation.
+
+A setting can be given in code (``carbon_magic.configure(pue=1.2)``), by the magics
+(``%carbon config pue=1.2``) or by an environment variable ``CARBON_MAGIC_<NAME>``.
+Code beats the environment, the environment beats the default. A bad value raises
+``ValueError`` naming the valid range or choices, and nothing is changed.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+ENV_PREFIX = "CARBON_MAGIC_"
+
+_TRUE = {"1", "on", "true", "yes"}
+_FALSE = {"0", "off", "false", "no"}
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)} (got {value!r})")
+        return text
+
+    parse.choices = choices  # type: ignore[attr-defined]
+    return parse
+
+
+def _number(low: float | None = None, high: float | None = None) -> Callable[[Any], float]:
+    def parse(value: Any) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"must be a number{_range_text(low, high)} (got {value!r})") from None
+        if (
+            number != number
+            or (low is not None and number < low)
+            or (high is not None and number > high)
+        ):
+            raise ValueError(f"must be a number{_range_text(low, high)} (got {value!r})")
+        return number
+
+    return parse
+
+
+def _range_text(low: float | None, high: float | None) -> str:
+    if low is not None and high is not None:
+        return f" from {low:g} to {high:g}"
+    if low is not None:
+        return f" of at least {low:g}"
+    if high is not None:
+        return f" of at most {high:g}"
+    return ""
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"must be on or off (also true/false, yes/no, 1/0) (got {value!r})")
+
+
+def _text(value: Any) -> str:
+    text = str(value).strip()
+    if not text:
+        raise ValueError("must not be empty")
+    return text
+
+
+def _country(value: Any) -> str:
+    # Validated against the packaged table lazily, so importing settings stays cheap.
+    from carbon_magic.grid.static import validate_country
+
+    return validate_country(str(value))
+
+
+def _cloud_region(value: Any) -> str:
+    from carbon_magic.grid.static import validate_cloud_region
+
+    return validate_cloud_region(str(value))
+
+
+def _optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Let ``None``, ``""``, ``auto`` or ``none`` mean "not set, work it out"."""
+
+    def wrapped(value: Any) -> Any:
+        if value is None or (
+            isinstance(value, str) and value.strip().lower() in {"", "auto", "none"}
+        ):
+            return None
+        return parse(value)
+
+    wrapped.choices = getattr(parse, "choices", None)  # type: ignore[attr-defined]
+    return wrapped
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    """One setting: its name, parser, default and a line of documentation."""
+
+    name: str
+    parse: Callable[[Any], Any]
+    default: Any
+    doc: str
+    secret: bool = False
+
+    @property
+    def env_var(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+SPECS: dict[str, SettingSpec] = {
+    spec.name: spec
+    for spec in [
+        SettingSpec(
+            "mode",
+            _choice("process", "machine"),
+            "process",
+            "process: charge the kernel its share; machine: charge everything",
+        ),
+        SettingSpec("interval", _number(0.1, 60), 1.0, "background sampling interval, seconds"),
+        SettingSpec(
+            "country",
+            _optional(_country),
+            None,
+            "ISO-2 or ISO-3 country code for the grid intensity (auto: guessed from the time zone)",
+        ),
+        SettingSpec(
+            "cloud_region",
+            _optional(_cloud_region),
+            None,
+            "cloud region as provider:region, e.g. aws:eu-west-3, gcp:europe-west1",
+        ),
+        SettingSpec(
+            "pue",
+            _optional(_number(1.0, 3.0)),
+            None,
+            "power usage effectiveness (auto: 1.0, or the cloud provider's figure)",
+        ),
+        SettingSpec(
+            "powercap_root",
+            _text,
+            "/sys/class/powercap",
+            "where the Linux powercap (RAPL) tree is",
+        ),
+        SettingSpec(
+            "cpu_idle_w",
+            _optional(_number(0, 10000)),
+            None,
+            "whole visible CPU power when idle, watts (auto: from the CPU model data)",
+        ),
+        SettingSpec(
+            "cpu_max_w",
+            _optional(_number(0, 10000)),
+            None,
+            "whole visible CPU power at full load, watts (auto: from the CPU model data)",
+        ),
+        SettingSpec(
+            "ram_w_per_gb",
+            _number(0, 10),
+            0.3725,
+            "memory power per GB, watts (Green Algorithms: 0.3725)",
+        ),
+        SettingSpec("embodied", _boolean, True, "report amortised manufacturing emissions"),
+        SettingSpec(
+            "embodied_server_kg",
+            _number(0, 100000),
+            1000.0,
+            "embodied emissions of the server, kgCO2e",
+        ),
+        SettingSpec(
+            "embodied_gpu_kg", _number(0, 100000), 150.0, "embodied emissions per GPU, kgCO2e"
+        ),
+        SettingSpec(
+            "lifetime_years", _number(0.5, 20), 4.0, "hardware lifetime for amortisation, years"
+        ),
+        SettingSpec(
+            "ledger",
+            _optional(_text),
+            None,
+            "path of the SQLite ledger (auto: jupyter_data_dir()/carbon_magic/ledger.sqlite3)",
+        ),
+        SettingSpec(
+            "intensity",
+            _optional(_choice("static", "electricitymaps", "ukgrid")),
+            None,
+            "grid intensity provider (auto: electricitymaps when a token is set, else static)",
+        ),
+        SettingSpec(
+            "zone",
+            _optional(_text),
+            None,
+            "Electricity Maps zone, e.g. DE or US-CAL-CISO (auto: the country)",
+        ),
+        SettingSpec(
+            "postcode",
+            _optional(_text),
+            None,
+            "UK outward postcode for regional intensity, e.g. SW1",
+        ),
+        SettingSpec(
+            "electricitymaps_token",
+            _optional(_text),
+            None,
+            "Electricity Maps API token (also ELECTRICITYMAPS_API_TOKEN); never shown or stored",
+            secret=True,
+        ),
+        SettingSpec(
+            "electricitymaps_url",
+            _text,
+            "https://api.electricitymap.org",
+            "base URL of the Electricity Maps API",
+        ),
+        SettingSpec(
+            "ukgrid_url",
+            _text,
+            "https://api.carbonintensity.org.uk",
+            "base URL of the UK Carbon Intensity API",
+        ),
+    ]
+}
+
+
+def setting_names() -> list[str]:
+    """All setting names, in documentation order."""
+    return list(SPECS)
+
+
+def parse_setting(name: str, value: Any) -> Any:
+    """Validate one value for one setting; raise ``ValueError`` naming the valid choices."""
+    spec = SPECS.get(name)
+    if spec is None:
+        raise ValueError(f"unknown setting {name!r}; valid settings: {', '.join(SPECS)}")
+    try:
+        return spec.parse(value)
+    except ValueError as error:
+        raise ValueError(f"{name} {error}") from None
+
+
+class Settings:
+    """The current value of every setting, with where it came from.
+
+    Thread-safe: readers see a consistent mapping; ``update`` validates everything
+    before changing anything.
+    """
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        environ = os.environ if environ is None else environ
+        self._lock = threading.Lock()
+        self._values: dict[str, Any] = {name: spec.default for name, spec in SPECS.items()}
+        self._origins: dict[str, str] = {name: "default" for name in SPECS}
+        self._listeners: list[Callable[[dict[str, Any]], None]] = []
+        from_env: dict[str, Any] = {}
+        for name, spec in SPECS.items():
+            raw = environ.get(spec.env_var)
+            if raw is not None and raw.strip() != "":
+                try:
+                    from_env[name] = spec.parse(raw)
+                except ValueError as error:
+                    raise ValueError(f"{spec.env_var}: {name} {error}") from None
+        token = environ.get("ELECTRICITYMAPS_API_TOKEN")
+        if "electricitymaps_token" not in from_env and token:
+            from_env["electricitymaps_token"] = token.strip()
+        for name, value in from_env.items():
+            self._values[name] = value
+            self._origins[name] = "environment"
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(f"no setting {name!r}") from None
+
+    def get(self, name: str) -> Any:
+        """The current value of ``name``."""
+        with self._lock:
+            return self._values[name]
+
+    def origin(self, name: str) -> str:
+        """``default``, ``environment`` or ``code`` (set by configure or the magics)."""
+        with self._lock:
+            return self._origins[name]
+
+    def as_dict(self, reveal_secrets: bool = False) -> dict[str, Any]:
+        """A copy of all values; secrets are masked unless ``reveal_secrets``."""
+        with self._lock:
+            values = dict(self._values)
+        if not reveal_secrets:
+            for name, spec in SPECS.items():
+                if spec.secret and values[name]:
+                    values[name] = "***"
+        return values
+
+    def update(self, **changes: Any) -> dict[str, Any]:
+        """Validate all ``changes``, then apply them together. Returns the parsed values.
+
+        Raises ``ValueError`` (naming valid settings, ranges or choices) and changes
+        nothing when any value is bad.
+        """
+        parsed = {name: parse_setting(name, value) for name, value in changes.items()}
+        with self._lock:
+            self._values.update(parsed)
+            for name in parsed:
+                self._origins[name] = "code"
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(parsed)
+        return parsed
+
+    def on_change(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``listener(changed_values)`` after every successful ``update``."""
+        with self._lock:
+            self._listeners.append(listener)

@@ -1,0 +1,94 @@
+import pytest
+
+import carbon_magic
+from carbon_magic.settings import SPECS, Settings, parse_setting
+
+
+def test_defaults():
+    settings = Settings(environ={})
+    assert settings.mode == "process"
+    assert settings.interval == 1.0
+    assert settings.powercap_root == "/sys/class/powercap"
+    assert settings.embodied is True
+    assert settings.embodied_server_kg == 1000.0
+    assert settings.embodied_gpu_kg == 150.0
+    assert settings.lifetime_years == 4.0
+    assert settings.origin("mode") == "default"
+
+
+def test_environment_overrides_defaults():
+    settings = Settings(
+        environ={
+            "CARBON_MAGIC_MODE": "machine",
+            "CARBON_MAGIC_INTERVAL": "0.5",
+            "CARBON_MAGIC_EMBODIED": "off",
+            "CARBON_MAGIC_COUNTRY": "fra",
+        }
+    )
+    assert settings.mode == "machine"
+    assert settings.interval == 0.5
+    assert settings.embodied is False
+    assert settings.country == "FR"
+    assert settings.origin("interval") == "environment"
+
+
+def test_bad_environment_value_names_variable_and_range():
+    with pytest.raises(ValueError, match=r"CARBON_MAGIC_INTERVAL.*0\.1 to 60"):
+        Settings(environ={"CARBON_MAGIC_INTERVAL": "100"})
+
+
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("mode", "galaxy", "process, machine"),
+        ("interval", 0.01, "from 0.1 to 60"),
+        ("interval", "fast", "from 0.1 to 60"),
+        ("pue", 0.5, "from 1 to 3"),
+        ("embodied", "maybe", "on or off"),
+        ("cloud_region", "ibm:moon-1", "aws"),
+        ("country", "ZZX", "unknown country"),
+        ("colour", "red", "valid settings: mode"),
+    ],
+)
+def test_bad_values_raise_with_choices_and_change_nothing(name, value, message):
+    settings = Settings(environ={})
+    before = settings.as_dict()
+    with pytest.raises(ValueError, match=message):
+        settings.update(**{"pue": 1.5, name: value} if name != "pue" else {name: value})
+    assert settings.as_dict() == before
+
+
+def test_update_applies_all_and_notifies():
+    settings = Settings(environ={})
+    seen = []
+    settings.on_change(seen.append)
+    parsed = settings.update(pue="1.2", mode="MACHINE", country="de", cloud_region=None)
+    assert parsed["pue"] == 1.2 and parsed["mode"] == "machine" and parsed["country"] == "DE"
+    assert settings.origin("pue") == "code"
+    assert seen == [parsed]
+
+
+def test_secret_is_masked_and_token_env_is_read():
+    settings = Settings(environ={"ELECTRICITYMAPS_API_TOKEN": "s3cret"})
+    assert settings.electricitymaps_token == "s3cret"
+    assert settings.as_dict()["electricitymaps_token"] == "***"
+    assert "s3cret" not in repr(settings.as_dict())
+
+
+def test_every_setting_has_an_env_var_and_doc():
+    for name, spec in SPECS.items():
+        assert spec.env_var == "CARBON_MAGIC_" + name.upper()
+        assert spec.doc
+
+
+def test_optional_settings_accept_auto():
+    assert parse_setting("pue", "auto") is None
+    assert parse_setting("cpu_max_w", "") is None
+
+
+def test_configure_api_validates(monkeypatch):
+    tracker = carbon_magic.get_tracker()
+    before = tracker.settings.as_dict()
+    with pytest.raises(ValueError, match="from 0.1 to 60"):
+        carbon_magic.configure(interval=1000)
+    assert tracker.settings.as_dict() == before

@@ -1,0 +1,283 @@
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from carbon_magic.grid.base import Intensity
+from carbon_magic.measurement import COMPONENTS
+from carbon_magic.sensors.cputime import ProcessTreeCounter, read_proc_stat_cpu_s
+from carbon_magic.settings import Settings
+from carbon_magic.tracker import Tracker
+
+
+def make_tracker(**settings):
+    tracker = Tracker(Settings(environ={}))
+    tracker.settings.update(**{"country": "FR", "powercap_root": "/nonexistent", **settings})
+    return tracker
+
+
+@pytest.fixture
+def tracker():
+    tracker = make_tracker(interval=0.1)
+    yield tracker
+    tracker.close()
+
+
+class FixedProvider:
+    name = "fixed"
+
+    def __init__(self, g_per_kwh):
+        self.value = g_per_kwh
+
+    def current(self):
+        return Intensity(self.value, "fixed", "XX", f"fixed {self.value}", 0.1)
+
+    def forecast(self):
+        return []
+
+    def status(self):
+        return "fixed"
+
+    def close(self):
+        pass
+
+
+def spin(seconds):
+    end = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < end:
+        n += 1
+    return n
+
+
+def test_measure_fills_the_contract(tracker):
+    with tracker.measure("block") as m:
+        spin(0.3)
+    assert m.name == "block"
+    assert m.duration_s == pytest.approx(0.3, abs=0.1)
+    assert set(m.energy_j) == set(COMPONENTS)
+    assert m.energy_j["cpu"] > 0 and m.energy_j["ram"] > 0 and m.energy_j["gpu"] == 0
+    assert m.energy_kwh == pytest.approx(sum(m.energy_j.values()) / 3.6e6)
+    low, high = m.emissions_range_g
+    assert 0 < low < m.emissions_g < high
+    assert m.intensity_source.startswith("static")
+    assert "FR" in m.intensity_source
+    assert m.emissions_g == pytest.approx(m.energy_kwh * m.intensity_g_per_kwh)
+    assert m.methods == {"cpu": "modelled", "ram": "assumed"}
+    assert m.mode == "process"
+    assert m.embodied_g > 0
+    assert m.started_at < m.ended_at
+
+
+def test_start_stop_idempotent_and_thread_daemon(tracker):
+    tracker.start()
+    thread = tracker._thread
+    tracker.start()
+    assert tracker._thread is thread and thread.daemon
+    tracker.stop()
+    tracker.stop()
+    assert not tracker.running and not thread.is_alive()
+
+
+def test_busy_main_thread_does_not_bend_process_cpu_energy(tracker):
+    """Pure Python holding the GIL: energy must equal the model on measured CPU seconds."""
+    tracker.start()
+    model = tracker.cpu_power
+    busy0, proc0, t0 = read_proc_stat_cpu_s()[0], ProcessTreeCounter().cpu_s(), time.monotonic()
+    with tracker.measure("spin") as m:
+        spin(2.0)
+    busy1, proc1, t1 = read_proc_stat_cpu_s()[0], ProcessTreeCounter().cpu_s(), time.monotonic()
+    machine_j = (
+        model.idle_w * (t1 - t0) + (model.max_w - model.idle_w) * (busy1 - busy0) / model.n_cpus
+    )
+    expected_j = machine_j * min(1.0, (proc1 - proc0) / (busy1 - busy0))
+    assert m.energy_j["cpu"] == pytest.approx(expected_j, rel=0.1)
+
+
+def test_machine_mode_charges_everything(tracker):
+    tracker.settings.update(mode="machine")
+    with tracker.measure("m") as machine:
+        time.sleep(0.3)
+    assert machine.mode == "machine"
+    # Idle power over 0.3 s is charged in full in machine mode.
+    assert machine.energy_j["cpu"] >= tracker.cpu_power.idle_w * 0.29
+    tracker.settings.update(mode="process")
+    with tracker.measure("p") as process:
+        time.sleep(0.3)
+    assert process.energy_j["cpu"] < machine.energy_j["cpu"]
+
+
+def test_windows_nest_and_overlap(tracker):
+    outer = tracker.begin("outer")
+    spin(0.2)
+    inner = tracker.begin("inner")
+    spin(0.2)
+    overlapping = tracker.begin("overlap")
+    inner_m = tracker.end(inner)
+    spin(0.2)
+    outer_m = tracker.end(outer)
+    overlap_m = tracker.end(overlapping)
+    assert 0 < inner_m.energy_j["cpu"] < outer_m.energy_j["cpu"]
+    assert inner_m.duration_s < outer_m.duration_s
+    assert overlap_m.duration_s > 0
+    assert tracker.end(inner) is inner_m  # closing twice returns the same record
+
+
+def test_child_processes_count_also_after_they_exit():
+    counter = ProcessTreeCounter()
+    before = counter.cpu_s()
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import time\ne=time.process_time()+0.5\nwhile time.process_time()<e: pass",
+        ],
+        check=True,
+    )
+    assert counter.cpu_s() - before >= 0.45
+
+
+def test_running_children_are_seen_after_refresh():
+    counter = ProcessTreeCounter()
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time\ne=time.process_time()+0.6\nwhile time.process_time()<e: pass\ntime.sleep(5)",
+        ]
+    )
+    try:
+        time.sleep(0.3)
+        counter.refresh_children()
+        assert child.pid in counter.pids()
+        before = counter.cpu_s()
+        time.sleep(0.8)
+        assert counter.cpu_s() - before >= 0.2  # the child's CPU time, while it still runs
+    finally:
+        child.kill()
+        child.wait()
+    # Reaped: its time moved into our children_* times; the total never goes down.
+    counter.refresh_children()
+    assert counter.cpu_s() >= before
+
+
+def test_intensity_change_mid_window_is_integrated():
+    tracker = make_tracker(
+        interval=60, mode="machine", cpu_idle_w=100, cpu_max_w=100, ram_w_per_gb=0
+    )
+    tracker.start()
+    provider = FixedProvider(100.0)
+    tracker.intensity_provider = provider
+    tracker._intensity_now = provider.current()
+    try:
+        window = tracker.begin("w")
+        time.sleep(0.3)
+        tracker._tick()  # energy so far at 100 g/kWh
+        provider.value = 300.0
+        tracker._intensity_now = provider.current()
+        time.sleep(0.3)
+        m = tracker.end(window)
+    finally:
+        tracker.close()
+    # Half the energy at 100, half at 300: the effective intensity is in between.
+    assert 150 < m.intensity_g_per_kwh < 250
+    assert m.energy_j["cpu"] == pytest.approx(100 * m.duration_s, rel=0.05)
+    assert m.emissions_g == pytest.approx(m.energy_kwh * m.intensity_g_per_kwh)
+
+
+def test_failing_sensor_is_disabled_once_without_raising(tracker):
+    class Broken:
+        method = "measured"
+
+        def read_j(self):
+            raise OSError("device vanished")
+
+        def poll_interval_s(self):
+            return None
+
+    tracker.start()
+    tracker.rapl = Broken()
+    with tracker.measure("after failure") as m:
+        spin(0.1)
+    assert tracker.rapl is None
+    assert m.methods["cpu"] == "modelled"
+    assert sum("RAPL failed" in notice for notice in tracker.notices) == 1
+
+
+def test_listener_errors_never_reach_callers(tracker):
+    calls = []
+
+    def bad(reading):
+        calls.append(reading)
+        raise RuntimeError("boom")
+
+    tracker.add_listener(bad)
+    tracker.start()
+    time.sleep(0.5)
+    assert len(calls) == 1  # removed after the first failure
+    assert any("listener failed" in notice for notice in tracker.notices)
+    assert tracker.running
+
+
+def test_live_readings_arrive_while_main_thread_is_busy(tracker):
+    readings = []
+    tracker.add_listener(readings.append)
+    tracker.start()
+    spin(1.0)
+    assert len(readings) >= 5
+    assert readings[-1].watts["cpu"] > 0
+    assert len(tracker.timeline) >= 5
+
+
+def test_reset_keeps_open_windows_whole(tracker):
+    tracker.start()
+    window = tracker.begin("across reset")
+    spin(0.2)
+    tracker.reset()
+    assert tracker.session().energy_j["cpu"] < 1.0
+    spin(0.2)
+    m = tracker.end(window)
+    assert m.duration_s >= 0.4 - 0.05 and m.energy_j["cpu"] > 0
+
+
+def test_concurrent_windows_from_threads(tracker):
+    results = []
+
+    def work():
+        with tracker.measure("t") as m:
+            spin(0.2)
+        results.append(m)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 4 and all(r.energy_j["cpu"] > 0 for r in results)
+
+
+def write_zone(root, zone, name, energy_uj, max_uj=2**32):
+    path = root / zone
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "name").write_text(name + "\n")
+    (path / "energy_uj").write_text(f"{energy_uj}\n")
+    (path / "max_energy_range_uj").write_text(f"{max_uj}\n")
+
+
+def test_rapl_counters_are_used_when_present(tmp_path):
+    write_zone(tmp_path, "intel-rapl:0", "package-0", 1_000_000)
+    tracker = make_tracker(interval=60, mode="machine", powercap_root=str(tmp_path))
+    tracker.start()
+    try:
+        write_zone(tmp_path, "intel-rapl:0", "package-0", 2_000_000)  # advancing: not frozen
+        time.sleep(0.06)
+        window = tracker.begin("rapl")
+        write_zone(tmp_path, "intel-rapl:0", "package-0", 7_000_000)  # +5 J
+        m = tracker.end(window)
+    finally:
+        tracker.close()
+    assert m.methods["cpu"] == "measured"
+    assert m.energy_j["cpu"] == pytest.approx(5.0)
+    assert m.devices["package-0"] == pytest.approx(5.0)
