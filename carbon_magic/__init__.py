@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from carbon_magic.measurement import Measurement
     from carbon_magic.tracker import Tracker
 
-__all__ = ["__version__", "configure", "get_tracker", "measure", "settings"]
+__all__ = ["__version__", "configure", "get_tracker", "current_settings", "measure"]
 
 
 def get_tracker() -> Tracker:
@@ -53,7 +53,7 @@ def configure(**settings: Any) -> dict[str, Any]:
     return get_tracker().settings.update(**settings)
 
 
-def settings() -> dict[str, Any]:
+def current_settings() -> dict[str, Any]:
     """Current settings (secrets masked)."""
     return get_tracker().settings.as_dict()
 

@@ -80,7 +80,7 @@ def status_lines(magics: CarbonMagics) -> list[str]:
     lines.append(
         "power now: " + ", ".join(f"{name} {format_watts(w)}" for name, w in watts.items())
     )
-    ledger = magics.ledger
+    ledger = magics.store
     lines.append(f"ledger: {ledger.status() if ledger is not None else 'unavailable'}")
     for notice in tracker.notices:
         lines.append(f"note: {notice}")
@@ -170,7 +170,7 @@ def _rows(magics: CarbonMagics, all_sessions: bool = False, since: float | None 
     """Ledger rows of this session (or all), falling back to the in-memory records."""
     from carbon_magic import ledger as ledger_module
 
-    path = magics.ledger.path if magics.ledger is not None else None
+    path = magics.store.path if magics.store is not None else None
     rows: list[dict] = []
     if path is not None:
         try:

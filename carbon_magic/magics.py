@@ -147,7 +147,7 @@ class CarbonMagics(Magics, _SettingTraits):
         self._running_cell: tuple[str, float] | None = None
         self._last_heartbeat = 0.0
         self._ledger_lock = threading.Lock()
-        self.ledger = self._open_ledger()
+        self.store = self._open_ledger()
         self._sync_traits_from_settings()
 
     # --------------------------------------------------------------- settings
@@ -201,13 +201,13 @@ class CarbonMagics(Magics, _SettingTraits):
 
     def _reopen_ledger(self) -> None:
         with self._ledger_lock:
-            if self.ledger is not None:
-                self.ledger.close()
-            self.ledger = self._open_ledger()
+            if self.store is not None:
+                self.store.close()
+            self.store = self._open_ledger()
 
     def _ledger_call(self, method: str, *args: Any, **kwargs: Any) -> None:
         with self._ledger_lock:
-            ledger = self.ledger
+            ledger = self.store
             if ledger is None:
                 return
             try:
@@ -332,7 +332,7 @@ class CarbonMagics(Magics, _SettingTraits):
             self._running_cell = None
         m = tracker.end(window)
         m.name = args.name or name
-        m.execution_count = self.shell.execution_count
+        m.execution_count = _current_execution_count(self.shell)
         m.cell_id = _current_cell_id(self.shell)
         m.source = first_line(cell)
         m.status = status
@@ -357,7 +357,7 @@ class CarbonMagics(Magics, _SettingTraits):
         except SyntaxError as error:
             raise UsageError(f"%%carbon: the cell has a syntax error: {error}") from None
         tree = self.shell.transform_ast(tree)
-        filename = self.shell.compile.cache(transformed)
+        filename = self.shell.compile.cache(transformed, self.shell.execution_count)
         last_expr = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):
             last_expr = self.shell.compile(ast.Expression(tree.body.pop().value), filename, "eval")
@@ -423,6 +423,14 @@ def _status_of(result: Any) -> str:
     if isinstance(error, KeyboardInterrupt):
         return "interrupted"
     return "error"
+
+
+def _current_execution_count(shell: Any) -> int | None:
+    """The execution count of the cell running now (IPython 8 and 9 differ in when they
+    increment ``shell.execution_count``; the running cell's result object knows)."""
+    result = getattr(getattr(shell, "displayhook", None), "exec_result", None)
+    count = getattr(result, "execution_count", None)
+    return count if count is not None else getattr(shell, "execution_count", None)
 
 
 def _current_cell_id(shell: Any) -> str | None:
@@ -558,9 +566,9 @@ def unload(ipython: Any) -> None:
         "update_session", magics.session_uuid, tracker_state="stopped", ended_at=time.time()
     )
     with magics._ledger_lock:
-        if magics.ledger is not None:
-            magics.ledger.close()
-            magics.ledger = None
+        if magics.store is not None:
+            magics.store.close()
+            magics.store = None
     if magics in ipython.configurables:
         ipython.configurables.remove(magics)
 

@@ -1,0 +1,266 @@
+"""The notebook experience in real kernels: loading, %%carbon, %carbon, the ledger."""
+
+import json
+import os
+import signal
+import sqlite3
+import time
+
+import pytest
+
+from carbon_magic import ledger as ledger_module
+
+from .kernels import Kernel
+
+pytestmark = pytest.mark.kernel
+
+BUSY = "import time\n_end = time.time() + {s}\nwhile time.time() < _end:\n    pass\n"
+
+
+@pytest.fixture
+def ledger_path(tmp_path):
+    return str(tmp_path / "ledger.sqlite3")
+
+
+@pytest.fixture
+def kernel(ledger_path):
+    k = Kernel(ledger_path, {"CARBON_MAGIC_INTERVAL": "0.5"})
+    yield k
+    k.shutdown()
+
+
+def test_every_cell_is_recorded_silently(kernel, ledger_path):
+    load = kernel.execute("%load_ext carbon_magic")
+    assert load.reply["content"]["status"] == "ok"
+    assert not load.of_type("stream", "display_data", "error")
+    quiet = kernel.execute("x = sum(range(10**5))\nx")
+    assert quiet.result == str(sum(range(10**5)))
+    assert not quiet.of_type("display_data", "stream")
+    failed = kernel.execute("1/0")
+    assert failed.error["ename"] == "ZeroDivisionError"
+    rows = ledger_module.read_cells(ledger_path)
+    by_source = {row["source"]: row for row in rows}
+    assert by_source["x = sum(range(10**5))"]["status"] == "ok"
+    assert by_source["x = sum(range(10**5))"]["via"] == "auto"
+    assert by_source["1/0"]["status"] == "error"
+    row = by_source["x = sum(range(10**5))"]
+    assert row["kernel_id"] == kernel.kernel_id
+    assert row["execution_count"] == 2
+    assert row["cpu_j"] > 0 and row["emissions_g"] > 0
+    assert row["emissions_low_g"] < row["emissions_g"] < row["emissions_high_g"]
+    assert json.loads(row["methods_json"]) == {"cpu": "modelled", "ram": "assumed"}
+    assert "FR" in row["intensity_source"]
+    assert row["pue"] == 1.0
+    sessions = ledger_module.read_sessions(ledger_path, kernel_id=kernel.kernel_id)
+    assert len(sessions) == 1 and sessions[0]["tracker_state"] == "running"
+
+
+def test_carbon_cell_panel_updates_live_and_returns_value(kernel, ledger_path):
+    kernel.execute("%load_ext carbon_magic")
+    run = kernel.execute("%%carbon --name busy\n" + BUSY.format(s=3) + "6 * 7")
+    assert run.reply["content"]["status"] == "ok"
+    assert run.result == "42"
+    # Panel updates (comm messages setting the HTML value) arrive while the cell runs.
+    updates = [
+        m
+        for m in run.of_type("comm_msg")
+        if m["content"]["data"].get("method") == "update"
+        and "value" in m["content"]["data"].get("state", {})
+    ]
+    assert len(updates) >= 3
+    assert all(m["received"] < run.reply_time for m in updates)
+    started = run.of_type("display_data")[0]["received"]
+    assert updates[0]["received"] - started < 1.5  # at least once a second while busy
+    values = [m["content"]["data"]["state"]["value"] for m in updates]
+    assert len(set(values)) >= 3 and "cm-emissions" in values[-1]
+    # The final state replaces the widget as plain output, with the status.
+    final = run.of_type("update_display_data")[-1]["content"]["data"]
+    assert "application/vnd.jupyter.widget-view+json" not in final
+    assert "data-state='ok'" in final["text/html"] and "busy" in final["text/plain"]
+    # Recorded once, by the magic, not again by the automatic recording.
+    rows = [r for r in ledger_module.read_cells(ledger_path) if r["name"] == "busy"]
+    assert len(rows) == 1 and rows[0]["via"] == "magic"
+    assert rows[0]["duration_s"] == pytest.approx(3.0, abs=0.5)
+    assert not [
+        r for r in ledger_module.read_cells(ledger_path) if "%%carbon" in (r["source"] or "")
+    ]
+    last = kernel.execute(
+        "m = %carbon last\nm.name, m.status, m.execution_count, round(m.duration_s)"
+    )
+    assert last.result == "('busy', 'ok', 2, 3)"
+
+
+def test_errors_are_recorded_and_reraised_with_traceback(kernel, ledger_path):
+    kernel.execute("%load_ext carbon_magic")
+    run = kernel.execute(
+        "%%carbon --quiet --name boom\ndef f():\n    raise ValueError('bad value')\nf()"
+    )
+    assert run.error["ename"] == "ValueError"
+    trace = "\n".join(run.error["traceback"])
+    assert "bad value" in trace and "f()" in trace
+    assert "carbon: boom" in run.text  # quiet: one line of text instead of the panel
+    row = [r for r in ledger_module.read_cells(ledger_path) if r["name"] == "boom"][0]
+    assert row["status"] == "error"
+
+
+def test_interrupt_is_recorded_and_reraised(kernel, ledger_path):
+    kernel.execute("%load_ext carbon_magic")
+    run = kernel.execute("%%carbon --name long\n" + BUSY.format(s=20), interrupt_after=1.5)
+    assert run.error["ename"] == "KeyboardInterrupt"
+    auto = kernel.execute(BUSY.format(s=20), interrupt_after=1.5)
+    assert auto.error["ename"] == "KeyboardInterrupt"
+    rows = ledger_module.read_cells(ledger_path)
+    assert [r["status"] for r in rows if r["name"] == "long"] == ["interrupted"]
+    assert [r["status"] for r in rows if r["via"] == "auto"][-1] == "interrupted"
+
+
+def test_budget_stop_interrupts_and_records(kernel, ledger_path):
+    kernel.execute("%load_ext carbon_magic")
+    started = time.monotonic()
+    run = kernel.execute(
+        "%%carbon --name capped --budget 0.01J --on-exceed stop\n" + BUSY.format(s=30)
+    )
+    assert time.monotonic() - started < 10
+    assert run.error["ename"] == "BudgetExceeded"
+    row = [r for r in ledger_module.read_cells(ledger_path) if r["name"] == "capped"][0]
+    assert row["status"] == "stopped by budget" and row["budget"] == "0.01J"
+
+
+def test_budget_warn_marks_and_prints_once(kernel):
+    kernel.execute("%load_ext carbon_magic")
+    run = kernel.execute("%%carbon --budget 0.1J\n" + BUSY.format(s=1.5))
+    assert run.reply["content"]["status"] == "ok"
+    assert run.text.count("budget") >= 1
+    assert sum("exceeded" in m["content"]["text"] for m in run.of_type("stream")) == 1
+    final = run.of_type("update_display_data")[-1]["content"]["data"]["text/html"]
+    assert "budget exceeded" in final
+
+
+def test_bad_options_change_nothing(kernel):
+    kernel.execute("%load_ext carbon_magic")
+    for code, expected in [
+        ("%%carbon --budget 5apples\n1", "expected a number with a unit"),
+        ("%%carbon --on-exceed explode\n1", "invalid choice"),
+        ("%%carbon --colour red\n1", "unrecognized arguments"),
+        ("%carbon bogus", "valid: status, config"),
+        ("%carbon config pue=9", "from 1 to 3"),
+        ("%carbon config colour=red", "valid settings"),
+        ("%carbon config mode", "key=value"),
+        ("%carbon auto maybe", "on|off"),
+        ("%config CarbonMagics.interval = 1000", "from 0.1 to 60"),
+    ]:
+        run = kernel.execute(code)
+        assert expected in run.text, (code, run.text)
+    config = kernel.execute(
+        "import carbon_magic; carbon_magic.current_settings()['pue'], carbon_magic.current_settings()['interval']"
+    )
+    assert config.result == "(None, 0.5)"
+
+
+def test_config_via_magic_and_traitlets(kernel):
+    kernel.execute("%load_ext carbon_magic")
+    kernel.execute("%carbon config pue=1.4 mode=machine")
+    kernel.execute("%config CarbonMagics.interval = 2")
+    run = kernel.execute(
+        "import carbon_magic; s = carbon_magic.current_settings(); s['pue'], s['mode'], s['interval']"
+    )
+    assert run.result == "(1.4, 'machine', 2.0)"
+    status = kernel.execute("%carbon status")
+    assert "machine mode" in status.text and "PUE: 1.4" in status.text
+    assert "cpu-model" in status.text and "modelled" in status.text and "rapl" in status.text
+    help_text = kernel.execute("%carbon?")
+    assert help_text.reply["content"]["status"] == "ok"
+
+
+def test_reload_is_idempotent_and_unload_stops(kernel, ledger_path):
+    kernel.execute("%load_ext carbon_magic")
+    kernel.execute("%load_ext carbon_magic")
+    kernel.execute("%reload_ext carbon_magic")
+    threads = kernel.execute(
+        "import threading; sum(t.name == 'carbon_magic-tracker' for t in threading.enumerate())"
+    )
+    assert threads.result == "1"
+    kernel.execute("y = 1")
+    rows = [r for r in ledger_module.read_cells(ledger_path) if r["source"] == "y = 1"]
+    assert len(rows) == 1  # events registered once
+    kernel.execute("%unload_ext carbon_magic")
+    gone = kernel.execute(
+        "import threading; sum(t.name == 'carbon_magic-tracker' for t in threading.enumerate())"
+    )
+    assert gone.result == "0"
+    kernel.execute("z = 2")
+    assert not [r for r in ledger_module.read_cells(ledger_path) if r["source"] == "z = 2"]
+
+
+def test_stop_start_auto(kernel, ledger_path):
+    kernel.execute("%load_ext carbon_magic")
+    kernel.execute("%carbon auto off")
+    kernel.execute("a = 1")
+    kernel.execute("%carbon auto on")
+    kernel.execute("%carbon stop")
+    kernel.execute("b = 2")
+    kernel.execute("%carbon start")
+    kernel.execute("c = 3")
+    sources = [r["source"] for r in ledger_module.read_cells(ledger_path)]
+    assert "a = 1" not in sources and "b = 2" not in sources and "c = 3" in sources
+
+
+def test_sigkill_loses_at_most_the_running_cells_last_seconds(ledger_path):
+    kernel = Kernel(ledger_path, {"CARBON_MAGIC_INTERVAL": "0.5"})
+    try:
+        kernel.execute("%load_ext carbon_magic")
+        kernel.execute("done = 1")
+        kernel.client.execute(BUSY.format(s=60))
+        time.sleep(5)
+        os.kill(kernel.manager.provisioner.process.pid, signal.SIGKILL)
+        time.sleep(0.5)
+    finally:
+        kernel.shutdown()
+    conn = sqlite3.connect(ledger_path)
+    conn.row_factory = sqlite3.Row
+    assert [r["source"] for r in ledger_module.read_cells(conn)][-1] == "done = 1"
+    beat = ledger_module.latest_heartbeat(conn, kernel.kernel_id)
+    assert beat is not None and beat["running_cell"].startswith("import time")
+    # The heartbeat carries the running cell's energy up to a few seconds before the kill.
+    assert beat["at"] - beat["running_cell_started_at"] >= 2.0
+    assert beat["energy_kwh"] > 0
+
+
+def test_two_kernels_write_one_ledger(ledger_path):
+    kernels = [Kernel(ledger_path, {"CARBON_MAGIC_INTERVAL": "0.2"}) for _ in range(2)]
+    try:
+        for k in kernels:
+            k.execute("%load_ext carbon_magic")
+        code = "for i in range(60):\n    get_ipython().run_cell(f'v = {i}')"
+        ids = [k.client.execute(code) for k in kernels]
+        for k, msg_id in zip(kernels, ids):
+            while True:
+                reply = k.client.get_shell_msg(timeout=60)
+                if reply["parent_header"].get("msg_id") == msg_id:
+                    assert reply["content"]["status"] == "ok"
+                    break
+        warnings = [k.execute("%carbon status").text for k in kernels]
+    finally:
+        for k in kernels:
+            k.shutdown()
+    rows = ledger_module.read_cells(ledger_path)
+    for k in kernels:
+        mine = [r for r in rows if r["kernel_id"] == k.kernel_id and r["source"].startswith("v = ")]
+        assert len(mine) == 60
+    assert all("locked" not in text for text in warnings)
+
+
+def test_loaded_from_ipython_config(tmp_path, ledger_path):
+    profile = tmp_path / "ipython"
+    (profile / "profile_default").mkdir(parents=True)
+    (profile / "profile_default" / "ipython_config.py").write_text(
+        "c.InteractiveShellApp.extensions = ['carbon_magic']\nc.CarbonMagics.pue = 1.25\n"
+    )
+    kernel = Kernel(ledger_path, {"IPYTHONDIR": str(profile)})
+    try:
+        run = kernel.execute("import carbon_magic; carbon_magic.current_settings()['pue']")
+        assert run.result == "1.25"
+        kernel.execute("w = 5")
+    finally:
+        kernel.shutdown()
+    assert [r for r in ledger_module.read_cells(ledger_path) if r["source"] == "w = 5"]
