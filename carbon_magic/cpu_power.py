@@ -21,7 +21,6 @@ import re
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from statistics import fmean
 
 PROVIDERS = ("aws", "gcp", "azure")
 
@@ -130,6 +129,11 @@ _ARM_PARTS = {
     "0xd49": "ARM Neoverse-N2",
     "0xd08": "ARM Cortex-A72",
 }
+
+
+def _mean(values: list[float]) -> float:
+    # statistics.fmean would cost an import of several milliseconds at start-up.
+    return sum(values) / len(values)
 
 
 @dataclass(frozen=True)
@@ -415,8 +419,8 @@ def _ccf_coefficients(architecture: str, provider: str) -> tuple[float, float, s
             return None
         names = ", ".join(sorted(rows))
         return (
-            fmean(v[0] for v in rows.values()),
-            fmean(v[1] for v in rows.values()),
+            _mean([v[0] for v in rows.values()]),
+            _mean([v[1] for v in rows.values()]),
             f"CCF {provider} coefficients, AMD EPYC of unknown generation (average of {names})",
         )
     wanted: str | None = architecture
@@ -429,8 +433,8 @@ def _ccf_coefficients(architecture: str, provider: str) -> tuple[float, float, s
         if holders:
             note = "" if wanted == architecture else f" ({architecture} not in the tables)"
             return (
-                fmean(tables[p][wanted][0] for p in holders),
-                fmean(tables[p][wanted][1] for p in holders),
+                _mean([tables[p][wanted][0] for p in holders]),
+                _mean([tables[p][wanted][1] for p in holders]),
                 f"CCF {'/'.join(holders)} coefficients for {wanted}{note}",
             )
         wanted = _PREVIOUS_GENERATION.get(wanted)

@@ -143,6 +143,7 @@ class Tracker:
         self._configured = False
         self._running = False
         self._totals: dict[str, Totals] | None = None
+        self._pue_now = 1.0
         self.started_at: datetime | None = None
         self.settings.on_change(self._settings_changed)
 
@@ -194,8 +195,13 @@ class Tracker:
         return sensor if sensor.available else None
 
     def _make_nvml(self) -> Any:
-        from carbon_magic.sensors.nvml import NvmlSensor
+        from carbon_magic.sensors.nvml import NvmlSensor, nvidia_driver_present
 
+        if not nvidia_driver_present():
+            self._nvml_status = SensorStatus(
+                "nvml", "gpu", False, MEASURED, "no NVIDIA driver on this system: no GPU measured"
+            )
+            return None
         try:
             sensor = NvmlSensor()
         except Exception as error:
@@ -333,9 +339,11 @@ class Tracker:
             if self._stop_event.is_set():
                 break
             try:
-                reading = self._tick()
+                reading = self._tick(with_reading=bool(self._listeners))
             except Exception as error:  # never let the thread die
                 self._notice(f"tracker tick failed: {error!r}")
+                continue
+            if reading is None:
                 continue
             for listener in list(self._listeners):
                 try:
@@ -344,7 +352,9 @@ class Tracker:
                     self._notice(f"live listener failed and was removed: {error!r}")
                     self.remove_listener(listener)
 
-    def _tick(self) -> LiveReading:
+    def _tick(self, with_reading: bool = True) -> LiveReading | None:
+        """Advance, record the power since the last tick; build the live reading only
+        when someone listens (it is the most expensive part of an idle tick)."""
         now = time.monotonic()
         if now >= self._next_children_refresh:
             self._next_children_refresh = now + CHILDREN_REFRESH_S
@@ -365,6 +375,8 @@ class Tracker:
                 self.timeline.add(time.time(), dt_s, self._last_watts)
             self._last_tick_totals = totals.copy()
             self._last_tick_ns = self._raw.t_ns
+            if not with_reading:
+                return None
             session = self._measurement_between(
                 self._session_base[mode], totals, mode, (self._raw.t_ns - self._started_ns) / 1e9
             )
@@ -467,7 +479,7 @@ class Tracker:
         }
         intensity: Intensity = self._intensity_now
         low_i, high_i = intensity.range_g_per_kwh
-        pue = self.pue()[0]
+        pue = self._pue_now = self.pue()[0]
         for mode, (energy, devices, embodied_rate) in attributed.items():
             totals = self._totals[mode]
             for component, joules in energy.items():
@@ -514,7 +526,7 @@ class Tracker:
             embodied_g=delta.embodied_g,
             intensity_g_per_kwh=effective,
             intensity_source=intensity.source,
-            pue=self.pue()[0],
+            pue=self._pue_now,
             methods=methods,
             devices={k: v for k, v in delta.devices_j.items() if v or k in start.devices_j},
             mode=mode,

@@ -233,7 +233,7 @@ def test_two_kernels_write_one_ledger(ledger_path):
             k.execute("%load_ext carbon_magic")
         code = "for i in range(60):\n    get_ipython().run_cell(f'v = {i}')"
         ids = [k.client.execute(code) for k in kernels]
-        for k, msg_id in zip(kernels, ids):
+        for k, msg_id in zip(kernels, ids, strict=True):
             while True:
                 reply = k.client.get_shell_msg(timeout=60)
                 if reply["parent_header"].get("msg_id") == msg_id:

@@ -12,8 +12,6 @@ import os
 import threading
 from pathlib import Path
 
-import psutil
-
 from carbon_magic.cpu_power import CpuPowerModel
 from carbon_magic.sensors.base import MODELLED, SensorStatus
 
@@ -73,6 +71,60 @@ class SystemCpuCounter:
         return read_proc_stat_cpu_s(self.proc_root)[0]
 
 
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def read_pid_stat(pid: int, proc_root: str = "/proc") -> tuple[float, int]:
+    """(CPU seconds incl. waited-for children, resident bytes) of one process.
+
+    Reads ``/proc/<pid>/stat``: utime+stime+cutime+cstime and rss. Raises ``OSError``
+    when the process is gone.
+    """
+    with open(f"{proc_root}/{pid}/stat", "rb") as handle:
+        fields = handle.read().rsplit(b")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
+    return ticks / _CLOCK_TICKS, int(fields[21]) * _PAGE_BYTES
+
+
+def list_descendants(pid: int, proc_root: str = "/proc") -> set[int]:
+    """All descendants of ``pid``.
+
+    Uses ``/proc/<pid>/task/<tid>/children`` (a few small reads) and falls back to
+    psutil's full ``/proc`` walk where the kernel does not offer that file.
+    """
+    if not _children_files_supported(proc_root):
+        import psutil
+
+        try:
+            return {child.pid for child in psutil.Process(pid).children(recursive=True)}
+        except psutil.Error:
+            return set()
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tids = os.listdir(f"{proc_root}/{parent}/task")
+        except OSError:
+            continue  # exited meanwhile
+        for tid in tids:
+            try:
+                with open(f"{proc_root}/{parent}/task/{tid}/children", "rb") as handle:
+                    children = [int(child) for child in handle.read().split()]
+            except (OSError, ValueError):
+                continue  # the thread exited meanwhile
+            for child in children:
+                if child not in found:
+                    found.add(child)
+                    todo.append(child)
+    return found
+
+
+def _children_files_supported(proc_root: str) -> bool:
+    pid = os.getpid()
+    return os.path.exists(f"{proc_root}/{pid}/task/{pid}/children") or proc_root != "/proc"
+
+
 class ProcessTreeCounter:
     """Cumulative CPU seconds and memory of a process and all its descendants.
 
@@ -83,45 +135,39 @@ class ProcessTreeCounter:
     seen time stays counted instead of the total going down.
     """
 
-    def __init__(self, pid: int | None = None) -> None:
+    def __init__(self, pid: int | None = None, proc_root: str = "/proc") -> None:
         self.pid = os.getpid() if pid is None else pid
-        self._root = psutil.Process(self.pid)
-        self._children: dict[int, psutil.Process] = {}
+        self.proc_root = proc_root
+        self._children: set[int] = set()
         self._children_cpu_s: dict[int, float] = {}
         self._children_rss_b: dict[int, int] = {}
         self._high_water_s = 0.0
         self._lock = threading.Lock()
 
     def refresh_children(self) -> None:
-        """Re-list descendants (walks ``/proc``: call every few seconds, not per read)."""
-        try:
-            found = {child.pid: child for child in self._root.children(recursive=True)}
-        except psutil.Error:
-            found = {}
+        """Re-list descendants (call every few seconds, not on every read)."""
+        found = list_descendants(self.pid, self.proc_root)
         with self._lock:
-            for pid, process in found.items():
-                self._children.setdefault(pid, process)
-            for pid in list(self._children):
+            self._children = found
+            for pid in list(self._children_cpu_s):
                 if pid not in found:
-                    del self._children[pid]
-                    self._children_cpu_s.pop(pid, None)
+                    del self._children_cpu_s[pid]
                     self._children_rss_b.pop(pid, None)
         self._read_children()
 
     def _read_children(self) -> None:
         with self._lock:
-            children = list(self._children.items())
-        for pid, process in children:
+            children = list(self._children)
+        readings = {}
+        for pid in children:
             try:
-                times = process.cpu_times()
-                rss = process.memory_info().rss
-            except psutil.Error:
-                continue
-            with self._lock:
-                self._children_cpu_s[pid] = (
-                    times.user + times.system + times.children_user + times.children_system
-                )
-                self._children_rss_b[pid] = rss
+                readings[pid] = read_pid_stat(pid, self.proc_root)
+            except (OSError, ValueError, IndexError):
+                continue  # exited since the last refresh
+        with self._lock:
+            for pid, (cpu_s, rss_b) in readings.items():
+                self._children_cpu_s[pid] = cpu_s
+                self._children_rss_b[pid] = rss_b
 
     def pids(self) -> set[int]:
         """The kernel's pid and the descendants known at the last refresh."""
@@ -135,9 +181,8 @@ class ProcessTreeCounter:
             own = times.user + times.system + times.children_user + times.children_system
         else:
             try:
-                t = self._root.cpu_times()
-                own = t.user + t.system + t.children_user + t.children_system
-            except psutil.Error:
+                own = read_pid_stat(self.pid, self.proc_root)[0]
+            except (OSError, ValueError, IndexError):
                 own = 0.0
         if include_children and self._children:
             self._read_children()
@@ -149,8 +194,9 @@ class ProcessTreeCounter:
     def rss_bytes(self) -> int:
         """Resident memory of the kernel now plus its children at their last read, bytes."""
         try:
-            own = self._root.memory_info().rss
-        except psutil.Error:
+            with open(f"{self.proc_root}/{self.pid}/statm", "rb") as handle:
+                own = int(handle.read().split()[1]) * _PAGE_BYTES
+        except (OSError, ValueError, IndexError):
             own = 0
         with self._lock:
             return own + sum(self._children_rss_b.values())
@@ -180,7 +226,7 @@ class CpuModel:
 
 def total_memory_bytes() -> int:
     """Installed memory visible to this system, bytes."""
-    return psutil.virtual_memory().total
+    return os.sysconf("SC_PHYS_PAGES") * _PAGE_BYTES
 
 
 def cgroup_memory_limit_bytes(cgroup_root: str = "/sys/fs/cgroup") -> int | None:

@@ -330,3 +330,14 @@ class NvmlSensor:
             if self.available:
                 self.available = False
                 self.reason = "NVML sensor closed"
+
+
+# Where an NVIDIA driver shows itself: Linux device nodes and proc entry, and WSL2's
+# driver library folder. Checking these few paths first spares every machine without
+# a GPU the import of pynvml and the loading attempt of libnvidia-ml (tens of ms).
+_DRIVER_MARKERS = ("dev/nvidiactl", "proc/driver/nvidia/version", "usr/lib/wsl/lib")
+
+
+def nvidia_driver_present(root: str = "/") -> bool:
+    """True when this system shows any sign of an NVIDIA driver (cheap: a few stats)."""
+    return any(os.path.exists(os.path.join(root, marker)) for marker in _DRIVER_MARKERS)
