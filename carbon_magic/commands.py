@@ -239,7 +239,23 @@ def cmd_plot(magics: CarbonMagics, args: list[str]) -> Any:
     parser.add_argument("--save")
     options = parser.parse_args(args)
     rows = _rows(magics)
-    return report.plot_session(magics.tracker.timeline.points(), rows, save=options.save)
+    figure = report.plot_session(magics.tracker.timeline.points(), rows, save=options.save)
+    _ensure_figure_display(magics.shell)
+    return figure
+
+
+def _ensure_figure_display(shell: Any) -> None:
+    """Let IPython show a ``Figure`` as PNG even when pyplot was never imported (the
+    figure is built without pyplot's global state, so no inline backend registered)."""
+    from matplotlib.figure import Figure
+
+    formatter = shell.display_formatter.formatters["image/png"]
+    try:
+        formatter.lookup_by_type(Figure)
+    except KeyError:
+        from IPython.core.pylabtools import print_figure
+
+        formatter.for_type(Figure, lambda figure: print_figure(figure, "png"))
 
 
 def cmd_export(magics: CarbonMagics, args: list[str]) -> Any:
@@ -294,9 +310,9 @@ def cmd_card(magics: CarbonMagics, args: list[str]) -> Any:
         return card.model_card(
             _rows(magics),
             training_type=options.training_type,
-            hardware=options.hardware or magics.tracker.hardware().get("cpu_model"),
+            hardware=options.hardware or magics.tracker.hardware(),
             cells=options.cells,
-            location=intensity.zone,
+            location=None if intensity.provider == "world-average" else intensity.zone,
         )
     except ValueError as error:
         raise UsageError(str(error)) from None

@@ -525,12 +525,25 @@ CarbonMagics.carbon_line.__doc__ = (CarbonMagics.carbon_line.__doc__ or "") + ",
 _state: dict[str, Any] = {}
 
 
+def _route_log_messages() -> None:
+    """Send the package's warnings to the kernel's own stderr (the server log), never
+    into whichever cell happens to be running: they are also kept for ``%carbon status``."""
+    if any(getattr(h, "_carbon_magic", False) for h in log.handlers):
+        return
+    handler = logging.StreamHandler(sys.__stderr__)
+    handler.setFormatter(logging.Formatter("[carbon_magic] %(levelname)s %(message)s"))
+    handler._carbon_magic = True  # type: ignore[attr-defined]
+    log.addHandler(handler)
+    log.propagate = False
+
+
 def load(ipython: Any) -> None:
     """Start the tracker (once per kernel), register the magics and the cell events."""
     if ipython is None:
         return
     if _state.get("shell") is ipython:
         return  # loaded already: never a second tracker, never double events
+    _route_log_messages()
     tracker = get_tracker()
     tracker.start()
     magics = CarbonMagics(ipython, tracker)

@@ -15,6 +15,7 @@ import os
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -110,7 +111,7 @@ class Window:
     started_at: datetime
     totals_at_start: Totals
     measurement: Measurement
-    sources: set[str] = field(default_factory=set)
+    intensity_at_start_g_per_kwh: float = 0.0
     closed: bool = False
 
 
@@ -143,7 +144,10 @@ class Tracker:
         self._configured = False
         self._running = False
         self._totals: dict[str, Totals] | None = None
+        self._raw: _Raw | None = None
         self._pue_now = 1.0
+        # (monotonic ns, g/kWh) whenever the intensity changed: windows report the span.
+        self._intensity_changes: deque[tuple[int, float]] = deque(maxlen=1000)
         self.started_at: datetime | None = None
         self.settings.on_change(self._settings_changed)
 
@@ -286,7 +290,7 @@ class Tracker:
             self.timeline.clear()
 
     def _init_totals(self) -> None:
-        self._raw = self._read_raw()
+        self._raw = self._read_raw(with_memory=True)
         self.started_at = datetime.now(timezone.utc)
         self._started_ns = self._raw.t_ns
         self._totals = {mode: Totals() for mode in MODES}
@@ -297,9 +301,9 @@ class Tracker:
         self._next_children_refresh = 0.0
 
     def close(self) -> None:
-        """Stop and release sensors (NVML)."""
+        """Stop and release sensors (NVML, kept-open files)."""
         self.stop()
-        for sensor in (getattr(self, "nvml", None),):
+        for sensor in (getattr(self, "nvml", None), getattr(self, "system_cpu", None)):
             if sensor is not None:
                 sensor.close()
 
@@ -361,9 +365,12 @@ class Tracker:
             self.process_tree.refresh_children()
             self._refresh_gpu_use()
         provider = self.intensity_provider
-        self._intensity_now = provider.current()
+        intensity = provider.current()
         with self._lock:
-            self._advance()
+            self._advance(with_memory=True)  # energy so far counts at the previous intensity
+            if intensity.g_per_kwh != self._intensity_now.g_per_kwh:
+                self._intensity_changes.append((self._raw.t_ns, intensity.g_per_kwh))
+            self._intensity_now = intensity
             mode = self.settings.mode
             totals = self._totals[mode]
             dt_s = (self._raw.t_ns - self._last_tick_ns) / 1e9
@@ -395,7 +402,7 @@ class Tracker:
 
     # ------------------------------------------------------------ accounting
 
-    def _read_raw(self) -> _Raw:
+    def _read_raw(self, with_memory: bool = False) -> _Raw:
         rapl_j: dict[str, float] = {}
         if self.rapl is not None:
             try:
@@ -415,18 +422,18 @@ class Tracker:
         except OSError as error:
             self._notice(f"cannot read CPU counters ({error}); CPU energy will be idle power only")
             busy_s = 0.0
-        return _Raw(
-            time.monotonic_ns(),
-            rapl_j,
-            gpu_j,
-            busy_s,
-            self.process_tree.cpu_s(),
-            self.process_tree.rss_bytes(),
+        # Memory is a level, not a counter: sampled on ticks only, and the last value is
+        # reused at window edges (saving a /proc read on every cell).
+        rss_b = (
+            self.process_tree.rss_bytes()
+            if with_memory or self._raw is None
+            else self._raw.process_rss_b
         )
+        return _Raw(time.monotonic_ns(), rapl_j, gpu_j, busy_s, self.process_tree.cpu_s(), rss_b)
 
-    def _advance(self) -> None:
+    def _advance(self, with_memory: bool = False) -> None:
         """Read counters now and add the attributed differences to both modes' totals."""
-        previous, raw = self._raw, self._read_raw()
+        previous, raw = self._raw, self._read_raw(with_memory)
         self._raw = raw
         dt_s = (raw.t_ns - previous.t_ns) / 1e9
         if dt_s <= 0:
@@ -547,8 +554,8 @@ class Tracker:
                 started_at=datetime.now(timezone.utc),
                 totals_at_start=self._totals[self.settings.mode].copy(),
                 measurement=Measurement(name=name),
+                intensity_at_start_g_per_kwh=self._intensity_now.g_per_kwh,
             )
-        window.sources.add(self._intensity_now.source)
         return window
 
     def peek(self, window: Window) -> Measurement:
@@ -577,9 +584,13 @@ class Tracker:
                 window.mode,
                 (self._raw.t_ns - window.started_ns) / 1e9,
             )
-        window.sources.add(self._intensity_now.source)
-        if len(window.sources) > 1:
-            result.intensity_source = "varied: " + "; ".join(sorted(window.sources))
+            seen = [window.intensity_at_start_g_per_kwh] + [
+                value for t_ns, value in self._intensity_changes if t_ns > window.started_ns
+            ]
+        if min(seen) != max(seen):
+            result.intensity_source += (
+                f"; varied {min(seen):.0f}–{max(seen):.0f} g/kWh during the window, integrated"
+            )
         result.name = window.name
         result.started_at = window.started_at
         result.ended_at = datetime.now(timezone.utc)
@@ -628,8 +639,18 @@ class Tracker:
         return default_pue(self.settings)
 
     def intensity(self) -> Intensity:
-        """The grid intensity in use now."""
-        return self._intensity_now
+        """The grid intensity now, as the provider has it (never waits on the network).
+
+        Accounting switches to a new value at the next tick."""
+        provider = getattr(self, "intensity_provider", None)
+        if provider is None:
+            from carbon_magic.grid.static import StaticProvider
+
+            return StaticProvider(self.settings).current()
+        try:
+            return provider.current()
+        except Exception:
+            return self._intensity_now
 
     def live_watts(self) -> dict[str, float]:
         """Attributed power per component over the last tick, watts."""

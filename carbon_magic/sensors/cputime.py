@@ -26,7 +26,11 @@ def read_proc_stat_cpu_s(proc_root: str = "/proc") -> tuple[float, float]:
     user. Raises ``OSError`` when the file is missing.
     """
     with open(os.path.join(proc_root, "stat"), "rb") as handle:
-        fields = handle.readline().split()
+        return _parse_proc_stat_line(handle.readline())
+
+
+def _parse_proc_stat_line(line: bytes) -> tuple[float, float]:
+    fields = line.split()
     values = [int(value) for value in fields[1:]]
     values += [0] * (8 - len(values))
     user, nice, system, idle, iowait, irq, softirq = values[:7]
@@ -61,6 +65,8 @@ class SystemCpuCounter:
         self.source = "/proc/stat"
         if limited and read_cgroup_usage_s(cgroup_root) is not None:
             self.source = "cgroup cpu.stat"
+        self._fd: int | None = None
+        self._lock = threading.Lock()
 
     def busy_s(self) -> float:
         """Cumulative busy CPU seconds (all visible CPUs together)."""
@@ -68,7 +74,20 @@ class SystemCpuCounter:
             usage = read_cgroup_usage_s(self.cgroup_root)
             if usage is not None:
                 return usage
-        return read_proc_stat_cpu_s(self.proc_root)[0]
+        # Read the first line of /proc/stat with pread on a file kept open: this runs
+        # at every window edge, and open/close are most of its cost.
+        with self._lock:
+            if self._fd is None:
+                self._fd = os.open(os.path.join(self.proc_root, "stat"), os.O_RDONLY)
+            head = os.pread(self._fd, 256, 0)
+        return _parse_proc_stat_line(head.split(b"\n", 1)[0])[0]
+
+    def close(self) -> None:
+        """Close the kept-open file. Idempotent."""
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
 
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
