@@ -153,6 +153,12 @@ SPECS: dict[str, SettingSpec] = {
             "where the Linux powercap (RAPL) tree is",
         ),
         SettingSpec(
+            "rapl_psys",
+            _boolean,
+            False,
+            "count RAPL psys (whole SoC) instead of packages + DRAM, where present",
+        ),
+        SettingSpec(
             "cpu_idle_w",
             _optional(_number(0, 10000)),
             None,

@@ -43,7 +43,7 @@ _INTENSITY_SETTINGS = {
     "electricitymaps_url",
     "ukgrid_url",
 }
-_SENSOR_SETTINGS = {"powercap_root", "cpu_idle_w", "cpu_max_w"}
+_SENSOR_SETTINGS = {"powercap_root", "rapl_psys", "cpu_idle_w", "cpu_max_w"}
 
 
 @dataclass
@@ -166,9 +166,11 @@ class Tracker:
 
         settings = self.settings
         self.n_cpus = cpu_power.visible_cpu_count()
-        host_cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-        limited = host_cpus is not None and self.n_cpus < host_cpus
-        self.system_cpu = SystemCpuCounter(limited=limited or self.n_cpus < (os.cpu_count() or 1))
+        allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        # A cgroup quota below the CPUs we may run on: a container, whose own usage
+        # counter describes it better than the host's /proc/stat.
+        quota_limited = allowed is not None and self.n_cpus < allowed
+        self.system_cpu = SystemCpuCounter(limited=quota_limited)
         self.process_tree = ProcessTreeCounter()
         self.cpu_model_name = cpu_power.read_cpu_model_name()
         provider = settings.cloud_region.split(":")[0] if settings.cloud_region else None
@@ -179,6 +181,7 @@ class Tracker:
             cloud_provider=provider,
             idle_override_w=settings.cpu_idle_w,
             max_override_w=settings.cpu_max_w,
+            threads_per_package=cpu_power.read_threads_per_package(),
         )
         self.cpu_model = CpuModel(self.cpu_power, self.system_cpu.source)
         self.ram_model = RamModel(total_memory_bytes())
@@ -191,7 +194,7 @@ class Tracker:
         from carbon_magic.sensors.rapl import RaplSensor
 
         try:
-            sensor = RaplSensor(root=self.settings.powercap_root)
+            sensor = RaplSensor(root=self.settings.powercap_root, use_psys=self.settings.rapl_psys)
         except Exception as error:  # a sensor must never stop the tracker
             self._notice(f"RAPL disabled: {error}")
             return None

@@ -225,10 +225,11 @@ def test_live_readings_arrive_while_main_thread_is_busy(tracker):
     readings = []
     tracker.add_listener(readings.append)
     tracker.start()
-    spin(1.0)
-    assert len(readings) >= 5
+    spin(1.5)
+    # Interval 0.1 s: even on a loaded machine several ticks get the GIL meanwhile.
+    assert len(readings) >= 3
     assert readings[-1].watts["cpu"] > 0
-    assert len(tracker.timeline) >= 5
+    assert len(tracker.timeline) >= 3
 
 
 def test_reset_keeps_open_windows_whole(tracker):
