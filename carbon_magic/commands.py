@@ -115,18 +115,9 @@ def cmd_config(magics: CarbonMagics, args: list[str]) -> StatusText | None:
             )
         changes[key.strip()] = value
     try:
-        parsed = settings.update(**changes)
+        settings.update(**changes)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    magics._sync_traits_from_settings()
-    if "ledger" in parsed:
-        magics._reopen_ledger()
-    magics._ledger_call(
-        "update_session",
-        magics.session_uuid,
-        mode=settings.mode,
-        settings=settings.as_dict(),
-    )
     return None
 
 

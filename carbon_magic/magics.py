@@ -149,6 +149,7 @@ class CarbonMagics(Magics, _SettingTraits):
         self._ledger_lock = threading.Lock()
         self.store = self._open_ledger()
         self._sync_traits_from_settings()
+        tracker.settings.on_change(self._settings_changed)
 
     # --------------------------------------------------------------- settings
 
@@ -158,8 +159,19 @@ class CarbonMagics(Magics, _SettingTraits):
         if name not in SPECS or self._syncing or change["new"] is None:
             return
         self.tracker.settings.update(**{name: change["new"]})
-        if name == "ledger":
+
+    def _settings_changed(self, changed: dict[str, Any]) -> None:
+        """Any change (``configure()``, ``%carbon config``, ``%config``) reaches the
+        traits and the ledger's session row."""
+        if self._syncing:
+            return
+        self._sync_traits_from_settings()
+        if "ledger" in changed:
             self._reopen_ledger()
+        settings = self.tracker.settings
+        self._ledger_call(
+            "update_session", self.session_uuid, mode=settings.mode, settings=settings.as_dict()
+        )
 
     def _sync_traits_from_settings(self) -> None:
         self._syncing = True
@@ -239,6 +251,7 @@ class CarbonMagics(Magics, _SettingTraits):
             return
         try:
             m = self.tracker.end(cell.window)
+            m.name = ""  # auto-recorded cells have no name; reports show the first line
             m.execution_count = getattr(result, "execution_count", None)
             m.cell_id = cell.cell_id
             m.source = first_line(cell.source)
@@ -331,7 +344,7 @@ class CarbonMagics(Magics, _SettingTraits):
             tracker.remove_listener(run.on_tick)
             self._running_cell = None
         m = tracker.end(window)
-        m.name = args.name or name
+        m.name = args.name or ""  # the ledger's name column holds explicit names only
         m.execution_count = _current_execution_count(self.shell)
         m.cell_id = _current_cell_id(self.shell)
         m.source = first_line(cell)
@@ -477,7 +490,7 @@ class _LiveRun:
                 )
         watts = self.magics.tracker.live_watts()
         return (
-            panel_html(m, watts, state, budget_text, note, self.hint),
+            panel_html(m, watts, state, budget_text, note, self.hint, title=self.window.name),
             text_summary(m, note),
         )
 
@@ -573,6 +586,7 @@ def unload(ipython: Any) -> None:
             pass
     tracker = magics.tracker
     tracker.remove_listener(magics._on_tick)
+    tracker.settings.remove_listener(magics._settings_changed)
     tracker.stop()
     magics.write_heartbeat()
     magics._ledger_call(

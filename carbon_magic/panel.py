@@ -38,8 +38,10 @@ def panel_html(
     budget_text: str | None = None,
     note: str | None = None,
     hint: str | None = None,
+    title: str | None = None,
 ) -> str:
-    """The panel's HTML for a window so far (``state``: running or the final status)."""
+    """The panel's HTML for a window so far (``state``: running or the final status);
+    ``title`` defaults to the measurement's name."""
     colour = _COLOURS["warning" if note else ("ok" if state in ("running", "ok") else "error")]
     watts_text = " · ".join(f"{name.upper()} {format_watts(w)}" for name, w in watts.items())
     total_w = sum(watts.values())
@@ -47,7 +49,7 @@ def panel_html(
     rows = [
         (
             "cm-header",
-            f"<b>⚡ {html.escape(m.name or 'cell')}</b> · "
+            f"<b>⚡ {html.escape(title or m.name or 'cell')}</b> · "
             f"<span class='cm-state'>{html.escape(state)}</span> · "
             f"<span class='cm-elapsed'>{format_duration(m.duration_s)}</span>",
         ),

@@ -328,3 +328,9 @@ class Settings:
         """Call ``listener(changed_values)`` after every successful ``update``."""
         with self._lock:
             self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        """Undo ``on_change`` (no error when absent)."""
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)

@@ -157,10 +157,20 @@ def test_bad_options_change_nothing(kernel):
     assert config.result == "(None, 0.5)"
 
 
-def test_config_via_magic_and_traitlets(kernel):
+def test_config_via_magic_and_traitlets(kernel, ledger_path):
     kernel.execute("%load_ext carbon_magic")
     kernel.execute("%carbon config pue=1.4 mode=machine")
     kernel.execute("%config CarbonMagics.interval = 2")
+    kernel.execute("import carbon_magic; carbon_magic.configure(embodied=False)")
+    session = ledger_module.read_sessions(ledger_path, kernel_id=kernel.kernel_id)[-1]
+    stored = json.loads(session["settings_json"])
+    assert (stored["pue"], stored["mode"], stored["interval"], stored["embodied"]) == (
+        1.4,
+        "machine",
+        2.0,
+        False,
+    )
+    assert session["mode"] == "machine"
     run = kernel.execute(
         "import carbon_magic; s = carbon_magic.current_settings(); s['pue'], s['mode'], s['interval']"
     )

@@ -1,0 +1,93 @@
+"""``CarbonMagicServer``: the server extension's settings, as traitlets.
+
+Set them like any Jupyter Server option, e.g. in ``jupyter_server_config.py``::
+
+    c.CarbonMagicServer.ledger = "/data/carbon/ledger.sqlite3"
+    c.CarbonMagicServer.metrics_allow_unauthenticated = True
+
+or on the command line: ``jupyter lab --CarbonMagicServer.kernels=ledger``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from traitlets import Bool, Enum, Float, Unicode, default, validate
+from traitlets.config import Configurable
+
+from carbon_magic import ledger
+
+LEDGER_ENV = "CARBON_MAGIC_LEDGER"
+
+# The heartbeat period assumed when judging staleness, seconds. Trackers beat every
+# max(2 s, sampling interval); 5 s leaves room for a busy machine or a locked ledger.
+HEARTBEAT_PERIOD_S = 5.0
+
+
+def default_ledger_path() -> Path:
+    """The ledger the kernels write: ``$CARBON_MAGIC_LEDGER``, else the package default."""
+    configured = os.environ.get(LEDGER_ENV, "").strip()
+    if configured:
+        return Path(configured).expanduser()
+    return ledger.default_ledger_path()
+
+
+class CarbonMagicServer(Configurable):
+    """Settings of the read-only ledger endpoints (REST and Prometheus)."""
+
+    ledger = Unicode(
+        help=(
+            "Path of the SQLite ledger the kernels write. Default: $CARBON_MAGIC_LEDGER, "
+            "else jupyter_data_dir()/carbon_magic/ledger.sqlite3 (the kernels' default)."
+        ),
+    ).tag(config=True)
+
+    @default("ledger")
+    def _default_ledger(self) -> str:
+        return str(default_ledger_path())
+
+    @validate("ledger")
+    def _expand_ledger(self, proposal: dict) -> str:
+        value = str(proposal["value"]).strip()
+        return str(Path(value).expanduser()) if value else str(default_ledger_path())
+
+    metrics_allow_unauthenticated = Bool(
+        False,
+        help=(
+            "Serve {base_url}carbon-magic/metrics without authentication, for Prometheus "
+            "scrapers in hub deployments. The REST endpoints always require a login."
+        ),
+    ).tag(config=True)
+
+    kernels = Enum(
+        ["server", "ledger"],
+        default_value="server",
+        help=(
+            "Which kernels /summary and /metrics list one by one. 'server': the kernels "
+            "this Jupyter server runs now. 'ledger': every kernel whose tracker is live in "
+            "the ledger (running, fresh heartbeat), wherever it was started (nbclient, "
+            "papermill, another server sharing the ledger). Ledger-wide totals are always "
+            "reported."
+        ),
+    ).tag(config=True)
+
+    heartbeat_period_s = Float(
+        HEARTBEAT_PERIOD_S,
+        min=0.1,
+        help="Seconds between a running tracker's heartbeats (used to judge staleness).",
+    ).tag(config=True)
+
+    stale_after_beats = Float(
+        3.0,
+        min=1.0,
+        help=(
+            "A kernel's live figures are stale when its latest heartbeat is older than this "
+            "many heartbeat periods: max(n * interval_s, n * heartbeat_period_s) seconds."
+        ),
+    ).tag(config=True)
+
+    def stale_after_s(self, interval_s: float) -> float:
+        """Heartbeat age (seconds) beyond which a session with ``interval_s`` is stale."""
+        period = max(float(interval_s or 0.0), self.heartbeat_period_s)
+        return self.stale_after_beats * period

@@ -1,0 +1,199 @@
+"""Tornado handlers of the server extension: REST (JSON) and Prometheus endpoints.
+
+Routes, under the server's ``base_url``:
+
+- ``carbon-magic/api/v1/kernels/{kernel_id}``: one kernel's live power and totals.
+- ``carbon-magic/api/v1/summary[?day_start=EPOCH_S]``: every kernel, today and all time.
+- ``carbon-magic/metrics``: Prometheus text exposition.
+
+Every endpoint requires an authenticated user allowed to read kernels (403 otherwise),
+except ``/metrics`` when ``CarbonMagicServer.metrics_allow_unauthenticated`` is set.
+Ledger reads run on one worker thread so the event loop never waits on SQLite.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import url_path_join
+from tornado import web
+from tornado.ioloop import IOLoop
+
+from carbon_magic.server import metrics, views
+from carbon_magic.server.config import CarbonMagicServer
+from carbon_magic.server.reader import LedgerReader, LedgerUnavailable
+
+try:
+    from jupyter_server.auth.decorator import allow_unauthenticated
+except ImportError:  # jupyter_server < 2.13 has no such check to opt out of
+
+    def allow_unauthenticated(method):  # type: ignore[no-redef]
+        return method
+
+
+STATE_KEY = "carbon_magic"
+# A Jupyter kernel id: a UUID, as the kernel manager makes them.
+KERNEL_ID_PATTERN = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+DAY_S = 86400.0
+
+T = TypeVar("T")
+
+
+@dataclass
+class ExtensionState:
+    """What the handlers share: settings, the ledger reader and its worker thread."""
+
+    config: CarbonMagicServer
+    reader: LedgerReader
+    executor: ThreadPoolExecutor
+
+    def stale_after(self, interval_s: float) -> float:
+        return self.config.stale_after_s(interval_s)
+
+
+class CarbonMagicHandler(APIHandler):
+    """Base: authenticated JSON handler reading the ledger off the event loop."""
+
+    auth_resource = "kernels"
+
+    @property
+    def state(self) -> ExtensionState:
+        return self.settings[STATE_KEY]
+
+    async def read_ledger(self, function: Callable[..., T], *args: Any) -> T:
+        """Run ``function(*args)`` on the ledger thread; a busy ledger answers 503."""
+        try:
+            return await IOLoop.current().run_in_executor(self.state.executor, function, *args)
+        except sqlite3.OperationalError as error:
+            raise web.HTTPError(503, f"the ledger is busy: {error}") from error
+
+    def server_kernel_ids(self) -> list[str] | None:
+        """Kernels to list: the server's own, or ``None`` for every live ledger kernel."""
+        if self.state.config.kernels == "ledger":
+            return None
+        return list(self.kernel_manager.list_kernel_ids())
+
+
+class KernelHandler(CarbonMagicHandler):
+    """``GET carbon-magic/api/v1/kernels/{kernel_id}``."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, kernel_id: str) -> None:
+        try:
+            figures = await self.read_ledger(self.state.reader.kernel, kernel_id)
+        except LedgerUnavailable:
+            figures = None
+        if figures is None:
+            raise web.HTTPError(
+                404,
+                f"kernel {kernel_id} has no carbon_magic tracker; run %load_ext carbon_magic in it",
+            )
+        document = views.kernel_json(kernel_id, figures, time.time(), self.state.stale_after)
+        self.finish(json.dumps(document))
+
+
+class InvalidKernelHandler(CarbonMagicHandler):
+    """Anything under ``kernels/`` that is not a kernel id: 400."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, path: str) -> None:
+        raise web.HTTPError(400, "invalid kernel id: expected a UUID")
+
+
+class SummaryHandler(CarbonMagicHandler):
+    """``GET carbon-magic/api/v1/summary[?day_start=EPOCH_S]``.
+
+    ``day_start`` (seconds since the epoch) is where "today" begins: the client's local
+    midnight; without it, midnight UTC.
+    """
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        now = time.time()
+        day_start = self._day_start(now)
+        config = self.state.config
+        server_ids = self.server_kernel_ids()
+        try:
+            snapshot = await self.read_ledger(self.state.reader.snapshot, now, day_start)
+        except LedgerUnavailable:
+            document = views.empty_summary_json(
+                now, day_start, config.ledger, config.kernels, sorted(server_ids or [])
+            )
+        else:
+            kernels, untracked = views.select_kernels(snapshot, server_ids, self.state.stale_after)
+            document = views.summary_json(
+                snapshot, kernels, untracked, self.state.stale_after, config.ledger, config.kernels
+            )
+        self.finish(json.dumps(document))
+
+    def _day_start(self, now: float) -> float:
+        raw = self.get_query_argument("day_start", None)
+        if raw is None or raw == "":
+            return views.utc_day_start(now)
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < 0 or value > now + DAY_S:
+            raise web.HTTPError(
+                400, "day_start must be seconds since the epoch, not after tomorrow"
+            )
+        return value
+
+
+class MetricsHandler(CarbonMagicHandler):
+    """``GET carbon-magic/metrics``: Prometheus text exposition."""
+
+    @allow_unauthenticated
+    async def get(self) -> None:
+        if not self.state.config.metrics_allow_unauthenticated:
+            await self._require_reader()
+        now = time.time()
+        server_ids = self.server_kernel_ids()
+        try:
+            snapshot = await self.read_ledger(
+                self.state.reader.snapshot, now, views.utc_day_start(now)
+            )
+        except LedgerUnavailable:
+            snapshot, kernels = None, []
+        else:
+            kernels, _ = views.select_kernels(snapshot, server_ids, self.state.stale_after)
+        text = metrics.exposition(snapshot, kernels, self.state.stale_after)
+        self.finish(text, set_content_type=metrics.CONTENT_TYPE)
+
+    async def _require_reader(self) -> None:
+        user = self.current_user
+        if not user:
+            raise web.HTTPError(403, "authentication required for metrics")
+        allowed = self.authorizer.is_authorized(self, user, "read", self.auth_resource)
+        if inspect.isawaitable(allowed):
+            allowed = await allowed
+        if not allowed:
+            raise web.HTTPError(403, f"not authorized to read {self.auth_resource}")
+
+
+def routes(base_url: str) -> list[tuple[str, type[web.RequestHandler]]]:
+    """The URL patterns of the extension under ``base_url``."""
+    prefix = url_path_join(base_url, "carbon-magic")
+    return [
+        (
+            url_path_join(prefix, rf"api/v1/kernels/(?P<kernel_id>{KERNEL_ID_PATTERN})"),
+            KernelHandler,
+        ),
+        (url_path_join(prefix, r"api/v1/kernels/(?P<path>.*)"), InvalidKernelHandler),
+        (url_path_join(prefix, "api/v1/summary"), SummaryHandler),
+        (url_path_join(prefix, "metrics"), MetricsHandler),
+    ]

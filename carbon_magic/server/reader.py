@@ -1,0 +1,388 @@
+"""Read-only queries on the ledger, shaped for the server's endpoints.
+
+Every query goes through an index of ``schema.sql``: a kernel's latest session
+(``sessions_kernel``), a session's latest heartbeat (``heartbeats_session``), today's
+cells (``cells_started``). Per-session cell counts and sums are kept in memory and
+brought up to date from the cells added since the last read (a range of the primary key:
+the ledger only ever appends cells), so no request scans the cells or heartbeats tables
+whole, however long the ledger grows.
+
+Units: seconds since the epoch (UTC) for times, watts, kWh, grams CO2e, gCO2e/kWh.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from carbon_magic import ledger
+
+COMPONENTS = ("cpu", "gpu", "ram")
+MAX_DAY_CACHES = 4  # day starts whose cell sums are kept (clients in a few time zones)
+
+
+class LedgerUnavailable(Exception):
+    """The ledger file does not exist (yet) or has no tables: nothing was recorded."""
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Cumulative figures: facility energy (kWh), operational emissions with their range
+    and amortised embodied emissions (grams CO2e)."""
+
+    energy_kwh: float = 0.0
+    emissions_g: float = 0.0
+    emissions_low_g: float = 0.0
+    emissions_high_g: float = 0.0
+    embodied_g: float = 0.0
+
+    def __add__(self, other: Totals) -> Totals:
+        return Totals(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+    def since(self, baseline: Totals) -> Totals:
+        """The growth from ``baseline`` to these totals, never negative."""
+        return Totals(
+            *(max(0.0, getattr(self, f.name) - getattr(baseline, f.name)) for f in fields(self))
+        )
+
+    def to_json(self) -> dict[str, float]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """A tracker's latest sign of life: live power per component and running totals."""
+
+    at: float
+    power_w: dict[str, float]
+    totals: Totals
+    intensity_g_per_kwh: float
+    intensity_source: str
+    tracker_state: str
+    running_cell: str | None
+    running_cell_started_at: float | None
+
+
+@dataclass(frozen=True)
+class Session:
+    """One tracker lifetime in one kernel process (a kernel restart starts a new one)."""
+
+    id: int
+    session_uuid: str
+    kernel_id: str | None
+    notebook_path: str | None
+    host: str
+    pid: int
+    started_at: float
+    ended_at: float | None
+    tracker_state: str
+    interval_s: float
+    mode: str
+    methods: dict[str, str]
+    intensity_g_per_kwh: float
+    intensity_source: str
+
+
+@dataclass
+class SessionFigures:
+    """A session with its latest heartbeat and its totals, all time and since a day start."""
+
+    session: Session
+    heartbeat: Heartbeat | None
+    all_time: Totals
+    today: Totals
+    n_cells: int | None = None
+    totals_from: str = "heartbeat"  # heartbeat | cells
+
+    @property
+    def last_seen(self) -> float:
+        """When this session last wrote anything we read (seconds since the epoch)."""
+        if self.heartbeat is not None:
+            return self.heartbeat.at
+        return self.session.started_at
+
+    @property
+    def tracker_state(self) -> str:
+        """``running`` or ``stopped``; a session with ``ended_at`` set is stopped."""
+        if self.session.ended_at is not None:
+            return "stopped"
+        if self.heartbeat is not None:
+            return self.heartbeat.tracker_state
+        return self.session.tracker_state
+
+
+@dataclass
+class CellSums:
+    """Cell counts and totals per session id, up to the cell id ``watermark``; with a
+    ``day_start``, only of the cells that started since then (seconds since the epoch)."""
+
+    day_start: float | None = None
+    watermark: int = 0
+    per_session: dict[int, tuple[int, Totals]] = field(default_factory=dict)
+
+    def get(self, session_id: int) -> tuple[int, Totals]:
+        """(number of cells, their totals) of one session; (0, zeros) without cells."""
+        return self.per_session.get(session_id, (0, Totals()))
+
+    def refresh(self, connection: sqlite3.Connection, max_id: int) -> None:
+        """Add the cells after ``watermark`` up to ``max_id`` (the table's largest id in
+        the caller's read transaction). Starts over if cells were removed."""
+        if max_id < self.watermark:
+            self.watermark, self.per_session = 0, {}
+        if max_id == self.watermark:
+            return
+        if self.day_start is None:
+            rows = connection.execute(_CELLS_AFTER, (self.watermark,))
+        elif self.watermark == 0:
+            rows = connection.execute(_CELLS_SINCE, (self.day_start,))
+        else:
+            rows = connection.execute(_CELLS_AFTER_SINCE, (self.watermark, self.day_start))
+        for session_id, count, *sums in rows:
+            known_count, known = self.get(session_id)
+            self.per_session[session_id] = (known_count + count, known + Totals(*sums))
+        self.watermark = max_id
+
+
+@dataclass
+class LedgerSnapshot:
+    """Every session of the ledger with its figures, read in one read transaction."""
+
+    now: float
+    day_start: float
+    sessions: list[SessionFigures] = field(default_factory=list)
+
+
+_SESSION_COLUMNS = (
+    "s.id, s.session_uuid, s.kernel_id, s.notebook_path, s.host, s.pid, s.started_at, "
+    "s.ended_at, s.tracker_state, s.interval_s, s.mode, s.methods_json, "
+    "s.intensity_g_per_kwh, s.intensity_source"
+)
+_HEARTBEAT_COLUMNS = (
+    "h.at, h.cpu_w, h.gpu_w, h.ram_w, h.energy_kwh, h.emissions_g, h.emissions_low_g, "
+    "h.emissions_high_g, h.embodied_g, h.intensity_g_per_kwh, h.intensity_source, "
+    "h.tracker_state, h.running_cell, h.running_cell_started_at"
+)
+_TOTALS_SUMS = (
+    "TOTAL(energy_kwh), TOTAL(emissions_g), TOTAL(emissions_low_g), "
+    "TOTAL(emissions_high_g), TOTAL(embodied_g)"
+)
+# The id of a session's latest heartbeat: one seek in heartbeats_session (session_id, at).
+_LATEST_HEARTBEAT = "(SELECT id FROM heartbeats WHERE session_id = s.id ORDER BY at DESC LIMIT 1)"
+_BASELINE_HEARTBEAT = (
+    "(SELECT id FROM heartbeats WHERE session_id = s.id AND at < :day_start "
+    "ORDER BY at DESC LIMIT 1)"
+)
+
+_KERNEL_LATEST_SESSION = f"""
+SELECT {_SESSION_COLUMNS} FROM sessions AS s
+WHERE s.kernel_id = ? ORDER BY s.started_at DESC, s.id DESC LIMIT 1
+"""
+_SESSION_LATEST_HEARTBEAT = f"""
+SELECT {_HEARTBEAT_COLUMNS} FROM heartbeats AS h
+WHERE h.session_id = ? ORDER BY h.at DESC LIMIT 1
+"""
+_MAX_CELL_ID = "SELECT MAX(id) FROM cells"
+# Cell counts and sums per session: of the cells added after a known id (a range of the
+# primary key), of the cells started since a day start (cells_started), and of both
+# (the unary + keeps SQLite on the primary key range).
+_CELLS_AFTER = f"""
+SELECT session_id, COUNT(*), {_TOTALS_SUMS} FROM cells WHERE id > ? GROUP BY +session_id
+"""
+_CELLS_SINCE = f"""
+SELECT session_id, COUNT(*), {_TOTALS_SUMS} FROM cells WHERE started_at >= ? GROUP BY +session_id
+"""
+_CELLS_AFTER_SINCE = f"""
+SELECT session_id, COUNT(*), {_TOTALS_SUMS} FROM cells WHERE id > ? AND +started_at >= ?
+GROUP BY +session_id
+"""
+
+_ALL_SESSIONS = f"""
+SELECT {_SESSION_COLUMNS}, {_HEARTBEAT_COLUMNS}
+FROM sessions AS s LEFT JOIN heartbeats AS h ON h.id = {_LATEST_HEARTBEAT}
+"""
+# Running totals at the last heartbeat before the day started, for sessions alive then.
+_DAY_BASELINES = f"""
+SELECT s.id, h.energy_kwh, h.emissions_g, h.emissions_low_g, h.emissions_high_g, h.embodied_g
+FROM sessions AS s JOIN heartbeats AS h ON h.id = {_BASELINE_HEARTBEAT}
+WHERE s.started_at < :day_start AND (s.ended_at IS NULL OR s.ended_at >= :day_start)
+"""
+
+
+def _session(row: sqlite3.Row | tuple) -> Session:
+    try:
+        methods = json.loads(row[11]) if row[11] else {}
+    except ValueError:
+        methods = {}
+    return Session(
+        id=row[0],
+        session_uuid=row[1],
+        kernel_id=row[2],
+        notebook_path=row[3],
+        host=row[4],
+        pid=row[5],
+        started_at=row[6],
+        ended_at=row[7],
+        tracker_state=row[8],
+        interval_s=row[9],
+        mode=row[10],
+        methods=methods if isinstance(methods, dict) else {},
+        intensity_g_per_kwh=row[12],
+        intensity_source=row[13],
+    )
+
+
+def _heartbeat(row: sqlite3.Row | tuple) -> Heartbeat | None:
+    if row is None or row[0] is None:
+        return None
+    return Heartbeat(
+        at=row[0],
+        power_w=dict(zip(COMPONENTS, row[1:4], strict=True)),
+        totals=Totals(*row[4:9]),
+        intensity_g_per_kwh=row[9],
+        intensity_source=row[10],
+        tracker_state=row[11],
+        running_cell=row[12],
+        running_cell_started_at=row[13],
+    )
+
+
+class LedgerReader:
+    """Answers the server's questions from the ledger, read-only.
+
+    Each thread that reads gets its own connection (the server uses one worker thread),
+    reopened when the ledger file is replaced. A missing ledger, or one whose tables do
+    not exist yet, raises ``LedgerUnavailable``.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._local = threading.local()
+
+    def close(self) -> None:
+        """Close this thread's connection (a later call reopens it)."""
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
+        self._local.connection = None
+        self._local.identity = None
+        self._local.all_cells = CellSums()
+        self._local.cells_by_day = {}
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            self.close()
+            raise LedgerUnavailable(f"no ledger at {self.path}") from None
+        identity = (stat.st_dev, stat.st_ino)
+        connection = getattr(self._local, "connection", None)
+        if connection is None or identity != self._local.identity:
+            self.close()
+            try:
+                connection = ledger.connect_readonly(self.path)
+            except (FileNotFoundError, sqlite3.Error) as error:
+                raise LedgerUnavailable(f"cannot open the ledger {self.path}: {error}") from None
+            connection.row_factory = None  # plain tuples: the queries name their columns
+            connection.isolation_level = None  # explicit read transactions below
+            self._local.connection = connection
+            self._local.identity = identity
+        return connection
+
+    def _cell_sums(
+        self, connection: sqlite3.Connection, day_start: float | None = None
+    ) -> CellSums:
+        """This thread's cell sums (all time, or since ``day_start``), brought up to date."""
+        max_id = connection.execute(_MAX_CELL_ID).fetchone()[0] or 0
+        if day_start is None:
+            sums = self._local.all_cells
+        else:
+            by_day: dict[float, CellSums] = self._local.cells_by_day
+            sums = by_day.get(day_start)
+            if sums is None:
+                while len(by_day) >= MAX_DAY_CACHES:
+                    del by_day[next(iter(by_day))]
+                sums = by_day[day_start] = CellSums(day_start)
+        sums.refresh(connection, max_id)
+        return sums
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A connection inside one read transaction: every query sees the same state."""
+        connection = self._connect()
+        try:
+            connection.execute("BEGIN")
+            try:
+                yield connection
+            finally:
+                connection.execute("ROLLBACK")
+        except sqlite3.OperationalError as error:
+            if "no such table" in str(error):
+                raise LedgerUnavailable(f"the ledger {self.path} has no tables yet") from None
+            raise
+        except sqlite3.DatabaseError:
+            self.close()  # corrupt or replaced underneath us: reopen next time
+            raise
+
+    def kernel(self, kernel_id: str) -> SessionFigures | None:
+        """The latest session of ``kernel_id`` with its live heartbeat and totals.
+
+        Totals are the latest heartbeat's running totals, or the sum of the session's
+        cells when it never wrote a heartbeat. ``None`` when the kernel has no session.
+        """
+        with self._snapshot() as connection:
+            row = connection.execute(_KERNEL_LATEST_SESSION, (kernel_id,)).fetchone()
+            if row is None:
+                return None
+            session = _session(row)
+            heartbeat = _heartbeat(
+                connection.execute(_SESSION_LATEST_HEARTBEAT, (session.id,)).fetchone()
+            )
+            n_cells, cell_totals = self._cell_sums(connection).get(session.id)
+        if heartbeat is not None:
+            totals, source = heartbeat.totals, "heartbeat"
+        else:
+            totals, source = cell_totals, "cells"
+        return SessionFigures(
+            session, heartbeat, all_time=totals, today=totals, n_cells=n_cells, totals_from=source
+        )
+
+    def snapshot(self, now: float, day_start: float) -> LedgerSnapshot:
+        """Every session with its latest heartbeat, its all-time totals and its growth
+        since ``day_start`` (seconds since the epoch).
+
+        A session's growth since the day start is its running total now minus its running
+        total at its last heartbeat before the day start; for sessions without
+        heartbeats, the sum of its cells that started since the day start.
+        """
+        result = LedgerSnapshot(now=now, day_start=day_start)
+        with self._snapshot() as connection:
+            rows = connection.execute(_ALL_SESSIONS).fetchall()
+            baselines = {
+                row[0]: Totals(*row[1:])
+                for row in connection.execute(_DAY_BASELINES, {"day_start": day_start})
+            }
+            all_cells = self._cell_sums(connection)
+            cells_today = self._cell_sums(connection, day_start)
+        for row in rows:
+            session = _session(row)
+            heartbeat = _heartbeat(row[14:])
+            n_cells, cell_totals = all_cells.get(session.id)
+            if heartbeat is None:
+                all_time, today = cell_totals, cells_today.get(session.id)[1]
+                source = "cells"
+            else:
+                all_time, source = heartbeat.totals, "heartbeat"
+                if heartbeat.at < day_start:
+                    today = Totals()
+                else:
+                    today = all_time.since(baselines.get(session.id, Totals()))
+            result.sessions.append(
+                SessionFigures(session, heartbeat, all_time, today, n_cells, source)
+            )
+        return result

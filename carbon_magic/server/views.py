@@ -1,0 +1,247 @@
+"""JSON documents of the REST endpoints, built from ledger figures (pure functions).
+
+Times are seconds since the epoch (UTC), ages seconds, power watts, energy kWh
+(facility, after PUE), emissions grams CO2e, grid intensity gCO2e/kWh.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from carbon_magic.server.reader import COMPONENTS, LedgerSnapshot, SessionFigures, Totals
+
+StaleAfter = Callable[[float], float]  # interval_s -> seconds
+
+
+def utc_day_start(now: float) -> float:
+    """Midnight UTC of the day containing ``now`` (seconds since the epoch)."""
+    day = datetime.fromtimestamp(now, tz=timezone.utc).date()
+    return datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp()
+
+
+@dataclass(frozen=True)
+class Liveness:
+    """How current a session's live figures are."""
+
+    tracker_state: str  # running | stopped
+    age_s: float  # seconds since the latest heartbeat (or the session start, before one)
+    stale_after_s: float
+    stale: bool
+    live: bool  # running and not stale: the power figures describe now
+
+
+def liveness(figures: SessionFigures, now: float, stale_after: StaleAfter) -> Liveness:
+    """Judge a session's heartbeat: stale when older than ``stale_after(interval_s)``."""
+    limit = stale_after(figures.session.interval_s)
+    age = max(0.0, now - figures.last_seen)
+    stale = age > limit
+    state = figures.tracker_state
+    return Liveness(state, age, limit, stale, state == "running" and not stale)
+
+
+def power_json(figures: SessionFigures) -> dict[str, float]:
+    """Watts per component at the latest heartbeat, and their sum (zeros without one)."""
+    power = dict(figures.heartbeat.power_w) if figures.heartbeat else dict.fromkeys(COMPONENTS, 0.0)
+    power["total"] = sum(power[name] for name in COMPONENTS)
+    return power
+
+
+def intensity_json(figures: SessionFigures) -> dict[str, Any]:
+    """The grid intensity in use (the heartbeat's, else the session's at its start)."""
+    source = figures.heartbeat or figures.session
+    return {"g_per_kwh": source.intensity_g_per_kwh, "source": source.intensity_source}
+
+
+def kernel_json(
+    kernel_id: str, figures: SessionFigures, now: float, stale_after: StaleAfter
+) -> dict[str, Any]:
+    """The document of ``GET carbon-magic/api/v1/kernels/{kernel_id}``."""
+    session = figures.session
+    state = liveness(figures, now, stale_after)
+    heartbeat = figures.heartbeat
+    return {
+        "kernel_id": kernel_id,
+        "notebook_path": session.notebook_path,
+        "now": now,
+        "tracker_state": state.tracker_state,
+        "live": state.live,
+        "stale": state.stale,
+        "age_s": state.age_s,
+        "stale_after_s": state.stale_after_s,
+        "power_w": power_json(figures),
+        "totals": {
+            **figures.all_time.to_json(),
+            "source": figures.totals_from,
+            "n_cells": figures.n_cells,
+        },
+        "intensity": intensity_json(figures),
+        "heartbeat": None
+        if heartbeat is None
+        else {
+            "at": heartbeat.at,
+            "running_cell": heartbeat.running_cell,
+            "running_cell_started_at": heartbeat.running_cell_started_at,
+        },
+        "session": {
+            "session_uuid": session.session_uuid,
+            "host": session.host,
+            "pid": session.pid,
+            "started_at": session.started_at,
+            "ended_at": session.ended_at,
+            "interval_s": session.interval_s,
+            "mode": session.mode,
+            "methods": session.methods,
+        },
+    }
+
+
+@dataclass
+class KernelSummary:
+    """All sessions of one kernel id: the latest one's live state, totals over all."""
+
+    kernel_id: str
+    latest: SessionFigures
+    today: Totals
+    all_time: Totals
+    n_sessions: int
+
+
+def group_by_kernel(sessions: Iterable[SessionFigures]) -> dict[str, KernelSummary]:
+    """Sessions grouped by kernel id (sessions without one are left out)."""
+    kernels: dict[str, KernelSummary] = {}
+    for figures in sessions:
+        kernel_id = figures.session.kernel_id
+        if not kernel_id:
+            continue
+        summary = kernels.get(kernel_id)
+        if summary is None:
+            kernels[kernel_id] = KernelSummary(
+                kernel_id, figures, figures.today, figures.all_time, 1
+            )
+            continue
+        summary.today += figures.today
+        summary.all_time += figures.all_time
+        summary.n_sessions += 1
+        key = (figures.session.started_at, figures.session.id)
+        if key > (summary.latest.session.started_at, summary.latest.session.id):
+            summary.latest = figures
+    return kernels
+
+
+def select_kernels(
+    snapshot: LedgerSnapshot,
+    server_kernel_ids: Iterable[str] | None,
+    stale_after: StaleAfter,
+) -> tuple[list[KernelSummary], list[str]]:
+    """The kernels to list one by one, and the server's kernels that have no tracker.
+
+    With ``server_kernel_ids`` (the server's running kernels), those that have ledger
+    sessions; with ``None``, every kernel whose latest session is live in the ledger.
+    """
+    kernels = group_by_kernel(snapshot.sessions)
+    if server_kernel_ids is None:
+        chosen = [
+            summary
+            for summary in kernels.values()
+            if liveness(summary.latest, snapshot.now, stale_after).live
+        ]
+        untracked: list[str] = []
+    else:
+        ids = list(server_kernel_ids)
+        chosen = [kernels[kernel_id] for kernel_id in ids if kernel_id in kernels]
+        untracked = [kernel_id for kernel_id in ids if kernel_id not in kernels]
+    chosen.sort(key=lambda summary: summary.kernel_id)
+    return chosen, sorted(untracked)
+
+
+def ledger_totals(snapshot: LedgerSnapshot) -> tuple[Totals, Totals]:
+    """Everything recorded in the ledger: (since the day start, all time)."""
+    today, all_time = Totals(), Totals()
+    for figures in snapshot.sessions:
+        today += figures.today
+        all_time += figures.all_time
+    return today, all_time
+
+
+def summary_json(
+    snapshot: LedgerSnapshot,
+    kernels: list[KernelSummary],
+    untracked: list[str],
+    stale_after: StaleAfter,
+    ledger_path: str,
+    scope: str,
+) -> dict[str, Any]:
+    """The document of ``GET carbon-magic/api/v1/summary``."""
+    today, all_time = ledger_totals(snapshot)
+    entries = []
+    for summary in kernels:
+        latest = summary.latest
+        state = liveness(latest, snapshot.now, stale_after)
+        entries.append(
+            {
+                "kernel_id": summary.kernel_id,
+                "tracked": True,
+                "notebook_path": latest.session.notebook_path,
+                "tracker_state": state.tracker_state,
+                "live": state.live,
+                "stale": state.stale,
+                "age_s": state.age_s,
+                "power_w": power_json(latest),
+                "intensity": intensity_json(latest),
+                "sessions": summary.n_sessions,
+                "today": summary.today.to_json(),
+                "all_time": summary.all_time.to_json(),
+            }
+        )
+    entries.extend({"kernel_id": kernel_id, "tracked": False} for kernel_id in untracked)
+    listed_today = sum((summary.today for summary in kernels), Totals())
+    listed_all_time = sum((summary.all_time for summary in kernels), Totals())
+    return {
+        "now": snapshot.now,
+        "day_start": snapshot.day_start,
+        "ledger": {"path": ledger_path, "exists": True},
+        "scope": scope,
+        "kernels": entries,
+        "kernels_total": {
+            "power_w": _sum_power(kernels, snapshot.now, stale_after),
+            "today": listed_today.to_json(),
+            "all_time": listed_all_time.to_json(),
+        },
+        "totals": {"today": today.to_json(), "all_time": all_time.to_json()},
+    }
+
+
+def empty_summary_json(
+    now: float, day_start: float, ledger_path: str, scope: str, untracked: list[str]
+) -> dict[str, Any]:
+    """The summary when there is no ledger yet: every figure zero."""
+    zero = Totals().to_json()
+    return {
+        "now": now,
+        "day_start": day_start,
+        "ledger": {"path": ledger_path, "exists": False},
+        "scope": scope,
+        "kernels": [{"kernel_id": kernel_id, "tracked": False} for kernel_id in untracked],
+        "kernels_total": {
+            "power_w": {**dict.fromkeys(COMPONENTS, 0.0), "total": 0.0},
+            "today": zero,
+            "all_time": zero,
+        },
+        "totals": {"today": zero, "all_time": zero},
+    }
+
+
+def _sum_power(
+    kernels: list[KernelSummary], now: float, stale_after: StaleAfter
+) -> dict[str, float]:
+    """Watts per component summed over the live kernels."""
+    power = dict.fromkeys(COMPONENTS, 0.0)
+    for summary in kernels:
+        if liveness(summary.latest, now, stale_after).live:
+            for name in COMPONENTS:
+                power[name] += power_json(summary.latest)[name]
+    power["total"] = sum(power.values())
+    return power
