@@ -32,7 +32,10 @@ from carbon_magic.timeline import Timeline
 log = logging.getLogger("carbon_magic")
 
 MODES = ("process", "machine")
-CHILDREN_REFRESH_S = 5.0  # how often the kernel's descendants are re-listed (a /proc walk)
+# How often the slowly changing inputs are read again: the kernel's descendants, the
+# GPUs they use, resident memory (a level, not a counter) and the grid intensity.
+# Reading them on every tick would cost most of an idle tick.
+SLOW_REFRESH_S = 5.0
 _INTENSITY_SETTINGS = {
     "country",
     "cloud_region",
@@ -249,6 +252,7 @@ class Tracker:
                 self._setup()
             self.intensity_provider = self._make_intensity_provider()
             self._intensity_now = self.intensity_provider.current()
+            self._pue_now = self.pue()[0]
             if self._totals is None:
                 self._init_totals()
             else:
@@ -298,10 +302,10 @@ class Tracker:
         self._started_ns = self._raw.t_ns
         self._totals = {mode: Totals() for mode in MODES}
         self._session_base = {mode: Totals() for mode in MODES}
-        self._last_tick_totals = self._totals[self.settings.mode].copy()
+        self._last_tick_energy_j = dict(self._totals[self.settings.mode].energy_j)
         self._last_tick_ns = self._raw.t_ns
         self._last_watts: dict[str, float] = dict.fromkeys(self.components(), 0.0)
-        self._next_children_refresh = 0.0
+        self._next_slow_refresh = 0.0
 
     def close(self) -> None:
         """Stop and release sensors (NVML, kept-open files)."""
@@ -359,18 +363,21 @@ class Tracker:
                     self._notice(f"live listener failed and was removed: {error!r}")
                     self.remove_listener(listener)
 
-    def _tick(self, with_reading: bool = True) -> LiveReading | None:
-        """Advance, record the power since the last tick; build the live reading only
-        when someone listens (it is the most expensive part of an idle tick)."""
+    def _tick(self, with_reading: bool = True, slow: bool | None = None) -> LiveReading | None:
+        """Advance and record the power since the last tick. Every ``SLOW_REFRESH_S``
+        (or when ``slow`` is True) also re-read the slowly changing inputs. The live
+        reading is built only when someone listens."""
         now = time.monotonic()
-        if now >= self._next_children_refresh:
-            self._next_children_refresh = now + CHILDREN_REFRESH_S
+        if slow is None:
+            slow = now >= self._next_slow_refresh
+        intensity = self._intensity_now
+        if slow:
+            self._next_slow_refresh = now + SLOW_REFRESH_S
             self.process_tree.refresh_children()
             self._refresh_gpu_use()
-        provider = self.intensity_provider
-        intensity = provider.current()
+            intensity = self.intensity_provider.current()
         with self._lock:
-            self._advance(with_memory=True)  # energy so far counts at the previous intensity
+            self._advance(with_memory=slow)  # energy so far counts at the previous intensity
             if intensity.g_per_kwh != self._intensity_now.g_per_kwh:
                 self._intensity_changes.append((self._raw.t_ns, intensity.g_per_kwh))
             self._intensity_now = intensity
@@ -379,11 +386,11 @@ class Tracker:
             dt_s = (self._raw.t_ns - self._last_tick_ns) / 1e9
             if dt_s > 0:
                 self._last_watts = {
-                    name: (totals.energy_j[name] - self._last_tick_totals.energy_j[name]) / dt_s
+                    name: (totals.energy_j[name] - self._last_tick_energy_j[name]) / dt_s
                     for name in self.components()
                 }
                 self.timeline.add(time.time(), dt_s, self._last_watts)
-            self._last_tick_totals = totals.copy()
+            self._last_tick_energy_j = dict(totals.energy_j)
             self._last_tick_ns = self._raw.t_ns
             if not with_reading:
                 return None
@@ -489,7 +496,7 @@ class Tracker:
         }
         intensity: Intensity = self._intensity_now
         low_i, high_i = intensity.range_g_per_kwh
-        pue = self._pue_now = self.pue()[0]
+        pue = self._pue_now
         for mode, (energy, devices, embodied_rate) in attributed.items():
             totals = self._totals[mode]
             for component, joules in energy.items():
@@ -720,6 +727,11 @@ class Tracker:
                 self.intensity_provider = self._make_intensity_provider()
                 self._intensity_now = self.intensity_provider.current()
                 old.close()
+        if keys & {"pue", "cloud_region"}:
+            with self._lock:
+                if self._running:
+                    self._advance()  # energy so far at the old PUE
+                self._pue_now = self.pue()[0]
         if "interval" in keys:
             self.wake()
 

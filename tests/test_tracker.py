@@ -174,7 +174,7 @@ def test_intensity_change_mid_window_is_integrated():
     try:
         window = tracker.begin("w")
         time.sleep(0.3)
-        tracker._tick()  # energy so far at 100 g/kWh
+        tracker._tick(slow=True)  # energy so far at 100 g/kWh
         provider.value = 300.0
         tracker._intensity_now = provider.current()
         time.sleep(0.3)
