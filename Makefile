@@ -4,39 +4,53 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# jlpm and jupyter-builder (run by the labextension's scripts) live in the venv.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: demo test install install-test lint pytest browser bench clean
+.PHONY: demo test install install-test lint lint-python lint-ts pytest browser bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# The editable install runs the labextension build (hatch-jupyter-builder, needs node and npm).
+# The install builds the labextension (hatch-jupyter-builder runs jlpm; needs node and npm)
+# and enables the server extension; both listings must show carbon_magic enabled.
 install: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
-	$(BIN)/jupyter server extension list 2>&1 | grep -i carbon_magic
-	$(BIN)/jupyter labextension list 2>&1 | grep -i carbon_magic
+	$(BIN)/python -m pip install --quiet -e ".[lab]"
+	$(BIN)/jupyter server extension list 2>&1 | grep -E "carbon_magic.*enabled"
+	$(BIN)/jupyter labextension list 2>&1 | grep -E "carbon_magic.*enabled"
 
 install-test: install
 	$(BIN)/python -m pip install --quiet -e ".[test]"
+	cd labextension && jlpm install --immutable
 
 demo: install
 	$(BIN)/python scripts/demo.py
 
-lint: install-test
+lint-python: install-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+lint-ts: install-test
+	cd labextension && jlpm lint:check && jlpm build:lib
+
+lint: lint-python lint-ts
 
 # pytest exits 5 when it collected no test: that fails here like any other non-zero code.
 pytest: install-test
 	$(BIN)/python -m pytest -p no:cacheprovider
 
-test: lint pytest
+# Galata/Playwright in Debian's chromium (installed by the script when missing).
+browser: install-test
+	bash scripts/test_browser.sh
+
+test: lint pytest browser
 
 bench: install-test
 	for script in benchmarks/bench_*.py; do $(BIN)/python $$script || exit 1; done
 
 clean:
-	rm -rf $(VENV) build dist carbon_magic/labextension labextension/node_modules labextension/lib
+	rm -rf $(VENV) build dist carbon_magic/labextension labextension/node_modules \
+		labextension/lib labextension/ui-tests/node_modules

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
-from jupyter_server.utils import url_path_join
+from jupyter_server.utils import ensure_async, url_path_join
 from tornado import web
 from tornado.ioloop import IOLoop
 
@@ -77,6 +77,19 @@ class CarbonMagicHandler(APIHandler):
         except sqlite3.OperationalError as error:
             raise web.HTTPError(503, f"the ledger is busy: {error}") from error
 
+    async def notebook_paths(self) -> dict[str, str]:
+        """The notebook path now of each kernel this server runs (follows renames)."""
+        try:
+            sessions = await ensure_async(self.session_manager.list_sessions())
+        except Exception as error:  # the figures matter more than the names
+            self.log.debug("carbon_magic: no session list: %s", error)
+            return {}
+        return {
+            model["kernel"]["id"]: model["path"]
+            for model in sessions
+            if (model.get("kernel") or {}).get("id") and model.get("path")
+        }
+
     def server_kernel_ids(self) -> list[str] | None:
         """Kernels to list: the server's own, or ``None`` for every live ledger kernel."""
         if self.state.config.kernels == "ledger":
@@ -99,7 +112,8 @@ class KernelHandler(CarbonMagicHandler):
                 404,
                 f"kernel {kernel_id} has no carbon_magic tracker; run %load_ext carbon_magic in it",
             )
-        document = views.kernel_json(kernel_id, figures, time.time(), self.state.stale_after)
+        paths = await self.notebook_paths()
+        document = views.kernel_json(kernel_id, figures, time.time(), self.state.stale_after, paths)
         self.finish(json.dumps(document))
 
 
@@ -135,7 +149,13 @@ class SummaryHandler(CarbonMagicHandler):
         else:
             kernels, untracked = views.select_kernels(snapshot, server_ids, self.state.stale_after)
             document = views.summary_json(
-                snapshot, kernels, untracked, self.state.stale_after, config.ledger, config.kernels
+                snapshot,
+                kernels,
+                untracked,
+                self.state.stale_after,
+                config.ledger,
+                config.kernels,
+                await self.notebook_paths(),
             )
         self.finish(json.dumps(document))
 
@@ -171,7 +191,8 @@ class MetricsHandler(CarbonMagicHandler):
             snapshot, kernels = None, []
         else:
             kernels, _ = views.select_kernels(snapshot, server_ids, self.state.stale_after)
-        text = metrics.exposition(snapshot, kernels, self.state.stale_after)
+        paths = await self.notebook_paths() if kernels else {}
+        text = metrics.exposition(snapshot, kernels, self.state.stale_after, paths)
         self.finish(text, set_content_type=metrics.CONTENT_TYPE)
 
     async def _require_reader(self) -> None:

@@ -24,10 +24,12 @@ from collections.abc import Iterable
 from carbon_magic.server.reader import COMPONENTS, LedgerSnapshot, Totals
 from carbon_magic.server.views import (
     KernelSummary,
+    Paths,
     StaleAfter,
     intensity_json,
     ledger_totals,
     liveness,
+    notebook_path,
     power_json,
 )
 
@@ -60,7 +62,10 @@ def _family(name: str, kind: str, help_text: str, samples: Iterable[Sample]) -> 
 
 
 def exposition(
-    snapshot: LedgerSnapshot | None, kernels: list[KernelSummary], stale_after: StaleAfter
+    snapshot: LedgerSnapshot | None,
+    kernels: list[KernelSummary],
+    stale_after: StaleAfter,
+    paths: Paths | None = None,
 ) -> str:
     """The text of ``GET carbon-magic/metrics``; ``snapshot`` is None without a ledger."""
     power: list[Sample] = []
@@ -76,7 +81,7 @@ def exposition(
         latest = summary.latest
         labels = {
             "kernel_id": summary.kernel_id,
-            "notebook": latest.session.notebook_path or "",
+            "notebook": notebook_path(latest, paths) or "",
         }
         state = liveness(latest, now, stale_after)
         if state.live:

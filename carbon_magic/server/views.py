@@ -6,7 +6,7 @@ Times are seconds since the epoch (UTC), ages seconds, power watts, energy kWh
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -14,6 +14,16 @@ from typing import Any
 from carbon_magic.server.reader import COMPONENTS, LedgerSnapshot, SessionFigures, Totals
 
 StaleAfter = Callable[[float], float]  # interval_s -> seconds
+Paths = Mapping[str, str]  # kernel id -> notebook path now, from the server's sessions
+
+
+def notebook_path(figures: SessionFigures, paths: Paths | None = None) -> str | None:
+    """The kernel's notebook: its path now on this server (it follows renames), else
+    the path the kernel was started with, as the ledger recorded it."""
+    kernel_id = figures.session.kernel_id
+    if paths and kernel_id in paths:
+        return paths[kernel_id]
+    return figures.session.notebook_path
 
 
 def utc_day_start(now: float) -> float:
@@ -56,7 +66,11 @@ def intensity_json(figures: SessionFigures) -> dict[str, Any]:
 
 
 def kernel_json(
-    kernel_id: str, figures: SessionFigures, now: float, stale_after: StaleAfter
+    kernel_id: str,
+    figures: SessionFigures,
+    now: float,
+    stale_after: StaleAfter,
+    paths: Paths | None = None,
 ) -> dict[str, Any]:
     """The document of ``GET carbon-magic/api/v1/kernels/{kernel_id}``."""
     session = figures.session
@@ -64,7 +78,7 @@ def kernel_json(
     heartbeat = figures.heartbeat
     return {
         "kernel_id": kernel_id,
-        "notebook_path": session.notebook_path,
+        "notebook_path": notebook_path(figures, paths),
         "now": now,
         "tracker_state": state.tracker_state,
         "live": state.live,
@@ -173,6 +187,7 @@ def summary_json(
     stale_after: StaleAfter,
     ledger_path: str,
     scope: str,
+    paths: Paths | None = None,
 ) -> dict[str, Any]:
     """The document of ``GET carbon-magic/api/v1/summary``."""
     today, all_time = ledger_totals(snapshot)
@@ -184,7 +199,7 @@ def summary_json(
             {
                 "kernel_id": summary.kernel_id,
                 "tracked": True,
-                "notebook_path": latest.session.notebook_path,
+                "notebook_path": notebook_path(latest, paths),
                 "tracker_state": state.tracker_state,
                 "live": state.live,
                 "stale": state.stale,

@@ -1,0 +1,176 @@
+/**
+ * The status model: which kernel is in front of the user, and its latest figures.
+ *
+ * Polls the server with a Lumino `Poll`: every `refreshRate` ms, backing off on
+ * errors, standing by while the browser tab is hidden or no notebook is shown.
+ */
+import { ServerConnection } from '@jupyterlab/services';
+import { IPoll, Poll } from '@lumino/polling';
+import { ISignal, Signal } from '@lumino/signaling';
+import { IDisposable } from '@lumino/disposable';
+
+import { fetchKernel, fetchSummary, IKernelFigures, ISummary } from './api';
+
+/** What the status item shows. */
+export type Status =
+  | { kind: 'idle' } // no notebook, or its kernel is not started yet
+  | { kind: 'untracked' } // the kernel never loaded carbon_magic (404)
+  | { kind: 'figures'; figures: IKernelFigures }
+  | { kind: 'error'; message: string };
+
+export const DEFAULT_REFRESH_MS = 2000;
+const MAX_BACKOFF_MS = 60_000;
+// A kernel without a tracker is asked again this often on schedule (each answer is a
+// 404 in the server's log); a refresh (tab switch, kernel status change, e.g. the end
+// of the `%load_ext carbon_magic` cell) asks at once.
+const UNTRACKED_RECHECK_MS = 15_000;
+
+export class CarbonModel implements IDisposable {
+  constructor(
+    private readonly _settings: ServerConnection.ISettings = ServerConnection.makeSettings()
+  ) {
+    this._poll = this._createPoll(DEFAULT_REFRESH_MS);
+  }
+
+  /** Emitted whenever `status`, `visible` or `summary` change. */
+  get changed(): ISignal<this, void> {
+    return this._changed;
+  }
+
+  /** Whether a notebook is the current widget (the item is hidden otherwise). */
+  get visible(): boolean {
+    return this._visible;
+  }
+
+  get kernelId(): string | null {
+    return this._kernelId;
+  }
+
+  get status(): Status {
+    return this._status;
+  }
+
+  /** The server summary, fetched while `wantSummary` is set (the popup is open). */
+  get summary(): ISummary | null {
+    return this._summary;
+  }
+
+  get isDisposed(): boolean {
+    return this._poll.isDisposed;
+  }
+
+  /** Ask for the server summary on every poll (for the popup) or stop asking. */
+  set wantSummary(value: boolean) {
+    this._wantSummary = value;
+    if (value) {
+      void this.refresh();
+    }
+  }
+
+  /** Poll every `ms` milliseconds (errors back off from this). */
+  set refreshRate(ms: number) {
+    const interval = Math.max(500, ms || DEFAULT_REFRESH_MS);
+    if (interval === this._poll.frequency.interval) {
+      return;
+    }
+    this._poll.frequency = {
+      interval,
+      backoff: true,
+      max: Math.max(MAX_BACKOFF_MS, interval)
+    };
+  }
+
+  /** Follow a notebook (its kernel id may be null while it starts) or nothing. */
+  setTarget(visible: boolean, kernelId: string | null): void {
+    const kernelChanged = kernelId !== this._kernelId;
+    if (!kernelChanged && visible === this._visible) {
+      return;
+    }
+    this._visible = visible;
+    this._kernelId = kernelId;
+    if (kernelChanged) {
+      this._status = { kind: 'idle' };
+    }
+    this._changed.emit();
+    void this.refresh();
+  }
+
+  /** Fetch now (after a tab switch, a kernel change or a restart). */
+  async refresh(): Promise<void> {
+    if (!this._poll.isDisposed) {
+      await this._poll.refresh();
+    }
+  }
+
+  dispose(): void {
+    if (this.isDisposed) {
+      return;
+    }
+    this._poll.dispose();
+    Signal.clearData(this);
+  }
+
+  private _createPoll(interval: number): Poll {
+    return new Poll({
+      auto: true,
+      factory: state => this._tick(state),
+      frequency: { interval, backoff: true, max: MAX_BACKOFF_MS },
+      name: 'carbon_magic:status',
+      standby: () => (this._visible && this._kernelId ? 'when-hidden' : true)
+    });
+  }
+
+  /** One poll: rejects on errors so that the poll backs off. */
+  private async _tick(
+    state: IPoll.State<void, unknown, string>
+  ): Promise<void> {
+    const kernelId = this._kernelId;
+    if (!this._visible || !kernelId) {
+      return;
+    }
+    const untrackedRecently =
+      this._status.kind === 'untracked' &&
+      Date.now() - this._answeredAt < UNTRACKED_RECHECK_MS;
+    if (
+      untrackedRecently &&
+      state.phase !== 'refreshed' &&
+      !this._wantSummary
+    ) {
+      return;
+    }
+    try {
+      const [figures, summary] = await Promise.all([
+        fetchKernel(kernelId, this._settings),
+        this._wantSummary
+          ? fetchSummary(this._settings)
+          : Promise.resolve(this._summary)
+      ]);
+      if (kernelId !== this._kernelId) {
+        return; // the user moved on meanwhile
+      }
+      this._status = figures
+        ? { kind: 'figures', figures }
+        : { kind: 'untracked' };
+      this._summary = summary;
+      this._answeredAt = Date.now();
+      this._changed.emit();
+    } catch (error) {
+      if (kernelId === this._kernelId) {
+        const message =
+          error instanceof Error ? error.message : String(error ?? 'error');
+        this._status = { kind: 'error', message };
+        this._changed.emit();
+      }
+      throw error;
+    }
+  }
+
+  private _poll: Poll;
+  private _changed = new Signal<this, void>(this);
+  private _visible = false;
+  private _kernelId: string | null = null;
+  private _status: Status = { kind: 'idle' };
+  private _summary: ISummary | null = null;
+  private _wantSummary = false;
+  private _answeredAt = 0;
+}

@@ -1,0 +1,199 @@
+/**
+ * The status-bar item (`⚡ 38 W · 2.1 g CO₂e`) and its popup of details.
+ */
+import { Widget } from '@lumino/widgets';
+
+import { IKernelFigures, ISummary } from './api';
+import {
+  formatAge,
+  formatGrams,
+  formatGramsRange,
+  formatKwh,
+  formatWatts
+} from './format';
+import { CarbonModel, Status } from './model';
+
+export const LOAD_HINT = 'carbon: %load_ext carbon_magic';
+
+/** The one-line text and tooltip for a status. */
+export function statusText(status: Status): { text: string; title: string } {
+  switch (status.kind) {
+    case 'idle':
+      return { text: '', title: '' };
+    case 'untracked':
+      return {
+        text: LOAD_HINT,
+        title:
+          'This kernel is not measured. Run %load_ext carbon_magic in the notebook to record every cell.'
+      };
+    case 'error':
+      return {
+        text: 'carbon: ?',
+        title: `The carbon figures are unavailable: ${status.message}`
+      };
+    case 'figures':
+      return figuresText(status.figures);
+  }
+}
+
+function figuresText(figures: IKernelFigures): { text: string; title: string } {
+  const grams = `${formatGrams(figures.totals.emissions_g)} CO₂e`;
+  if (figures.tracker_state !== 'running') {
+    return {
+      text: LOAD_HINT,
+      title: `The tracker of this kernel stopped (it recorded ${grams}). Run %load_ext carbon_magic to measure again.`
+    };
+  }
+  if (!figures.live) {
+    return {
+      text: `⚡ – W · ${grams}`,
+      title: `No news from the kernel's tracker for ${formatAge(figures.age_s)}: the kernel may be busy or gone. Click for details.`
+    };
+  }
+  return {
+    text: `⚡ ${formatWatts(figures.power_w.total)} · ${grams}`,
+    title: 'Power now and emissions so far of this kernel. Click for details.'
+  };
+}
+
+/** The status-bar item: a text that opens the details popup when clicked. */
+export class CarbonStatusItem extends Widget {
+  constructor(private readonly _model: CarbonModel) {
+    super();
+    this.addClass('jp-StatusBar-TextItem');
+    this.addClass('cm-StatusItem');
+    this.addClass('jp-mod-highlighted');
+    this._model.changed.connect(this._update, this);
+    this._update();
+  }
+
+  private _update(): void {
+    const { text, title } = statusText(this._model.status);
+    const status = this._model.status;
+    this.node.textContent = text;
+    this.node.title = title;
+    this.toggleClass(
+      'cm-mod-stale',
+      status.kind === 'figures' && !status.figures.live
+    );
+    this.toggleClass(
+      'cm-mod-hint',
+      status.kind === 'untracked' ||
+        (status.kind === 'figures' &&
+          status.figures.tracker_state !== 'running')
+    );
+  }
+}
+
+type Row = [label: string, value: string, className?: string];
+
+/** The popup body: every figure of the kernel, and the server's total today. */
+export class CarbonPopupBody extends Widget {
+  constructor(private readonly _model: CarbonModel) {
+    super();
+    this.addClass('cm-Popup');
+    this._model.changed.connect(this._update, this);
+    this._update();
+  }
+
+  dispose(): void {
+    this._model.changed.disconnect(this._update, this);
+    super.dispose();
+  }
+
+  private _update(): void {
+    const status = this._model.status;
+    const rows: Row[] = [];
+    let heading = 'Carbon of this kernel';
+    let fullPath = '';
+    if (status.kind === 'figures') {
+      rows.push(...kernelRows(status.figures));
+      fullPath = status.figures.notebook_path ?? '';
+      heading = fullPath.split('/').pop() || heading;
+    } else if (status.kind === 'untracked') {
+      rows.push(['Tracker', 'none: run %load_ext carbon_magic', 'cm-state']);
+    } else if (status.kind === 'error') {
+      rows.push(['Error', status.message, 'cm-state']);
+    } else {
+      rows.push(['Kernel', 'not started', 'cm-state']);
+    }
+    rows.push(...summaryRows(this._model.summary));
+    render(this.node, heading, rows);
+    this.node.title = fullPath;
+  }
+}
+
+function kernelRows(figures: IKernelFigures): Row[] {
+  const power = figures.power_w;
+  const totals = figures.totals;
+  const methods = figures.session.methods ?? {};
+  const method = (name: string) => (methods[name] ? ` (${methods[name]})` : '');
+  let state: string;
+  if (figures.tracker_state !== 'running') {
+    state = 'stopped';
+  } else if (figures.stale) {
+    state = `stale: no heartbeat for ${formatAge(figures.age_s)}`;
+  } else {
+    state = `live (updated ${formatAge(figures.age_s)} ago)`;
+  }
+  const rows: Row[] = [
+    ['Power now', formatWatts(power.total), 'cm-watts'],
+    ['  CPU', formatWatts(power.cpu) + method('cpu')],
+    ['  GPU', formatWatts(power.gpu) + method('gpu')],
+    ['  RAM', formatWatts(power.ram) + method('ram')],
+    ['Energy', formatKwh(totals.energy_kwh), 'cm-energy'],
+    [
+      'Emissions',
+      `${formatGramsRange(
+        totals.emissions_g,
+        totals.emissions_low_g,
+        totals.emissions_high_g
+      )} CO₂e`,
+      'cm-emissions'
+    ],
+    ['Embodied', `${formatGrams(totals.embodied_g)} CO₂e`, 'cm-embodied'],
+    [
+      'Grid',
+      `${Math.round(figures.intensity.g_per_kwh)} g/kWh · ${figures.intensity.source}`,
+      'cm-intensity'
+    ],
+    ['Tracker', state, 'cm-state']
+  ];
+  if (figures.heartbeat?.running_cell) {
+    rows.push(['Running', figures.heartbeat.running_cell, 'cm-running']);
+  }
+  return rows;
+}
+
+function summaryRows(summary: ISummary | null): Row[] {
+  if (!summary) {
+    return [['Today, all kernels', '…', 'cm-today']];
+  }
+  const today = summary.totals.today;
+  return [
+    [
+      'Today, all kernels',
+      `${formatGrams(today.emissions_g)} CO₂e · ${formatKwh(today.energy_kwh)}`,
+      'cm-today'
+    ]
+  ];
+}
+
+function render(node: HTMLElement, heading: string, rows: Row[]): void {
+  const title = document.createElement('div');
+  title.className = 'cm-Popup-heading';
+  title.textContent = heading;
+  const table = document.createElement('table');
+  table.className = 'cm-Popup-table';
+  for (const [label, value, className] of rows) {
+    const row = table.insertRow();
+    if (className) {
+      row.className = className;
+    }
+    const th = document.createElement('th');
+    th.textContent = label;
+    row.appendChild(th);
+    row.insertCell().textContent = value;
+  }
+  node.replaceChildren(title, table);
+}
