@@ -139,7 +139,10 @@ function kernelRows(figures: IKernelFigures): Row[] {
   const rows: Row[] = [
     ['Power now', formatWatts(power.total), 'cm-watts'],
     ['  CPU', formatWatts(power.cpu) + method('cpu')],
-    ['  GPU', formatWatts(power.gpu) + method('gpu')],
+    // A GPU row only where the kernel's machine has GPUs measured.
+    ...(methods.gpu
+      ? [['  GPU', formatWatts(power.gpu) + method('gpu')] as Row]
+      : []),
     ['  RAM', formatWatts(power.ram) + method('ram')],
     ['Energy', formatKwh(totals.energy_kwh), 'cm-energy'],
     [
