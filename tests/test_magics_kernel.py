@@ -33,17 +33,18 @@ def test_every_cell_is_recorded_silently(kernel, ledger_path):
     load = kernel.execute("%load_ext carbon_magic")
     assert load.reply["content"]["status"] == "ok"
     assert not load.of_type("stream", "display_data", "error")
-    quiet = kernel.execute("x = sum(range(10**5))\nx")
-    assert quiet.result == str(sum(range(10**5)))
+    quiet = kernel.execute("x = sum(range(10**7))\nx")
+    assert quiet.result == str(sum(range(10**7)))
     assert not quiet.of_type("display_data", "stream")
     failed = kernel.execute("1/0")
     assert failed.error["ename"] == "ZeroDivisionError"
     rows = ledger_module.read_cells(ledger_path)
     by_source = {row["source"]: row for row in rows}
-    assert by_source["x = sum(range(10**5))"]["status"] == "ok"
-    assert by_source["x = sum(range(10**5))"]["via"] == "auto"
+    assert by_source["x = sum(range(10**7))"]["status"] == "ok"
+    assert by_source["x = sum(range(10**7))"]["via"] == "auto"
     assert by_source["1/0"]["status"] == "error"
-    row = by_source["x = sum(range(10**5))"]
+    # A cell long enough to span several CPU-time clock ticks (10 ms) has CPU energy.
+    row = by_source["x = sum(range(10**7))"]
     assert row["kernel_id"] == kernel.kernel_id
     assert row["execution_count"] == 2
     assert row["cpu_j"] > 0 and row["emissions_g"] > 0
