@@ -18,7 +18,6 @@ from carbon_magic.server import reader as reader_module
 from carbon_magic.server.reader import LedgerReader
 from carbon_magic.server.views import utc_day_start
 
-
 API = ("carbon-magic", "api", "v1")
 METHODS = {"cpu": "modelled", "gpu": "measured", "ram": "assumed"}
 
