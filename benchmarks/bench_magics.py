@@ -20,19 +20,24 @@ from tests.kernels import Kernel  # noqa: E402
 
 TIME_CELLS = r"""
 import json, statistics, time
-def _median_ms(code, runs):
+def _median_ms(code, runs, history=True, pause_s=0.0):
     shell = get_ipython()
     samples = []
     for _ in range(runs):
+        time.sleep(pause_s)
         t0 = time.perf_counter_ns()
-        shell.run_cell(code, store_history=True)
+        shell.run_cell(code, store_history=history)
         samples.append((time.perf_counter_ns() - t0) / 1e6)
     return statistics.median(samples)
 """
 
 
-def measure(kernel: Kernel, code: str, runs: int) -> float:
-    run = kernel.execute(f"print(json.dumps(_median_ms({code!r}, {runs})))", timeout=600)
+def measure(
+    kernel: Kernel, code: str, runs: int, history: bool = True, pause_s: float = 0.0
+) -> float:
+    """Median wall time of ``code`` run as a cell inside the kernel, milliseconds."""
+    call = f"_median_ms({code!r}, {runs}, {history}, {pause_s})"
+    run = kernel.execute(f"print(json.dumps({call}))", timeout=600)
     text = "".join(m["content"]["text"] for m in run.of_type("stream"))
     return json.loads(text.strip().splitlines()[-1])
 
@@ -47,9 +52,13 @@ def main() -> None:
             kernel.execute(TIME_CELLS)
             measure(kernel, "pass", 50)  # warm-up
             bare = measure(kernel, "pass", options.runs)
+            bare_quiet = measure(kernel, "pass", options.runs, history=False)
+            bare_paced = measure(kernel, "pass", options.runs, pause_s=0.005)
             kernel.execute("%load_ext carbon_magic")
             measure(kernel, "pass", 50)
             recorded = measure(kernel, "pass", options.runs)
+            recorded_quiet = measure(kernel, "pass", options.runs, history=False)
+            recorded_paced = measure(kernel, "pass", options.runs, pause_s=0.005)
             magic = measure(kernel, "%%carbon\npass", max(50, options.runs // 4))
             quiet = measure(kernel, "%%carbon --quiet\npass", max(50, options.runs // 4))
             bare_again = measure(kernel, "pass", options.runs)
@@ -59,6 +68,15 @@ def main() -> None:
     print(
         f"empty cell, auto-recorded (window + ledger commit): median {recorded:.3f} ms → "
         f"added {recorded - bare:.3f} ms per cell (target ≤ 1 ms)"
+    )
+    print(
+        f"  same without IPython's history write (store_history=False on both sides): "
+        f"added {recorded_quiet - bare_quiet:.3f} ms; the difference is the empty cell's "
+        "ledger commit meeting IPython's own fsync'ing history commit at the same moment"
+    )
+    print(
+        f"  same with 5 ms between cells (history on; IPython's commit done meanwhile): "
+        f"added {recorded_paced - bare_paced:.3f} ms"
     )
     print(
         f"%%carbon on an empty cell, live panel included: median {magic:.3f} ms → "

@@ -82,10 +82,10 @@ def format_methods(methods: dict[str, str]) -> str:
     return ", ".join(f"{name} {method}" for name, method in methods.items())
 
 
-def format_measurement_line(m: Measurement) -> str:
-    """One line summarising a measurement, for text output and logs."""
+def format_measurement_line(m: Measurement, title: str | None = None) -> str:
+    """One line summarising a measurement (``title`` defaults to its name)."""
     parts = [
-        f"{m.name}: {format_duration(m.duration_s)}",
+        f"{title or m.name or 'cell'}: {format_duration(m.duration_s)}",
         format_kwh(m.energy_kwh),
         f"{format_grams_range(m.emissions_g, *m.emissions_range_g)} CO2e",
     ]

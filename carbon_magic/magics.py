@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import logging
 import os
 import re
@@ -27,7 +28,13 @@ from traitlets.config import Configurable
 
 from carbon_magic.budget import Budget, parse_budget
 from carbon_magic.measurement import Measurement
-from carbon_magic.panel import Panel, panel_html, text_summary, widgets_available
+from carbon_magic.panel import (
+    Panel,
+    panel_html,
+    prepare_spare_widget,
+    text_summary,
+    widgets_available,
+)
 from carbon_magic.settings import SPECS, parse_setting
 from carbon_magic.tracker import LiveReading, Tracker, Window, get_tracker
 
@@ -84,6 +91,7 @@ class _ArgumentParser(argparse.ArgumentParser):
         raise UsageError(message or self.format_usage())
 
 
+@functools.cache  # building an argparse parser costs more than a whole empty cell
 def _cell_parser() -> _ArgumentParser:
     parser = _ArgumentParser(prog="%%carbon", add_help=False)
     parser.add_argument("--name", "-n")
@@ -331,6 +339,8 @@ class CarbonMagics(Magics, _SettingTraits):
         run = _LiveRun(self, window, budget, args.on_exceed, Panel(name, use_widgets))
         run.show()
         tracker.add_listener(run.on_tick)
+        if use_widgets:
+            tracker.call_soon(prepare_spare_widget)  # the next panel's widget, off this cell
         status, error = "ok", None
         try:
             result = self._execute(code, last_expr)
@@ -491,7 +501,7 @@ class _LiveRun:
         watts = self.magics.tracker.live_watts()
         return (
             panel_html(m, watts, state, budget_text, note, self.hint, title=self.window.name),
-            text_summary(m, note),
+            text_summary(m, note, title=self.window.name),
         )
 
     def show(self) -> None:

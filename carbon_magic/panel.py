@@ -122,12 +122,22 @@ class Panel:
         """Display the widget (main thread, at the start of the cell)."""
         if not self.use_widgets:
             return
-        import ipywidgets
         from IPython.display import display
 
-        self._widget = ipywidgets.HTML(value=initial_html)
-        self._widget.add_class("carbon-magic-panel-widget")
-        display(self._widget, display_id=self.display_id)
+        widget = _take_widget()
+        with widget.hold_sync():
+            widget.value = initial_html
+        self._widget = widget
+        # A raw bundle: IPython's formatters would build the widget's long text repr.
+        bundle = {
+            "application/vnd.jupyter.widget-view+json": {
+                "version_major": 2,
+                "version_minor": 0,
+                "model_id": widget.model_id,
+            },
+            "text/plain": f"carbon panel: {self.name}",
+        }
+        _without_stream_flush(lambda: display(bundle, raw=True, display_id=self.display_id))
 
     def update(self, new_html: str, text: str) -> None:
         """Show new figures (from the tracker thread; never raises into it)."""
@@ -151,16 +161,81 @@ class Panel:
             return
         from IPython.display import update_display
 
-        update_display(
-            {"text/html": final_html, "text/plain": text}, raw=True, display_id=self.display_id
-        )
+        bundle = {"text/html": final_html, "text/plain": text}
+        _without_stream_flush(lambda: update_display(bundle, raw=True, display_id=self.display_id))
         widget.close()
 
     def __repr__(self) -> str:
         return self.last_text or f"<carbon panel {self.name}>"
 
 
-def text_summary(m: Measurement, note: str | None = None) -> str:
+def text_summary(m: Measurement, note: str | None = None, title: str | None = None) -> str:
     """The one-line summary printed where widgets cannot render."""
-    line = "carbon: " + format_measurement_line(m)
+    line = "carbon: " + format_measurement_line(m, title)
     return f"{line} · {note}" if note else line
+
+
+# One widget is created ahead of need, in a background thread, so that a %%carbon cell
+# does not wait for a widget's creation (a comm opening, ~1 ms) before it runs.
+_spare_lock = threading.Lock()
+_spare_widget: Any = None
+
+
+def _new_widget() -> Any:
+    import ipywidgets
+
+    widget = ipywidgets.HTML(value="")
+    widget.add_class("carbon-magic-panel-widget")
+    return widget
+
+
+def _take_widget() -> Any:
+    global _spare_widget
+    with _spare_lock:
+        widget, _spare_widget = _spare_widget, None
+    return widget if widget is not None else _new_widget()
+
+
+def prepare_spare_widget() -> None:
+    """Create the widget the next panel will use (call from a background thread)."""
+    global _spare_widget
+    with _spare_lock:
+        if _spare_widget is not None:
+            return
+    try:
+        widget = _new_widget()
+    except Exception:
+        return  # the next cell creates its own
+    with _spare_lock:
+        if _spare_widget is None:
+            _spare_widget = widget
+            return
+    widget.close()
+
+
+def _without_stream_flush(publish: Any) -> None:
+    """Run ``publish`` (a display call) without ipykernel's stream flush before it.
+
+    The flush waits for a round trip through the kernel's IO thread (about a millisecond
+    each time) and orders nothing here: the panel is displayed before the cell prints
+    anything, and later replaced in place.
+    """
+    try:
+        from IPython import get_ipython
+
+        publisher = get_ipython().display_pub
+        publisher._flush_streams = _no_flush
+    except Exception:
+        publisher = None
+    try:
+        publish()
+    finally:
+        if publisher is not None:
+            try:
+                del publisher._flush_streams
+            except AttributeError:
+                pass
+
+
+def _no_flush() -> None:
+    pass

@@ -142,6 +142,7 @@ class Tracker:
         self._wake_event = threading.Event()
         self._thread: threading.Thread | None = None
         self._listeners: list[Callable[[LiveReading], None]] = []
+        self._tasks: list[Callable[[], None]] = []
         self.notices: list[str] = []
         self.timeline = Timeline()
         self._configured = False
@@ -329,8 +330,17 @@ class Tracker:
                 self._listeners.remove(listener)
 
     def wake(self) -> None:
-        """Make the background thread tick now (used when a window opens)."""
+        """Make the background thread tick now."""
         self._wake_event.set()
+
+    def call_soon(self, task: Callable[[], None]) -> None:
+        """Run ``task()`` in the tracker thread before its next tick (errors are
+        reported once and ignored). Runs at once when the tracker is stopped."""
+        if not self._running:
+            task()
+            return
+        with self._lock:
+            self._tasks.append(task)
 
     # ------------------------------------------------------------- the thread
 
@@ -349,6 +359,7 @@ class Tracker:
             self._wake_event.clear()
             if self._stop_event.is_set():
                 break
+            self._run_tasks()
             try:
                 reading = self._tick(with_reading=bool(self._listeners))
             except Exception as error:  # never let the thread die
@@ -362,6 +373,15 @@ class Tracker:
                 except Exception as error:
                     self._notice(f"live listener failed and was removed: {error!r}")
                     self.remove_listener(listener)
+
+    def _run_tasks(self) -> None:
+        with self._lock:
+            tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            try:
+                task()
+            except Exception as error:
+                self._notice(f"background task failed: {error!r}")
 
     def _tick(self, with_reading: bool = True, slow: bool | None = None) -> LiveReading | None:
         """Advance and record the power since the last tick. Every ``SLOW_REFRESH_S``

@@ -62,6 +62,17 @@ test('status bar and live panel follow a measured cell', async ({
       '    total += sum(i * i for i in range(10_000))'
     ].join('\n')
   );
+  // A second measured cell: its panel uses a widget prepared in the background.
+  await page.notebook.addCell(
+    'code',
+    [
+      '%%carbon --name second',
+      'import time',
+      'deadline = time.monotonic() + 6',
+      'while time.monotonic() < deadline:',
+      '    sum(i * i for i in range(10_000))'
+    ].join('\n')
+  );
 
   // A kernel without the tracker: the item is a hint (the server answers 404).
   await page.notebook.runCell(0);
@@ -110,6 +121,20 @@ test('status bar and live panel follow a measured cell', async ({
   await screenshotStatusBar(page);
   await page.keyboard.press('Escape');
   await run;
+  await expect(panel).toHaveAttribute('data-state', 'ok');
+
+  const second = page.notebook.runCell(3);
+  const secondPanel = page
+    .locator('.carbon-magic-panel', { hasText: 'second' })
+    .first();
+  const secondEmissions = secondPanel.locator('.cm-emissions');
+  await expect(secondEmissions).toHaveText(GRAMS_RANGE, { timeout: 30_000 });
+  const early = await secondEmissions.textContent();
+  await expect
+    .poll(async () => secondEmissions.textContent(), { timeout: 8_000 })
+    .not.toBe(early);
+  await second;
+  await expect(secondPanel).toHaveAttribute('data-state', 'ok');
 
   // Hidden for other panels, back for the notebook.
   await page.evaluate(async () => {
