@@ -8,17 +8,12 @@ The token is held in a ``Secret``: it appears in no repr, status, source or erro
 
 from __future__ import annotations
 
-import time
 import urllib.parse
-from collections.abc import Callable
 from typing import Any
 
 from carbon_magic.grid.base import ForecastPoint, IntensityProvider
-from carbon_magic.grid.http import MAX_TIMEOUT_S, FetchError, get_json
+from carbon_magic.grid.http import FetchError, get_json
 from carbon_magic.grid.live import (
-    CACHE_S,
-    MAX_STALE_S,
-    RETRY_S,
     LiveProvider,
     LiveReading,
     Secret,
@@ -36,7 +31,8 @@ class ElectricityMapsProvider(LiveProvider):
     """Electricity Maps intensity for one ``zone`` (``"DE"``, ``"US-CAL-CISO"``).
 
     ``token`` may be empty or ``zone`` ``None``: the provider then serves ``fallback``
-    only and its status says what to set. Other arguments as for ``LiveProvider``.
+    only and its status says what to set. ``live_options`` (cache_s, retry_s, max_stale_s, timeout_s, clock) as for
+    ``LiveProvider``.
     Fetching starts in the background at once.
     """
 
@@ -50,11 +46,7 @@ class ElectricityMapsProvider(LiveProvider):
         fallback: IntensityProvider,
         *,
         base_url: str = DEFAULT_URL,
-        cache_s: float = CACHE_S,
-        retry_s: float = RETRY_S,
-        max_stale_s: float = MAX_STALE_S,
-        timeout_s: float = MAX_TIMEOUT_S,
-        clock: Callable[[], float] = time.monotonic,
+        **live_options: Any,
     ) -> None:
         self._zone = zone.strip().upper() if zone and zone.strip() else None
         self._token = Secret((token or "").strip())
@@ -67,16 +59,7 @@ class ElectricityMapsProvider(LiveProvider):
             )
         elif self._zone is None:
             problem = "no zone; set %carbon config zone=DE (or country=DE)"
-        super().__init__(
-            fallback,
-            cache_s=cache_s,
-            retry_s=retry_s,
-            max_stale_s=max_stale_s,
-            timeout_s=timeout_s,
-            problem=problem,
-            clock=clock,
-            secrets=(self._token.reveal(),),
-        )
+        super().__init__(fallback, problem=problem, secrets=(self._token.reveal(),), **live_options)
         self._start()
 
     @property

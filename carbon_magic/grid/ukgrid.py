@@ -10,18 +10,13 @@ System Operator (carbonintensity.org.uk).
 from __future__ import annotations
 
 import re
-import time
 import urllib.parse
-from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
 from carbon_magic.grid.base import ForecastPoint, IntensityProvider
-from carbon_magic.grid.http import MAX_TIMEOUT_S, get_json
+from carbon_magic.grid.http import get_json
 from carbon_magic.grid.live import (
-    CACHE_S,
-    MAX_STALE_S,
-    RETRY_S,
     LiveProvider,
     LiveReading,
     malformed,
@@ -64,7 +59,8 @@ class UKGridProvider(LiveProvider):
     """UK Carbon Intensity for Great Britain, or for the region of ``postcode``.
 
     A ``postcode`` that is not a UK outward code makes the provider serve ``fallback``
-    only, with the reason in its status. Other arguments as for ``LiveProvider``.
+    only, with the reason in its status. ``live_options`` (cache_s, retry_s, max_stale_s, timeout_s, clock) as for
+    ``LiveProvider``.
     Fetching starts in the background at once.
     """
 
@@ -77,11 +73,7 @@ class UKGridProvider(LiveProvider):
         fallback: IntensityProvider,
         *,
         base_url: str = DEFAULT_URL,
-        cache_s: float = CACHE_S,
-        retry_s: float = RETRY_S,
-        max_stale_s: float = MAX_STALE_S,
-        timeout_s: float = MAX_TIMEOUT_S,
-        clock: Callable[[], float] = time.monotonic,
+        **live_options: Any,
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._outward: str | None = None
@@ -91,15 +83,7 @@ class UKGridProvider(LiveProvider):
                 self._outward = outward_code(postcode)
             except ValueError as error:
                 problem = str(error)
-        super().__init__(
-            fallback,
-            cache_s=cache_s,
-            retry_s=retry_s,
-            max_stale_s=max_stale_s,
-            timeout_s=timeout_s,
-            clock=clock,
-            problem=problem,
-        )
+        super().__init__(fallback, problem=problem, **live_options)
         self._start()
 
     @property
