@@ -169,6 +169,9 @@ class Tracker:
         from carbon_magic.sensors.memory import RamModel
 
         settings = self.settings
+        previous = getattr(self, "system_cpu", None)
+        if previous is not None:
+            previous.close()  # re-detecting after a settings change
         self.n_cpus = cpu_power.visible_cpu_count()
         allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
         # A cgroup quota below the CPUs we may run on: a container, whose own usage
