@@ -340,7 +340,9 @@ class CarbonMagics(Magics, _SettingTraits):
         run.show()
         tracker.add_listener(run.on_tick)
         if use_widgets:
-            tracker.call_soon(prepare_spare_widget)  # the next panel's widget, off this cell
+            # The next panel's widget, prepared off this cell; the first figures come
+            # with the next tick (at most one interval away).
+            tracker.call_soon(prepare_spare_widget)
         status, error = "ok", None
         try:
             result = self._execute(code, last_expr)

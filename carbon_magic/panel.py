@@ -124,9 +124,9 @@ class Panel:
             return
         from IPython.display import display
 
-        widget = _take_widget()
-        with widget.hold_sync():
-            widget.value = initial_html
+        # A prepared widget shows a "starting" line until the tracker thread's first
+        # update (it ticks at once): setting its value here would cost this cell a message.
+        widget = _take_widget(initial_html)
         self._widget = widget
         # A raw bundle: IPython's formatters would build the widget's long text repr.
         bundle = {
@@ -181,19 +181,26 @@ _spare_lock = threading.Lock()
 _spare_widget: Any = None
 
 
-def _new_widget() -> Any:
+_STARTING_HTML = (
+    "<div class='carbon-magic-panel' data-state='starting' "
+    f"style='{_STYLE.format(colour=_COLOURS['running'])}'>⚡ measuring…</div>"
+)
+
+
+def _new_widget(value: str = _STARTING_HTML) -> Any:
     import ipywidgets
 
-    widget = ipywidgets.HTML(value="")
+    widget = ipywidgets.HTML(value=value)
     widget.add_class("carbon-magic-panel-widget")
     return widget
 
 
-def _take_widget() -> Any:
+def _take_widget(initial_html: str) -> Any:
+    """The prepared widget if there is one, else a new one showing ``initial_html``."""
     global _spare_widget
     with _spare_lock:
         widget, _spare_widget = _spare_widget, None
-    return widget if widget is not None else _new_widget()
+    return widget if widget is not None else _new_widget(initial_html)
 
 
 def prepare_spare_widget() -> None:
