@@ -339,10 +339,6 @@ class CarbonMagics(Magics, _SettingTraits):
         run = _LiveRun(self, window, budget, args.on_exceed, Panel(name, use_widgets))
         run.show()
         tracker.add_listener(run.on_tick)
-        if use_widgets:
-            # The next panel's widget, prepared off this cell; the first figures come
-            # with the next tick (at most one interval away).
-            tracker.call_soon(prepare_spare_widget)
         status, error = "ok", None
         try:
             result = self._execute(code, last_expr)
@@ -366,6 +362,11 @@ class CarbonMagics(Magics, _SettingTraits):
         except Exception as failure:
             tracker._notice(f"cell recording failed: {failure!r}")
         run.finish(m, status)
+        if use_widgets:
+            # The next panel's widget, prepared in the tracker thread once this cell is
+            # done, so the next %%carbon cell does not wait for a widget to be created.
+            tracker.call_soon(prepare_spare_widget)
+            tracker.wake()
         if status == "stopped by budget":
             raise BudgetExceeded(
                 f"carbon budget {budget.describe() if budget else ''} exceeded; cell stopped"
