@@ -330,43 +330,23 @@ class CarbonMagics(Magics, _SettingTraits):
                 raise UsageError(str(error)) from None
         code, last_expr = self._compile_cell(cell)
         name = args.name or first_line(cell) or "cell"
-        tracker = self.tracker
-        if not tracker.running:
-            tracker.start()
-        window = tracker.begin(name)
-        self._running_cell = (name, time.time())
-        use_widgets = not args.quiet and widgets_available(self.shell)
-        run = _LiveRun(self, window, budget, args.on_exceed, Panel(name, use_widgets))
-        run.show()
-        tracker.add_listener(run.on_tick)
-        status, error = "ok", None
+        run = self._start_live_run(name, args.name or "", budget, args.on_exceed, args.quiet)
+        status, error, result = "ok", None, None
         try:
             result = self._execute(code, last_expr)
         except BudgetExceeded:
-            status, error = "stopped by budget", None
+            status = "stopped by budget"
         except KeyboardInterrupt as interrupt:
-            status, error = ("stopped by budget" if run.stopping else "interrupted"), interrupt
+            stopped = run is not None and run.stopping
+            status, error = ("stopped by budget" if stopped else "interrupted"), interrupt
         except BaseException as failure:
             status, error = "error", failure
         finally:
-            tracker.remove_listener(run.on_tick)
+            if run is not None:
+                run.deactivate()
             self._running_cell = None
-        m = tracker.end(window)
-        m.name = args.name or ""  # the ledger's name column holds explicit names only
-        m.execution_count = _current_execution_count(self.shell)
-        m.cell_id = _current_cell_id(self.shell)
-        m.source = first_line(cell)
-        m.status = status
-        try:
-            self._record(m, via="magic", budget=budget.text if budget else None)
-        except Exception as failure:
-            tracker._notice(f"cell recording failed: {failure!r}")
-        run.finish(m, status)
-        if use_widgets:
-            # The next panel's widget, prepared in the tracker thread once this cell is
-            # done, so the next %%carbon cell does not wait for a widget to be created.
-            tracker.call_soon(prepare_spare_widget)
-            tracker.wake()
+        if run is not None:
+            self._finish_live_run(run, cell, budget, status)
         if status == "stopped by budget":
             raise BudgetExceeded(
                 f"carbon budget {budget.describe() if budget else ''} exceeded; cell stopped"
@@ -374,6 +354,48 @@ class CarbonMagics(Magics, _SettingTraits):
         if error is not None:
             raise error.with_traceback(error.__traceback__)
         return result
+
+    def _start_live_run(
+        self, name: str, explicit_name: str, budget: Budget | None, on_exceed: str, quiet: bool
+    ) -> _LiveRun | None:
+        """Open the window and show the panel; on any fault, None (the cell still runs)."""
+        tracker = self.tracker
+        try:
+            if not tracker.running:
+                tracker.start()
+            window = tracker.begin(name)
+            self._running_cell = (name, time.time())
+            use_widgets = not quiet and widgets_available(self.shell)
+            panel = Panel(name, use_widgets)
+            run = _LiveRun(self, window, budget, on_exceed, panel, explicit_name)
+            run.show()
+            tracker.add_listener(run.on_tick)
+            return run
+        except Exception as failure:
+            tracker._notice(f"%%carbon could not start measuring: {failure!r}")
+            return None
+
+    def _finish_live_run(
+        self, run: _LiveRun, cell: str, budget: Budget | None, status: str
+    ) -> None:
+        """Close the window, record the cell, freeze the panel (never raises)."""
+        tracker = self.tracker
+        try:
+            m = tracker.end(run.window)
+            m.name = run.explicit_name  # the ledger's name column holds explicit names only
+            m.execution_count = _current_execution_count(self.shell)
+            m.cell_id = _current_cell_id(self.shell)
+            m.source = first_line(cell)
+            m.status = status
+            self._record(m, via="magic", budget=budget.text if budget else None)
+            run.finish(m, status)
+        except Exception as failure:
+            tracker._notice(f"%%carbon recording failed: {failure!r}")
+        if run.panel.use_widgets:
+            # The next panel's widget, prepared in the tracker thread once this cell is
+            # done, so the next %%carbon cell does not wait for a widget to be created.
+            tracker.call_soon(prepare_spare_widget)
+            tracker.wake()
 
     def _compile_cell(self, cell: str) -> tuple[Any, Any]:
         """Transform and compile the cell like ``%%time``: body, plus the last expression."""
@@ -479,6 +501,7 @@ class _LiveRun:
         budget: Budget | None,
         on_exceed: str,
         panel: Panel,
+        explicit_name: str,
     ) -> None:
         self.magics = magics
         self.window = window
@@ -487,6 +510,9 @@ class _LiveRun:
         self.panel = panel
         self.exceeded = False
         self.stopping = False
+        self.explicit_name = explicit_name
+        self._active = True
+        self._active_lock = threading.Lock()
         self.hint = _hint(magics.tracker)
 
     def _render(self, m: Measurement, state: str) -> tuple[str, str]:
@@ -518,11 +544,25 @@ class _LiveRun:
         if self.budget is not None and not self.exceeded and self.budget.exceeded(m):
             self.exceeded = True
             if self.on_exceed == "stop":
-                self.stopping = True
-                import _thread
+                with self._active_lock:
+                    if self._active:  # never interrupt what follows the cell
+                        self.stopping = True
+                        import _thread
 
-                _thread.interrupt_main()
+                        _thread.interrupt_main()
         self.panel.update(*self._render(m, "running"))
+
+    def deactivate(self) -> None:
+        """The cell's code is done (main thread): no budget interrupt from now on, and
+        one already on its way is taken here rather than in the bookkeeping."""
+        self.magics.tracker.remove_listener(self.on_tick)
+        with self._active_lock:
+            self._active = False
+        if self.stopping:
+            try:
+                time.sleep(0)  # a pending interrupt is delivered at this point
+            except KeyboardInterrupt:
+                pass
 
     def finish(self, m: Measurement, status: str) -> None:
         if self.budget is not None and self.budget.exceeded(m):

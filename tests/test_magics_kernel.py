@@ -275,3 +275,23 @@ def test_loaded_from_ipython_config(tmp_path, ledger_path):
     finally:
         kernel.shutdown()
     assert [r for r in ledger_module.read_cells(ledger_path) if r["source"] == "w = 5"]
+
+
+def test_tracker_faults_never_break_a_cell(kernel):
+    kernel.execute("%load_ext carbon_magic")
+    kernel.execute(
+        "import carbon_magic.panel as _panel, carbon_magic.tracker as _tracker\n"
+        "def _boom(*args, **kwargs):\n"
+        "    raise RuntimeError('panel broke')\n"
+        "_panel.Panel.show = _boom"
+    )
+    shown = kernel.execute("%%carbon --name fragile\n40 + 2")
+    assert shown.reply["content"]["status"] == "ok" and shown.result == "42"
+    kernel.execute("_tracker.Tracker.end = _boom")
+    ended = kernel.execute("%%carbon --quiet\n'still runs'")
+    assert ended.result == "'still runs'"
+    auto = kernel.execute("7 * 6")
+    assert auto.result == "42" and not auto.error
+    status = kernel.execute("%carbon status").text
+    assert "could not start measuring" in status and "panel broke" in status
+    assert "recording failed" in status
