@@ -136,6 +136,19 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
+# Relative half-width of the modelled power's range (see accounting.ENERGY_UNCERTAINTY).
+MODEL_UNCERTAINTY = 0.40
+
+
+@dataclass(frozen=True)
+class ModelledEnergy:
+    """Modelled energy over one tick, joules: the central value and its range."""
+
+    central_j: float
+    low_j: float
+    high_j: float
+
+
 @dataclass(frozen=True)
 class CpuPowerModel:
     """Power of the whole visible CPU: ``idle_w`` at 0 % and ``max_w`` at 100 % load.
@@ -153,6 +166,27 @@ class CpuPowerModel:
         """Modelled power in watts at ``utilisation`` (0–1, clamped) of the visible CPUs."""
         u = min(1.0, max(0.0, utilisation))
         return self.idle_w + (self.max_w - self.idle_w) * u
+
+    def power_range_w(self, utilisation: float) -> tuple[float, float]:
+        """(low, high) watts at ``utilisation``: the interval the true power lies in."""
+        power = self.power_w(utilisation)
+        return (power * (1 - MODEL_UNCERTAINTY), power * (1 + MODEL_UNCERTAINTY))
+
+    def energy_j(self, duration_s: float, busy_cpu_s: float) -> ModelledEnergy:
+        """Modelled energy of one tick, joules: the curve applied to the tick's mean load.
+
+        ``busy_cpu_s`` is the CPU time all visible CPUs spent busy during the tick
+        (seconds of CPU), ``duration_s`` the tick's length. The mean utilisation
+        ``busy / (n_cpus · duration)`` is clamped to [0, 1]. The tracker calls this for
+        every tick and window edge, so a window's energy is a sum over its ticks.
+        """
+        if duration_s <= 0 or self.n_cpus <= 0:
+            return ModelledEnergy(0.0, 0.0, 0.0)
+        utilisation = max(busy_cpu_s, 0.0) / (self.n_cpus * duration_s)
+        low_w, high_w = self.power_range_w(utilisation)
+        return ModelledEnergy(
+            self.power_w(utilisation) * duration_s, low_w * duration_s, high_w * duration_s
+        )
 
 
 # --------------------------------------------------------------------- reading the host
