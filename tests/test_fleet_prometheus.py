@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -171,19 +172,26 @@ def read_ledger(path: Path, day_start: float) -> LedgerRecord:
 # --- the dashboard ------------------------------------------------------------------------
 
 
+def all_panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Every panel, those inside rows included."""
+    for panel in panels:
+        yield panel
+        yield from all_panels(panel.get("panels", []))
+
+
 def dashboard_targets(dashboard: dict[str, Any]) -> dict[tuple[str, str], str]:
     """(panel title, refId) -> PromQL of every query target, rows' panels included."""
     found: dict[tuple[str, str], str] = {}
+    for panel in all_panels(dashboard["panels"]):
+        for target in panel.get("targets", []):
+            key = (panel["title"], target["refId"])
+            assert key not in found, f"two queries named {key}"
+            found[key] = target["expr"]
+    return found
 
-    def visit(panels: list[dict[str, Any]]) -> None:
-        for panel in panels:
-            visit(panel.get("panels", []))
-            for target in panel.get("targets", []):
-                key = (panel["title"], target["refId"])
-                assert key not in found, f"two queries named {key}"
-                found[key] = target["expr"]
 
-    visit(dashboard["panels"])
+def variable(dashboard: dict[str, Any], name: str) -> dict[str, Any]:
+    (found,) = [v for v in dashboard["templating"]["list"] if v["name"] == name]
     return found
 
 
@@ -363,7 +371,38 @@ def scrape_config(servers: dict[str, JupyterServer], token_file: Path) -> dict[s
     }
 
 
-# --- the test -----------------------------------------------------------------------------
+# --- the tests ----------------------------------------------------------------------------
+
+
+def test_dashboard_is_one_grafana_model_over_a_chosen_prometheus():
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["schemaVersion"] >= 36 and dashboard["uid"]
+    assert variable(dashboard, "datasource")["type"] == "datasource"
+    assert variable(dashboard, "datasource")["query"] == "prometheus"
+    user = variable(dashboard, "user")
+    assert user["includeAll"] and user["allValue"] == ".*"
+    panels = list(all_panels(dashboard["panels"]))
+    ids = [panel["id"] for panel in panels]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    cells: set[tuple[int, int]] = set()
+    for panel in panels:
+        grid = panel["gridPos"]
+        assert 0 <= grid["x"] and grid["x"] + grid["w"] <= 24, panel["title"]
+        area = {
+            (x, y)
+            for x in range(grid["x"], grid["x"] + grid["w"])
+            for y in range(grid["y"], grid["y"] + grid["h"])
+        }
+        assert not area & cells, f"{panel['title']} overlaps another panel"
+        cells |= area
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"] == panel["datasource"], panel["title"]
+            # Every query can be narrowed to the chosen users.
+            assert '{user=~"$user"}' in target["expr"], (panel["title"], target["expr"])
 
 
 def test_example_scrape_configs_are_valid_for_prometheus(prometheus_binary):
@@ -383,7 +422,6 @@ def test_example_scrape_configs_are_valid_for_prometheus(prometheus_binary):
 def test_every_dashboard_query_returns_the_ledgers_figures(prometheus_binary, servers, tmp_path):
     wait_past_midnight_if_close()
     dashboard = json.loads(DASHBOARD.read_text())
-    queries = dashboard_targets(dashboard)
     record_last_nights_session(servers["bob"].ledger)
 
     # Who may read the metrics: alice's need her token, bob's are open.
@@ -407,7 +445,7 @@ def test_every_dashboard_query_returns_the_ledgers_figures(prometheus_binary, se
     prometheus = Prometheus(prometheus_binary, scrape_config(servers, token_file), tmp_path)
     try:
         prometheus.wait_ready()
-        check_queries(prometheus, servers, kernel_ids, queries)
+        check_queries(prometheus, servers, kernel_ids, dashboard)
     finally:
         prometheus.stop()
 
@@ -416,8 +454,10 @@ def check_queries(
     prometheus: Prometheus,
     servers: dict[str, JupyterServer],
     kernel_ids: dict[tuple[str, str], str],
-    queries: dict[tuple[str, str], str],
+    dashboard: dict[str, Any],
 ) -> None:
+    """Hang one kernel until stale, freeze the rest, then run the dashboard's queries."""
+
     def targets_up() -> bool:
         targets = prometheus.targets()
         return len(targets) == 2 and all(target["health"] == "up" for target in targets)
@@ -426,7 +466,10 @@ def check_queries(
         wait_for("both servers scraped", targets_up)
     except AssertionError:
         raise AssertionError(f"scrape targets: {prometheus.targets()}") from None
-    assert sorted(prometheus.label_values("user", "carbon_magic_ledger_up")) == ["alice", "bob"]
+    # The dashboard's user variable, as Grafana's label_values(metric, label) asks for it.
+    definition = variable(dashboard, "user")["query"]["query"]
+    metric, label = re.fullmatch(r"label_values\((\w+), *(\w+)\)", definition).groups()
+    assert sorted(prometheus.label_values(label, metric)) == ["alice", "bob"]
 
     # A hung kernel: its tracker stops beating while the server still runs it.
     stuck_id = kernel_ids[STUCK]
@@ -491,6 +534,7 @@ def check_queries(
         - kernels[STUCK].heartbeat_at
     }
 
+    queries = dashboard_targets(dashboard)
     assert set(queries) == set(expected), "every dashboard query needs its expected figures"
     for key, expr in sorted(queries.items()):
         got = as_map(prometheus.query(resolve(expr), at))
