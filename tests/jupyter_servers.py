@@ -53,16 +53,23 @@ c.CarbonMagicServer.ledger = {ledger!r}
 
 
 class JupyterServer:
-    """One ``jupyter server`` process for the user ``user`` under ``workdir``.
+    """One ``jupyter server`` process for the user ``user`` under ``workdir``: the user's
+    default server, or the named server ``server_name`` (``/user/<name>/<server_name>/``).
 
     ``carbon_config`` holds extra ``CarbonMagicServer`` settings (name -> value).
     """
 
-    def __init__(self, user: str, workdir: Path, carbon_config: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        user: str,
+        workdir: Path,
+        carbon_config: dict[str, Any],
+        server_name: str = "",
+    ) -> None:
         self.user = user
         self.port = free_port()
         self.token = uuid.uuid4().hex
-        self.base_url = f"/user/{user}/"
+        self.base_url = f"/user/{user}/" + (f"{server_name}/" if server_name else "")
         self.workdir = workdir
         self.ledger = workdir / "ledger.sqlite3"
         self.root_dir = workdir / "notebooks"

@@ -1,8 +1,9 @@
 """The Grafana dashboard's queries, run by a real Prometheus over two real Jupyter servers.
 
-Two JupyterHub-shaped single-user servers (``/user/alice/`` with token-authenticated
-metrics, ``/user/bob/`` with ``metrics_allow_unauthenticated``), each with its own
-ledger and real kernels that recorded cells. A real Prometheus scrapes them with the
+Two JupyterHub-shaped single-user servers (alice's default server ``/user/alice/`` with
+token-authenticated metrics, bob's named server ``/user/bob/lab/`` with
+``metrics_allow_unauthenticated``), each with its own ledger and real kernels that
+recorded cells; bob's ledger also holds a session that ran across last midnight. A real Prometheus scrapes them with the
 scrape configurations of ``deploy/prometheus/`` (only targets, credentials and the
 interval changed). One of bob's kernels is frozen (SIGSTOP) until its heartbeat is
 stale; then every kernel is frozen, so the ledgers stop changing, and every PromQL
@@ -12,7 +13,6 @@ straight from the ledgers' tables.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import re
@@ -20,6 +20,7 @@ import signal
 import sqlite3
 import subprocess
 import time
+import urllib.error
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
@@ -64,6 +65,7 @@ NOTEBOOKS: dict[str, dict[str, list[str]]] = {
         "stuck.ipynb": [SPIN.format(n=600_000)],
     },
 }
+BOB_SERVER_NAME = "lab"  # bob's is a named server: /user/bob/lab/
 STUCK = ("bob", "stuck.ipynb")  # frozen first: the one stale kernel
 BUSY = ("alice", "train.ipynb")  # busy when frozen: the fleet draws CPU power
 # Bounded, so that nothing spins on if the test dies before stopping the kernel.
@@ -235,11 +237,15 @@ def prometheus_binary() -> str:
 
 @pytest.fixture
 def servers(tmp_path: Path) -> Iterator[dict[str, JupyterServer]]:
-    """alice's server (metrics need the token) and bob's (metrics open), both ready."""
+    """alice's default server (metrics need the token) and bob's named server (metrics
+    open), both ready."""
     started = {
         "alice": JupyterServer("alice", tmp_path / "alice", CARBON_CONFIG),
         "bob": JupyterServer(
-            "bob", tmp_path / "bob", {**CARBON_CONFIG, "metrics_allow_unauthenticated": True}
+            "bob",
+            tmp_path / "bob",
+            {**CARBON_CONFIG, "metrics_allow_unauthenticated": True},
+            server_name=BOB_SERVER_NAME,
         ),
     }
     try:
@@ -352,7 +358,6 @@ def scrape_config(servers: dict[str, JupyterServer], token_file: Path) -> dict[s
         (SCRAPE_OPEN, servers["bob"], "carbon_magic_open"),
     ):
         (job,) = yaml.safe_load(example.read_text())["scrape_configs"]
-        job = copy.deepcopy(job)
         job["job_name"] = name
         job["scheme"] = "http"
         job["static_configs"] = [
@@ -425,8 +430,9 @@ def test_every_dashboard_query_returns_the_ledgers_figures(prometheus_binary, se
     record_last_nights_session(servers["bob"].ledger)
 
     # Who may read the metrics: alice's need her token, bob's are open.
-    with pytest.raises(Exception, match="403"):
+    with pytest.raises(urllib.error.HTTPError) as refused:
         servers["alice"].request("GET", "carbon-magic/metrics", token=None)
+    assert refused.value.code == 403
     assert servers["bob"].request("GET", "carbon-magic/metrics", token=None)[0] == 200
 
     # Real kernels, started and driven through the servers as JupyterLab does.
@@ -466,6 +472,19 @@ def check_queries(
         wait_for("both servers scraped", targets_up)
     except AssertionError:
         raise AssertionError(f"scrape targets: {prometheus.targets()}") from None
+    # The examples' relabelling names the user, and the server for a named server.
+    labels = {
+        target["labels"]["job"]: {k: v for k, v in target["labels"].items() if k != "instance"}
+        for target in prometheus.targets()
+    }
+    assert labels == {
+        "carbon_magic_token": {"job": "carbon_magic_token", "user": "alice"},
+        "carbon_magic_open": {
+            "job": "carbon_magic_open",
+            "user": "bob",
+            "server_name": BOB_SERVER_NAME,
+        },
+    }
     # The dashboard's user variable, as Grafana's label_values(metric, label) asks for it.
     definition = variable(dashboard, "user")["query"]["query"]
     metric, label = re.fullmatch(r"label_values\((\w+), *(\w+)\)", definition).groups()
