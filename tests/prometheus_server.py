@@ -27,7 +27,7 @@ Sample = tuple[dict[str, str], float]
 def find_binary(name: str) -> str | None:
     """``$PROMETHEUS_PATH`` (for ``prometheus``) or the program on PATH; None if absent."""
     if name == "prometheus" and os.environ.get("PROMETHEUS_PATH"):
-        return os.environ["PROMETHEUS_PATH"]
+        return shutil.which(os.environ["PROMETHEUS_PATH"])
     return shutil.which(name)
 
 
