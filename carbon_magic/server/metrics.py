@@ -12,7 +12,10 @@ Per kernel (labels ``kernel_id``, ``notebook``; power also ``component``):
 Server (no kernel labels): ``carbon_magic_server_power_watts{component}`` (sum over the
 live kernels listed), ``carbon_magic_ledger_energy_kwh_total``,
 ``carbon_magic_ledger_emissions_grams_total``, ``carbon_magic_ledger_embodied_grams_total``
-(everything the ledger recorded), ``carbon_magic_kernels`` (kernels listed) and
+(everything the ledger recorded), ``carbon_magic_ledger_energy_day_kwh{day}`` and
+``carbon_magic_ledger_emissions_day_grams{day}`` (what the ledger recorded since midnight
+UTC of ``day``, an ISO date; the label moves on at midnight, so each day's last scrape
+keeps that day's figure), ``carbon_magic_kernels`` (kernels listed) and
 ``carbon_magic_ledger_up`` (1 when the ledger could be read).
 """
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from datetime import datetime, timezone
 
 from carbon_magic.server.reader import COMPONENTS, LedgerSnapshot, Totals
 from carbon_magic.server.views import (
@@ -59,6 +63,11 @@ def _family(name: str, kind: str, help_text: str, samples: Iterable[Sample]) -> 
         else:
             lines.append(f"{name} {_number(value)}")
     return lines
+
+
+def utc_date(epoch_s: float) -> str:
+    """The UTC calendar date of ``epoch_s`` (seconds since the epoch), ``YYYY-MM-DD``."""
+    return datetime.fromtimestamp(epoch_s, tz=timezone.utc).date().isoformat()
 
 
 def exposition(
@@ -143,7 +152,7 @@ def exposition(
         "Power drawn now by the live kernels listed, watts.",
         [({"component": name}, watts) for name, watts in server_power.items()],
     )
-    totals = ledger_totals(snapshot)[1] if snapshot is not None else Totals()
+    today, totals = ledger_totals(snapshot) if snapshot is not None else (Totals(), Totals())
     lines += _family(
         "carbon_magic_ledger_energy_kwh_total",
         "counter",
@@ -161,6 +170,20 @@ def exposition(
         "counter",
         "Amortised embodied emissions of everything the ledger recorded, grams CO2e.",
         [({}, totals.embodied_g)],
+    )
+    # Without a ledger there is no day to speak of: the families stay empty.
+    day = [{"day": utc_date(snapshot.day_start)}] if snapshot is not None else []
+    lines += _family(
+        "carbon_magic_ledger_energy_day_kwh",
+        "gauge",
+        "Facility energy the ledger recorded since midnight UTC of the day, kWh.",
+        [(labels, today.energy_kwh) for labels in day],
+    )
+    lines += _family(
+        "carbon_magic_ledger_emissions_day_grams",
+        "gauge",
+        "Operational emissions the ledger recorded since midnight UTC of the day, grams CO2e.",
+        [(labels, today.emissions_g) for labels in day],
     )
     lines += _family(
         "carbon_magic_kernels", "gauge", "Kernels listed with a tracker.", [({}, len(kernels))]
