@@ -382,7 +382,11 @@ def _modelled(
         )
         if threads_per_package:
             share = n_cpus / threads_per_package
-            where = f" × {share:.3g} of a package ({n_cpus:g} of {threads_per_package} threads)"
+            where = (
+                f" × {share:.3g} of a package ({n_cpus:g} of {threads_per_package} threads)"
+                if share < 1
+                else f" × {share:.3g} packages ({n_cpus:g} threads, {threads_per_package} each)"
+            )
         else:
             share = float(sockets or 1)
             where = f" × {sockets} packages" if sockets and sockets > 1 else ""
