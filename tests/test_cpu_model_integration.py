@@ -10,7 +10,8 @@ import time as real_time
 
 import pytest
 
-from carbon_magic import cpu_power, tracker as tracker_module
+from carbon_magic import cpu_power
+from carbon_magic import tracker as tracker_module
 from carbon_magic.cpu_model.curves import AMD_ZEN
 from carbon_magic.sensors import cputime
 from carbon_magic.settings import Settings
