@@ -38,6 +38,7 @@ __all__ = [
     "CCF_AVERAGE_W_PER_VCPU",
     "EPYC_FAMILY",
     "PROVIDERS",
+    "WALL_PER_TDP",
     "CpuPowerModel",
     "ModelledEnergy",
     "cgroup_cpu_limit",
@@ -52,6 +53,10 @@ __all__ = [
     "read_threads_per_package",
     "visible_cpu_count",
 ]
+
+# SPECpower wall power at full load over TDP × chips: the median over the results in
+# benchmarks/data/specpower_load_curves.csv that list a CPU with a known TDP.
+WALL_PER_TDP = 1.13
 
 # How a model's figures were obtained, as shown with them.
 METHOD_TDP = "modelled: TDP × load curve"
@@ -406,15 +411,17 @@ def _modelled(
         basis = f"CCF {table} average over all microarchitectures"
     else:
         _, per_vcpu_w, basis = found_ccf
-    # CCF's full-load figure is SPECpower wall power per hardware thread; across the
-    # SPECpower results in benchmarks/data it is within about ±10 % of TDP per thread,
-    # so it stands in for the TDP of one vCPU. CCF's idle figure (wall idle, fans and
-    # board included) is not used: the curve's idle fraction is.
+    # CCF's full-load figure is SPECpower wall power per hardware thread. Wall power at
+    # full load is a median 1.13 × TDP × chips over the SPECpower results in
+    # benchmarks/data (0.83–1.65: fans, memory, board, supply losses), so CCF's figure
+    # divided by that is the TDP of one vCPU, which the curve's fractions apply to.
+    # CCF's idle figure (wall idle, the platform included) is not used.
     source = (
-        f"{curve_note}, idle {curve.idle:.0%} and full load {curve.full:.0%} of "
-        f"{per_vcpu_w:.2f} W per vCPU ({basis}, full-load figure) × {n_cpus:g} CPUs"
+        f"{curve_note}, idle {curve.idle:.0%} and full load {curve.full:.0%} of TDP per "
+        f"vCPU = {per_vcpu_w:.2f} W ({basis}, full-load wall power per vCPU) / "
+        f"{WALL_PER_TDP:g} × {n_cpus:g} CPUs"
     )
-    reference_w = per_vcpu_w * n_cpus
+    reference_w = per_vcpu_w / WALL_PER_TDP * n_cpus
     return CpuPowerModel(
         curve.idle * reference_w, curve.full * reference_w, n_cpus, source, curve, METHOD_VCPU
     )

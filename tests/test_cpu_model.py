@@ -176,3 +176,14 @@ def test_energy_of_a_tick_is_the_curve_at_its_mean_load():
     assert (energy.low_j, energy.high_j) == pytest.approx((2 * low_w, 2 * high_w))
     assert model.energy_j(1.0, busy_cpu_s=100.0).central_j == pytest.approx(model.max_w)
     assert model.energy_j(0.0, 1.0).central_j == 0.0
+
+
+def test_wall_per_tdp_is_the_median_of_the_specpower_results():
+    ratios = []
+    with SPECPOWER.open(encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            found = cpu_power.find_tdp(row["cpu"])
+            if found:
+                ratios.append(float(row["w_100"]) / (found[1] * int(row["chips"])))
+    assert len(ratios) >= 30
+    assert cpu_power.WALL_PER_TDP == pytest.approx(statistics.median(ratios), abs=0.005)

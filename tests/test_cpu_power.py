@@ -12,6 +12,7 @@ from carbon_magic.cpu_model.curves import AMD_ZEN, GENERIC, INTEL_XEON
 from carbon_magic.cpu_power import CpuPowerModel
 
 EIGHT = range(8)
+WALL = cpu_power.WALL_PER_TDP
 
 
 def _coefficients(provider: str, architecture: str) -> tuple[float, float]:
@@ -204,7 +205,7 @@ def test_plain_amd_epyc_vm_averages_epyc_generations():
     model = cpu_power.cpu_power_model("AMD EPYC", 2, is_vm=True)
     first, second = _coefficients("aws", "EPYC 1st Gen"), _coefficients("aws", "EPYC 2nd Gen")
     # The Zen curve on CCF's full-load watts per vCPU, averaged over the generations.
-    per_vcpu_w = fmean([first[1], second[1]])
+    per_vcpu_w = fmean([first[1], second[1]]) / cpu_power.WALL_PER_TDP
     assert model.idle_w == pytest.approx(2 * per_vcpu_w * AMD_ZEN.idle)
     assert model.max_w == pytest.approx(2 * per_vcpu_w * AMD_ZEN.full)
     assert model.curve is AMD_ZEN
@@ -218,8 +219,12 @@ def test_plain_amd_epyc_vm_averages_epyc_generations():
 def test_provider_table_is_used():
     aws = cpu_power.cpu_power_model("Intel(R) Xeon(R) Platinum 8175M", 4, True)
     gcp = cpu_power.cpu_power_model("Intel(R) Xeon(R) Platinum 8175M", 4, True, "gcp")
-    assert aws.max_w == pytest.approx(4 * _coefficients("aws", "Skylake")[1] * INTEL_XEON.full)
-    assert gcp.max_w == pytest.approx(4 * _coefficients("gcp", "Skylake")[1] * INTEL_XEON.full)
+    assert aws.max_w == pytest.approx(
+        4 * _coefficients("aws", "Skylake")[1] / WALL * INTEL_XEON.full
+    )
+    assert gcp.max_w == pytest.approx(
+        4 * _coefficients("gcp", "Skylake")[1] / WALL * INTEL_XEON.full
+    )
     assert aws.max_w != gcp.max_w
     assert "CCF gcp coefficients for Skylake" in gcp.source
 
@@ -229,14 +234,14 @@ def test_architecture_missing_from_provider_table_uses_others():
     expected = fmean(
         [_coefficients("gcp", "EPYC 3rd Gen")[1], _coefficients("azure", "EPYC 3rd Gen")[1]]
     )
-    assert model.max_w == pytest.approx(4 * expected * AMD_ZEN.full)
+    assert model.max_w == pytest.approx(4 * expected / WALL * AMD_ZEN.full)
     assert "gcp/azure coefficients for EPYC 3rd Gen" in model.source
 
 
 def test_architecture_missing_everywhere_uses_previous_generation():
     model = cpu_power.cpu_power_model("Intel(R) Xeon(R) Platinum 8488C", 2, True, "azure")
     assert model.max_w == pytest.approx(
-        2 * _coefficients("azure", "Cascade Lake")[1] * INTEL_XEON.full
+        2 * _coefficients("azure", "Cascade Lake")[1] / WALL * INTEL_XEON.full
     )
     assert "Cascade Lake (Sapphire Rapids not in the tables)" in model.source
 
@@ -244,8 +249,8 @@ def test_architecture_missing_everywhere_uses_previous_generation():
 @pytest.mark.parametrize(("provider", "high"), [(None, 3.5), ("gcp", 4.26)])
 def test_unrecognised_cpu_uses_ccf_average_and_generic_curve(provider, high):
     model = cpu_power.cpu_power_model("Mystery CPU 9000", 4, True, provider)
-    assert model.idle_w == pytest.approx(4 * high * GENERIC.idle)
-    assert model.max_w == pytest.approx(4 * high * GENERIC.full)
+    assert model.idle_w == pytest.approx(4 * high / WALL * GENERIC.idle)
+    assert model.max_w == pytest.approx(4 * high / WALL * GENERIC.full)
     assert model.curve is GENERIC
     assert "generic load curve ('Mystery CPU 9000' not recognised)" in model.source
     assert "average over all microarchitectures" in model.source
