@@ -378,32 +378,52 @@ def _modelled(
     tdp_w: float | None,
 ) -> CpuPowerModel:
     curve, curve_note = _curve_for(model_name)
-    found = None if tdp_w is not None or is_vm else find_tdp(model_name)
-    if tdp_w is not None or found is not None:
-        listed, tdp = (
-            (f"TDP {tdp_w:g} W given", float(tdp_w))
-            if tdp_w
-            else (f"TDP table: {found[0]} {found[1]:g} W", found[1])
+    if tdp_w is not None:
+        tdp = (f"TDP {tdp_w:g} W given", float(tdp_w))
+        return _tdp_model(tdp, curve, curve_note, n_cpus, threads_per_package, sockets)
+    # On a virtual machine the package size in /proc/cpuinfo is the guest's, not the
+    # host's, so the TDP table is left to bare metal.
+    found = None if is_vm else find_tdp(model_name)
+    if found is not None:
+        tdp = (f"TDP table: {found[0]} {found[1]:g} W", found[1])
+        return _tdp_model(tdp, curve, curve_note, n_cpus, threads_per_package, sockets)
+    return _per_vcpu_model(model_name, curve, curve_note, n_cpus, provider or "aws")
+
+
+def _tdp_model(
+    tdp: tuple[str, float],
+    curve: LoadCurve,
+    curve_note: str,
+    n_cpus: float,
+    threads_per_package: int | None,
+    sockets: int | None,
+) -> CpuPowerModel:
+    """The curve on the TDP of the share of the packages visible."""
+    listed, tdp_w = tdp
+    if threads_per_package:
+        share = n_cpus / threads_per_package
+        where = (
+            f" × {share:.3g} of a package ({n_cpus:g} of {threads_per_package} threads)"
+            if share < 1
+            else f" × {share:.3g} packages ({n_cpus:g} threads, {threads_per_package} each)"
         )
-        if threads_per_package:
-            share = n_cpus / threads_per_package
-            where = (
-                f" × {share:.3g} of a package ({n_cpus:g} of {threads_per_package} threads)"
-                if share < 1
-                else f" × {share:.3g} packages ({n_cpus:g} threads, {threads_per_package} each)"
-            )
-        else:
-            share = float(sockets or 1)
-            where = f" × {sockets} packages" if sockets and sockets > 1 else ""
-        package_w = tdp * share
-        source = (
-            f"{curve_note}, idle {curve.idle:.0%} and full load {curve.full:.0%} of TDP; "
-            f"{listed}{where}"
-        )
-        return CpuPowerModel(
-            curve.idle * package_w, curve.full * package_w, n_cpus, source, curve, METHOD_TDP
-        )
-    table = provider or "aws"
+    else:
+        share = float(sockets or 1)
+        where = f" × {sockets} packages" if sockets and sockets > 1 else ""
+    package_w = tdp_w * share
+    source = (
+        f"{curve_note}, idle {curve.idle:.0%} and full load {curve.full:.0%} of TDP; "
+        f"{listed}{where}"
+    )
+    return CpuPowerModel(
+        curve.idle * package_w, curve.full * package_w, n_cpus, source, curve, METHOD_TDP
+    )
+
+
+def _per_vcpu_model(
+    model_name: str, curve: LoadCurve, curve_note: str, n_cpus: float, table: str
+) -> CpuPowerModel:
+    """The curve on a TDP per vCPU from CCF's full-load watts per vCPU."""
     architecture = cpu_microarchitecture(model_name)
     found_ccf = ccf_coefficients(architecture, table) if architecture else None
     if found_ccf is None:
