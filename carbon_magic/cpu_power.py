@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from carbon_magic.cpu_model.curves import FAMILIES, LINEAR, LoadCurve
@@ -32,6 +32,7 @@ from carbon_magic.cpu_model.identify import (
     cpu_family,
     cpu_microarchitecture,
     find_tdp,
+    package_threads_from_name,
 )
 
 __all__ = [
@@ -61,6 +62,7 @@ WALL_PER_TDP = 1.13
 # How a model's figures were obtained, as shown with them.
 METHOD_TDP = "modelled: TDP × load curve"
 METHOD_VCPU = "modelled: watts per vCPU × load curve"
+METHOD_VM_TDP = "modelled: TDP per vCPU × load curve"
 METHOD_SET = "modelled: your idle and full-load watts"
 
 # /proc/cpuinfo on Arm has no model name, only the part number of the core.
@@ -303,6 +305,7 @@ def cpu_power_model(
     threads_per_package: int | None = None,
     sockets: int | None = None,
     tdp_w: float | None = None,
+    vm_threads_per_package: int | None = None,
 ) -> CpuPowerModel:
     """The power model of ``n_cpus`` visible CPUs of model ``model_name``, watts.
 
@@ -310,6 +313,9 @@ def cpu_power_model(
       the family's curve times the TDP times the share of the packages visible,
       ``n_cpus / threads_per_package`` (``sockets`` whole packages when the package
       size is unknown, one by default).
+    - On a virtual machine whose CPU is in the TDP table and whose host package size is
+      known (``vm_threads_per_package``, or the cores in an AMD model name): the curve
+      on the TDP times ``n_cpus`` over the host package's threads.
     - Otherwise the family's curve on CCF's full-load watts per vCPU for the recognised
       microarchitecture (the ``cloud_provider``'s table, else AWS's), times ``n_cpus``;
       CCF's average over all microarchitectures when the CPU is not recognised.
@@ -326,13 +332,23 @@ def cpu_power_model(
     _check_positive("threads_per_package", threads_per_package, whole=True)
     _check_positive("sockets", sockets, whole=True)
     _check_positive("tdp_w", tdp_w)
+    _check_positive("vm_threads_per_package", vm_threads_per_package, whole=True)
     for label, value in (("cpu_idle_w", idle_override_w), ("cpu_max_w", max_override_w)):
         if value is not None and not value >= 0:
             raise ValueError(f"{label} must be at least 0 W (got {value!r})")
     if idle_override_w is not None and max_override_w is not None:
         model = CpuPowerModel(float(idle_override_w), float(max_override_w), n_cpus, "set by you")
     else:
-        model = _modelled(model_name, n_cpus, is_vm, provider, threads_per_package, sockets, tdp_w)
+        model = _modelled(
+            model_name,
+            n_cpus,
+            is_vm,
+            provider,
+            threads_per_package,
+            sockets,
+            tdp_w,
+            vm_threads_per_package,
+        )
         if idle_override_w is not None:
             model = CpuPowerModel(
                 float(idle_override_w),
@@ -376,17 +392,25 @@ def _modelled(
     threads_per_package: int | None,
     sockets: int | None,
     tdp_w: float | None,
+    vm_threads_per_package: int | None,
 ) -> CpuPowerModel:
     curve, curve_note = _curve_for(model_name)
     if tdp_w is not None:
         tdp = (f"TDP {tdp_w:g} W given", float(tdp_w))
         return _tdp_model(tdp, curve, curve_note, n_cpus, threads_per_package, sockets)
-    # On a virtual machine the package size in /proc/cpuinfo is the guest's, not the
-    # host's, so the TDP table is left to bare metal.
-    found = None if is_vm else find_tdp(model_name)
-    if found is not None:
+    found = find_tdp(model_name)
+    if found is not None and not is_vm:
         tdp = (f"TDP table: {found[0]} {found[1]:g} W", found[1])
         return _tdp_model(tdp, curve, curve_note, n_cpus, threads_per_package, sockets)
+    # On a virtual machine the package size in /proc/cpuinfo is the guest's, not the
+    # host's: the TDP is shared per vCPU only when the host package's size is known
+    # (given, or from the cores in the model name); TDP per thread differs threefold
+    # between a 64-core and an 8-core part of one generation, which CCF's averages hide.
+    host_threads = vm_threads_per_package or package_threads_from_name(model_name)
+    if found is not None and host_threads:
+        tdp = (f"TDP table: {found[0]} {found[1]:g} W", found[1])
+        model = _tdp_model(tdp, curve, curve_note, n_cpus, host_threads, None)
+        return replace(model, method=METHOD_VM_TDP)
     return _per_vcpu_model(model_name, curve, curve_note, n_cpus, provider or "aws")
 
 

@@ -187,3 +187,19 @@ def test_wall_per_tdp_is_the_median_of_the_specpower_results():
                 ratios.append(float(row["w_100"]) / (found[1] * int(row["chips"])))
     assert len(ratios) >= 30
     assert cpu_power.WALL_PER_TDP == pytest.approx(statistics.median(ratios), abs=0.005)
+
+
+def test_vm_with_a_known_host_package_shares_its_tdp():
+    # Azure names the cores: 64-Core → 128 threads per package; TDP 280 W.
+    model = cpu_power.cpu_power_model("AMD EPYC 7763 64-Core Processor", 8, True)
+    assert model.method == cpu_power.METHOD_VM_TDP
+    assert model.max_w == pytest.approx(280.0 * 8 / 128 * AMD_ZEN.full)
+    assert "8 of 128 threads" in model.source
+    # Intel names do not give the cores: CCF's watts per vCPU unless the size is given.
+    name = "Intel(R) Xeon(R) Platinum 8180 CPU @ 2.50GHz"
+    assert cpu_power.cpu_power_model(name, 4, True).method == cpu_power.METHOD_VCPU
+    given = cpu_power.cpu_power_model(name, 4, True, vm_threads_per_package=56)
+    assert given.max_w == pytest.approx(205.0 * 4 / 56 * INTEL_XEON.full)
+    # The guest's own package size (threads_per_package from its cpuinfo) is not used.
+    guest = cpu_power.cpu_power_model(name, 4, True, threads_per_package=4)
+    assert guest.method == cpu_power.METHOD_VCPU

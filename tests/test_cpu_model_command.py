@@ -106,3 +106,14 @@ def test_bad_numbers_exit_2_naming_the_valid_range(capsys, argv, message):
     assert status == 2
     assert message in err
     assert out == ""
+
+
+def test_vm_with_the_host_package_size(capsys):
+    status, out, _ = run(
+        capsys, "--cpu", "AMD EPYC 7742", "--vm", "--threads", "8",
+        "--threads-per-package", "128", "--load", "100", "--json",
+    )  # fmt: skip
+    assert status == 0
+    info = json.loads(out)
+    assert info["method"] == cpu_power.METHOD_VM_TDP
+    assert info["points"][0]["power_w"] == pytest.approx(225 * 8 / 128 * 0.85, abs=1e-3)

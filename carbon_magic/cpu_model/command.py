@@ -98,7 +98,7 @@ def add_parser(commands: Any) -> None:
         "--threads-per-package",
         type=_number_in(int, 1, MAX_THREADS, "--threads-per-package"),
         metavar="T",
-        help="hardware threads in one package, so N/T of it is charged",
+        help="hardware threads in one package (the host's, with --vm), so N/T of it is charged",
     )
     parser.add_argument(
         "--vm", action="store_true", help="a virtual machine: watts per vCPU, not the TDP"
@@ -154,6 +154,7 @@ def build_model(args: argparse.Namespace) -> tuple[str, cpu_power.CpuPowerModel,
         threads_per_package=per_package,
         sockets=args.sockets,
         tdp_w=args.tdp,
+        vm_threads_per_package=args.threads_per_package if is_vm else None,
     )
     return name, model, is_vm, scope
 

@@ -270,3 +270,16 @@ def cpu_family(model_name: str) -> str:
     if "xeon" in text:
         return XEON_FAMILY
     return GENERIC_FAMILY
+
+
+def package_threads_from_name(model_name: str) -> int | None:
+    """Hardware threads of one package when the model name gives its cores, else None.
+
+    AMD names carry the core count (``"AMD EPYC 7763 64-Core Processor"``); Zen parts
+    run two threads per core, as cloud providers expose them (one vCPU per thread).
+    Other vendors' names do not say, so ``None``.
+    """
+    match = re.search(r"\b(\d{1,3})-core\b", model_name.casefold())
+    if match is None or cpu_family(model_name) != ZEN_FAMILY:
+        return None
+    return 2 * int(match.group(1))
