@@ -32,6 +32,7 @@ def test_json_for_a_named_cpu(capsys):
     assert "TDP table: AMD EPYC 7742 225 W" in info["source"]
     assert info["curve"]["family"] == "amd-zen"
     assert [p["load_pct"] for p in info["points"]] == [0, 10, 50, 100]
+    assert '"load_pct": 0,' in out  # whole percentages print as integers
     by_load = {p["load_pct"]: p for p in info["points"]}
     assert by_load[0]["power_w"] == pytest.approx(0.22 * 225, abs=1e-3)
     assert by_load[100]["power_w"] == pytest.approx(0.85 * 225, abs=1e-3)

@@ -168,7 +168,7 @@ def describe(
         low_w, high_w = model.power_range_w(load_pct / 100)
         points.append(
             {
-                "load_pct": load_pct,
+                "load_pct": int(load_pct) if load_pct.is_integer() else load_pct,
                 "power_w": round(model.power_w(load_pct / 100), 3),
                 "low_w": round(low_w, 3),
                 "high_w": round(high_w, 3),
