@@ -110,8 +110,9 @@ def _curvature_word(k: float) -> str:
 # curvature of the Intel family is the median of the curvatures fitted to the
 # SPECpower_ssj2008 results in benchmarks/data/specpower_load_curves.csv (wall power,
 # whose dynamic part is mostly the CPU); its span covers their 10th–90th percentiles.
-# Those results show AMD EPYC only mildly concave at the wall (median k ≈ 0.7), which
-# is the low end of the Zen span: package power of Zen parts rises much faster, most
+# Those results show AMD EPYC only mildly concave at the wall (k 0.36–1.7, median
+# 0.74); their 10th percentile is the low end of the Zen span, as package power of Zen
+# parts rises much faster than the wall's: most
 # of it drawn by 20–50 % load (the I/O die and fabric wake with the first busy core,
 # and boost clocks fall as more cores share the package power limit).
 
