@@ -31,7 +31,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from carbon_magic import cpu_power  # noqa: E402
 from carbon_magic.cpu_model.curves import FAMILIES, LoadCurve  # noqa: E402
-from carbon_magic.cpu_model.identify import cpu_family, find_tdp  # noqa: E402
+from carbon_magic.cpu_model.identify import (  # noqa: E402
+    ccf_coefficients,
+    cpu_family,
+    cpu_microarchitecture,
+    find_tdp,
+)
 
 DATA = Path(__file__).parent / "data" / "specpower_load_curves.csv"
 LOADS = [i / 10 for i in range(11)]
@@ -143,11 +148,16 @@ def vcpu_rows() -> list[str]:
     rows = []
     for name, threads in THREADS_PER_PACKAGE.items():
         metal = cpu_power.cpu_power_model(name, threads, False, threads_per_package=threads)
+        metal_j = sweep_energy([metal.power_w(u) for u in LOADS])
         vm = cpu_power.cpu_power_model(name, threads, True)
-        ratio = sweep_energy([vm.power_w(u) for u in LOADS]) / sweep_energy(
-            [metal.power_w(u) for u in LOADS]
+        ratio = sweep_energy([vm.power_w(u) for u in LOADS]) / metal_j
+        # Before: CCF's idle and full-load watts per vCPU, a straight line between them.
+        low, high, _ = ccf_coefficients(cpu_microarchitecture(name), "aws")
+        before = threads * (low + high) / 2 / metal_j
+        rows.append(
+            f"  {name:<26} {threads:>3} threads: per-vCPU / TDP path {ratio - 1:+.0%} "
+            f"(before, CCF min–max linear: {before - 1:+.0%})"
         )
-        rows.append(f"  {name:<26} {threads:>3} threads: per-vCPU / TDP path {ratio - 1:+.0%}")
     return rows
 
 
