@@ -130,8 +130,8 @@ class LedgerCollector(Collector):
             "Power drawn now by the live kernels listed, watts.",
             labels=["component"],
         )
-        for name, watts in server_power.items():
-            by_component.add_metric([name], watts)
+        for name, total_w in server_power.items():
+            by_component.add_metric([name], total_w)
         yield by_component
 
     def _ledger_families(self) -> Iterator[Metric]:
