@@ -16,14 +16,20 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 # The install builds the labextension (hatch-jupyter-builder runs jlpm; needs node and npm)
-# and enables the server extension; both listings must show carbon_magic enabled.
-install: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[lab]"
+# and enables the server extension; both listings must show carbon_magic enabled. The test
+# install asks for both extras in one pip run, so the labextension is built once.
+define check_extensions
 	$(BIN)/jupyter server extension list 2>&1 | grep -E "carbon_magic.*enabled"
 	$(BIN)/jupyter labextension list 2>&1 | grep -E "carbon_magic.*enabled"
+endef
 
-install-test: install
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+install: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[lab]"
+	$(check_extensions)
+
+install-test: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[lab,test]"
+	$(check_extensions)
 	cd labextension && jlpm install --immutable
 
 demo: install
