@@ -4,8 +4,8 @@ Each notebook is executed once per module with a temporary ledger, the country s
 FR and the static intensity table (no network). nbclient stops at any error except in
 cells tagged ``raises-exception``, so a completed run means no unexpected error.
 
-The quickstart's ``%carbon plot`` figure is saved as ``docs/images/plot.png`` for the
-README.
+The quickstart's ``%carbon plot`` figure is saved as ``build/images/plot.png``;
+``make screenshots`` copies it to ``docs/images/`` for the README.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from carbon_magic import ledger as ledger_module
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 DEMO = ROOT / "scripts" / "demo.py"
-PLOT_IMAGE = ROOT / "docs" / "images" / "plot.png"
+PLOT_IMAGE = ROOT / "build" / "images" / "plot.png"
 CELL_TIMEOUT_S = 120
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
