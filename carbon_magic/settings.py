@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from carbon_magic.grid import PROVIDERS
+
 ENV_PREFIX = "CARBON_MAGIC_"
 
 _TRUE = {"1", "on", "true", "yes"}
@@ -197,7 +199,7 @@ SPECS: dict[str, SettingSpec] = {
         ),
         SettingSpec(
             "intensity",
-            _optional(_choice("static", "electricitymaps", "ukgrid")),
+            _optional(_choice(*PROVIDERS)),
             None,
             "grid intensity provider (auto: electricitymaps when a token is set, else static)",
         ),

@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from carbon_magic import accounting
+from carbon_magic.grid import provider_settings
 from carbon_magic.grid.base import Intensity
 from carbon_magic.measurement import COMPONENTS, Measurement
 from carbon_magic.sensors.base import ASSUMED, MEASURED, MODELLED, SensorStatus
@@ -36,16 +37,6 @@ MODES = ("process", "machine")
 # GPUs they use, resident memory (a level, not a counter) and the grid intensity.
 # Reading them on every tick would cost most of an idle tick.
 SLOW_REFRESH_S = 5.0
-_INTENSITY_SETTINGS = {
-    "country",
-    "cloud_region",
-    "intensity",
-    "zone",
-    "postcode",
-    "electricitymaps_token",
-    "electricitymaps_url",
-    "ukgrid_url",
-}
 _SENSOR_SETTINGS = {"powercap_root", "rapl_psys", "cpu_idle_w", "cpu_max_w"}
 
 
@@ -741,7 +732,7 @@ class Tracker:
                     self._advance()
                 self._setup()
                 self._raw = self._read_raw()
-            if keys & _INTENSITY_SETTINGS and self._running:
+            if keys & provider_settings() and self._running:
                 old = self.intensity_provider
                 self.intensity_provider = self._make_intensity_provider()
                 self._intensity_now = self.intensity_provider.current()
