@@ -1,0 +1,125 @@
+"""The total-at-completion prediction: rates, ETA, and a range that widens honestly."""
+
+import math
+
+import pytest
+
+from carbon_magic.cell_progress import ProgressReading
+from carbon_magic.measurement import Measurement
+from carbon_magic.prediction import DEFAULT_SPREAD, MIN_SPREAD, Predictor, format_eta
+
+T0 = 1_700_000_000.0
+
+
+def window(t_s: float, grams: float, rel: float = 0.2) -> Measurement:
+    """A window at ``t_s`` seconds that has cost ``grams`` (range ±rel) and grams/1000 kWh."""
+    return Measurement(
+        name="w",
+        duration_s=t_s,
+        emissions_g=grams,
+        emissions_range_g=(grams * (1 - rel), grams * (1 + rel)),
+        energy_kwh=grams / 1000,
+        energy_range_kwh=(grams / 1000 * (1 - rel), grams / 1000 * (1 + rel)),
+    )
+
+
+def feed(predictor, ticks, source="tqdm"):
+    """ticks: (t_s, fraction, grams); returns the last prediction."""
+    result = None
+    for t_s, fraction, grams in ticks:
+        result = predictor.observe(
+            ProgressReading(fraction, T0 + t_s, source), window(t_s, grams), T0
+        )
+    return result
+
+
+def test_steady_work_predicts_its_total_and_eta():
+    # 100 s of work, 1 % per second, 0.5 g per second after 10 s of setup costing 2 g.
+    ticks = [(10 + s, s / 100, 2 + 0.5 * s) for s in range(0, 21)]
+    p = feed(Predictor(), ticks)
+    assert p.fraction == pytest.approx(0.2)
+    assert p.eta_s == pytest.approx(80, rel=1e-6)
+    assert p.emissions_g == pytest.approx(2 + 0.5 * 100, rel=1e-6)
+    assert p.energy_kwh == pytest.approx((2 + 50) / 1000, rel=1e-6)
+    # Steady rates: the range is the measurement's ±20 % widened by the minimum spread.
+    assert p.spread == MIN_SPREAD
+    low, high = p.emissions_range_g
+    so_far = 2 + 0.5 * 20
+    rest = 0.5 * 80
+    assert low == pytest.approx(so_far * 0.8 + rest * (1 - MIN_SPREAD) * 0.8)
+    assert high == pytest.approx(so_far * 1.2 + rest * (1 + MIN_SPREAD) * 1.2)
+    assert low < p.emissions_g < high
+    assert p.describe().startswith("≈ 52 g at completion (")
+    assert p.describe().endswith("· ETA 1 min")
+    assert p.to_json() == {
+        "fraction": p.fraction,
+        "emissions_g": p.emissions_g,
+        "emissions_range_g": [low, high],
+        "eta_s": p.eta_s,
+    }
+
+
+def test_no_prediction_until_progress_moves():
+    predictor = Predictor()
+    assert feed(predictor, [(1, 0.0, 0.1)]) is None
+    assert feed(predictor, [(2, 0.0, 0.2), (3, 0.0, 0.3)]) is None
+    assert feed(predictor, [(4, 0.1, 0.4)]) is not None
+
+
+def test_too_few_intervals_use_the_wide_default_spread():
+    p = feed(Predictor(), [(0, 0.0, 0.0), (1, 0.01, 0.5), (2, 0.02, 1.0)])
+    assert p.spread == DEFAULT_SPREAD
+    low, high = p.emissions_range_g
+    assert low < 0.6 * p.emissions_g and high > 1.4 * p.emissions_g
+
+
+def test_a_rate_that_varies_between_ticks_widens_the_range():
+    steady = feed(Predictor(), [(s, s / 100, 0.5 * s) for s in range(0, 21)])
+    # Same average progress, but alternating fast and slow ticks.
+    fraction, ticks = 0.0, [(0, 0.0, 0.0)]
+    for s in range(1, 21):
+        fraction += 0.015 if s % 2 else 0.005
+        ticks.append((s, fraction, 0.5 * s))
+    jumpy = feed(Predictor(), ticks)
+    assert jumpy.spread == pytest.approx(0.5, rel=0.05)  # std/mean of 1.5 %/s and 0.5 %/s
+    assert jumpy.emissions_g == pytest.approx(steady.emissions_g, rel=1e-6)
+    width = lambda p: p.emissions_range_g[1] - p.emissions_range_g[0]  # noqa: E731
+    assert width(jumpy) > 2 * width(steady)
+
+
+def test_a_stalled_bar_counts_down_its_eta():
+    ticks = [(s, s / 100, 0.5 * s) for s in range(0, 11)]
+    predictor = Predictor()
+    moving = feed(predictor, ticks)
+    # The bar has not reported for 5 s (a slow step); the time left shrinks meanwhile.
+    stalled = predictor.observe(ProgressReading(0.1, T0 + 10, "tqdm"), window(15, 7.5), T0)
+    assert stalled.fraction == moving.fraction
+    assert stalled.eta_s == pytest.approx(moving.eta_s - 5)
+
+
+def test_a_new_bar_starts_over():
+    predictor = Predictor()
+    feed(predictor, [(s, s / 10, s) for s in range(0, 9)])
+    assert feed(predictor, [(9, 0.05, 9)]) is None  # went backwards: a new bar
+    p = feed(predictor, [(10, 0.10, 10), (11, 0.15, 11)])
+    assert p.fraction == pytest.approx(0.15)
+    assert p.eta_s == pytest.approx(0.85 / 0.05, rel=1e-6)
+
+
+def test_a_finished_bar_predicts_what_was_spent():
+    p = feed(Predictor(), [(s, s / 10, s) for s in range(0, 11)])
+    assert p.fraction == 1.0 and p.eta_s == 0.0
+    assert p.emissions_g == pytest.approx(10)
+
+
+@pytest.mark.parametrize(
+    "seconds, text", [(0.2, "< 1 s"), (42, "42 s"), (840, "14 min"), (5400, "1 h 30 min")]
+)
+def test_eta_text(seconds, text):
+    assert format_eta(seconds) == text
+
+
+def test_zero_cost_so_far_keeps_ranges_finite():
+    p = feed(Predictor(), [(s, s / 100, 0.0) for s in range(0, 6)])
+    assert p.emissions_g == 0 and p.emissions_range_g == (0.0, 0.0)
+    assert math.isfinite(p.eta_s)
