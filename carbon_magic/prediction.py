@@ -67,11 +67,17 @@ class Prediction:
         )
 
     def describe_energy(self) -> str:
-        """``≈ 1.2 Wh at completion (0.9–1.6 Wh)`` (facility energy)."""
+        """``≈ 1.2 Wh at completion (0.9–1.6 Wh) · ETA 14 min`` (facility energy)."""
         low, high = self.energy_range_kwh
         return (
-            f"≈ {format_kwh(self.energy_kwh)} at completion ({format_kwh(low)}–{format_kwh(high)})"
+            f"≈ {format_kwh(self.energy_kwh)} at completion "
+            f"({format_kwh(low)}–{format_kwh(high)}) · ETA {format_eta(self.eta_s)}"
         )
+
+    def panel_line(self) -> str:
+        """The panel's line, which says it is a prediction: ``predicted ≈ 12 g at
+        completion (9.1–16 g) · ETA 14 min · 23 % done (tqdm)``."""
+        return f"predicted {self.describe()} · {self.fraction:.0%} done ({self.source})"
 
     def to_json(self) -> dict[str, Any]:
         """The shape the ledger's heartbeats and the server's kernel document carry:
