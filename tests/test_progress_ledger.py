@@ -11,6 +11,8 @@ from carbon_magic.ledger import Ledger
 from carbon_magic.server import views
 from carbon_magic.server.reader import LedgerReader
 
+from .test_ledger import beat, open_session
+
 PREDICTION = {
     "fraction": 0.25,
     "emissions_g": 12.0,
@@ -19,43 +21,15 @@ PREDICTION = {
 }
 
 
-def open_session(ledger: Ledger, kernel_id: str, started_at: float) -> str:
+def start(ledger: Ledger, kernel_id: str, started_at: float) -> str:
     session_uuid = uuid.uuid4().hex
-    ledger.open_session(
-        session_uuid=session_uuid,
-        kernel_id=kernel_id,
-        notebook_path="fit.ipynb",
-        host="testhost",
-        pid=1,
-        started_at=started_at,
-        interval_s=1.0,
-        mode="process",
-        hardware={},
-        methods={"cpu": "modelled", "ram": "assumed"},
-        settings={},
-        intensity_source="static: FR (2023)",
-        intensity_g_per_kwh=56.0,
-    )
+    open_session(ledger, session_uuid, kernel_id, started_at=started_at)
     return session_uuid
 
 
-def beat(ledger: Ledger, session_uuid: str, at: float, running: str | None, prediction=None):
-    kwargs = {} if prediction is None else {"prediction": prediction}
-    ledger.heartbeat(
-        session_uuid,
-        at=at,
-        watts={"cpu": 20.0, "gpu": 0.0, "ram": 1.0},
-        energy_kwh=0.01,
-        emissions_g=0.5,
-        emissions_range_g=(0.4, 0.7),
-        embodied_g=0.0,
-        intensity_g_per_kwh=56.0,
-        intensity_source="static: FR (2023)",
-        tracker_state="running",
-        running_cell=running,
-        running_cell_started_at=at - 5 if running else None,
-        **kwargs,
-    )
+def running(ledger: Ledger, session_uuid: str, at: float, cell: str | None, prediction=None):
+    extra = {} if prediction is None else {"prediction": prediction}
+    beat(ledger, session_uuid, at, running_cell=cell, **extra)
 
 
 def kernel_document(path, kernel_id):
@@ -76,8 +50,8 @@ def test_running_cell_prediction_reaches_the_kernel_document(path):
     now = time.time()
     kernel_id = str(uuid.uuid4())
     with Ledger(path) as ledger:
-        session = open_session(ledger, kernel_id, now - 60)
-        beat(ledger, session, now - 1, "for x in tqdm(data):", PREDICTION)
+        session = start(ledger, kernel_id, now - 60)
+        running(ledger, session, now - 1, "for x in tqdm(data):", PREDICTION)
     document = kernel_document(path, kernel_id)
     assert document["prediction"] == PREDICTION
     assert document["heartbeat"]["running_cell"] == "for x in tqdm(data):"
@@ -88,12 +62,12 @@ def test_no_prediction_without_progress_or_running_cell(path):
     now = time.time()
     kernel_id = str(uuid.uuid4())
     with Ledger(path) as ledger:
-        session = open_session(ledger, kernel_id, now - 60)
-        beat(ledger, session, now - 2, "while True: pass")
+        session = start(ledger, kernel_id, now - 60)
+        running(ledger, session, now - 2, "while True: pass")
     assert kernel_document(path, kernel_id)["prediction"] is None
     with Ledger(path) as ledger:
         # A prediction without a running cell (should never be written) is not shown.
-        beat(ledger, session, now - 1, None, PREDICTION)
+        running(ledger, session, now - 1, None, PREDICTION)
     assert kernel_document(path, kernel_id)["prediction"] is None
 
 
@@ -101,8 +75,8 @@ def test_summary_sessions_read_the_prediction(path):
     now = time.time()
     kernel_id = str(uuid.uuid4())
     with Ledger(path) as ledger:
-        session = open_session(ledger, kernel_id, now - 60)
-        beat(ledger, session, now - 1, "fit()", PREDICTION)
+        session = start(ledger, kernel_id, now - 60)
+        running(ledger, session, now - 1, "fit()", PREDICTION)
     reader = LedgerReader(path)
     try:
         snapshot = reader.snapshot(now, now - 3600)
@@ -116,8 +90,8 @@ def test_a_ledger_from_before_predictions_is_read_and_then_migrated(path):
     now = time.time()
     kernel_id = str(uuid.uuid4())
     with Ledger(path) as ledger:
-        session = open_session(ledger, kernel_id, now - 60)
-        beat(ledger, session, now - 2, "fit()")
+        session = start(ledger, kernel_id, now - 60)
+        running(ledger, session, now - 2, "fit()")
     # Make it a version 1 file, as an older carbon_magic wrote it.
     with sqlite3.connect(path) as conn:
         conn.execute("ALTER TABLE heartbeats DROP COLUMN prediction_json")
@@ -129,7 +103,7 @@ def test_a_ledger_from_before_predictions_is_read_and_then_migrated(path):
         assert figures.heartbeat.running_cell == "fit()" and figures.heartbeat.prediction is None
         # A kernel with this version opens the file: the column is added, the old rows kept.
         with Ledger(path) as ledger:
-            beat(ledger, session, now - 1, "fit()", PREDICTION)
+            running(ledger, session, now - 1, "fit()", PREDICTION)
         assert reader.kernel(kernel_id).heartbeat.prediction == PREDICTION
     finally:
         reader.close()
@@ -143,6 +117,6 @@ def test_a_malformed_prediction_is_left_out(path):
     now = time.time()
     kernel_id = str(uuid.uuid4())
     with Ledger(path) as ledger:
-        session = open_session(ledger, kernel_id, now - 60)
-        beat(ledger, session, now - 1, "fit()", {"fraction": 0.5})
+        session = start(ledger, kernel_id, now - 60)
+        running(ledger, session, now - 1, "fit()", {"fraction": 0.5})
     assert kernel_document(path, kernel_id)["prediction"] is None
