@@ -583,7 +583,14 @@ class _LiveRun:
         line = prediction.panel_line() if prediction is not None else None
         return (
             panel_html(
-                m, watts, state, budget_text, note, self.hint, self.window.name, prediction=line
+                m,
+                watts,
+                state,
+                budget_text,
+                note,
+                self.hint,
+                title=self.window.name,
+                prediction=line,
             ),
             text_summary(m, note, title=self.window.name),
         )

@@ -4,9 +4,11 @@ import math
 
 import pytest
 
+from carbon_magic.budget import parse_budget
 from carbon_magic.cell_progress import ProgressReading
 from carbon_magic.measurement import Measurement
-from carbon_magic.prediction import DEFAULT_SPREAD, MIN_SPREAD, Predictor, format_eta
+from carbon_magic.panel import panel_html
+from carbon_magic.prediction import DEFAULT_SPREAD, MIN_SPREAD, Prediction, Predictor, format_eta
 
 T0 = 1_700_000_000.0
 
@@ -123,3 +125,41 @@ def test_zero_cost_so_far_keeps_ranges_finite():
     p = feed(Predictor(), [(s, s / 100, 0.0) for s in range(0, 6)])
     assert p.emissions_g == 0 and p.emissions_range_g == (0.0, 0.0)
     assert math.isfinite(p.eta_s)
+
+
+def prediction(fraction=0.2, elapsed_s=10.0, low_g=6.0, low_kwh=0.006):
+    return Prediction(
+        fraction=fraction,
+        elapsed_s=elapsed_s,
+        eta_s=40.0,
+        eta_range_s=(30.0, 50.0),
+        emissions_g=8.0,
+        emissions_range_g=(low_g, 11.0),
+        energy_kwh=0.008,
+        energy_range_kwh=(low_kwh, 0.011),
+        spread=0.1,
+        source="tqdm",
+    )
+
+
+def test_budget_acts_on_the_low_end_once_there_is_enough_to_go_on():
+    grams = parse_budget("5g")
+    assert grams.predicted_exceeded(prediction())
+    assert not grams.predicted_exceeded(prediction(low_g=4.9))  # the central 8 g is over
+    assert not grams.predicted_exceeded(prediction(fraction=0.09))  # too early
+    assert grams.predicted_exceeded(prediction(fraction=0.01, elapsed_s=30.0))  # long enough
+    energy = parse_budget("5Wh")
+    assert energy.predicted_exceeded(prediction(low_g=0.0))
+    assert not energy.predicted_exceeded(prediction(low_g=100.0, low_kwh=0.004))
+    assert energy.describe_prediction(prediction()).startswith("≈ 8 Wh at completion (6 Wh")
+    assert grams.describe_prediction(prediction()).startswith("≈ 8 g at completion (6 g")
+
+
+def test_panel_shows_the_prediction_under_the_emissions():
+    m = window(10, 2.0)
+    m.methods = {"cpu": "modelled"}
+    line = prediction().panel_line()
+    assert line == "predicted ≈ 8 g at completion (6 g–11 g) · ETA 40 s · 20% done (tqdm)"
+    page = panel_html(m, {"cpu": 10.0}, "running", prediction=line)
+    assert page.index("cm-emissions") < page.index("cm-prediction") < page.index("cm-embodied")
+    assert "cm-prediction" not in panel_html(m, {"cpu": 10.0}, "running")
