@@ -10,10 +10,11 @@ been followed (from the first reading of the bar to now):
   the same span, so the rest will cost ``rate × ETA`` and the total is what the window
   has cost so far plus that.
 
-The range is widened twice: by how much the rates vary between ticks (the relative,
-time-weighted standard deviation of the per-interval progress rate and of the per-tick
-emission rate, combined; ``DEFAULT_SPREAD`` before there are enough intervals to tell),
-and by the measurement's own range (the low and high ends of the figures so far scale
+The range is widened twice: by how much the rates vary between ticks (twice the
+relative, time-weighted standard deviation of the per-interval progress rate and of the
+per-tick emission rate, combined, so that even a rest as short as one tick falls inside;
+``DEFAULT_SPREAD`` before there are enough intervals to tell), and by the measurement's
+own range (the low and high ends of the figures so far scale
 the low and high ends of the rest). It is a prediction: it assumes the rest of the work
 goes as the work so far went.
 """
@@ -32,6 +33,7 @@ from carbon_magic.measurement import Measurement
 __all__ = ["Prediction", "Predictor", "CellForecast", "DEFAULT_SPREAD", "MIN_SPREAD"]
 
 DEFAULT_SPREAD = 0.5  # relative spread assumed until MIN_INTERVALS rate intervals are seen
+SPREAD_SIGMAS = 2.0  # the range spans this many standard deviations of the rates each way
 MIN_SPREAD = 0.05  # the clocks' and the counters' granularity: never narrower than ±5 %
 MAX_SPREAD = 0.9  # the low end of the rest never drops below a tenth of it
 MIN_INTERVALS = 3  # progress-rate intervals needed before their spread is used
@@ -195,14 +197,22 @@ class Predictor:
         grams_per_s = max(0.0, (m.emissions_g - first.emissions_g) / cost_span_s)
         kwh_per_s = max(0.0, (m.energy_kwh - first.energy_kwh) / cost_span_s)
         spread = self.spread()
+        # A rest shorter than a tick varies as much as a whole tick of work does.
+        ticks = self._cost_rates
+        tick_s = ticks.weight / ticks.count if ticks.count else cost_span_s
+        margin_s = spread * max(eta_s, tick_s)
         rest_g, rest_kwh = grams_per_s * eta_s, kwh_per_s * eta_s
-        low_g, high_g = _scaled_range(m.emissions_g, m.emissions_range_g, rest_g, spread)
-        low_kwh, high_kwh = _scaled_range(m.energy_kwh, m.energy_range_kwh, rest_kwh, spread)
+        low_g, high_g = _scaled_range(
+            m.emissions_g, m.emissions_range_g, rest_g, grams_per_s * margin_s
+        )
+        low_kwh, high_kwh = _scaled_range(
+            m.energy_kwh, m.energy_range_kwh, rest_kwh, kwh_per_s * margin_s
+        )
         return Prediction(
             fraction=fraction,
             elapsed_s=now_s,
             eta_s=eta_s,
-            eta_range_s=(eta_s * (1.0 - spread), eta_s * (1.0 + spread)),
+            eta_range_s=(max(0.0, eta_s - margin_s), eta_s + margin_s),
             emissions_g=m.emissions_g + rest_g,
             emissions_range_g=(low_g, high_g),
             energy_kwh=m.energy_kwh + rest_kwh,
@@ -212,25 +222,26 @@ class Predictor:
         )
 
     def spread(self) -> float:
-        """The relative variability of the rates (progress and emissions), combined."""
+        """How far (relative) the rest may differ from the rates so far: ``SPREAD_SIGMAS``
+        times the rates' combined relative standard deviation (progress and emissions)."""
         parts = [self._progress_rates.relative(), self._cost_rates.relative()]
         if parts[0] is None:
             return DEFAULT_SPREAD
-        combined = math.sqrt(sum(p * p for p in parts if p is not None))
+        combined = SPREAD_SIGMAS * math.sqrt(sum(p * p for p in parts if p is not None))
         return min(MAX_SPREAD, max(MIN_SPREAD, combined))
 
 
 def _scaled_range(
-    so_far: float, so_far_range: tuple[float, float], rest: float, spread: float
+    so_far: float, so_far_range: tuple[float, float], rest: float, margin: float
 ) -> tuple[float, float]:
-    """Low and high totals: the measured range so far, plus the rest widened by the
-    rates' spread and scaled by the measurement's own relative range."""
+    """Low and high totals: the measured range so far, plus the rest less or more its
+    ``margin`` (from the rates' spread), scaled by the measurement's own relative range."""
     low, high = so_far_range
     low_ratio = low / so_far if so_far > 0 else 1.0
     high_ratio = high / so_far if so_far > 0 else 1.0
     return (
-        low + rest * (1.0 - spread) * low_ratio,
-        high + rest * (1.0 + spread) * high_ratio,
+        low + max(0.0, rest - margin) * low_ratio,
+        high + (rest + margin) * high_ratio,
     )
 
 
