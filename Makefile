@@ -39,7 +39,9 @@ lint-ts: install-test
 lint: lint-python lint-ts
 
 # pytest exits 5 when it collected no test: that fails here like any other non-zero code.
+# The fleet test needs Debian's prometheus (installed by the script when missing).
 pytest: install-test
+	bash scripts/ensure_prometheus.sh
 	$(BIN)/python -m pytest -p no:cacheprovider
 
 # Galata/Playwright in Debian's chromium (installed by the script when missing).

@@ -418,6 +418,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plot.add_argument("--save", required=True, metavar="PATH", help="image file (.png, .svg, .pdf)")
     plot.set_defaults(run=cmd_plot)
+
+    from carbon_magic.cpu_model import command as model_command
+
+    model_command.add_parser(commands)
     return parser
 
 

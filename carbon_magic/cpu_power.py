@@ -1,126 +1,70 @@
-"""CPU power model for machines without energy counters: idle and full-load watts.
+"""CPU power model for machines without energy counters: a load→power curve per family.
 
-The tracker's CPU model is linear in utilisation, ``P = idle_w + (max_w - idle_w)·u``,
-for the CPUs this process can use. This module finds ``idle_w`` and ``max_w``:
+The tracker integrates ``CpuPowerModel.energy_j`` over every tick from that tick's
+CPU-time counters. This module builds the model for the CPUs this process can use:
 
-- on a virtual machine, from Cloud Carbon Footprint's per-vCPU coefficients for the
-  CPU microarchitecture recognised in the model name (SPECpower-derived);
-- on bare metal, from the CPU's thermal design power when the model is in the TDP
-  table, else as on a VM;
+- on bare metal with a known TDP (the packaged table or ``tdp_w``): the CPU family's
+  load curve (``carbon_magic.cpu_model.curves``) in fractions of TDP, times the share
+  of the package(s) visible;
+- on a virtual machine, or without a TDP: the same curve on Cloud Carbon Footprint's
+  full-load watts per vCPU for the recognised microarchitecture (SPECpower-derived);
 - from the user's ``cpu_idle_w`` / ``cpu_max_w`` settings, which always win.
 
-Every result says where it came from. Hardware is read through path parameters so
-tests run the same code on fake files.
+Every result says how it was obtained and where its figures come from. Hardware is
+read through path parameters so tests run the same code on fake files.
 """
 
 from __future__ import annotations
 
-import functools
 import os
-import re
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-PROVIDERS = ("aws", "gcp", "azure")
+from carbon_magic.cpu_model.curves import FAMILIES, LINEAR, LoadCurve
+from carbon_magic.cpu_model.identify import (
+    CCF_AVERAGE_W_PER_VCPU,
+    EPYC_FAMILY,
+    PROVIDERS,
+    ccf_coefficients,
+    check_provider,
+    coefficient_tables,
+    cpu_family,
+    cpu_microarchitecture,
+    find_tdp,
+    package_threads_from_name,
+)
 
-# CCF's figures for an unknown microarchitecture, W per vCPU at 0 % and 100 % load:
-# the average (AWS, Azure) or median (GCP) over the provider's microarchitectures
-# (Cloud Carbon Footprint methodology, Appendix I).
-CCF_AVERAGE_W_PER_VCPU = {"aws": (0.74, 3.5), "gcp": (0.71, 4.26), "azure": (0.78, 3.76)}
-
-# Idle power as a fraction of full-load power when only the TDP is known. CCF's
-# SPECpower-derived averages above have idle/max = 0.74/3.5 = 0.21 (AWS), 0.17 (GCP)
-# and 0.21 (Azure); 0.2 is in that band.
-IDLE_FRACTION_OF_MAX = 0.2
-
-# When a microarchitecture has no CCF coefficients, the previous generation's are
-# used. Power per hardware thread changed little across these generations (TDP per
-# thread from the packaged table: Cascade Lake 8259CL 4.4 W, Ice Lake 8375C 4.7 W;
-# EPYC Milan 7763 2.2 W, Genoa 9654 1.9 W), so the older figure is a fair stand-in.
-_PREVIOUS_GENERATION = {
-    "Emerald Rapids": "Sapphire Rapids",
-    "Sapphire Rapids": "Ice Lake",
-    "Ice Lake": "Cascade Lake",
-    "Cooper Lake": "Cascade Lake",  # a Cascade Lake derivative
-    "Comet Lake": "Coffee Lake",  # both Skylake-derived client parts
-    "Kaby Lake": "Coffee Lake",
-    "EPYC 5th Gen": "EPYC 4th Gen",
-    "EPYC 4th Gen": "EPYC 3rd Gen",
-    "EPYC 3rd Gen": "EPYC 2nd Gen",
-    "Graviton4": "Graviton3",
-    "Graviton3": "Graviton2",
-}
-
-# Plain "AMD EPYC" (hypervisors often hide the model number): average of the EPYC
-# generations in the table.
-EPYC_FAMILY = "EPYC"
-
-_EPYC_GENERATIONS = {
-    "1": "EPYC 1st Gen",
-    "2": "EPYC 2nd Gen",
-    "3": "EPYC 3rd Gen",
-    "4": "EPYC 4th Gen",
-    "5": "EPYC 5th Gen",
-}
-_EPYC_CODENAMES = {
-    "naples": "1",
-    "rome": "2",
-    "milan": "3",
-    "genoa": "4",
-    "bergamo": "4",
-    "siena": "4",
-    "turin": "5",
-}
-# Intel Xeon Scalable: the second digit of the model number is the generation
-# (Platinum 8175M: 1st, Skylake; 8259CL: 2nd, Cascade Lake; 8375C: 3rd, Ice Lake,
-# or Cooper Lake with an H suffix; 8488C: 4th, Sapphire Rapids; 8592+: 5th).
-_XEON_SCALABLE = {
-    "1": "Skylake",
-    "2": "Cascade Lake",
-    "3": "Ice Lake",
-    "4": "Sapphire Rapids",
-    "5": "Emerald Rapids",
-}
-# Xeon E3/E5/E7 "vN" suffix.
-_XEON_E_VERSION = {
-    "": "Sandy Bridge",
-    "2": "Ivy Bridge",
-    "3": "Haswell",
-    "4": "Broadwell",
-    "5": "Skylake",
-    "6": "Kaby Lake",
-}
-# Intel Core iN-XYYY: X is the generation.
-_CORE_GENERATION = {
-    "2": "Sandy Bridge",
-    "3": "Ivy Bridge",
-    "4": "Haswell",
-    "5": "Broadwell",
-    "6": "Skylake",
-    "7": "Kaby Lake",
-    "8": "Coffee Lake",
-    "9": "Coffee Lake",
-}
-# Codenames as virtual machines report them ("Intel Xeon Processor (Icelake)").
-_CODENAMES = [
-    (r"sapphire[\s-]*rapids", "Sapphire Rapids"),
-    (r"emerald[\s-]*rapids", "Emerald Rapids"),
-    (r"ice[\s-]*lake", "Ice Lake"),
-    (r"cooper[\s-]*lake", "Cooper Lake"),
-    (r"cascade[\s-]*lake", "Cascade Lake"),
-    (r"sky[\s-]*lake", "Skylake"),
-    (r"kaby[\s-]*lake", "Kaby Lake"),
-    (r"coffee[\s-]*lake", "Coffee Lake"),
-    (r"broadwell", "Broadwell"),
-    (r"haswell", "Haswell"),
-    (r"ivy[\s-]*bridge", "Ivy Bridge"),
-    (r"sandy[\s-]*bridge", "Sandy Bridge"),
-    # Arm Neoverse cores of the Graviton generations (also in Ampere and other chips).
-    (r"neoverse[\s-]*n1", "Graviton2"),
-    (r"neoverse[\s-]*v1", "Graviton3"),
-    (r"neoverse[\s-]*v2", "Graviton4"),
+__all__ = [
+    "CCF_AVERAGE_W_PER_VCPU",
+    "EPYC_FAMILY",
+    "PROVIDERS",
+    "WALL_PER_TDP",
+    "CpuPowerModel",
+    "ModelledEnergy",
+    "cgroup_cpu_limit",
+    "coefficient_tables",
+    "cpu_family",
+    "cpu_microarchitecture",
+    "cpu_power_model",
+    "detect_cpu_power_model",
+    "find_tdp",
+    "is_virtual_machine",
+    "read_cpu_model_name",
+    "read_threads_per_package",
+    "visible_cpu_count",
 ]
+
+# SPECpower wall power at full load over TDP × chips: the median over the results in
+# benchmarks/data/specpower_load_curves.csv that list a CPU with a known TDP.
+WALL_PER_TDP = 1.13
+
+# How a model's figures were obtained, as shown with them.
+METHOD_TDP = "modelled: TDP × load curve"
+METHOD_VCPU = "modelled: watts per vCPU × load curve"
+METHOD_VM_TDP = "modelled: TDP per vCPU × load curve"
+METHOD_SET = "modelled: your idle and full-load watts"
+
 # /proc/cpuinfo on Arm has no model name, only the part number of the core.
 _ARM_PARTS = {
     "0xd0c": "ARM Neoverse-N1",
@@ -129,15 +73,6 @@ _ARM_PARTS = {
     "0xd49": "ARM Neoverse-N2",
     "0xd08": "ARM Cortex-A72",
 }
-
-
-def _mean(values: list[float]) -> float:
-    # statistics.fmean would cost an import of several milliseconds at start-up.
-    return sum(values) / len(values)
-
-
-# Relative half-width of the modelled power's range (see accounting.ENERGY_UNCERTAINTY).
-MODEL_UNCERTAINTY = 0.40
 
 
 @dataclass(frozen=True)
@@ -153,24 +88,27 @@ class ModelledEnergy:
 class CpuPowerModel:
     """Power of the whole visible CPU: ``idle_w`` at 0 % and ``max_w`` at 100 % load.
 
-    Watts for ``n_cpus`` CPUs (fractional under a cgroup quota); ``source`` says
-    where the figures came from.
+    Watts for ``n_cpus`` CPUs (fractional under a cgroup quota). Between the two the
+    power follows ``curve``'s shape, and ``curve`` gives the band around it. ``source``
+    says where the figures came from, ``method`` how they were obtained.
     """
 
     idle_w: float
     max_w: float
     n_cpus: float
     source: str
+    curve: LoadCurve = LINEAR
+    method: str = METHOD_SET
 
     def power_w(self, utilisation: float) -> float:
         """Modelled power in watts at ``utilisation`` (0–1, clamped) of the visible CPUs."""
-        u = min(1.0, max(0.0, utilisation))
-        return self.idle_w + (self.max_w - self.idle_w) * u
+        return self.idle_w + (self.max_w - self.idle_w) * self.curve.shape(utilisation)
 
     def power_range_w(self, utilisation: float) -> tuple[float, float]:
         """(low, high) watts at ``utilisation``: the interval the true power lies in."""
         power = self.power_w(utilisation)
-        return (power * (1 - MODEL_UNCERTAINTY), power * (1 + MODEL_UNCERTAINTY))
+        low, high = self.curve.band(utilisation)
+        return (power * low, power * high)
 
     def energy_j(self, duration_s: float, busy_cpu_s: float) -> ModelledEnergy:
         """Modelled energy of one tick, joules: the curve applied to the tick's mean load.
@@ -178,7 +116,8 @@ class CpuPowerModel:
         ``busy_cpu_s`` is the CPU time all visible CPUs spent busy during the tick
         (seconds of CPU), ``duration_s`` the tick's length. The mean utilisation
         ``busy / (n_cpus · duration)`` is clamped to [0, 1]. The tracker calls this for
-        every tick and window edge, so a window's energy is a sum over its ticks.
+        every tick and window edge, so a window's energy is a sum over its ticks; a
+        steady load gives the same energy however the window is cut into ticks.
         """
         if duration_s <= 0 or self.n_cpus <= 0:
             return ModelledEnergy(0.0, 0.0, 0.0)
@@ -343,145 +282,16 @@ def visible_cpu_count(
     return float(count) if limit is None else min(float(count), limit)
 
 
-# ------------------------------------------------------------------------- the tables
+# ------------------------------------------------------------------------- the model
 
 
-@functools.cache
-def _coefficient_tables() -> dict[str, dict[str, tuple[float, float]]]:
-    """provider → microarchitecture → (min, max) W per vCPU, read once."""
-    from carbon_magic.data import COEFFICIENT_FILE, read_table
-
-    tables: dict[str, dict[str, tuple[float, float]]] = {p: {} for p in PROVIDERS}
-    for row in read_table(COEFFICIENT_FILE):
-        tables[row["provider"]][row["architecture"]] = (
-            float(row["min_w_per_vcpu"]),
-            float(row["max_w_per_vcpu"]),
-        )
-    return tables
-
-
-def _tdp_key(name: str) -> str:
-    """Model name reduced for matching: no (R)/(TM)/(…), "CPU", "Processor", clock, cores."""
-    text = name.replace("®", " ").replace("™", " ").casefold()
-    text = re.sub(r"\([^)]*\)", " ", text)
-    text = text.split("@")[0].split(" with ")[0]
-    text = re.sub(r"\b\d+-core\b|\bcpu\b|\bprocessor\b", " ", text)
-    return " ".join(text.split())
-
-
-@functools.cache
-def _tdp_table() -> dict[str, tuple[str, float]]:
-    """Reduced model name → (name as listed, TDP in watts), read once."""
-    from carbon_magic.data import TDP_FILE, read_table
-
-    table: dict[str, tuple[str, float]] = {}
-    for row in read_table(TDP_FILE):
-        table.setdefault(_tdp_key(row["name"]), (row["name"], float(row["tdp_w"])))
-    return table
-
-
-def find_tdp(model_name: str) -> tuple[str, float] | None:
-    """(model as listed, TDP watts) for a CPU model name, or ``None`` if not listed.
-
-    ``"Intel(R) Xeon(R) Gold 6122 CPU @ 1.80GHz"`` finds ``Intel Xeon Gold 6122``.
-    Failing an exact match of the reduced names, the longest listed name with a model
-    number that appears whole inside the given one is taken.
-    """
-    key = _tdp_key(model_name)
-    if not key:
-        return None
-    table = _tdp_table()
-    if key in table:
-        return table[key]
-    padded = f" {key} "
-    best: str | None = None
-    for listed in table:
-        # At least vendor-or-family plus a model number, so "AMD EPYC" matches nothing.
-        if " " in listed and re.search(r"\d", listed) and f" {listed} " in padded:
-            if best is None or len(listed) > len(best):
-                best = listed
-    return table[best] if best else None
-
-
-def cpu_microarchitecture(model_name: str) -> str | None:
-    """Microarchitecture named as in CCF's tables (``"Cascade Lake"``, ``"EPYC 3rd Gen"``)
-    recognised from a CPU model name, ``"EPYC"`` for an AMD EPYC of unknown generation,
-    or ``None`` when not recognised.
-    """
-    text = model_name.replace("®", " ").replace("™", " ").casefold()
-    text = re.sub(r"\((r|tm)\)", " ", text)
-    if match := re.search(r"xeon.*\b(?:platinum|gold|silver|bronze)\s+\d(\d)\d\d([a-z]*)", text):
-        generation, suffix = match.groups()
-        if generation == "3" and suffix.startswith("h"):
-            return "Cooper Lake"
-        if generation in _XEON_SCALABLE:
-            return _XEON_SCALABLE[generation]
-    if match := re.search(r"xeon.*\be([357])-\d{4}[a-z]*(?:\s*v(\d))?", text):
-        family, version = match.groups()
-        if family == "7" and not version:
-            return None  # E7 without a version is Westmere, not in the tables
-        return _XEON_E_VERSION.get(version or "")
-    if re.search(r"xeon.*\be-2[12]\d\d", text):
-        return "Coffee Lake"
-    if match := re.search(r"\bcore.*\bi[3579]-(\d{4,5})", text):
-        digits = match.group(1)
-        if len(digits) == 4:
-            return _CORE_GENERATION.get(digits[0])
-        return "Comet Lake" if digits.startswith("10") else None
-    if "epyc" in text:
-        if match := re.search(r"epyc[\s-]*\d[0-9a-z]{2}(\d)[a-z]*\b", text):
-            return _EPYC_GENERATIONS.get(match.group(1), EPYC_FAMILY)
-        if match := re.search(r"epyc[\s-]*(" + "|".join(_EPYC_CODENAMES) + ")", text):
-            return _EPYC_GENERATIONS[_EPYC_CODENAMES[match.group(1)]]
-        return EPYC_FAMILY
-    if match := re.search(r"graviton\s*([1-4])?", text):
-        generation = match.group(1)
-        return f"Graviton{generation}" if generation and generation != "1" else "Graviton"
-    for pattern, name in _CODENAMES:
-        if re.search(pattern, text):
-            return name
-    return None
-
-
-def _ccf_coefficients(architecture: str, provider: str) -> tuple[float, float, str] | None:
-    """(min, max) W per vCPU and a description, walking back to older generations and
-    to other providers' tables when the provider's table lacks the architecture."""
-    tables = _coefficient_tables()
-    if architecture == EPYC_FAMILY:
-        rows = {a: v for a, v in tables[provider].items() if a.startswith("EPYC ")}
-        if not rows:
-            return None
-        names = ", ".join(sorted(rows))
-        return (
-            _mean([v[0] for v in rows.values()]),
-            _mean([v[1] for v in rows.values()]),
-            f"CCF {provider} coefficients, AMD EPYC of unknown generation (average of {names})",
-        )
-    wanted: str | None = architecture
-    while wanted is not None:
-        holders = (
-            [provider]
-            if wanted in tables[provider]
-            else [p for p in PROVIDERS if wanted in tables[p]]
-        )
-        if holders:
-            note = "" if wanted == architecture else f" ({architecture} not in the tables)"
-            return (
-                _mean([tables[p][wanted][0] for p in holders]),
-                _mean([tables[p][wanted][1] for p in holders]),
-                f"CCF {'/'.join(holders)} coefficients for {wanted}{note}",
-            )
-        wanted = _PREVIOUS_GENERATION.get(wanted)
-    return None
-
-
-def _check_provider(cloud_provider: str | None) -> str | None:
-    if cloud_provider is None:
-        return None
-    provider = cloud_provider.partition(":")[0].strip().casefold()
-    if provider not in PROVIDERS:
-        raise ValueError(f"unknown cloud provider {cloud_provider!r}; use aws, gcp or azure")
-    return provider
+def _check_positive(label: str, value: float | None, *, whole: bool = False) -> None:
+    if value is None:
+        return
+    if whole and (not isinstance(value, int) or isinstance(value, bool)):
+        raise ValueError(f"{label} must be a whole number of at least 1 (got {value!r})")
+    if not value > 0:
+        raise ValueError(f"{label} must be above 0 (got {value!r})")
 
 
 def cpu_power_model(
@@ -493,38 +303,60 @@ def cpu_power_model(
     max_override_w: float | None = None,
     *,
     threads_per_package: int | None = None,
+    sockets: int | None = None,
+    tdp_w: float | None = None,
+    vm_threads_per_package: int | None = None,
 ) -> CpuPowerModel:
-    """Idle and full-load watts of ``n_cpus`` visible CPUs of model ``model_name``.
+    """The power model of ``n_cpus`` visible CPUs of model ``model_name``, watts.
 
-    - Bare metal (``is_vm`` false) with the model in the TDP table: ``max_w`` is the
-      TDP times the share of the package visible (``n_cpus / threads_per_package``;
-      the whole package when ``threads_per_package`` is unknown), ``idle_w`` is
-      ``IDLE_FRACTION_OF_MAX`` of that.
-    - Otherwise CCF's per-vCPU coefficients for the recognised microarchitecture
-      (the ``cloud_provider``'s table, else AWS's) times ``n_cpus``; CCF's average
-      over all microarchitectures when the CPU is not recognised.
+    - ``tdp_w`` given, or bare metal (``is_vm`` false) with the model in the TDP table:
+      the family's curve times the TDP times the share of the packages visible,
+      ``n_cpus / threads_per_package`` (``sockets`` whole packages when the package
+      size is unknown, one by default).
+    - On a virtual machine whose CPU is in the TDP table and whose host package size is
+      known (``vm_threads_per_package``, or the cores in an AMD model name): the curve
+      on the TDP times ``n_cpus`` over the host package's threads.
+    - Otherwise the family's curve on CCF's full-load watts per vCPU for the recognised
+      microarchitecture (the ``cloud_provider``'s table, else AWS's), times ``n_cpus``;
+      CCF's average over all microarchitectures when the CPU is not recognised.
     - ``idle_override_w`` / ``max_override_w`` (whole visible CPU, watts) replace the
-      modelled figures.
+      modelled figures; with both, the curve is a straight line between them.
 
     Raises ``ValueError`` for ``n_cpus <= 0``, an unknown provider, a negative
-    override, or an idle power above the maximum.
+    override, a package size, socket count or TDP that is not positive, or an idle
+    power above the maximum.
     """
     if not n_cpus > 0:
         raise ValueError(f"n_cpus must be positive (got {n_cpus!r})")
-    provider = _check_provider(cloud_provider)
+    provider = check_provider(cloud_provider)
+    _check_positive("threads_per_package", threads_per_package, whole=True)
+    _check_positive("sockets", sockets, whole=True)
+    _check_positive("tdp_w", tdp_w)
+    _check_positive("vm_threads_per_package", vm_threads_per_package, whole=True)
     for label, value in (("cpu_idle_w", idle_override_w), ("cpu_max_w", max_override_w)):
         if value is not None and not value >= 0:
             raise ValueError(f"{label} must be at least 0 W (got {value!r})")
     if idle_override_w is not None and max_override_w is not None:
         model = CpuPowerModel(float(idle_override_w), float(max_override_w), n_cpus, "set by you")
     else:
-        model = _modelled(model_name, n_cpus, is_vm, provider, threads_per_package)
+        model = _modelled(
+            model_name,
+            n_cpus,
+            is_vm,
+            provider,
+            threads_per_package,
+            sockets,
+            tdp_w,
+            vm_threads_per_package,
+        )
         if idle_override_w is not None:
             model = CpuPowerModel(
                 float(idle_override_w),
                 model.max_w,
                 n_cpus,
                 f"idle set by you; max from {model.source}",
+                model.curve,
+                model.method,
             )
         elif max_override_w is not None:
             model = CpuPowerModel(
@@ -532,6 +364,8 @@ def cpu_power_model(
                 float(max_override_w),
                 n_cpus,
                 f"max set by you; idle from {model.source}",
+                model.curve,
+                model.method,
             )
     if model.idle_w > model.max_w:
         raise ValueError(
@@ -541,34 +375,100 @@ def cpu_power_model(
     return model
 
 
+def _curve_for(model_name: str) -> tuple[LoadCurve, str]:
+    """The family curve of a model name, and how it was chosen (for the source)."""
+    curve = FAMILIES[cpu_family(model_name)]
+    if curve.name == "generic":
+        what = f"{model_name!r} not recognised" if model_name else "CPU model unknown"
+        return curve, f"generic load curve ({what})"
+    return curve, f"{curve.label} load curve"
+
+
 def _modelled(
     model_name: str,
     n_cpus: float,
     is_vm: bool,
     provider: str | None,
     threads_per_package: int | None,
+    sockets: int | None,
+    tdp_w: float | None,
+    vm_threads_per_package: int | None,
 ) -> CpuPowerModel:
-    if not is_vm and (found := find_tdp(model_name)) is not None:
-        listed, tdp_w = found
-        source = f"TDP table: {listed} {tdp_w:g} W"
-        share = 1.0
-        if threads_per_package:
-            share = n_cpus / threads_per_package
-            source += f" × {share:.3g} of the package ({n_cpus:g} of {threads_per_package} threads)"
-        max_w = tdp_w * share
-        source += f"; idle {IDLE_FRACTION_OF_MAX:.0%} of that"
-        return CpuPowerModel(IDLE_FRACTION_OF_MAX * max_w, max_w, n_cpus, source)
-    table = provider or "aws"
-    architecture = cpu_microarchitecture(model_name)
-    found_ccf = _ccf_coefficients(architecture, table) if architecture else None
-    if found_ccf is None:
-        low, high = CCF_AVERAGE_W_PER_VCPU[table]
-        what = f"CPU {model_name!r}" if model_name else "CPU model unknown"
-        basis = f"CCF {table} average over all microarchitectures ({what} not recognised)"
+    curve, curve_note = _curve_for(model_name)
+    if tdp_w is not None:
+        tdp = (f"TDP {tdp_w:g} W given", float(tdp_w))
+        return _tdp_model(tdp, curve, curve_note, n_cpus, threads_per_package, sockets)
+    found = find_tdp(model_name)
+    if found is not None and not is_vm:
+        tdp = (f"TDP table: {found[0]} {found[1]:g} W", found[1])
+        return _tdp_model(tdp, curve, curve_note, n_cpus, threads_per_package, sockets)
+    # On a virtual machine the package size in /proc/cpuinfo is the guest's, not the
+    # host's: the TDP is shared per vCPU only when the host package's size is known
+    # (given, or from the cores in the model name); TDP per thread differs threefold
+    # between a 64-core and an 8-core part of one generation, which CCF's averages hide.
+    host_threads = vm_threads_per_package or package_threads_from_name(model_name)
+    if found is not None and host_threads:
+        tdp = (f"TDP table: {found[0]} {found[1]:g} W", found[1])
+        model = _tdp_model(tdp, curve, curve_note, n_cpus, host_threads, None)
+        return replace(model, method=METHOD_VM_TDP)
+    return _per_vcpu_model(model_name, curve, curve_note, n_cpus, provider or "aws")
+
+
+def _tdp_model(
+    tdp: tuple[str, float],
+    curve: LoadCurve,
+    curve_note: str,
+    n_cpus: float,
+    threads_per_package: int | None,
+    sockets: int | None,
+) -> CpuPowerModel:
+    """The curve on the TDP of the share of the packages visible."""
+    listed, tdp_w = tdp
+    if threads_per_package:
+        share = n_cpus / threads_per_package
+        where = (
+            f" × {share:.3g} of a package ({n_cpus:g} of {threads_per_package} threads)"
+            if share < 1
+            else f" × {share:.3g} packages ({n_cpus:g} threads, {threads_per_package} each)"
+        )
     else:
-        low, high, basis = found_ccf
-    source = f"{basis}: {low:.2f}–{high:.2f} W per vCPU × {n_cpus:g} CPUs"
-    return CpuPowerModel(low * n_cpus, high * n_cpus, n_cpus, source)
+        share = float(sockets or 1)
+        where = f" × {sockets} packages" if sockets and sockets > 1 else ""
+    package_w = tdp_w * share
+    source = (
+        f"{curve_note}, idle {curve.idle:.0%} and full load {curve.full:.0%} of TDP; "
+        f"{listed}{where}"
+    )
+    return CpuPowerModel(
+        curve.idle * package_w, curve.full * package_w, n_cpus, source, curve, METHOD_TDP
+    )
+
+
+def _per_vcpu_model(
+    model_name: str, curve: LoadCurve, curve_note: str, n_cpus: float, table: str
+) -> CpuPowerModel:
+    """The curve on a TDP per vCPU from CCF's full-load watts per vCPU."""
+    architecture = cpu_microarchitecture(model_name)
+    found_ccf = ccf_coefficients(architecture, table) if architecture else None
+    if found_ccf is None:
+        _, per_vcpu_w = CCF_AVERAGE_W_PER_VCPU[table]
+        basis = f"CCF {table} average over all microarchitectures"
+    else:
+        _, per_vcpu_w, basis = found_ccf
+    # CCF's full-load figure is SPECpower wall power per hardware thread. Wall power at
+    # full load is a median 1.13 × TDP × chips over the SPECpower results in
+    # benchmarks/data (0.83–1.65: fans, memory, board, supply losses), so CCF's figure
+    # divided by that is the TDP of one vCPU, which the curve's fractions apply to.
+    # CCF's idle figure (wall idle, the platform included) is not used.
+    source = (
+        f"{curve_note}, idle {curve.idle:.0%} and full load {curve.full:.0%} of TDP per "
+        f"vCPU = {per_vcpu_w:.2f} W ({basis}, full-load wall power per vCPU) / "
+        f"{WALL_PER_TDP:g} × {n_cpus:g} CPUs"
+    )
+    reference_w = per_vcpu_w / WALL_PER_TDP * n_cpus
+    return CpuPowerModel(
+        curve.idle * reference_w, curve.full * reference_w, n_cpus, source, curve, METHOD_VCPU
+    )
 
 
 def detect_cpu_power_model(

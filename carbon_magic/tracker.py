@@ -480,13 +480,9 @@ class Tracker:
             cpu_machine_j = sum(cpu_devices.values())
         else:
             cpu_devices = {}
-            cpu_machine_j = accounting.model_cpu_energy_j(
-                self.cpu_power.idle_w,
-                self.cpu_power.max_w,
-                dt_s,
-                raw.system_busy_s - previous.system_busy_s,
-                self.cpu_power.n_cpus,
-            )
+            cpu_machine_j = self.cpu_power.energy_j(
+                dt_s, raw.system_busy_s - previous.system_busy_s
+            ).central_j
         gpu_devices = {k: v - previous.gpu_j.get(k, v) for k, v in raw.gpu_j.items()}
         w_per_gb = settings.ram_w_per_gb
         ram_machine_j = self.ram_model.power_w(w_per_gb, self.ram_model.total_bytes) * dt_s

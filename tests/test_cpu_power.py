@@ -8,13 +8,15 @@ from statistics import fmean
 import pytest
 
 from carbon_magic import cpu_power
+from carbon_magic.cpu_model.curves import AMD_ZEN, GENERIC, INTEL_XEON
 from carbon_magic.cpu_power import CpuPowerModel
 
 EIGHT = range(8)
+WALL = cpu_power.WALL_PER_TDP
 
 
 def _coefficients(provider: str, architecture: str) -> tuple[float, float]:
-    return cpu_power._coefficient_tables()[provider][architecture]
+    return cpu_power.coefficient_tables()[provider][architecture]
 
 
 @pytest.fixture
@@ -202,20 +204,29 @@ def test_plain_amd_epyc_vm_averages_epyc_generations():
     # What this development machine reports: "AMD EPYC", hypervisor flag, 2 CPUs.
     model = cpu_power.cpu_power_model("AMD EPYC", 2, is_vm=True)
     first, second = _coefficients("aws", "EPYC 1st Gen"), _coefficients("aws", "EPYC 2nd Gen")
-    assert model.idle_w == pytest.approx(2 * fmean([first[0], second[0]]))
-    assert model.max_w == pytest.approx(2 * fmean([first[1], second[1]]))
+    # The Zen curve on CCF's full-load watts per vCPU, averaged over the generations.
+    per_vcpu_w = fmean([first[1], second[1]]) / cpu_power.WALL_PER_TDP
+    assert model.idle_w == pytest.approx(2 * per_vcpu_w * AMD_ZEN.idle)
+    assert model.max_w == pytest.approx(2 * per_vcpu_w * AMD_ZEN.full)
+    assert model.curve is AMD_ZEN
+    assert model.method == cpu_power.METHOD_VCPU
     assert model.n_cpus == 2
     assert "AMD EPYC of unknown generation" in model.source
-    assert model.source.startswith("CCF aws coefficients")
+    assert model.source.startswith("AMD Zen load curve")
+    assert "(CCF aws coefficients" in model.source
 
 
 def test_provider_table_is_used():
     aws = cpu_power.cpu_power_model("Intel(R) Xeon(R) Platinum 8175M", 4, True)
     gcp = cpu_power.cpu_power_model("Intel(R) Xeon(R) Platinum 8175M", 4, True, "gcp")
-    assert aws.max_w == pytest.approx(4 * _coefficients("aws", "Skylake")[1])
-    assert gcp.max_w == pytest.approx(4 * _coefficients("gcp", "Skylake")[1])
+    assert aws.max_w == pytest.approx(
+        4 * _coefficients("aws", "Skylake")[1] / WALL * INTEL_XEON.full
+    )
+    assert gcp.max_w == pytest.approx(
+        4 * _coefficients("gcp", "Skylake")[1] / WALL * INTEL_XEON.full
+    )
     assert aws.max_w != gcp.max_w
-    assert gcp.source.startswith("CCF gcp coefficients for Skylake")
+    assert "CCF gcp coefficients for Skylake" in gcp.source
 
 
 def test_architecture_missing_from_provider_table_uses_others():
@@ -223,43 +234,49 @@ def test_architecture_missing_from_provider_table_uses_others():
     expected = fmean(
         [_coefficients("gcp", "EPYC 3rd Gen")[1], _coefficients("azure", "EPYC 3rd Gen")[1]]
     )
-    assert model.max_w == pytest.approx(4 * expected)
+    assert model.max_w == pytest.approx(4 * expected / WALL * AMD_ZEN.full)
     assert "gcp/azure coefficients for EPYC 3rd Gen" in model.source
 
 
 def test_architecture_missing_everywhere_uses_previous_generation():
     model = cpu_power.cpu_power_model("Intel(R) Xeon(R) Platinum 8488C", 2, True, "azure")
-    assert model.max_w == pytest.approx(2 * _coefficients("azure", "Cascade Lake")[1])
+    assert model.max_w == pytest.approx(
+        2 * _coefficients("azure", "Cascade Lake")[1] / WALL * INTEL_XEON.full
+    )
     assert "Cascade Lake (Sapphire Rapids not in the tables)" in model.source
 
 
-@pytest.mark.parametrize(("provider", "low", "high"), [(None, 0.74, 3.5), ("gcp", 0.71, 4.26)])
-def test_unrecognised_cpu_uses_ccf_average(provider, low, high):
+@pytest.mark.parametrize(("provider", "high"), [(None, 3.5), ("gcp", 4.26)])
+def test_unrecognised_cpu_uses_ccf_average_and_generic_curve(provider, high):
     model = cpu_power.cpu_power_model("Mystery CPU 9000", 4, True, provider)
-    assert model.idle_w == pytest.approx(4 * low)
-    assert model.max_w == pytest.approx(4 * high)
-    assert "not recognised" in model.source
+    assert model.idle_w == pytest.approx(4 * high / WALL * GENERIC.idle)
+    assert model.max_w == pytest.approx(4 * high / WALL * GENERIC.full)
+    assert model.curve is GENERIC
+    assert "generic load curve ('Mystery CPU 9000' not recognised)" in model.source
+    assert "average over all microarchitectures" in model.source
 
 
 def test_tdp_on_bare_metal():
     name = "Intel(R) Xeon(R) Gold 6122 CPU @ 1.80GHz"
     whole = cpu_power.cpu_power_model(name, 40, is_vm=False)
-    assert whole.max_w == 120.0
-    assert whole.idle_w == pytest.approx(120.0 * cpu_power.IDLE_FRACTION_OF_MAX)
-    assert whole.source.startswith("TDP table: Intel Xeon Gold 6122 120 W")
+    assert whole.max_w == pytest.approx(120.0 * INTEL_XEON.full)
+    assert whole.idle_w == pytest.approx(120.0 * INTEL_XEON.idle)
+    assert whole.method == cpu_power.METHOD_TDP
+    assert "TDP table: Intel Xeon Gold 6122 120 W" in whole.source
+    assert whole.source.startswith("Intel Xeon load curve")
     share = cpu_power.cpu_power_model(name, 10, is_vm=False, threads_per_package=40)
-    assert share.max_w == pytest.approx(30.0)
+    assert share.max_w == pytest.approx(30.0 * INTEL_XEON.full)
     assert "10 of 40 threads" in share.source
 
 
 def test_tdp_not_used_on_a_vm():
     model = cpu_power.cpu_power_model("Intel(R) Xeon(R) Gold 6122 CPU @ 1.80GHz", 4, is_vm=True)
-    assert model.source.startswith("CCF aws coefficients for Skylake")
+    assert "CCF aws coefficients for Skylake" in model.source
 
 
 def test_bare_metal_without_tdp_entry_uses_coefficients():
     model = cpu_power.cpu_power_model("AMD EPYC", 2, is_vm=False)
-    assert model.source.startswith("CCF aws coefficients")
+    assert "CCF aws coefficients" in model.source
 
 
 def test_find_tdp():
@@ -281,7 +298,8 @@ def test_one_override_keeps_the_other_from_the_model():
     base = cpu_power.cpu_power_model("AMD EPYC", 2, True)
     idle = cpu_power.cpu_power_model("AMD EPYC", 2, True, idle_override_w=1.0)
     assert (idle.idle_w, idle.max_w) == (1.0, base.max_w)
-    assert idle.source.startswith("idle set by you; max from CCF")
+    assert idle.source.startswith("idle set by you; max from AMD Zen load curve")
+    assert idle.curve is AMD_ZEN
     high = cpu_power.cpu_power_model("AMD EPYC", 2, True, max_override_w=20.0)
     assert (high.idle_w, high.max_w) == (base.idle_w, 20.0)
     assert high.source.startswith("max set by you")
@@ -327,5 +345,5 @@ def test_detect_on_fake_machine(tmp_path, cgroup):
         proc_cgroup=cgroup.parent / "self_cgroup",
     )
     assert model.n_cpus == 1.0
-    assert model.max_w == pytest.approx(120.0 / 40)
-    assert model.source.startswith("TDP table: Intel Xeon Gold 6122 120 W")
+    assert model.max_w == pytest.approx(120.0 / 40 * INTEL_XEON.full)
+    assert "TDP table: Intel Xeon Gold 6122 120 W × 0.025 of a package" in model.source

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 from tornado.httpclient import HTTPClientError
 
@@ -487,7 +488,7 @@ async def test_metrics_exposition(jp_fetch, day_ledger):
 
     response = await jp_fetch("carbon-magic", "metrics")
 
-    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert response.headers["Content-Type"] == CONTENT_TYPE_LATEST
     families = {f.name: f for f in text_string_to_metric_families(response.body.decode())}
     power = {
         (s.labels["kernel_id"], s.labels["component"]): s.value

@@ -222,7 +222,7 @@ class ProcessTreeCounter:
 
 
 class CpuModel:
-    """The linear CPU power model as a pseudo-sensor, for status display."""
+    """The CPU power model (a load curve over CPU time) as a pseudo-sensor, for status."""
 
     name = "cpu-model"
     component = "cpu"
@@ -235,10 +235,10 @@ class CpuModel:
         self.counter_source = counter_source
 
     def status(self) -> SensorStatus:
-        """Status line: the model's idle/max watts and where they come from."""
+        """Status line: idle and full-load watts, how they were obtained, and their sources."""
         detail = (
-            f"{self.power.idle_w:.1f}–{self.power.max_w:.1f} W for {self.power.n_cpus:g} CPUs "
-            f"({self.power.source}), utilisation from {self.counter_source}"
+            f"{self.power.idle_w:.1f}–{self.power.max_w:.1f} W for {self.power.n_cpus:g} CPUs, "
+            f"{self.power.method} ({self.power.source}), utilisation from {self.counter_source}"
         )
         return SensorStatus(self.name, self.component, True, self.method, detail)
 

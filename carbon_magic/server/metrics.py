@@ -1,4 +1,4 @@
-"""Prometheus text exposition (format 0.0.4) of the ledger's figures.
+"""Prometheus exposition of the ledger's figures, through prometheus_client.
 
 Per kernel (labels ``kernel_id``, ``notebook``; power also ``component``):
 
@@ -12,14 +12,21 @@ Per kernel (labels ``kernel_id``, ``notebook``; power also ``component``):
 Server (no kernel labels): ``carbon_magic_server_power_watts{component}`` (sum over the
 live kernels listed), ``carbon_magic_ledger_energy_kwh_total``,
 ``carbon_magic_ledger_emissions_grams_total``, ``carbon_magic_ledger_embodied_grams_total``
-(everything the ledger recorded), ``carbon_magic_kernels`` (kernels listed) and
+(everything the ledger recorded), ``carbon_magic_ledger_energy_day_kwh{day}`` and
+``carbon_magic_ledger_emissions_day_grams{day}`` (what the ledger recorded since midnight
+UTC of ``day``, an ISO date; the label moves on at midnight, so each day's last scrape
+keeps that day's figure), ``carbon_magic_kernels`` (kernels listed) and
 ``carbon_magic_ledger_up`` (1 when the ledger could be read).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable
+from collections.abc import Iterator
+from datetime import datetime, timezone
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from carbon_magic.server.reader import COMPONENTS, LedgerSnapshot, Totals
 from carbon_magic.server.views import (
@@ -33,32 +40,143 @@ from carbon_magic.server.views import (
     power_json,
 )
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+CONTENT_TYPE = CONTENT_TYPE_LATEST
 
-Sample = tuple[dict[str, str], float]
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+KERNEL_LABELS = ["kernel_id", "notebook"]
 
 
-def _number(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value))
+def utc_date(epoch_s: float) -> str:
+    """The UTC calendar date of ``epoch_s`` (seconds since the epoch), ``YYYY-MM-DD``."""
+    return datetime.fromtimestamp(epoch_s, tz=timezone.utc).date().isoformat()
 
 
-def _family(name: str, kind: str, help_text: str, samples: Iterable[Sample]) -> list[str]:
-    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-    for labels, value in samples:
-        if labels:
-            label_text = ",".join(f'{key}="{_escape(str(val))}"' for key, val in labels.items())
-            lines.append(f"{name}{{{label_text}}} {_number(value)}")
-        else:
-            lines.append(f"{name} {_number(value)}")
-    return lines
+class LedgerCollector(Collector):
+    """The metric families of one read-only ledger snapshot (built per request)."""
+
+    def __init__(
+        self,
+        snapshot: LedgerSnapshot | None,
+        kernels: list[KernelSummary],
+        stale_after: StaleAfter,
+        paths: Paths | None = None,
+    ) -> None:
+        self.snapshot = snapshot
+        self.kernels = kernels
+        self.stale_after = stale_after
+        self.paths = paths
+
+    def collect(self) -> Iterator[Metric]:
+        """Every family, kernel families first, then the server and ledger totals."""
+        yield from self._kernel_families()
+        yield from self._ledger_families()
+
+    def _kernel_families(self) -> Iterator[Metric]:
+        power = GaugeMetricFamily(
+            "carbon_magic_power_watts",
+            "Power drawn now by the kernel, watts.",
+            labels=[*KERNEL_LABELS, "component"],
+        )
+        energy = CounterMetricFamily(
+            "carbon_magic_energy_kwh",
+            "Facility energy of the kernel (all its tracker sessions), kWh.",
+            labels=KERNEL_LABELS,
+        )
+        emissions = CounterMetricFamily(
+            "carbon_magic_emissions_grams",
+            "Operational emissions of the kernel (all its tracker sessions), grams CO2e.",
+            labels=KERNEL_LABELS,
+        )
+        embodied = CounterMetricFamily(
+            "carbon_magic_embodied_grams",
+            "Amortised embodied emissions of the kernel's hardware use, grams CO2e.",
+            labels=KERNEL_LABELS,
+        )
+        intensity = GaugeMetricFamily(
+            "carbon_magic_grid_intensity_grams_per_kwh",
+            "Grid carbon intensity the kernel uses, gCO2e/kWh.",
+            labels=[*KERNEL_LABELS, "source"],
+        )
+        age = GaugeMetricFamily(
+            "carbon_magic_heartbeat_age_seconds",
+            "Seconds since the kernel's tracker last wrote a heartbeat.",
+            labels=KERNEL_LABELS,
+        )
+        live = GaugeMetricFamily(
+            "carbon_magic_tracker_live",
+            "1 when the kernel's tracker runs and its heartbeat is fresh, else 0.",
+            labels=KERNEL_LABELS,
+        )
+        server_power = dict.fromkeys(COMPONENTS, 0.0)
+        now = self.snapshot.now if self.snapshot is not None else 0.0
+        for summary in self.kernels:
+            latest = summary.latest
+            labels = [summary.kernel_id, notebook_path(latest, self.paths) or ""]
+            state = liveness(latest, now, self.stale_after)
+            if state.live:
+                watts = power_json(latest)
+                for name in COMPONENTS:
+                    power.add_metric([*labels, name], watts[name])
+                    server_power[name] += watts[name]
+            energy.add_metric(labels, summary.all_time.energy_kwh)
+            emissions.add_metric(labels, summary.all_time.emissions_g)
+            embodied.add_metric(labels, summary.all_time.embodied_g)
+            grid = intensity_json(latest)
+            intensity.add_metric([*labels, grid["source"]], grid["g_per_kwh"])
+            age.add_metric(labels, state.age_s)
+            live.add_metric(labels, 1.0 if state.live else 0.0)
+        yield from (power, energy, emissions, embodied, intensity, age, live)
+        by_component = GaugeMetricFamily(
+            "carbon_magic_server_power_watts",
+            "Power drawn now by the live kernels listed, watts.",
+            labels=["component"],
+        )
+        for name, total_w in server_power.items():
+            by_component.add_metric([name], total_w)
+        yield by_component
+
+    def _ledger_families(self) -> Iterator[Metric]:
+        snapshot = self.snapshot
+        today, totals = ledger_totals(snapshot) if snapshot is not None else (Totals(), Totals())
+        yield CounterMetricFamily(
+            "carbon_magic_ledger_energy_kwh",
+            "Facility energy of everything the ledger recorded, kWh.",
+            value=totals.energy_kwh,
+        )
+        yield CounterMetricFamily(
+            "carbon_magic_ledger_emissions_grams",
+            "Operational emissions of everything the ledger recorded, grams CO2e.",
+            value=totals.emissions_g,
+        )
+        yield CounterMetricFamily(
+            "carbon_magic_ledger_embodied_grams",
+            "Amortised embodied emissions of everything the ledger recorded, grams CO2e.",
+            value=totals.embodied_g,
+        )
+        day_energy = GaugeMetricFamily(
+            "carbon_magic_ledger_energy_day_kwh",
+            "Facility energy the ledger recorded since midnight UTC of the day, kWh.",
+            labels=["day"],
+        )
+        day_emissions = GaugeMetricFamily(
+            "carbon_magic_ledger_emissions_day_grams",
+            "Operational emissions the ledger recorded since midnight UTC of the day, grams CO2e.",
+            labels=["day"],
+        )
+        # Without a ledger there is no day to speak of: the families stay empty.
+        if snapshot is not None:
+            day = utc_date(snapshot.day_start)
+            day_energy.add_metric([day], today.energy_kwh)
+            day_emissions.add_metric([day], today.emissions_g)
+        yield day_energy
+        yield day_emissions
+        yield GaugeMetricFamily(
+            "carbon_magic_kernels", "Kernels listed with a tracker.", value=len(self.kernels)
+        )
+        yield GaugeMetricFamily(
+            "carbon_magic_ledger_up",
+            "1 when the ledger could be read, 0 when it does not exist yet.",
+            value=0.0 if snapshot is None else 1.0,
+        )
 
 
 def exposition(
@@ -67,108 +185,10 @@ def exposition(
     stale_after: StaleAfter,
     paths: Paths | None = None,
 ) -> str:
-    """The text of ``GET carbon-magic/metrics``; ``snapshot`` is None without a ledger."""
-    power: list[Sample] = []
-    energy: list[Sample] = []
-    emissions: list[Sample] = []
-    embodied: list[Sample] = []
-    intensity: list[Sample] = []
-    age: list[Sample] = []
-    live: list[Sample] = []
-    server_power = dict.fromkeys(COMPONENTS, 0.0)
-    now = snapshot.now if snapshot is not None else 0.0
-    for summary in kernels:
-        latest = summary.latest
-        labels = {
-            "kernel_id": summary.kernel_id,
-            "notebook": notebook_path(latest, paths) or "",
-        }
-        state = liveness(latest, now, stale_after)
-        if state.live:
-            watts = power_json(latest)
-            for name in COMPONENTS:
-                power.append(({**labels, "component": name}, watts[name]))
-                server_power[name] += watts[name]
-        energy.append((labels, summary.all_time.energy_kwh))
-        emissions.append((labels, summary.all_time.emissions_g))
-        embodied.append((labels, summary.all_time.embodied_g))
-        grid = intensity_json(latest)
-        intensity.append(({**labels, "source": grid["source"]}, grid["g_per_kwh"]))
-        age.append((labels, state.age_s))
-        live.append((labels, 1.0 if state.live else 0.0))
+    """The text of ``GET carbon-magic/metrics``; ``snapshot`` is None without a ledger.
 
-    lines: list[str] = []
-    lines += _family(
-        "carbon_magic_power_watts", "gauge", "Power drawn now by the kernel, watts.", power
-    )
-    lines += _family(
-        "carbon_magic_energy_kwh_total",
-        "counter",
-        "Facility energy of the kernel (all its tracker sessions), kWh.",
-        energy,
-    )
-    lines += _family(
-        "carbon_magic_emissions_grams_total",
-        "counter",
-        "Operational emissions of the kernel (all its tracker sessions), grams CO2e.",
-        emissions,
-    )
-    lines += _family(
-        "carbon_magic_embodied_grams_total",
-        "counter",
-        "Amortised embodied emissions of the kernel's hardware use, grams CO2e.",
-        embodied,
-    )
-    lines += _family(
-        "carbon_magic_grid_intensity_grams_per_kwh",
-        "gauge",
-        "Grid carbon intensity the kernel uses, gCO2e/kWh.",
-        intensity,
-    )
-    lines += _family(
-        "carbon_magic_heartbeat_age_seconds",
-        "gauge",
-        "Seconds since the kernel's tracker last wrote a heartbeat.",
-        age,
-    )
-    lines += _family(
-        "carbon_magic_tracker_live",
-        "gauge",
-        "1 when the kernel's tracker runs and its heartbeat is fresh, else 0.",
-        live,
-    )
-    lines += _family(
-        "carbon_magic_server_power_watts",
-        "gauge",
-        "Power drawn now by the live kernels listed, watts.",
-        [({"component": name}, watts) for name, watts in server_power.items()],
-    )
-    totals = ledger_totals(snapshot)[1] if snapshot is not None else Totals()
-    lines += _family(
-        "carbon_magic_ledger_energy_kwh_total",
-        "counter",
-        "Facility energy of everything the ledger recorded, kWh.",
-        [({}, totals.energy_kwh)],
-    )
-    lines += _family(
-        "carbon_magic_ledger_emissions_grams_total",
-        "counter",
-        "Operational emissions of everything the ledger recorded, grams CO2e.",
-        [({}, totals.emissions_g)],
-    )
-    lines += _family(
-        "carbon_magic_ledger_embodied_grams_total",
-        "counter",
-        "Amortised embodied emissions of everything the ledger recorded, grams CO2e.",
-        [({}, totals.embodied_g)],
-    )
-    lines += _family(
-        "carbon_magic_kernels", "gauge", "Kernels listed with a tracker.", [({}, len(kernels))]
-    )
-    lines += _family(
-        "carbon_magic_ledger_up",
-        "gauge",
-        "1 when the ledger could be read, 0 when it does not exist yet.",
-        [({}, 0.0 if snapshot is None else 1.0)],
-    )
-    return "\n".join(lines) + "\n"
+    A registry per request: the figures are a snapshot of the ledger, not process state.
+    """
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(LedgerCollector(snapshot, kernels, stale_after, paths))
+    return generate_latest(registry).decode("utf-8")
