@@ -14,9 +14,9 @@ The range is widened twice: by how much the rates vary between ticks (twice the
 relative, time-weighted standard deviation of the per-interval progress rate and of the
 per-tick emission rate, combined, so that even a rest as short as one tick falls inside;
 ``DEFAULT_SPREAD`` before there are enough intervals to tell), and by the measurement's
-own range (the low and high ends of the figures so far scale
-the low and high ends of the rest). It is a prediction: it assumes the rest of the work
-goes as the work so far went.
+own range (the low and high ends of the figures so far scale the low and high ends of
+the rest). It is a prediction: it assumes the rest of the work goes as the work so far
+went.
 """
 
 from __future__ import annotations
@@ -131,8 +131,9 @@ class _WeightedSpread:
 
 @dataclass(frozen=True)
 class _Point:
-    t_s: float  # seconds since the window started
+    t_s: float  # when the bar reported ``fraction``, seconds since the window started
     fraction: float
+    cost_t_s: float  # when the window had cost ``emissions_g`` and ``energy_kwh``
     emissions_g: float
     energy_kwh: float
 
@@ -171,7 +172,7 @@ class Predictor:
             last = None
         self._source = reading.source
         if self._first is None:
-            self._first = _Point(t_s, fraction, m.emissions_g, m.energy_kwh)
+            self._first = _Point(t_s, fraction, now_s, m.emissions_g, m.energy_kwh)
             self._last_progress = (t_s, fraction)
             self._last_cost = (now_s, m.emissions_g)
             return None
@@ -189,7 +190,7 @@ class Predictor:
         assert first is not None and last is not None
         t_last, fraction = last
         progress_span_s = t_last - first.t_s
-        cost_span_s = now_s - first.t_s
+        cost_span_s = now_s - first.cost_t_s
         if fraction <= first.fraction or progress_span_s <= 0 or cost_span_s <= 0:
             return None
         rate = (fraction - first.fraction) / progress_span_s  # fraction per second

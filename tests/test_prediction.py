@@ -206,3 +206,14 @@ def test_the_range_holds_the_true_total_of_noisy_work():
     assert misses / checks < 0.001 and worst < 0.001, (misses, checks, worst)
     # And it is not wide for the sake of it: about ±20 % of the total half-way through.
     assert 0.1 < sorted(halfway)[len(halfway) // 2] < 0.3
+
+
+def test_a_bar_first_read_after_it_reported_still_gets_the_emission_rate():
+    # The bar reported 0 % at t = 0, but the first tick to read it came at t = 3 s, when
+    # the window had cost 1.5 g (0.5 g/s); it reports 10 % at t = 10 s.
+    predictor = Predictor()
+    at_start = ProgressReading(0.0, T0, "tqdm")
+    assert predictor.observe(at_start, window(3, 1.5), T0) is None
+    p = predictor.observe(ProgressReading(0.1, T0 + 10, "tqdm"), window(10, 5.0), T0)
+    assert p.eta_s == pytest.approx(90)
+    assert p.emissions_g == pytest.approx(5.0 + 0.5 * 90)
