@@ -24,7 +24,14 @@ if TYPE_CHECKING:
     from carbon_magic.measurement import Measurement
     from carbon_magic.tracker import Tracker
 
-__all__ = ["__version__", "configure", "get_tracker", "current_settings", "measure"]
+__all__ = [
+    "__version__",
+    "configure",
+    "get_tracker",
+    "current_settings",
+    "measure",
+    "progress",
+]
 
 
 def get_tracker() -> Tracker:
@@ -42,6 +49,15 @@ def measure(name: str = "block") -> Iterator[Measurement]:
     """
     with get_tracker().measure(name) as measurement:
         yield measurement
+
+
+def progress(fraction: float) -> None:
+    """Tell the running cell how far it has got (0 to 1), for loops without a tqdm bar:
+    ``carbon_magic.progress(i / n)``. Its predicted total follows. ``ValueError`` for
+    anything outside 0..1; nothing changes then."""
+    from carbon_magic.cell_progress import progress as _progress
+
+    _progress(fraction)
 
 
 def configure(**settings: Any) -> dict[str, Any]:

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from carbon_magic.formatting import format_grams, format_kwh
 from carbon_magic.measurement import Measurement
 
+if TYPE_CHECKING:
+    from carbon_magic.prediction import Prediction
+
 _GRAM_UNITS = {"mg": 1e-3, "g": 1.0, "kg": 1e3, "t": 1e6}
 _KWH_UNITS = {"j": 1 / 3.6e6, "kj": 1 / 3.6e3, "wh": 1e-3, "kwh": 1.0, "mwh": 1e3}
 _PATTERN = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[-+]?[0-9]+)?)\s*([a-z]+)\s*$", re.IGNORECASE)
+# A prediction may stop or warn only once it has this much to go on: 10 % of the work
+# done, or 30 s of the cell (whichever comes first).
+PREDICT_MIN_FRACTION = 0.1
+PREDICT_MIN_ELAPSED_S = 30.0
 ACCEPTED = (
     "a number with a unit: mg, g, kg, t (CO2e) or J, kJ, Wh, kWh, MWh (energy), e.g. 5g or 0.2kWh"
 )
@@ -34,6 +42,26 @@ class Budget:
     def exceeded(self, m: Measurement) -> bool:
         """True once ``m`` is over the budget."""
         return self.used_fraction(m) > 1.0
+
+    def predicted_exceeded(self, prediction: Prediction) -> bool:
+        """True when even the low end of ``prediction``'s total (grams CO2e, or facility
+        kWh for an energy budget) is over the budget, once the prediction has at least
+        ``PREDICT_MIN_FRACTION`` of the work or ``PREDICT_MIN_ELAPSED_S`` seconds behind it."""
+        if (
+            prediction.fraction < PREDICT_MIN_FRACTION
+            and prediction.elapsed_s < PREDICT_MIN_ELAPSED_S
+        ):
+            return False
+        if self.grams is not None:
+            return prediction.emissions_range_g[0] > self.grams
+        assert self.kwh is not None
+        return prediction.energy_range_kwh[0] > self.kwh
+
+    def describe_prediction(self, prediction: Prediction) -> str:
+        """The prediction in the budget's own quantity: grams CO2e or energy."""
+        if self.grams is not None:
+            return prediction.describe()
+        return prediction.describe_energy()
 
     def describe(self) -> str:
         """The budget with a scaled unit, e.g. ``5 g CO2e`` or ``200 Wh``."""

@@ -103,10 +103,16 @@ def _migration_1_create(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+def _migration_2_heartbeat_prediction(conn: sqlite3.Connection) -> None:
+    """Version 2: heartbeats carry the running cell's predicted total at completion as
+    JSON (``{"fraction", "emissions_g", "emissions_range_g", "eta_s"}``), NULL when none."""
+    conn.execute("ALTER TABLE heartbeats ADD COLUMN prediction_json TEXT")
+
+
 # Migration N (1-based) brings a file from version N-1 to N, inside the transaction that
 # also records the new version, so a failure leaves the file as it was. To change the
 # schema, append one function here; never edit an existing entry.
-MIGRATIONS: list[Migration] = [_migration_1_create]
+MIGRATIONS: list[Migration] = [_migration_1_create, _migration_2_heartbeat_prediction]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -198,7 +204,7 @@ HEARTBEAT_COLUMNS = tuple(
     """
     at cpu_w gpu_w ram_w energy_kwh emissions_g emissions_low_g emissions_high_g
     embodied_g intensity_g_per_kwh intensity_source tracker_state running_cell
-    running_cell_started_at
+    running_cell_started_at prediction_json
     """.split()
 )
 
@@ -552,11 +558,14 @@ class Ledger:
         tracker_state: str,
         running_cell: str | None,
         running_cell_started_at: float | None,
+        prediction: dict[str, Any] | None = None,
     ) -> None:
         """Record the tracker's state now: ``watts`` per component (cpu, gpu, ram), the
         session's running totals (kWh, gCO2e with range, embodied g), the intensity in use
-        and the running cell's first line and start (UTC epoch seconds). Heartbeats of the
-        session older than a day are pruned now and then, always keeping the latest."""
+        and the running cell's first line and start (UTC epoch seconds), and its predicted
+        total at completion when it has one (``Prediction.to_json()``: fraction 0..1,
+        grams CO2e and their range, ETA seconds). Heartbeats of the session older than a
+        day are pruned now and then, always keeping the latest."""
         low, high = emissions_range_g
         row = {
             "at": float(at),
@@ -573,6 +582,7 @@ class Ledger:
             "tracker_state": tracker_state,
             "running_cell": _first_line(running_cell),
             "running_cell_started_at": running_cell_started_at,
+            "prediction_json": _json(prediction) if prediction is not None else None,
         }
         with self._lock:
             if session_uuid not in self._sessions:

@@ -35,6 +35,7 @@ from carbon_magic.panel import (
     text_summary,
     widgets_available,
 )
+from carbon_magic.prediction import CellForecast, Prediction
 from carbon_magic.settings import SPECS, parse_setting
 from carbon_magic.tracker import LiveReading, Tracker, Window, get_tracker
 
@@ -98,6 +99,7 @@ def _cell_parser() -> _ArgumentParser:
     parser.add_argument("--budget", "-b")
     parser.add_argument("--on-exceed", choices=("warn", "stop"), default="warn")
     parser.add_argument("--quiet", "-q", action="store_true")
+    parser.add_argument("--predict", "-p", action="store_true")
     return parser
 
 
@@ -124,6 +126,7 @@ class _CellRun:
         self.window = window
         self.cell_id = cell_id
         self.source = source
+        self.forecast = CellForecast(window.started_at.timestamp())
 
 
 # One SettingTrait per engine setting, so ``%config CarbonMagics.<name>`` and
@@ -153,6 +156,8 @@ class CarbonMagics(Magics, _SettingTraits):
         self._cell: _CellRun | None = None
         self._in_magic_cell = False
         self._running_cell: tuple[str, float] | None = None
+        # The running cell's prediction from its progress, for the heartbeats.
+        self._forecast: CellForecast | None = None
         self._last_heartbeat = 0.0
         self._ledger_lock = threading.Lock()
         self.store = self._open_ledger()
@@ -246,6 +251,7 @@ class CarbonMagics(Magics, _SettingTraits):
                 return
             window = self.tracker.begin(first_line(raw))
             self._cell = _CellRun(window, getattr(info, "cell_id", None), raw)
+            self._forecast = self._cell.forecast
             self._running_cell = (first_line(raw), time.time())
         except Exception as error:
             self._cell = None
@@ -255,6 +261,7 @@ class CarbonMagics(Magics, _SettingTraits):
         """IPython ``post_run_cell``: close the window and record the cell (never raises)."""
         cell, self._cell = self._cell, None
         self._running_cell = None
+        self._forecast = None
         if cell is None:
             return
         try:
@@ -274,7 +281,14 @@ class CarbonMagics(Magics, _SettingTraits):
         self._ledger_call("record_cell", self.session_uuid, m, via=via, budget=budget)
 
     def _on_tick(self, reading: LiveReading) -> None:
-        """Tracker listener: heartbeats into the ledger every few seconds."""
+        """Tracker listener: follows the running cell's progress (``%%carbon`` cells
+        follow their own) and heartbeats into the ledger every few seconds."""
+        cell = self._cell
+        if cell is not None:
+            try:
+                cell.forecast.update(lambda: self.tracker.peek(cell.window))
+            except Exception as error:  # only the prediction is lost, never the heartbeat
+                self.tracker._notice(f"progress prediction failed: {error!r}")
         now = time.monotonic()
         period = max(HEARTBEAT_MIN_S, self.tracker.settings.interval)
         if now - self._last_heartbeat < period:
@@ -287,6 +301,8 @@ class CarbonMagics(Magics, _SettingTraits):
         session = reading.session if reading else self.tracker.session()
         watts = reading.watts if reading else self.tracker.live_watts()
         running = self._running_cell
+        forecast = self._forecast
+        prediction = forecast.latest if forecast is not None and running else None
         self._ledger_call(
             "heartbeat",
             self.session_uuid,
@@ -301,6 +317,7 @@ class CarbonMagics(Magics, _SettingTraits):
             tracker_state="running" if self.tracker.running else "stopped",
             running_cell=running[0] if running else None,
             running_cell_started_at=running[1] if running else None,
+            prediction=prediction.to_json() if prediction is not None else None,
         )
 
     # ------------------------------------------------------------ %%carbon
@@ -309,13 +326,20 @@ class CarbonMagics(Magics, _SettingTraits):
     def carbon(self, line: str, cell: str) -> Any:  # noqa: D401 - the help text is the docstring
         """Measure this cell with a live panel.
 
-        Usage: %%carbon [--name N] [--budget 5g|0.2kWh] [--on-exceed warn|stop] [--quiet]
+        Usage: %%carbon [--name N] [--budget 5g|0.2kWh] [--on-exceed warn|stop] [--predict]
+                        [--quiet]
 
           --name, -n       a name for the cell in reports
           --budget, -b     a limit: grams CO2e (mg, g, kg, t) or energy (J, kJ, Wh, kWh, MWh)
           --on-exceed      warn (default): mark the panel and print once;
                            stop: interrupt the cell and record "stopped by budget"
+          --predict, -p    act on the budget as soon as the low end of the predicted total
+                           is over it (after 10 % of the work or 30 s); a stop is recorded
+                           as "stopped by budget (predicted)". Needs --budget.
           --quiet, -q      no panel; print a one-line summary at the end
+
+        While the cell runs a tqdm bar with a total (or calls carbon_magic.progress()),
+        the panel predicts its total at completion, with a range and an ETA.
 
         The cell runs in the notebook's namespace; its last expression's value is
         returned; errors are recorded, then re-raised.
@@ -328,28 +352,37 @@ class CarbonMagics(Magics, _SettingTraits):
                 budget = parse_budget(args.budget)
             except ValueError as error:
                 raise UsageError(str(error)) from None
+        if args.predict and budget is None:
+            raise UsageError(
+                "%%carbon: --predict acts on a budget: give --budget too, e.g. "
+                "--budget 5g --predict (the prediction itself is shown without any option)"
+            )
         code, last_expr = self._compile_cell(cell)
         name = args.name or first_line(cell) or "cell"
         run = self._start_live_run(name, args.name or "", budget, args.on_exceed, args.quiet)
+        if run is not None:
+            run.predict = args.predict
         status, error, result = "ok", None, None
         try:
             result = self._execute(code, last_expr)
         except BudgetExceeded:
-            status = "stopped by budget"
+            status = run.stop_status if run is not None else "stopped by budget"
         except KeyboardInterrupt as interrupt:
             stopped = run is not None and run.stopping
-            status, error = ("stopped by budget" if stopped else "interrupted"), interrupt
+            status, error = (run.stop_status if stopped else "interrupted"), interrupt
         except BaseException as failure:
             status, error = "error", failure
         finally:
             if run is not None:
                 run.deactivate()
             self._running_cell = None
+            self._forecast = None
         if run is not None:
             self._finish_live_run(run, cell, budget, status)
-        if status == "stopped by budget":
+        if status.startswith("stopped by budget"):
+            what = "predicted to be exceeded" if status.endswith("(predicted)") else "exceeded"
             raise BudgetExceeded(
-                f"carbon budget {budget.describe() if budget else ''} exceeded; cell stopped"
+                f"carbon budget {budget.describe() if budget else ''} {what}; cell stopped"
             ) from None
         if error is not None:
             raise error.with_traceback(error.__traceback__)
@@ -368,6 +401,7 @@ class CarbonMagics(Magics, _SettingTraits):
             use_widgets = not quiet and widgets_available(self.shell)
             panel = Panel(name, use_widgets)
             run = _LiveRun(self, window, budget, on_exceed, panel, explicit_name)
+            self._forecast = run.forecast
             run.show()
             tracker.add_listener(run.on_tick)
             return run
@@ -510,12 +544,26 @@ class _LiveRun:
         self.panel = panel
         self.exceeded = False
         self.stopping = False
+        self.predict = False  # act on the predicted total (--predict)
+        self.predicted_over = False  # the predicted total's low end is over the budget
+        self.predicted_on: Prediction | None = None  # the prediction that went over
+        self.predicted_text = ""
+        self.forecast = CellForecast(window.started_at.timestamp())
         self.explicit_name = explicit_name
         self._active = True
         self._active_lock = threading.Lock()
         self.hint = _hint(magics.tracker)
 
-    def _render(self, m: Measurement, state: str) -> tuple[str, str]:
+    @property
+    def stop_status(self) -> str:
+        """The status of a cell this run's budget stopped."""
+        if self.predicted_over and not self.exceeded:
+            return "stopped by budget (predicted)"
+        return "stopped by budget"
+
+    def _render(
+        self, m: Measurement, state: str, prediction: Prediction | None = None
+    ) -> tuple[str, str]:
         note = None
         budget_text = None
         if self.budget is not None:
@@ -527,9 +575,23 @@ class _LiveRun:
                     if self.on_exceed == "stop"
                     else "budget exceeded"
                 )
+            elif self.predicted_over:
+                note = "budget predicted to be exceeded" + (
+                    ": stopping the cell" if self.on_exceed == "stop" else ""
+                )
         watts = self.magics.tracker.live_watts()
+        line = prediction.panel_line() if prediction is not None else None
         return (
-            panel_html(m, watts, state, budget_text, note, self.hint, title=self.window.name),
+            panel_html(
+                m,
+                watts,
+                state,
+                budget_text,
+                note,
+                self.hint,
+                title=self.window.name,
+                prediction=line,
+            ),
             text_summary(m, note, title=self.window.name),
         )
 
@@ -541,16 +603,43 @@ class _LiveRun:
 
     def on_tick(self, reading: LiveReading) -> None:
         m = self.magics.tracker.peek(self.window)
-        if self.budget is not None and not self.exceeded and self.budget.exceeded(m):
-            self.exceeded = True
-            if self.on_exceed == "stop":
+        prediction = self._predict(m)
+        if self.budget is not None and not self.exceeded and self._over_budget(m, prediction):
+            if self.on_exceed == "stop" and not self.stopping:
                 with self._active_lock:
                     if self._active:  # never interrupt what follows the cell
                         self.stopping = True
                         import _thread
 
                         _thread.interrupt_main()
-        self.panel.update(*self._render(m, "running"))
+        self.panel.update(*self._render(m, "running", prediction))
+
+    def _predict(self, m: Measurement) -> Prediction | None:
+        """The cell's predicted total from its progress; a fault here only loses the
+        prediction (reported once), never the panel or the budget."""
+        try:
+            return self.forecast.update(lambda: m)
+        except Exception as error:
+            self.magics.tracker._notice(f"progress prediction failed: {error!r}")
+            return None
+
+    def _over_budget(self, m: Measurement, prediction: Prediction | None) -> bool:
+        """Mark and report whether the budget is spent, or (``--predict``) predicted to
+        be: the predicted total's low end is over it."""
+        assert self.budget is not None
+        if self.budget.exceeded(m):
+            self.exceeded = True
+            return True
+        if (
+            self.predict
+            and not self.predicted_over
+            and prediction is not None
+            and self.budget.predicted_exceeded(prediction)
+        ):
+            self.predicted_over = True
+            self.predicted_on = prediction
+            self.predicted_text = self.budget.describe_prediction(prediction)
+        return self.predicted_over
 
     def deactivate(self) -> None:
         """The cell's code is done (main thread): no budget interrupt from now on, and
@@ -567,10 +656,20 @@ class _LiveRun:
     def finish(self, m: Measurement, status: str) -> None:
         if self.budget is not None and self.budget.exceeded(m):
             self.exceeded = True
-        html_text, text = self._render(m, status)
+        # A cell stopped on its prediction keeps the prediction it was stopped on.
+        last = self.predicted_on if status.endswith("(predicted)") else None
+        html_text, text = self._render(m, status, last)
         self.panel.finish(html_text, text)
-        if self.exceeded and self.on_exceed == "warn" and self.panel.use_widgets:
+        if self.on_exceed != "warn" or not self.panel.use_widgets:
+            return
+        if self.exceeded:
             print(f"carbon budget {self.budget.describe()} exceeded: {text}", file=sys.stdout)
+        elif self.predicted_over:
+            print(
+                f"carbon budget {self.budget.describe()} predicted to be exceeded "
+                f"({self.predicted_text}): {text}",
+                file=sys.stdout,
+            )
 
 
 def _hint(tracker: Tracker) -> str | None:

@@ -39,9 +39,11 @@ def panel_html(
     note: str | None = None,
     hint: str | None = None,
     title: str | None = None,
+    prediction: str | None = None,
 ) -> str:
     """The panel's HTML for a window so far (``state``: running or the final status);
-    ``title`` defaults to the measurement's name."""
+    ``title`` defaults to the measurement's name; ``prediction`` is the line predicting
+    the total at completion, shown under the emissions."""
     colour = _COLOURS["warning" if note else ("ok" if state in ("running", "ok") else "error")]
     watts_text = " · ".join(f"{name.upper()} {format_watts(w)}" for name, w in watts.items())
     total_w = sum(watts.values())
@@ -81,6 +83,9 @@ def panel_html(
             + f" · {html.escape(m.mode)} mode",
         ),
     ]
+    if prediction:
+        at = next(i for i, (cls, _) in enumerate(rows) if cls == "cm-emissions") + 1
+        rows.insert(at, ("cm-prediction", html.escape(prediction)))
     if budget_text:
         rows.append(("cm-budget", html.escape(budget_text)))
     if note:

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from carbon_magic import ledger
 
@@ -67,6 +68,9 @@ class Heartbeat:
     tracker_state: str
     running_cell: str | None
     running_cell_started_at: float | None
+    # The running cell's predicted total at completion: {"fraction": 0..1, "emissions_g",
+    # "emissions_range_g": [low, high], "eta_s"}, or None.
+    prediction: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -166,8 +170,10 @@ _SESSION_COLUMNS = (
 _HEARTBEAT_COLUMNS = (
     "h.at, h.cpu_w, h.gpu_w, h.ram_w, h.energy_kwh, h.emissions_g, h.emissions_low_g, "
     "h.emissions_high_g, h.embodied_g, h.intensity_g_per_kwh, h.intensity_source, "
-    "h.tracker_state, h.running_cell, h.running_cell_started_at"
+    "h.tracker_state, h.running_cell, h.running_cell_started_at, h.prediction_json"
 )
+# Ledgers from before schema version 2 have no prediction column.
+_HEARTBEAT_COLUMNS_V1 = _HEARTBEAT_COLUMNS.replace("h.prediction_json", "NULL")
 _TOTALS_SUMS = (
     "TOTAL(energy_kwh), TOTAL(emissions_g), TOTAL(emissions_low_g), "
     "TOTAL(emissions_high_g), TOTAL(embodied_g)"
@@ -183,10 +189,11 @@ _KERNEL_LATEST_SESSION = f"""
 SELECT {_SESSION_COLUMNS} FROM sessions AS s
 WHERE s.kernel_id = ? ORDER BY s.started_at DESC, s.id DESC LIMIT 1
 """
-_SESSION_LATEST_HEARTBEAT = f"""
-SELECT {_HEARTBEAT_COLUMNS} FROM heartbeats AS h
+_SESSION_LATEST_HEARTBEAT_SQL = """
+SELECT {columns} FROM heartbeats AS h
 WHERE h.session_id = ? ORDER BY h.at DESC LIMIT 1
 """
+_SESSION_LATEST_HEARTBEAT = _SESSION_LATEST_HEARTBEAT_SQL.format(columns=_HEARTBEAT_COLUMNS)
 _MAX_CELL_ID = "SELECT MAX(id) FROM cells"
 # Cell counts and sums per session: of the cells added after a known id (a range of the
 # primary key), of the cells started since a day start (cells_started), and of both
@@ -202,10 +209,16 @@ SELECT session_id, COUNT(*), {_TOTALS_SUMS} FROM cells WHERE id > ? AND +started
 GROUP BY +session_id
 """
 
-_ALL_SESSIONS = f"""
-SELECT {_SESSION_COLUMNS}, {_HEARTBEAT_COLUMNS}
+_ALL_SESSIONS_SQL = f"""
+SELECT {_SESSION_COLUMNS}, {{columns}}
 FROM sessions AS s LEFT JOIN heartbeats AS h ON h.id = {_LATEST_HEARTBEAT}
 """
+_ALL_SESSIONS = _ALL_SESSIONS_SQL.format(columns=_HEARTBEAT_COLUMNS)
+# The same two queries for ledgers from before schema version 2 (no prediction column).
+_V1_QUERIES = (
+    _SESSION_LATEST_HEARTBEAT_SQL.format(columns=_HEARTBEAT_COLUMNS_V1),
+    _ALL_SESSIONS_SQL.format(columns=_HEARTBEAT_COLUMNS_V1),
+)
 # Running totals at the last heartbeat before the day started, for sessions alive then.
 _DAY_BASELINES = f"""
 SELECT s.id, h.energy_kwh, h.emissions_g, h.emissions_low_g, h.emissions_high_g, h.embodied_g
@@ -249,7 +262,22 @@ def _heartbeat(row: sqlite3.Row | tuple) -> Heartbeat | None:
         tracker_state=row[11],
         running_cell=row[12],
         running_cell_started_at=row[13],
+        prediction=_prediction(row[14] if len(row) > 14 else None),
     )
+
+
+def _prediction(text: str | None) -> dict[str, Any] | None:
+    """A heartbeat's prediction JSON, or None when absent or not the expected shape."""
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    keys = {"fraction", "emissions_g", "emissions_range_g", "eta_s"}
+    if not isinstance(value, dict) or not keys <= value.keys():
+        return None
+    return {key: value[key] for key in ("fraction", "emissions_g", "emissions_range_g", "eta_s")}
 
 
 class LedgerReader:
@@ -273,6 +301,7 @@ class LedgerReader:
         self._local.identity = None
         self._local.all_cells = CellSums()
         self._local.cells_by_day = {}
+        self._local.has_prediction_column = False
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -292,7 +321,20 @@ class LedgerReader:
             connection.isolation_level = None  # explicit read transactions below
             self._local.connection = connection
             self._local.identity = identity
+            self._local.has_prediction_column = False
         return connection
+
+    def _heartbeat_queries(self, connection: sqlite3.Connection) -> tuple[str, str]:
+        """(latest heartbeat of a session, every session with its latest heartbeat) for
+        the columns this file has. A column once there stays there; until then it is
+        looked for again, as a kernel may migrate the file meanwhile."""
+        if getattr(self._local, "has_prediction_column", None):
+            return _SESSION_LATEST_HEARTBEAT, _ALL_SESSIONS
+        names = {row[1] for row in connection.execute("PRAGMA table_info(heartbeats)")}
+        if "prediction_json" in names:
+            self._local.has_prediction_column = True
+            return _SESSION_LATEST_HEARTBEAT, _ALL_SESSIONS
+        return _V1_QUERIES
 
     def _cell_sums(
         self, connection: sqlite3.Connection, day_start: float | None = None
@@ -341,7 +383,7 @@ class LedgerReader:
                 return None
             session = _session(row)
             heartbeat = _heartbeat(
-                connection.execute(_SESSION_LATEST_HEARTBEAT, (session.id,)).fetchone()
+                connection.execute(self._heartbeat_queries(connection)[0], (session.id,)).fetchone()
             )
             n_cells, cell_totals = self._cell_sums(connection).get(session.id)
         if heartbeat is not None:
@@ -362,7 +404,7 @@ class LedgerReader:
         """
         result = LedgerSnapshot(now=now, day_start=day_start)
         with self._snapshot() as connection:
-            rows = connection.execute(_ALL_SESSIONS).fetchall()
+            rows = connection.execute(self._heartbeat_queries(connection)[1]).fetchall()
             baselines = {
                 row[0]: Totals(*row[1:])
                 for row in connection.execute(_DAY_BASELINES, {"day_start": day_start})

@@ -65,6 +65,16 @@ def intensity_json(figures: SessionFigures) -> dict[str, Any]:
     return {"g_per_kwh": source.intensity_g_per_kwh, "source": source.intensity_source}
 
 
+def prediction_json(figures: SessionFigures) -> dict[str, Any] | None:
+    """The running cell's predicted total at completion, from the latest heartbeat:
+    ``{"fraction": 0..1, "emissions_g": g, "emissions_range_g": [low, high], "eta_s": s}``
+    (grams CO2e, seconds); None when no cell is running or it has no progress to follow."""
+    heartbeat = figures.heartbeat
+    if heartbeat is None or heartbeat.running_cell is None or figures.tracker_state != "running":
+        return None
+    return heartbeat.prediction
+
+
 def kernel_json(
     kernel_id: str,
     figures: SessionFigures,
@@ -92,6 +102,7 @@ def kernel_json(
             "n_cells": figures.n_cells,
         },
         "intensity": intensity_json(figures),
+        "prediction": prediction_json(figures),
         "heartbeat": None
         if heartbeat is None
         else {
