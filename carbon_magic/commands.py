@@ -20,9 +20,9 @@ if TYPE_CHECKING:
 
 
 def _parser(prog: str) -> Any:
-    from carbon_magic.magics import _ArgumentParser
+    from carbon_magic.argparsing import ArgumentParser
 
-    return _ArgumentParser(prog=f"%carbon {prog}", add_help=False)
+    return ArgumentParser(prog=f"%carbon {prog}", add_help=False)
 
 
 def _no_arguments(name: str, args: list[str]) -> None:
@@ -65,9 +65,9 @@ def status_lines(magics: CarbonMagics) -> list[str]:
     provider = getattr(tracker, "intensity_provider", None)
     if provider is not None:
         lines.append(f"  provider: {provider.status()}")
-    from carbon_magic.magics import _hint
+    from carbon_magic.cell_runner import carbon_aware_hint
 
-    hint = _hint(tracker)
+    hint = carbon_aware_hint(tracker)
     if hint:
         lines.append(f"  {hint}")
     lines.append(f"PUE: {pue:g} ({pue_source})")
