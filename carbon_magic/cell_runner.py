@@ -219,9 +219,9 @@ def _run_sync(
     run = _begin(magics, options, cell)
     status, error, result = "ok", None, None
     stop = run.stop if run is not None else None
-    if stop is not None:
-        stop.arm()
     try:
+        if stop is not None:
+            stop.arm()
         try:
             namespace = magics.shell.user_ns
             exec(compiled.body, namespace)
@@ -237,7 +237,8 @@ def _run_sync(
         if stop is not None:
             run.stopped_at = time.monotonic()  # type: ignore[union-attr]
             stop.disarm()
-    except BudgetExceeded:  # the stop landed as the code finished: the code is done
+    except BudgetExceeded:  # the stop landed just before or after the code
+        status, error, result = STOPPED, None, None
         if stop is not None:
             stop.disarm()
     _end(magics, run, cell, status)
@@ -409,10 +410,10 @@ class LiveRun:
     def on_tick(self, reading: LiveReading) -> None:
         """Tracker listener: check the budget, update the panel."""
         m = self.magics.tracker.peek(self.window)
-        if self.budget is not None and not self.exceeded and self.budget.exceeded(m):
+        if self.budget is not None and self.budget.exceeded(m):
             self.exceeded = True
-            if self.stop is not None:
-                self.stop.fire()
+            if self.stop is not None and not self.stop.fired:
+                self.stop.fire()  # not yet armed: tried again on the next tick
         self.panel.update(*self._render(m, "running"))
 
     def budget_record(self, m: Measurement) -> str | None:

@@ -110,3 +110,23 @@ def test_a_late_stop_is_absorbed_and_other_interrupts_pass_through():
         finally:
             stop.disarm()
     assert not isinstance(raised.value, BudgetExceeded)
+
+
+def test_a_stop_racing_the_end_of_the_code_never_lands_after_disarm():
+    for attempt in range(40):
+        stop = BudgetStop()
+        timer = None
+        try:
+            stop.arm()
+            timer = _fire_after(stop, 0.001 * (attempt % 4))
+            try:
+                time.sleep(0.001 * (attempt % 3))
+            except BudgetExceeded:
+                pass
+            stop.disarm()
+        except BudgetExceeded:  # landed between the code and disarm
+            stop.disarm()
+        if timer is not None:
+            timer.join()
+        time.sleep(0.005)  # nothing arrives after disarm
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -1,6 +1,7 @@
 """%%carbon cells behave like plain cells, and the faults of bad input, in real kernels."""
 
 import os
+import time
 
 import pytest
 
@@ -206,3 +207,17 @@ def test_a_fault_on_the_cells_path_is_one_line_once(kernel):
     lines = [line for line in first.text.splitlines() if "end broke" in line]
     assert len(lines) == 1 and "%%carbon recording failed" in lines[0]
     assert "end broke" not in second.text
+
+
+def test_budget_stops_an_awaiting_cell(kernel, ledger_path):
+    started = time.monotonic()
+    run = kernel.execute(
+        "%%carbon --quiet --name async-capped --budget 0.01J --on-exceed stop\n"
+        "import asyncio\nawait asyncio.sleep(30)",
+        timeout=60,
+    )
+    assert time.monotonic() - started < 8
+    assert run.error["ename"] == "BudgetExceeded", run.text
+    assert kernel.execute("import asyncio\nawait asyncio.sleep(0.1)\n6 * 7").result == "42"
+    row = _rows(ledger_path, name="async-capped")[0]
+    assert row["status"] == "stopped by budget" and "exceeded" in row["budget"]
