@@ -220,28 +220,30 @@ def _run_sync(
     status, error, result = "ok", None, None
     stop = run.stop if run is not None else None
     try:
-        if stop is not None:
-            stop.arm()
         try:
-            namespace = magics.shell.user_ns
-            exec(compiled.body, namespace)
-            if compiled.last_expr is not None:
-                result = eval(compiled.last_expr, namespace)
-        except BudgetExceeded:
-            status = STOPPED
-        except KeyboardInterrupt as interrupt:
-            stopped = stop is not None and stop.fired
-            status, error = (STOPPED if stopped else "interrupted"), interrupt
-        except BaseException as failure:
-            status, error = "error", failure
-        if stop is not None:
-            run.stopped_at = time.monotonic()  # type: ignore[union-attr]
-            stop.disarm()
-    except BudgetExceeded:  # the stop landed just before or after the code
-        status, error, result = STOPPED, None, None
-        if stop is not None:
-            stop.disarm()
-    _end(magics, run, cell, status)
+            if stop is not None:
+                stop.arm()
+            try:
+                namespace = magics.shell.user_ns
+                exec(compiled.body, namespace)
+                if compiled.last_expr is not None:
+                    result = eval(compiled.last_expr, namespace)
+            except BudgetExceeded:
+                status = STOPPED
+            except KeyboardInterrupt as interrupt:
+                stopped = stop is not None and stop.fired
+                status, error = (STOPPED if stopped else "interrupted"), interrupt
+            except BaseException as failure:
+                status, error = "error", failure
+            if stop is not None:
+                run.stopped_at = time.monotonic()  # type: ignore[union-attr]
+                stop.disarm()
+        except BudgetExceeded:  # the stop landed just before or after the code
+            status, error, result = STOPPED, None, None
+            if stop is not None:
+                stop.disarm()
+    finally:
+        _end(magics, run, cell, status)  # always, so nesting and the heartbeat stay right
     return result if not compiled.quiet else None, status, error, options
 
 
@@ -253,34 +255,36 @@ async def _run(
     status, error, result = "ok", None, None
     stop = run.stop if run is not None else None
     task = asyncio.current_task()
-    if stop is not None and task is not None:
-        stop.arm(task)
     try:
-        namespace = magics.shell.user_ns
-        value = eval(compiled.body, namespace)
-        if inspect.isawaitable(value):
-            await value
-        if compiled.last_expr is not None:
-            result = eval(compiled.last_expr, namespace)
-            if compiled.last_expr.co_flags & inspect.CO_COROUTINE:
-                result = await result
-    except asyncio.CancelledError as cancelled:
-        if stop is not None and stop.fired:
-            if task is not None and hasattr(task, "uncancel"):
-                task.uncancel()
+        if stop is not None and task is not None:
+            stop.arm(task)
+        try:
+            namespace = magics.shell.user_ns
+            value = eval(compiled.body, namespace)
+            if inspect.isawaitable(value):
+                await value
+            if compiled.last_expr is not None:
+                result = eval(compiled.last_expr, namespace)
+                if compiled.last_expr.co_flags & inspect.CO_COROUTINE:
+                    result = await result
+        except asyncio.CancelledError as cancelled:
+            if stop is not None and stop.fired:
+                if task is not None and hasattr(task, "uncancel"):
+                    task.uncancel()
+                status = STOPPED
+            else:
+                status, error = "interrupted", cancelled
+        except BudgetExceeded:
             status = STOPPED
-        else:
-            status, error = "interrupted", cancelled
-    except BudgetExceeded:
-        status = STOPPED
-    except KeyboardInterrupt as interrupt:
-        status, error = "interrupted", interrupt
-    except BaseException as failure:
-        status, error = "error", failure
-    if stop is not None:
-        run.stopped_at = time.monotonic()  # type: ignore[union-attr]
-        stop.disarm()
-    _end(magics, run, cell, status)
+        except KeyboardInterrupt as interrupt:
+            status, error = "interrupted", interrupt
+        except BaseException as failure:
+            status, error = "error", failure
+        if stop is not None:
+            run.stopped_at = time.monotonic()  # type: ignore[union-attr]
+            stop.disarm()
+    finally:
+        _end(magics, run, cell, status)
     return _finish(result if not compiled.quiet else None, status, error, options)
 
 
@@ -321,6 +325,8 @@ def _end(magics: CarbonMagics, run: LiveRun | None, cell: str, status: str) -> N
     if run is None:
         return
     tracker = magics.tracker
+    if not run.nested:
+        magics.set_running_cell(None)
     try:
         tracker.remove_listener(run.on_tick)
         m = tracker.end(run.window)
@@ -330,7 +336,6 @@ def _end(magics: CarbonMagics, run: LiveRun | None, cell: str, status: str) -> N
         m.source = first_line(cell)
         m.status = status
         if not run.nested:
-            magics.set_running_cell(None)
             magics.record(m, via="magic", budget=run.budget_record(m))
         run.finish(m, status)
     except Exception as failure:

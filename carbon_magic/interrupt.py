@@ -87,15 +87,21 @@ class BudgetStop:
             self._fired = True
             self.fired_at = time.monotonic()
         if self.method == "cancel":
-            assert self._loop is not None and self._task is not None
-            self._loop.call_soon_threadsafe(self._task.cancel)
-            self._taken.set()
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(self._cancel_if_active)
         elif self.method == "signal":
             assert self._main_ident is not None
             signal.pthread_kill(self._main_ident, signal.SIGINT)
         else:
             _thread.interrupt_main()
         return True
+
+    def _cancel_if_active(self) -> None:
+        """In the task's event loop: cancel the cell's task unless its code is done (a
+        cancel landing after it would hit the kernel's own code instead)."""
+        self._taken.set()
+        if self._active and self._task is not None:
+            self._task.cancel()
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self._fired and not self._taken.is_set():
