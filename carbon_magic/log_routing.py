@@ -5,13 +5,17 @@ In a kernel, ipykernel points file descriptor 2 at a pipe whose contents it forw
 the running cell, so even ``sys.__stderr__`` ends up in a notebook. Its ``sys.stderr``
 keeps a copy of the real descriptor (``sys.stderr.fileno()``, which ipykernel uses for
 its own log); the handler writes there. Faults a cell's own code path meets are also
-shown in that cell, once and on one line (``show_in_cell``).
+shown in that cell, once and on one line (``show_in_cell``). The package's own warning
+categories (the ledger's) go the same way (``route_warnings``): to the log, and one line
+in the cell when they are raised on the main thread, never into another cell.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import threading
+import warnings
 from typing import IO, Any
 
 LOGGER_NAME = "carbon_magic"
@@ -57,3 +61,31 @@ def show_in_cell(message: str) -> None:
         print(f"carbon_magic: {first} (details: %carbon status)", file=sys.stderr)
     except Exception:
         pass
+
+
+def route_warnings(category: type[Warning]) -> None:
+    """Show warnings of ``category`` (and its subclasses) through the package's log
+    instead of the running cell's output; on the main thread also as one line in the
+    cell. Other warnings are shown as before. Idempotent per category."""
+    previous = warnings.showwarning
+    routed = getattr(previous, _MARK, ())
+    if category in routed:
+        return
+
+    def showwarning(
+        message: Warning | str,
+        warning_category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: Any = None,
+        line: str | None = None,
+    ) -> None:
+        if file is None and issubclass(warning_category, category):
+            logging.getLogger(LOGGER_NAME).warning("%s", message)
+            if threading.current_thread() is threading.main_thread():
+                show_in_cell(str(message))
+            return
+        previous(message, warning_category, filename, lineno, file, line)
+
+    setattr(showwarning, _MARK, (*routed, category))
+    warnings.showwarning = showwarning

@@ -25,7 +25,7 @@ from carbon_magic import cell_runner
 from carbon_magic.argparsing import ArgumentParser, split_words
 from carbon_magic.cell_runner import CARBON_CELL, CellTransformer, first_line
 from carbon_magic.interrupt import BudgetExceeded
-from carbon_magic.log_routing import route_log_messages, show_in_cell
+from carbon_magic.log_routing import route_log_messages, route_warnings, show_in_cell
 from carbon_magic.measurement import Measurement
 from carbon_magic.settings import SPECS, parse_setting
 from carbon_magic.tracker import LiveReading, Tracker, Window, get_tracker
@@ -408,6 +408,9 @@ def load(ipython: Any) -> None:
     if _state.get("shell") is ipython:
         return  # loaded already: never a second tracker, never double events
     route_log_messages()
+    from carbon_magic.ledger import LedgerWarning
+
+    route_warnings(LedgerWarning)
     try:
         tracker = get_tracker()
         if not tracker.running:

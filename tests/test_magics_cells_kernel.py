@@ -221,3 +221,19 @@ def test_budget_stops_an_awaiting_cell(kernel, ledger_path):
     assert kernel.execute("import asyncio\nawait asyncio.sleep(0.1)\n6 * 7").result == "42"
     row = _rows(ledger_path, name="async-capped")[0]
     assert row["status"] == "stopped by budget" and "exceeded" in row["budget"]
+
+
+def test_ledger_warnings_go_to_the_log_and_one_line_in_their_own_cell(kernel):
+    setup = (
+        "import threading, time, warnings\nfrom carbon_magic.ledger import LedgerWarning\n"
+        "def _warn(text):\n    warnings.warn(text, LedgerWarning)\n"
+    )
+    kernel.execute(setup)
+    other = kernel.execute(
+        "t = threading.Thread(target=_warn, args=('ledger busy in the background',))\n"
+        "t.start(); t.join(); time.sleep(0.5)"
+    )
+    assert "ledger busy" not in other.text
+    own = kernel.execute("_warn('ledger broke while recording'); time.sleep(0.3)")
+    lines = [line for line in own.text.splitlines() if "ledger broke" in line]
+    assert len(lines) == 1 and "warnings.warn" not in own.text, own.text
