@@ -292,11 +292,15 @@ class CarbonMagics(Magics, _SettingTraits):
           --name, -n       a name for the cell in reports
           --budget, -b     a limit: grams CO2e (mg, g, kg, t) or energy (J, kJ, Wh, kWh, MWh)
           --on-exceed      warn (default): mark the panel and print once;
-                           stop: interrupt the cell and record "stopped by budget"
+                           stop: interrupt the cell (a SIGINT, as a kernel interrupt:
+                           sleeps and I/O end too; a native call ends first) and
+                           record "stopped by budget" and how far over it ran
           --quiet, -q      no panel; print a one-line summary at the end
 
-        The cell runs in the notebook's namespace; its last expression's value is
-        returned; errors are recorded, then re-raised.
+        The cell runs like a plain cell, in the notebook's namespace: its last
+        expression's value is returned (a trailing ; hides it), top-level await works,
+        a syntax error shows with the cell's own line numbers; errors are recorded,
+        then re-raised. Nested %%carbon cells are recorded once, by the outermost.
         """
         __tracebackhide__ = True  # noqa: F841 - IPython hides this frame in tracebacks
         return cell_runner.run_cell(self, line, cell)
