@@ -8,6 +8,7 @@ never turns its characters elsewhere in the cell into ``***``.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from functools import cache
 
 from carbon_magic.settings import ENV_PREFIX, SPECS
@@ -47,3 +48,16 @@ def redact_secrets(source: str) -> str:
     if not source:
         return source
     return _pattern().sub(_mask, source)
+
+
+def mask_values(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with each whole occurrence of a secret value replaced by ``***``.
+
+    An occurrence counts only where it is not part of a longer word (letters, digits,
+    ``_``, ``-`` on either side), so the token ``t`` masks ``token=t`` but leaves "not"
+    alone. Empty secrets are ignored.
+    """
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        pattern = rf"(?<![\w-]){re.escape(secret)}(?![\w-])"
+        text = re.sub(pattern, MASK, text)
+    return text

@@ -130,3 +130,15 @@ def test_a_stop_racing_the_end_of_the_code_never_lands_after_disarm():
             timer.join()
         time.sleep(0.005)  # nothing arrives after disarm
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_secret_values_are_masked_as_whole_words_only():
+    from carbon_magic.redact import mask_values
+
+    text = "Electricity Maps FR: could not be reached (GET /v3?auth-token=t, token t)"
+    assert mask_values(text, ["t"]) == (
+        "Electricity Maps FR: could not be reached (GET /v3?auth-token=***, token ***)"
+    )
+    assert mask_values("key abc123def in abc123defg", ["abc123def", ""]) == (
+        "key *** in abc123defg"
+    )
