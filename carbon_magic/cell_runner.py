@@ -168,6 +168,12 @@ class CellTransformer:
         self.shell = shell
 
     def __call__(self, lines: list[str]) -> list[str]:
+        try:
+            return self._transform(lines)
+        except Exception:  # it sees every cell: a fault here must never break one
+            return lines
+
+    def _transform(self, lines: list[str]) -> list[str]:
         if not lines or not CARBON_CELL.match(lines[0]):
             return lines
         line = lines[0].strip()[len("%%carbon") :].strip()
