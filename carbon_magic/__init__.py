@@ -63,10 +63,13 @@ def progress(fraction: float) -> None:
 def configure(**settings: Any) -> dict[str, Any]:
     """Change settings, e.g. ``configure(pue=1.2, country="FR")``.
 
-    Every value is validated first; a bad one raises ``ValueError`` naming the valid
-    range or choices, and nothing changes. Returns the parsed values.
+    Every value is validated first; a bad one (or values that conflict, such as
+    ``cpu_idle_w`` above ``cpu_max_w``) raises ``ValueError`` naming the valid range or
+    choices, and nothing changes. Returns the parsed values, secrets masked.
     """
-    return get_tracker().settings.update(**settings)
+    from carbon_magic.settings import mask_secrets
+
+    return mask_secrets(get_tracker().settings.update(**settings))
 
 
 def current_settings() -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
 
 _GRAM_UNITS = {"mg": 1e-3, "g": 1.0, "kg": 1e3, "t": 1e6}
 _KWH_UNITS = {"j": 1 / 3.6e6, "kj": 1 / 3.6e3, "wh": 1e-3, "kwh": 1.0, "mwh": 1e3}
-_PATTERN = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[-+]?[0-9]+)?)\s*([a-z]+)\s*$", re.IGNORECASE)
+_PATTERN = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+(?:e[-+]?[0-9]+)?)\s*([a-z]+)\s*$", re.IGNORECASE)
 # A prediction may stop or warn only once it has this much to go on: 10 % of the work
 # done, or 30 s of the cell (whichever comes first).
 PREDICT_MIN_FRACTION = 0.1
@@ -71,13 +72,39 @@ class Budget:
 
 
 def parse_budget(text: str) -> Budget:
-    """Parse ``5g``, ``0.5 kg``, ``0.2kWh``, ``150Wh``…; ``ValueError`` names the forms."""
+    """Parse ``5g``, ``0.5 kg``, ``0.2kWh``, ``150Wh``…; ``ValueError`` names the forms.
+
+    The amount must be finite and above zero (``-5g``, ``0g`` and ``1e400kWh`` are not
+    budgets).
+    """
     match = _PATTERN.match(text or "")
     if not match:
         raise ValueError(f"bad budget {text!r}: expected {ACCEPTED}")
     value, unit = float(match.group(1)), match.group(2).lower()
     if unit in _GRAM_UNITS:
-        return Budget(text.strip(), grams=value * _GRAM_UNITS[unit])
+        grams = value * _GRAM_UNITS[unit]
+        _check_amount(text, grams)
+        return Budget(text.strip(), grams=grams)
     if unit in _KWH_UNITS:
-        return Budget(text.strip(), kwh=value * _KWH_UNITS[unit])
+        kwh = value * _KWH_UNITS[unit]
+        _check_amount(text, kwh)
+        return Budget(text.strip(), kwh=kwh)
     raise ValueError(f"bad budget unit {match.group(2)!r}: expected {ACCEPTED}")
+
+
+def _check_amount(text: str, amount: float) -> None:
+    if not math.isfinite(amount) or amount <= 0:
+        raise ValueError(
+            f"bad budget {text.strip()!r}: the amount must be finite and above 0; "
+            f"expected {ACCEPTED}"
+        )
+
+
+def overshoot_note(budget: Budget, m: Measurement, stop_latency_s: float | None) -> str:
+    """What a record keeps of an exceeded budget: the budget text, how much of it the
+    cell used and, when it was stopped, how long after exceeding it the cell stopped
+    (native calls that ignore signals, such as a BLAS call, run on until they return)."""
+    note = f"{budget.text} (exceeded: {budget.used_fraction(m):.0%} used"
+    if stop_latency_s is not None:
+        note += f"; stopped {stop_latency_s:.2f} s after"
+    return note + ")"

@@ -20,9 +20,9 @@ if TYPE_CHECKING:
 
 
 def _parser(prog: str) -> Any:
-    from carbon_magic.magics import _ArgumentParser
+    from carbon_magic.argparsing import ArgumentParser
 
-    return _ArgumentParser(prog=f"%carbon {prog}", add_help=False)
+    return ArgumentParser(prog=f"%carbon {prog}", add_help=False)
 
 
 def _no_arguments(name: str, args: list[str]) -> None:
@@ -65,9 +65,9 @@ def status_lines(magics: CarbonMagics) -> list[str]:
     provider = getattr(tracker, "intensity_provider", None)
     if provider is not None:
         lines.append(f"  provider: {provider.status()}")
-    from carbon_magic.magics import _hint
+    from carbon_magic.cell_runner import carbon_aware_hint
 
-    hint = _hint(tracker)
+    hint = carbon_aware_hint(tracker)
     if hint:
         lines.append(f"  {hint}")
     lines.append(f"PUE: {pue:g} ({pue_source})")
@@ -230,9 +230,40 @@ def cmd_plot(magics: CarbonMagics, args: list[str]) -> Any:
     parser.add_argument("--save")
     options = parser.parse_args(args)
     rows = _rows(magics)
-    figure = report.plot_session(magics.tracker.timeline.points(), rows, save=options.save)
+    if options.save is not None:
+        _check_save_path(options.save)
+    try:
+        figure = report.plot_session(magics.tracker.timeline.points(), rows, save=options.save)
+    except (OSError, ValueError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise UsageError(f"%carbon plot: cannot save {options.save}: {reason}") from None
     _ensure_figure_display(magics.shell)
     return figure
+
+
+def _check_save_path(path: str) -> None:
+    """A one-line ``UsageError`` for a ``--save`` path that cannot be written: a missing
+    folder, a folder itself, or a file type matplotlib cannot write."""
+    from pathlib import Path
+
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise UsageError(
+            f"%carbon plot: --save {path} is a folder; give a file name, e.g. plot.png"
+        )
+    if not target.parent.is_dir():
+        raise UsageError(
+            f"%carbon plot: cannot save {path}: the folder {target.parent} does not exist"
+        )
+    kinds = FigureCanvasBase.get_supported_filetypes()
+    suffix = target.suffix.lstrip(".").lower()
+    if suffix not in kinds:
+        raise UsageError(
+            f"%carbon plot: cannot save {path}: unknown file type {target.suffix or '(none)'}; "
+            f"valid: {', '.join(sorted(kinds))}"
+        )
 
 
 def _ensure_figure_display(shell: Any) -> None:
@@ -270,6 +301,11 @@ def cmd_export(magics: CarbonMagics, args: list[str]) -> Any:
         )
     except (FileExistsError, ValueError) as error:
         raise UsageError(str(error)) from None
+    except OSError as error:
+        reason = error.strerror or str(error)
+        if options.path not in reason:
+            reason = f"cannot write {options.path}: {reason}"
+        raise UsageError(f"%carbon export: {reason}") from None
     print(f"wrote {len(rows)} records to {path} ({options.format})")
     return None
 

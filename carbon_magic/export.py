@@ -182,6 +182,11 @@ def _resolve_target(path: str | os.PathLike[str], fmt: str, force: bool) -> Path
     target = Path(path).expanduser()
     if target.is_dir():
         target = target / DEFAULT_FILE_NAMES[fmt]
+    if not target.parent.is_dir():
+        raise FileNotFoundError(
+            f"cannot write {target}: the folder {target.parent} does not exist "
+            "(create it, or give a path in an existing folder)"
+        )
     if target.exists() and not force:
         raise FileExistsError(f"{target} already exists; use --force to overwrite it")
     return target
@@ -198,6 +203,9 @@ def _write_atomically(target: Path, write: Any) -> None:
         with open(temp, "x", encoding="utf-8", newline="") as stream:
             write(stream)
         os.replace(temp, target)
+    except OSError as error:  # named by the path asked for, not the temporary file's
+        temp.unlink(missing_ok=True)
+        raise type(error)(error.errno, f"cannot write {target}: {error.strerror}") from None
     except BaseException:
         temp.unlink(missing_ok=True)
         raise

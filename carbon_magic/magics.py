@@ -7,15 +7,10 @@ reported once and the cell runs on.
 
 from __future__ import annotations
 
-import argparse
-import ast
-import functools
 import logging
 import os
 import re
-import shlex
 import socket
-import sys
 import threading
 import time
 import uuid
@@ -26,27 +21,29 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from traitlets import All, TraitError, TraitType, observe
 from traitlets.config import Configurable
 
-from carbon_magic.budget import Budget, parse_budget
+from carbon_magic import cell_runner
+from carbon_magic.argparsing import ArgumentParser, split_words
+from carbon_magic.cell_runner import CARBON_CELL, CellTransformer, first_line
+from carbon_magic.interrupt import BudgetExceeded
+from carbon_magic.log_routing import route_log_messages, route_warnings, show_in_cell
 from carbon_magic.measurement import Measurement
-from carbon_magic.panel import (
-    Panel,
-    panel_html,
-    prepare_spare_widget,
-    text_summary,
-    widgets_available,
-)
-from carbon_magic.prediction import CellForecast, Prediction
+from carbon_magic.prediction import CellForecast
 from carbon_magic.settings import SPECS, parse_setting
 from carbon_magic.tracker import LiveReading, Tracker, Window, get_tracker
 
 log = logging.getLogger("carbon_magic")
 
-_CARBON_CELL = re.compile(r"^\s*%%carbon\b")
+__all__ = [
+    "ArgumentParser",
+    "BudgetExceeded",
+    "CarbonMagics",
+    "current_magics",
+    "first_line",
+    "load",
+    "unload",
+]
+
 HEARTBEAT_MIN_S = 2.0  # heartbeat period is max(2 s, interval)
-
-
-class BudgetExceeded(KeyboardInterrupt):
-    """Raised in the main thread when ``--on-exceed stop`` interrupts a cell."""
 
 
 class SettingTrait(TraitType):
@@ -57,7 +54,11 @@ class SettingTrait(TraitType):
 
     def validate(self, obj: Any, value: Any) -> Any:
         try:
-            return parse_setting(self.name, value)
+            parsed = parse_setting(self.name, value)
+            settings = getattr(getattr(obj, "tracker", None), "settings", None)
+            if settings is not None and parsed is not None:
+                settings.check(**{self.name: parsed})  # against the other settings too
+            return parsed
         except ValueError as error:
             raise TraitError(str(error)) from None
 
@@ -72,35 +73,6 @@ def kernel_id_from_connection_file() -> str | None:
         return None
     match = re.match(r"kernel-(.+)\.json$", name)
     return match.group(1) if match else None
-
-
-def first_line(source: str, limit: int = 120) -> str:
-    """The first non-blank source line, shortened to ``limit`` characters."""
-    for line in source.splitlines():
-        if line.strip():
-            return line.strip()[:limit]
-    return ""
-
-
-class _ArgumentParser(argparse.ArgumentParser):
-    """argparse that raises ``UsageError`` instead of exiting the kernel."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message}\n{self.format_usage().strip()}")
-
-    def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
-        raise UsageError(message or self.format_usage())
-
-
-@functools.cache  # building an argparse parser costs more than a whole empty cell
-def _cell_parser() -> _ArgumentParser:
-    parser = _ArgumentParser(prog="%%carbon", add_help=False)
-    parser.add_argument("--name", "-n")
-    parser.add_argument("--budget", "-b")
-    parser.add_argument("--on-exceed", choices=("warn", "stop"), default="warn")
-    parser.add_argument("--quiet", "-q", action="store_true")
-    parser.add_argument("--predict", "-p", action="store_true")
-    return parser
 
 
 SUBCOMMANDS = (
@@ -154,7 +126,7 @@ class CarbonMagics(Magics, _SettingTraits):
         self.kernel_id = kernel_id_from_connection_file()
         self.notebook_path = os.environ.get("JPY_SESSION_NAME") or None
         self._cell: _CellRun | None = None
-        self._in_magic_cell = False
+        self._magic_depth = 0
         self._running_cell: tuple[str, float] | None = None
         # The running cell's prediction from its progress, for the heartbeats.
         self._forecast: CellForecast | None = None
@@ -171,7 +143,11 @@ class CarbonMagics(Magics, _SettingTraits):
         name = change["name"]
         if name not in SPECS or self._syncing or change["new"] is None:
             return
-        self.tracker.settings.update(**{name: change["new"]})
+        try:
+            self.tracker.settings.update(**{name: change["new"]})
+        except ValueError as error:  # refused (e.g. by the CPU model): the trait goes back
+            self._sync_traits_from_settings()
+            raise TraitError(str(error)) from None
 
     def _settings_changed(self, changed: dict[str, Any]) -> None:
         """Any change (``configure()``, ``%carbon config``, ``%config``) reaches the
@@ -246,22 +222,20 @@ class CarbonMagics(Magics, _SettingTraits):
         """IPython ``pre_run_cell``: open a window for the cell (never raises)."""
         try:
             raw = getattr(info, "raw_cell", "") or ""
-            if not self.auto or not self.tracker.running or _CARBON_CELL.match(raw):
+            if not self.auto or not self.tracker.running or CARBON_CELL.match(raw):
                 self._cell = None
                 return
             window = self.tracker.begin(first_line(raw))
             self._cell = _CellRun(window, getattr(info, "cell_id", None), raw)
-            self._forecast = self._cell.forecast
-            self._running_cell = (first_line(raw), time.time())
+            self.set_running_cell(first_line(raw), self._cell.forecast)
         except Exception as error:
             self._cell = None
-            self.tracker._notice(f"cell recording failed: {error!r}")
+            self.notice(f"cell recording failed: {error!r}")
 
     def post_run_cell(self, result: Any) -> None:
         """IPython ``post_run_cell``: close the window and record the cell (never raises)."""
         cell, self._cell = self._cell, None
-        self._running_cell = None
-        self._forecast = None
+        self.set_running_cell(None)
         if cell is None:
             return
         try:
@@ -271,11 +245,12 @@ class CarbonMagics(Magics, _SettingTraits):
             m.cell_id = cell.cell_id
             m.source = first_line(cell.source)
             m.status = _status_of(result)
-            self._record(m, via="auto")
+            self.record(m, via="auto")
         except Exception as error:
-            self.tracker._notice(f"cell recording failed: {error!r}")
+            self.notice(f"cell recording failed: {error!r}")
 
-    def _record(self, m: Measurement, via: str, budget: str | None = None) -> None:
+    def record(self, m: Measurement, via: str, budget: str | None = None) -> None:
+        """Keep ``m`` as the last record and write it to the ledger."""
         self.last = m
         self.records.append(m)
         self._ledger_call("record_cell", self.session_uuid, m, via=via, budget=budget)
@@ -332,7 +307,9 @@ class CarbonMagics(Magics, _SettingTraits):
           --name, -n       a name for the cell in reports
           --budget, -b     a limit: grams CO2e (mg, g, kg, t) or energy (J, kJ, Wh, kWh, MWh)
           --on-exceed      warn (default): mark the panel and print once;
-                           stop: interrupt the cell and record "stopped by budget"
+                           stop: interrupt the cell (a SIGINT, as a kernel interrupt:
+                           sleeps and I/O end too; a native call ends first) and
+                           record "stopped by budget" and how far over it ran
           --predict, -p    act on the budget as soon as the low end of the predicted total
                            is over it (after 10 % of the work or 30 s); a stop is recorded
                            as "stopped by budget (predicted)". Needs --budget.
@@ -341,117 +318,39 @@ class CarbonMagics(Magics, _SettingTraits):
         While the cell runs a tqdm bar with a total (or calls carbon_magic.progress()),
         the panel predicts its total at completion, with a range and an ETA.
 
-        The cell runs in the notebook's namespace; its last expression's value is
-        returned; errors are recorded, then re-raised.
+        The cell runs like a plain cell, in the notebook's namespace: its last
+        expression's value is returned (a trailing ; hides it), top-level await works,
+        a syntax error shows with the cell's own line numbers; errors are recorded,
+        then re-raised. Nested %%carbon cells are recorded once, by the outermost.
         """
         __tracebackhide__ = True  # noqa: F841 - IPython hides this frame in tracebacks
-        args = _cell_parser().parse_args(shlex.split(line))
-        budget = None
-        if args.budget is not None:
-            try:
-                budget = parse_budget(args.budget)
-            except ValueError as error:
-                raise UsageError(str(error)) from None
-        if args.predict and budget is None:
-            raise UsageError(
-                "%%carbon: --predict acts on a budget: give --budget too, e.g. "
-                "--budget 5g --predict (the prediction itself is shown without any option)"
-            )
-        code, last_expr = self._compile_cell(cell)
-        name = args.name or first_line(cell) or "cell"
-        run = self._start_live_run(name, args.name or "", budget, args.on_exceed, args.quiet)
-        if run is not None:
-            run.predict = args.predict
-        status, error, result = "ok", None, None
-        try:
-            result = self._execute(code, last_expr)
-        except BudgetExceeded:
-            status = run.stop_status if run is not None else "stopped by budget"
-        except KeyboardInterrupt as interrupt:
-            stopped = run is not None and run.stopping
-            status, error = (run.stop_status if stopped else "interrupted"), interrupt
-        except BaseException as failure:
-            status, error = "error", failure
-        finally:
-            if run is not None:
-                run.deactivate()
-            self._running_cell = None
-            self._forecast = None
-        if run is not None:
-            self._finish_live_run(run, cell, budget, status)
-        if status.startswith("stopped by budget"):
-            what = "predicted to be exceeded" if status.endswith("(predicted)") else "exceeded"
-            raise BudgetExceeded(
-                f"carbon budget {budget.describe() if budget else ''} {what}; cell stopped"
-            ) from None
-        if error is not None:
-            raise error.with_traceback(error.__traceback__)
-        return result
+        return cell_runner.run_cell(self, line, cell)
 
-    def _start_live_run(
-        self, name: str, explicit_name: str, budget: Budget | None, on_exceed: str, quiet: bool
-    ) -> _LiveRun | None:
-        """Open the window and show the panel; on any fault, None (the cell still runs)."""
-        tracker = self.tracker
-        try:
-            if not tracker.running:
-                tracker.start()
-            window = tracker.begin(name)
-            self._running_cell = (name, time.time())
-            use_widgets = not quiet and widgets_available(self.shell)
-            panel = Panel(name, use_widgets)
-            run = _LiveRun(self, window, budget, on_exceed, panel, explicit_name)
-            self._forecast = run.forecast
-            run.show()
-            tracker.add_listener(run.on_tick)
-            return run
-        except Exception as failure:
-            tracker._notice(f"%%carbon could not start measuring: {failure!r}")
-            return None
+    def enter_magic_cell(self) -> bool:
+        """A ``%%carbon`` cell starts: True when it is nested in another one (then it is
+        shown, not recorded). The first one replaces the cell's automatic record."""
+        self._magic_depth += 1
+        if self._magic_depth == 1:
+            self._cell = None  # e.g. %%time around %%carbon: recorded once, by the magic
+        return self._magic_depth > 1
 
-    def _finish_live_run(
-        self, run: _LiveRun, cell: str, budget: Budget | None, status: str
-    ) -> None:
-        """Close the window, record the cell, freeze the panel (never raises)."""
-        tracker = self.tracker
-        try:
-            m = tracker.end(run.window)
-            m.name = run.explicit_name  # the ledger's name column holds explicit names only
-            m.execution_count = _current_execution_count(self.shell)
-            m.cell_id = _current_cell_id(self.shell)
-            m.source = first_line(cell)
-            m.status = status
-            self._record(m, via="magic", budget=budget.text if budget else None)
-            run.finish(m, status)
-        except Exception as failure:
-            tracker._notice(f"%%carbon recording failed: {failure!r}")
-        if run.panel.use_widgets:
-            # The next panel's widget, prepared in the tracker thread once this cell is
-            # done, so the next %%carbon cell does not wait for a widget to be created.
-            tracker.call_soon(prepare_spare_widget)
-            tracker.wake()
+    def leave_magic_cell(self) -> None:
+        """A ``%%carbon`` cell has ended."""
+        self._magic_depth = max(0, self._magic_depth - 1)
 
-    def _compile_cell(self, cell: str) -> tuple[Any, Any]:
-        """Transform and compile the cell like ``%%time``: body, plus the last expression."""
-        transformed = self.shell.transform_cell(cell)
-        try:
-            tree = self.shell.compile.ast_parse(transformed)
-        except SyntaxError as error:
-            raise UsageError(f"%%carbon: the cell has a syntax error: {error}") from None
-        tree = self.shell.transform_ast(tree)
-        filename = self.shell.compile.cache(transformed, self.shell.execution_count)
-        last_expr = None
-        if tree.body and isinstance(tree.body[-1], ast.Expr):
-            last_expr = self.shell.compile(ast.Expression(tree.body.pop().value), filename, "eval")
-        return self.shell.compile(tree, filename, "exec"), last_expr
+    def set_running_cell(self, name: str | None, forecast: CellForecast | None = None) -> None:
+        """What the heartbeat reports as running (None: nothing), and the forecast that
+        predicts its total."""
+        self._running_cell = (name, time.time()) if name is not None else None
+        self._forecast = forecast if name is not None else None
 
-    def _execute(self, code: Any, last_expr: Any) -> Any:
-        __tracebackhide__ = True  # noqa: F841
-        namespace = self.shell.user_ns
-        exec(code, namespace)
-        if last_expr is not None:
-            return eval(last_expr, namespace)
-        return None
+    def notice(self, message: str) -> None:
+        """Report a fault met on the cell's own path: once in the server log and in
+        ``%carbon status``, and one line in the cell where it first happened."""
+        new = message not in self.tracker.notices
+        self.tracker._notice(message)
+        if new:
+            show_in_cell(message)
 
     # ------------------------------------------------------------ %carbon
 
@@ -483,7 +382,7 @@ class CarbonMagics(Magics, _SettingTraits):
                                       plain-language emissions statement
 
         Settings:"""
-        words = shlex.split(line)
+        words = split_words(line, "%carbon")
         if not words:
             raise UsageError(f"%carbon needs a subcommand: {', '.join(SUBCOMMANDS)}")
         command, rest = words[0], words[1:]
@@ -507,199 +406,26 @@ def _status_of(result: Any) -> str:
     return "error"
 
 
-def _current_execution_count(shell: Any) -> int | None:
-    """The execution count of the cell running now (IPython 8 and 9 differ in when they
-    increment ``shell.execution_count``; the running cell's result object knows)."""
-    result = getattr(getattr(shell, "displayhook", None), "exec_result", None)
-    count = getattr(result, "execution_count", None)
-    return count if count is not None else getattr(shell, "execution_count", None)
-
-
-def _current_cell_id(shell: Any) -> str | None:
-    """The cell id the frontend sent with this execution, when it sent one."""
-    kernel = getattr(shell, "kernel", None)
-    try:
-        header = kernel.get_parent().get("metadata", {})  # ipykernel ≥ 6
-        return header.get("cellId")
-    except Exception:
-        return None
-
-
-class _LiveRun:
-    """Drives one ``%%carbon`` cell's panel and budget from the tracker thread."""
-
-    def __init__(
-        self,
-        magics: CarbonMagics,
-        window: Window,
-        budget: Budget | None,
-        on_exceed: str,
-        panel: Panel,
-        explicit_name: str,
-    ) -> None:
-        self.magics = magics
-        self.window = window
-        self.budget = budget
-        self.on_exceed = on_exceed
-        self.panel = panel
-        self.exceeded = False
-        self.stopping = False
-        self.predict = False  # act on the predicted total (--predict)
-        self.predicted_over = False  # the predicted total's low end is over the budget
-        self.predicted_on: Prediction | None = None  # the prediction that went over
-        self.predicted_text = ""
-        self.forecast = CellForecast(window.started_at.timestamp())
-        self.explicit_name = explicit_name
-        self._active = True
-        self._active_lock = threading.Lock()
-        self.hint = _hint(magics.tracker)
-
-    @property
-    def stop_status(self) -> str:
-        """The status of a cell this run's budget stopped."""
-        if self.predicted_over and not self.exceeded:
-            return "stopped by budget (predicted)"
-        return "stopped by budget"
-
-    def _render(
-        self, m: Measurement, state: str, prediction: Prediction | None = None
-    ) -> tuple[str, str]:
-        note = None
-        budget_text = None
-        if self.budget is not None:
-            used = self.budget.used_fraction(m)
-            budget_text = f"budget {self.budget.describe()}: {used:.0%} used"
-            if self.exceeded:
-                note = (
-                    "budget exceeded: stopping the cell"
-                    if self.on_exceed == "stop"
-                    else "budget exceeded"
-                )
-            elif self.predicted_over:
-                note = "budget predicted to be exceeded" + (
-                    ": stopping the cell" if self.on_exceed == "stop" else ""
-                )
-        watts = self.magics.tracker.live_watts()
-        line = prediction.panel_line() if prediction is not None else None
-        return (
-            panel_html(
-                m,
-                watts,
-                state,
-                budget_text,
-                note,
-                self.hint,
-                title=self.window.name,
-                prediction=line,
-            ),
-            text_summary(m, note, title=self.window.name),
-        )
-
-    def show(self) -> None:
-        m = self.magics.tracker.peek(self.window)
-        html_text, text = self._render(m, "running")
-        self.panel.show(html_text)
-        self.panel.last_text = text
-
-    def on_tick(self, reading: LiveReading) -> None:
-        m = self.magics.tracker.peek(self.window)
-        prediction = self._predict(m)
-        if self.budget is not None and not self.exceeded and self._over_budget(m, prediction):
-            if self.on_exceed == "stop" and not self.stopping:
-                with self._active_lock:
-                    if self._active:  # never interrupt what follows the cell
-                        self.stopping = True
-                        import _thread
-
-                        _thread.interrupt_main()
-        self.panel.update(*self._render(m, "running", prediction))
-
-    def _predict(self, m: Measurement) -> Prediction | None:
-        """The cell's predicted total from its progress; a fault here only loses the
-        prediction (reported once), never the panel or the budget."""
-        try:
-            return self.forecast.update(lambda: m)
-        except Exception as error:
-            self.magics.tracker._notice(f"progress prediction failed: {error!r}")
-            return None
-
-    def _over_budget(self, m: Measurement, prediction: Prediction | None) -> bool:
-        """Mark and report whether the budget is spent, or (``--predict``) predicted to
-        be: the predicted total's low end is over it."""
-        assert self.budget is not None
-        if self.budget.exceeded(m):
-            self.exceeded = True
-            return True
-        if (
-            self.predict
-            and not self.predicted_over
-            and prediction is not None
-            and self.budget.predicted_exceeded(prediction)
-        ):
-            self.predicted_over = True
-            self.predicted_on = prediction
-            self.predicted_text = self.budget.describe_prediction(prediction)
-        return self.predicted_over
-
-    def deactivate(self) -> None:
-        """The cell's code is done (main thread): no budget interrupt from now on, and
-        one already on its way is taken here rather than in the bookkeeping."""
-        self.magics.tracker.remove_listener(self.on_tick)
-        with self._active_lock:
-            self._active = False
-        if self.stopping:
-            try:
-                time.sleep(0)  # a pending interrupt is delivered at this point
-            except KeyboardInterrupt:
-                pass
-
-    def finish(self, m: Measurement, status: str) -> None:
-        if self.budget is not None and self.budget.exceeded(m):
-            self.exceeded = True
-        # A cell stopped on its prediction keeps the prediction it was stopped on.
-        last = self.predicted_on if status.endswith("(predicted)") else None
-        html_text, text = self._render(m, status, last)
-        self.panel.finish(html_text, text)
-        if self.on_exceed != "warn" or not self.panel.use_widgets:
-            return
-        if self.exceeded:
-            print(f"carbon budget {self.budget.describe()} exceeded: {text}", file=sys.stdout)
-        elif self.predicted_over:
-            print(
-                f"carbon budget {self.budget.describe()} predicted to be exceeded "
-                f"({self.predicted_text}): {text}",
-                file=sys.stdout,
-            )
-
-
-def _hint(tracker: Tracker) -> str | None:
-    """The carbon-aware hint for the panel, when a forecast is available."""
-    try:
-        from carbon_magic.grid.hints import carbon_aware_hint
-
-        provider = tracker.intensity_provider
-        hint = carbon_aware_hint(tracker.intensity(), provider.forecast())
-        return hint.text if hint else None
-    except Exception:
-        return None
-
-
 CarbonMagics.carbon_line.__doc__ = (CarbonMagics.carbon_line.__doc__ or "") + ", ".join(SPECS)
 
 
 _state: dict[str, Any] = {}
 
 
-def _route_log_messages() -> None:
-    """Send the package's warnings to the kernel's own stderr (the server log), never
-    into whichever cell happens to be running: they are also kept for ``%carbon status``."""
-    if any(getattr(h, "_carbon_magic", False) for h in log.handlers):
-        return
-    handler = logging.StreamHandler(sys.__stderr__)
-    handler.setFormatter(logging.Formatter("[carbon_magic] %(levelname)s %(message)s"))
-    handler._carbon_magic = True  # type: ignore[attr-defined]
-    log.addHandler(handler)
-    log.propagate = False
+def _origin_note(error: ValueError) -> str:
+    """Which environment variables set the settings an error names."""
+    try:
+        settings = get_tracker().settings
+    except ValueError:
+        return ""  # the variables themselves are named in the error
+    named = [
+        spec.env_var
+        for name, spec in SPECS.items()
+        if name in str(error)
+        and spec.env_var not in str(error)
+        and settings.origin(name) == "environment"
+    ]
+    return f" (set by {', '.join(named)}; fix or unset it, then load again)" if named else ""
 
 
 def load(ipython: Any) -> None:
@@ -708,17 +434,29 @@ def load(ipython: Any) -> None:
         return
     if _state.get("shell") is ipython:
         return  # loaded already: never a second tracker, never double events
-    _route_log_messages()
-    tracker = get_tracker()
-    tracker.start()
+    route_log_messages()
+    from carbon_magic.ledger import LedgerWarning
+
+    route_warnings(LedgerWarning)
+    try:
+        tracker = get_tracker()
+        if not tracker.running:
+            tracker.settings.reload_environment()  # fixed variables count on a new load
+        tracker.start()
+    except ValueError as error:  # conflicting settings, e.g. from CARBON_MAGIC_* variables
+        raise UsageError(f"carbon_magic not loaded: {error}{_origin_note(error)}") from None
     magics = CarbonMagics(ipython, tracker)
     ipython.register_magics(magics)
+    transformer = CellTransformer(ipython)
+    cleanup = getattr(ipython, "input_transformers_cleanup", None)
+    if isinstance(cleanup, list):
+        cleanup.append(transformer)
     if magics not in ipython.configurables:
         ipython.configurables.append(magics)
     ipython.events.register("pre_run_cell", magics.pre_run_cell)
     ipython.events.register("post_run_cell", magics.post_run_cell)
     tracker.add_listener(magics._on_tick)
-    _state.update(shell=ipython, magics=magics)
+    _state.update(shell=ipython, magics=magics, transformer=transformer)
     magics.write_heartbeat()
 
 
@@ -726,6 +464,10 @@ def unload(ipython: Any) -> None:
     """Stop recording and the tracker; mark the ledger session ended."""
     magics: CarbonMagics | None = _state.pop("magics", None)
     _state.pop("shell", None)
+    transformer = _state.pop("transformer", None)
+    cleanup = getattr(ipython, "input_transformers_cleanup", None)
+    if isinstance(cleanup, list) and transformer in cleanup:
+        cleanup.remove(transformer)
     if magics is None:
         return
     for event, callback in (

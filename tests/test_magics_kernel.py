@@ -124,7 +124,35 @@ def test_budget_stop_interrupts_and_records(kernel, ledger_path):
     assert time.monotonic() - started < 10
     assert run.error["ename"] == "BudgetExceeded"
     row = [r for r in ledger_module.read_cells(ledger_path) if r["name"] == "capped"][0]
-    assert row["status"] == "stopped by budget" and row["budget"] == "0.01J"
+    assert row["status"] == "stopped by budget"
+    # The record says how far over the budget the cell ran, and how soon it stopped.
+    assert row["budget"].startswith("0.01J (exceeded: ") and "% used; stopped " in row["budget"]
+
+
+def test_budget_stop_ends_sleeps_and_socket_waits(kernel, ledger_path):
+    kernel.execute("%load_ext carbon_magic")
+    for name, body in [
+        ("sleeper", "import time\ntime.sleep(30)"),
+        (
+            "waiter",
+            "import socket\n_s = socket.socket()\n_s.bind(('127.0.0.1', 0))\n_s.listen(1)\n"
+            "_c = socket.create_connection(_s.getsockname())\n_c.recv(1)",
+        ),
+    ]:
+        started = time.monotonic()
+        run = kernel.execute(
+            f"%%carbon --quiet --name {name} --budget 0.01J --on-exceed stop\n{body}", timeout=60
+        )
+        assert time.monotonic() - started < 8, name  # not the full 30 s
+        assert run.error["ename"] == "BudgetExceeded"
+    # The kernel's own interrupt still works after the budget's handler is gone.
+    after = kernel.execute("import time\ntime.sleep(30)", interrupt_after=1.5)
+    assert after.error["ename"] == "KeyboardInterrupt"
+    later = kernel.execute("6 * 7")
+    assert later.result == "42"
+    rows = {r["name"]: r for r in ledger_module.read_cells(ledger_path) if r["name"]}
+    assert rows["sleeper"]["status"] == rows["waiter"]["status"] == "stopped by budget"
+    assert rows["sleeper"]["duration_s"] < 8
 
 
 def test_budget_warn_marks_and_prints_once(kernel):

@@ -92,3 +92,70 @@ def test_configure_api_validates(monkeypatch):
     with pytest.raises(ValueError, match="from 0.1 to 60"):
         carbon_magic.configure(interval=1000)
     assert tracker.settings.as_dict() == before
+
+
+def test_conflicting_values_change_nothing_and_later_changes_work():
+    settings = Settings(environ={})
+    seen = []
+    settings.on_change(seen.append)
+    with pytest.raises(ValueError, match=r"cpu_idle_w=50 is above cpu_max_w=10"):
+        settings.update(cpu_idle_w=50, cpu_max_w=10)
+    assert (settings.cpu_idle_w, settings.cpu_max_w) == (None, None) and not seen
+    settings.update(cpu_max_w=100)
+    with pytest.raises(ValueError, match="at most cpu_max_w"):
+        settings.update(cpu_idle_w=150)  # against the current maximum
+    assert settings.cpu_idle_w is None
+    settings.update(cpu_idle_w=20)
+    assert (settings.cpu_idle_w, settings.cpu_max_w) == (20, 100)
+    with pytest.raises(ValueError):
+        settings.check(cpu_max_w=10)
+    assert settings.cpu_max_w == 100
+
+
+def test_a_listener_refusing_a_change_undoes_it_everywhere():
+    settings = Settings(environ={})
+    seen = []
+    settings.on_change(seen.append)
+
+    def refuse_big_idle(changed):
+        if (settings.cpu_idle_w or 0) > 30:
+            raise ValueError("CPU idle power 50 W is above its maximum 30 W")
+
+    settings.on_change(refuse_big_idle)
+    with pytest.raises(ValueError, match="above its maximum"):
+        settings.update(cpu_idle_w=50)
+    assert settings.cpu_idle_w is None and settings.origin("cpu_idle_w") == "default"
+    assert seen == [{"cpu_idle_w": 50.0}, {"cpu_idle_w": None}]  # told, then told back
+    settings.update(cpu_idle_w=10, mode="machine")  # later changes still work
+    assert settings.cpu_idle_w == 10 and settings.mode == "machine"
+
+
+def test_conflicting_environment_names_both_variables_and_reload_fixes_it():
+    with pytest.raises(
+        ValueError, match=r"CARBON_MAGIC_CPU_IDLE_W=50 is above CARBON_MAGIC_CPU_MAX_W=10"
+    ):
+        Settings(environ={"CARBON_MAGIC_CPU_IDLE_W": "50", "CARBON_MAGIC_CPU_MAX_W": "10"})
+    settings = Settings(environ={"CARBON_MAGIC_CPU_IDLE_W": "5", "CARBON_MAGIC_PUE": "1.5"})
+    settings.update(mode="machine")
+    with pytest.raises(ValueError, match="CARBON_MAGIC_CPU_IDLE_W=50"):
+        settings.reload_environment(
+            {"CARBON_MAGIC_CPU_IDLE_W": "50", "CARBON_MAGIC_CPU_MAX_W": "9"}
+        )
+    assert settings.cpu_idle_w == 5 and settings.cpu_max_w is None
+    changed = settings.reload_environment(
+        {"CARBON_MAGIC_CPU_IDLE_W": "8", "CARBON_MAGIC_MODE": "process"}
+    )
+    assert changed == {"cpu_idle_w": 8.0, "pue": None}  # mode was set in code: kept
+    assert settings.mode == "machine" and settings.origin("pue") == "default"
+
+
+def test_configure_returns_secrets_masked():
+    tracker = carbon_magic.get_tracker()
+    before = tracker.settings.get("electricitymaps_token")
+    try:
+        shown = carbon_magic.configure(electricitymaps_token="t0ken-value")
+        assert shown == {"electricitymaps_token": "***"}
+        assert "t0ken-value" not in repr(shown)
+        assert tracker.settings.get("electricitymaps_token") == "t0ken-value"
+    finally:
+        tracker.settings.update(electricitymaps_token=before)

@@ -371,9 +371,9 @@ class LiveProvider:
         log.warning("carbon_magic: %s: %s", self._title(), self._scrub(message))
 
     def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret.reveal(), "***")
-        return text
+        from carbon_magic.redact import mask_values
+
+        return mask_values(text, (secret.reveal() for secret in self._secrets))
 
     # Answers --------------------------------------------------------------------------
 
