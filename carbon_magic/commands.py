@@ -65,7 +65,7 @@ def status_lines(magics: CarbonMagics) -> list[str]:
     provider = getattr(tracker, "intensity_provider", None)
     if provider is not None:
         lines.append(f"  provider: {provider.status()}")
-    from carbon_magic.cell_runner import carbon_aware_hint
+    from carbon_magic.live_run import carbon_aware_hint
 
     hint = carbon_aware_hint(tracker)
     if hint:

@@ -1,0 +1,165 @@
+"""One ``%%carbon`` cell's live side: the panel, the prediction and the budget, driven
+from the tracker thread by ``LiveRun.on_tick``."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from carbon_magic.budget import overshoot_note
+from carbon_magic.interrupt import BudgetStop
+from carbon_magic.measurement import Measurement
+from carbon_magic.panel import Panel, panel_html, text_summary
+from carbon_magic.prediction import CellForecast, Prediction
+from carbon_magic.tracker import LiveReading, Tracker, Window
+
+if TYPE_CHECKING:
+    from carbon_magic.cell_runner import CellOptions
+    from carbon_magic.magics import CarbonMagics
+
+STOPPED = "stopped by budget"
+PREDICTED_STOP = "stopped by budget (predicted)"
+
+
+class LiveRun:
+    """Drives one ``%%carbon`` cell's panel and budget from the tracker thread."""
+
+    def __init__(
+        self,
+        magics: CarbonMagics,
+        window: Window,
+        options: CellOptions,
+        panel: Panel,
+        nested: bool = False,
+    ) -> None:
+        self.magics = magics
+        self.window = window
+        self.options = options
+        self.budget = options.budget
+        self.panel = panel
+        self.nested = nested
+        self.exceeded = False
+        self.stopped_at: float | None = None  # monotonic time the cell stopped
+        self.stop = (
+            BudgetStop() if self.budget is not None and options.on_exceed == "stop" else None
+        )
+        self.forecast = CellForecast(window.started_at.timestamp())
+        self.predicted_over = False  # the predicted total's low end is over the budget
+        self.predicted_on: Prediction | None = None  # the prediction that went over
+        self.predicted_text = ""
+        self._lock = threading.Lock()
+        self.hint = carbon_aware_hint(magics.tracker)
+
+    @property
+    def stop_status(self) -> str:
+        """The status of a cell this run's budget stopped."""
+        return PREDICTED_STOP if self.predicted_over and not self.exceeded else STOPPED
+
+    def _render(
+        self, m: Measurement, state: str, prediction: Prediction | None = None
+    ) -> tuple[str, str]:
+        note = None
+        budget_text = None
+        if self.budget is not None:
+            used = self.budget.used_fraction(m)
+            budget_text = f"budget {self.budget.describe()}: {used:.0%} used"
+            stopping = ": stopping the cell" if self.stop else ""
+            if self.exceeded:
+                note = "budget exceeded" + stopping
+            elif self.predicted_over:
+                note = "budget predicted to be exceeded" + stopping
+        watts = self.magics.tracker.live_watts()
+        title = self.window.name
+        line = prediction.panel_line() if prediction is not None else None
+        return (
+            panel_html(m, watts, state, budget_text, note, self.hint, title=title, prediction=line),
+            text_summary(m, note, title=title),
+        )
+
+    def show(self) -> None:
+        """Show the panel as the cell starts."""
+        m = self.magics.tracker.peek(self.window)
+        html_text, text = self._render(m, "running")
+        self.panel.show(html_text)
+        self.panel.last_text = text
+
+    def on_tick(self, reading: LiveReading) -> None:
+        """Tracker listener: predict, check the budget, update the panel."""
+        m = self.magics.tracker.peek(self.window)
+        prediction = self._predict(m)
+        if self.budget is not None and self._over_budget(m, prediction):
+            if self.stop is not None and not self.stop.fired:
+                self.stop.fire()  # not yet armed: tried again on the next tick
+        self.panel.update(*self._render(m, "running", prediction))
+
+    def _predict(self, m: Measurement) -> Prediction | None:
+        """The cell's predicted total from its progress; a fault here only loses the
+        prediction (reported once), never the panel or the budget."""
+        try:
+            return self.forecast.update(lambda: m)
+        except Exception as error:
+            self.magics.tracker._notice(f"progress prediction failed: {error!r}")
+            return None
+
+    def _over_budget(self, m: Measurement, prediction: Prediction | None) -> bool:
+        """Mark and report whether the budget is spent, or (``--predict``) predicted to
+        be: the predicted total's low end is over it."""
+        assert self.budget is not None
+        if self.budget.exceeded(m):
+            self.exceeded = True
+            return True
+        if (
+            self.options.predict
+            and not self.predicted_over
+            and prediction is not None
+            and self.budget.predicted_exceeded(prediction)
+        ):
+            self.predicted_over = True
+            self.predicted_on = prediction
+            self.predicted_text = self.budget.describe_prediction(prediction)
+        return self.predicted_over
+
+    def budget_record(self, m: Measurement) -> str | None:
+        """The ledger's budget column: the budget, and how far over it the cell ran."""
+        if self.budget is None:
+            return None
+        if not (self.exceeded or self.budget.exceeded(m)):
+            return self.budget.text
+        latency = None
+        if self.stop is not None and self.stop.fired_at is not None:
+            stopped_at = self.stopped_at or time.monotonic()
+            latency = max(0.0, stopped_at - self.stop.fired_at)
+        return overshoot_note(self.budget, m, latency)
+
+    def finish(self, m: Measurement, status: str) -> None:
+        """Freeze the panel with the final figures and status."""
+        if self.budget is not None and self.budget.exceeded(m):
+            self.exceeded = True
+        # A cell stopped on its prediction keeps the prediction it was stopped on.
+        last = self.predicted_on if status == PREDICTED_STOP else None
+        html_text, text = self._render(m, status, last)
+        self.panel.finish(html_text, text)
+        if self.budget is None or self.stop is not None or not self.panel.use_widgets:
+            return
+        if self.exceeded:
+            print(f"carbon budget {self.budget.describe()} exceeded: {text}", file=sys.stdout)
+        elif self.predicted_over:
+            print(
+                f"carbon budget {self.budget.describe()} predicted to be exceeded "
+                f"({self.predicted_text}): {text}",
+                file=sys.stdout,
+            )
+
+
+def carbon_aware_hint(tracker: Tracker) -> str | None:
+    """The carbon-aware hint for the panel, when a forecast is available."""
+    try:
+        from carbon_magic.grid.hints import carbon_aware_hint as hint_for
+
+        provider = tracker.intensity_provider
+        hint = hint_for(tracker.intensity(), provider.forecast())
+        return hint.text if hint else None
+    except Exception:
+        return None
