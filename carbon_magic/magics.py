@@ -277,9 +277,13 @@ class CarbonMagics(Magics, _SettingTraits):
         """Tracker listener: heartbeats into the ledger every few seconds."""
         now = time.monotonic()
         period = max(HEARTBEAT_MIN_S, self.tracker.settings.interval)
-        if now - self._last_heartbeat < period:
+        # A cell that started or ended is shown at once; otherwise beat every period
+        # (the tracker ticks every IDLE_TICK_S, 5 s, while no cell runs).
+        changed = self._running_cell != getattr(self, "_beat_cell", None)
+        if now - self._last_heartbeat < period and not changed:
             return
         self._last_heartbeat = now
+        self._beat_cell = self._running_cell
         self.write_heartbeat(reading)
 
     def write_heartbeat(self, reading: LiveReading | None = None) -> None:
@@ -618,7 +622,7 @@ def load(ipython: Any) -> None:
         ipython.configurables.append(magics)
     ipython.events.register("pre_run_cell", magics.pre_run_cell)
     ipython.events.register("post_run_cell", magics.post_run_cell)
-    tracker.add_listener(magics._on_tick)
+    tracker.add_listener(magics._on_tick, watching=False)
     _state.update(shell=ipython, magics=magics)
     magics.write_heartbeat()
 

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO
 
-from .base import MEASURED, SensorStatus
+from .base import MEASURED, SHARE_BY_CPU_TIME, SensorStatus
 
 DEFAULT_ROOT = "/sys/class/powercap"
 
@@ -104,6 +104,9 @@ class RaplSensor:
     name = "rapl"
     component = "cpu"
     method = MEASURED
+    itemised = True
+    # Process mode charges package and DRAM energy by the kernel's CPU-time share.
+    process_share = SHARE_BY_CPU_TIME
 
     def __init__(
         self,
@@ -355,6 +358,10 @@ class RaplSensor:
                     return False
             return bool(self._advancing) and self.available
 
+    def range_j(self) -> None:
+        """Measured: the method's uncertainty applies."""
+        return None
+
     def poll_interval_s(self) -> float | None:
         """Longest safe wait between reads (seconds), so that no wrap goes unseen.
 
@@ -379,7 +386,7 @@ class RaplSensor:
     def describe_zones(self) -> list[dict[str, object]]:
         """Every zone found, for diagnostics.
 
-        Each entry: ``zone`` (id), ``name``, ``key``, ``path`` (real directory),
+        Each entry: ``zone`` (id), ``name``, ``kind``, ``key``, ``path`` (real directory),
         ``max_energy_range_uj`` (µJ, ``None`` if unreadable) and ``counted``.
         """
         for zone in self._zones:
@@ -394,6 +401,7 @@ class RaplSensor:
             {
                 "zone": z.zone_id,
                 "name": z.name,
+                "kind": z.kind,
                 "key": z.key,
                 "path": z.path,
                 "max_energy_range_uj": z.max_energy_range_uj,
