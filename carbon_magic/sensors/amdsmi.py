@@ -231,7 +231,9 @@ class AmdSmiSensor:
             if (now - gpu.last_change_ns) / 1e9 >= STUCK_AFTER_S:
                 watts = self._power_w(gpu.handle)
                 if watts is not None and watts >= STUCK_MIN_POWER_W:
-                    # Drawing power but the counter does not move: stuck; integrate.
+                    # Drawing power but the counter does not move: stuck. Integrate from
+                    # now on, and count the stuck span at today's power.
+                    gpu.total_j += watts * (now - gpu.last_change_ns) / 1e9
                     gpu.integrated, gpu.last_w, gpu.last_ns = True, watts, now
                     self._notes.append(
                         f"{gpu.key}: energy counter stuck at {watts:.0f} W, integrated from power"
