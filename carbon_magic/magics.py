@@ -278,7 +278,7 @@ class CarbonMagics(Magics, _SettingTraits):
         now = time.monotonic()
         period = max(HEARTBEAT_MIN_S, self.tracker.settings.interval)
         # A cell that started or ended is shown at once; otherwise beat every period
-        # (the tracker ticks every IDLE_TICK_S, 5 s, while no cell runs).
+        # (the tracker ticks every IDLE_TICK_S, 8 s, while no cell runs).
         changed = self._running_cell != getattr(self, "_beat_cell", None)
         if now - self._last_heartbeat < period and not changed:
             return

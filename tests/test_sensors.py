@@ -276,6 +276,8 @@ def test_idle_tracker_sleeps_until_watched() -> None:
     window = tracker.begin("w")
     assert tracker._sleep_s() == 0.5
     tracker.end(window)
+    assert tracker._sleep_s() == 0.5  # one more tick shows the window ended
+    time.sleep(0.3)
     assert tracker._sleep_s() == IDLE_TICK_S
     tracker.add_listener(lambda reading: None, watching=False)
     assert tracker._sleep_s() == IDLE_TICK_S
@@ -285,3 +287,28 @@ def test_idle_tracker_sleeps_until_watched() -> None:
     tracker.remove_listener(panel)
     assert tracker._sleep_s() == IDLE_TICK_S
     tracker.close()
+
+
+def test_heartbeat_listener_hears_a_window_open_and_close_within_the_interval() -> None:
+    times = FakeCpuTimes()
+    tracker = injected(make_sensors(times), interval=0.3)
+    ticks: list[float] = []
+    tracker.add_listener(lambda reading: ticks.append(time.monotonic()), watching=False)
+    tracker.start()
+    try:
+        time.sleep(0.5)
+        idle_ticks = len(ticks)
+        started = time.monotonic()
+        window = tracker.begin("cell")
+        time.sleep(1.0)
+        assert any(started < t < started + 0.3 + 0.5 for t in ticks)  # generous margin
+        ended = time.monotonic()
+        tracker.end(window)
+        time.sleep(1.0)
+        assert any(ended < t < ended + 0.3 + 0.5 for t in ticks)
+        after = len(ticks)
+        time.sleep(1.0)
+        assert len(ticks) == after  # idle again: no tick for IDLE_TICK_S
+    finally:
+        tracker.close()
+    assert idle_ticks <= 1
