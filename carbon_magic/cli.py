@@ -86,7 +86,8 @@ def machine_status() -> dict[str, Any]:
 
 def status_text(info: dict[str, Any]) -> str:
     """``machine_status()`` as lines for a terminal."""
-    lines = [f"carbon_magic {info['version']} — {info['mode']} mode", "sensors:"]
+    platform = info.get("platform", sys.platform)
+    lines = [f"carbon_magic {info['version']} — {info['mode']} mode on {platform}", "sensors:"]
     for sensor in info["sensors"]:
         state = sensor["method"] if sensor["available"] else "unavailable"
         lines.append(

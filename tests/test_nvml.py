@@ -446,3 +446,27 @@ def test_shared_gpu_without_process_utilisation_is_charged_whole(
     use = sensor.use_by({10})["nvidia:0"]
     assert use.shared and use.sm_share is None
     assert "whole GPU" in use.how
+
+
+def test_stuck_energy_counter_under_load_falls_back_to_power(
+    gpus: list[FakeGpu], clock: Clock
+) -> None:
+    gpus[0].power_w = lambda t: 300.0
+    sensor, _ = make(gpus[:1], clock)
+    for _ in range(5):
+        clock.advance(1)
+        sensor.read_j()  # the counter stays at 1_000_000 mJ while drawing 300 W
+    assert sensor.method == MODELLED
+    assert "stuck" in sensor.status().detail
+    clock.advance(1)
+    assert sensor.read_j()["nvidia:0"] == pytest.approx(300.0 * 6)
+    assert sensor.poll_interval_s() == 1.0
+
+
+def test_still_counter_on_an_idle_gpu_is_not_stuck(gpus: list[FakeGpu], clock: Clock) -> None:
+    gpus[0].power_w = lambda t: 2.0
+    sensor, _ = make(gpus[:1], clock)
+    for _ in range(10):
+        clock.advance(1)
+        sensor.read_j()
+    assert sensor.method == MEASURED

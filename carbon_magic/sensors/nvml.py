@@ -37,6 +37,10 @@ from .base import MEASURED, MODELLED, GpuUse, SensorStatus
 
 # How often power-integrated GPUs must be read (seconds); NVML power is a ~1 s average.
 POWER_POLL_INTERVAL_S = 1.0
+# An energy counter that has not moved for this long while the GPU draws at least
+# STUCK_MIN_POWER_W is stuck: the GPU is integrated from power from then on.
+STUCK_AFTER_S = 5.0
+STUCK_MIN_POWER_W = 5.0
 
 
 class _Missing(Exception):
@@ -58,6 +62,7 @@ class _Gpu:
     last_w: float = 0.0  # power at the previous read (W)
     last_ns: int = 0  # when last_w was read (monotonic ns)
     last_sample_us: int = 0  # newest process-utilisation sample seen (µs timestamp)
+    last_change_ns: int = 0  # when the energy counter last moved (monotonic ns)
 
 
 def _text(value: str | bytes) -> str:
@@ -123,7 +128,8 @@ class NvmlSensor:
         self._clock_ns = clock_ns
         self._lock = threading.Lock()
         self._gpus: list[_Gpu] = []
-        self._skipped: list[str] = []  # "gpu1: <why>" for GPUs that cannot be measured
+        self._skipped: list[str] = []  # "nvidia:1: <why>" for GPUs that cannot be measured
+        self._notes: list[str] = []  # GPUs measured another way than at the start
         self._initialised = False
         self.method = MEASURED
         self.available = False
@@ -224,6 +230,7 @@ class NvmlSensor:
         gpu = _Gpu(key=key, index=index, handle=handle, name=name, uuid=uuid, integrated=False)
         try:
             gpu.last_mj = int(nvml.nvmlDeviceGetTotalEnergyConsumption(handle))
+            gpu.last_change_ns = self._clock_ns()
             return gpu
         except error as exc:
             # Pre-Volta GPUs answer NotSupported; anything else also falls back to power.
@@ -260,14 +267,30 @@ class NvmlSensor:
                         gpu.total_j += (gpu.last_w + watts) / 2 * (now_ns - gpu.last_ns) / 1e9
                         gpu.last_w, gpu.last_ns = watts, now_ns
                     else:
-                        mj = int(nvml.nvmlDeviceGetTotalEnergyConsumption(gpu.handle))
-                        # The counter only restarts when the driver reloads; then count
-                        # from zero rather than going negative.
-                        gpu.total_j += (mj - gpu.last_mj if mj >= gpu.last_mj else mj) / 1000.0
-                        gpu.last_mj = mj
+                        self._read_counter(gpu)
                 except error as exc:
                     raise RuntimeError(f"NVML read failed on {gpu.key}: {exc}") from exc
             return {gpu.key: gpu.total_j for gpu in self._gpus}
+
+    def _read_counter(self, gpu: _Gpu) -> None:
+        nvml = self._nvml
+        mj = int(nvml.nvmlDeviceGetTotalEnergyConsumption(gpu.handle))
+        now_ns = self._clock_ns()
+        if mj == gpu.last_mj:
+            if (now_ns - gpu.last_change_ns) / 1e9 >= STUCK_AFTER_S:
+                watts = nvml.nvmlDeviceGetPowerUsage(gpu.handle) / 1000.0
+                if watts >= STUCK_MIN_POWER_W:
+                    # Drawing power but the counter does not move: integrate from now
+                    # on, and count the stuck span at today's power.
+                    gpu.total_j += watts * (now_ns - gpu.last_change_ns) / 1e9
+                    gpu.integrated, gpu.last_w, gpu.last_ns = True, watts, now_ns
+                    self._notes.append(f"{gpu.key}: energy counter stuck, integrated from power")
+                    self.method = MODELLED
+            return
+        # The counter only restarts when the driver reloads; then count from zero
+        # rather than going negative.
+        gpu.total_j += (mj - gpu.last_mj if mj >= gpu.last_mj else mj) / 1000.0
+        gpu.last_mj, gpu.last_change_ns = mj, now_ns
 
     def range_j(self) -> None:
         """The method's uncertainty applies."""
@@ -356,6 +379,8 @@ class NvmlSensor:
             detail = f"{n} GPU{'s' if n != 1 else ''}: {', '.join(names)} ({how})"
             if self._skipped:
                 detail += "; skipped " + "; ".join(self._skipped)
+            if self._notes:
+                detail += "; " + "; ".join(self._notes)
         else:
             detail = self.reason or "unavailable"
         return SensorStatus(self.name, self.component, self.available, self.method, detail)
