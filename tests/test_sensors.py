@@ -312,3 +312,14 @@ def test_heartbeat_listener_hears_a_window_open_and_close_within_the_interval() 
     finally:
         tracker.close()
     assert idle_ticks <= 1
+
+
+def test_device_keys_name_their_vendor_and_old_keys_still_read() -> None:
+    from carbon_magic.measurement import device_vendor
+
+    assert device_vendor("nvidia:0") == "nvidia"
+    assert device_vendor("amd:3") == "amd"
+    assert device_vendor("apple:ane") == "apple"
+    assert device_vendor("gpu0") == "nvidia"  # ledgers from before vendors were told apart
+    assert device_vendor("package-0") is None and device_vendor("dram-0") is None
+    assert device_vendor("gpux") is None

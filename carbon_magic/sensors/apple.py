@@ -36,6 +36,8 @@ _PARTS = (
 
 def is_apple_silicon(platform: str = sys.platform, machine: str | None = None) -> bool:
     """True on macOS on an arm64 Mac."""
+    if platform != "darwin":
+        return False  # without importing the platform module (start-up time)
     if machine is None:
         import platform as platform_module
 
