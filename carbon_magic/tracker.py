@@ -392,11 +392,20 @@ class Tracker:
 
     # ------------------------------------------------------------- the thread
 
+    def _watched(self) -> bool:
+        """Whether someone looks: an open window, a live listener, a pending task, or a
+        window closed less than half an interval ago."""
+        return bool(
+            self._open_windows > 0
+            or self._watchers
+            or self._tasks
+            or time.monotonic() < self._active_until
+        )
+
     def _sleep_s(self) -> float:
         """Seconds until the next tick: the interval while a window is open, the idle
         heartbeat otherwise, and never longer than a source allows (counter wraps)."""
-        watched = self._open_windows > 0 or self._watchers or self._tasks
-        if watched or time.monotonic() < self._active_until:
+        if self._watched():
             interval = self.settings.interval
         else:
             interval = max(IDLE_TICK_S, self.settings.interval)
@@ -577,36 +586,51 @@ class Tracker:
                     source.component, key if source.itemised else None, energy, fraction
                 )
             )
-        server_rate, gpu_rate = accounting.embodied_rate_g_per_s(
-            settings.embodied_server_kg, settings.embodied_gpu_kg, 1, settings.lifetime_years
-        )
+        server_rate, gpu_rate = self._embodied_rates()
         used = sum(1 for key in gpu_keys if self._gpu_fraction_used(key))
         embodied = accounting.embodied_tick_g(
             dt_s, server_rate, gpu_rate, len(gpu_keys), used, share
         )
         attributed = accounting.attribute_tick(ticks, embodied, COMPONENTS)
+        self._accumulate(attributed, settings.embodied)
+
+    def _accumulate(self, attributed: dict[str, accounting.Attribution], embodied: bool) -> None:
+        """Add one tick's attributed energy to both modes' totals, with PUE and the
+        intensity (central, low, high). This runs at every window edge: the
+        conversions are written out here rather than called per component."""
         intensity: Intensity = self._intensity_now
-        low_i, high_i = intensity.range_g_per_kwh
         pue = self._pue_now
+        low_i, high_i = intensity.range_g_per_kwh
+        # grams per joule of IT energy: PUE × intensity / (J per kWh)
+        g_per_j = accounting.emissions_g(accounting.facility_energy_j(1.0, pue), 1.0)
+        central_g, low_g, high_g = g_per_j * intensity.g_per_kwh, g_per_j * low_i, g_per_j * high_i
         for mode, charge in attributed.items():
             totals = self._totals[mode]
             for component, energy in charge.energy.items():
-                facility = accounting.facility_energy_j(energy.central_j, pue)
-                facility_low = accounting.facility_energy_j(energy.low_j, pue)
-                facility_high = accounting.facility_energy_j(energy.high_j, pue)
-                totals.energy_j[component] += energy.central_j
-                totals.facility_j[component] += facility
-                totals.facility_low_j[component] += facility_low
-                totals.facility_high_j[component] += facility_high
-                totals.emissions_g[component] += accounting.emissions_g(
-                    facility, intensity.g_per_kwh
-                )
-                totals.emissions_low_g[component] += accounting.emissions_g(facility_low, low_i)
-                totals.emissions_high_g[component] += accounting.emissions_g(facility_high, high_i)
+                central, low, high = energy.central_j, energy.low_j, energy.high_j
+                if not (central or low or high):
+                    continue
+                totals.energy_j[component] += central
+                totals.facility_j[component] += central * pue
+                totals.facility_low_j[component] += low * pue
+                totals.facility_high_j[component] += high * pue
+                totals.emissions_g[component] += central * central_g
+                totals.emissions_low_g[component] += low * low_g
+                totals.emissions_high_g[component] += high * high_g
             for device, joules in charge.devices_j.items():
                 totals.devices_j[device] = totals.devices_j.get(device, 0.0) + joules
-            if settings.embodied:
+            if embodied:
                 totals.embodied_g += charge.embodied_g
+
+    def _embodied_rates(self) -> tuple[float, float]:
+        """(server, per-GPU) embodied g/s, recomputed only when their settings change."""
+        settings = self.settings
+        inputs = (settings.embodied_server_kg, settings.embodied_gpu_kg, settings.lifetime_years)
+        cached = getattr(self, "_embodied_cache", None)
+        if cached is None or cached[0] != inputs:
+            rates = accounting.embodied_rate_g_per_s(inputs[0], inputs[1], 1, inputs[2])
+            self._embodied_cache = cached = (inputs, rates)
+        return cached[1]
 
     def _gpu_fraction_used(self, key: str) -> bool:
         return not self._gpu_use_known or self._gpu_use.get(key, False) is not False
@@ -663,8 +687,10 @@ class Tracker:
                 measurement=Measurement(name=name),
                 intensity_at_start_g_per_kwh=self._intensity_now.g_per_kwh,
             )
+            was_idle = not self._watched()
             self._open_windows += 1
-        self._reschedule()  # watched from now on: tick at the interval
+        if was_idle:
+            self._reschedule()  # watched from now on: tick at the interval
         return window
 
     def peek(self, window: Window) -> Measurement:
@@ -713,7 +739,8 @@ class Tracker:
                 window.closed = True
                 self._open_windows = max(0, self._open_windows - 1)
                 self._active_until = time.monotonic() + self.settings.interval / 2
-        self._reschedule()  # one more tick within the interval: heartbeats show the end
+        # No wake-up needed: the thread's next tick is at most an interval away, and
+        # that tick (which heartbeats show) finds the window closed.
         return target
 
     @contextmanager

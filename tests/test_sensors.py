@@ -75,7 +75,7 @@ def test_psutil_path_forced_on_linux(tmp_path: Path) -> None:
         proc_root=str(tmp_path / "no-proc"),
         apple_silicon=False,
     )
-    assert isinstance(sensors.system_cpu, PsutilSystemCpuCounter)
+    assert isinstance(sensors.system_cpu.counter, PsutilSystemCpuCounter)
     assert isinstance(sensors.process_tree, PsutilProcessTreeCounter)
     assert "psutil" in sensors.cpu.status().detail
     before = sensors.process_tree.cpu_s()

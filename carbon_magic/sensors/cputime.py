@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -328,11 +329,40 @@ class PsutilProcessTreeCounter(ProcessTreeCounter):
             return 0
 
 
+class SharedSample:
+    """A busy-time counter whose reads within ``max_age_s`` of each other share one sample.
+
+    The CPU model and the tracker's CPU-share both need the machine's busy time at the
+    same instant; ``/proc/stat`` costs tens of microseconds to generate, and this runs
+    at every window edge.
+    """
+
+    def __init__(self, counter: object, max_age_s: float = 0.001) -> None:
+        self.counter = counter
+        self.source = getattr(counter, "source", "?")
+        self._max_age_ns = int(max_age_s * 1e9)
+        self._lock = threading.Lock()
+        self._sample: tuple[int, float] | None = None
+
+    def busy_s(self) -> float:
+        """Cumulative busy CPU seconds, from the last sample when it is fresh enough."""
+        now = time.monotonic_ns()
+        with self._lock:
+            if self._sample is not None and now - self._sample[0] <= self._max_age_ns:
+                return self._sample[1]
+        value = self.counter.busy_s()
+        with self._lock:
+            self._sample = (now, value)
+        return value
+
+    def close(self) -> None:
+        """Close the wrapped counter."""
+        self.counter.close()
+
+
 def cpu_time_counters(
     proc_root: str = "/proc", limited: bool = False
-) -> tuple[
-    SystemCpuCounter | PsutilSystemCpuCounter, ProcessTreeCounter | PsutilProcessTreeCounter
-]:
+) -> tuple[SharedSample, ProcessTreeCounter]:
     """(machine busy-time counter, kernel process-tree counter) for this platform.
 
     ``/proc`` counters where ``<proc_root>/stat`` exists (Linux), psutil elsewhere
@@ -340,7 +370,6 @@ def cpu_time_counters(
     which is how it is tested on Linux. ``limited``: a cgroup CPU quota applies.
     """
     if os.path.exists(os.path.join(proc_root, "stat")):
-        return SystemCpuCounter(proc_root=proc_root, limited=limited), ProcessTreeCounter(
-            proc_root=proc_root
-        )
-    return PsutilSystemCpuCounter(), PsutilProcessTreeCounter()
+        system = SystemCpuCounter(proc_root=proc_root, limited=limited)
+        return SharedSample(system), ProcessTreeCounter(proc_root=proc_root)
+    return SharedSample(PsutilSystemCpuCounter()), PsutilProcessTreeCounter()
