@@ -323,3 +323,22 @@ def test_device_keys_name_their_vendor_and_old_keys_still_read() -> None:
     assert device_vendor("gpu0") == "nvidia"  # ledgers from before vendors were told apart
     assert device_vendor("package-0") is None and device_vendor("dram-0") is None
     assert device_vendor("gpux") is None
+
+
+def test_a_named_vendor_whose_library_fails_is_one_status_line_and_a_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.test_amdsmi import AmdSmiLibraryException, FakeAmdGpu, fake_amdsmi
+
+    broken = fake_amdsmi([FakeAmdGpu()], init_error=AmdSmiLibraryException(8, "DRIVER"))
+    with caplog.at_level("WARNING", logger="carbon_magic"):
+        sensors = detect(
+            settings(powercap_root=str(tmp_path / "none"), gpus="amd"),
+            modules={"amdsmi": broken},
+            apple_silicon=False,
+            environ={},
+        )
+    assert sensors.gpus == []
+    (line,) = [s for s in sensors.statuses() if s.name == "amdsmi"]
+    assert not line.available and "initialisation failed" in line.detail
+    assert sum("amd GPUs not measured" in r.getMessage() for r in caplog.records) == 1

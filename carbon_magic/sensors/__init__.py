@@ -16,12 +16,15 @@ package is cheap; vendor modules load inside ``detect``.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .base import MEASURED, SHARE_BY_CPU_TIME, GpuSource, SensorStatus, Unavailable
+
+log = logging.getLogger("carbon_magic")
 
 GPU_VENDORS = ("nvidia", "amd", "apple")
 
@@ -199,6 +202,9 @@ def detect(
             sensors.gpus.append(source)
         else:
             sensors.unused.append(source.status())
+            if not isinstance(source, Unavailable):
+                # A driver showed (or the vendor was named) but its library failed.
+                log.warning("carbon_magic: %s GPUs not measured: %s", vendor, source.reason)
     return sensors
 
 
