@@ -470,3 +470,16 @@ def test_still_counter_on_an_idle_gpu_is_not_stuck(gpus: list[FakeGpu], clock: C
         clock.advance(1)
         sensor.read_j()
     assert sensor.method == MEASURED
+
+
+def test_driver_markers_linux_and_windows(tmp_path) -> None:
+    from carbon_magic.sensors.nvml import nvidia_driver_present
+
+    assert not nvidia_driver_present(str(tmp_path), environ={})
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev" / "nvidiactl").write_text("")
+    assert nvidia_driver_present(str(tmp_path), environ={})
+    windows = tmp_path / "Windows"
+    (windows / "System32").mkdir(parents=True)
+    (windows / "System32" / "nvml.dll").write_text("")
+    assert nvidia_driver_present(str(tmp_path / "none"), environ={"SystemRoot": str(windows)})

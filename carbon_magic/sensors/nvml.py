@@ -408,6 +408,11 @@ class NvmlSensor:
 _DRIVER_MARKERS = ("dev/nvidiactl", "proc/driver/nvidia/version", "usr/lib/wsl/lib")
 
 
-def nvidia_driver_present(root: str = "/") -> bool:
-    """True when this system shows any sign of an NVIDIA driver (cheap: a few stats)."""
-    return any(os.path.exists(os.path.join(root, marker)) for marker in _DRIVER_MARKERS)
+def nvidia_driver_present(root: str = "/", environ: Mapping[str, str] | None = None) -> bool:
+    """True when this system shows any sign of an NVIDIA driver (cheap: a few stats).
+
+    On Windows the driver installs ``nvml.dll`` in ``%SystemRoot%\\System32``."""
+    if any(os.path.exists(os.path.join(root, marker)) for marker in _DRIVER_MARKERS):
+        return True
+    system_root = (os.environ if environ is None else environ).get("SystemRoot")
+    return bool(system_root) and os.path.exists(os.path.join(system_root, "System32", "nvml.dll"))
