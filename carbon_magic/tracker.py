@@ -797,11 +797,16 @@ class Tracker:
             return dict(self._last_watts)
 
     def session(self) -> Measurement:
-        """Totals since start (or the last reset), in the current mode, as of the last read."""
+        """Totals since start (or the last reset), in the current mode, read now.
+
+        The counters are read at the call (a fraction of a millisecond), so the figures
+        are current even while the idle thread sleeps between heartbeats."""
         mode = self.settings.mode
         with self._lock:
             if self._totals is None:
                 return Measurement(name="session", mode=mode, methods={})
+            if self._running:
+                self._advance()
             measurement = self._measurement_between(
                 self._session_base[mode],
                 self._totals[mode],

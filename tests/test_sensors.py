@@ -342,3 +342,17 @@ def test_a_named_vendor_whose_library_fails_is_one_status_line_and_a_log(
     (line,) = [s for s in sensors.statuses() if s.name == "amdsmi"]
     assert not line.available and "initialisation failed" in line.detail
     assert sum("amd GPUs not measured" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_session_is_current_while_the_idle_thread_sleeps() -> None:
+    times = FakeCpuTimes()
+    rapl = CounterSource("rapl", "cpu", ("package-0",))
+    tracker = injected(make_sensors(times, cpu=rapl), mode="machine")
+    tracker.start()
+    try:
+        before = tracker.session().energy_j["cpu"]
+        rapl.add("package-0", 12.0)
+        after = tracker.session().energy_j["cpu"]  # no tick in between: read at the call
+    finally:
+        tracker.close()
+    assert after - before == pytest.approx(12.0)
