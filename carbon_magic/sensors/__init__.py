@@ -29,6 +29,16 @@ log = logging.getLogger("carbon_magic")
 GPU_VENDORS = ("nvidia", "amd", "apple")
 
 
+# Where the amdgpu/ROCm driver shows itself: its kernel fusion driver node and module.
+# Checked here so that machines without one never import the AMD module.
+_AMD_DRIVER_MARKERS = ("dev/kfd", "sys/module/amdgpu")
+
+
+def amd_driver_present(root: str = "/") -> bool:
+    """True when this system shows an amdgpu/ROCm driver (cheap: a few stats)."""
+    return any(os.path.exists(os.path.join(root, marker)) for marker in _AMD_DRIVER_MARKERS)
+
+
 def parse_gpus(value: Any) -> str:
     """Validate a ``gpus`` setting: ``auto``, ``none`` or a comma list of vendors.
 
@@ -135,7 +145,6 @@ def detect(
     """
     from carbon_magic import cpu_power
 
-    from .apple import AppleSoc, AppleSource, is_apple_silicon
     from .cputime import cpu_time_counters, total_memory_bytes
     from .models import ModelledCpu, ModelledRam
     from .rapl import RaplSensor
@@ -176,10 +185,14 @@ def detect(
     )
     wanted = parse_gpus(getattr(settings, "gpus", "auto"))
     vendors = () if wanted in ("auto", "none") else tuple(wanted.split(","))
-    on_apple = is_apple_silicon() if apple_silicon is None else apple_silicon
+    if apple_silicon is None:
+        from .apple import is_apple_silicon
 
+        apple_silicon = is_apple_silicon()
     soc = None
-    if on_apple or "apple" in vendors:
+    if apple_silicon or "apple" in vendors:
+        from .apple import AppleSoc, AppleSource
+
         soc = AppleSoc(modules.get("zeus_apple_silicon"))
     if soc is not None and soc.available:
         sensors.cpu = AppleSource(soc, "cpu")
@@ -238,10 +251,10 @@ def _gpu_source(
             return Unavailable("nvml", "gpu", MEASURED, "no NVIDIA driver on this system")
         return NvmlSensor(nvml_module=modules.get("pynvml"), environ=environ)
     if vendor == "amd":
-        from .amdsmi import AmdSmiSensor, amd_driver_present
-
         if auto and "amdsmi" not in modules and not amd_driver_present(driver_root):
             return None  # most machines: say nothing about AMD GPUs
+        from .amdsmi import AmdSmiSensor
+
         return AmdSmiSensor(amdsmi_module=modules.get("amdsmi"), environ=environ)
     if soc is None:
         if auto:

@@ -332,12 +332,3 @@ class AmdSmiSensor:
             if self.available:
                 self.available = False
                 self.reason = "amdsmi sensor closed"
-
-
-# Where the amdgpu driver shows itself: its kernel fusion driver node (ROCm) and module.
-_DRIVER_MARKERS = ("dev/kfd", "sys/module/amdgpu")
-
-
-def amd_driver_present(root: str = "/") -> bool:
-    """True when this system shows an amdgpu/ROCm driver (cheap: a few stats)."""
-    return any(os.path.exists(os.path.join(root, marker)) for marker in _DRIVER_MARKERS)
