@@ -228,3 +228,18 @@ def test_close_is_idempotent() -> None:
     assert module.calls["shutdown"] == 1 and not sensor.available
     with pytest.raises(RuntimeError):
         sensor.read_j()
+
+
+def test_real_amdsmi_without_rocm_is_one_quiet_line() -> None:
+    """The PyPI amdsmi package, where ROCm's library is absent (as on this test machine)."""
+    try:
+        import amdsmi  # noqa: F401
+    except ImportError:
+        pytest.skip("amdsmi is not installed")
+    except Exception:
+        pass  # installed, and its library does not load: the case under test
+    else:
+        pytest.skip("ROCm is installed here")
+    sensor = AmdSmiSensor(environ={})
+    assert not sensor.available
+    assert "libamd_smi" in sensor.reason

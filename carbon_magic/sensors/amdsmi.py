@@ -118,7 +118,10 @@ class AmdSmiSensor:
                 self.reason = "amdsmi (ROCm's Python module) is not installed"
                 return
             except Exception as exc:  # the module loads libamd_smi at import
-                self.reason = f"amdsmi cannot load its library: {exc}"
+                self.reason = (
+                    f"amdsmi is installed but ROCm's libamd_smi cannot be loaded ({exc!r}): "
+                    "no AMD GPU driver stack"
+                )
                 return
         self._smi = amdsmi_module
         if not hasattr(amdsmi_module, "amdsmi_get_energy_count") and not hasattr(
