@@ -8,6 +8,7 @@ analytic truth.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from carbon_magic.measurement import J_PER_KWH
 from carbon_magic.sensors.base import ASSUMED, MEASURED, MODELLED
@@ -111,3 +112,128 @@ def emissions_range_g(
         low += at_low * (1 - spread)
         high += at_high * (1 + spread)
     return (low, high)
+
+
+# ------------------------------------------------------------------ attribution
+
+
+@dataclass(frozen=True)
+class EnergyRange:
+    """Energy over a span with the interval it lies in, joules."""
+
+    central_j: float
+    low_j: float
+    high_j: float
+
+    def scaled(self, factor: float) -> EnergyRange:
+        """The same range times ``factor`` (a share)."""
+        return EnergyRange(self.central_j * factor, self.low_j * factor, self.high_j * factor)
+
+
+def method_range(energy_j: float, method: str) -> EnergyRange:
+    """``energy_j`` with the interval of its method's uncertainty (``ENERGY_UNCERTAINTY``)."""
+    spread = ENERGY_UNCERTAINTY.get(method, ENERGY_UNCERTAINTY[ASSUMED])
+    return EnergyRange(energy_j, energy_j * (1 - spread), energy_j * (1 + spread))
+
+
+def memory_share(process_bytes: float, total_bytes: float) -> float:
+    """The kernel tree's share of installed memory, in [0, 1]."""
+    if total_bytes <= 0:
+        return 0.0
+    return min(max(process_bytes / total_bytes, 0.0), 1.0)
+
+
+def gpu_process_fraction(
+    energy_j: float,
+    duration_s: float,
+    used: bool,
+    sm_share: float | None,
+    idle_w: float,
+) -> float:
+    """The fraction of one GPU's energy over a tick that process mode charges the kernel.
+
+    Unused: 0. Used alone, or shared where per-process utilisation is unknown
+    (``sm_share`` None): 1, the whole device. Shared with a known SM-utilisation share:
+    that share of the energy above idle (``idle_w`` × ``duration_s``); idle stays
+    unattributed in process mode, as in Kepler, and is counted in machine mode.
+    """
+    if not used or energy_j <= 0:
+        return 0.0
+    if sm_share is None:
+        return 1.0
+    above_idle_j = max(energy_j - max(idle_w, 0.0) * duration_s, 0.0)
+    return above_idle_j * min(max(sm_share, 0.0), 1.0) / energy_j
+
+
+@dataclass(frozen=True)
+class DeviceTick:
+    """One device's energy over a tick, and the fraction process mode charges the kernel.
+
+    ``key`` names the device in the per-device breakdown (``package-0``, ``nvidia:0``);
+    ``None`` for models, which describe no device of their own.
+    """
+
+    component: str
+    key: str | None
+    energy: EnergyRange
+    process_fraction: float
+
+
+@dataclass
+class Attribution:
+    """What one attribution mode is charged over a tick."""
+
+    energy: dict[str, EnergyRange]  # per component, IT energy (before PUE)
+    devices_j: dict[str, float]  # per device key, central joules
+    embodied_g: float
+
+
+def embodied_tick_g(
+    duration_s: float,
+    server_g_per_s: float,
+    gpu_g_per_s_each: float,
+    n_gpus: int,
+    n_gpus_used: int,
+    cpu_share_of_machine: float,
+) -> dict[str, float]:
+    """Amortised manufacturing emissions over a tick per mode, grams.
+
+    Machine mode: the server and every GPU. Process mode: the server by the kernel's
+    CPU-time share, and the GPUs the kernel uses.
+    """
+    return {
+        "machine": (server_g_per_s + gpu_g_per_s_each * n_gpus) * duration_s,
+        "process": (server_g_per_s * cpu_share_of_machine + gpu_g_per_s_each * n_gpus_used)
+        * duration_s,
+    }
+
+
+def attribute_tick(
+    devices: list[DeviceTick], embodied_g: Mapping[str, float], components: tuple[str, ...]
+) -> dict[str, Attribution]:
+    """Charge one tick's device energies to ``machine`` (all) and ``process`` (the
+    kernel's fractions) mode, per component and per device.
+
+    Pure: every input is a number already measured or modelled. ``embodied_g`` maps a
+    mode to its embodied grams over the tick (``embodied_tick_g``).
+    """
+    result: dict[str, Attribution] = {}
+    for mode in ("machine", "process"):
+        energy = {c: EnergyRange(0.0, 0.0, 0.0) for c in components}
+        devices_j: dict[str, float] = {}
+        for device in devices:
+            part = (
+                device.energy
+                if mode == "machine"
+                else device.energy.scaled(device.process_fraction)
+            )
+            total = energy.get(device.component, EnergyRange(0.0, 0.0, 0.0))
+            energy[device.component] = EnergyRange(
+                total.central_j + part.central_j,
+                total.low_j + part.low_j,
+                total.high_j + part.high_j,
+            )
+            if device.key is not None:
+                devices_j[device.key] = devices_j.get(device.key, 0.0) + part.central_j
+        result[mode] = Attribution(energy, devices_j, embodied_g.get(mode, 0.0))
+    return result

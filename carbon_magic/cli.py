@@ -73,6 +73,7 @@ def machine_status() -> dict[str, Any]:
             },
             "powercap_root": settings.powercap_root,
             "hardware": tracker.hardware(),
+            "platform": sys.platform,
             "gpu_device": _gpu_device_present(),
             "notices": list(tracker.notices),
         }
@@ -85,7 +86,8 @@ def machine_status() -> dict[str, Any]:
 
 def status_text(info: dict[str, Any]) -> str:
     """``machine_status()`` as lines for a terminal."""
-    lines = [f"carbon_magic {info['version']} — {info['mode']} mode", "sensors:"]
+    platform = info.get("platform", sys.platform)
+    lines = [f"carbon_magic {info['version']} — {info['mode']} mode on {platform}", "sensors:"]
     for sensor in info["sensors"]:
         state = sensor["method"] if sensor["available"] else "unavailable"
         lines.append(
@@ -117,44 +119,95 @@ class Finding:
     fix: str | None = None
 
 
+_SENSOR_LABELS = {"rapl": "RAPL", "nvml": "NVML", "amdsmi": "amdsmi", "apple": "zeus-apple-silicon"}
+
+
+def _label(sensor: dict[str, Any]) -> str:
+    return _SENSOR_LABELS.get(sensor["name"], sensor["name"])
+
+
+def _cpu_finding(sensors: list[dict[str, Any]], platform: str) -> Finding:
+    cpu = [s for s in sensors if s["component"] == "cpu"]
+    measured = next((s for s in cpu if s["available"] and s["method"] == "measured"), None)
+    if measured is not None:
+        return Finding("CPU", f"measured by {_label(measured)}: {measured['detail']}")
+    rapl = next((s for s in cpu if s["name"] == "rapl"), None)
+    if rapl is not None and ("chmod" in rapl["detail"] or "root only" in rapl["detail"]):
+        return Finding(
+            "CPU", "RAPL counters exist but cannot be read; CPU energy is modelled", rapl["detail"]
+        )
+    apple = next((s for s in cpu if s["name"] == "apple"), None)
+    if apple is not None and "not installed" in apple["detail"]:
+        return Finding(
+            "CPU",
+            "Apple Silicon energy counters are not read; CPU energy is modelled",
+            "pip install 'carbon_magic[apple]'   (zeus-apple-silicon, in the kernel's environment)",
+        )
+    if platform.startswith("win"):
+        why = "Windows offers no CPU energy counter without a driver"
+    elif rapl is not None:
+        why = f"RAPL: {rapl['detail']}"
+    elif apple is not None:
+        why = f"Apple: {apple['detail']}"
+    else:
+        why = "no CPU energy counter on this platform"
+    return Finding("CPU", f"modelled from utilisation, nothing to fix; {why}")
+
+
+def _ram_finding(sensors: list[dict[str, Any]]) -> Finding:
+    ram = next((s for s in sensors if s["component"] == "ram" and s["available"]), None)
+    if ram is None:
+        return Finding("RAM", "assumed at a constant W/GB, nothing to fix")
+    if ram["method"] == "measured":
+        return Finding("RAM", f"measured by {_label(ram)}: {ram['detail']}")
+    return Finding("RAM", f"{ram['method']}: {ram['detail']}; nothing to fix")
+
+
+def _gpu_findings(sensors: list[dict[str, Any]], nvidia_device: bool) -> list[Finding]:
+    gpus = [s for s in sensors if s["component"] == "gpu"]
+    findings = [
+        Finding("GPU", f"measured by {_label(s)}: {s['detail']}") for s in gpus if s["available"]
+    ]
+    for sensor in gpus:
+        if sensor["available"]:
+            continue
+        detail = sensor["detail"]
+        if sensor["name"] == "nvml" and nvidia_device:
+            if "not installed" in detail:
+                fix = "pip install nvidia-ml-py   (in the kernel's environment)"
+            else:
+                fix = (
+                    "check the NVIDIA driver: `nvidia-smi` must list the GPU; install or reload "
+                    "the driver matching the kernel module (libnvidia-ml.so must be loadable)"
+                )
+            findings.append(
+                Finding("GPU", f"an NVIDIA GPU is present but not measured: {detail}", fix)
+            )
+        elif sensor["name"] == "amdsmi":
+            fix = (
+                "pip install 'carbon_magic[amd]', or use ROCm's own module: "
+                "pip install /opt/rocm/share/amd_smi"
+                if "not installed" in detail or "too old" in detail
+                else "check the ROCm driver: `amd-smi list` must list the GPU"
+            )
+            findings.append(
+                Finding("GPU", f"an AMD GPU is present but not measured: {detail}", fix)
+            )
+    if not findings:
+        findings.append(Finding("GPU", "no GPU to measure on this machine; nothing to fix"))
+    return findings
+
+
 def doctor_findings(info: dict[str, Any]) -> list[Finding]:
     """What is missing on this machine and the concrete fix, from ``machine_status()``.
 
     Pure: tests pass a hand-made ``info``. A finding with a ``fix`` needs action.
     """
     findings: list[Finding] = []
-    sensors = {s["name"]: s for s in info["sensors"]}
-
-    rapl = sensors.get("rapl")
-    if rapl is not None and rapl["available"]:
-        findings.append(Finding("CPU", f"measured by RAPL: {rapl['detail']}"))
-    elif rapl is not None and ("chmod" in rapl["detail"] or "root only" in rapl["detail"]):
-        findings.append(
-            Finding(
-                "CPU",
-                "RAPL counters exist but cannot be read; CPU energy is modelled",
-                rapl["detail"],
-            )
-        )
-    else:
-        why = rapl["detail"] if rapl is not None else "no RAPL sensor"
-        findings.append(Finding("CPU", f"modelled from utilisation, nothing to fix; RAPL: {why}"))
-
-    nvml = sensors.get("nvml")
-    if nvml is not None and nvml["available"]:
-        findings.append(Finding("GPU", f"measured by NVML: {nvml['detail']}"))
-    elif info.get("gpu_device"):
-        detail = nvml["detail"] if nvml is not None else "NVML unavailable"
-        if "not installed" in detail:
-            fix = "pip install nvidia-ml-py   (in the kernel's environment)"
-        else:
-            fix = (
-                "check the NVIDIA driver: `nvidia-smi` must list the GPU; install or reload "
-                "the driver matching the kernel module (libnvidia-ml.so must be loadable)"
-            )
-        findings.append(Finding("GPU", f"an NVIDIA GPU is present but not measured: {detail}", fix))
-    else:
-        findings.append(Finding("GPU", "no NVIDIA GPU on this machine; nothing to fix"))
+    sensors = info["sensors"]
+    findings.append(_cpu_finding(sensors, info.get("platform", sys.platform)))
+    findings.append(_ram_finding(sensors))
+    findings.extend(_gpu_findings(sensors, bool(info.get("gpu_device"))))
 
     if any(info["location"].values()):
         where = ", ".join(f"{k}={v}" for k, v in info["location"].items() if v)

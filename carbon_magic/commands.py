@@ -61,6 +61,8 @@ def status_lines(magics: CarbonMagics) -> list[str]:
     for sensor in tracker.sensor_statuses():
         state = sensor.method if sensor.available else "unavailable"
         lines.append(f"  {sensor.component:<4} {sensor.name:<10} {state:<11} {sensor.detail}")
+    cpu_time = getattr(tracker.sensors.system_cpu, "source", "?")
+    lines.append(f"  CPU time from {cpu_time} (the kernel's share in process mode)")
     lines.append(f"grid: {intensity.g_per_kwh:.0f} g/kWh · {intensity.source}")
     provider = getattr(tracker, "intensity_provider", None)
     if provider is not None:

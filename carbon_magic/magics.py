@@ -131,6 +131,7 @@ class CarbonMagics(Magics, _SettingTraits):
         # The running cell's prediction from its progress, for the heartbeats.
         self._forecast: CellForecast | None = None
         self._last_heartbeat = 0.0
+        self._beat_cell: tuple[str, float] | None = None  # the running cell last beaten
         self._ledger_lock = threading.Lock()
         self.store = self._open_ledger()
         self._sync_traits_from_settings()
@@ -266,9 +267,13 @@ class CarbonMagics(Magics, _SettingTraits):
                 self.tracker._notice(f"progress prediction failed: {error!r}")
         now = time.monotonic()
         period = max(HEARTBEAT_MIN_S, self.tracker.settings.interval)
-        if now - self._last_heartbeat < period:
+        # A cell that started or ended is shown at once; otherwise beat every period
+        # (the tracker ticks every IDLE_TICK_S, 8 s, while no cell runs).
+        changed = self._running_cell != self._beat_cell
+        if now - self._last_heartbeat < period and not changed:
             return
         self._last_heartbeat = now
+        self._beat_cell = self._running_cell
         self.write_heartbeat(reading)
 
     def write_heartbeat(self, reading: LiveReading | None = None) -> None:
@@ -455,7 +460,7 @@ def load(ipython: Any) -> None:
         ipython.configurables.append(magics)
     ipython.events.register("pre_run_cell", magics.pre_run_cell)
     ipython.events.register("post_run_cell", magics.post_run_cell)
-    tracker.add_listener(magics._on_tick)
+    tracker.add_listener(magics._on_tick, watching=False)
     _state.update(shell=ipython, magics=magics, transformer=transformer)
     magics.write_heartbeat()
 

@@ -10,6 +10,24 @@ COMPONENTS = ("cpu", "gpu", "ram")
 
 J_PER_KWH = 3.6e6
 
+# Device keys in ``Measurement.devices``: CPU and DRAM zones (``package-0``, ``dram-0``,
+# ``psys``, ``apple:cpu``, ``apple:dram``) and GPUs, which carry their vendor
+# (``nvidia:0``, ``amd:1``, ``apple:gpu``, ``apple:ane``). Ledgers written before vendors
+# were told apart hold ``gpu<index>`` for NVIDIA GPUs.
+GPU_VENDORS = ("nvidia", "amd", "apple")
+_LEGACY_GPU_PREFIX = "gpu"
+
+
+def device_vendor(key: str) -> str | None:
+    """The vendor a device key names (``"nvidia"`` for ``nvidia:0`` and for the older
+    ``gpu0``), or ``None`` for keys without one (``package-0``, ``dram-0``, ``psys``)."""
+    vendor, sep, _ = key.partition(":")
+    if sep and vendor in GPU_VENDORS:
+        return vendor
+    if key.startswith(_LEGACY_GPU_PREFIX) and key[len(_LEGACY_GPU_PREFIX) :].isdigit():
+        return "nvidia"
+    return None
+
 
 @dataclass
 class Measurement:

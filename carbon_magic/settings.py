@@ -91,6 +91,12 @@ def _cloud_region(value: Any) -> str:
     return validate_cloud_region(str(value))
 
 
+def _gpus(value: Any) -> str:
+    from carbon_magic.sensors import parse_gpus
+
+    return parse_gpus(value)
+
+
 def _optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """Let ``None``, ``""``, ``auto`` or ``none`` mean "not set, work it out"."""
 
@@ -159,6 +165,12 @@ SPECS: dict[str, SettingSpec] = {
             _boolean,
             False,
             "count RAPL psys (whole SoC) instead of packages + DRAM, where present",
+        ),
+        SettingSpec(
+            "gpus",
+            _gpus,
+            "auto",
+            "GPUs to measure: auto (where a driver shows), none, or a list of nvidia,amd,apple",
         ),
         SettingSpec(
             "cpu_idle_w",

@@ -13,7 +13,8 @@ import pytest
 from carbon_magic import cpu_power
 from carbon_magic import tracker as tracker_module
 from carbon_magic.cpu_model.curves import AMD_ZEN
-from carbon_magic.sensors import cputime
+from carbon_magic.sensors import Sensors
+from carbon_magic.sensors.models import ModelledCpu, ModelledRam
 from carbon_magic.settings import Settings
 from carbon_magic.tracker import Tracker
 
@@ -84,12 +85,27 @@ def rig(monkeypatch):
     clock = FakeTime()
     load = Load(clock, busy_cpus=3.0, share=0.5)
     monkeypatch.setattr(tracker_module, "time", clock)
-    monkeypatch.setattr(cputime, "SystemCpuCounter", lambda **kwargs: FakeSystemCpu(load))
-    monkeypatch.setattr(cputime, "ProcessTreeCounter", lambda: FakeProcessTree(load))
-    monkeypatch.setattr(cpu_power, "visible_cpu_count", lambda: N_CPUS)
-    monkeypatch.setattr(cpu_power, "cpu_power_model", lambda *args, **kwargs: MODEL)
-    tracker = Tracker(Settings(environ={}))
-    tracker.settings.update(country="FR", powercap_root="/nonexistent", interval=60)
+    system, tree = FakeSystemCpu(load), FakeProcessTree(load)
+
+    def sensors(settings: Settings) -> Sensors:
+        cpu = ModelledCpu(MODEL, system, clock_ns=clock.monotonic_ns)
+        ram = ModelledRam(16 * 10**9, lambda: 0.0)
+        return Sensors(
+            cpu=cpu,
+            ram=ram,
+            gpus=[],
+            cpu_model=cpu,
+            ram_model=ram,
+            system_cpu=system,
+            process_tree=tree,
+            cpu_power=MODEL,
+            cpu_model_name="AMD EPYC 7742",
+            n_cpus=N_CPUS,
+            total_memory_bytes=16 * 10**9,
+        )
+
+    tracker = Tracker(Settings(environ={}), sensors_factory=sensors)
+    tracker.settings.update(country="FR", interval=60)
     tracker.start()
     yield tracker, clock, load
     tracker.close()

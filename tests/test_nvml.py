@@ -85,6 +85,8 @@ class FakeGpu:
     compute_pids: list[int] | None = field(default_factory=list)  # None: NotSupported
     graphics_pids: list[int] | None = field(default_factory=list)
     lost: bool = False
+    # (pid, smUtil) samples nvmlDeviceGetProcessUtilization returns; None: NotSupported
+    utilisation: list[tuple[int, int]] | None = field(default_factory=list)
 
 
 def fake_pynvml(gpus: list[FakeGpu], clock: Clock, init_error: Exception | None = None):
@@ -147,6 +149,17 @@ def fake_pynvml(gpus: list[FakeGpu], clock: Clock, init_error: Exception | None 
     mod.nvmlDeviceGetHandleByUUID = by_uuid
     mod.nvmlDeviceGetDeviceHandleFromMigDeviceHandle = lambda mig: 2
     mod.nvmlDeviceGetIndex = lambda h: h
+
+    def utilisation(handle: int, last_seen_us: int) -> list[types.SimpleNamespace]:
+        samples = gpu(handle).utilisation
+        if samples is None:
+            raise NotSupported()
+        return [
+            types.SimpleNamespace(pid=pid, timeStamp=last_seen_us + 1, smUtil=sm, memUtil=0)
+            for pid, sm in samples
+        ]
+
+    mod.nvmlDeviceGetProcessUtilization = utilisation
     return mod
 
 
@@ -180,22 +193,22 @@ def test_energy_counter_gpus(gpus: list[FakeGpu], clock: Clock) -> None:
     assert sensor.available and sensor.reason is None
     assert (sensor.name, sensor.component, sensor.method) == ("nvml", "gpu", MEASURED)
     assert sensor.count == 3
-    assert sensor.gpu_names() == dict.fromkeys(["gpu0", "gpu1", "gpu2"], "NVIDIA H200")
+    assert sensor.gpu_names() == dict.fromkeys(["nvidia:0", "nvidia:1", "nvidia:2"], "NVIDIA H200")
     assert sensor.poll_interval_s() is None
     gpus[0].energy_mj += 2_500
     gpus[2].energy_mj += 40
-    assert sensor.read_j() == pytest.approx({"gpu0": 2.5, "gpu1": 0.0, "gpu2": 0.04})
+    assert sensor.read_j() == pytest.approx({"nvidia:0": 2.5, "nvidia:1": 0.0, "nvidia:2": 0.04})
     gpus[0].energy_mj += 500
-    assert sensor.read_j()["gpu0"] == pytest.approx(3.0)
+    assert sensor.read_j()["nvidia:0"] == pytest.approx(3.0)
     assert sensor.status().detail == "3 GPUs: NVIDIA H200 (energy counter)"
 
 
 def test_counter_restart_never_goes_negative(gpus: list[FakeGpu], clock: Clock) -> None:
     sensor, _ = make(gpus[:1], clock)
     gpus[0].energy_mj += 1_000
-    assert sensor.read_j()["gpu0"] == pytest.approx(1.0)
+    assert sensor.read_j()["nvidia:0"] == pytest.approx(1.0)
     gpus[0].energy_mj = 300  # driver reloaded: the counter starts again at 0
-    assert sensor.read_j()["gpu0"] == pytest.approx(1.3)
+    assert sensor.read_j()["nvidia:0"] == pytest.approx(1.3)
 
 
 # -- power integration (pre-Volta) ------------------------------------------------
@@ -209,7 +222,7 @@ def test_power_only_gpu_integrates_linear_power_exactly(clock: Clock) -> None:
     assert sensor.poll_interval_s() == 1.0
     for step in (0.5, 0.8, 0.7):  # uneven polls, 2 s in all
         clock.advance(step)
-        joules = sensor.read_j()["gpu0"]
+        joules = sensor.read_j()["nvidia:0"]
     # The trapezoid is exact for linear power: 100 W * 2 s + 50 W/s * (2 s)^2 / 2.
     assert joules == pytest.approx(300.0)
     assert "integrated from power" in sensor.status().detail
@@ -222,7 +235,7 @@ def test_power_integration_matches_analytic_energy(clock: Clock) -> None:
     sensor, _ = make([gpu], clock)
     for _ in range(300):
         clock.advance(0.01)
-        joules = sensor.read_j()["gpu0"]
+        joules = sensor.read_j()["nvidia:0"]
     truth = 150 * 3 + 80 * (1 - math.cos(3))  # integral over 3 s
     assert joules == pytest.approx(truth, rel=1e-4)
 
@@ -234,16 +247,16 @@ def test_mixed_gpus_are_modelled(gpus: list[FakeGpu], clock: Clock) -> None:
     assert sensor.method == MODELLED and sensor.poll_interval_s() == 1.0
     clock.advance(2.0)
     gpus[0].energy_mj += 1_000
-    assert sensor.read_j() == pytest.approx({"gpu0": 1.0, "gpu1": 120.0, "gpu2": 0.0})
+    assert sensor.read_j() == pytest.approx({"nvidia:0": 1.0, "nvidia:1": 120.0, "nvidia:2": 0.0})
 
 
 def test_gpu_without_energy_or_power_is_skipped(gpus: list[FakeGpu], clock: Clock) -> None:
     gpus[1].energy_mj = None  # and power_w None
     sensor, _ = make(gpus, clock)
     assert sensor.available and sensor.method == MEASURED
-    assert set(sensor.read_j()) == {"gpu0", "gpu2"}
+    assert set(sensor.read_j()) == {"nvidia:0", "nvidia:2"}
     assert sensor.count == 2
-    assert "skipped gpu1" in sensor.status().detail
+    assert "skipped nvidia:1" in sensor.status().detail
 
 
 def test_no_measurable_gpu_is_unavailable(gpus: list[FakeGpu], clock: Clock) -> None:
@@ -251,7 +264,7 @@ def test_no_measurable_gpu_is_unavailable(gpus: list[FakeGpu], clock: Clock) -> 
         gpu.energy_mj = None
     sensor, nvml = make(gpus, clock)
     assert not sensor.available
-    assert sensor.reason.startswith("no NVIDIA GPU to measure: gpu0")
+    assert sensor.reason.startswith("no NVIDIA GPU to measure: nvidia:0")
     assert "Not Supported" in sensor.reason
     assert nvml.calls == {"init": 1, "shutdown": 1}  # released at once
 
@@ -259,7 +272,7 @@ def test_no_measurable_gpu_is_unavailable(gpus: list[FakeGpu], clock: Clock) -> 
 def test_read_failure_raises_runtime_error(gpus: list[FakeGpu], clock: Clock) -> None:
     sensor, _ = make(gpus, clock)
     gpus[1].lost = True
-    with pytest.raises(RuntimeError, match="gpu1.*GPU is lost"):
+    with pytest.raises(RuntimeError, match="nvidia:1.*GPU is lost"):
         sensor.read_j()
 
 
@@ -318,17 +331,17 @@ def test_real_pynvml_without_library(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("value", "keys"),
     [
-        ("1", ["gpu1"]),
-        ("2,0", ["gpu2", "gpu0"]),
-        (" 0 , 2 ", ["gpu0", "gpu2"]),
-        ("0,7,1", ["gpu0"]),  # CUDA stops at the first invalid entry
-        (UUIDS[1], ["gpu1"]),
-        ("GPU-aaaa", ["gpu0"]),  # unique prefix
+        ("1", ["nvidia:1"]),
+        ("2,0", ["nvidia:2", "nvidia:0"]),
+        (" 0 , 2 ", ["nvidia:0", "nvidia:2"]),
+        ("0,7,1", ["nvidia:0"]),  # CUDA stops at the first invalid entry
+        (UUIDS[1], ["nvidia:1"]),
+        ("GPU-aaaa", ["nvidia:0"]),  # unique prefix
         ("GPU-bbb,0", []),  # ambiguous prefix ends the list at once
-        ("GPU-bbbc3333,1", ["gpu2", "gpu1"]),
-        ("MIG-5a7e0000-1111-2222-3333-444455556666", ["gpu2"]),
-        ("0,MIG-unknown,1", ["gpu0"]),
-        ("1,1", ["gpu1"]),
+        ("GPU-bbbc3333,1", ["nvidia:2", "nvidia:1"]),
+        ("MIG-5a7e0000-1111-2222-3333-444455556666", ["nvidia:2"]),
+        ("0,MIG-unknown,1", ["nvidia:0"]),
+        ("1,1", ["nvidia:1"]),
     ],
 )
 def test_cuda_visible_devices(
@@ -361,8 +374,8 @@ def test_devices_used_by(gpus: list[FakeGpu], clock: Clock) -> None:
     gpus[0].compute_pids = [10, 11]
     gpus[1].graphics_pids = [20]
     sensor, _ = make(gpus, clock)
-    assert sensor.devices_used_by({10}) == {"gpu0"}
-    assert sensor.devices_used_by({20, 11}) == {"gpu0", "gpu1"}
+    assert sensor.devices_used_by({10}) == {"nvidia:0"}
+    assert sensor.devices_used_by({20, 11}) == {"nvidia:0", "nvidia:1"}
     assert sensor.devices_used_by({99}) == set()
     assert sensor.devices_used_by(set()) == set()
 
@@ -371,10 +384,10 @@ def test_devices_used_by_not_supported_counts_the_gpu(gpus: list[FakeGpu], clock
     gpus[0].compute_pids = [10]
     gpus[2].compute_pids = None  # NotSupported: it might be in use
     sensor, _ = make(gpus, clock)
-    assert sensor.devices_used_by({10}) == {"gpu0", "gpu2"}
+    assert sensor.devices_used_by({10}) == {"nvidia:0", "nvidia:2"}
     for gpu in gpus:
         gpu.graphics_pids = None
-    assert sensor.devices_used_by({10}) == {"gpu0", "gpu1", "gpu2"}
+    assert sensor.devices_used_by({10}) == {"nvidia:0", "nvidia:1", "nvidia:2"}
 
 
 def test_close_is_idempotent(gpus: list[FakeGpu], clock: Clock) -> None:
@@ -405,4 +418,68 @@ def test_concurrent_reads(gpus: list[FakeGpu], clock: Clock) -> None:
         t.start()
     for t in threads:
         t.join()
-    assert sensor.read_j() == pytest.approx({"gpu0": 1.0, "gpu1": 100.0})
+    assert sensor.read_j() == pytest.approx({"nvidia:0": 1.0, "nvidia:1": 100.0})
+
+
+# -- shared GPUs -----------------------------------------------------------------
+
+
+def test_two_processes_on_one_gpu_split_by_sm_utilisation(
+    gpus: list[FakeGpu], clock: Clock
+) -> None:
+    gpus[0].compute_pids = [10, 77]  # 10 is the kernel's, 77 someone else's
+    gpus[0].utilisation = [(10, 60), (77, 20)]
+    gpus[1].compute_pids = [10]
+    sensor, _ = make(gpus, clock)
+    use = sensor.use_by({10})
+    assert set(use) == {"nvidia:0", "nvidia:1"}
+    assert use["nvidia:0"].shared and use["nvidia:0"].sm_share == pytest.approx(0.75)
+    assert use["nvidia:1"].sm_share is None and not use["nvidia:1"].shared
+
+
+def test_shared_gpu_without_process_utilisation_is_charged_whole(
+    gpus: list[FakeGpu], clock: Clock
+) -> None:
+    gpus[0].compute_pids = [10, 77]
+    gpus[0].utilisation = None  # NotSupported
+    sensor, _ = make(gpus, clock)
+    use = sensor.use_by({10})["nvidia:0"]
+    assert use.shared and use.sm_share is None
+    assert "whole GPU" in use.how
+
+
+def test_stuck_energy_counter_under_load_falls_back_to_power(
+    gpus: list[FakeGpu], clock: Clock
+) -> None:
+    gpus[0].power_w = lambda t: 300.0
+    sensor, _ = make(gpus[:1], clock)
+    for _ in range(5):
+        clock.advance(1)
+        sensor.read_j()  # the counter stays at 1_000_000 mJ while drawing 300 W
+    assert sensor.method == MODELLED
+    assert "stuck" in sensor.status().detail
+    clock.advance(1)
+    assert sensor.read_j()["nvidia:0"] == pytest.approx(300.0 * 6)
+    assert sensor.poll_interval_s() == 1.0
+
+
+def test_still_counter_on_an_idle_gpu_is_not_stuck(gpus: list[FakeGpu], clock: Clock) -> None:
+    gpus[0].power_w = lambda t: 2.0
+    sensor, _ = make(gpus[:1], clock)
+    for _ in range(10):
+        clock.advance(1)
+        sensor.read_j()
+    assert sensor.method == MEASURED
+
+
+def test_driver_markers_linux_and_windows(tmp_path) -> None:
+    from carbon_magic.sensors.nvml import nvidia_driver_present
+
+    assert not nvidia_driver_present(str(tmp_path), environ={})
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev" / "nvidiactl").write_text("")
+    assert nvidia_driver_present(str(tmp_path), environ={})
+    windows = tmp_path / "Windows"
+    (windows / "System32").mkdir(parents=True)
+    (windows / "System32" / "nvml.dll").write_text("")
+    assert nvidia_driver_present(str(tmp_path / "none"), environ={"SystemRoot": str(windows)})

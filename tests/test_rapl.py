@@ -110,7 +110,7 @@ def test_psys_replaces_package_and_dram_when_asked(server: FakePowercap) -> None
     server.set("intel-rapl:2", 42 + 3_000_000)
     server.set("intel-rapl:0", 50_000_000)
     assert sensor.read_j() == pytest.approx({"psys": 3.0})
-    assert sensor.status().detail == "psys (intel-rapl)"
+    assert sensor.status().detail == "psys, the whole SoC including DRAM (intel-rapl)"
 
 
 def test_psys_requested_but_absent_falls_back(tmp_path: Path) -> None:
@@ -144,7 +144,52 @@ def test_mmio_duplicate_of_the_package_is_ignored(tmp_path: Path) -> None:
     (fake.root / "intel-rapl-mmio:0").symlink_to(mmio, target_is_directory=True)
     sensor = RaplSensor(root=str(fake.root))
     assert sensor.read_j() == {"package-0": 0.0}
-    assert len(sensor.describe_zones()) == 1
+    zones = {z["zone"]: z for z in sensor.describe_zones()}
+    assert set(zones) == {"intel-rapl:0", "intel-rapl-mmio:0"}
+    assert not zones["intel-rapl-mmio:0"]["counted"]
+
+
+def add_mmio_zone(root: Path, zone_id: str, name: str, energy_uj: int, max_uj: int) -> Path:
+    real = root.parent / "mmio-devices" / zone_id
+    real.mkdir(parents=True)
+    (real / "name").write_text(name + "\n")
+    (real / "energy_uj").write_text(f"{energy_uj}\n")
+    (real / "max_energy_range_uj").write_text(f"{max_uj}\n")
+    (root / zone_id).symlink_to(real, target_is_directory=True)
+    return real
+
+
+def test_mmio_package_is_counted_when_msr_lacks_it(tmp_path: Path) -> None:
+    """Recent Intel client CPUs: the package only through MMIO, DRAM through MSR."""
+    fake = FakePowercap(tmp_path)
+    fake.add("intel-rapl:1", "psys", energy_uj=0)
+    real = add_mmio_zone(fake.root, "intel-rapl-mmio:0", "package-0", 100, BIG_RANGE_UJ)
+    sensor = RaplSensor(root=str(fake.root), domain="cpu")
+    (real / "energy_uj").write_text(f"{100 + 2_000_000}\n")
+    assert sensor.read_j() == pytest.approx({"package-0": 2.0})
+    assert sensor.status().detail == "1 package (intel-rapl-mmio)"
+
+
+def test_domains_split_packages_and_dram(server: FakePowercap) -> None:
+    cpu = RaplSensor(root=str(server.root), domain="cpu")
+    dram = RaplSensor(root=str(server.root), domain="dram")
+    server.set("intel-rapl:0", 1_000_000 + 3_000_000)
+    server.set("intel-rapl:0:2", 300 + 500_000)
+    assert cpu.read_j() == pytest.approx({"package-0": 3.0, "package-1": 0.0})
+    assert dram.read_j() == pytest.approx({"dram-0": 0.5, "dram-1": 0.0})
+    assert (cpu.component, dram.component) == ("cpu", "ram")
+    assert dram.status().detail == "2 dram zones (intel-rapl)"
+
+
+def test_dram_domain_is_empty_under_psys(server: FakePowercap) -> None:
+    dram = RaplSensor(root=str(server.root), use_psys=True, domain="dram")
+    assert not dram.available
+    assert "inside the psys" in (dram.reason or "")
+
+
+def test_unknown_domain_names_the_choices(server: FakePowercap) -> None:
+    with pytest.raises(ValueError, match="all, cpu, dram"):
+        RaplSensor(root=str(server.root), domain="gpu")
 
 
 def test_permission_denied_names_the_fix(server: FakePowercap) -> None:

@@ -10,6 +10,7 @@ from carbon_magic.measurement import COMPONENTS
 from carbon_magic.sensors.cputime import ProcessTreeCounter, read_proc_stat_cpu_s
 from carbon_magic.settings import Settings
 from carbon_magic.tracker import Tracker
+from tests.sources import CounterSource, FakeCpuTimes, make_sensors
 
 
 def make_tracker(**settings):
@@ -186,23 +187,30 @@ def test_intensity_change_mid_window_is_integrated():
     assert m.emissions_g == pytest.approx(m.energy_kwh * m.intensity_g_per_kwh)
 
 
-def test_failing_sensor_is_disabled_once_without_raising(tracker):
-    class Broken:
-        method = "measured"
+def injected_tracker(sensors, **settings):
+    tracker = Tracker(Settings(environ={}), sensors_factory=lambda _settings: sensors)
+    tracker.settings.update(**{"country": "FR", "interval": 60, **settings})
+    return tracker
 
-        def read_j(self):
-            raise OSError("device vanished")
 
-        def poll_interval_s(self):
-            return None
-
+def test_failing_sensor_is_disabled_once_without_raising():
+    times = FakeCpuTimes()
+    rapl = CounterSource("rapl", "cpu", ("package-0",))
+    tracker = injected_tracker(make_sensors(times, cpu=rapl))
     tracker.start()
-    tracker.rapl = Broken()
-    with tracker.measure("after failure") as m:
-        spin(0.1)
-    assert tracker.rapl is None
+    try:
+        rapl.error = OSError("device vanished")
+        with tracker.measure("after failure") as m:
+            spin(0.1)
+        with tracker.measure("again"):
+            pass
+    finally:
+        tracker.close()
+    assert tracker.sensors.cpu is tracker.sensors.cpu_model
     assert m.methods["cpu"] == "modelled"
     assert sum("RAPL failed" in notice for notice in tracker.notices) == 1
+    assert rapl.closed
+    assert any(s.name == "rapl" and not s.available for s in tracker.sensor_statuses())
 
 
 def test_listener_errors_never_reach_callers(tracker):

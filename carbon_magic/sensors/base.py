@@ -6,6 +6,7 @@ so that any window's energy is a difference of two readings, whatever happened b
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -20,15 +21,37 @@ METHODS = (MEASURED, MODELLED, ASSUMED)
 class SensorStatus:
     """How one sensor stands, for ``%carbon status`` and the ledger."""
 
-    name: str  # "rapl", "nvml", "cpu-model", "ram-model"
+    name: str  # "rapl", "nvml", "amdsmi", "apple", "cpu-model", "ram-model"
     component: str  # "cpu", "gpu" or "ram"
     available: bool
     method: str  # one of METHODS
     detail: str  # what it measures ("2 packages + dram") or why it is unavailable
 
 
-class EnergySensor(Protocol):
-    """A source of cumulative energy counters for one component."""
+@dataclass(frozen=True)
+class GpuUse:
+    """How the kernel's processes use one GPU, for process-mode attribution.
+
+    ``sm_share`` is the kernel's share (0–1) of the GPU's SM utilisation when other
+    processes also run on it; ``None`` means the whole device is charged. ``how`` is
+    one line for the method detail.
+    """
+
+    sm_share: float | None
+    shared: bool
+    how: str
+
+
+# How process mode shares a CPU or RAM source's energy with the kernel.
+SHARE_BY_CPU_TIME = "cpu-time"  # the kernel tree's share of busy CPU time
+SHARE_BY_MEMORY = "memory"  # the kernel tree's share of installed memory (resident)
+
+
+class EnergySource(Protocol):
+    """A source of cumulative energy counters for one component (CPU or RAM).
+
+    ``process_share`` is ``SHARE_BY_CPU_TIME`` or ``SHARE_BY_MEMORY``.
+    """
 
     name: str
     component: str
@@ -37,18 +60,79 @@ class EnergySensor(Protocol):
     reason: str | None  # one line saying why it is unavailable (None when available)
 
     def read_j(self) -> dict[str, float]:
-        """Cumulative joules per device since creation (wraparound already handled).
+        """Cumulative joules per device key since creation (wraparound already handled).
 
         Thread-safe. Raises only ``OSError``/``RuntimeError`` on a failing device; the
-        tracker then disables the sensor with one message.
+        tracker then disables the source with one message.
         """
+
+    def range_j(self) -> dict[str, tuple[float, float]] | None:
+        """Cumulative (low, high) joules per key as of the last ``read_j``, for sources
+        whose model carries its own range; ``None`` for measured counters (the
+        method's uncertainty applies)."""
 
     def poll_interval_s(self) -> float | None:
         """The longest the tracker may wait between reads without losing energy
-        (e.g. to see every RAPL wrap), or ``None`` when any interval is fine."""
+        (e.g. to see every counter wrap), or ``None`` when any interval is fine."""
 
     def status(self) -> SensorStatus:
         """Current status for display."""
 
     def close(self) -> None:
-        """Release handles (NVML shutdown). Idempotent."""
+        """Release handles. Idempotent."""
+
+
+class GpuSource(EnergySource, Protocol):
+    """An accelerator source: counters per GPU (``nvidia:0``, ``amd:1``, ``apple:gpu``)."""
+
+    vendor: str
+
+    def gpu_names(self) -> dict[str, str]:
+        """Product name per device key."""
+
+    def use_by(self, pids: Iterable[int]) -> dict[str, GpuUse]:
+        """The devices any of ``pids`` runs on and how (devices not listed are unused)."""
+
+
+# The protocol the first sensors were written against (kept for its name).
+EnergySensor = EnergySource
+
+
+class Unavailable:
+    """The null source for absent hardware: no counters, one line saying why."""
+
+    available = False
+    vendor = ""
+
+    def __init__(self, name: str, component: str, method: str, reason: str) -> None:
+        self.name = name
+        self.component = component
+        self.method = method
+        self.reason = reason
+
+    def read_j(self) -> dict[str, float]:
+        """No counters: always empty."""
+        return {}
+
+    def range_j(self) -> None:
+        """No range of its own."""
+        return None
+
+    def poll_interval_s(self) -> None:
+        """Never needs reading."""
+        return None
+
+    def status(self) -> SensorStatus:
+        """Unavailable, with the reason."""
+        return SensorStatus(self.name, self.component, False, self.method, self.reason)
+
+    def gpu_names(self) -> dict[str, str]:
+        """No devices."""
+        return {}
+
+    def use_by(self, pids: Iterable[int]) -> dict[str, GpuUse]:
+        """No devices."""
+        return {}
+
+    def close(self) -> None:
+        """Nothing to release."""

@@ -1,19 +1,21 @@
 """CPU-time counters: the whole machine's busy time and the kernel's process tree.
 
-These feed both the linear power model (machines without RAPL) and process-mode
+These feed both the CPU power model (machines without RAPL) and process-mode
 attribution (the kernel's share of busy CPU time). Reading them is cheap: one small
 file for the machine, ``os.times()`` for the kernel, and one ``stat`` file per known
 child; the child list itself is refreshed rarely (a ``/proc`` walk costs milliseconds).
+
+Where ``/proc`` is absent (macOS, Windows) the same counters come from psutil
+(:class:`PsutilSystemCpuCounter`, :class:`PsutilProcessTreeCounter`);
+:func:`cpu_time_counters` picks one pair.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
-
-from carbon_magic.cpu_power import CpuPowerModel
-from carbon_magic.sensors.base import MODELLED, SensorStatus
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -163,9 +165,37 @@ class ProcessTreeCounter:
         self._high_water_s = 0.0
         self._lock = threading.Lock()
 
+    # -- what differs between /proc and psutil ------------------------------------
+
+    def _list_children(self) -> set[int]:
+        return list_descendants(self.pid, self.proc_root)
+
+    def _read_child(self, pid: int) -> tuple[float, int] | None:
+        """(CPU seconds, resident bytes) of a child, or None when it is gone."""
+        try:
+            return read_pid_stat(pid, self.proc_root)
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def _own_cpu_s(self) -> float:
+        if self.pid == os.getpid():
+            times = os.times()
+            return times.user + times.system + times.children_user + times.children_system
+        reading = self._read_child(self.pid)
+        return reading[0] if reading else 0.0
+
+    def _own_rss_b(self) -> int:
+        try:
+            with open(f"{self.proc_root}/{self.pid}/statm", "rb") as handle:
+                return int(handle.read().split()[1]) * _PAGE_BYTES
+        except (OSError, ValueError, IndexError):
+            return 0
+
+    # -- the counter -------------------------------------------------------------
+
     def refresh_children(self) -> None:
         """Re-list descendants (call every few seconds, not on every read)."""
-        found = list_descendants(self.pid, self.proc_root)
+        found = self._list_children()
         with self._lock:
             self._children = found
             for pid in list(self._children_cpu_s):
@@ -179,10 +209,9 @@ class ProcessTreeCounter:
             children = list(self._children)
         readings = {}
         for pid in children:
-            try:
-                readings[pid] = read_pid_stat(pid, self.proc_root)
-            except (OSError, ValueError, IndexError):
-                continue  # exited since the last refresh
+            reading = self._read_child(pid)
+            if reading is not None:  # else it exited since the last refresh
+                readings[pid] = reading
         with self._lock:
             for pid, (cpu_s, rss_b) in readings.items():
                 self._children_cpu_s[pid] = cpu_s
@@ -195,14 +224,7 @@ class ProcessTreeCounter:
 
     def cpu_s(self, include_children: bool = True) -> float:
         """Cumulative CPU seconds of the tree (monotonic)."""
-        if self.pid == os.getpid():
-            times = os.times()
-            own = times.user + times.system + times.children_user + times.children_system
-        else:
-            try:
-                own = read_pid_stat(self.pid, self.proc_root)[0]
-            except (OSError, ValueError, IndexError):
-                own = 0.0
+        own = self._own_cpu_s()
         if include_children and self._children:
             self._read_children()
         with self._lock:
@@ -212,40 +234,19 @@ class ProcessTreeCounter:
 
     def rss_bytes(self) -> int:
         """Resident memory of the kernel now plus its children at their last read, bytes."""
-        try:
-            with open(f"{self.proc_root}/{self.pid}/statm", "rb") as handle:
-                own = int(handle.read().split()[1]) * _PAGE_BYTES
-        except (OSError, ValueError, IndexError):
-            own = 0
+        own = self._own_rss_b()
         with self._lock:
             return own + sum(self._children_rss_b.values())
 
 
-class CpuModel:
-    """The CPU power model (a load curve over CPU time) as a pseudo-sensor, for status."""
-
-    name = "cpu-model"
-    component = "cpu"
-    method = MODELLED
-    available = True
-    reason: str | None = None
-
-    def __init__(self, power: CpuPowerModel, counter_source: str) -> None:
-        self.power = power
-        self.counter_source = counter_source
-
-    def status(self) -> SensorStatus:
-        """Status line: idle and full-load watts, how they were obtained, and their sources."""
-        detail = (
-            f"{self.power.idle_w:.1f}–{self.power.max_w:.1f} W for {self.power.n_cpus:g} CPUs, "
-            f"{self.power.method} ({self.power.source}), utilisation from {self.counter_source}"
-        )
-        return SensorStatus(self.name, self.component, True, self.method, detail)
-
-
 def total_memory_bytes() -> int:
-    """Installed memory visible to this system, bytes."""
-    return os.sysconf("SC_PHYS_PAGES") * _PAGE_BYTES
+    """Installed memory visible to this system, bytes (psutil where sysconf lacks it)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * _PAGE_BYTES
+    except (AttributeError, ValueError, OSError):
+        import psutil
+
+        return int(psutil.virtual_memory().total)
 
 
 def cgroup_memory_limit_bytes(cgroup_root: str = "/sys/fs/cgroup") -> int | None:
@@ -257,3 +258,118 @@ def cgroup_memory_limit_bytes(cgroup_root: str = "/sys/fs/cgroup") -> int | None
     if not text.isdigit():
         return None
     return int(text)
+
+
+class PsutilSystemCpuCounter:
+    """Cumulative busy CPU seconds of the machine from ``psutil.cpu_times()``.
+
+    Busy is every field but idle, iowait and steal (the same split as ``/proc/stat``);
+    on macOS and Windows psutil reports user, system, idle (and interrupt/dpc on
+    Windows, counted busy).
+    """
+
+    source = "psutil cpu_times"
+
+    def __init__(self, psutil_module: object | None = None) -> None:
+        if psutil_module is None:
+            import psutil as psutil_module
+        self._psutil = psutil_module
+
+    def busy_s(self) -> float:
+        """Cumulative busy CPU seconds (all CPUs together)."""
+        times = self._psutil.cpu_times()
+        fields = times._asdict()
+        return sum(v for k, v in fields.items() if k not in ("idle", "iowait", "steal"))
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class PsutilProcessTreeCounter(ProcessTreeCounter):
+    """:class:`ProcessTreeCounter` through psutil, for platforms without ``/proc``.
+
+    Children reaped by their parent count through its children times where the
+    platform reports them (macOS does, Windows does not).
+    """
+
+    def __init__(self, pid: int | None = None, psutil_module: object | None = None) -> None:
+        super().__init__(pid)
+        if psutil_module is None:
+            import psutil as psutil_module
+        self._psutil = psutil_module
+        self._process = psutil_module.Process(self.pid)
+
+    def _list_children(self) -> set[int]:
+        try:
+            return {child.pid for child in self._process.children(recursive=True)}
+        except self._psutil.Error:
+            return set()
+
+    def _read_child(self, pid: int) -> tuple[float, int] | None:
+        try:
+            child = self._psutil.Process(pid)
+            with child.oneshot():
+                times = child.cpu_times()
+                return times.user + times.system, int(child.memory_info().rss)
+        except self._psutil.Error:
+            return None
+
+    def _own_cpu_s(self) -> float:
+        try:
+            times = self._process.cpu_times()
+        except self._psutil.Error:
+            return 0.0
+        children = getattr(times, "children_user", 0.0) + getattr(times, "children_system", 0.0)
+        return times.user + times.system + children
+
+    def _own_rss_b(self) -> int:
+        try:
+            return int(self._process.memory_info().rss)
+        except self._psutil.Error:
+            return 0
+
+
+class SharedSample:
+    """A busy-time counter whose reads within ``max_age_s`` of each other share one sample.
+
+    The CPU model and the tracker's CPU-share both need the machine's busy time at the
+    same instant; ``/proc/stat`` costs tens of microseconds to generate, and this runs
+    at every window edge.
+    """
+
+    def __init__(self, counter: object, max_age_s: float = 0.001) -> None:
+        self.counter = counter
+        self.source = getattr(counter, "source", "?")
+        self._max_age_ns = int(max_age_s * 1e9)
+        self._lock = threading.Lock()
+        self._sample: tuple[int, float] | None = None
+
+    def busy_s(self) -> float:
+        """Cumulative busy CPU seconds, from the last sample when it is fresh enough."""
+        now = time.monotonic_ns()
+        with self._lock:
+            if self._sample is not None and now - self._sample[0] <= self._max_age_ns:
+                return self._sample[1]
+        value = self.counter.busy_s()
+        with self._lock:
+            self._sample = (now, value)
+        return value
+
+    def close(self) -> None:
+        """Close the wrapped counter."""
+        self.counter.close()
+
+
+def cpu_time_counters(
+    proc_root: str = "/proc", limited: bool = False
+) -> tuple[SharedSample, ProcessTreeCounter]:
+    """(machine busy-time counter, kernel process-tree counter) for this platform.
+
+    ``/proc`` counters where ``<proc_root>/stat`` exists (Linux), psutil elsewhere
+    (macOS, Windows). Passing a ``proc_root`` without ``stat`` forces the psutil path,
+    which is how it is tested on Linux. ``limited``: a cgroup CPU quota applies.
+    """
+    if os.path.exists(os.path.join(proc_root, "stat")):
+        system = SystemCpuCounter(proc_root=proc_root, limited=limited)
+        return SharedSample(system), ProcessTreeCounter(proc_root=proc_root)
+    return SharedSample(PsutilSystemCpuCounter()), PsutilProcessTreeCounter()

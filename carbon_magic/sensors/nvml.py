@@ -12,6 +12,14 @@ Only the GPUs the kernel can see count: ``CUDA_VISIBLE_DEVICES`` is honoured (in
 NVML (PCI bus) order, which is CUDA's order when ``CUDA_DEVICE_ORDER=PCI_BUS_ID``. A MIG
 instance makes its whole physical GPU count, because the energy counter is per GPU.
 
+Device keys carry the vendor: ``nvidia:<NVML index>`` (ledgers written before vendors
+were told apart hold ``gpu<index>``; readers show both).
+
+When other processes also run on a GPU the kernel uses, :meth:`NvmlSensor.use_by` gives
+the kernel's share of the GPU's SM utilisation (``nvmlDeviceGetProcessUtilization``), so
+that process mode charges it that share of the energy above idle (Kepler's choice);
+where NVML cannot tell, the whole device is charged and the use says so.
+
 ``pynvml`` is imported only when a sensor is created, so importing this module is cheap.
 """
 
@@ -25,10 +33,14 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from .base import MEASURED, MODELLED, SensorStatus
+from .base import MEASURED, MODELLED, GpuUse, SensorStatus
 
 # How often power-integrated GPUs must be read (seconds); NVML power is a ~1 s average.
 POWER_POLL_INTERVAL_S = 1.0
+# An energy counter that has not moved for this long while the GPU draws at least
+# STUCK_MIN_POWER_W is stuck: the GPU is integrated from power from then on.
+STUCK_AFTER_S = 5.0
+STUCK_MIN_POWER_W = 5.0
 
 
 class _Missing(Exception):
@@ -39,7 +51,7 @@ class _Missing(Exception):
 class _Gpu:
     """One visible GPU and its running total."""
 
-    key: str  # "gpu0", by NVML index
+    key: str  # "nvidia:0", by NVML index
     index: int
     handle: Any
     name: str
@@ -49,6 +61,8 @@ class _Gpu:
     last_mj: int = 0  # energy counter at the previous read (mJ)
     last_w: float = 0.0  # power at the previous read (W)
     last_ns: int = 0  # when last_w was read (monotonic ns)
+    last_sample_us: int = 0  # newest process-utilisation sample seen (µs timestamp)
+    last_change_ns: int = 0  # when the energy counter last moved (monotonic ns)
 
 
 def _text(value: str | bytes) -> str:
@@ -89,7 +103,7 @@ def parse_visible_devices(
 
 
 class NvmlSensor:
-    """Cumulative energy of the visible NVIDIA GPUs, in joules, keyed ``gpu<NVML index>``.
+    """Cumulative energy of the visible NVIDIA GPUs, in joules, keyed ``nvidia:<NVML index>``.
 
     ``nvml_module`` replaces ``pynvml`` (tests pass a fake); ``environ`` replaces
     ``os.environ`` (for ``CUDA_VISIBLE_DEVICES``); ``clock_ns`` replaces
@@ -101,6 +115,8 @@ class NvmlSensor:
 
     name = "nvml"
     component = "gpu"
+    vendor = "nvidia"
+    itemised = True
 
     def __init__(
         self,
@@ -112,7 +128,8 @@ class NvmlSensor:
         self._clock_ns = clock_ns
         self._lock = threading.Lock()
         self._gpus: list[_Gpu] = []
-        self._skipped: list[str] = []  # "gpu1: <why>" for GPUs that cannot be measured
+        self._skipped: list[str] = []  # "nvidia:1: <why>" for GPUs that cannot be measured
+        self._notes: list[str] = []  # GPUs measured another way than at the start
         self._initialised = False
         self.method = MEASURED
         self.available = False
@@ -171,7 +188,7 @@ class NvmlSensor:
                 uuid = _text(nvml.nvmlDeviceGetUUID(handle))
             except error as exc:  # e.g. a GPU this container may not use
                 handle, uuid = None, ""
-                unusable[index] = f"gpu{index}: {exc}"
+                unusable[index] = f"nvidia:{index}: {exc}"
             handles.append(handle)
             uuids.append(uuid)
         visible = parse_visible_devices(
@@ -205,7 +222,7 @@ class NvmlSensor:
         """Take the baseline of one GPU, or note why it cannot be measured."""
         nvml = self._nvml
         error = self._exc("NVMLError")
-        key = f"gpu{index}"
+        key = f"nvidia:{index}"
         try:
             name = _text(nvml.nvmlDeviceGetName(handle))
         except error:
@@ -213,6 +230,7 @@ class NvmlSensor:
         gpu = _Gpu(key=key, index=index, handle=handle, name=name, uuid=uuid, integrated=False)
         try:
             gpu.last_mj = int(nvml.nvmlDeviceGetTotalEnergyConsumption(handle))
+            gpu.last_change_ns = self._clock_ns()
             return gpu
         except error as exc:
             # Pre-Volta GPUs answer NotSupported; anything else also falls back to power.
@@ -229,10 +247,10 @@ class NvmlSensor:
     # -- reading -------------------------------------------------------------------
 
     def read_j(self) -> dict[str, float]:
-        """Cumulative joules per GPU since construction: ``{"gpu0": J, ...}``.
+        """Cumulative joules per GPU since construction: ``{"nvidia:0": J, ...}``.
 
         Keys use the NVML index of each visible GPU (``CUDA_VISIBLE_DEVICES=2`` gives
-        ``gpu2``). Power-integrated GPUs gain the trapezoid of the previous and current
+        ``nvidia:2``). Power-integrated GPUs gain the trapezoid of the previous and current
         power over the time between reads. Thread-safe. Raises ``RuntimeError`` when
         unavailable, closed, or when NVML fails on a GPU (a lost GPU, say).
         """
@@ -249,14 +267,34 @@ class NvmlSensor:
                         gpu.total_j += (gpu.last_w + watts) / 2 * (now_ns - gpu.last_ns) / 1e9
                         gpu.last_w, gpu.last_ns = watts, now_ns
                     else:
-                        mj = int(nvml.nvmlDeviceGetTotalEnergyConsumption(gpu.handle))
-                        # The counter only restarts when the driver reloads; then count
-                        # from zero rather than going negative.
-                        gpu.total_j += (mj - gpu.last_mj if mj >= gpu.last_mj else mj) / 1000.0
-                        gpu.last_mj = mj
+                        self._read_counter(gpu)
                 except error as exc:
                     raise RuntimeError(f"NVML read failed on {gpu.key}: {exc}") from exc
             return {gpu.key: gpu.total_j for gpu in self._gpus}
+
+    def _read_counter(self, gpu: _Gpu) -> None:
+        nvml = self._nvml
+        mj = int(nvml.nvmlDeviceGetTotalEnergyConsumption(gpu.handle))
+        now_ns = self._clock_ns()
+        if mj == gpu.last_mj:
+            if (now_ns - gpu.last_change_ns) / 1e9 >= STUCK_AFTER_S:
+                watts = nvml.nvmlDeviceGetPowerUsage(gpu.handle) / 1000.0
+                if watts >= STUCK_MIN_POWER_W:
+                    # Drawing power but the counter does not move: integrate from now
+                    # on, and count the stuck span at today's power.
+                    gpu.total_j += watts * (now_ns - gpu.last_change_ns) / 1e9
+                    gpu.integrated, gpu.last_w, gpu.last_ns = True, watts, now_ns
+                    self._notes.append(f"{gpu.key}: energy counter stuck, integrated from power")
+                    self.method = MODELLED
+            return
+        # The counter only restarts when the driver reloads; then count from zero
+        # rather than going negative.
+        gpu.total_j += (mj - gpu.last_mj if mj >= gpu.last_mj else mj) / 1000.0
+        gpu.last_mj, gpu.last_change_ns = mj, now_ns
+
+    def range_j(self) -> None:
+        """The method's uncertainty applies."""
+        return None
 
     def poll_interval_s(self) -> float | None:
         """1.0 s when a GPU's energy is integrated from power, else ``None`` (any is fine)."""
@@ -270,19 +308,25 @@ class NvmlSensor:
         return len(self._gpus)
 
     def gpu_names(self) -> dict[str, str]:
-        """Product name per measured GPU: ``{"gpu0": "NVIDIA H200", ...}``."""
+        """Product name per measured GPU: ``{"nvidia:0": "NVIDIA H200", ...}``."""
         return {gpu.key: gpu.name for gpu in self._gpus}
 
     def devices_used_by(self, pids: Iterable[int]) -> set[str]:
-        """Keys of the measured GPUs on which any of ``pids`` runs (compute or graphics).
+        """Keys of the measured GPUs on which any of ``pids`` runs (see :meth:`use_by`)."""
+        return set(self.use_by(pids))
+
+    def use_by(self, pids: Iterable[int]) -> dict[str, GpuUse]:
+        """How ``pids`` use each measured GPU they run on (compute or graphics).
 
         A GPU whose process list NVML cannot give (``NotSupported``, no permission, ...) is
-        counted as used, since it might be; so when no list is available at all, every
-        GPU is returned. NVML reports PIDs of the host PID namespace: inside a container
-        without it, the kernel's PIDs may not match.
+        counted as used, whole, since it might be. A GPU shared with other processes gets
+        the kernel's share of SM utilisation since the previous call, or ``None`` (charge
+        the whole device) where NVML has no per-process utilisation. NVML reports PIDs of
+        the host PID namespace: inside a container without it, the kernel's PIDs may not
+        match.
         """
         wanted = set(pids)
-        used: set[str] = set()
+        used: dict[str, GpuUse] = {}
         with self._lock:
             if not self.available:
                 return used
@@ -292,11 +336,35 @@ class NvmlSensor:
                     procs = list(self._nvml.nvmlDeviceGetComputeRunningProcesses(gpu.handle))
                     procs += self._nvml.nvmlDeviceGetGraphicsRunningProcesses(gpu.handle)
                 except error:
-                    used.add(gpu.key)
+                    used[gpu.key] = GpuUse(None, False, "process list unavailable: whole GPU")
                     continue
-                if any(getattr(p, "pid", None) in wanted for p in procs):
-                    used.add(gpu.key)
+                running = {getattr(p, "pid", None) for p in procs}
+                if not running & wanted:
+                    continue
+                if running <= wanted:
+                    used[gpu.key] = GpuUse(None, False, "only the kernel's processes")
+                    continue
+                used[gpu.key] = self._shared_use(gpu, wanted)
         return used
+
+    def _shared_use(self, gpu: _Gpu, wanted: set[int]) -> GpuUse:
+        """The kernel's SM-utilisation share on a GPU other processes also use."""
+        try:
+            samples = self._nvml.nvmlDeviceGetProcessUtilization(gpu.handle, gpu.last_sample_us)
+        except (self._exc("NVMLError"), AttributeError) as exc:
+            return GpuUse(
+                None, True, f"shared, per-process utilisation unavailable ({exc}): whole GPU"
+            )
+        mine = total = 0.0
+        for sample in samples:
+            sm = float(getattr(sample, "smUtil", 0) or 0)
+            total += sm
+            if getattr(sample, "pid", None) in wanted:
+                mine += sm
+            gpu.last_sample_us = max(gpu.last_sample_us, int(getattr(sample, "timeStamp", 0)))
+        if total <= 0:
+            return GpuUse(0.0, True, "shared, the kernel's processes idle on it")
+        return GpuUse(mine / total, True, "shared: the kernel's share of SM utilisation")
 
     def status(self) -> SensorStatus:
         """``detail`` like "1 GPU: NVIDIA H200 (energy counter)", or the reason."""
@@ -311,6 +379,8 @@ class NvmlSensor:
             detail = f"{n} GPU{'s' if n != 1 else ''}: {', '.join(names)} ({how})"
             if self._skipped:
                 detail += "; skipped " + "; ".join(self._skipped)
+            if self._notes:
+                detail += "; " + "; ".join(self._notes)
         else:
             detail = self.reason or "unavailable"
         return SensorStatus(self.name, self.component, self.available, self.method, detail)
@@ -338,6 +408,11 @@ class NvmlSensor:
 _DRIVER_MARKERS = ("dev/nvidiactl", "proc/driver/nvidia/version", "usr/lib/wsl/lib")
 
 
-def nvidia_driver_present(root: str = "/") -> bool:
-    """True when this system shows any sign of an NVIDIA driver (cheap: a few stats)."""
-    return any(os.path.exists(os.path.join(root, marker)) for marker in _DRIVER_MARKERS)
+def nvidia_driver_present(root: str = "/", environ: Mapping[str, str] | None = None) -> bool:
+    """True when this system shows any sign of an NVIDIA driver (cheap: a few stats).
+
+    On Windows the driver installs ``nvml.dll`` in ``%SystemRoot%\\System32``."""
+    if any(os.path.exists(os.path.join(root, marker)) for marker in _DRIVER_MARKERS):
+        return True
+    system_root = (os.environ if environ is None else environ).get("SystemRoot")
+    return bool(system_root) and os.path.exists(os.path.join(system_root, "System32", "nvml.dll"))

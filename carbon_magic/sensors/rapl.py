@@ -9,8 +9,13 @@ Each zone has ``energy_uj``, a counter in microjoules that wraps at
 ``max_energy_range_uj``. Counted by default: every package plus every ``dram`` zone.
 ``core`` and ``uncore`` are parts of their package and are never added on top of it.
 ``psys`` already contains package and DRAM, so it replaces them when asked for
-(``use_psys=True``) and is ignored otherwise. ``intel-rapl-mmio`` zones duplicate the
-package counter on some Intel laptops and are not read.
+(``use_psys=True``) and is ignored otherwise. ``intel-rapl-mmio`` zones (recent Intel
+client CPUs) are read too; one with the same name as an MSR zone (``package-0``) is the
+same counter seen twice and is counted once, through the MSR zone.
+
+``domain`` splits the counters between the tracker's components: ``"cpu"`` counts the
+packages (or psys), ``"dram"`` the DRAM zones (none when psys is counted, since psys
+already contains them), ``"all"`` both.
 
 Frozen counters (some virtual machines expose RAPL files whose values never change) are
 detected lazily so that the constructor stays a few file reads: either explicitly with
@@ -28,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO
 
-from .base import MEASURED, SensorStatus
+from .base import MEASURED, SHARE_BY_CPU_TIME, SensorStatus
 
 DEFAULT_ROOT = "/sys/class/powercap"
 
@@ -37,10 +42,13 @@ FREEZE_WINDOW_S = 0.05
 
 FROZEN_REASON = "RAPL counters do not advance (virtual machine?)"
 
-# "intel-rapl:0" (package or psys) and "intel-rapl:0:1" (subzone); not "intel-rapl-mmio:0".
-_ZONE_RE = re.compile(r"^intel-rapl:(\d+)(?::(\d+))?$")
-# Directories that may hold zones; the control type "intel-rapl" and zones themselves.
-_CONTAINER_RE = re.compile(r"^intel-rapl(?::\d+)*$")
+# "intel-rapl:0" (package or psys), "intel-rapl:0:1" (subzone), "intel-rapl-mmio:0".
+_ZONE_RE = re.compile(r"^intel-rapl(-mmio)?:(\d+)(?::(\d+))?$")
+# Directories that may hold zones; the control types "intel-rapl", "intel-rapl-mmio"
+# and zones themselves.
+_CONTAINER_RE = re.compile(r"^intel-rapl(?:-mmio)?(?::\d+)*$")
+
+DOMAINS = ("all", "cpu", "dram")
 # How deep zones are searched below root: root/intel-rapl/intel-rapl:0/intel-rapl:0:0.
 _MAX_DEPTH = 3
 
@@ -70,8 +78,9 @@ class _Zone:
     name: str  # contents of its `name` file: "package-0", "dram", "core", "psys", ...
     package: int  # first index of the id
     sub: int | None  # second index of the id, None for a top-level zone
+    mmio: bool = False  # an intel-rapl-mmio zone
     key: str = ""  # the device key in read_j(): "package-0", "dram-0", "psys"
-    kind: str = ""  # "package", "dram", "psys" or "other"
+    kind: str = ""  # "package", "dram", "psys", "other" or "duplicate" (an MMIO copy)
     max_energy_range_uj: int | None = None
     counted: bool = False
     first_uj: int = 0  # raw reading at construction
@@ -86,7 +95,7 @@ class RaplSensor:
     sysfs file for reading; it is injectable so that tests can simulate permission errors.
     ``use_psys`` counts the ``psys`` zone instead of packages + DRAM when it exists.
     ``peak_power_w`` is the most a counted zone is expected to draw (watts); it bounds
-    :meth:`poll_interval_s`.
+    :meth:`poll_interval_s`. ``domain`` is one of ``DOMAINS``: which counters to count.
 
     The constructor never raises: on any problem the sensor is ``available=False`` with a
     one-line ``reason``.
@@ -95,6 +104,9 @@ class RaplSensor:
     name = "rapl"
     component = "cpu"
     method = MEASURED
+    itemised = True
+    # Process mode charges package and DRAM energy by the kernel's CPU-time share.
+    process_share = SHARE_BY_CPU_TIME
 
     def __init__(
         self,
@@ -102,9 +114,14 @@ class RaplSensor:
         opener: Callable[[str], IO] | None = None,
         use_psys: bool = False,
         peak_power_w: float = 1000.0,
+        domain: str = "all",
     ) -> None:
         if peak_power_w <= 0:
             raise ValueError(f"peak_power_w must be > 0 W, got {peak_power_w}")
+        if domain not in DOMAINS:
+            raise ValueError(f"domain must be one of {', '.join(DOMAINS)}, got {domain!r}")
+        self.domain = domain
+        self.component = "ram" if domain == "dram" else "cpu"
         self.root = root
         self.use_psys = use_psys
         self.peak_power_w = float(peak_power_w)
@@ -139,7 +156,12 @@ class RaplSensor:
         self._counted = self._select()
         if not self._counted:
             names = ", ".join(sorted({z.name for z in self._zones}))
-            self.reason = f"no package or psys RAPL zone to count (found: {names})"
+            if self.domain == "dram" and self._psys_counted():
+                self.reason = "DRAM is inside the psys counter (rapl_psys on)"
+            elif self.domain == "dram":
+                self.reason = f"no DRAM RAPL zone (found: {names})"
+            else:
+                self.reason = f"no package or psys RAPL zone to count (found: {names})"
             return
         for zone in self._counted:
             zone.counted = True
@@ -175,32 +197,40 @@ class RaplSensor:
                 # The same zone appears as root/intel-rapl:0 and
                 # root/intel-rapl/intel-rapl:0; both resolve to one directory.
                 if match and real not in by_realpath:
-                    sub = match.group(2)
+                    sub = match.group(3)
                     by_realpath[real] = _Zone(
                         zone_id=entry,
                         path=real,
                         name=self._read_name(real),
-                        package=int(match.group(1)),
+                        package=int(match.group(2)),
                         sub=None if sub is None else int(sub),
+                        mmio=match.group(1) is not None,
                     )
                 if depth + 1 < _MAX_DEPTH:
                     stack.append((path, depth + 1))
+        # MSR zones first, so that an MMIO zone is the one marked as the duplicate.
         return sorted(
-            by_realpath.values(), key=lambda z: (z.package, -1 if z.sub is None else z.sub)
+            by_realpath.values(),
+            key=lambda z: (z.mmio, z.package, -1 if z.sub is None else z.sub),
         )
 
     def _classify(self) -> None:
         """Give each zone a kind and a stable, unique device key."""
-        parents = {z.package: z for z in self._zones if z.sub is None}
+        parents = {(z.mmio, z.package): z for z in self._zones if z.sub is None}
+        msr_names = {z.name for z in self._zones if not z.mmio}
         used: set[str] = set()
         for zone in self._zones:
+            if zone.mmio and zone.name in msr_names:
+                # The same package counter read through MMIO: never counted twice.
+                zone.kind, zone.key = "duplicate", f"mmio:{zone.zone_id}"
+                continue
             if zone.name.startswith("package"):
                 zone.kind, key = "package", zone.name
             elif zone.name == "psys":
                 zone.kind, key = "psys", "psys"
             elif zone.name == "dram":
                 zone.kind = "dram"
-                parent = parents.get(zone.package) if zone.sub is not None else None
+                parent = parents.get((zone.mmio, zone.package)) if zone.sub is not None else None
                 if parent is not None and parent.name.startswith("package"):
                     # "package-0" -> "dram-0", "package-0-die-1" -> "dram-0-die-1"
                     key = "dram" + parent.name[len("package") :]
@@ -215,23 +245,32 @@ class RaplSensor:
             used.add(unique)
             zone.key = unique
 
+    def _psys_counted(self) -> bool:
+        return self.use_psys and any(z.kind == "psys" for z in self._zones)
+
     def _select(self) -> list[_Zone]:
-        psys = [z for z in self._zones if z.kind == "psys"]
-        if self.use_psys and psys:
-            return psys
-        return [z for z in self._zones if z.kind in ("package", "dram")]
+        if self._psys_counted():
+            # psys covers package and DRAM: the DRAM domain has nothing of its own.
+            return [] if self.domain == "dram" else [z for z in self._zones if z.kind == "psys"]
+        kinds = {"all": ("package", "dram"), "cpu": ("package",), "dram": ("dram",)}
+        return [z for z in self._zones if z.kind in kinds[self.domain]]
 
     def _describe_selection(self) -> str:
         kinds = [z.kind for z in self._counted]
+        control = "intel-rapl-mmio" if all(z.mmio for z in self._counted) else "intel-rapl"
         if "psys" in kinds:
-            return "psys (intel-rapl)"
+            return f"psys, the whole SoC including DRAM ({control})"
         n = kinds.count("package")
-        text = f"{n} package{'s' if n != 1 else ''}"
-        if "dram" in kinds:
-            text += " + dram"
+        parts = [f"{n} package{'s' if n != 1 else ''}"] if n else []
+        n_dram = kinds.count("dram")
+        if n_dram:
+            parts.append(
+                "dram" if self.domain == "all" else f"{n_dram} dram zone" + "s" * (n_dram != 1)
+            )
+        text = " + ".join(parts)
         if self.use_psys:
             text += ", psys not present"
-        return text + " (intel-rapl)"
+        return text + f" ({control})"
 
     # -- file access ---------------------------------------------------------------
 
@@ -319,6 +358,10 @@ class RaplSensor:
                     return False
             return bool(self._advancing) and self.available
 
+    def range_j(self) -> None:
+        """Measured: the method's uncertainty applies."""
+        return None
+
     def poll_interval_s(self) -> float | None:
         """Longest safe wait between reads (seconds), so that no wrap goes unseen.
 
@@ -343,7 +386,7 @@ class RaplSensor:
     def describe_zones(self) -> list[dict[str, object]]:
         """Every zone found, for diagnostics.
 
-        Each entry: ``zone`` (id), ``name``, ``key``, ``path`` (real directory),
+        Each entry: ``zone`` (id), ``name``, ``kind``, ``key``, ``path`` (real directory),
         ``max_energy_range_uj`` (µJ, ``None`` if unreadable) and ``counted``.
         """
         for zone in self._zones:
@@ -358,6 +401,7 @@ class RaplSensor:
             {
                 "zone": z.zone_id,
                 "name": z.name,
+                "kind": z.kind,
                 "key": z.key,
                 "path": z.path,
                 "max_energy_range_uj": z.max_energy_range_uj,
