@@ -100,7 +100,7 @@ class LiveRun:
         try:
             return self.forecast.update(lambda: m)
         except Exception as error:
-            self.magics.tracker._notice(f"progress prediction failed: {error!r}")
+            self.magics.tracker.notice(f"progress prediction failed: {error!r}")
             return None
 
     def _over_budget(self, m: Measurement, prediction: Prediction | None) -> bool:

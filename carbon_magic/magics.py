@@ -198,7 +198,7 @@ class CarbonMagics(Magics, _SettingTraits):
             )
             return ledger
         except Exception as error:  # the ledger never stops the notebook
-            self.tracker._notice(f"ledger unavailable, records kept in memory: {error}")
+            self.tracker.notice(f"ledger unavailable, records kept in memory: {error}")
             return None
 
     def _reopen_ledger(self) -> None:
@@ -215,7 +215,7 @@ class CarbonMagics(Magics, _SettingTraits):
             try:
                 getattr(ledger, method)(*args, **kwargs)
             except Exception as error:
-                self.tracker._notice(f"ledger {method} failed: {error}")
+                self.tracker.notice(f"ledger {method} failed: {error}")
 
     # ----------------------------------------------------------- cell events
 
@@ -264,7 +264,7 @@ class CarbonMagics(Magics, _SettingTraits):
             try:
                 cell.forecast.update(lambda: self.tracker.peek(cell.window))
             except Exception as error:  # only the prediction is lost, never the heartbeat
-                self.tracker._notice(f"progress prediction failed: {error!r}")
+                self.tracker.notice(f"progress prediction failed: {error!r}")
         now = time.monotonic()
         period = max(HEARTBEAT_MIN_S, self.tracker.settings.interval)
         # A cell that started or ended is shown at once; otherwise beat every period
@@ -353,7 +353,7 @@ class CarbonMagics(Magics, _SettingTraits):
         """Report a fault met on the cell's own path: once in the server log and in
         ``%carbon status``, and one line in the cell where it first happened."""
         new = message not in self.tracker.notices
-        self.tracker._notice(message)
+        self.tracker.notice(message)
         if new:
             show_in_cell(message)
 
