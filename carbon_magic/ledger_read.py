@@ -1,0 +1,133 @@
+"""Reading the ledger: read-only connections and the ``read_*`` functions.
+
+Readers never block the writers (WAL mode) and never write. Units as in
+:mod:`carbon_magic.ledger`: UTC epoch seconds, joules, kWh, grams CO2e.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "BUSY_TIMEOUT_S",
+    "connect_readonly",
+    "latest_heartbeat",
+    "read_cells",
+    "read_sessions",
+]
+
+BUSY_TIMEOUT_S = 5.0  # how long a write waits for another process's transaction
+
+
+def connect_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
+    """A read-only connection (``mode=ro`` URI) with ``sqlite3.Row`` rows and the busy
+    timeout. Raises FileNotFoundError when the file does not exist (SQLite would only say
+    "unable to open database file")."""
+    path = Path(path).expanduser().absolute()
+    if not path.is_file():
+        raise FileNotFoundError(f"no ledger at {path}")
+    conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def _query(
+    path_or_conn: str | os.PathLike[str] | sqlite3.Connection, sql: str, params: Iterable[Any]
+) -> list[dict[str, Any]]:
+    """Rows as dicts, from a connection (left open) or a path (opened read-only, closed).
+    A file without the table yet (nothing written so far) gives no rows."""
+    own = not isinstance(path_or_conn, sqlite3.Connection)
+    conn = connect_readonly(path_or_conn) if own else path_or_conn  # type: ignore[arg-type]
+    try:
+        cursor = conn.execute(sql, tuple(params))
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor]
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []
+        raise
+    finally:
+        if own:
+            conn.close()
+
+
+def read_cells(
+    path_or_conn: str | os.PathLike[str] | sqlite3.Connection,
+    *,
+    kernel_id: str | None = None,
+    session_uuid: str | None = None,
+    notebook_path: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Cell rows (all ``cells`` columns plus the session's ``session_uuid``,
+    ``notebook_path`` and ``host``), oldest first by ``started_at``.
+
+    Filters combine: ``since <= started_at < until`` (UTC epoch seconds); ``limit`` keeps
+    the most recent ``limit`` rows. Raises FileNotFoundError for a missing file and
+    sqlite3.Error for an unreadable one.
+    """
+    where, params = [], []
+    for column, value in (
+        ("c.kernel_id", kernel_id),
+        ("s.session_uuid", session_uuid),
+        ("s.notebook_path", notebook_path),
+    ):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if since is not None:
+        where.append("c.started_at >= ?")
+        params.append(float(since))
+    if until is not None:
+        where.append("c.started_at < ?")
+        params.append(float(until))
+    sql = (
+        "SELECT c.*, s.session_uuid, s.notebook_path, s.host "
+        "FROM cells c JOIN sessions s ON s.id = c.session_id"
+    )
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    if limit is None:
+        sql += " ORDER BY c.started_at, c.id"
+    else:
+        sql = f"SELECT * FROM ({sql} ORDER BY c.started_at DESC, c.id DESC LIMIT ?) "
+        sql += "ORDER BY started_at, id"
+        params.append(int(limit))
+    return _query(path_or_conn, sql, params)
+
+
+def read_sessions(
+    path_or_conn: str | os.PathLike[str] | sqlite3.Connection, *, kernel_id: str | None = None
+) -> list[dict[str, Any]]:
+    """Session rows (all ``sessions`` columns, JSON as text), oldest first; only those of
+    ``kernel_id`` when given. Raises as :func:`read_cells`."""
+    sql = "SELECT * FROM sessions"
+    params: list[Any] = []
+    if kernel_id is not None:
+        sql += " WHERE kernel_id = ?"
+        params.append(kernel_id)
+    return _query(path_or_conn, sql + " ORDER BY started_at, id", params)
+
+
+def latest_heartbeat(
+    path_or_conn: str | os.PathLike[str] | sqlite3.Connection, kernel_id: str
+) -> dict[str, Any] | None:
+    """The newest heartbeat of ``kernel_id`` (across its sessions, e.g. after a restart):
+    all ``heartbeats`` columns plus ``session_uuid``, ``notebook_path``, ``host``, ``pid``
+    and the session's ``ended_at`` as ``session_ended_at``; None when there is none.
+    Raises as :func:`read_cells`."""
+    rows = _query(
+        path_or_conn,
+        "SELECT h.*, s.session_uuid, s.notebook_path, s.host, s.pid, "
+        "s.ended_at AS session_ended_at "
+        "FROM heartbeats h JOIN sessions s ON s.id = h.session_id "
+        "WHERE h.kernel_id = ? ORDER BY h.at DESC, h.id DESC LIMIT 1",
+        (kernel_id,),
+    )
+    return rows[0] if rows else None

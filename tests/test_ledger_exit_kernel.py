@@ -1,0 +1,102 @@
+"""Nothing recorded is lost when a kernel exits cleanly while another process holds the
+ledger's write lock: real kernels, a real lock holder in another process."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from carbon_magic.ledger import Ledger, read_cells, read_sessions
+
+from .kernels import Kernel
+
+pytestmark = pytest.mark.kernel
+
+HOLDER = r"""
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+sys.stdin.read()  # until the test closes our stdin
+conn.execute("COMMIT")
+"""
+
+
+class LockHolder:
+    """Another process holding an exclusive lock on the ledger until released."""
+
+    def __init__(self, path: Path) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout.readline().strip() == "locked"
+
+    def release(self) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            self.process.wait(timeout=30)
+
+
+def test_clean_exit_while_locked_keeps_every_record_and_ends_the_session(tmp_path):
+    path = tmp_path / "ledger.sqlite3"
+    kernel = Kernel(str(path), {"CARBON_MAGIC_INTERVAL": "0.5"})
+    holder = None
+    try:
+        assert kernel.execute("%load_ext carbon_magic").reply["content"]["status"] == "ok"
+        kernel.execute("warmup = 1")
+        holder = LockHolder(path)
+        for i in range(6):
+            started = time.monotonic()
+            run = kernel.execute(f"value_{i} = {i} * 7")
+            assert run.reply["content"]["status"] == "ok"
+            assert time.monotonic() - started < 2.0  # the cell never waits out the lock
+        kernel.client.stop_channels()
+        kernel.manager.shutdown_kernel(now=False)  # a normal shutdown request
+        assert not kernel.manager.is_alive()
+    finally:
+        kernel.shutdown()
+        if holder is not None:
+            holder.release()
+
+    on_disk = {row["source"] for row in read_cells(path)}
+    assert not any(f"value_{i} = {i} * 7" in on_disk for i in range(6))
+    [journal] = path.parent.glob("ledger.sqlite3.pending-*.json")
+    assert (os.stat(journal).st_mode & 0o777) == 0o600
+
+    # The next writer of the ledger (a kernel starting) imports it, exactly once.
+    for uuid in ("next-1", "next-2"):
+        with Ledger(path) as later:
+            later.open_session(
+                session_uuid=uuid,
+                kernel_id=None,
+                notebook_path=None,
+                host="box",
+                pid=1,
+                started_at=time.time(),
+                interval_s=1.0,
+                mode="process",
+                hardware={},
+                methods={},
+                settings={},
+                intensity_source="static",
+                intensity_g_per_kwh=50.0,
+            )
+    sources = [row["source"] for row in read_cells(path)]
+    for i in range(6):
+        assert sources.count(f"value_{i} = {i} * 7") == 1
+    recorded = [s for s in sources if s and s.startswith("value_")]
+    assert recorded == [f"value_{i} = {i} * 7" for i in range(6)]  # in order
+    assert not list(path.parent.glob("ledger.sqlite3.pending-*"))
+    [session] = read_sessions(path, kernel_id=kernel.kernel_id)
+    assert session["ended_at"] is not None and session["tracker_state"] == "stopped"
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM meta WHERE key LIKE 'journal:%'").fetchone()[0]
