@@ -721,3 +721,130 @@ def test_killed_writer_loses_nothing_committed(path):
     with Ledger(path) as ledger:  # and the next kernel carries on writing
         ledger.record_cell("victim", measurement(), via="auto")
     assert len(read_cells(path)) == 51
+
+
+# --- nothing lost, nothing leaked ----------------------------------------------------
+
+
+def test_a_warnings_filter_of_error_never_turns_the_ledger_off(tmp_path, quick):
+    blocker = tmp_path / "data"
+    blocker.write_text("a file where the directory should be")
+    where = blocker / "ledger.sqlite3"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # pytest -W error, nbmake
+        ledger = quick(where)  # would raise the LedgerWarning
+        open_session(ledger)
+        ledger.record_cell("s1", measurement(0), via="auto")
+    assert ledger.status().startswith("in memory (1 pending): cannot create the directory")
+    blocker.unlink()
+    wait_until(lambda: ledger.status() == f"ok: {where}")
+    assert len(read_cells(where)) == 1
+
+
+def test_close_while_locked_keeps_a_journal_imported_once_in_order(path, quick):
+    ledger = quick(path, busy_timeout_s=0.2)
+    open_session(ledger)
+    ledger.record_cell("s1", measurement(0), via="auto")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    for i in range(1, 4):
+        ledger.record_cell("s1", measurement(i), via="auto")
+    beat(ledger, "s1", at=T0.timestamp() + 50)
+    ledger.update_session("s1", tracker_state="stopped", ended_at=T0.timestamp() + 60)
+    with pytest.warns(
+        LedgerWarning, match=r"could not be written .*kept in ledger\.sqlite3\.pending-"
+    ):
+        ledger.close(0.3)
+    [journal] = path.parent.glob("ledger.sqlite3.pending-*.json")
+    assert journal.stat().st_mode & 0o777 == 0o600
+    holder.execute("COMMIT")
+    holder.close()
+    assert len(read_cells(path)) == 1
+
+    journal_copy = journal.read_bytes()
+    with Ledger(path) as later:  # the next kernel
+        open_session(later, "s2", kernel_id="k2")
+    assert not journal.exists()
+    journal.write_bytes(journal_copy)  # as if a second kernel had found it at the same time
+    with Ledger(path) as again:
+        open_session(again, "s3", kernel_id="k3")
+    assert not journal.exists()
+    rows = read_cells(path)
+    assert [r["execution_count"] for r in rows] == [1, 2, 3, 4]
+    [s1] = [s for s in read_sessions(path) if s["session_uuid"] == "s1"]
+    assert s1["tracker_state"] == "stopped" and s1["ended_at"] == T0.timestamp() + 60
+    assert latest_heartbeat(path, "k1")["at"] == T0.timestamp() + 50
+
+
+def test_an_unreadable_journal_is_left_in_place_and_said_once(path):
+    bad = path.parent / "ledger.sqlite3.pending-broken.json"
+    bad.write_text("{not json")
+    with pytest.warns(LedgerWarning, match="cannot import ledger.sqlite3.pending-broken.json"):
+        with Ledger(path) as ledger:
+            open_session(ledger)
+            ledger.record_cell("s1", measurement(), via="auto")
+    assert bad.exists() and len(read_cells(path)) == 1
+
+
+def test_pending_records_move_to_a_new_ledger(tmp_path, quick):
+    old_path, new_path = tmp_path / "old.sqlite3", tmp_path / "new.sqlite3"
+    old = quick(old_path, busy_timeout_s=0.2)
+    open_session(old)
+    holder = sqlite3.connect(old_path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    for i in range(3):
+        old.record_cell("s1", measurement(i), via="auto")
+    new = quick(new_path)
+    open_session(new)
+    assert old.hand_over_pending(new) == 3
+    new.record_cell("s1", measurement(3), via="auto")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing is reported lost
+        old.close(0.1)
+    holder.execute("COMMIT")
+    holder.close()
+    assert new.flush() is True
+    assert [r["execution_count"] for r in read_cells(new_path)] == [1, 2, 3, 4]
+    assert read_cells(old_path) == []
+
+
+def test_cells_with_pending_include_what_is_not_written_yet(path, quick):
+    ledger = quick(path, busy_timeout_s=0.2)
+    open_session(ledger)
+    ledger.record_cell("s1", measurement(0), via="auto")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        ledger.record_cell("s1", measurement(1), via="auto")
+        ledger.record_cell("s1", measurement(2), via="auto")
+        rows, pending = ledger.cells_with_pending(session_uuid="s1")
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
+    assert pending == 2
+    assert [r["execution_count"] for r in rows] == [1, 2, 3]
+    assert rows[-1]["notebook_path"] == "work/analysis.ipynb"
+    assert ledger.flush() is True
+    rows, pending = ledger.cells_with_pending(session_uuid="s1")
+    assert pending == 0 and len(rows) == 3
+
+
+def test_ledger_is_created_private(tmp_path):
+    where = tmp_path / "fresh" / "ledger.sqlite3"
+    with Ledger(where) as ledger:
+        open_session(ledger)
+        ledger.record_cell("s1", measurement(), via="auto")
+        assert Path(f"{where}-wal").stat().st_mode & 0o777 == 0o600
+    assert where.stat().st_mode & 0o777 == 0o600
+    assert where.parent.stat().st_mode & 0o777 == 0o700
+
+
+def test_secret_settings_in_a_cell_source_are_redacted_not_every_letter():
+    m = measurement(source="%carbon config electricitymaps_token=t country=FR  # total")
+    assert cell_row(m, via="auto", budget=None)["source"] == (
+        "%carbon config electricitymaps_token=*** country=FR  # total"
+    )
+    m = measurement(source='carbon_magic.configure(electricitymaps_token="abc123")\nx = 1')
+    assert cell_row(m, via="auto", budget=None)["source"] == (
+        'carbon_magic.configure(electricitymaps_token="***")'
+    )

@@ -100,3 +100,29 @@ def test_clean_exit_while_locked_keeps_every_record_and_ends_the_session(tmp_pat
     assert session["ended_at"] is not None and session["tracker_state"] == "stopped"
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT count(*) FROM meta WHERE key LIKE 'journal:%'").fetchone()[0]
+
+
+def test_switching_ledger_while_records_are_pending_carries_them(tmp_path):
+    old_path, new_path = tmp_path / "old.sqlite3", tmp_path / "new.sqlite3"
+    kernel = Kernel(str(old_path), {"CARBON_MAGIC_INTERVAL": "0.5"})
+    holder = None
+    try:
+        kernel.execute("%load_ext carbon_magic")
+        holder = LockHolder(old_path)
+        for i in range(4):
+            kernel.execute(f"pending_{i} = {i}")
+        switch = kernel.execute(f"%carbon config ledger={new_path}")
+        assert switch.reply["content"]["status"] == "ok", switch.text
+        assert "lost" not in switch.text
+        kernel.execute("after_switch = 1")
+        status = kernel.execute("%carbon status").text
+        assert f"ledger: ok: {new_path}" in status
+    finally:
+        kernel.shutdown()
+        if holder is not None:
+            holder.release()
+    sources = [row["source"] for row in read_cells(new_path)]
+    expected = [f"pending_{i} = {i}" for i in range(4)]
+    assert [s for s in sources if s.startswith("pending_")] == expected
+    assert "after_switch = 1" in sources
+    assert not any((row["source"] or "").startswith("pending_") for row in read_cells(old_path))
