@@ -60,7 +60,7 @@ __all__ = [
     "read_sessions",
 ]
 
-CELL_WAIT_S = 0.1  # the most a cell (or the tracker) waits on the ledger, seconds
+CELL_WAIT_S = 0.075  # the most a cell (or the tracker) waits on the ledger, seconds
 WRITER_SLICE_S = 0.25  # the background writer waits for a lock in slices this long
 # At interpreter exit, how long pending records may take to be written before they go to
 # a journal: jupyter_client terminates a kernel that is still alive after half its
