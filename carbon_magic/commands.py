@@ -159,19 +159,26 @@ def cmd_last(magics: CarbonMagics, args: list[str]) -> Any:
 
 def _rows(magics: CarbonMagics, all_sessions: bool = False, since: float | None = None) -> list:
     """Ledger rows of this session (or all), falling back to the in-memory records."""
+    return _rows_and_pending(magics, all_sessions, since)[0]
+
+
+def _rows_and_pending(
+    magics: CarbonMagics, all_sessions: bool = False, since: float | None = None
+) -> tuple[list, int]:
+    """As :func:`_rows`, with the cells recorded but not yet written to the ledger file
+    (included), and how many those are."""
     from carbon_magic import ledger as ledger_module
 
-    path = magics.store.path if magics.store is not None else None
+    store = magics.store
     rows: list[dict] = []
-    if path is not None:
+    pending = 0
+    if store is not None:
         try:
-            rows = ledger_module.read_cells(
-                path,
-                session_uuid=None if all_sessions else magics.session_uuid,
-                since=since,
+            rows, pending = store.cells_with_pending(
+                session_uuid=None if all_sessions else magics.session_uuid, since=since
             )
         except Exception:
-            rows = []
+            rows, pending = [], 0
     if not rows and not all_sessions:
         rows = [
             ledger_module.cell_row(m, via="memory", budget=None)
@@ -179,7 +186,7 @@ def _rows(magics: CarbonMagics, all_sessions: bool = False, since: float | None 
             for m in magics.records
             if since is None or (m.started_at and m.started_at.timestamp() >= since)
         ]
-    return rows
+    return rows, pending
 
 
 def cmd_report(magics: CarbonMagics, args: list[str]) -> Any:
@@ -199,8 +206,9 @@ def cmd_report(magics: CarbonMagics, args: list[str]) -> Any:
             since = report.parse_since(options.since)
         except ValueError as error:
             raise UsageError(str(error)) from None
-    rows = _rows(magics, options.all_sessions, since)
-    return report.build_report(rows, top=options.top, hint=_report_hint(magics, rows))
+    rows, pending = _rows_and_pending(magics, options.all_sessions, since)
+    hint = _report_hint(magics, rows)
+    return report.build_report(rows, top=options.top, hint=hint, pending=pending)
 
 
 def _report_hint(magics: CarbonMagics, rows: list[dict]) -> str | None:
@@ -259,7 +267,7 @@ def cmd_export(magics: CarbonMagics, args: list[str]) -> Any:
     parser.add_argument("--force", action="store_true")
     parser.add_argument("--all-sessions", action="store_true")
     options = parser.parse_args(args)
-    rows = _rows(magics, options.all_sessions)
+    rows, pending = _rows_and_pending(magics, options.all_sessions)
     try:
         path = export.export_records(
             rows,
@@ -270,7 +278,8 @@ def cmd_export(magics: CarbonMagics, args: list[str]) -> Any:
         )
     except (FileExistsError, ValueError) as error:
         raise UsageError(str(error)) from None
-    print(f"wrote {len(rows)} records to {path} ({options.format})")
+    note = f"; {pending} of them not yet written to the ledger (it is busy)" if pending else ""
+    print(f"wrote {len(rows)} records to {path} ({options.format}){note}")
     return None
 
 

@@ -1,8 +1,9 @@
-"""Nothing recorded is lost when a kernel exits cleanly while another process holds the
-ledger's write lock: real kernels, a real lock holder in another process."""
+"""Nothing recorded is lost or hidden while another process holds the ledger's write lock
+(a clean exit, a ledger switch, reports): real kernels, a real lock holder in another process."""
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -126,3 +127,29 @@ def test_switching_ledger_while_records_are_pending_carries_them(tmp_path):
     assert [s for s in sources if s.startswith("pending_")] == expected
     assert "after_switch = 1" in sources
     assert not any((row["source"] or "").startswith("pending_") for row in read_cells(old_path))
+
+
+def test_reports_and_exports_include_pending_records_and_say_so(tmp_path):
+    path = tmp_path / "ledger.sqlite3"
+    kernel = Kernel(str(path), {"CARBON_MAGIC_INTERVAL": "0.5"})
+    holder = None
+    try:
+        kernel.execute("%load_ext carbon_magic")
+        for i in range(3):
+            kernel.execute(f"written_{i} = {i}")
+        holder = LockHolder(path)
+        for i in range(6):
+            kernel.execute(f"pending_{i} = {i}")
+        report = kernel.execute("%carbon report").text
+        target = tmp_path / "cells.json"
+        export = kernel.execute(f"%carbon export {target} --format json").text
+    finally:
+        kernel.shutdown()
+        if holder is not None:
+            holder.release()
+    # 3 written, 6 pending (the report cell itself is recorded after it ran)
+    assert "Total: 9 cells" in report, report
+    assert "6 cells are included but not yet written to the ledger" in report
+    assert "wrote 10 records" in export and "not yet written to the ledger" in export
+    records = json.loads(target.read_text())["records"]
+    assert sum(1 for r in records if (r.get("source") or "").startswith("pending_")) == 6
