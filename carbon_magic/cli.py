@@ -78,8 +78,10 @@ def machine_status() -> dict[str, Any]:
         }
     finally:
         tracker.close()
+    from carbon_magic.ledger_read import ledger_problem
+
     path = _ledger_path(None)
-    info["ledger"] = {"path": str(path), "exists": path.is_file()}
+    info["ledger"] = {"path": str(path), "exists": path.is_file(), "problem": ledger_problem(path)}
     return info
 
 
@@ -172,7 +174,17 @@ def doctor_findings(info: dict[str, Any]) -> list[Finding]:
 
     ledger = Path(info["ledger"]["path"])
     folder = next((p for p in (ledger, *ledger.parents) if p.exists()), None)
-    if info["ledger"]["exists"] and not os.access(ledger, os.W_OK):
+    problem = info["ledger"].get("problem")
+    if info["ledger"]["exists"] and problem:
+        findings.append(
+            Finding(
+                "ledger",
+                f"{ledger} cannot be read: {problem}",
+                f"move it aside (mv {ledger} {ledger}.bad) to start a fresh ledger; a kernel "
+                "that finds it so moves it aside itself",
+            )
+        )
+    elif info["ledger"]["exists"] and not os.access(ledger, os.W_OK):
         findings.append(
             Finding(
                 "ledger", f"{ledger} is not writable", f"chmod u+w {ledger}, or set {LEDGER_ENV}"

@@ -16,6 +16,7 @@ __all__ = [
     "BUSY_TIMEOUT_S",
     "connect_readonly",
     "latest_heartbeat",
+    "ledger_problem",
     "read_cells",
     "read_sessions",
 ]
@@ -131,3 +132,28 @@ def latest_heartbeat(
         (kernel_id,),
     )
     return rows[0] if rows else None
+
+
+def ledger_problem(path: str | os.PathLike[str]) -> str | None:
+    """What is wrong with the ledger file at ``path``, in a few words, or None when it
+    reads well (or does not exist yet): not an SQLite file, damaged pages (``PRAGMA
+    quick_check``), or an SQLite file that is not a ledger. Read-only; never raises."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        return None
+    try:
+        conn = connect_readonly(path)
+    except (OSError, sqlite3.Error) as error:
+        return f"cannot be opened: {error}"
+    try:
+        damage = [row[0] for row in conn.execute("PRAGMA quick_check(5)") if row[0] != "ok"]
+        if damage:
+            return "damaged: " + "; ".join(damage)
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        if tables and "cells" not in tables:
+            return "an SQLite file, but not a carbon_magic ledger (it has no cells table)"
+    except sqlite3.Error as error:
+        return str(error)
+    finally:
+        conn.close()
+    return None
