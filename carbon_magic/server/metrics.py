@@ -168,7 +168,7 @@ def exposition(
     lines += _family(
         "carbon_magic_ledger_up",
         "gauge",
-        "1 when the ledger could be read, 0 when it does not exist yet.",
+        "1 when the ledger could be read, 0 when it does not exist yet or cannot be read.",
         [({}, 0.0 if snapshot is None else 1.0)],
     )
     return "\n".join(lines) + "\n"
