@@ -78,10 +78,18 @@ def machine_status() -> dict[str, Any]:
         }
     finally:
         tracker.close()
-    from carbon_magic.ledger_read import ledger_problem
+    from carbon_magic.ledger_read import ledger_problem, read_sessions
 
     path = _ledger_path(None)
     info["ledger"] = {"path": str(path), "exists": path.is_file(), "problem": ledger_problem(path)}
+    if info["ledger"]["exists"] and not info["ledger"]["problem"]:
+        states: dict[str, int] = {}
+        try:
+            for session in read_sessions(path):
+                states[session["state"]] = states.get(session["state"], 0) + 1
+        except (OSError, sqlite3.Error):
+            pass
+        info["ledger"]["sessions"] = states  # running | stopped | lost (killed kernels)
     return info
 
 
@@ -105,6 +113,9 @@ def status_text(info: dict[str, Any]) -> str:
     lines.append(f"PUE: {info['pue']['value']:g} ({info['pue']['source']})")
     ledger = info["ledger"]
     lines.append(f"ledger: {ledger['path']}" + ("" if ledger["exists"] else " (not created yet)"))
+    if ledger.get("sessions"):
+        counts = ", ".join(f"{n} {state}" for state, n in sorted(ledger["sessions"].items()))
+        lines.append(f"sessions: {counts}")
     for notice in info["notices"]:
         lines.append(f"note: {notice}")
     return "\n".join(lines)

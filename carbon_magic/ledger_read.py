@@ -8,20 +8,26 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "BUSY_TIMEOUT_S",
+    "LOST_AFTER_S",
     "connect_readonly",
     "latest_heartbeat",
     "ledger_problem",
     "read_cells",
     "read_sessions",
+    "session_state",
 ]
 
 BUSY_TIMEOUT_S = 5.0  # how long a write waits for another process's transaction
+# A session silent for this long (no heartbeat) reads as ended, lost: its kernel was
+# killed. Far above the heartbeat period (seconds), so a busy kernel is never lost.
+LOST_AFTER_S = 300.0
 
 
 def connect_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
@@ -103,17 +109,46 @@ def read_cells(
     return _query(path_or_conn, sql, params)
 
 
+def session_state(
+    ended_at: float | None,
+    tracker_state: str | None,
+    last_seen_at: float | None,
+    now: float,
+    lost_after_s: float = LOST_AFTER_S,
+) -> str:
+    """How a session reads now: ``stopped`` (ended, or its tracker stopped), ``running``,
+    or ``lost``: not ended, but silent (no heartbeat, nor a start) for longer than
+    ``lost_after_s`` seconds, as a killed kernel leaves it. Times: UTC epoch seconds."""
+    if ended_at is not None or tracker_state == "stopped":
+        return "stopped"
+    if last_seen_at is None or now - last_seen_at > lost_after_s:
+        return "lost"
+    return "running"
+
+
 def read_sessions(
-    path_or_conn: str | os.PathLike[str] | sqlite3.Connection, *, kernel_id: str | None = None
+    path_or_conn: str | os.PathLike[str] | sqlite3.Connection,
+    *,
+    kernel_id: str | None = None,
+    now: float | None = None,
 ) -> list[dict[str, Any]]:
     """Session rows (all ``sessions`` columns, JSON as text), oldest first; only those of
-    ``kernel_id`` when given. Raises as :func:`read_cells`."""
-    sql = "SELECT * FROM sessions"
+    ``kernel_id`` when given. Each also has ``last_seen_at`` (its latest heartbeat, else
+    its start) and ``state`` (:func:`session_state` at ``now``, default the current
+    time): a killed kernel's session reads ``lost``. Raises as :func:`read_cells`."""
+    sql = (
+        "SELECT s.*, COALESCE((SELECT MAX(h.at) FROM heartbeats h WHERE h.session_id = s.id), "
+        "s.started_at) AS last_seen_at FROM sessions s"
+    )
     params: list[Any] = []
     if kernel_id is not None:
-        sql += " WHERE kernel_id = ?"
+        sql += " WHERE s.kernel_id = ?"
         params.append(kernel_id)
-    return _query(path_or_conn, sql + " ORDER BY started_at, id", params)
+    rows = _query(path_or_conn, sql + " ORDER BY s.started_at, s.id", params)
+    at = time.time() if now is None else float(now)
+    for row in rows:
+        row["state"] = session_state(row["ended_at"], row["tracker_state"], row["last_seen_at"], at)
+    return rows
 
 
 def latest_heartbeat(

@@ -412,3 +412,29 @@ def test_doctor_finds_a_damaged_ledger(env, damage):
     assert result.returncode == 1, result.stdout
     assert f"[fix] ledger: {path} cannot be read" in result.stdout, result.stdout
     assert "[ok] ledger" not in result.stdout
+
+
+def test_status_counts_lost_sessions(env):
+    from carbon_magic.ledger import Ledger
+
+    path = Path(env["CARBON_MAGIC_LEDGER"])
+    with Ledger(path) as ledger:
+        for uuid, started in (("killed", time.time() - 7200), ("live", time.time())):
+            ledger.open_session(
+                session_uuid=uuid,
+                kernel_id=None,
+                notebook_path=None,
+                host="h",
+                pid=1,
+                started_at=started,
+                interval_s=1.0,
+                mode="process",
+                hardware={},
+                methods={},
+                settings={},
+                intensity_source="static",
+                intensity_g_per_kwh=50.0,
+            )
+    result = run(env, "status")
+    assert result.returncode == 0, result.stderr
+    assert "sessions: 1 lost, 1 running" in result.stdout

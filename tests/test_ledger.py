@@ -848,3 +848,17 @@ def test_secret_settings_in_a_cell_source_are_redacted_not_every_letter():
     assert cell_row(m, via="auto", budget=None)["source"] == (
         'carbon_magic.configure(electricitymaps_token="***")'
     )
+
+
+def test_a_silent_session_reads_lost(path):
+    with Ledger(path) as ledger:
+        open_session(ledger, "quiet", started_at=T0.timestamp())
+        open_session(ledger, "beating", kernel_id="k2", started_at=T0.timestamp())
+        beat(ledger, "beating", at=T0.timestamp() + 1000)
+        open_session(ledger, "ended", kernel_id="k3", started_at=T0.timestamp())
+        ledger.update_session("ended", ended_at=T0.timestamp() + 5, tracker_state="stopped")
+    now = T0.timestamp() + 1200
+    states = {s["session_uuid"]: s["state"] for s in read_sessions(path, now=now)}
+    assert states == {"quiet": "lost", "beating": "running", "ended": "stopped"}
+    [beating] = read_sessions(path, kernel_id="k2", now=now)
+    assert beating["last_seen_at"] == T0.timestamp() + 1000

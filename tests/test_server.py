@@ -689,3 +689,22 @@ def test_cell_sums_follow_new_cells_and_a_replaced_file(builder, ledger_path):
         fresh.ledger.close()
     finally:
         reader.close()
+
+
+async def test_a_killed_kernels_session_reads_lost(jp_fetch, builder, served):
+    now = time.time()
+    killed, busy = new_kernel_id(), new_kernel_id()
+    session = builder.session(killed, started_at=now - 3600)
+    builder.beat(session, at=now - 600, watts={"cpu": 20.0}, energy_kwh=0.01, emissions_g=0.5)
+    session = builder.session(busy, started_at=now - 3600)
+    builder.beat(session, at=now - 60, watts={"cpu": 20.0}, energy_kwh=0.01, emissions_g=0.5)
+
+    lost = await get_json(jp_fetch, *API, "kernels", killed)
+    assert lost["tracker_state"] == "lost"
+    assert lost["live"] is False and lost["stale"] is True
+    assert lost["totals"]["emissions_g"] == pytest.approx(0.5)
+    stale = await get_json(jp_fetch, *API, "kernels", busy)  # silent for a minute: stale only
+    assert stale["tracker_state"] == "running" and stale["stale"] is True
+    summary = await get_json(jp_fetch, *API, "summary")
+    states = {entry["kernel_id"]: entry["tracker_state"] for entry in summary["kernels"]}
+    assert states == {killed: "lost", busy: "running"}
