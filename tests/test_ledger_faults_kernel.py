@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -153,3 +154,24 @@ def test_reports_and_exports_include_pending_records_and_say_so(tmp_path):
     assert "wrote 10 records" in export and "not yet written to the ledger" in export
     records = json.loads(target.read_text())["records"]
     assert sum(1 for r in records if (r.get("source") or "").startswith("pending_")) == 6
+
+
+def test_the_kernel_keeps_a_bounded_number_of_records_and_the_ledger_all(tmp_path):
+    path = tmp_path / "ledger.sqlite3"
+    kernel = Kernel(str(path), {"CARBON_MAGIC_INTERVAL": "0.5"})
+    try:
+        kernel.execute("%load_ext carbon_magic")
+        run = kernel.execute(
+            "from carbon_magic.magics import current_magics, RECORDS_KEPT\n"
+            "from carbon_magic.measurement import Measurement\n"
+            "_m = current_magics()\n"
+            "for _i in range(RECORDS_KEPT + 500):\n"
+            "    _m._record(Measurement(name=f'n{_i}', duration_s=0.01), via='api')\n"
+            "print(len(_m.records), _m.records.maxlen, _m.records[-1].name, _m.last.name)"
+        )
+        assert run.text.split() == ["1000", "1000", "n1499", "n1499"], run.text
+        report = kernel.execute("%carbon report --top 1").text
+    finally:
+        kernel.shutdown()
+    assert sum(1 for row in read_cells(path) if row["via"] == "api") == 1500
+    assert re.search(r"Total: 150\d cells", report), report  # all, from the ledger
