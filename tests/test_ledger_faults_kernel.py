@@ -175,3 +175,23 @@ def test_the_kernel_keeps_a_bounded_number_of_records_and_the_ledger_all(tmp_pat
         kernel.shutdown()
     assert sum(1 for row in read_cells(path) if row["via"] == "api") == 1500
     assert re.search(r"Total: 150\d cells", report), report  # all, from the ledger
+
+
+def test_secret_settings_never_reach_the_ledger_file(tmp_path):
+    path = tmp_path / "private" / "ledger.sqlite3"
+    kernel = Kernel(str(path), {"CARBON_MAGIC_INTERVAL": "0.5"})
+    try:
+        kernel.execute("%load_ext carbon_magic")
+        kernel.execute('options = dict(electricitymaps_token="tok-4f9a2c", t=1)\nt = 2')
+        kernel.execute("%carbon config electricitymaps_token=tok-4f9a2c")
+        kernel.execute("%carbon config electricitymaps_token=")
+    finally:
+        kernel.shutdown()
+    sources = [row["source"] for row in read_cells(path)]
+    assert 'options = dict(electricitymaps_token="***", t=1)' in sources
+    assert "%carbon config electricitymaps_token=***" in sources
+    for name in (path.name, f"{path.name}-wal"):
+        data = (path.parent / name).read_bytes() if (path.parent / name).exists() else b""
+        assert b"tok-4f9a2c" not in data
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.parent.stat().st_mode & 0o777 == 0o700
