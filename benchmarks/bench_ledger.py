@@ -18,13 +18,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from carbon_magic.ledger import (
-    _INSERT_CELL,
-    Ledger,
-    cell_row,
-    latest_heartbeat,
-    read_cells,
-)
+from carbon_magic.ledger import Ledger, cell_row, latest_heartbeat, read_cells
+from carbon_magic.ledger_rows import INSERT_CELL
 from carbon_magic.measurement import Measurement
 
 TARGET_INSERT_MS = 1.0
@@ -188,7 +183,7 @@ def bench_reads(directory: Path, rows: int) -> None:
         template = cell_row(cell(0), via="auto", budget=None)
         conn.execute("BEGIN")
         conn.executemany(
-            _INSERT_CELL,
+            INSERT_CELL,
             (
                 {
                     **template,

@@ -5,9 +5,16 @@ One :class:`Ledger` (one writer connection) per kernel process, shared by the ma
 once: WAL mode, ``BEGIN IMMEDIATE`` and a busy timeout serialise them. Readers (the
 server extension, reports) use :func:`connect_readonly` and the ``read_*`` functions.
 
-The writer never raises for file problems. A locked, read-only or unopenable ledger keeps
-records in memory, warns once (:class:`LedgerWarning`) and retries on a later write; a
-corrupt file is renamed aside (never deleted) and a fresh ledger is started.
+The writer never raises for file problems and never holds a cell up for more than
+CELL_WAIT_S: a busy ledger's records are committed by a background writer, in order and
+exactly once; a read-only or unopenable ledger keeps records in memory, warns once
+(:class:`LedgerWarning`) and is retried after a back-off; a corrupt file is renamed aside
+(never deleted) and a fresh ledger is started. What cannot be written when the writer
+closes goes to a journal beside the ledger (:mod:`carbon_magic.journal`).
+
+The parts: :mod:`carbon_magic.ledger_schema` (schema, migrations, transactions, SQLite
+error kinds), :mod:`carbon_magic.ledger_rows` (columns and row conversions),
+:mod:`carbon_magic.ledger_read` (readers, re-exported here) and the writer, here.
 
 Units: times are UTC seconds since the epoch, energy in joules per component and kWh
 (facility, after PUE) in total, emissions in grams CO2e, intensity in gCO2e/kWh.
@@ -15,23 +22,19 @@ Units: times are UTC seconds since the epoch, energy in joules per component and
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import socket
 import sqlite3
 import sys
 import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from carbon_magic import ledger_schema
 from carbon_magic.journal import journal_key, journal_paths, read_journal, write_journal
 from carbon_magic.ledger_read import (
     BUSY_TIMEOUT_S,
@@ -39,6 +42,30 @@ from carbon_magic.ledger_read import (
     latest_heartbeat,
     read_cells,
     read_sessions,
+)
+from carbon_magic.ledger_rows import (
+    INSERT_CELL,
+    INSERT_HEARTBEAT,
+    INSERT_SESSION,
+    SessionState,
+    cell_row,
+    compact_json,
+    epoch_s,
+    first_line,
+    measurement_from_row,
+    placeholder_session,
+    session_fields,
+    without_secrets,
+)
+from carbon_magic.ledger_schema import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    NewerSchemaError,
+    Transaction,
+    describe_error,
+    error_kind,
+    migrate,
+    schema_version,
 )
 from carbon_magic.measurement import Measurement
 from carbon_magic.redact import redact_secrets
@@ -72,19 +99,12 @@ HEARTBEAT_KEEP_S = 86400.0  # heartbeats older than this are pruned (the latest 
 PRUNE_EVERY_S = 60.0  # per session, in heartbeat time
 MAX_PENDING_CELLS = 10_000  # bound on memory while the file cannot be written
 MAX_PENDING_HEARTBEATS = 1_000
-SOURCE_MAX_CHARS = 200
 
 log = logging.getLogger("carbon_magic")
-
-_SECRET_MARKERS = ("token", "secret", "password", "api_key")
 
 
 class LedgerWarning(UserWarning):
     """The ledger file cannot be written (records are kept in memory) or was replaced."""
-
-
-class _NewerSchemaError(Exception):
-    """The file was written by a newer carbon_magic; this code must not touch it."""
 
 
 def default_ledger_path() -> Path:
@@ -94,356 +114,10 @@ def default_ledger_path() -> Path:
     return Path(jupyter_data_dir()) / "carbon_magic" / "ledger.sqlite3"
 
 
-# --- schema and migrations ------------------------------------------------------------
-
-Migration = Callable[[sqlite3.Connection], None]
-
-
-def _statements(script: str) -> Iterable[str]:
-    """Split an SQL script into complete statements (comments and all)."""
-    pending = ""
-    for line in script.splitlines(keepends=True):
-        pending += line
-        if sqlite3.complete_statement(pending):
-            yield pending
-            pending = ""
-    leftover = [
-        line for line in pending.splitlines() if line.strip() and not line.strip().startswith("--")
-    ]
-    if leftover:
-        raise ValueError(f"incomplete SQL statement: {leftover[0][:80]}")
-
-
-def _migration_1_create(conn: sqlite3.Connection) -> None:
-    """Version 1: the tables of ``schema.sql`` (which stays the v1 script forever)."""
-    script = resources.files("carbon_magic").joinpath("schema.sql").read_text(encoding="utf-8")
-    # One statement at a time: executescript() would commit the migration's transaction.
-    for statement in _statements(script):
-        conn.execute(statement)
-
-
-# Migration N (1-based) brings a file from version N-1 to N, inside the transaction that
-# also records the new version, so a failure leaves the file as it was. To change the
-# schema, append one function here; never edit an existing entry.
-MIGRATIONS: list[Migration] = [_migration_1_create]
-SCHEMA_VERSION = len(MIGRATIONS)
-
-
-def _schema_version(conn: sqlite3.Connection) -> int:
-    """The file's schema version; 0 for an empty or pre-versioning file."""
-    has_meta = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
-    ).fetchone()
-    if not has_meta:
-        return 0
-    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    return int(row[0]) if row else 0
-
-
-def _migrate(conn: sqlite3.Connection) -> None:
-    """Apply the missing migrations; raises _NewerSchemaError for a newer file."""
-    known = len(MIGRATIONS)
-    version = _schema_version(conn)
-    if version > known:
-        raise _NewerSchemaError(version)
-    if version == known:
-        return
-    with _transaction(conn):
-        version = _schema_version(conn)  # again, under the write lock: another kernel may
-        if version > known:  # have migrated meanwhile
-            raise _NewerSchemaError(version)
-        for migration in MIGRATIONS[version:]:
-            migration(conn)
-        conn.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(known),)
-        )
-
-
-class _transaction:
-    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on error) on an autocommit connection.
-
-    IMMEDIATE takes the write lock up front, so the busy timeout applies and a transaction
-    never fails half-way on a lock. SQLite answers some contention (WAL recovery, a
-    concurrent journal-mode switch) with an immediate SQLITE_BUSY that skips the busy
-    handler, so a BEGIN that fails fast is retried a few times.
-    """
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    def __enter__(self) -> sqlite3.Connection:
-        for attempt in range(4):
-            started = time.monotonic()
-            try:
-                self.conn.execute("BEGIN IMMEDIATE")
-                return self.conn
-            except sqlite3.OperationalError as exc:
-                waited = time.monotonic() - started
-                timeout_s = self.conn.execute("PRAGMA busy_timeout").fetchone()[0] / 1000
-                # A BEGIN that used up the busy timeout met a real lock holder: give up.
-                if _kind(exc) != "locked" or attempt == 3 or waited >= timeout_s / 2:
-                    raise
-                time.sleep(0.02 * (attempt + 1))
-        raise AssertionError("unreachable")
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is None:
-            self.conn.execute("COMMIT")
-        elif self.conn.in_transaction:
-            try:
-                self.conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass  # the original error is the one worth reporting
-
-
-# --- rows -----------------------------------------------------------------------------
-
-SESSION_COLUMNS = tuple(
-    """
-    session_uuid kernel_id notebook_path host pid started_at ended_at tracker_state
-    interval_s mode hardware_json methods_json settings_json intensity_source
-    intensity_g_per_kwh
-    """.split()
-)
-CELL_COLUMNS = tuple(
-    """
-    cell_id execution_count name source via status started_at ended_at duration_s cpu_j
-    gpu_j ram_j energy_kwh energy_low_kwh energy_high_kwh emissions_g emissions_low_g
-    emissions_high_g embodied_g intensity_g_per_kwh intensity_source pue mode
-    methods_json devices_json budget
-    """.split()
-)
-HEARTBEAT_COLUMNS = tuple(
-    """
-    at cpu_w gpu_w ram_w energy_kwh emissions_g emissions_low_g emissions_high_g
-    embodied_g intensity_g_per_kwh intensity_source tracker_state running_cell
-    running_cell_started_at
-    """.split()
-)
-
-
-def _insert_sql(table: str, columns: Iterable[str], verb: str = "INSERT") -> str:
-    columns = list(columns)
-    names = ", ".join(columns)
-    values = ", ".join(f":{name}" for name in columns)
-    return f"{verb} INTO {table} ({names}) VALUES ({values})"
-
-
-_INSERT_CELL = _insert_sql("cells", ("session_id", "kernel_id", *CELL_COLUMNS))
-_INSERT_HEARTBEAT = _insert_sql("heartbeats", ("session_id", "kernel_id", *HEARTBEAT_COLUMNS))
-_INSERT_SESSION = _insert_sql("sessions", SESSION_COLUMNS, "INSERT OR IGNORE")
-
-
-def _json(value: Any) -> str:
-    """Compact, stable JSON; numbers from numpy and the like become floats."""
-
-    def fallback(obj: Any) -> Any:
-        try:
-            return float(obj)
-        except (TypeError, ValueError):
-            return str(obj)
-
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=fallback)
-
-
-def _epoch(value: datetime | float | None) -> float | None:
-    """UTC seconds since the epoch; a naive datetime is taken to be UTC."""
-    if value is None or isinstance(value, (int, float)):
-        return None if value is None else float(value)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.timestamp()
-
-
-def _utc(seconds: float | None) -> datetime | None:
-    return None if seconds is None else datetime.fromtimestamp(seconds, tz=timezone.utc)
-
-
-def _first_line(source: str | None) -> str | None:
-    """The first non-blank line of ``source``, clipped to SOURCE_MAX_CHARS."""
-    if source is None:
-        return None
-    for line in source.splitlines():
-        if line.strip():
-            line = line.rstrip()
-            if len(line) > SOURCE_MAX_CHARS:
-                line = line[: SOURCE_MAX_CHARS - 1] + "…"
-            return line
-    return ""
-
-
-def cell_row(m: Measurement, *, via: str, budget: str | None) -> dict[str, Any]:
-    """The ``cells`` columns (except ``id``, ``session_id``, ``kernel_id``) for ``m``.
-
-    ``via`` is how the cell was measured (auto | magic | api); ``budget`` the budget text
-    (e.g. ``"5g"``) or None. Datetimes become UTC epoch seconds (a naive one is taken as
-    UTC; a missing start is ``ended_at - duration_s``, a missing end is now). ``name`` is
-    NULL when empty and ``source`` keeps only its first non-blank line, with the values of
-    secret settings redacted (:func:`carbon_magic.redact.redact_secrets`).
-    Raises TypeError/ValueError for values that are not numbers where numbers belong.
-    """
-    ended = _epoch(m.ended_at)
-    started = _epoch(m.started_at)
-    if ended is None:
-        ended = time.time() if started is None else started + float(m.duration_s)
-    if started is None:
-        started = ended - float(m.duration_s)
-    energy_low, energy_high = m.energy_range_kwh
-    emissions_low, emissions_high = m.emissions_range_g
-    return {
-        "cell_id": m.cell_id,
-        "execution_count": None if m.execution_count is None else int(m.execution_count),
-        "name": m.name or None,
-        "source": _first_line(redact_secrets(m.source) if m.source else m.source),
-        "via": str(via),
-        "status": str(m.status or "ok"),
-        "started_at": started,
-        "ended_at": ended,
-        "duration_s": float(m.duration_s),
-        "cpu_j": float(m.energy_j.get("cpu", 0.0)),
-        "gpu_j": float(m.energy_j.get("gpu", 0.0)),
-        "ram_j": float(m.energy_j.get("ram", 0.0)),
-        "energy_kwh": float(m.energy_kwh),
-        "energy_low_kwh": float(energy_low),
-        "energy_high_kwh": float(energy_high),
-        "emissions_g": float(m.emissions_g),
-        "emissions_low_g": float(emissions_low),
-        "emissions_high_g": float(emissions_high),
-        "embodied_g": float(m.embodied_g),
-        "intensity_g_per_kwh": float(m.intensity_g_per_kwh),
-        "intensity_source": str(m.intensity_source or ""),
-        "pue": float(m.pue),
-        "mode": str(m.mode),
-        "methods_json": _json(m.methods),
-        "devices_json": _json(m.devices),
-        "budget": budget,
-    }
-
-
-def measurement_from_row(row: Mapping[str, Any]) -> Measurement:
-    """The Measurement stored in a ``cells`` row (a dict from :func:`read_cells` or a
-    ``sqlite3.Row``): energies, ranges, methods, devices, times (aware UTC datetimes),
-    ``execution_count``, ``cell_id``, ``status``, ``source``. ``via`` and ``budget`` are
-    ledger-only and stay in the row."""
-    return Measurement(
-        name=row["name"] or "",
-        duration_s=row["duration_s"],
-        energy_j={"cpu": row["cpu_j"], "gpu": row["gpu_j"], "ram": row["ram_j"]},
-        energy_kwh=row["energy_kwh"],
-        energy_range_kwh=(row["energy_low_kwh"], row["energy_high_kwh"]),
-        emissions_g=row["emissions_g"],
-        emissions_range_g=(row["emissions_low_g"], row["emissions_high_g"]),
-        embodied_g=row["embodied_g"],
-        intensity_g_per_kwh=row["intensity_g_per_kwh"],
-        intensity_source=row["intensity_source"],
-        pue=row["pue"],
-        methods=json.loads(row["methods_json"] or "{}"),
-        devices=json.loads(row["devices_json"] or "{}"),
-        mode=row["mode"],
-        started_at=_utc(row["started_at"]),
-        ended_at=_utc(row["ended_at"]),
-        execution_count=row["execution_count"],
-        cell_id=row["cell_id"],
-        status=row["status"],
-        source=row["source"],
-    )
-
-
-def _without_secrets(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """Settings minus anything that looks like a credential (the ledger is plain text)."""
-    return {
-        key: value
-        for key, value in settings.items()
-        if not any(marker in key.lower() for marker in _SECRET_MARKERS)
-    }
-
-
-# Friendly names accepted by update_session(), beside the column names themselves.
-_JSON_FIELDS = {"hardware": "hardware_json", "methods": "methods_json", "settings": "settings_json"}
-_FIELD_ALIASES = {"intensity": "intensity_g_per_kwh"}
-
-
-def _session_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """update_session() keywords → column values; ValueError for an unknown name."""
-    columns = {}
-    for name, value in fields.items():
-        if name in _JSON_FIELDS:
-            if name == "settings":
-                value = _without_secrets(value)
-            columns[_JSON_FIELDS[name]] = _json(value)
-        elif name in _FIELD_ALIASES:
-            columns[_FIELD_ALIASES[name]] = float(value)
-        elif name in SESSION_COLUMNS and name != "session_uuid":
-            columns[name] = _epoch(value) if name in ("started_at", "ended_at") else value
-        else:
-            valid = sorted({*_JSON_FIELDS, *_FIELD_ALIASES, *SESSION_COLUMNS} - {"session_uuid"})
-            raise ValueError(f"unknown session field {name!r}; valid: {', '.join(valid)}")
-    return columns
-
-
-def _placeholder_session(session_uuid: str, m: Measurement | None = None) -> dict[str, Any]:
-    """A minimal session row for records whose session was never opened in this process."""
-    return {
-        "session_uuid": session_uuid,
-        "kernel_id": None,
-        "notebook_path": None,
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "started_at": (_epoch(m.started_at) if m else None) or time.time(),
-        "ended_at": None,
-        "tracker_state": "running",
-        "interval_s": 0.0,
-        "mode": m.mode if m else "process",
-        "hardware_json": "{}",
-        "methods_json": _json(m.methods) if m else "{}",
-        "settings_json": "{}",
-        "intensity_source": m.intensity_source if m else "",
-        "intensity_g_per_kwh": float(m.intensity_g_per_kwh) if m else 0.0,
-    }
-
-
-@dataclass
-class _Session:
-    """What this process knows of one session, so it can be (re)written at any time."""
-
-    row: dict[str, Any]
-    opened: bool  # True when open_session() gave the whole row (else a placeholder)
-    changes: dict[str, Any] = field(default_factory=dict)  # update_session() since last write
-    dirty: bool = True
-
-
-# --- error classification -------------------------------------------------------------
-
-_CORRUPT_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
-_LOCKED_CODES = {5, 6}  # SQLITE_BUSY, SQLITE_LOCKED
-_READONLY_CODES = {8}  # SQLITE_READONLY
-
-
-def _kind(exc: BaseException) -> str:
-    """corrupt | locked | read-only | unavailable: what went wrong with the file."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    primary = code & 0xFF if isinstance(code, int) else None
-    text = str(exc).lower()
-    if primary in _CORRUPT_CODES or "not a database" in text or "malformed" in text:
-        return "corrupt"
-    if primary in _LOCKED_CODES or "locked" in text:
-        return "locked"
-    if primary in _READONLY_CODES or "readonly" in text or "read-only" in text:
-        return "read-only"
-    return "unavailable"
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        where = f" ({exc.filename})" if exc.filename else ""
-        return f"{exc.strerror}{where}"
-    return str(exc) or type(exc).__name__
-
-
 # --- the writer -----------------------------------------------------------------------
 
 # What callers hand to the writer, applied in order under the lock:
-# ("session", uuid, _Session) | ("update", uuid, columns) | ("cell", uuid, (row, m))
+# ("session", uuid, SessionState) | ("update", uuid, columns) | ("cell", uuid, (row, m))
 # | ("beat", uuid, row)
 _Op = tuple[str, str, Any]
 
@@ -493,7 +167,7 @@ class Ledger:
         self._backoff = self._retry_after_s
         self._locked_since: float | None = None  # first failed attempt on a held lock
         self._warned: set[str] = set()
-        self._sessions: dict[str, _Session] = {}
+        self._sessions: dict[str, SessionState] = {}
         self._session_ids: dict[str, int] = {}  # session_uuid → sessions.id in this file
         self._cells: list[tuple[str, dict[str, Any]]] = []  # pending (session_uuid, row)
         self._heartbeats: deque[tuple[str, dict[str, Any]]] = deque(maxlen=MAX_PENDING_HEARTBEATS)
@@ -563,18 +237,18 @@ class Ledger:
             "notebook_path": notebook_path,
             "host": host,
             "pid": int(pid),
-            "started_at": _epoch(started_at),
+            "started_at": epoch_s(started_at),
             "ended_at": None,
             "tracker_state": "running",
             "interval_s": float(interval_s),
             "mode": mode,
-            "hardware_json": _json(hardware),
-            "methods_json": _json(methods),
-            "settings_json": _json(_without_secrets(settings)),
+            "hardware_json": compact_json(hardware),
+            "methods_json": compact_json(methods),
+            "settings_json": compact_json(without_secrets(settings)),
             "intensity_source": intensity_source,
             "intensity_g_per_kwh": float(intensity_g_per_kwh),
         }
-        self._submit(("session", session_uuid, _Session(row=row, opened=True)))
+        self._submit(("session", session_uuid, SessionState(row=row, opened=True)))
         return self._session_ids.get(session_uuid) if self._reason is None else None
 
     def record_cell(
@@ -622,7 +296,7 @@ class Ledger:
             "intensity_g_per_kwh": float(intensity_g_per_kwh),
             "intensity_source": intensity_source,
             "tracker_state": tracker_state,
-            "running_cell": _first_line(redact_secrets(running_cell) if running_cell else None),
+            "running_cell": first_line(redact_secrets(running_cell) if running_cell else None),
             "running_cell_started_at": running_cell_started_at,
         }
         self._submit(("beat", session_uuid, row))
@@ -634,7 +308,7 @@ class Ledger:
 
         Raises ValueError for an unknown field name (nothing is changed then).
         """
-        self._submit(("update", session_uuid, _session_fields(fields)))
+        self._submit(("update", session_uuid, session_fields(fields)))
 
     def flush(self, timeout_s: float | None = None) -> bool:
         """Write pending records now, ignoring the back-off and waiting up to
@@ -690,7 +364,7 @@ class Ledger:
             other._drain()
             for uuid, session in sessions.items():
                 if uuid not in other._sessions:
-                    other._sessions[uuid] = _Session(
+                    other._sessions[uuid] = SessionState(
                         dict(session.row), session.opened, dict(session.changes)
                     )
             other._cells[:0] = cells
@@ -779,7 +453,7 @@ class Ledger:
             session = self._sessions.get(uuid)
             if session is None:
                 m = payload[1] if kind == "cell" else None
-                session = self._sessions[uuid] = _Session(_placeholder_session(uuid, m), False)
+                session = self._sessions[uuid] = SessionState(placeholder_session(uuid, m), False)
             if kind == "update":
                 session.row.update(payload)
                 session.changes.update(payload)
@@ -846,18 +520,18 @@ class Ledger:
         try:
             self._connect(busy_timeout_s)
             return True
-        except _NewerSchemaError as exc:
+        except NewerSchemaError as exc:
             self._drop_connection()
             self._permanent = True
             self._fail(
                 "newer",
                 f"schema version {exc.args[0]} is newer than this carbon_magic understands "
-                f"({len(MIGRATIONS)}); the file is left untouched and records stay in memory",
+                f"({len(ledger_schema.MIGRATIONS)}); the file is left untouched and records stay in memory",
             )
         except (sqlite3.Error, OSError) as exc:
-            if _kind(exc) == "corrupt" and not recovering:
+            if error_kind(exc) == "corrupt" and not recovering:
                 return self._recover_corrupt(exc, busy_timeout_s)
-            if _kind(exc) == "locked" and self._defer(defer_locked):
+            if error_kind(exc) == "locked" and self._defer(defer_locked):
                 self._drop_connection()
                 return False
             self._fault(exc)
@@ -890,12 +564,14 @@ class Ledger:
         self._session_ids.clear()
         for session in self._sessions.values():
             session.dirty = True  # the file may be new or restored: write every session
-        version = _schema_version(conn)
-        if version > len(MIGRATIONS):  # checked before WAL, which would write the header
-            raise _NewerSchemaError(version)
+        version = schema_version(conn)
+        if version > len(
+            ledger_schema.MIGRATIONS
+        ):  # checked before WAL, which would write the header
+            raise NewerSchemaError(version)
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
-        _migrate(conn)
+        migrate(conn)
 
     def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
@@ -930,11 +606,12 @@ class Ledger:
         except FileNotFoundError:
             replaced = True
         except OSError as move_exc:
-            self._fault(exc, extra=f"; could not move it aside: {_describe(move_exc)}")
+            self._fault(exc, extra=f"; could not move it aside: {describe_error(move_exc)}")
             return False
         if not replaced:
             self._warn(
-                "corrupt", f"{_describe(exc)}; moved it to {aside.name} and started a fresh ledger"
+                "corrupt",
+                f"{describe_error(exc)}; moved it to {aside.name} and started a fresh ledger",
             )
         return self._open(busy_timeout_s, recovering=True)
 
@@ -986,7 +663,7 @@ class Ledger:
             conn.execute(f"PRAGMA busy_timeout = {max(1, int(timeout * 1000))}")
             self._flush(conn)
         except (sqlite3.Error, OSError) as exc:
-            kind = _kind(exc)
+            kind = error_kind(exc)
             if kind == "locked" and self._defer(defer_locked):
                 return
             if kind != "corrupt":
@@ -1019,7 +696,7 @@ class Ledger:
         heartbeats; clears what it wrote."""
         ids = dict(self._session_ids)
         imported: list[Path] = []
-        with _transaction(conn):
+        with Transaction(conn):
             if not self._housekeeping_done:
                 _prune_all_heartbeats(conn, time.time() - HEARTBEAT_KEEP_S)
             if not self._journals_done:
@@ -1029,7 +706,7 @@ class Ledger:
                     ids[uuid] = self._write_session(conn, session)
             for uuid, row in self._cells:
                 kernel_id = self._sessions[uuid].row["kernel_id"]
-                conn.execute(_INSERT_CELL, {**row, "session_id": ids[uuid], "kernel_id": kernel_id})
+                conn.execute(INSERT_CELL, {**row, "session_id": ids[uuid], "kernel_id": kernel_id})
             for uuid, row in self._heartbeats:
                 self._write_heartbeat(conn, ids[uuid], uuid, row)
         # Only after COMMIT: a rolled-back transaction leaves everything pending.
@@ -1080,17 +757,17 @@ class Ledger:
         ids: dict[str, int] = {}
         kernels: dict[str, Any] = {}
         for entry in journal.sessions:
-            session = _Session(
+            session = SessionState(
                 row=dict(entry["row"]), opened=bool(entry["opened"]), changes=dict(entry["changes"])
             )
             uuid = session.row["session_uuid"]
             ids[uuid] = self._write_session(conn, session)
             kernels[uuid] = session.row["kernel_id"]
         for uuid, row in journal.cells:
-            conn.execute(_INSERT_CELL, {**row, "session_id": ids[uuid], "kernel_id": kernels[uuid]})
+            conn.execute(INSERT_CELL, {**row, "session_id": ids[uuid], "kernel_id": kernels[uuid]})
         for uuid, row in journal.heartbeats:
             conn.execute(
-                _INSERT_HEARTBEAT, {**row, "session_id": ids[uuid], "kernel_id": kernels[uuid]}
+                INSERT_HEARTBEAT, {**row, "session_id": ids[uuid], "kernel_id": kernels[uuid]}
             )
 
     def _journal_pending(self) -> None:
@@ -1112,7 +789,7 @@ class Ledger:
             self._warn(
                 "lost",
                 f"{count} pending record(s) could not be written ({reason}) and are lost: "
-                f"no journal either ({_describe(exc)})",
+                f"no journal either ({describe_error(exc)})",
             )
             return
         self._warn(
@@ -1127,10 +804,10 @@ class Ledger:
         self._cells.clear()
         self._heartbeats.clear()
 
-    def _write_session(self, conn: sqlite3.Connection, session: _Session) -> int:
+    def _write_session(self, conn: sqlite3.Connection, session: SessionState) -> int:
         """Insert the session row if missing, else update it; returns its id."""
         row = session.row
-        cursor = conn.execute(_INSERT_SESSION, row)
+        cursor = conn.execute(INSERT_SESSION, row)
         if cursor.rowcount == 1:
             return int(cursor.lastrowid)  # type: ignore[arg-type]
         # An existing row: a placeholder must only apply explicit changes, never overwrite
@@ -1154,7 +831,7 @@ class Ledger:
     ) -> None:
         kernel_id = self._sessions[uuid].row["kernel_id"]
         cursor = conn.execute(
-            _INSERT_HEARTBEAT, {**row, "session_id": session_id, "kernel_id": kernel_id}
+            INSERT_HEARTBEAT, {**row, "session_id": session_id, "kernel_id": kernel_id}
         )
         # Pruning on every beat would be wasted work; once a minute (of heartbeat time) is
         # enough to keep the table small. The row just written is always kept.
@@ -1181,7 +858,7 @@ class Ledger:
     def _fault(self, exc: BaseException, extra: str = "") -> None:
         """Go (or stay) in memory after ``exc``; the next attempt waits for the back-off."""
         self._drop_connection()
-        self._fail(_kind(exc), f"{_describe(exc)}{extra}")
+        self._fail(error_kind(exc), f"{describe_error(exc)}{extra}")
 
     def _fail(self, kind: str, reason: str) -> None:
         self._reason = reason

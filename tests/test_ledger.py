@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from carbon_magic import ledger as ledger_module
+from carbon_magic import ledger_schema
 from carbon_magic.ledger import (
     SCHEMA_VERSION,
     Ledger,
@@ -397,7 +398,7 @@ def test_a_new_migration_is_applied_once_to_an_older_file(path, monkeypatch):
         calls.append(1)
         conn.execute("ALTER TABLE cells ADD COLUMN note TEXT")
 
-    monkeypatch.setattr(ledger_module, "MIGRATIONS", [*ledger_module.MIGRATIONS, add_carbon_note])
+    monkeypatch.setattr(ledger_schema, "MIGRATIONS", [*ledger_schema.MIGRATIONS, add_carbon_note])
     with Ledger(path) as ledger:
         ledger.record_cell("s1", measurement(1), via="auto")
     with Ledger(path) as ledger:  # already at 2: nothing to do
@@ -416,7 +417,7 @@ def test_a_failing_migration_changes_nothing(path, monkeypatch, quick):
         conn.execute("CREATE TABLE half_done (x)")
         raise sqlite3.OperationalError("disk I/O error")
 
-    monkeypatch.setattr(ledger_module, "MIGRATIONS", [*ledger_module.MIGRATIONS, broken])
+    monkeypatch.setattr(ledger_schema, "MIGRATIONS", [*ledger_schema.MIGRATIONS, broken])
     with pytest.warns(LedgerWarning, match="disk I/O error"):
         ledger = quick(path)
     ledger.record_cell("s1", measurement(), via="auto")  # no exception
@@ -741,6 +742,7 @@ def test_a_warnings_filter_of_error_never_turns_the_ledger_off(tmp_path, quick):
     assert len(read_cells(where)) == 1
 
 
+@pytest.mark.filterwarnings("ignore::carbon_magic.ledger.LedgerWarning")
 def test_close_while_locked_keeps_a_journal_imported_once_in_order(path, quick):
     ledger = quick(path, busy_timeout_s=0.2)
     open_session(ledger)
@@ -786,6 +788,7 @@ def test_an_unreadable_journal_is_left_in_place_and_said_once(path):
     assert bad.exists() and len(read_cells(path)) == 1
 
 
+@pytest.mark.filterwarnings("ignore::carbon_magic.ledger.LedgerWarning")
 def test_pending_records_move_to_a_new_ledger(tmp_path, quick):
     old_path, new_path = tmp_path / "old.sqlite3", tmp_path / "new.sqlite3"
     old = quick(old_path, busy_timeout_s=0.2)
@@ -808,6 +811,7 @@ def test_pending_records_move_to_a_new_ledger(tmp_path, quick):
     assert read_cells(old_path) == []
 
 
+@pytest.mark.filterwarnings("ignore::carbon_magic.ledger.LedgerWarning")
 def test_cells_with_pending_include_what_is_not_written_yet(path, quick):
     ledger = quick(path, busy_timeout_s=0.2)
     open_session(ledger)
