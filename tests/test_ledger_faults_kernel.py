@@ -195,3 +195,28 @@ def test_secret_settings_never_reach_the_ledger_file(tmp_path):
         assert b"tok-4f9a2c" not in data
     assert path.stat().st_mode & 0o777 == 0o600
     assert path.parent.stat().st_mode & 0o777 == 0o700
+
+
+def test_warnings_as_errors_at_load_never_turn_the_ledger_off(tmp_path):
+    blocker = tmp_path / "data"
+    blocker.write_text("a file where the ledger's folder should be")
+    path = blocker / "ledger.sqlite3"
+    kernel = Kernel(str(path), {"CARBON_MAGIC_INTERVAL": "0.5"})
+    try:
+        kernel.execute("import warnings\nwarnings.simplefilter('error')")  # pytest -W error
+        load = kernel.execute("%load_ext carbon_magic")
+        assert load.reply["content"]["status"] == "ok", load.text
+        kernel.execute("before_fix = 1")
+        blocker.unlink()  # the folder can be made now
+        kernel.execute("after_fix = 2")
+        deadline = time.monotonic() + 20  # the first retry comes after a 5 s back-off
+        while time.monotonic() < deadline:
+            status = kernel.execute("%carbon status").text
+            if f"ledger: ok: {path}" in status and "pending" not in status:
+                break
+            time.sleep(0.5)
+        assert f"ledger: ok: {path}" in status, status
+    finally:
+        kernel.shutdown()
+    sources = {row["source"] for row in read_cells(path)}
+    assert {"before_fix = 1", "after_fix = 2"} <= sources
