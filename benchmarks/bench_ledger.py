@@ -139,11 +139,14 @@ def bench_locked(directory: Path, lock_s: float) -> None:
     n = int((lock_s + 1.0) / 0.05)
     cells = [cell(i) for i in range(n)]
 
-    times = []
+    times, during = [], []
     for i in range(n):
+        locked = holder.poll() is None
         started = time.perf_counter_ns()
         ledger.record_cell("locked", cells[i], via="auto")
         times.append((time.perf_counter_ns() - started) / 1e6)
+        if locked:
+            during.append(times[-1])
         time.sleep(0.05)
     holder.wait()
     ledger.flush()
@@ -153,8 +156,9 @@ def bench_locked(directory: Path, lock_s: float) -> None:
     verdict = "ok" if worst <= TARGET_LOCKED_MS else "OVER TARGET"
     print(
         f"cell latency added while another process holds the lock for {lock_s:g} s: "
-        f"median {statistics.median(times):.2f} ms, worst {worst:.1f} ms over {n} cells "
-        f"(target worst <= {TARGET_LOCKED_MS:g} ms: {verdict}); {written} of {n} written"
+        f"median {statistics.median(during):.2f} ms over the {len(during)} cells recorded while "
+        f"it is held, worst {worst:.1f} ms over all {n} cells (target worst <= "
+        f"{TARGET_LOCKED_MS:g} ms: {verdict}); {written} of {n} written"
     )
 
 

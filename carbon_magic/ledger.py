@@ -440,7 +440,8 @@ class Ledger:
                 self._start_backlog()
         if self._backlog:
             self._wake.set()
-            if self._reason is None:  # a short wait may see it committed after all
+            if self._reason is None and self._locked_since is None:
+                # A short wait may see it committed after all (not while a lock is held).
                 self._idle.wait(max(0.0, self._cell_wait_s - (time.monotonic() - started)))
 
     def _drain(self) -> None:
