@@ -139,7 +139,8 @@ def error_kind(exc: BaseException) -> str:
     """corrupt | locked | read-only | unavailable: what went wrong with the file."""
     code = getattr(exc, "sqlite_errorcode", None)
     primary = code & 0xFF if isinstance(code, int) else None
-    text = str(exc).lower()
+    # An OSError's text names the file: a folder called "blocked" is not a lock.
+    text = str(exc.strerror if isinstance(exc, OSError) else exc).lower()
     if primary in _CORRUPT_CODES or "not a database" in text or "malformed" in text:
         return "corrupt"
     if primary in _LOCKED_CODES or "locked" in text:
