@@ -181,6 +181,7 @@ class Ledger:
         self._idle.set()
         self._wake = threading.Event()
         self._writer: threading.Thread | None = None
+        self._writer_lock = threading.Lock()
         self._stopping = False
         with self._lock:
             self._open(defer_locked=True)  # a lock held now is waited out by the writes
@@ -469,12 +470,13 @@ class Ledger:
         """Hand what is pending to the background writer (started on first need)."""
         self._idle.clear()
         self._backlog = True
-        writer = self._writer
-        if writer is None or not writer.is_alive():
-            self._writer = threading.Thread(
-                target=self._run_writer, name="carbon-magic-ledger-writer", daemon=True
-            )
-            self._writer.start()
+        with self._writer_lock:  # the main and tracker threads may both get here
+            writer = self._writer
+            if writer is None or not writer.is_alive():
+                self._writer = threading.Thread(
+                    target=self._run_writer, name="carbon-magic-ledger-writer", daemon=True
+                )
+                self._writer.start()
         self._wake.set()
 
     def _settle(self) -> bool:
