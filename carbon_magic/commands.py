@@ -74,7 +74,7 @@ def status_lines(magics: CarbonMagics) -> list[str]:
     lines.append(
         f"session: {format_duration(session.duration_s)}, {format_kwh(session.energy_kwh)}, "
         f"{format_grams_range(session.emissions_g, *session.emissions_range_g)} CO2e, "
-        f"embodied {format_grams(session.embodied_g)}, {len(magics.records)} cells recorded"
+        f"embodied {format_grams(session.embodied_g)}, {magics.n_recorded} cells recorded"
     )
     watts = tracker.live_watts()
     lines.append(
@@ -142,6 +142,7 @@ def cmd_reset(magics: CarbonMagics, args: list[str]) -> None:
     _no_arguments("reset", args)
     magics.tracker.reset()
     magics.records.clear()
+    magics.n_recorded = 0
 
 
 def cmd_auto(magics: CarbonMagics, args: list[str]) -> None:

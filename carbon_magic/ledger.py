@@ -44,9 +44,13 @@ from carbon_magic.ledger_read import (
     read_sessions,
 )
 from carbon_magic.ledger_rows import (
+    CELL_COLUMNS,
+    HEARTBEAT_COLUMNS,
     INSERT_CELL,
     INSERT_HEARTBEAT,
     INSERT_SESSION,
+    SESSION_COLUMNS,
+    SOURCE_MAX_CHARS,
     SessionState,
     cell_row,
     compact_json,
@@ -72,10 +76,14 @@ from carbon_magic.redact import redact_secrets
 
 __all__ = [
     "BUSY_TIMEOUT_S",
+    "CELL_COLUMNS",
     "CELL_WAIT_S",
     "EXIT_WAIT_S",
+    "HEARTBEAT_COLUMNS",
     "MIGRATIONS",
     "SCHEMA_VERSION",
+    "SESSION_COLUMNS",
+    "SOURCE_MAX_CHARS",
     "Ledger",
     "LedgerWarning",
     "cell_row",

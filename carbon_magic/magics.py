@@ -149,7 +149,8 @@ class CarbonMagics(Magics, _SettingTraits):
         super().__init__(shell=shell, parent=shell)
         self.auto = True
         self.last: Measurement | None = None
-        self.records: deque[Measurement] = deque(maxlen=RECORDS_KEPT)
+        self.records: deque[Measurement] = deque(maxlen=RECORDS_KEPT)  # the latest ones
+        self.n_recorded = 0  # since load or %carbon reset (records keeps the latest)
         self.session_uuid = uuid.uuid4().hex
         self.kernel_id = kernel_id_from_connection_file()
         self.notebook_path = os.environ.get("JPY_SESSION_NAME") or None
@@ -276,6 +277,7 @@ class CarbonMagics(Magics, _SettingTraits):
     def _record(self, m: Measurement, via: str, budget: str | None = None) -> None:
         self.last = m
         self.records.append(m)
+        self.n_recorded += 1
         self._ledger_call("record_cell", self.session_uuid, m, via=via, budget=budget)
 
     def _on_tick(self, reading: LiveReading) -> None:

@@ -171,10 +171,12 @@ def test_the_kernel_keeps_a_bounded_number_of_records_and_the_ledger_all(tmp_pat
         )
         assert run.text.split() == ["1000", "1000", "n1499", "n1499"], run.text
         report = kernel.execute("%carbon report --top 1").text
+        status = kernel.execute("%carbon status").text
     finally:
         kernel.shutdown()
     assert sum(1 for row in read_cells(path) if row["via"] == "api") == 1500
     assert re.search(r"Total: 150\d cells", report), report  # all, from the ledger
+    assert re.search(r"150\d cells recorded", status), status
 
 
 def test_secret_settings_never_reach_the_ledger_file(tmp_path):
