@@ -13,16 +13,20 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from carbon_magic.ledger_rows import INSERT_CELL, INSERT_HEARTBEAT, SessionState, write_session
+
 __all__ = [
     "FORMAT",
     "Journal",
+    "import_journals",
     "journal_key",
     "journal_paths",
     "read_journal",
@@ -130,3 +134,55 @@ def read_journal(path: Path) -> Journal:
         )
     except (KeyError, TypeError, ValueError) as error:
         raise ValueError(f"{path.name} is not a complete journal: {error!r}") from None
+
+
+def import_journals(
+    conn: sqlite3.Connection, ledger_path: Path, warn: Callable[[str, str], None]
+) -> list[Path]:
+    """Insert the records of the journals beside ``ledger_path``, each once: its id goes
+    into ``meta`` in the caller's transaction on ``conn``. Returns the files done with
+    (to delete after the commit). A journal that cannot be read or inserted is left in
+    place and reported through ``warn(kind, message)``. Raises sqlite3.OperationalError
+    (locked, I/O) for the caller's transaction to roll back."""
+    done: list[Path] = []
+    for path in journal_paths(ledger_path):
+        try:
+            journal = read_journal(path)
+        except FileNotFoundError:
+            continue  # another writer imported and removed it meanwhile
+        except (OSError, ValueError) as exc:
+            warn("journal", f"cannot import {path.name}: {exc}; it is left there")
+            continue
+        key = journal_key(journal.id)
+        if conn.execute("SELECT 1 FROM meta WHERE key = ?", (key,)).fetchone() is None:
+            conn.execute("SAVEPOINT journal")
+            try:
+                _insert(conn, journal)
+            except (KeyError, TypeError, ValueError, sqlite3.IntegrityError) as exc:
+                conn.execute("ROLLBACK TO journal")
+                conn.execute("RELEASE journal")
+                warn("journal", f"cannot import {path.name}: {exc!r}; it is left there")
+                continue
+            conn.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, str(time.time())))
+            conn.execute("RELEASE journal")
+        done.append(path)
+    return done
+
+
+def _insert(conn: sqlite3.Connection, journal: Journal) -> None:
+    """The sessions, cells and heartbeats of ``journal``, in their order."""
+    ids: dict[str, int] = {}
+    kernels: dict[str, Any] = {}
+    for entry in journal.sessions:
+        session = SessionState(
+            row=dict(entry["row"]), opened=bool(entry["opened"]), changes=dict(entry["changes"])
+        )
+        uuid_ = session.row["session_uuid"]
+        ids[uuid_] = write_session(conn, session)
+        kernels[uuid_] = session.row["kernel_id"]
+    for uuid_, row in journal.cells:
+        conn.execute(INSERT_CELL, {**row, "session_id": ids[uuid_], "kernel_id": kernels[uuid_]})
+    for uuid_, row in journal.heartbeats:
+        conn.execute(
+            INSERT_HEARTBEAT, {**row, "session_id": ids[uuid_], "kernel_id": kernels[uuid_]}
+        )

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from carbon_magic import ledger_schema
-from carbon_magic.journal import journal_key, journal_paths, read_journal, write_journal
+from carbon_magic.journal import import_journals, write_journal
 from carbon_magic.ledger_read import (
     BUSY_TIMEOUT_S,
     connect_readonly,
@@ -48,7 +48,6 @@ from carbon_magic.ledger_rows import (
     HEARTBEAT_COLUMNS,
     INSERT_CELL,
     INSERT_HEARTBEAT,
-    INSERT_SESSION,
     SESSION_COLUMNS,
     SOURCE_MAX_CHARS,
     SessionState,
@@ -60,6 +59,7 @@ from carbon_magic.ledger_rows import (
     placeholder_session,
     session_fields,
     without_secrets,
+    write_session,
 )
 from carbon_magic.ledger_schema import (
     MIGRATIONS,
@@ -711,10 +711,10 @@ class Ledger:
             if not self._housekeeping_done:
                 _prune_all_heartbeats(conn, time.time() - HEARTBEAT_KEEP_S)
             if not self._journals_done:
-                imported = self._import_journals(conn)
+                imported = import_journals(conn, self.path, self._warn)
             for uuid, session in self._sessions.items():
                 if session.dirty or uuid not in ids:
-                    ids[uuid] = self._write_session(conn, session)
+                    ids[uuid] = write_session(conn, session)
             for uuid, row in self._cells:
                 kernel_id = self._sessions[uuid].row["kernel_id"]
                 conn.execute(INSERT_CELL, {**row, "session_id": ids[uuid], "kernel_id": kernel_id})
@@ -736,50 +736,6 @@ class Ledger:
                 pass  # imported already (its id is in meta): a later writer removes it
 
     # journals -----------------------------------------------------------------------
-
-    def _import_journals(self, conn: sqlite3.Connection) -> list[Path]:
-        """Insert the records of the journals beside the ledger, each once (its id goes
-        into ``meta`` in the same transaction). Returns the files done with."""
-        done: list[Path] = []
-        for path in journal_paths(self.path):
-            try:
-                journal = read_journal(path)
-            except FileNotFoundError:
-                continue  # another writer imported and removed it meanwhile
-            except (OSError, ValueError) as exc:
-                self._warn("journal", f"cannot import {path.name}: {exc}; it is left there")
-                continue
-            key = journal_key(journal.id)
-            if conn.execute("SELECT 1 FROM meta WHERE key = ?", (key,)).fetchone() is None:
-                conn.execute("SAVEPOINT journal")
-                try:
-                    self._insert_journal(conn, journal)
-                except (KeyError, TypeError, ValueError, sqlite3.IntegrityError) as exc:
-                    conn.execute("ROLLBACK TO journal")
-                    conn.execute("RELEASE journal")
-                    self._warn("journal", f"cannot import {path.name}: {exc!r}; it is left there")
-                    continue
-                conn.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, str(time.time())))
-                conn.execute("RELEASE journal")
-            done.append(path)
-        return done
-
-    def _insert_journal(self, conn: sqlite3.Connection, journal: Any) -> None:
-        ids: dict[str, int] = {}
-        kernels: dict[str, Any] = {}
-        for entry in journal.sessions:
-            session = SessionState(
-                row=dict(entry["row"]), opened=bool(entry["opened"]), changes=dict(entry["changes"])
-            )
-            uuid = session.row["session_uuid"]
-            ids[uuid] = self._write_session(conn, session)
-            kernels[uuid] = session.row["kernel_id"]
-        for uuid, row in journal.cells:
-            conn.execute(INSERT_CELL, {**row, "session_id": ids[uuid], "kernel_id": kernels[uuid]})
-        for uuid, row in journal.heartbeats:
-            conn.execute(
-                INSERT_HEARTBEAT, {**row, "session_id": ids[uuid], "kernel_id": kernels[uuid]}
-            )
 
     def _journal_pending(self) -> None:
         """Keep what cannot be written in a journal beside the ledger (or report it lost).
@@ -814,28 +770,6 @@ class Ledger:
         self._session_ids.clear()  # rewritten (with their journal state) if used again
         self._cells.clear()
         self._heartbeats.clear()
-
-    def _write_session(self, conn: sqlite3.Connection, session: SessionState) -> int:
-        """Insert the session row if missing, else update it; returns its id."""
-        row = session.row
-        cursor = conn.execute(INSERT_SESSION, row)
-        if cursor.rowcount == 1:
-            return int(cursor.lastrowid)  # type: ignore[arg-type]
-        # An existing row: a placeholder must only apply explicit changes, never overwrite
-        # the real row another Ledger wrote with made-up values.
-        fields = {k: v for k, v in row.items() if k != "session_uuid"}
-        if not session.opened:
-            fields = session.changes
-        if fields:
-            assignments = ", ".join(f"{name} = :{name}" for name in fields)
-            conn.execute(
-                f"UPDATE sessions SET {assignments} WHERE session_uuid = :session_uuid",
-                {**fields, "session_uuid": row["session_uuid"]},
-            )
-        found = conn.execute(
-            "SELECT id FROM sessions WHERE session_uuid = ?", (row["session_uuid"],)
-        ).fetchone()
-        return int(found[0])
 
     def _write_heartbeat(
         self, conn: sqlite3.Connection, session_id: int, uuid: str, row: dict[str, Any]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ __all__ = [
     "session_fields",
     "utc_datetime",
     "without_secrets",
+    "write_session",
 ]
 
 SOURCE_MAX_CHARS = 200
@@ -254,3 +256,27 @@ class SessionState:
     opened: bool  # True when open_session() gave the whole row (else a placeholder)
     changes: dict[str, Any] = field(default_factory=dict)  # update_session() since last write
     dirty: bool = True
+
+
+def write_session(conn: sqlite3.Connection, session: SessionState) -> int:
+    """Insert ``session``'s row if missing, else update it (a placeholder only with its
+    explicit changes); returns its ``sessions.id``. Raises sqlite3.Error."""
+    row = session.row
+    cursor = conn.execute(INSERT_SESSION, row)
+    if cursor.rowcount == 1:
+        return int(cursor.lastrowid)  # type: ignore[arg-type]
+    # An existing row: a placeholder must only apply explicit changes, never overwrite
+    # the real row another Ledger wrote with made-up values.
+    fields = {k: v for k, v in row.items() if k != "session_uuid"}
+    if not session.opened:
+        fields = session.changes
+    if fields:
+        assignments = ", ".join(f"{name} = :{name}" for name in fields)
+        conn.execute(
+            f"UPDATE sessions SET {assignments} WHERE session_uuid = :session_uuid",
+            {**fields, "session_uuid": row["session_uuid"]},
+        )
+    found = conn.execute(
+        "SELECT id FROM sessions WHERE session_uuid = ?", (row["session_uuid"],)
+    ).fetchone()
+    return int(found[0])
