@@ -866,3 +866,28 @@ def test_a_silent_session_reads_lost(path):
     assert states == {"quiet": "lost", "beating": "running", "ended": "stopped"}
     [beating] = read_sessions(path, kernel_id="k2", now=now)
     assert beating["last_seen_at"] == T0.timestamp() + 1000
+
+
+@pytest.mark.filterwarnings("ignore::carbon_magic.ledger.LedgerWarning")
+def test_two_kernels_starting_together_import_a_journal_once(path, quick):
+    ledger = quick(path, busy_timeout_s=0.2)
+    open_session(ledger)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    for i in range(5):
+        ledger.record_cell("s1", measurement(i), via="auto")
+    ledger.close(0.2)
+    holder.execute("COMMIT")
+    holder.close()
+    assert len(list(path.parent.glob("ledger.sqlite3.pending-*.json"))) == 1
+
+    workers = [spawn(path, uuid, 1, "race") for uuid in ("p1", "p2")]
+    for worker in workers:
+        assert worker.stdout.readline().strip() == "ready", worker.stderr.read()
+    (path.parent / "ledger.sqlite3.go").touch()
+    for worker in workers:
+        _, err = worker.communicate(timeout=60)
+        assert worker.returncode == 0, err
+    counts = [r["execution_count"] for r in read_cells(path) if r["session_uuid"] == "s1"]
+    assert counts == [1, 2, 3, 4, 5]
+    assert not list(path.parent.glob("ledger.sqlite3.pending-*"))
