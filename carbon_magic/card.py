@@ -27,6 +27,8 @@ from carbon_magic.report import Row, row_hardware, row_methods, row_settings
 
 _RANGE = re.compile(r"^(\d+)\s*(?:-\s*(\d+))?$")
 CELLS_FORMS = "execution counts separated by commas, with ranges, e.g. 3,5-8"
+MAX_EXECUTION_COUNT = 10**9  # far beyond any kernel's, small enough to reject typos
+MAX_SELECTED_CELLS = 100_000  # a spec expanded without the recorded counts at hand
 
 # How each method reads in a sentence.
 _METHOD_WORDS = {
@@ -37,24 +39,48 @@ _METHOD_WORDS = {
 _COMPONENT_WORDS = {"cpu": "CPU", "gpu": "GPU", "ram": "memory"}
 
 
-def parse_cells(spec: str) -> set[int]:
-    """Execution counts from a spec like ``"3,5-8"`` → ``{3, 5, 6, 7, 8}``.
+def parse_spans(spec: str) -> list[tuple[int, int]]:
+    """Inclusive ``(first, last)`` execution-count spans from a spec like ``"3,5-8"``.
 
     Raises ``ValueError`` naming the accepted form for anything else (empty parts,
-    letters, reversed ranges).
+    letters, reversed ranges, counts above MAX_EXECUTION_COUNT).
     """
-    counts: set[int] = set()
-    parts = [part.strip() for part in str(spec).split(",")]
-    for part in parts:
+    spans: list[tuple[int, int]] = []
+    for part in (part.strip() for part in str(spec).split(",")):
         match = _RANGE.match(part)
         if not match:
             raise ValueError(f"cannot read cells {spec!r}: use {CELLS_FORMS}")
-        first = int(match.group(1))
-        last = int(match.group(2)) if match.group(2) else first
+        if any(len(group or "") > len(str(MAX_EXECUTION_COUNT)) for group in match.groups()):
+            first = last = MAX_EXECUTION_COUNT + 1  # too long to be worth converting
+        else:
+            first = int(match.group(1))
+            last = int(match.group(2)) if match.group(2) else first
+        if max(first, last) > MAX_EXECUTION_COUNT:
+            raise ValueError(
+                f"cannot read cells {spec!r}: execution counts go up to "
+                f"{MAX_EXECUTION_COUNT:,}; use {CELLS_FORMS}"
+            )
         if last < first:
             raise ValueError(f"cannot read cells {spec!r}: range {part!r} runs backwards")
-        counts.update(range(first, last + 1))
-    return counts
+        spans.append((first, last))
+    return spans
+
+
+def parse_cells(spec: str, recorded: Iterable[int] | None = None) -> set[int]:
+    """Execution counts from a spec like ``"3,5-8"`` → ``{3, 5, 6, 7, 8}``; with
+    ``recorded``, only those of them that were recorded (never more than those).
+
+    Raises ``ValueError`` as :func:`parse_spans`, and for a spec spanning more than
+    MAX_SELECTED_CELLS counts without ``recorded`` to intersect with.
+    """
+    spans = parse_spans(spec)
+    if recorded is not None:
+        return {c for c in recorded if any(first <= c <= last for first, last in spans)}
+    if sum(last - first + 1 for first, last in spans) > MAX_SELECTED_CELLS:
+        raise ValueError(
+            f"cannot read cells {spec!r}: it spans more than {MAX_SELECTED_CELLS:,} cells"
+        )
+    return {c for first, last in spans for c in range(first, last + 1)}
 
 
 def _compact(counts: Iterable[int]) -> str:
@@ -114,14 +140,17 @@ class Card:
 def _select(rows: Sequence[Row], cells: str | Iterable[int] | None) -> list[Row]:
     if cells is None:
         return list(rows)
-    wanted = parse_cells(cells) if isinstance(cells, str) else {int(c) for c in cells}
+    recorded = [r["execution_count"] for r in rows if r.get("execution_count") is not None]
+    if isinstance(cells, str):
+        wanted = parse_cells(cells, recorded)
+        asked = cells
+    else:
+        wanted = {int(c) for c in cells}
+        asked = _compact(wanted)
     chosen = [row for row in rows if row.get("execution_count") in wanted]
     if not chosen:
-        recorded = [r["execution_count"] for r in rows if r.get("execution_count") is not None]
         have = _compact(recorded) if recorded else "none"
-        raise ValueError(
-            f"no recorded cell has execution count {_compact(wanted)} (recorded: {have})"
-        )
+        raise ValueError(f"no recorded cell has execution count {asked} (recorded: {have})")
     return chosen
 
 

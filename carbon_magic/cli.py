@@ -79,8 +79,18 @@ def machine_status() -> dict[str, Any]:
         }
     finally:
         tracker.close()
+    from carbon_magic.ledger_read import ledger_problem, read_sessions
+
     path = _ledger_path(None)
-    info["ledger"] = {"path": str(path), "exists": path.is_file()}
+    info["ledger"] = {"path": str(path), "exists": path.is_file(), "problem": ledger_problem(path)}
+    if info["ledger"]["exists"] and not info["ledger"]["problem"]:
+        states: dict[str, int] = {}
+        try:
+            for session in read_sessions(path):
+                states[session["state"]] = states.get(session["state"], 0) + 1
+        except (OSError, sqlite3.Error):
+            pass
+        info["ledger"]["sessions"] = states  # running | stopped | lost (killed kernels)
     return info
 
 
@@ -105,6 +115,9 @@ def status_text(info: dict[str, Any]) -> str:
     lines.append(f"PUE: {info['pue']['value']:g} ({info['pue']['source']})")
     ledger = info["ledger"]
     lines.append(f"ledger: {ledger['path']}" + ("" if ledger["exists"] else " (not created yet)"))
+    if ledger.get("sessions"):
+        counts = ", ".join(f"{n} {state}" for state, n in sorted(ledger["sessions"].items()))
+        lines.append(f"sessions: {counts}")
     for notice in info["notices"]:
         lines.append(f"note: {notice}")
     return "\n".join(lines)
@@ -225,7 +238,17 @@ def doctor_findings(info: dict[str, Any]) -> list[Finding]:
 
     ledger = Path(info["ledger"]["path"])
     folder = next((p for p in (ledger, *ledger.parents) if p.exists()), None)
-    if info["ledger"]["exists"] and not os.access(ledger, os.W_OK):
+    problem = info["ledger"].get("problem")
+    if info["ledger"]["exists"] and problem:
+        findings.append(
+            Finding(
+                "ledger",
+                f"{ledger} cannot be read: {problem}",
+                f"move it aside (mv {ledger} {ledger}.bad) to start a fresh ledger; a kernel "
+                "that finds it so moves it aside itself",
+            )
+        )
+    elif info["ledger"]["exists"] and not os.access(ledger, os.W_OK):
         findings.append(
             Finding(
                 "ledger", f"{ledger} is not writable", f"chmod u+w {ledger}, or set {LEDGER_ENV}"

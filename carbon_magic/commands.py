@@ -76,7 +76,7 @@ def status_lines(magics: CarbonMagics) -> list[str]:
     lines.append(
         f"session: {format_duration(session.duration_s)}, {format_kwh(session.energy_kwh)}, "
         f"{format_grams_range(session.emissions_g, *session.emissions_range_g)} CO2e, "
-        f"embodied {format_grams(session.embodied_g)}, {len(magics.records)} cells recorded"
+        f"embodied {format_grams(session.embodied_g)}, {magics.n_recorded} cells recorded"
     )
     watts = tracker.live_watts()
     lines.append(
@@ -144,6 +144,7 @@ def cmd_reset(magics: CarbonMagics, args: list[str]) -> None:
     _no_arguments("reset", args)
     magics.tracker.reset()
     magics.records.clear()
+    magics.n_recorded = 0
 
 
 def cmd_auto(magics: CarbonMagics, args: list[str]) -> None:
@@ -161,19 +162,26 @@ def cmd_last(magics: CarbonMagics, args: list[str]) -> Any:
 
 def _rows(magics: CarbonMagics, all_sessions: bool = False, since: float | None = None) -> list:
     """Ledger rows of this session (or all), falling back to the in-memory records."""
+    return _rows_and_pending(magics, all_sessions, since)[0]
+
+
+def _rows_and_pending(
+    magics: CarbonMagics, all_sessions: bool = False, since: float | None = None
+) -> tuple[list, int]:
+    """As :func:`_rows`, with the cells recorded but not yet written to the ledger file
+    (included), and how many those are."""
     from carbon_magic import ledger as ledger_module
 
-    path = magics.store.path if magics.store is not None else None
+    store = magics.store
     rows: list[dict] = []
-    if path is not None:
+    pending = 0
+    if store is not None:
         try:
-            rows = ledger_module.read_cells(
-                path,
-                session_uuid=None if all_sessions else magics.session_uuid,
-                since=since,
+            rows, pending = store.cells_with_pending(
+                session_uuid=None if all_sessions else magics.session_uuid, since=since
             )
         except Exception:
-            rows = []
+            rows, pending = [], 0
     if not rows and not all_sessions:
         rows = [
             ledger_module.cell_row(m, via="memory", budget=None)
@@ -181,7 +189,7 @@ def _rows(magics: CarbonMagics, all_sessions: bool = False, since: float | None 
             for m in magics.records
             if since is None or (m.started_at and m.started_at.timestamp() >= since)
         ]
-    return rows
+    return rows, pending
 
 
 def cmd_report(magics: CarbonMagics, args: list[str]) -> Any:
@@ -201,8 +209,9 @@ def cmd_report(magics: CarbonMagics, args: list[str]) -> Any:
             since = report.parse_since(options.since)
         except ValueError as error:
             raise UsageError(str(error)) from None
-    rows = _rows(magics, options.all_sessions, since)
-    return report.build_report(rows, top=options.top, hint=_report_hint(magics, rows))
+    rows, pending = _rows_and_pending(magics, options.all_sessions, since)
+    hint = _report_hint(magics, rows)
+    return report.build_report(rows, top=options.top, hint=hint, pending=pending)
 
 
 def _report_hint(magics: CarbonMagics, rows: list[dict]) -> str | None:
@@ -292,7 +301,7 @@ def cmd_export(magics: CarbonMagics, args: list[str]) -> Any:
     parser.add_argument("--force", action="store_true")
     parser.add_argument("--all-sessions", action="store_true")
     options = parser.parse_args(args)
-    rows = _rows(magics, options.all_sessions)
+    rows, pending = _rows_and_pending(magics, options.all_sessions)
     try:
         path = export.export_records(
             rows,
@@ -308,7 +317,8 @@ def cmd_export(magics: CarbonMagics, args: list[str]) -> Any:
         if options.path not in reason:
             reason = f"cannot write {options.path}: {reason}"
         raise UsageError(f"%carbon export: {reason}") from None
-    print(f"wrote {len(rows)} records to {path} ({options.format})")
+    note = f"; {pending} of them not yet written to the ledger (it is busy)" if pending else ""
+    print(f"wrote {len(rows)} records to {path} ({options.format}){note}")
     return None
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from carbon_magic._version import __version__
 from carbon_magic.measurement import COMPONENTS, J_PER_KWH
+from carbon_magic.redact import redact_secrets
 from carbon_magic.report import Row, row_devices, row_hardware, row_methods, row_settings
 
 if TYPE_CHECKING:
@@ -273,9 +274,11 @@ def codecarbon_record(
 
 
 def flat_record(row: Row) -> dict[str, Any]:
-    """Our flat record of a ledger cell row (``FLAT_COLUMNS``), with ranges and methods."""
+    """Our flat record of a ledger cell row (``FLAT_COLUMNS``), with ranges and methods;
+    secret settings in the source are redacted (:func:`carbon_magic.redact.redact_secrets`)."""
     methods = row_methods(row)
     record: dict[str, Any] = {name: row.get(name) for name in FLAT_COLUMNS}
+    record["source"] = redact_secrets(record["source"])  # rows written before redaction
     record["started_at"] = _utc_iso(row.get("started_at"))
     record["ended_at"] = _utc_iso(row.get("ended_at"))
     for component in COMPONENTS:
@@ -285,7 +288,8 @@ def flat_record(row: Row) -> dict[str, Any]:
 
 
 def json_record(row: Row) -> dict[str, Any]:
-    """Every column of the row, its JSON columns decoded (``methods``, ``devices``...)."""
+    """Every column of the row, its JSON columns decoded (``methods``, ``devices``...);
+    secret settings in the source are redacted."""
     record: dict[str, Any] = {}
     for key, value in row.items():
         base = key[: -len("_json")] if key.endswith("_json") else None
@@ -295,7 +299,7 @@ def json_record(row: Row) -> dict[str, Any]:
                 continue
             except ValueError:
                 pass
-        record[key] = value
+        record[key] = redact_secrets(value) if key == "source" else value
     return record
 
 

@@ -5,9 +5,16 @@ One :class:`Ledger` (one writer connection) per kernel process, shared by the ma
 once: WAL mode, ``BEGIN IMMEDIATE`` and a busy timeout serialise them. Readers (the
 server extension, reports) use :func:`connect_readonly` and the ``read_*`` functions.
 
-The writer never raises for file problems. A locked, read-only or unopenable ledger keeps
-records in memory, warns once (:class:`LedgerWarning`) and retries on a later write; a
-corrupt file is renamed aside (never deleted) and a fresh ledger is started.
+The writer never raises for file problems and never holds a cell up for more than
+CELL_WAIT_S: a busy ledger's records are committed by a background writer, in order and
+exactly once; a read-only or unopenable ledger keeps records in memory, warns once
+(:class:`LedgerWarning`) and is retried after a back-off; a corrupt file is renamed aside
+(never deleted) and a fresh ledger is started. What cannot be written when the writer
+closes goes to a journal beside the ledger (:mod:`carbon_magic.journal`).
+
+The parts: :mod:`carbon_magic.ledger_schema` (schema, migrations, transactions, SQLite
+error kinds), :mod:`carbon_magic.ledger_rows` (columns and row conversions),
+:mod:`carbon_magic.ledger_read` (readers, re-exported here) and the writer, here.
 
 Units: times are UTC seconds since the epoch, energy in joules per component and kWh
 (facility, after PUE) in total, emissions in grams CO2e, intensity in gCO2e/kWh.
@@ -15,27 +22,68 @@ Units: times are UTC seconds since the epoch, energy in joules per component and
 
 from __future__ import annotations
 
-import json
+import logging
 import os
-import socket
 import sqlite3
 import sys
 import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from carbon_magic import ledger_schema
+from carbon_magic.journal import import_journals, write_journal
+from carbon_magic.ledger_read import (
+    BUSY_TIMEOUT_S,
+    connect_readonly,
+    latest_heartbeat,
+    read_cells,
+    read_sessions,
+)
+from carbon_magic.ledger_rows import (
+    CELL_COLUMNS,
+    HEARTBEAT_COLUMNS,
+    INSERT_CELL,
+    INSERT_HEARTBEAT,
+    SESSION_COLUMNS,
+    SOURCE_MAX_CHARS,
+    SessionState,
+    cell_row,
+    compact_json,
+    epoch_s,
+    first_line,
+    measurement_from_row,
+    placeholder_session,
+    session_fields,
+    without_secrets,
+    write_session,
+)
+from carbon_magic.ledger_schema import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    NewerSchemaError,
+    Transaction,
+    describe_error,
+    error_kind,
+    migrate,
+    schema_version,
+)
 from carbon_magic.measurement import Measurement
+from carbon_magic.redact import redact_secrets
 
 __all__ = [
+    "BUSY_TIMEOUT_S",
+    "CELL_COLUMNS",
+    "CELL_WAIT_S",
+    "EXIT_WAIT_S",
+    "HEARTBEAT_COLUMNS",
     "MIGRATIONS",
     "SCHEMA_VERSION",
+    "SESSION_COLUMNS",
+    "SOURCE_MAX_CHARS",
     "Ledger",
     "LedgerWarning",
     "cell_row",
@@ -47,25 +95,24 @@ __all__ = [
     "read_sessions",
 ]
 
-BUSY_TIMEOUT_S = 5.0  # how long a write waits for another process's transaction
+CELL_WAIT_S = 0.075  # the most a cell (or the tracker) waits on the ledger, seconds
+WRITER_SLICE_S = 0.25  # the background writer waits for a lock in slices this long
+# At interpreter exit, how long pending records may take to be written before they go to
+# a journal: jupyter_client terminates a kernel that is still alive after half its
+# shutdown_wait_time (5 s by default), and a terminated kernel writes nothing.
+EXIT_WAIT_S = 1.5
 RETRY_AFTER_S = 5.0  # first back-off after a failed write; doubles up to MAX_BACKOFF_S
 MAX_BACKOFF_S = 60.0
-RETRY_BUSY_TIMEOUT_S = 0.2  # a retry while faulted must not hold a cell up for seconds
 HEARTBEAT_KEEP_S = 86400.0  # heartbeats older than this are pruned (the latest is kept)
 PRUNE_EVERY_S = 60.0  # per session, in heartbeat time
 MAX_PENDING_CELLS = 10_000  # bound on memory while the file cannot be written
 MAX_PENDING_HEARTBEATS = 1_000
-SOURCE_MAX_CHARS = 200
 
-_SECRET_MARKERS = ("token", "secret", "password", "api_key")
+log = logging.getLogger("carbon_magic")
 
 
 class LedgerWarning(UserWarning):
     """The ledger file cannot be written (records are kept in memory) or was replaced."""
-
-
-class _NewerSchemaError(Exception):
-    """The file was written by a newer carbon_magic; this code must not touch it."""
 
 
 def default_ledger_path() -> Path:
@@ -75,369 +122,33 @@ def default_ledger_path() -> Path:
     return Path(jupyter_data_dir()) / "carbon_magic" / "ledger.sqlite3"
 
 
-# --- schema and migrations ------------------------------------------------------------
-
-Migration = Callable[[sqlite3.Connection], None]
-
-
-def _statements(script: str) -> Iterable[str]:
-    """Split an SQL script into complete statements (comments and all)."""
-    pending = ""
-    for line in script.splitlines(keepends=True):
-        pending += line
-        if sqlite3.complete_statement(pending):
-            yield pending
-            pending = ""
-    leftover = [
-        line for line in pending.splitlines() if line.strip() and not line.strip().startswith("--")
-    ]
-    if leftover:
-        raise ValueError(f"incomplete SQL statement: {leftover[0][:80]}")
-
-
-def _migration_1_create(conn: sqlite3.Connection) -> None:
-    """Version 1: the tables of ``schema.sql`` (which stays the v1 script forever)."""
-    script = resources.files("carbon_magic").joinpath("schema.sql").read_text(encoding="utf-8")
-    # One statement at a time: executescript() would commit the migration's transaction.
-    for statement in _statements(script):
-        conn.execute(statement)
-
-
-def _migration_2_heartbeat_prediction(conn: sqlite3.Connection) -> None:
-    """Version 2: heartbeats carry the running cell's predicted total at completion as
-    JSON (``{"fraction", "emissions_g", "emissions_range_g", "eta_s"}``), NULL when none."""
-    conn.execute("ALTER TABLE heartbeats ADD COLUMN prediction_json TEXT")
-
-
-# Migration N (1-based) brings a file from version N-1 to N, inside the transaction that
-# also records the new version, so a failure leaves the file as it was. To change the
-# schema, append one function here; never edit an existing entry.
-MIGRATIONS: list[Migration] = [_migration_1_create, _migration_2_heartbeat_prediction]
-SCHEMA_VERSION = len(MIGRATIONS)
-
-
-def _schema_version(conn: sqlite3.Connection) -> int:
-    """The file's schema version; 0 for an empty or pre-versioning file."""
-    has_meta = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
-    ).fetchone()
-    if not has_meta:
-        return 0
-    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    return int(row[0]) if row else 0
-
-
-def _migrate(conn: sqlite3.Connection) -> None:
-    """Apply the missing migrations; raises _NewerSchemaError for a newer file."""
-    known = len(MIGRATIONS)
-    version = _schema_version(conn)
-    if version > known:
-        raise _NewerSchemaError(version)
-    if version == known:
-        return
-    with _transaction(conn):
-        version = _schema_version(conn)  # again, under the write lock: another kernel may
-        if version > known:  # have migrated meanwhile
-            raise _NewerSchemaError(version)
-        for migration in MIGRATIONS[version:]:
-            migration(conn)
-        conn.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(known),)
-        )
-
-
-class _transaction:
-    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on error) on an autocommit connection.
-
-    IMMEDIATE takes the write lock up front, so the busy timeout applies and a transaction
-    never fails half-way on a lock. SQLite answers some contention (WAL recovery, a
-    concurrent journal-mode switch) with an immediate SQLITE_BUSY that skips the busy
-    handler, so a BEGIN that fails fast is retried a few times.
-    """
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    def __enter__(self) -> sqlite3.Connection:
-        for attempt in range(4):
-            started = time.monotonic()
-            try:
-                self.conn.execute("BEGIN IMMEDIATE")
-                return self.conn
-            except sqlite3.OperationalError as exc:
-                waited = time.monotonic() - started
-                timeout_s = self.conn.execute("PRAGMA busy_timeout").fetchone()[0] / 1000
-                # A BEGIN that used up the busy timeout met a real lock holder: give up.
-                if _kind(exc) != "locked" or attempt == 3 or waited >= timeout_s / 2:
-                    raise
-                time.sleep(0.02 * (attempt + 1))
-        raise AssertionError("unreachable")
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is None:
-            self.conn.execute("COMMIT")
-        elif self.conn.in_transaction:
-            try:
-                self.conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass  # the original error is the one worth reporting
-
-
-# --- rows -----------------------------------------------------------------------------
-
-SESSION_COLUMNS = tuple(
-    """
-    session_uuid kernel_id notebook_path host pid started_at ended_at tracker_state
-    interval_s mode hardware_json methods_json settings_json intensity_source
-    intensity_g_per_kwh
-    """.split()
-)
-CELL_COLUMNS = tuple(
-    """
-    cell_id execution_count name source via status started_at ended_at duration_s cpu_j
-    gpu_j ram_j energy_kwh energy_low_kwh energy_high_kwh emissions_g emissions_low_g
-    emissions_high_g embodied_g intensity_g_per_kwh intensity_source pue mode
-    methods_json devices_json budget
-    """.split()
-)
-HEARTBEAT_COLUMNS = tuple(
-    """
-    at cpu_w gpu_w ram_w energy_kwh emissions_g emissions_low_g emissions_high_g
-    embodied_g intensity_g_per_kwh intensity_source tracker_state running_cell
-    running_cell_started_at prediction_json
-    """.split()
-)
-
-
-def _insert_sql(table: str, columns: Iterable[str], verb: str = "INSERT") -> str:
-    columns = list(columns)
-    names = ", ".join(columns)
-    values = ", ".join(f":{name}" for name in columns)
-    return f"{verb} INTO {table} ({names}) VALUES ({values})"
-
-
-_INSERT_CELL = _insert_sql("cells", ("session_id", "kernel_id", *CELL_COLUMNS))
-_INSERT_HEARTBEAT = _insert_sql("heartbeats", ("session_id", "kernel_id", *HEARTBEAT_COLUMNS))
-_INSERT_SESSION = _insert_sql("sessions", SESSION_COLUMNS, "INSERT OR IGNORE")
-
-
-def _json(value: Any) -> str:
-    """Compact, stable JSON; numbers from numpy and the like become floats."""
-
-    def fallback(obj: Any) -> Any:
-        try:
-            return float(obj)
-        except (TypeError, ValueError):
-            return str(obj)
-
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=fallback)
-
-
-def _epoch(value: datetime | float | None) -> float | None:
-    """UTC seconds since the epoch; a naive datetime is taken to be UTC."""
-    if value is None or isinstance(value, (int, float)):
-        return None if value is None else float(value)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.timestamp()
-
-
-def _utc(seconds: float | None) -> datetime | None:
-    return None if seconds is None else datetime.fromtimestamp(seconds, tz=timezone.utc)
-
-
-def _first_line(source: str | None) -> str | None:
-    """The first non-blank line of ``source``, clipped to SOURCE_MAX_CHARS."""
-    if source is None:
-        return None
-    for line in source.splitlines():
-        if line.strip():
-            line = line.rstrip()
-            if len(line) > SOURCE_MAX_CHARS:
-                line = line[: SOURCE_MAX_CHARS - 1] + "…"
-            return line
-    return ""
-
-
-def cell_row(m: Measurement, *, via: str, budget: str | None) -> dict[str, Any]:
-    """The ``cells`` columns (except ``id``, ``session_id``, ``kernel_id``) for ``m``.
-
-    ``via`` is how the cell was measured (auto | magic | api); ``budget`` the budget text
-    (e.g. ``"5g"``) or None. Datetimes become UTC epoch seconds (a naive one is taken as
-    UTC; a missing start is ``ended_at - duration_s``, a missing end is now). ``name`` is
-    NULL when empty and ``source`` keeps only its first non-blank line.
-    Raises TypeError/ValueError for values that are not numbers where numbers belong.
-    """
-    ended = _epoch(m.ended_at)
-    started = _epoch(m.started_at)
-    if ended is None:
-        ended = time.time() if started is None else started + float(m.duration_s)
-    if started is None:
-        started = ended - float(m.duration_s)
-    energy_low, energy_high = m.energy_range_kwh
-    emissions_low, emissions_high = m.emissions_range_g
-    return {
-        "cell_id": m.cell_id,
-        "execution_count": None if m.execution_count is None else int(m.execution_count),
-        "name": m.name or None,
-        "source": _first_line(m.source),
-        "via": str(via),
-        "status": str(m.status or "ok"),
-        "started_at": started,
-        "ended_at": ended,
-        "duration_s": float(m.duration_s),
-        "cpu_j": float(m.energy_j.get("cpu", 0.0)),
-        "gpu_j": float(m.energy_j.get("gpu", 0.0)),
-        "ram_j": float(m.energy_j.get("ram", 0.0)),
-        "energy_kwh": float(m.energy_kwh),
-        "energy_low_kwh": float(energy_low),
-        "energy_high_kwh": float(energy_high),
-        "emissions_g": float(m.emissions_g),
-        "emissions_low_g": float(emissions_low),
-        "emissions_high_g": float(emissions_high),
-        "embodied_g": float(m.embodied_g),
-        "intensity_g_per_kwh": float(m.intensity_g_per_kwh),
-        "intensity_source": str(m.intensity_source or ""),
-        "pue": float(m.pue),
-        "mode": str(m.mode),
-        "methods_json": _json(m.methods),
-        "devices_json": _json(m.devices),
-        "budget": budget,
-    }
-
-
-def measurement_from_row(row: Mapping[str, Any]) -> Measurement:
-    """The Measurement stored in a ``cells`` row (a dict from :func:`read_cells` or a
-    ``sqlite3.Row``): energies, ranges, methods, devices, times (aware UTC datetimes),
-    ``execution_count``, ``cell_id``, ``status``, ``source``. ``via`` and ``budget`` are
-    ledger-only and stay in the row."""
-    return Measurement(
-        name=row["name"] or "",
-        duration_s=row["duration_s"],
-        energy_j={"cpu": row["cpu_j"], "gpu": row["gpu_j"], "ram": row["ram_j"]},
-        energy_kwh=row["energy_kwh"],
-        energy_range_kwh=(row["energy_low_kwh"], row["energy_high_kwh"]),
-        emissions_g=row["emissions_g"],
-        emissions_range_g=(row["emissions_low_g"], row["emissions_high_g"]),
-        embodied_g=row["embodied_g"],
-        intensity_g_per_kwh=row["intensity_g_per_kwh"],
-        intensity_source=row["intensity_source"],
-        pue=row["pue"],
-        methods=json.loads(row["methods_json"] or "{}"),
-        devices=json.loads(row["devices_json"] or "{}"),
-        mode=row["mode"],
-        started_at=_utc(row["started_at"]),
-        ended_at=_utc(row["ended_at"]),
-        execution_count=row["execution_count"],
-        cell_id=row["cell_id"],
-        status=row["status"],
-        source=row["source"],
-    )
-
-
-def _without_secrets(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """Settings minus anything that looks like a credential (the ledger is plain text)."""
-    return {
-        key: value
-        for key, value in settings.items()
-        if not any(marker in key.lower() for marker in _SECRET_MARKERS)
-    }
-
-
-# Friendly names accepted by update_session(), beside the column names themselves.
-_JSON_FIELDS = {"hardware": "hardware_json", "methods": "methods_json", "settings": "settings_json"}
-_FIELD_ALIASES = {"intensity": "intensity_g_per_kwh"}
-
-
-def _session_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """update_session() keywords → column values; ValueError for an unknown name."""
-    columns = {}
-    for name, value in fields.items():
-        if name in _JSON_FIELDS:
-            if name == "settings":
-                value = _without_secrets(value)
-            columns[_JSON_FIELDS[name]] = _json(value)
-        elif name in _FIELD_ALIASES:
-            columns[_FIELD_ALIASES[name]] = float(value)
-        elif name in SESSION_COLUMNS and name != "session_uuid":
-            columns[name] = _epoch(value) if name in ("started_at", "ended_at") else value
-        else:
-            valid = sorted({*_JSON_FIELDS, *_FIELD_ALIASES, *SESSION_COLUMNS} - {"session_uuid"})
-            raise ValueError(f"unknown session field {name!r}; valid: {', '.join(valid)}")
-    return columns
-
-
-def _placeholder_session(session_uuid: str, m: Measurement | None = None) -> dict[str, Any]:
-    """A minimal session row for records whose session was never opened in this process."""
-    return {
-        "session_uuid": session_uuid,
-        "kernel_id": None,
-        "notebook_path": None,
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "started_at": (_epoch(m.started_at) if m else None) or time.time(),
-        "ended_at": None,
-        "tracker_state": "running",
-        "interval_s": 0.0,
-        "mode": m.mode if m else "process",
-        "hardware_json": "{}",
-        "methods_json": _json(m.methods) if m else "{}",
-        "settings_json": "{}",
-        "intensity_source": m.intensity_source if m else "",
-        "intensity_g_per_kwh": float(m.intensity_g_per_kwh) if m else 0.0,
-    }
-
-
-@dataclass
-class _Session:
-    """What this process knows of one session, so it can be (re)written at any time."""
-
-    row: dict[str, Any]
-    opened: bool  # True when open_session() gave the whole row (else a placeholder)
-    changes: dict[str, Any] = field(default_factory=dict)  # update_session() since last write
-    dirty: bool = True
-
-
-# --- error classification -------------------------------------------------------------
-
-_CORRUPT_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
-_LOCKED_CODES = {5, 6}  # SQLITE_BUSY, SQLITE_LOCKED
-_READONLY_CODES = {8}  # SQLITE_READONLY
-
-
-def _kind(exc: BaseException) -> str:
-    """corrupt | locked | read-only | unavailable: what went wrong with the file."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    primary = code & 0xFF if isinstance(code, int) else None
-    text = str(exc).lower()
-    if primary in _CORRUPT_CODES or "not a database" in text or "malformed" in text:
-        return "corrupt"
-    if primary in _LOCKED_CODES or "locked" in text:
-        return "locked"
-    if primary in _READONLY_CODES or "readonly" in text or "read-only" in text:
-        return "read-only"
-    return "unavailable"
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        where = f" ({exc.filename})" if exc.filename else ""
-        return f"{exc.strerror}{where}"
-    return str(exc) or type(exc).__name__
-
-
 # --- the writer -----------------------------------------------------------------------
+
+# What callers hand to the writer, applied in order under the lock:
+# ("session", uuid, SessionState) | ("update", uuid, columns) | ("cell", uuid, (row, m))
+# | ("beat", uuid, row)
+_Op = tuple[str, str, Any]
 
 
 class Ledger:
     """The writer: one per kernel process, safe to call from several threads.
 
     ``path`` None means :func:`default_ledger_path`; a missing parent directory is
-    created. No method raises for file problems (locked, read-only, corrupt, unwritable,
-    newer schema): records are then kept in memory, a :class:`LedgerWarning` is issued
-    once per kind of problem, and the next write after a back-off (``retry_after_s``,
-    doubling up to 60 s) retries and flushes them. ``busy_timeout_s`` is how long a write
-    waits for another process's transaction before the ledger counts as locked.
+    created (0700), and a new file is created 0600: the ledger holds cell first lines and
+    notebook paths. No method raises for file problems (locked, read-only, corrupt,
+    unwritable, newer schema): records are then kept in memory, a :class:`LedgerWarning`
+    is issued once per kind of problem, and a background writer retries after a back-off
+    (``retry_after_s``, doubling up to 60 s) and writes them, in order, exactly once.
+
+    A call that records (cells, heartbeats, session changes) waits at most
+    ``cell_wait_s`` (~0.1 s): normally the record is committed before it returns; when
+    another process holds the write lock longer, it stays pending and the background
+    writer commits it as soon as the lock is free. ``busy_timeout_s`` is how long the
+    file may stay locked before the ledger counts as locked (and warns).
+
+    :meth:`close` (the magics also call it at interpreter exit, with EXIT_WAIT_S) writes
+    what is pending within a bounded wait; what still cannot be written goes to a journal file
+    beside the ledger (:mod:`carbon_magic.journal`), imported by the next writer.
     """
 
     def __init__(
@@ -446,12 +157,14 @@ class Ledger:
         *,
         busy_timeout_s: float = BUSY_TIMEOUT_S,
         retry_after_s: float = RETRY_AFTER_S,
+        cell_wait_s: float = CELL_WAIT_S,
     ) -> None:
         # Absolute now: a notebook's %cd must not move the ledger under a running kernel.
         self.path: Path = (default_ledger_path() if path is None else Path(path)).expanduser()
         self.path = self.path.absolute()
         self._busy_timeout_s = float(busy_timeout_s)
         self._retry_after_s = float(retry_after_s)
+        self._cell_wait_s = min(float(cell_wait_s), self._busy_timeout_s)
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._conn_pid = 0
@@ -460,25 +173,48 @@ class Ledger:
         self._permanent = False  # newer schema: never write this file
         self._retry_at = 0.0  # time.monotonic() of the next attempt
         self._backoff = self._retry_after_s
+        self._locked_since: float | None = None  # first failed attempt on a held lock
         self._warned: set[str] = set()
-        self._sessions: dict[str, _Session] = {}
+        self._sessions: dict[str, SessionState] = {}
         self._session_ids: dict[str, int] = {}  # session_uuid → sessions.id in this file
         self._cells: list[tuple[str, dict[str, Any]]] = []  # pending (session_uuid, row)
         self._heartbeats: deque[tuple[str, dict[str, Any]]] = deque(maxlen=MAX_PENDING_HEARTBEATS)
         self._last_prune: dict[str, float] = {}
         self._housekeeping_done = False
+        self._journals_done = False
+        # Records not yet applied (deque appends are atomic: no lock needed to add one).
+        self._inbox: deque[_Op] = deque()
+        self._backlog = False  # records wait for the background writer
+        self._idle = threading.Event()  # set when nothing waits for the background writer
+        self._idle.set()
+        self._wake = threading.Event()
+        self._writer: threading.Thread | None = None
+        self._writer_lock = threading.Lock()
+        self._stopping = False
         with self._lock:
-            self._open()
+            self._open(defer_locked=True)  # a lock held now is waited out by the writes
 
     # public API ---------------------------------------------------------------------
 
     def status(self) -> str:
-        """``"ok: <path>"``, or ``"in memory (N pending): <reason>"`` where N is the number
-        of cells waiting to be written."""
-        with self._lock:
-            if self._reason is None:
-                return f"ok: {self.path}"
-            return f"in memory ({len(self._cells)} pending): {self._reason}"
+        """``"ok: <path>"`` (with ``(N pending)`` while the background writer has cells to
+        write), or ``"in memory (N pending): <reason>"`` where N is the number of cells
+        waiting to be written."""
+        pending = self.pending_count()
+        reason = self._reason
+        if reason is None:
+            return f"ok: {self.path}" + (f" ({pending} pending)" if pending else "")
+        return f"in memory ({pending} pending): {reason}"
+
+    def pending_count(self) -> int:
+        """How many recorded cells are not yet in the file."""
+        if self._lock.acquire(timeout=self._cell_wait_s):
+            try:
+                self._drain()
+            finally:
+                self._lock.release()
+        queued = sum(1 for op in list(self._inbox) if op[0] == "cell")
+        return len(self._cells) + queued
 
     def open_session(
         self,
@@ -500,8 +236,8 @@ class Ledger:
         """Record a tracker session (``started_at`` in UTC epoch seconds, ``interval_s``
         the sampling interval in seconds, intensity in gCO2e/kWh) and commit it.
 
-        Returns the ``sessions.id`` row id, or None while the ledger is in memory; cells
-        and heartbeats of the session are linked to it whenever they reach the file.
+        Returns the ``sessions.id`` row id, or None while it is not written; cells and
+        heartbeats of the session are linked to it whenever they reach the file.
         Settings keys that look like credentials are not stored.
         """
         row = {
@@ -510,38 +246,30 @@ class Ledger:
             "notebook_path": notebook_path,
             "host": host,
             "pid": int(pid),
-            "started_at": _epoch(started_at),
+            "started_at": epoch_s(started_at),
             "ended_at": None,
             "tracker_state": "running",
             "interval_s": float(interval_s),
             "mode": mode,
-            "hardware_json": _json(hardware),
-            "methods_json": _json(methods),
-            "settings_json": _json(_without_secrets(settings)),
+            "hardware_json": compact_json(hardware),
+            "methods_json": compact_json(methods),
+            "settings_json": compact_json(without_secrets(settings)),
             "intensity_source": intensity_source,
             "intensity_g_per_kwh": float(intensity_g_per_kwh),
         }
-        with self._lock:
-            self._sessions[session_uuid] = _Session(row=row, opened=True)
-            self._write()
-            return self._session_ids.get(session_uuid) if self._reason is None else None
+        self._submit(("session", session_uuid, SessionState(row=row, opened=True)))
+        return self._session_ids.get(session_uuid) if self._reason is None else None
 
     def record_cell(
         self, session_uuid: str, m: Measurement, *, via: str, budget: str | None = None
     ) -> None:
-        """Commit one completed cell (or keep it in memory if the file cannot be written).
+        """Record one completed cell: committed before this returns unless the file is
+        busy or unwritable (then kept pending and written in the background).
 
         ``via``: auto | magic | api; ``budget``: e.g. ``"5g"``, or None.
         """
         row = cell_row(m, via=via, budget=budget)
-        with self._lock:
-            if session_uuid not in self._sessions:
-                self._sessions[session_uuid] = _Session(
-                    _placeholder_session(session_uuid, m), False
-                )
-            self._cells.append((session_uuid, row))
-            self._write()
-            self._bound_pending()
+        self._submit(("cell", session_uuid, (row, m)))
 
     def heartbeat(
         self,
@@ -580,15 +308,11 @@ class Ledger:
             "intensity_g_per_kwh": float(intensity_g_per_kwh),
             "intensity_source": intensity_source,
             "tracker_state": tracker_state,
-            "running_cell": _first_line(running_cell),
+            "running_cell": first_line(redact_secrets(running_cell) if running_cell else None),
             "running_cell_started_at": running_cell_started_at,
-            "prediction_json": _json(prediction) if prediction is not None else None,
+            "prediction_json": compact_json(prediction) if prediction is not None else None,
         }
-        with self._lock:
-            if session_uuid not in self._sessions:
-                self._sessions[session_uuid] = _Session(_placeholder_session(session_uuid), False)
-            self._heartbeats.append((session_uuid, row))
-            self._write()
+        self._submit(("beat", session_uuid, row))
 
     def update_session(self, session_uuid: str, **fields: Any) -> None:
         """Change a session's columns and commit, e.g. ``tracker_state="stopped"``,
@@ -597,36 +321,94 @@ class Ledger:
 
         Raises ValueError for an unknown field name (nothing is changed then).
         """
-        columns = _session_fields(fields)
-        with self._lock:
-            session = self._sessions.get(session_uuid)
-            if session is None:
-                session = _Session(_placeholder_session(session_uuid), opened=False)
-                self._sessions[session_uuid] = session
-            session.row.update(columns)
-            session.changes.update(columns)
-            session.dirty = True
-            self._write()
+        self._submit(("update", session_uuid, session_fields(fields)))
 
-    def flush(self) -> bool:
-        """Try to write pending records now, ignoring the back-off; True when none are
-        left. Never raises."""
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Write pending records now, ignoring the back-off and waiting up to
+        ``timeout_s`` (default: the busy timeout) for a lock; True when none are left.
+        Never raises."""
+        timeout = self._busy_timeout_s if timeout_s is None else max(0.001, float(timeout_s))
         with self._lock:
-            self._write(force=True)
-            return not self._has_pending()
+            self._drain()
+            self._write(timeout, force=True, defer_locked=False)
+            return self._settle()
 
-    def close(self) -> None:
-        """Flush (one last try) and close the connection. Records that still cannot be
-        written are reported with one LedgerWarning. A later write reopens the file."""
+    def cells_with_pending(
+        self, *, session_uuid: str | None = None, since: float | None = None
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The file's cell rows (as :func:`read_cells`, filtered by ``session_uuid`` and
+        ``since``) followed by the recorded cells not yet written, and how many of those
+        there are. Never raises: an unreadable file gives only the pending ones."""
+        with self._lock:  # no commit of ours between the two reads: each row once
+            self._drain()
+            pending = [
+                {
+                    **row,
+                    "session_uuid": uuid,
+                    "kernel_id": self._sessions[uuid].row["kernel_id"],
+                    "notebook_path": self._sessions[uuid].row["notebook_path"],
+                    "host": self._sessions[uuid].row["host"],
+                }
+                for uuid, row in self._cells
+                if (session_uuid is None or uuid == session_uuid)
+                and (since is None or row["started_at"] >= since)
+            ]
+            try:
+                rows = read_cells(self.path, session_uuid=session_uuid, since=since)
+            except (OSError, sqlite3.Error):
+                rows = []
+        return rows + pending, len(pending)
+
+    def hand_over_pending(self, other: Ledger) -> int:
+        """Move every record not yet written here to ``other`` (another ledger file),
+        keeping their order ahead of what ``other`` records later; returns how many cells
+        moved. Sessions ``other`` already knows keep its own rows."""
         with self._lock:
+            self._drain()
+            sessions = {uuid: session for uuid, session in self._sessions.items()}
+            cells, beats = list(self._cells), list(self._heartbeats)
+            self._cells.clear()
+            self._heartbeats.clear()
+            for session in self._sessions.values():
+                session.dirty = False
+                session.changes.clear()
+            self._settle()
+        with other._lock:
+            other._drain()
+            for uuid, session in sessions.items():
+                if uuid not in other._sessions:
+                    other._sessions[uuid] = SessionState(
+                        dict(session.row), session.opened, dict(session.changes)
+                    )
+            other._cells[:0] = cells
+            for beat in reversed(beats):
+                other._heartbeats.appendleft(beat)
+            other._bound_pending()
+            if other._has_pending():
+                other._start_backlog()
+        return len(cells)
+
+    def close(self, timeout_s: float | None = None) -> None:
+        """Write what is pending (waiting up to ``timeout_s``, default the busy timeout,
+        for a lock) and close the connection. Records that still cannot be written are
+        kept in a journal beside the ledger, written by the next writer of this ledger,
+        and reported with one LedgerWarning. A later write reopens the file."""
+        limit = self._busy_timeout_s if timeout_s is None else max(0.0, float(timeout_s))
+        deadline = time.monotonic() + limit
+        writer = self._writer
+        self._stopping = True
+        self._wake.set()
+        # The background writer lets go of the lock between attempts (WRITER_SLICE_S).
+        if not self._lock.acquire(timeout=limit + WRITER_SLICE_S):
+            self._warn("stuck", "the writer did not let go of the ledger; closing without it")
+            return
+        try:
+            self._drain()
+            if self._has_pending() and not self._permanent:
+                self._write(max(0.001, deadline - time.monotonic()), force=True)
             if self._has_pending():
-                self._write(force=True)
-            if self._has_pending():
-                count = len(self._cells) + len(self._heartbeats)
-                self._warn(
-                    "lost",
-                    f"{count} pending record(s) could not be written ({self._reason}) and are lost",
-                )
+                self._journal_pending()
+            self._settle()
             if self._conn is not None and self._conn_pid == os.getpid():
                 try:
                     self._conn.execute("PRAGMA optimize")
@@ -634,6 +416,11 @@ class Ledger:
                 except sqlite3.Error:
                     pass
             self._conn = None
+        finally:
+            self._lock.release()
+        if writer is not None and writer is not threading.current_thread():
+            writer.join(timeout=1.0)
+        self._stopping = False
 
     def __enter__(self) -> Ledger:
         return self
@@ -644,38 +431,142 @@ class Ledger:
     def __repr__(self) -> str:
         return f"<Ledger {self.status()}>"
 
+    # recording ----------------------------------------------------------------------
+
+    def _submit(self, op: _Op) -> None:
+        """Queue ``op``; commit it now when the file is free, else leave it to the
+        background writer. Waits at most ``cell_wait_s`` in all."""
+        started = time.monotonic()
+        self._inbox.append(op)
+        if not self._backlog:
+            if self._lock.acquire(timeout=self._cell_wait_s):
+                try:
+                    if not self._backlog:
+                        self._drain()
+                        remaining = self._cell_wait_s - (time.monotonic() - started)
+                        self._write(max(0.001, remaining), defer_locked=True)
+                        if self._has_pending():
+                            self._start_backlog()
+                finally:
+                    self._lock.release()
+            else:
+                self._start_backlog()
+        if self._backlog:
+            self._wake.set()
+            if self._reason is None and self._locked_since is None:
+                # A short wait may see it committed after all (not while a lock is held).
+                self._idle.wait(max(0.0, self._cell_wait_s - (time.monotonic() - started)))
+
+    def _drain(self) -> None:
+        """Apply the queued records to the pending state, in order. Caller holds the lock."""
+        while self._inbox:
+            kind, uuid, payload = self._inbox.popleft()
+            if kind == "session":
+                self._sessions[uuid] = payload
+                continue
+            session = self._sessions.get(uuid)
+            if session is None:
+                m = payload[1] if kind == "cell" else None
+                session = self._sessions[uuid] = SessionState(placeholder_session(uuid, m), False)
+            if kind == "update":
+                session.row.update(payload)
+                session.changes.update(payload)
+                session.dirty = True
+            elif kind == "cell":
+                self._cells.append((uuid, payload[0]))
+            else:
+                self._heartbeats.append((uuid, payload))
+        self._bound_pending()
+
+    def _start_backlog(self) -> None:
+        """Hand what is pending to the background writer (started on first need)."""
+        self._idle.clear()
+        self._backlog = True
+        with self._writer_lock:  # the main and tracker threads may both get here
+            writer = self._writer
+            if writer is None or not writer.is_alive():
+                self._writer = threading.Thread(
+                    target=self._run_writer, name="carbon-magic-ledger-writer", daemon=True
+                )
+                self._writer.start()
+        self._wake.set()
+
+    def _settle(self) -> bool:
+        """Leave backlog mode when nothing is pending; True then. Caller holds the lock."""
+        if self._has_pending() or self._inbox:
+            return False
+        self._backlog = False
+        self._idle.set()
+        return True
+
+    def _run_writer(self) -> None:
+        """The background writer: commits the backlog in slices of WRITER_SLICE_S (so
+        :meth:`close` is never kept waiting), respecting the back-off after a fault."""
+        delay: float | None = 0.0
+        while True:
+            self._wake.wait(delay)
+            self._wake.clear()
+            with self._lock:
+                if self._stopping:
+                    return
+                self._drain()
+                if self._has_pending():
+                    self._write(min(WRITER_SLICE_S, self._busy_timeout_s), defer_locked=True)
+                if self._settle():
+                    delay = None
+                elif self._permanent:
+                    delay = None
+                elif self._reason is not None:
+                    delay = max(0.0, self._retry_at - time.monotonic())
+                else:
+                    delay = 0.0  # locked: the next slice waits in SQLite's busy handler
+
     # connection ---------------------------------------------------------------------
 
-    def _open(self, busy_timeout_s: float | None = None, *, recovering: bool = False) -> bool:
+    def _open(
+        self,
+        busy_timeout_s: float | None = None,
+        *,
+        recovering: bool = False,
+        defer_locked: bool = False,
+    ) -> bool:
         """Connect and migrate; a corrupt file is moved aside and a fresh one started.
         Returns True when a usable connection is open. Caller holds the lock."""
         try:
             self._connect(busy_timeout_s)
             return True
-        except _NewerSchemaError as exc:
+        except NewerSchemaError as exc:
             self._drop_connection()
             self._permanent = True
             self._fail(
                 "newer",
                 f"schema version {exc.args[0]} is newer than this carbon_magic understands "
-                f"({len(MIGRATIONS)}); the file is left untouched and records stay in memory",
+                f"({len(ledger_schema.MIGRATIONS)}); the file is left untouched and records stay in memory",
             )
         except (sqlite3.Error, OSError) as exc:
-            if _kind(exc) == "corrupt" and not recovering:
+            if error_kind(exc) == "corrupt" and not recovering:
                 return self._recover_corrupt(exc, busy_timeout_s)
+            if error_kind(exc) == "locked" and self._defer(defer_locked):
+                self._drop_connection()
+                return False
             self._fault(exc)
         return False
 
     def _connect(self, busy_timeout_s: float | None) -> None:
-        """Open the writer connection: create the directory, check the version before
-        touching the file, then WAL, synchronous=NORMAL, and migrations. Raises."""
+        """Open the writer connection: create the directory (0700) and the file (0600),
+        check the version before touching the file, then WAL, synchronous=NORMAL, and
+        migrations. Raises."""
         self._drop_connection()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise OSError(
                 exc.errno, f"cannot create the directory: {exc.strerror}", str(self.path.parent)
             ) from exc
+        try:  # SQLite gives its -wal and -shm files the database file's permissions
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
         timeout = self._busy_timeout_s if busy_timeout_s is None else busy_timeout_s
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE). The lock
         # makes the connection safe to share between the main and tracker threads.
@@ -688,12 +579,14 @@ class Ledger:
         self._session_ids.clear()
         for session in self._sessions.values():
             session.dirty = True  # the file may be new or restored: write every session
-        version = _schema_version(conn)
-        if version > len(MIGRATIONS):  # checked before WAL, which would write the header
-            raise _NewerSchemaError(version)
+        version = schema_version(conn)
+        if version > len(
+            ledger_schema.MIGRATIONS
+        ):  # checked before WAL, which would write the header
+            raise NewerSchemaError(version)
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
-        _migrate(conn)
+        migrate(conn)
 
     def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
@@ -728,11 +621,12 @@ class Ledger:
         except FileNotFoundError:
             replaced = True
         except OSError as move_exc:
-            self._fault(exc, extra=f"; could not move it aside: {_describe(move_exc)}")
+            self._fault(exc, extra=f"; could not move it aside: {describe_error(move_exc)}")
             return False
         if not replaced:
             self._warn(
-                "corrupt", f"{_describe(exc)}; moved it to {aside.name} and started a fresh ledger"
+                "corrupt",
+                f"{describe_error(exc)}; moved it to {aside.name} and started a fresh ledger",
             )
         return self._open(busy_timeout_s, recovering=True)
 
@@ -758,95 +652,135 @@ class Ledger:
             self._cells or self._heartbeats or any(s.dirty for s in self._sessions.values())
         )
 
-    def _write(self, force: bool = False) -> None:
+    def _write(
+        self,
+        busy_timeout_s: float | None = None,
+        *,
+        force: bool = False,
+        defer_locked: bool = False,
+    ) -> None:
         """Write everything pending in one transaction, or stay in memory. Never raises.
-        Caller holds the lock."""
+
+        ``busy_timeout_s``: how long to wait for another process's lock this time.
+        ``defer_locked``: a held lock is not a fault until it has been held for the busy
+        timeout (the background writer keeps trying meanwhile). Caller holds the lock."""
         retrying = self._reason is not None
         if retrying:
             if self._permanent or (not force and time.monotonic() < self._retry_at):
                 return
+        timeout = self._busy_timeout_s if busy_timeout_s is None else busy_timeout_s
         if not self._connection_current():
-            # Retries wait only briefly for a lock: a cell must not stall every few seconds.
-            if not self._open(RETRY_BUSY_TIMEOUT_S if retrying else None):
+            if not self._open(timeout, defer_locked=defer_locked):
                 return
         conn = self._conn
         assert conn is not None
         try:
+            conn.execute(f"PRAGMA busy_timeout = {max(1, int(timeout * 1000))}")
             self._flush(conn)
         except (sqlite3.Error, OSError) as exc:
-            if _kind(exc) != "corrupt":
+            kind = error_kind(exc)
+            if kind == "locked" and self._defer(defer_locked):
+                return
+            if kind != "corrupt":
                 self._fault(exc)
                 return
-            if not self._recover_corrupt(exc, None):
+            if not self._recover_corrupt(exc, timeout):
                 return  # already faulted
             try:
                 self._flush(self._conn)  # type: ignore[arg-type]
             except (sqlite3.Error, OSError) as again:
                 self._fault(again)
                 return
-        if retrying:
-            self._restore_busy_timeout()
+        self._locked_since = None
         self._reason = None
         self._backoff = self._retry_after_s
 
-    def _restore_busy_timeout(self) -> None:
-        try:
-            if self._conn is not None:
-                self._conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_s * 1000)}")
-        except sqlite3.Error:
-            pass  # a later write reconnects if this connection is broken
+    def _defer(self, allowed: bool) -> bool:
+        """True when a held lock should just be waited out: ``allowed`` and held for
+        less than the busy timeout so far."""
+        now = time.monotonic()
+        if self._locked_since is None:
+            self._locked_since = now
+        if allowed and now - self._locked_since < self._busy_timeout_s:
+            return True
+        self._locked_since = None
+        return False
 
     def _flush(self, conn: sqlite3.Connection) -> None:
-        """One transaction: sessions, then cells, then heartbeats; clears what it wrote."""
+        """One transaction: journals left by earlier writers, sessions, then cells, then
+        heartbeats; clears what it wrote."""
         ids = dict(self._session_ids)
-        with _transaction(conn):
+        imported: list[Path] = []
+        with Transaction(conn):
             if not self._housekeeping_done:
                 _prune_all_heartbeats(conn, time.time() - HEARTBEAT_KEEP_S)
+            if not self._journals_done:
+                imported = import_journals(conn, self.path, self._warn)
             for uuid, session in self._sessions.items():
                 if session.dirty or uuid not in ids:
-                    ids[uuid] = self._write_session(conn, session)
+                    ids[uuid] = write_session(conn, session)
             for uuid, row in self._cells:
                 kernel_id = self._sessions[uuid].row["kernel_id"]
-                conn.execute(_INSERT_CELL, {**row, "session_id": ids[uuid], "kernel_id": kernel_id})
+                conn.execute(INSERT_CELL, {**row, "session_id": ids[uuid], "kernel_id": kernel_id})
             for uuid, row in self._heartbeats:
                 self._write_heartbeat(conn, ids[uuid], uuid, row)
         # Only after COMMIT: a rolled-back transaction leaves everything pending.
         self._session_ids = ids
         self._housekeeping_done = True
+        self._journals_done = True
         for session in self._sessions.values():
             session.dirty = False
             session.changes.clear()
         self._cells.clear()
         self._heartbeats.clear()
+        for path in imported:
+            try:
+                path.unlink()
+            except OSError:
+                pass  # imported already (its id is in meta): a later writer removes it
 
-    def _write_session(self, conn: sqlite3.Connection, session: _Session) -> int:
-        """Insert the session row if missing, else update it; returns its id."""
-        row = session.row
-        cursor = conn.execute(_INSERT_SESSION, row)
-        if cursor.rowcount == 1:
-            return int(cursor.lastrowid)  # type: ignore[arg-type]
-        # An existing row: a placeholder must only apply explicit changes, never overwrite
-        # the real row another Ledger wrote with made-up values.
-        fields = {k: v for k, v in row.items() if k != "session_uuid"}
-        if not session.opened:
-            fields = session.changes
-        if fields:
-            assignments = ", ".join(f"{name} = :{name}" for name in fields)
-            conn.execute(
-                f"UPDATE sessions SET {assignments} WHERE session_uuid = :session_uuid",
-                {**fields, "session_uuid": row["session_uuid"]},
+    # journals -----------------------------------------------------------------------
+
+    def _journal_pending(self) -> None:
+        """Keep what cannot be written in a journal beside the ledger (or report it lost).
+        Caller holds the lock."""
+        count = len(self._cells) + len(self._heartbeats)
+        reason = self._reason or "the ledger is locked"
+        try:
+            target = write_journal(
+                self.path,
+                (
+                    {"row": s.row, "opened": s.opened, "changes": s.changes}
+                    for s in self._sessions.values()
+                ),
+                self._cells,
+                self._heartbeats,
             )
-        found = conn.execute(
-            "SELECT id FROM sessions WHERE session_uuid = ?", (row["session_uuid"],)
-        ).fetchone()
-        return int(found[0])
+        except (OSError, TypeError, ValueError) as exc:
+            self._warn(
+                "lost",
+                f"{count} pending record(s) could not be written ({reason}) and are lost: "
+                f"no journal either ({describe_error(exc)})",
+            )
+            return
+        self._warn(
+            "journal-written",
+            f"{count} pending record(s) could not be written ({reason}); kept in "
+            f"{target.name}, written to the ledger by the next kernel that uses it",
+        )
+        for session in self._sessions.values():
+            session.dirty = False
+            session.changes.clear()
+        self._session_ids.clear()  # rewritten (with their journal state) if used again
+        self._cells.clear()
+        self._heartbeats.clear()
 
     def _write_heartbeat(
         self, conn: sqlite3.Connection, session_id: int, uuid: str, row: dict[str, Any]
     ) -> None:
         kernel_id = self._sessions[uuid].row["kernel_id"]
         cursor = conn.execute(
-            _INSERT_HEARTBEAT, {**row, "session_id": session_id, "kernel_id": kernel_id}
+            INSERT_HEARTBEAT, {**row, "session_id": session_id, "kernel_id": kernel_id}
         )
         # Pruning on every beat would be wasted work; once a minute (of heartbeat time) is
         # enough to keep the table small. The row just written is always kept.
@@ -873,7 +807,7 @@ class Ledger:
     def _fault(self, exc: BaseException, extra: str = "") -> None:
         """Go (or stay) in memory after ``exc``; the next attempt waits for the back-off."""
         self._drop_connection()
-        self._fail(_kind(exc), f"{_describe(exc)}{extra}")
+        self._fail(error_kind(exc), f"{describe_error(exc)}{extra}")
 
     def _fail(self, kind: str, reason: str) -> None:
         self._reason = reason
@@ -887,15 +821,16 @@ class Ledger:
         self._backoff = min(self._backoff * 2, MAX_BACKOFF_S)
 
     def _warn(self, kind: str, message: str) -> None:
-        """One LedgerWarning per kind of problem for the life of this Ledger."""
+        """One LedgerWarning per kind of problem for the life of this Ledger. Never raises,
+        even under ``warnings.simplefilter("error")`` (then it is logged instead)."""
         if kind in self._warned:
             return
         self._warned.add(kind)
-        warnings.warn(
-            f"carbon_magic ledger {self.path}: {message}",
-            LedgerWarning,
-            stacklevel=_stacklevel_outside_module(),
-        )
+        text = f"carbon_magic ledger {self.path}: {message}"
+        try:
+            warnings.warn(text, LedgerWarning, stacklevel=_stacklevel_outside_module())
+        except Exception:  # a filter turned warnings into errors: the ledger goes on
+            log.warning("%s", text)
 
 
 def _stacklevel_outside_module() -> int:
@@ -915,116 +850,3 @@ def _prune_all_heartbeats(conn: sqlite3.Connection, before: float) -> None:
         "(SELECT MAX(id) FROM heartbeats GROUP BY session_id)",
         (before,),
     )
-
-
-# --- readers --------------------------------------------------------------------------
-
-
-def connect_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
-    """A read-only connection (``mode=ro`` URI) with ``sqlite3.Row`` rows and the busy
-    timeout. Raises FileNotFoundError when the file does not exist (SQLite would only say
-    "unable to open database file")."""
-    path = Path(path).expanduser().absolute()
-    if not path.is_file():
-        raise FileNotFoundError(f"no ledger at {path}")
-    conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
-    conn.row_factory = sqlite3.Row
-    return conn
-
-
-def _query(
-    path_or_conn: str | os.PathLike[str] | sqlite3.Connection, sql: str, params: Iterable[Any]
-) -> list[dict[str, Any]]:
-    """Rows as dicts, from a connection (left open) or a path (opened read-only, closed).
-    A file without the table yet (nothing written so far) gives no rows."""
-    own = not isinstance(path_or_conn, sqlite3.Connection)
-    conn = connect_readonly(path_or_conn) if own else path_or_conn  # type: ignore[arg-type]
-    try:
-        cursor = conn.execute(sql, tuple(params))
-        names = [column[0] for column in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor]
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return []
-        raise
-    finally:
-        if own:
-            conn.close()
-
-
-def read_cells(
-    path_or_conn: str | os.PathLike[str] | sqlite3.Connection,
-    *,
-    kernel_id: str | None = None,
-    session_uuid: str | None = None,
-    notebook_path: str | None = None,
-    since: float | None = None,
-    until: float | None = None,
-    limit: int | None = None,
-) -> list[dict[str, Any]]:
-    """Cell rows (all ``cells`` columns plus the session's ``session_uuid``,
-    ``notebook_path`` and ``host``), oldest first by ``started_at``.
-
-    Filters combine: ``since <= started_at < until`` (UTC epoch seconds); ``limit`` keeps
-    the most recent ``limit`` rows. Raises FileNotFoundError for a missing file and
-    sqlite3.Error for an unreadable one.
-    """
-    where, params = [], []
-    for column, value in (
-        ("c.kernel_id", kernel_id),
-        ("s.session_uuid", session_uuid),
-        ("s.notebook_path", notebook_path),
-    ):
-        if value is not None:
-            where.append(f"{column} = ?")
-            params.append(value)
-    if since is not None:
-        where.append("c.started_at >= ?")
-        params.append(float(since))
-    if until is not None:
-        where.append("c.started_at < ?")
-        params.append(float(until))
-    sql = (
-        "SELECT c.*, s.session_uuid, s.notebook_path, s.host "
-        "FROM cells c JOIN sessions s ON s.id = c.session_id"
-    )
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    if limit is None:
-        sql += " ORDER BY c.started_at, c.id"
-    else:
-        sql = f"SELECT * FROM ({sql} ORDER BY c.started_at DESC, c.id DESC LIMIT ?) "
-        sql += "ORDER BY started_at, id"
-        params.append(int(limit))
-    return _query(path_or_conn, sql, params)
-
-
-def read_sessions(
-    path_or_conn: str | os.PathLike[str] | sqlite3.Connection, *, kernel_id: str | None = None
-) -> list[dict[str, Any]]:
-    """Session rows (all ``sessions`` columns, JSON as text), oldest first; only those of
-    ``kernel_id`` when given. Raises as :func:`read_cells`."""
-    sql = "SELECT * FROM sessions"
-    params: list[Any] = []
-    if kernel_id is not None:
-        sql += " WHERE kernel_id = ?"
-        params.append(kernel_id)
-    return _query(path_or_conn, sql + " ORDER BY started_at, id", params)
-
-
-def latest_heartbeat(
-    path_or_conn: str | os.PathLike[str] | sqlite3.Connection, kernel_id: str
-) -> dict[str, Any] | None:
-    """The newest heartbeat of ``kernel_id`` (across its sessions, e.g. after a restart):
-    all ``heartbeats`` columns plus ``session_uuid``, ``notebook_path``, ``host``, ``pid``
-    and the session's ``ended_at`` as ``session_ended_at``; None when there is none.
-    Raises as :func:`read_cells`."""
-    rows = _query(
-        path_or_conn,
-        "SELECT h.*, s.session_uuid, s.notebook_path, s.host, s.pid, "
-        "s.ended_at AS session_ended_at "
-        "FROM heartbeats h JOIN sessions s ON s.id = h.session_id "
-        "WHERE h.kernel_id = ? ORDER BY h.at DESC, h.id DESC LIMIT 1",
-        (kernel_id,),
-    )
-    return rows[0] if rows else None

@@ -7,6 +7,7 @@ reported once and the cell runs on.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import re
@@ -14,6 +15,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import deque
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -44,6 +46,7 @@ __all__ = [
 ]
 
 HEARTBEAT_MIN_S = 2.0  # heartbeat period is max(2 s, interval)
+RECORDS_KEPT = 1000  # recent records kept in memory; the ledger has them all
 
 
 class SettingTrait(TraitType):
@@ -121,7 +124,8 @@ class CarbonMagics(Magics, _SettingTraits):
         super().__init__(shell=shell, parent=shell)
         self.auto = True
         self.last: Measurement | None = None
-        self.records: list[Measurement] = []
+        self.records: deque[Measurement] = deque(maxlen=RECORDS_KEPT)  # the latest ones
+        self.n_recorded = 0  # since load or %carbon reset (records keeps the latest)
         self.session_uuid = uuid.uuid4().hex
         self.kernel_id = kernel_id_from_connection_file()
         self.notebook_path = os.environ.get("JPY_SESSION_NAME") or None
@@ -203,9 +207,11 @@ class CarbonMagics(Magics, _SettingTraits):
 
     def _reopen_ledger(self) -> None:
         with self._ledger_lock:
-            if self.store is not None:
-                self.store.close()
-            self.store = self._open_ledger()
+            old, self.store = self.store, self._open_ledger()
+            if old is not None:
+                if self.store is not None:
+                    old.hand_over_pending(self.store)  # nothing recorded is left behind
+                old.close()
 
     def _ledger_call(self, method: str, *args: Any, **kwargs: Any) -> None:
         with self._ledger_lock:
@@ -254,6 +260,7 @@ class CarbonMagics(Magics, _SettingTraits):
         """Keep ``m`` as the last record and write it to the ledger."""
         self.last = m
         self.records.append(m)
+        self.n_recorded += 1
         self._ledger_call("record_cell", self.session_uuid, m, via=via, budget=budget)
 
     def _on_tick(self, reading: LiveReading) -> None:
@@ -462,7 +469,24 @@ def load(ipython: Any) -> None:
     ipython.events.register("post_run_cell", magics.post_run_cell)
     tracker.add_listener(magics._on_tick, watching=False)
     _state.update(shell=ipython, magics=magics, transformer=transformer)
+    atexit.register(_end_at_exit, magics)
     magics.write_heartbeat()
+
+
+def _end_at_exit(magics: CarbonMagics) -> None:
+    """Interpreter exit (e.g. a kernel shut down normally): end the session and write
+    what is pending, within EXIT_WAIT_S; the ledger journals what it cannot write."""
+    from carbon_magic.ledger import EXIT_WAIT_S
+
+    if _state.get("magics") is not magics:
+        return
+    magics._ledger_call(
+        "update_session", magics.session_uuid, tracker_state="stopped", ended_at=time.time()
+    )
+    with magics._ledger_lock:
+        if magics.store is not None:
+            magics.store.close(EXIT_WAIT_S)
+            magics.store = None
 
 
 def unload(ipython: Any) -> None:
@@ -475,6 +499,7 @@ def unload(ipython: Any) -> None:
         cleanup.remove(transformer)
     if magics is None:
         return
+    atexit.unregister(_end_at_exit)
     for event, callback in (
         ("pre_run_cell", magics.pre_run_cell),
         ("post_run_cell", magics.post_run_cell),

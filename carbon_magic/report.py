@@ -149,6 +149,7 @@ class Report:
     rows: list[ReportRow]
     totals: ReportTotals
     hint: str | None = None
+    pending: int = 0  # cells included that are not yet written to the ledger
 
     _HEADERS = ("#", "cell", "duration", "energy", "CO2e (range)", "share", "status")
 
@@ -189,6 +190,8 @@ class Report:
                 )
             if shown < t.n_cells:
                 lines.append(f"Showing the {shown} heaviest of {t.n_cells} cells.")
+            if self.pending:
+                lines.append(pending_note(self.pending))
         if self.hint:
             lines.append(self.hint)
         return lines
@@ -241,12 +244,24 @@ class Report:
         return "".join(parts)
 
 
-def build_report(rows: Iterable[Row], top: int | None = None, hint: str | None = None) -> Report:
+def pending_note(pending: int) -> str:
+    """The line saying that ``pending`` of the cells shown are not yet in the ledger file."""
+    cells = "cell is" if pending == 1 else "cells are"
+    return (
+        f"{pending} {cells} included but not yet written to the ledger (it is busy; "
+        "they are written in the background)."
+    )
+
+
+def build_report(
+    rows: Iterable[Row], top: int | None = None, hint: str | None = None, pending: int = 0
+) -> Report:
     """A report of ``rows`` (ledger cell rows), heaviest first.
 
     ``top`` keeps the ``top`` heaviest cells in the table (totals still cover every
-    row); ``hint`` is an optional line shown under the table. Raises ``ValueError`` when
-    ``top`` is not a positive integer.
+    row); ``hint`` is an optional line shown under the table; ``pending`` says how many
+    of ``rows`` are not yet written to the ledger file (a line says so). Raises
+    ``ValueError`` when ``top`` is not a positive integer.
     """
     if top is not None and (isinstance(top, bool) or int(top) != top or top < 1):
         raise ValueError(f"top must be a positive integer (got {top!r})")
@@ -290,7 +305,7 @@ def build_report(rows: Iterable[Row], top: int | None = None, hint: str | None =
         heaviest_share=sum(r.share for r in report_rows[:heaviest_n]),
     )
     shown = report_rows[:top] if top is not None else report_rows
-    return Report(rows=shown, totals=totals, hint=hint)
+    return Report(rows=shown, totals=totals, hint=hint, pending=max(0, int(pending)))
 
 
 # ---------------------------------------------------------------- --since

@@ -258,7 +258,6 @@ class Tracker:
             self.notices.append(message)
             log.warning("carbon_magic: %s", message)
 
-
     # -------------------------------------------------------------- lifecycle
 
     @property

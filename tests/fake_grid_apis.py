@@ -362,3 +362,52 @@ class FakeUKGrid(FakeGridServer):
             periods = self._forecast_periods(match.group(1), regional=True)
             return 200, {"data": {**region, "data": periods}}
         return 404, {"error": "not found"}
+
+
+class TricklingServer:
+    """A raw TCP server on 127.0.0.1 that answers every connection with ``prefix`` and
+    then ``trickle``, one byte every ``every_s`` seconds, staying well inside any socket
+    timeout (so only an overall deadline stops a client). ``url`` is its base URL."""
+
+    def __init__(self, prefix: bytes, trickle: bytes, every_s: float = 0.1) -> None:
+        import socket
+
+        self.prefix, self.trickle, self.every_s = prefix, trickle, every_s
+        self._stop = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)
+        self._thread = threading.Thread(target=self._serve, name="trickle", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._listener.getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: Any) -> None:
+        with conn:
+            try:
+                conn.recv(65536)  # the request
+                conn.sendall(self.prefix)
+                for byte in self.trickle:
+                    if self._stop.wait(self.every_s):
+                        return
+                    conn.sendall(bytes([byte]))
+            except OSError:
+                return  # the client gave up
+
+    def __enter__(self) -> TricklingServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self._listener.close()

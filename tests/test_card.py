@@ -1,5 +1,6 @@
 import json
 import re
+import time
 
 import pytest
 
@@ -148,3 +149,19 @@ def test_reprs():
     assert markdown.startswith("```yaml\nco2_eq_emissions:\n")
     assert card.statement in markdown
     assert str(card) == card.yaml + "\n" + card.statement
+
+
+def test_huge_ranges_select_only_recorded_cells_without_expanding_them():
+    started = time.monotonic()
+    card = model_card(rows(), cells="2-999999999")
+    assert card.n_cells == 3  # 2, 3, 5: intersected with what was recorded
+    assert time.monotonic() - started < 1.0  # never a billion-element set
+    with pytest.raises(ValueError, match="spans more than 100,000 cells"):
+        parse_cells("1-999999999")
+    assert parse_cells("1-999999999", recorded=[1, 7, 10**6]) == {1, 7, 10**6}
+
+
+@pytest.mark.parametrize("spec", ["1-99999999999", "99999999999", "1-1000000001"])
+def test_absurd_execution_counts_are_refused_with_the_valid_form(spec):
+    with pytest.raises(ValueError, match=r"execution counts go up to 1,000,000,000; use .*3,5-8"):
+        model_card(rows(), cells=spec)

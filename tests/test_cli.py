@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -264,7 +265,7 @@ def test_status_describes_this_machine(env):
     info = json.loads(run(env, "status", "--json").stdout)
     assert info["location"]["country"] == "FR"
     assert info["methods"]["cpu"] == "modelled"
-    assert info["ledger"] == {"path": env["CARBON_MAGIC_LEDGER"], "exists": False}
+    assert info["ledger"] == {"path": env["CARBON_MAGIC_LEDGER"], "exists": False, "problem": None}
     assert {s["component"] for s in info["sensors"]} >= {"cpu", "ram"}
 
 
@@ -380,3 +381,60 @@ def test_doctor_flags_an_unwritable_ledger_folder(tmp_path):
     info = fake_info(ledger={"path": str(locked / "sub" / "ledger.sqlite3"), "exists": False})
     (ledger,) = [f for f in doctor_findings(info) if f.topic == "ledger"]
     assert ledger.fix and "CARBON_MAGIC_LEDGER" in ledger.fix
+
+
+@pytest.mark.parametrize("damage", ["garbage", "clobbered", "foreign"])
+def test_doctor_finds_a_damaged_ledger(env, damage):
+    import sqlite3
+
+    from carbon_magic.ledger import Ledger
+
+    path = Path(env["CARBON_MAGIC_LEDGER"])
+    env["CARBON_MAGIC_COUNTRY"] = "FR"
+    if damage == "garbage":
+        path.write_bytes(b"this is not an SQLite file " * 200)
+    elif damage == "foreign":
+        with sqlite3.connect(path) as conn:
+            conn.execute("CREATE TABLE notes (text)")
+        conn.close()
+    else:
+        with Ledger(path) as ledger:
+            ledger.update_session("s1", tracker_state="running")
+            conn = ledger._conn
+            conn.execute("CREATE TABLE filler (x)")
+            conn.executemany("INSERT INTO filler VALUES (?)", [("x" * 500,)] * 200)
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        size = path.stat().st_size
+        with open(path, "r+b") as handle:  # clobber everything past the first pages
+            handle.seek(4096 * 2)
+            handle.write(b"\xff" * (size - 4096 * 2))
+    result = run(env, "doctor")
+    assert result.returncode == 1, result.stdout
+    assert f"[fix] ledger: {path} cannot be read" in result.stdout, result.stdout
+    assert "[ok] ledger" not in result.stdout
+
+
+def test_status_counts_lost_sessions(env):
+    from carbon_magic.ledger import Ledger
+
+    path = Path(env["CARBON_MAGIC_LEDGER"])
+    with Ledger(path) as ledger:
+        for uuid, started in (("killed", time.time() - 7200), ("live", time.time())):
+            ledger.open_session(
+                session_uuid=uuid,
+                kernel_id=None,
+                notebook_path=None,
+                host="h",
+                pid=1,
+                started_at=started,
+                interval_s=1.0,
+                mode="process",
+                hardware={},
+                methods={},
+                settings={},
+                intensity_source="static",
+                intensity_g_per_kwh=50.0,
+            )
+    result = run(env, "status")
+    assert result.returncode == 0, result.stderr
+    assert "sessions: 1 lost, 1 running" in result.stdout

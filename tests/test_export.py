@@ -293,3 +293,13 @@ def test_to_dataframe_without_pandas_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "pandas", None)  # makes `import pandas` fail
     with pytest.raises(ImportError, match="pip install pandas"):
         to_dataframe([make_row()])
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_exports_redact_secret_settings_in_sources(tmp_path, fmt):
+    # A row stored before sources were redacted on the way in.
+    row = make_row(1, 2.0, source="%carbon config electricitymaps_token=s3cr3t-t0k3n")
+    path = export_records([row], tmp_path / f"cells.{fmt}", fmt=fmt)
+    text = path.read_text(encoding="utf-8")
+    assert "s3cr3t-t0k3n" not in text
+    assert "electricitymaps_token=***" in text

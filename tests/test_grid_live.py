@@ -19,7 +19,7 @@ from carbon_magic.grid.static import StaticProvider
 from carbon_magic.grid.ukgrid import UKGridProvider, half_hour_utc, outward_code
 from carbon_magic.settings import Settings
 
-from .fake_grid_apis import FakeElectricityMaps, FakeUKGrid
+from .fake_grid_apis import FakeElectricityMaps, FakeUKGrid, TricklingServer
 
 TOKEN = "tok-9f8e7d6c5b4a"
 WAIT_S = 5.0  # generous upper bound; a local fetch takes milliseconds
@@ -228,6 +228,11 @@ def test_timeout_never_blocks_current_and_gives_up_within_2s(em, providers):
         ({"zone": "DE", "carbonIntensity": None}, "no numeric 'carbonIntensity'"),
         ([1, 2, 3], "not an object"),
         ({"zone": "DE", "carbonIntensity": 100, "datetime": "yesterday"}, "not ISO 8601"),
+        (
+            {"zone": "DE", "carbonIntensity": 99999, "datetime": "2026-11-29T06:00:00Z"},
+            "implausible 'carbonIntensity': 99999 g/kWh (real grids stay between 0 and 2000)",
+        ),
+        ({"zone": "DE", "carbonIntensity": -5}, "implausible 'carbonIntensity': -5"),
     ],
 )
 def test_malformed_answer_falls_back(em, providers, body, detail):
@@ -446,6 +451,27 @@ def test_http_refuses_to_wait_longer_than_2s(em):
         get_json(em.url + "/x", timeout_s=30)
     assert error.value.kind == "timeout"
     assert time.monotonic() - started < 2.5
+
+
+@pytest.mark.parametrize(
+    "prefix, trickle",
+    [
+        # the body, one byte at a time (each well inside the socket timeout)
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 200\r\n\r\n", b'{"v": "' + b"x" * 190 + b'"}'),
+        # the headers themselves
+        (b"HTTP/1.1 200 OK\r\n", b"X-Slow: " + b"y" * 200 + b"\r\n\r\n{}"),
+    ],
+    ids=["body", "headers"],
+)
+def test_http_one_deadline_for_a_trickled_answer(prefix, trickle):
+    with TricklingServer(prefix, trickle, every_s=0.1) as server:
+        started = time.monotonic()
+        with pytest.raises(FetchError) as error:
+            get_json(server.url + "/intensity", timeout_s=1.0)
+        took = time.monotonic() - started
+    assert error.value.kind == "timeout"
+    assert "within 1 s" in error.value.detail
+    assert took < 1.6  # not the 20 s the trickle would take
 
 
 def test_http_network_error():

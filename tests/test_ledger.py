@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from carbon_magic import ledger as ledger_module
+from carbon_magic import ledger_schema
 from carbon_magic.ledger import (
     SCHEMA_VERSION,
     Ledger,
@@ -144,8 +145,11 @@ def quick(monkeypatch):
             ledger.close()
 
 
-def wait_past_backoff(ledger: Ledger) -> None:
-    time.sleep(max(0.0, ledger._retry_at - time.monotonic()) + 0.01)
+def wait_until(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
 
 
 # --- basics ----------------------------------------------------------------------------
@@ -394,7 +398,7 @@ def test_a_new_migration_is_applied_once_to_an_older_file(path, monkeypatch):
         calls.append(1)
         conn.execute("ALTER TABLE cells ADD COLUMN note TEXT")
 
-    monkeypatch.setattr(ledger_module, "MIGRATIONS", [*ledger_module.MIGRATIONS, add_carbon_note])
+    monkeypatch.setattr(ledger_schema, "MIGRATIONS", [*ledger_schema.MIGRATIONS, add_carbon_note])
     with Ledger(path) as ledger:
         ledger.record_cell("s1", measurement(1), via="auto")
     with Ledger(path) as ledger:  # already at the new version: nothing to do
@@ -413,7 +417,7 @@ def test_a_failing_migration_changes_nothing(path, monkeypatch, quick):
         conn.execute("CREATE TABLE half_done (x)")
         raise sqlite3.OperationalError("disk I/O error")
 
-    monkeypatch.setattr(ledger_module, "MIGRATIONS", [*ledger_module.MIGRATIONS, broken])
+    monkeypatch.setattr(ledger_schema, "MIGRATIONS", [*ledger_schema.MIGRATIONS, broken])
     with pytest.warns(LedgerWarning, match="disk I/O error"):
         ledger = quick(path)
     ledger.record_cell("s1", measurement(), via="auto")  # no exception
@@ -455,25 +459,29 @@ def test_newer_schema_file_is_left_untouched(path, quick):
 # --- faults -----------------------------------------------------------------------------
 
 
-def test_locked_file_keeps_records_in_memory_and_flushes_later(path, quick):
+def test_locked_file_never_holds_a_cell_up_and_is_written_in_the_background(path, quick):
     ledger = quick(path, busy_timeout_s=0.3)
     open_session(ledger)
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
-    with pytest.warns(LedgerWarning, match=r"database is locked; keeping records in memory"):
-        ledger.record_cell("s1", measurement(0), via="auto")
-    assert ledger.status() == "in memory (1 pending): database is locked"
-    ledger.record_cell("s1", measurement(1), via="auto")  # within the back-off: no waiting
-    assert ledger.status().startswith("in memory (2 pending)")
-    assert read_cells(path) == []  # readers are not blocked in WAL mode
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for i in range(3):
+            started = time.monotonic()
+            ledger.record_cell("s1", measurement(i), via="auto")
+            assert time.monotonic() - started < 0.2  # CELL_WAIT_S and a margin
+        assert read_cells(path) == []  # readers are not blocked in WAL mode
+        # Held for longer than the busy timeout: now it counts as locked, and says so once.
+        wait_until(lambda: ledger.status().startswith("in memory"))
+    assert ledger.status() == "in memory (3 pending): database is locked"
+    [warning] = [w for w in caught if issubclass(w.category, LedgerWarning)]
+    assert "database is locked; keeping records in memory" in str(warning.message)
     holder.execute("COMMIT")
     holder.close()
 
-    wait_past_backoff(ledger)
-    ledger.record_cell("s1", measurement(2), via="auto")
-    assert ledger.status() == f"ok: {path}"
+    # Written by the background writer after the back-off, without any further call.
+    wait_until(lambda: ledger.status() == f"ok: {path}")
     assert [r["execution_count"] for r in read_cells(path)] == [1, 2, 3]
-    assert ledger._conn.execute("PRAGMA busy_timeout").fetchone()[0] == 300  # restored
 
 
 def test_session_opened_while_locked_is_linked_later(path, quick):
@@ -555,9 +563,8 @@ def test_read_only_file_keeps_records_in_memory(path, quick, read_only):
     assert len(read_cells(path)) == 1
 
     read_only.off()
-    wait_past_backoff(ledger)
-    beat(ledger, "s1", at=T0.timestamp())  # any write retries and flushes everything
-    assert ledger.status() == f"ok: {path}"
+    beat(ledger, "s1", at=T0.timestamp())
+    wait_until(lambda: ledger.status() == f"ok: {path}")  # retried after the back-off
     assert len(read_cells(path)) == 2
     assert read_sessions(path)[0]["tracker_state"] == "stopped"
 
@@ -573,9 +580,8 @@ def test_unwritable_location_then_fixed(tmp_path, quick):
     assert ledger.status().startswith("in memory (1 pending): cannot create the directory")
 
     blocker.unlink()
-    wait_past_backoff(ledger)
     ledger.record_cell("s1", measurement(1), via="auto")
-    assert ledger.status() == f"ok: {where}"
+    wait_until(lambda: ledger.status() == f"ok: {where}")  # retried after the back-off
     rows = read_cells(where)
     assert [r["session_uuid"] for r in rows] == ["s1", "s1"]  # linked after the flush
     assert rows[0]["notebook_path"] == "work/analysis.ipynb"
@@ -638,7 +644,7 @@ def test_pending_cells_are_bounded(path, quick, monkeypatch):
         ledger = quick(blocker / "ledger.sqlite3")
         for i in range(5):
             ledger.record_cell("s1", measurement(i), via="auto")
-    assert ledger.status().startswith("in memory (3 pending)")
+        assert ledger.status().startswith("in memory (3 pending)")
     assert [row["execution_count"] for _, row in ledger._cells] == [3, 4, 5]
 
 
@@ -666,6 +672,7 @@ for i in range(n):
     m = Measurement(name=f"{uuid}-{i}", duration_s=0.1, execution_count=i,
                     started_at=start + timedelta(seconds=i), ended_at=start + timedelta(seconds=i))
     ledger.record_cell(uuid, m, via="auto")
+ledger.flush()  # what the background writer still has (a lock held > 0.1 s), now
 status = ledger.status()
 print(status, flush=True)
 if action == "kill":
@@ -693,6 +700,7 @@ def test_two_processes_write_one_ledger_concurrently(path):
         out, err = worker.communicate(timeout=60)
         assert worker.returncode == 0, err
         assert out.strip() == f"ok: {path}"
+        assert "carbon_magic ledger" not in err  # no LedgerWarning (logged under "error")
     rows = read_cells(path)
     assert len(rows) == 600
     for uuid in ("p1", "p2"):
@@ -714,3 +722,172 @@ def test_killed_writer_loses_nothing_committed(path):
     with Ledger(path) as ledger:  # and the next kernel carries on writing
         ledger.record_cell("victim", measurement(), via="auto")
     assert len(read_cells(path)) == 51
+
+
+# --- nothing lost, nothing leaked ----------------------------------------------------
+
+
+def test_a_warnings_filter_of_error_never_turns_the_ledger_off(tmp_path, quick):
+    blocker = tmp_path / "data"
+    blocker.write_text("a file where the directory should be")
+    where = blocker / "ledger.sqlite3"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # pytest -W error, nbmake
+        ledger = quick(where)  # would raise the LedgerWarning
+        open_session(ledger)
+        ledger.record_cell("s1", measurement(0), via="auto")
+    assert ledger.status().startswith("in memory (1 pending): cannot create the directory")
+    blocker.unlink()
+    wait_until(lambda: ledger.status() == f"ok: {where}")
+    assert len(read_cells(where)) == 1
+
+
+@pytest.mark.filterwarnings("ignore::carbon_magic.ledger.LedgerWarning")
+def test_close_while_locked_keeps_a_journal_imported_once_in_order(path, quick):
+    ledger = quick(path, busy_timeout_s=0.2)
+    open_session(ledger)
+    ledger.record_cell("s1", measurement(0), via="auto")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    for i in range(1, 4):
+        ledger.record_cell("s1", measurement(i), via="auto")
+    beat(ledger, "s1", at=T0.timestamp() + 50)
+    ledger.update_session("s1", tracker_state="stopped", ended_at=T0.timestamp() + 60)
+    with pytest.warns(
+        LedgerWarning, match=r"could not be written .*kept in ledger\.sqlite3\.pending-"
+    ):
+        ledger.close(0.3)
+    [journal] = path.parent.glob("ledger.sqlite3.pending-*.json")
+    assert journal.stat().st_mode & 0o777 == 0o600
+    holder.execute("COMMIT")
+    holder.close()
+    assert len(read_cells(path)) == 1
+
+    journal_copy = journal.read_bytes()
+    with Ledger(path) as later:  # the next kernel
+        open_session(later, "s2", kernel_id="k2")
+    assert not journal.exists()
+    journal.write_bytes(journal_copy)  # as if a second kernel had found it at the same time
+    with Ledger(path) as again:
+        open_session(again, "s3", kernel_id="k3")
+    assert not journal.exists()
+    rows = read_cells(path)
+    assert [r["execution_count"] for r in rows] == [1, 2, 3, 4]
+    [s1] = [s for s in read_sessions(path) if s["session_uuid"] == "s1"]
+    assert s1["tracker_state"] == "stopped" and s1["ended_at"] == T0.timestamp() + 60
+    assert latest_heartbeat(path, "k1")["at"] == T0.timestamp() + 50
+
+
+def test_an_unreadable_journal_is_left_in_place_and_said_once(path):
+    bad = path.parent / "ledger.sqlite3.pending-broken.json"
+    bad.write_text("{not json")
+    with pytest.warns(LedgerWarning, match="cannot import ledger.sqlite3.pending-broken.json"):
+        with Ledger(path) as ledger:
+            open_session(ledger)
+            ledger.record_cell("s1", measurement(), via="auto")
+    assert bad.exists() and len(read_cells(path)) == 1
+
+
+@pytest.mark.filterwarnings("ignore::carbon_magic.ledger.LedgerWarning")
+def test_pending_records_move_to_a_new_ledger(tmp_path, quick):
+    old_path, new_path = tmp_path / "old.sqlite3", tmp_path / "new.sqlite3"
+    old = quick(old_path, busy_timeout_s=0.2)
+    open_session(old)
+    holder = sqlite3.connect(old_path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    for i in range(3):
+        old.record_cell("s1", measurement(i), via="auto")
+    new = quick(new_path)
+    open_session(new)
+    assert old.hand_over_pending(new) == 3
+    new.record_cell("s1", measurement(3), via="auto")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing is reported lost
+        old.close(0.1)
+    holder.execute("COMMIT")
+    holder.close()
+    assert new.flush() is True
+    assert [r["execution_count"] for r in read_cells(new_path)] == [1, 2, 3, 4]
+    assert read_cells(old_path) == []
+
+
+@pytest.mark.filterwarnings("ignore::carbon_magic.ledger.LedgerWarning")
+def test_cells_with_pending_include_what_is_not_written_yet(path, quick):
+    ledger = quick(path, busy_timeout_s=0.2)
+    open_session(ledger)
+    ledger.record_cell("s1", measurement(0), via="auto")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        ledger.record_cell("s1", measurement(1), via="auto")
+        ledger.record_cell("s1", measurement(2), via="auto")
+        rows, pending = ledger.cells_with_pending(session_uuid="s1")
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
+    assert pending == 2
+    assert [r["execution_count"] for r in rows] == [1, 2, 3]
+    assert rows[-1]["notebook_path"] == "work/analysis.ipynb"
+    assert ledger.flush() is True
+    rows, pending = ledger.cells_with_pending(session_uuid="s1")
+    assert pending == 0 and len(rows) == 3
+
+
+def test_ledger_is_created_private(tmp_path):
+    where = tmp_path / "fresh" / "ledger.sqlite3"
+    with Ledger(where) as ledger:
+        open_session(ledger)
+        ledger.record_cell("s1", measurement(), via="auto")
+        assert Path(f"{where}-wal").stat().st_mode & 0o777 == 0o600
+    assert where.stat().st_mode & 0o777 == 0o600
+    assert where.parent.stat().st_mode & 0o777 == 0o700
+
+
+def test_secret_settings_in_a_cell_source_are_redacted_not_every_letter():
+    m = measurement(source="%carbon config electricitymaps_token=t country=FR  # total")
+    assert cell_row(m, via="auto", budget=None)["source"] == (
+        "%carbon config electricitymaps_token=*** country=FR  # total"
+    )
+    m = measurement(source='carbon_magic.configure(electricitymaps_token="abc123")\nx = 1')
+    assert cell_row(m, via="auto", budget=None)["source"] == (
+        'carbon_magic.configure(electricitymaps_token="***")'
+    )
+
+
+def test_a_silent_session_reads_lost(path):
+    with Ledger(path) as ledger:
+        open_session(ledger, "quiet", started_at=T0.timestamp())
+        open_session(ledger, "beating", kernel_id="k2", started_at=T0.timestamp())
+        beat(ledger, "beating", at=T0.timestamp() + 1000)
+        open_session(ledger, "ended", kernel_id="k3", started_at=T0.timestamp())
+        ledger.update_session("ended", ended_at=T0.timestamp() + 5, tracker_state="stopped")
+    now = T0.timestamp() + 1200
+    states = {s["session_uuid"]: s["state"] for s in read_sessions(path, now=now)}
+    assert states == {"quiet": "lost", "beating": "running", "ended": "stopped"}
+    [beating] = read_sessions(path, kernel_id="k2", now=now)
+    assert beating["last_seen_at"] == T0.timestamp() + 1000
+
+
+@pytest.mark.filterwarnings("ignore::carbon_magic.ledger.LedgerWarning")
+def test_two_kernels_starting_together_import_a_journal_once(path, quick):
+    ledger = quick(path, busy_timeout_s=0.2)
+    open_session(ledger)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    for i in range(5):
+        ledger.record_cell("s1", measurement(i), via="auto")
+    ledger.close(0.2)
+    holder.execute("COMMIT")
+    holder.close()
+    assert len(list(path.parent.glob("ledger.sqlite3.pending-*.json"))) == 1
+
+    workers = [spawn(path, uuid, 1, "race") for uuid in ("p1", "p2")]
+    for worker in workers:
+        assert worker.stdout.readline().strip() == "ready", worker.stderr.read()
+    (path.parent / "ledger.sqlite3.go").touch()
+    for worker in workers:
+        _, err = worker.communicate(timeout=60)
+        assert worker.returncode == 0, err
+    counts = [r["execution_count"] for r in read_cells(path) if r["session_uuid"] == "s1"]
+    assert counts == [1, 2, 3, 4, 5]
+    assert not list(path.parent.glob("ledger.sqlite3.pending-*"))

@@ -32,6 +32,7 @@ class LedgerBuilder:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.ledger = Ledger(path)
+        self.kernel_ids: list[str] = []
 
     def session(
         self,
@@ -44,6 +45,8 @@ class LedgerBuilder:
         source: str = "static: FR (2023)",
     ) -> str:
         session_uuid = uuid.uuid4().hex
+        if kernel_id:
+            self.kernel_ids.append(kernel_id)
         self.ledger.open_session(
             session_uuid=session_uuid,
             kernel_id=kernel_id,
@@ -142,6 +145,14 @@ def jp_server_config(ledger_path: Path, carbon_config: dict) -> dict:
     }
 
 
+@pytest.fixture
+def served(jp_serverapp, builder, monkeypatch):
+    """The server runs every kernel the builder records sessions for."""
+    monkeypatch.setattr(
+        jp_serverapp.kernel_manager, "list_kernel_ids", lambda: list(builder.kernel_ids)
+    )
+
+
 def new_kernel_id() -> str:
     return str(uuid.uuid4())
 
@@ -167,7 +178,7 @@ async def status_of(jp_fetch, *parts: str, **kwargs) -> tuple[int, dict | str]:
 # --- kernel endpoint -------------------------------------------------------------------
 
 
-async def test_kernel_reports_live_power_and_heartbeat_totals(jp_fetch, builder):
+async def test_kernel_reports_live_power_and_heartbeat_totals(jp_fetch, builder, served):
     now = time.time()
     kernel_id = new_kernel_id()
     session = builder.session(kernel_id, started_at=now - 120)
@@ -211,7 +222,7 @@ async def test_kernel_reports_live_power_and_heartbeat_totals(jp_fetch, builder)
     assert data["session"]["interval_s"] == 1.0
 
 
-async def test_kernel_without_heartbeats_sums_its_cells(jp_fetch, builder):
+async def test_kernel_without_heartbeats_sums_its_cells(jp_fetch, builder, served):
     now = time.time()
     kernel_id = new_kernel_id()
     session = builder.session(kernel_id, started_at=now - 2)
@@ -229,7 +240,7 @@ async def test_kernel_without_heartbeats_sums_its_cells(jp_fetch, builder):
     assert data["heartbeat"] is None
 
 
-async def test_kernel_reports_its_latest_session_after_a_restart(jp_fetch, builder):
+async def test_kernel_reports_its_latest_session_after_a_restart(jp_fetch, builder, served):
     now = time.time()
     kernel_id = new_kernel_id()
     old = builder.session(kernel_id, started_at=now - 600, notebook="old.ipynb")
@@ -245,7 +256,7 @@ async def test_kernel_reports_its_latest_session_after_a_restart(jp_fetch, build
     assert data["power_w"]["cpu"] == 3.0
 
 
-async def test_stale_heartbeat_is_flagged(jp_fetch, builder):
+async def test_stale_heartbeat_is_flagged(jp_fetch, builder, served):
     now = time.time()
     kernel_id = new_kernel_id()
     session = builder.session(kernel_id, started_at=now - 300, interval_s=1.0)
@@ -260,7 +271,7 @@ async def test_stale_heartbeat_is_flagged(jp_fetch, builder):
     assert data["age_s"] == pytest.approx(60, abs=5)
 
 
-async def test_stale_threshold_follows_a_long_interval(jp_fetch, builder):
+async def test_stale_threshold_follows_a_long_interval(jp_fetch, builder, served):
     now = time.time()
     kernel_id = new_kernel_id()
     session = builder.session(kernel_id, started_at=now - 300, interval_s=30.0)
@@ -272,7 +283,7 @@ async def test_stale_threshold_follows_a_long_interval(jp_fetch, builder):
     assert data["stale"] is False and data["live"] is True
 
 
-async def test_stopped_tracker_is_not_live(jp_fetch, builder):
+async def test_stopped_tracker_is_not_live(jp_fetch, builder, served):
     now = time.time()
     kernel_id = new_kernel_id()
     session = builder.session(kernel_id, started_at=now - 30)
@@ -286,13 +297,66 @@ async def test_stopped_tracker_is_not_live(jp_fetch, builder):
     assert data["totals"]["emissions_g"] == pytest.approx(0.5)
 
 
-async def test_unknown_kernel_is_404_with_a_json_message(jp_fetch, builder):
+async def test_unknown_kernel_is_404_with_a_json_message(jp_fetch, builder, served):
     builder.session(new_kernel_id(), started_at=time.time())
+    untracked = new_kernel_id()
+    builder.kernel_ids.append(untracked)  # runs on this server, without a tracker
 
-    code, body = await status_of(jp_fetch, *API, "kernels", new_kernel_id())
+    code, body = await status_of(jp_fetch, *API, "kernels", untracked)
 
     assert code == 404
     assert "%load_ext carbon_magic" in body["message"]
+
+
+async def test_other_servers_kernels_are_not_answered(jp_fetch, builder, served):
+    mine, theirs = new_kernel_id(), new_kernel_id()
+    now = time.time()
+    for kernel_id in (mine, theirs):
+        session = builder.session(kernel_id, started_at=now - 30)
+        builder.beat(session, at=now, watts={"cpu": 5.0}, energy_kwh=0.001, emissions_g=0.1)
+    builder.kernel_ids.remove(theirs)  # a kernel of another server sharing the ledger
+
+    assert (await get_json(jp_fetch, *API, "kernels", mine))["kernel_id"] == mine
+    code, body = await status_of(jp_fetch, *API, "kernels", theirs)
+    assert code == 404
+    assert "not running on this server" in body["message"]
+    assert "power_w" not in body
+
+
+@pytest.mark.parametrize("carbon_config", [{"kernels": "ledger"}])
+async def test_every_ledger_kernel_is_answered_when_configured(jp_fetch, builder):
+    theirs = new_kernel_id()
+    session = builder.session(theirs, started_at=time.time() - 30)
+    builder.beat(session, at=time.time(), watts={"cpu": 5.0}, energy_kwh=0.001, emissions_g=0.1)
+
+    assert (await get_json(jp_fetch, *API, "kernels", theirs))["kernel_id"] == theirs
+
+
+async def test_a_corrupt_ledger_answers_503_and_metrics_say_it_is_down(
+    jp_fetch, builder, served, ledger_path
+):
+    kernel_id = new_kernel_id()
+    session = builder.session(kernel_id, started_at=time.time() - 30)
+    builder.beat(session, at=time.time(), watts={"cpu": 5.0}, energy_kwh=0.001, emissions_g=0.1)
+    response = await jp_fetch("carbon-magic", "metrics")
+    families = {f.name: f for f in text_string_to_metric_families(response.body.decode())}
+    assert families["carbon_magic_ledger_up"].samples[0].value == 1.0
+    builder.ledger.close()
+    for suffix in ("-wal", "-shm"):
+        Path(f"{ledger_path}{suffix}").unlink(missing_ok=True)
+    garbage = ledger_path.with_name("garbage")
+    garbage.write_bytes(b"this is not an SQLite file " * 200)
+    garbage.replace(ledger_path)
+
+    for parts in (("kernels", kernel_id), ("summary",)):
+        code, body = await status_of(jp_fetch, *API, *parts)
+        assert code == 503
+        assert body["message"].startswith("the ledger cannot be read: file is not a database")
+        assert "Traceback" not in json.dumps(body)
+    response = await jp_fetch("carbon-magic", "metrics")
+    assert response.code == 200
+    families = {f.name: f for f in text_string_to_metric_families(response.body.decode())}
+    assert families["carbon_magic_ledger_up"].samples[0].value == 0.0
 
 
 async def test_missing_ledger_is_404_for_kernels_and_empty_summary(jp_fetch, ledger_path):
@@ -626,3 +690,22 @@ def test_cell_sums_follow_new_cells_and_a_replaced_file(builder, ledger_path):
         fresh.ledger.close()
     finally:
         reader.close()
+
+
+async def test_a_killed_kernels_session_reads_lost(jp_fetch, builder, served):
+    now = time.time()
+    killed, busy = new_kernel_id(), new_kernel_id()
+    session = builder.session(killed, started_at=now - 3600)
+    builder.beat(session, at=now - 600, watts={"cpu": 20.0}, energy_kwh=0.01, emissions_g=0.5)
+    session = builder.session(busy, started_at=now - 3600)
+    builder.beat(session, at=now - 60, watts={"cpu": 20.0}, energy_kwh=0.01, emissions_g=0.5)
+
+    lost = await get_json(jp_fetch, *API, "kernels", killed)
+    assert lost["tracker_state"] == "lost"
+    assert lost["live"] is False and lost["stale"] is True
+    assert lost["totals"]["emissions_g"] == pytest.approx(0.5)
+    stale = await get_json(jp_fetch, *API, "kernels", busy)  # silent for a minute: stale only
+    assert stale["tracker_state"] == "running" and stale["stale"] is True
+    summary = await get_json(jp_fetch, *API, "summary")
+    states = {entry["kernel_id"]: entry["tracker_state"] for entry in summary["kernels"]}
+    assert states == {killed: "lost", busy: "running"}

@@ -9,6 +9,8 @@ from __future__ import annotations
 import http.client
 import ipaddress
 import json
+import socket
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -85,6 +87,68 @@ def _retry_after(headers: Any) -> float | None:
         return None  # an HTTP date: rare for APIs; the caller's backoff applies
 
 
+class _Deadline:
+    """One overall deadline for a request: when it passes, every socket the request
+    opened is shut down, which wakes a read blocked on a server trickling bytes (each
+    byte arriving within the socket timeout would otherwise keep it waiting)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            expired = self.expired
+        if expired:
+            _shut(sock)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # closed already
+
+
+def _deadline_handlers(deadline: _Deadline) -> list[urllib.request.BaseHandler]:
+    """HTTP and HTTPS handlers whose connections report their sockets to ``deadline``."""
+
+    class Connection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            super().connect()
+            deadline.watch(self.sock)
+
+    class SecureConnection(http.client.HTTPSConnection):
+        def connect(self) -> None:
+            super().connect()
+            deadline.watch(self.sock)
+
+    class Handler(urllib.request.HTTPHandler):
+        def http_open(self, req: Any) -> Any:
+            return self.do_open(Connection, req)
+
+    class SecureHandler(urllib.request.HTTPSHandler):
+        def https_open(self, req: Any) -> Any:
+            return self.do_open(SecureConnection, req, context=self._context)
+
+    return [Handler(), SecureHandler()]
+
+
 def get_json(
     url: str,
     *,
@@ -93,9 +157,10 @@ def get_json(
 ) -> Any:
     """GET ``url`` and return its decoded JSON body.
 
-    ``timeout_s`` (seconds, capped at ``MAX_TIMEOUT_S``) bounds the connection and
-    every read, and the body as a whole. Name resolution is done by the operating
-    system and is not bounded, so call this from a background thread only.
+    ``timeout_s`` (seconds, capped at ``MAX_TIMEOUT_S``) is one deadline for the whole
+    request: connecting, the status line and headers, and the body, however slowly a
+    server trickles them. Name resolution is done by the operating system and is not
+    bounded, so call this from a background thread only.
 
     Raises ``FetchError``: ``timeout``, ``network``, ``http`` (non-2xx, with
     ``status``) or ``malformed`` (not JSON, or too large).
@@ -107,7 +172,11 @@ def get_json(
     request.add_header("User-Agent", f"carbon_magic/{__version__}")
     for name, value in (headers or {}).items():
         request.add_header(name, value)
-    handlers: list[urllib.request.BaseHandler] = [_NoTokenLeakRedirect()]
+    watchdog = _Deadline(timeout_s)
+    handlers: list[urllib.request.BaseHandler] = [
+        _NoTokenLeakRedirect(),
+        *_deadline_handlers(watchdog),
+    ]
     if _is_loopback(url):
         # A local service is never reached through a proxy.
         handlers.append(urllib.request.ProxyHandler({}))
@@ -117,26 +186,40 @@ def get_json(
             body = _read_body(response, deadline, timeout_s)
     except FetchError:
         raise
-    except urllib.error.HTTPError as error:
-        retry = _retry_after(error.headers)
-        error.close()
-        raise FetchError(
-            "http", f"HTTP {error.code}", status=error.code, retry_after_s=retry
-        ) from None
-    except urllib.error.URLError as error:
-        if isinstance(error.reason, TimeoutError):
-            raise FetchError("timeout", f"no answer within {timeout_s:g} s") from None
-        raise FetchError("network", str(error.reason)) from None
-    except TimeoutError:
-        raise FetchError("timeout", f"no answer within {timeout_s:g} s") from None
-    except (OSError, ValueError, http.client.HTTPException) as error:
-        # ValueError: a URL urllib cannot use (bad scheme, bad port); HTTPException:
-        # a broken answer (bad status line, connection cut mid-body).
-        raise FetchError("network", str(error) or type(error).__name__) from None
+    except Exception as error:
+        if watchdog.expired:
+            raise FetchError("timeout", f"no complete answer within {timeout_s:g} s") from None
+        mapped = _fetch_error(error, timeout_s)
+        if mapped is None:
+            raise
+        raise mapped from None
+    finally:
+        watchdog.cancel()
+    if watchdog.expired:  # a body cut short at the deadline may still parse
+        raise FetchError("timeout", f"no complete answer within {timeout_s:g} s")
     try:
         return json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise FetchError("malformed", "the answer is not JSON") from None
+
+
+def _fetch_error(error: Exception, timeout_s: float) -> FetchError | None:
+    """The FetchError for what urllib or http.client raised; None for anything else."""
+    if isinstance(error, urllib.error.HTTPError):
+        retry = _retry_after(error.headers)
+        error.close()
+        return FetchError("http", f"HTTP {error.code}", status=error.code, retry_after_s=retry)
+    if isinstance(error, urllib.error.URLError):
+        if isinstance(error.reason, TimeoutError):
+            return FetchError("timeout", f"no answer within {timeout_s:g} s")
+        return FetchError("network", str(error.reason))
+    if isinstance(error, TimeoutError):
+        return FetchError("timeout", f"no answer within {timeout_s:g} s")
+    if isinstance(error, (OSError, ValueError, http.client.HTTPException)):
+        # ValueError: a URL urllib cannot use (bad scheme, bad port); HTTPException:
+        # a broken answer (bad status line, connection cut mid-body).
+        return FetchError("network", str(error) or type(error).__name__)
+    return None
 
 
 def _read_body(response: Any, deadline: float, timeout_s: float) -> bytes:

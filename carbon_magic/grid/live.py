@@ -93,21 +93,30 @@ class LiveReading:
     base_uncertainty: float  # relative, before ageing
 
 
+# The dirtiest grids stay under about 1,300 gCO2e/kWh (all-lignite hours); anything far
+# above is a broken or hostile answer, and would make every figure wrong.
+MAX_PLAUSIBLE_G_PER_KWH = 2000.0
+
+
 def malformed(detail: str) -> FetchError:
     """A ``FetchError`` for an answer of the wrong shape (raise it)."""
     return FetchError("malformed", detail)
 
 
 def number_field(obj: Any, key: str, *, where: str = "answer") -> float:
-    """``obj[key]`` as a non-negative finite float, or raise a malformed ``FetchError``."""
+    """``obj[key]`` as a plausible grid intensity (gCO2e/kWh): a finite float from 0 to
+    MAX_PLAUSIBLE_G_PER_KWH, or raise a malformed ``FetchError`` that says so."""
     if not isinstance(obj, dict):
         raise malformed(f"{where} is not an object")
     value = obj.get(key)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise malformed(f"{where} has no numeric {key!r}")
     value = float(value)
-    if not (0.0 <= value < 1e5):  # also rejects NaN; no grid is above 100 kg/kWh
-        raise malformed(f"{where} has an impossible {key!r}: {value:g}")
+    if not (0.0 <= value <= MAX_PLAUSIBLE_G_PER_KWH):  # also rejects NaN
+        raise malformed(
+            f"{where} has an implausible {key!r}: {value:g} g/kWh (real grids stay between "
+            f"0 and {MAX_PLAUSIBLE_G_PER_KWH:g})"
+        )
     return value
 
 

@@ -8,7 +8,10 @@ Routes, under the server's ``base_url``:
 
 Every endpoint requires an authenticated user allowed to read kernels (403 otherwise),
 except ``/metrics`` when ``CarbonMagicServer.metrics_allow_unauthenticated`` is set.
-Ledger reads run on one worker thread so the event loop never waits on SQLite.
+Ledger reads run on one worker thread so the event loop never waits on SQLite. A busy
+or corrupt ledger answers 503 with a JSON message; ``/metrics`` then answers 200 with
+``carbon_magic_ledger_up 0``. ``kernels/{kernel_id}`` answers only for this server's
+kernels, unless ``CarbonMagicServer.kernels = "ledger"``.
 """
 
 from __future__ import annotations
@@ -49,6 +52,17 @@ DAY_S = 86400.0
 T = TypeVar("T")
 
 
+class LedgerUnreadable(web.HTTPError):
+    """503: the ledger is busy, corrupt or otherwise unreadable."""
+
+    def __init__(self, error: sqlite3.Error) -> None:
+        if isinstance(error, sqlite3.OperationalError) and "locked" in str(error):
+            message = f"the ledger is busy: {error}"
+        else:
+            message = f"the ledger cannot be read: {error}"
+        super().__init__(503, message)
+
+
 @dataclass
 class ExtensionState:
     """What the handlers share: settings, the ledger reader and its worker thread."""
@@ -71,11 +85,19 @@ class CarbonMagicHandler(APIHandler):
         return self.settings[STATE_KEY]
 
     async def read_ledger(self, function: Callable[..., T], *args: Any) -> T:
-        """Run ``function(*args)`` on the ledger thread; a busy ledger answers 503."""
+        """Run ``function(*args)`` on the ledger thread. A busy or unreadable (corrupt)
+        ledger answers 503 with a JSON message (an HTTPError: one log line, no traceback)."""
         try:
             return await IOLoop.current().run_in_executor(self.state.executor, function, *args)
-        except sqlite3.OperationalError as error:
-            raise web.HTTPError(503, f"the ledger is busy: {error}") from error
+        except sqlite3.Error as error:
+            raise LedgerUnreadable(error) from None
+
+    def serves_kernel(self, kernel_id: str) -> bool:
+        """Whether this server answers for ``kernel_id``: one of its own kernels, or
+        any kernel of the ledger with ``CarbonMagicServer.kernels = "ledger"``."""
+        if self.state.config.kernels == "ledger":
+            return True
+        return kernel_id in set(self.kernel_manager.list_kernel_ids())
 
     async def notebook_paths(self) -> dict[str, str]:
         """The notebook path now of each kernel this server runs (follows renames)."""
@@ -103,6 +125,12 @@ class KernelHandler(CarbonMagicHandler):
     @web.authenticated
     @authorized
     async def get(self, kernel_id: str) -> None:
+        if not self.serves_kernel(kernel_id):
+            raise web.HTTPError(
+                404,
+                f"kernel {kernel_id} is not running on this server (CarbonMagicServer.kernels "
+                '= "ledger" answers for every kernel in the ledger)',
+            )
         try:
             figures = await self.read_ledger(self.state.reader.kernel, kernel_id)
         except LedgerUnavailable:
@@ -188,6 +216,9 @@ class MetricsHandler(CarbonMagicHandler):
                 self.state.reader.snapshot, now, views.utc_day_start(now)
             )
         except LedgerUnavailable:
+            snapshot, kernels = None, []
+        except LedgerUnreadable as error:  # scrapers get ledger_up 0, not an error
+            self.log.warning("carbon_magic: %s", error.log_message)
             snapshot, kernels = None, []
         else:
             kernels, _ = views.select_kernels(snapshot, server_ids, self.state.stale_after)

@@ -174,7 +174,7 @@ class LedgerCollector(Collector):
         )
         yield GaugeMetricFamily(
             "carbon_magic_ledger_up",
-            "1 when the ledger could be read, 0 when it does not exist yet.",
+            "1 when the ledger could be read, 0 when it does not exist yet or cannot be read.",
             value=0.0 if snapshot is None else 1.0,
         )
 

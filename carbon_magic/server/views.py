@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from carbon_magic.ledger_read import LOST_AFTER_S, session_state
 from carbon_magic.server.reader import COMPONENTS, LedgerSnapshot, SessionFigures, Totals
 
 StaleAfter = Callable[[float], float]  # interval_s -> seconds
@@ -36,7 +37,7 @@ def utc_day_start(now: float) -> float:
 class Liveness:
     """How current a session's live figures are."""
 
-    tracker_state: str  # running | stopped
+    tracker_state: str  # running | stopped | lost (silent for longer than LOST_AFTER_S)
     age_s: float  # seconds since the latest heartbeat (or the session start, before one)
     stale_after_s: float
     stale: bool
@@ -44,11 +45,19 @@ class Liveness:
 
 
 def liveness(figures: SessionFigures, now: float, stale_after: StaleAfter) -> Liveness:
-    """Judge a session's heartbeat: stale when older than ``stale_after(interval_s)``."""
+    """Judge a session's heartbeat: stale when older than ``stale_after(interval_s)``;
+    a running session silent for longer than LOST_AFTER_S (or the stale limit, if
+    longer) reads ``lost``: ended, as a killed kernel leaves it."""
     limit = stale_after(figures.session.interval_s)
     age = max(0.0, now - figures.last_seen)
     stale = age > limit
-    state = figures.tracker_state
+    state = session_state(
+        figures.session.ended_at,
+        figures.tracker_state,
+        figures.last_seen,
+        now,
+        max(limit, LOST_AFTER_S),
+    )
     return Liveness(state, age, limit, stale, state == "running" and not stale)
 
 

@@ -1,0 +1,194 @@
+"""Reading the ledger: read-only connections and the ``read_*`` functions.
+
+Readers never block the writers (WAL mode) and never write. Units as in
+:mod:`carbon_magic.ledger`: UTC epoch seconds, joules, kWh, grams CO2e.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "BUSY_TIMEOUT_S",
+    "LOST_AFTER_S",
+    "connect_readonly",
+    "latest_heartbeat",
+    "ledger_problem",
+    "read_cells",
+    "read_sessions",
+    "session_state",
+]
+
+BUSY_TIMEOUT_S = 5.0  # how long a write waits for another process's transaction
+# A session silent for this long (no heartbeat) reads as ended, lost: its kernel was
+# killed. Far above the heartbeat period (seconds), so a busy kernel is never lost.
+LOST_AFTER_S = 300.0
+
+
+def connect_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
+    """A read-only connection (``mode=ro`` URI) with ``sqlite3.Row`` rows and the busy
+    timeout. Raises FileNotFoundError when the file does not exist (SQLite would only say
+    "unable to open database file")."""
+    path = Path(path).expanduser().absolute()
+    if not path.is_file():
+        raise FileNotFoundError(f"no ledger at {path}")
+    conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def _query(
+    path_or_conn: str | os.PathLike[str] | sqlite3.Connection, sql: str, params: Iterable[Any]
+) -> list[dict[str, Any]]:
+    """Rows as dicts, from a connection (left open) or a path (opened read-only, closed).
+    A file without the table yet (nothing written so far) gives no rows."""
+    own = not isinstance(path_or_conn, sqlite3.Connection)
+    conn = connect_readonly(path_or_conn) if own else path_or_conn  # type: ignore[arg-type]
+    try:
+        cursor = conn.execute(sql, tuple(params))
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor]
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []
+        raise
+    finally:
+        if own:
+            conn.close()
+
+
+def read_cells(
+    path_or_conn: str | os.PathLike[str] | sqlite3.Connection,
+    *,
+    kernel_id: str | None = None,
+    session_uuid: str | None = None,
+    notebook_path: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Cell rows (all ``cells`` columns plus the session's ``session_uuid``,
+    ``notebook_path`` and ``host``), oldest first by ``started_at``.
+
+    Filters combine: ``since <= started_at < until`` (UTC epoch seconds); ``limit`` keeps
+    the most recent ``limit`` rows. Raises FileNotFoundError for a missing file and
+    sqlite3.Error for an unreadable one.
+    """
+    where, params = [], []
+    for column, value in (
+        ("c.kernel_id", kernel_id),
+        ("s.session_uuid", session_uuid),
+        ("s.notebook_path", notebook_path),
+    ):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if since is not None:
+        where.append("c.started_at >= ?")
+        params.append(float(since))
+    if until is not None:
+        where.append("c.started_at < ?")
+        params.append(float(until))
+    sql = (
+        "SELECT c.*, s.session_uuid, s.notebook_path, s.host "
+        "FROM cells c JOIN sessions s ON s.id = c.session_id"
+    )
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    if limit is None:
+        sql += " ORDER BY c.started_at, c.id"
+    else:
+        sql = f"SELECT * FROM ({sql} ORDER BY c.started_at DESC, c.id DESC LIMIT ?) "
+        sql += "ORDER BY started_at, id"
+        params.append(int(limit))
+    return _query(path_or_conn, sql, params)
+
+
+def session_state(
+    ended_at: float | None,
+    tracker_state: str | None,
+    last_seen_at: float | None,
+    now: float,
+    lost_after_s: float = LOST_AFTER_S,
+) -> str:
+    """How a session reads now: ``stopped`` (ended, or its tracker stopped), ``running``,
+    or ``lost``: not ended, but silent (no heartbeat, nor a start) for longer than
+    ``lost_after_s`` seconds, as a killed kernel leaves it. Times: UTC epoch seconds."""
+    if ended_at is not None or tracker_state == "stopped":
+        return "stopped"
+    if last_seen_at is None or now - last_seen_at > lost_after_s:
+        return "lost"
+    return "running"
+
+
+def read_sessions(
+    path_or_conn: str | os.PathLike[str] | sqlite3.Connection,
+    *,
+    kernel_id: str | None = None,
+    now: float | None = None,
+) -> list[dict[str, Any]]:
+    """Session rows (all ``sessions`` columns, JSON as text), oldest first; only those of
+    ``kernel_id`` when given. Each also has ``last_seen_at`` (its latest heartbeat, else
+    its start) and ``state`` (:func:`session_state` at ``now``, default the current
+    time): a killed kernel's session reads ``lost``. Raises as :func:`read_cells`."""
+    sql = (
+        "SELECT s.*, COALESCE((SELECT MAX(h.at) FROM heartbeats h WHERE h.session_id = s.id), "
+        "s.started_at) AS last_seen_at FROM sessions s"
+    )
+    params: list[Any] = []
+    if kernel_id is not None:
+        sql += " WHERE s.kernel_id = ?"
+        params.append(kernel_id)
+    rows = _query(path_or_conn, sql + " ORDER BY s.started_at, s.id", params)
+    at = time.time() if now is None else float(now)
+    for row in rows:
+        row["state"] = session_state(row["ended_at"], row["tracker_state"], row["last_seen_at"], at)
+    return rows
+
+
+def latest_heartbeat(
+    path_or_conn: str | os.PathLike[str] | sqlite3.Connection, kernel_id: str
+) -> dict[str, Any] | None:
+    """The newest heartbeat of ``kernel_id`` (across its sessions, e.g. after a restart):
+    all ``heartbeats`` columns plus ``session_uuid``, ``notebook_path``, ``host``, ``pid``
+    and the session's ``ended_at`` as ``session_ended_at``; None when there is none.
+    Raises as :func:`read_cells`."""
+    rows = _query(
+        path_or_conn,
+        "SELECT h.*, s.session_uuid, s.notebook_path, s.host, s.pid, "
+        "s.ended_at AS session_ended_at "
+        "FROM heartbeats h JOIN sessions s ON s.id = h.session_id "
+        "WHERE h.kernel_id = ? ORDER BY h.at DESC, h.id DESC LIMIT 1",
+        (kernel_id,),
+    )
+    return rows[0] if rows else None
+
+
+def ledger_problem(path: str | os.PathLike[str]) -> str | None:
+    """What is wrong with the ledger file at ``path``, in a few words, or None when it
+    reads well (or does not exist yet): not an SQLite file, damaged pages (``PRAGMA
+    quick_check``), or an SQLite file that is not a ledger. Read-only; never raises."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        return None
+    try:
+        conn = connect_readonly(path)
+    except (OSError, sqlite3.Error) as error:
+        return f"cannot be opened: {error}"
+    try:
+        damage = [row[0] for row in conn.execute("PRAGMA quick_check(5)") if row[0] != "ok"]
+        if damage:
+            return "damaged: " + "; ".join(damage)
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        if tables and "cells" not in tables:
+            return "an SQLite file, but not a carbon_magic ledger (it has no cells table)"
+    except sqlite3.Error as error:
+        return str(error)
+    finally:
+        conn.close()
+    return None

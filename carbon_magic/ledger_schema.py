@@ -1,0 +1,164 @@
+"""The ledger's schema, migrations, write transactions and SQLite error kinds.
+
+Migration N (1-based) brings a file from version N-1 to N, inside the transaction that
+also records the new version, so a failure leaves the file as it was. To change the
+schema, append one function to MIGRATIONS; never edit an existing entry.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from importlib import resources
+from typing import Any
+
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "Migration",
+    "NewerSchemaError",
+    "Transaction",
+    "describe_error",
+    "error_kind",
+    "migrate",
+    "schema_version",
+]
+
+
+class NewerSchemaError(Exception):
+    """The file was written by a newer carbon_magic; this code must not touch it."""
+
+
+Migration = Callable[[sqlite3.Connection], None]
+
+
+def _statements(script: str) -> Iterable[str]:
+    """Split an SQL script into complete statements (comments and all)."""
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            yield pending
+            pending = ""
+    leftover = [
+        line for line in pending.splitlines() if line.strip() and not line.strip().startswith("--")
+    ]
+    if leftover:
+        raise ValueError(f"incomplete SQL statement: {leftover[0][:80]}")
+
+
+def _migration_1_create(conn: sqlite3.Connection) -> None:
+    """Version 1: the tables of ``schema.sql`` (which stays the v1 script forever)."""
+    script = resources.files("carbon_magic").joinpath("schema.sql").read_text(encoding="utf-8")
+    # One statement at a time: executescript() would commit the migration's transaction.
+    for statement in _statements(script):
+        conn.execute(statement)
+
+
+# Migration N (1-based) brings a file from version N-1 to N, inside the transaction that
+# also records the new version, so a failure leaves the file as it was. To change the
+# schema, append one function here; never edit an existing entry.
+def _migration_2_heartbeat_prediction(conn: sqlite3.Connection) -> None:
+    """Version 2: heartbeats carry the running cell's predicted total at completion as
+    JSON (``{"fraction", "emissions_g", "emissions_range_g", "eta_s"}``), NULL when none."""
+    conn.execute("ALTER TABLE heartbeats ADD COLUMN prediction_json TEXT")
+
+
+MIGRATIONS: list[Migration] = [_migration_1_create, _migration_2_heartbeat_prediction]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The file's schema version; 0 for an empty or pre-versioning file."""
+    has_meta = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+    ).fetchone()
+    if not has_meta:
+        return 0
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Apply the missing migrations; raises NewerSchemaError for a newer file."""
+    known = len(MIGRATIONS)
+    version = schema_version(conn)
+    if version > known:
+        raise NewerSchemaError(version)
+    if version == known:
+        return
+    with Transaction(conn):
+        version = schema_version(conn)  # again, under the write lock: another kernel may
+        if version > known:  # have migrated meanwhile
+            raise NewerSchemaError(version)
+        for migration in MIGRATIONS[version:]:
+            migration(conn)
+        conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(known),)
+        )
+
+
+class Transaction:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on error) on an autocommit connection.
+
+    IMMEDIATE takes the write lock up front, so the busy timeout applies and a transaction
+    never fails half-way on a lock. SQLite answers some contention (WAL recovery, a
+    concurrent journal-mode switch) with an immediate SQLITE_BUSY that skips the busy
+    handler, so a BEGIN that fails fast is retried a few times.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        for attempt in range(4):
+            started = time.monotonic()
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+                return self.conn
+            except sqlite3.OperationalError as exc:
+                waited = time.monotonic() - started
+                timeout_s = self.conn.execute("PRAGMA busy_timeout").fetchone()[0] / 1000
+                # A BEGIN that used up the busy timeout met a real lock holder: give up.
+                if error_kind(exc) != "locked" or attempt == 3 or waited >= timeout_s / 2:
+                    raise
+                time.sleep(0.02 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+        elif self.conn.in_transaction:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # the original error is the one worth reporting
+
+
+_CORRUPT_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
+_LOCKED_CODES = {5, 6}  # SQLITE_BUSY, SQLITE_LOCKED
+_READONLY_CODES = {8}  # SQLITE_READONLY
+
+
+def error_kind(exc: BaseException) -> str:
+    """corrupt | locked | read-only | unavailable: what went wrong with the file."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    # An OSError's text names the file: a folder called "blocked" is not a lock.
+    text = str(exc.strerror if isinstance(exc, OSError) else exc).lower()
+    if primary in _CORRUPT_CODES or "not a database" in text or "malformed" in text:
+        return "corrupt"
+    if primary in _LOCKED_CODES or "locked" in text:
+        return "locked"
+    if primary in _READONLY_CODES or "readonly" in text or "read-only" in text:
+        return "read-only"
+    return "unavailable"
+
+
+def describe_error(exc: BaseException) -> str:
+    """A short text for ``exc``: an OSError's reason and file, else the message."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    return str(exc) or type(exc).__name__
