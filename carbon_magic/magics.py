@@ -27,6 +27,7 @@ from traitlets import All, TraitError, TraitType, observe
 from traitlets.config import Configurable
 
 from carbon_magic.budget import Budget, parse_budget
+from carbon_magic.cluster import ClusterCollector
 from carbon_magic.measurement import Measurement
 from carbon_magic.panel import (
     Panel,
@@ -124,6 +125,7 @@ class _CellRun:
         self.window = window
         self.cell_id = cell_id
         self.source = source
+        self.cluster_edge: Any = None
 
 
 # One SettingTrait per engine setting, so ``%config CarbonMagics.<name>`` and
@@ -156,6 +158,7 @@ class CarbonMagics(Magics, _SettingTraits):
         self._last_heartbeat = 0.0
         self._ledger_lock = threading.Lock()
         self.store = self._open_ledger()
+        self.cluster = ClusterCollector(tracker)
         self._sync_traits_from_settings()
         tracker.settings.on_change(self._settings_changed)
 
@@ -246,6 +249,7 @@ class CarbonMagics(Magics, _SettingTraits):
                 return
             window = self.tracker.begin(first_line(raw))
             self._cell = _CellRun(window, getattr(info, "cell_id", None), raw)
+            self._cell.cluster_edge = self.cluster.start()
             self._running_cell = (first_line(raw), time.time())
         except Exception as error:
             self._cell = None
@@ -259,6 +263,7 @@ class CarbonMagics(Magics, _SettingTraits):
             return
         try:
             m = self.tracker.end(cell.window)
+            self.cluster.end(cell.cluster_edge, m)
             m.name = ""  # auto-recorded cells have no name; reports show the first line
             m.execution_count = getattr(result, "execution_count", None)
             m.cell_id = cell.cell_id
@@ -368,6 +373,7 @@ class CarbonMagics(Magics, _SettingTraits):
             use_widgets = not quiet and widgets_available(self.shell)
             panel = Panel(name, use_widgets)
             run = _LiveRun(self, window, budget, on_exceed, panel, explicit_name)
+            run.cluster_edge = self.cluster.start()
             run.show()
             tracker.add_listener(run.on_tick)
             return run
@@ -382,6 +388,7 @@ class CarbonMagics(Magics, _SettingTraits):
         tracker = self.tracker
         try:
             m = tracker.end(run.window)
+            self.cluster.end(run.cluster_edge, m)
             m.name = run.explicit_name  # the ledger's name column holds explicit names only
             m.execution_count = _current_execution_count(self.shell)
             m.cell_id = _current_cell_id(self.shell)
@@ -511,6 +518,7 @@ class _LiveRun:
         self.exceeded = False
         self.stopping = False
         self.explicit_name = explicit_name
+        self.cluster_edge: Any = None
         self._active = True
         self._active_lock = threading.Lock()
         self.hint = _hint(magics.tracker)
@@ -620,6 +628,7 @@ def load(ipython: Any) -> None:
     ipython.events.register("post_run_cell", magics.post_run_cell)
     tracker.add_listener(magics._on_tick)
     _state.update(shell=ipython, magics=magics)
+    magics.cluster.poll()  # a Dask client made before %load_ext: install the plugins now
     magics.write_heartbeat()
 
 
@@ -640,6 +649,7 @@ def unload(ipython: Any) -> None:
     tracker = magics.tracker
     tracker.remove_listener(magics._on_tick)
     tracker.settings.remove_listener(magics._settings_changed)
+    magics.cluster.close()
     tracker.stop()
     magics.write_heartbeat()
     magics._ledger_call(
