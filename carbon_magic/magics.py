@@ -158,7 +158,7 @@ class CarbonMagics(Magics, _SettingTraits):
         self._last_heartbeat = 0.0
         self._ledger_lock = threading.Lock()
         self.store = self._open_ledger()
-        self.cluster = ClusterCollector(tracker)
+        self.cluster_reader = ClusterCollector(tracker)
         self._sync_traits_from_settings()
         tracker.settings.on_change(self._settings_changed)
 
@@ -249,7 +249,7 @@ class CarbonMagics(Magics, _SettingTraits):
                 return
             window = self.tracker.begin(first_line(raw))
             self._cell = _CellRun(window, getattr(info, "cell_id", None), raw)
-            self._cell.cluster_edge = self.cluster.start()
+            self._cell.cluster_edge = self.cluster_reader.start()
             self._running_cell = (first_line(raw), time.time())
         except Exception as error:
             self._cell = None
@@ -263,7 +263,7 @@ class CarbonMagics(Magics, _SettingTraits):
             return
         try:
             m = self.tracker.end(cell.window)
-            self.cluster.end(cell.cluster_edge, m)
+            self.cluster_reader.end(cell.cluster_edge, m)
             m.name = ""  # auto-recorded cells have no name; reports show the first line
             m.execution_count = getattr(result, "execution_count", None)
             m.cell_id = cell.cell_id
@@ -373,7 +373,7 @@ class CarbonMagics(Magics, _SettingTraits):
             use_widgets = not quiet and widgets_available(self.shell)
             panel = Panel(name, use_widgets)
             run = _LiveRun(self, window, budget, on_exceed, panel, explicit_name)
-            run.cluster_edge = self.cluster.start()
+            run.cluster_edge = self.cluster_reader.start()
             run.show()
             tracker.add_listener(run.on_tick)
             return run
@@ -388,7 +388,7 @@ class CarbonMagics(Magics, _SettingTraits):
         tracker = self.tracker
         try:
             m = tracker.end(run.window)
-            self.cluster.end(run.cluster_edge, m)
+            self.cluster_reader.end(run.cluster_edge, m)
             m.name = run.explicit_name  # the ledger's name column holds explicit names only
             m.execution_count = _current_execution_count(self.shell)
             m.cell_id = _current_cell_id(self.shell)
@@ -628,7 +628,7 @@ def load(ipython: Any) -> None:
     ipython.events.register("post_run_cell", magics.post_run_cell)
     tracker.add_listener(magics._on_tick)
     _state.update(shell=ipython, magics=magics)
-    magics.cluster.poll()  # a Dask client made before %load_ext: install the plugins now
+    magics.cluster_reader.poll()  # a Dask client made before %load_ext: install the plugins now
     magics.write_heartbeat()
 
 
@@ -649,7 +649,7 @@ def unload(ipython: Any) -> None:
     tracker = magics.tracker
     tracker.remove_listener(magics._on_tick)
     tracker.settings.remove_listener(magics._settings_changed)
-    magics.cluster.close()
+    magics.cluster_reader.close()
     tracker.stop()
     magics.write_heartbeat()
     magics._ledger_call(

@@ -59,7 +59,9 @@ class CarbonWorkerPlugin(WorkerPlugin):
     def read(self, mode: str = "process", kernel: Any = None) -> dict[str, Any]:
         """The worker handler: the agent's cumulative figures, or ``{"error": why}``."""
         if self.agent is None:
-            return {"error": self.error or "not set up"}
+            if self.error is not None:  # carbon_magic missing or broken on this worker
+                return {"error": self.error, "unmeasurable": True}
+            return {"error": "not set up"}
         try:
             return self.agent.read(mode, kernel)
         except Exception as error:
