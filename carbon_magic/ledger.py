@@ -43,6 +43,7 @@ __all__ = [
     "default_ledger_path",
     "latest_heartbeat",
     "measurement_from_row",
+    "read_cell_clusters",
     "read_cells",
     "read_sessions",
 ]
@@ -103,10 +104,40 @@ def _migration_1_create(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+def _migration_2_cluster(conn: sqlite3.Connection) -> None:
+    """Version 2: the Dask cluster part of a cell (already included in its ``cells``
+    figures): one ``cell_clusters`` row per such cell and one ``cell_hosts`` row per host
+    its workers ran on. Joules are IT energy before PUE; kWh facility; grams CO2e."""
+    conn.execute(
+        """CREATE TABLE IF NOT EXISTS cell_clusters (
+            cell_ref        INTEGER PRIMARY KEY REFERENCES cells (id),
+            missing_workers INTEGER NOT NULL,  -- workers whose energy this cell lacks
+            energy_kwh      REAL NOT NULL,     -- the cluster's share of cells.energy_kwh
+            emissions_g     REAL NOT NULL,     -- its share of cells.emissions_g
+            embodied_g      REAL NOT NULL      -- its share of cells.embodied_g
+        )"""
+    )
+    conn.execute(
+        """CREATE TABLE IF NOT EXISTS cell_hosts (
+            cell_ref     INTEGER NOT NULL REFERENCES cells (id),
+            host_id      TEXT NOT NULL,     -- machine identity (boot id or machine id hash)
+            name         TEXT NOT NULL,     -- host name, for people
+            workers      INTEGER NOT NULL,  -- workers seen at both cell edges
+            in_kernel    INTEGER NOT NULL,  -- of them, those the kernel's figures include
+            cpu_j        REAL NOT NULL,
+            gpu_j        REAL NOT NULL,
+            ram_j        REAL NOT NULL,
+            embodied_g   REAL NOT NULL,
+            methods_json TEXT NOT NULL,
+            PRIMARY KEY (cell_ref, host_id)
+        )"""
+    )
+
+
 # Migration N (1-based) brings a file from version N-1 to N, inside the transaction that
 # also records the new version, so a failure leaves the file as it was. To change the
 # schema, append one function here; never edit an existing entry.
-MIGRATIONS: list[Migration] = [_migration_1_create]
+MIGRATIONS: list[Migration] = [_migration_1_create, _migration_2_cluster]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -528,6 +559,8 @@ class Ledger:
         ``via``: auto | magic | api; ``budget``: e.g. ``"5g"``, or None.
         """
         row = cell_row(m, via=via, budget=budget)
+        if m.cluster is not None:
+            row[_CLUSTER_KEY] = m.cluster  # not a column: written to the cluster tables
         with self._lock:
             if session_uuid not in self._sessions:
                 self._sessions[session_uuid] = _Session(
@@ -797,7 +830,11 @@ class Ledger:
                     ids[uuid] = self._write_session(conn, session)
             for uuid, row in self._cells:
                 kernel_id = self._sessions[uuid].row["kernel_id"]
-                conn.execute(_INSERT_CELL, {**row, "session_id": ids[uuid], "kernel_id": kernel_id})
+                cursor = conn.execute(
+                    _INSERT_CELL, {**row, "session_id": ids[uuid], "kernel_id": kernel_id}
+                )
+                if row.get(_CLUSTER_KEY) is not None:
+                    _write_cluster(conn, int(cursor.lastrowid), row[_CLUSTER_KEY])
             for uuid, row in self._heartbeats:
                 self._write_heartbeat(conn, ids[uuid], uuid, row)
         # Only after COMMIT: a rolled-back transaction leaves everything pending.
@@ -907,6 +944,42 @@ def _prune_all_heartbeats(conn: sqlite3.Connection, before: float) -> None:
     )
 
 
+_CLUSTER_KEY = "_cluster"
+
+
+def _write_cluster(conn: sqlite3.Connection, cell_ref: int, cluster: Mapping[str, Any]) -> None:
+    """The ``cell_clusters`` row and ``cell_hosts`` rows of one cell (``Measurement.cluster``)."""
+    conn.execute(
+        "INSERT INTO cell_clusters (cell_ref, missing_workers, energy_kwh, emissions_g, "
+        "embodied_g) VALUES (?, ?, ?, ?, ?)",
+        (
+            cell_ref,
+            int(cluster.get("missing_workers", 0)),
+            float(cluster.get("energy_kwh", 0.0)),
+            float(cluster.get("emissions_g", 0.0)),
+            float(cluster.get("embodied_g", 0.0)),
+        ),
+    )
+    for host_id, host in cluster.get("hosts", {}).items():
+        energy = host.get("energy_j", {})
+        conn.execute(
+            "INSERT INTO cell_hosts (cell_ref, host_id, name, workers, in_kernel, cpu_j, "
+            "gpu_j, ram_j, embodied_g, methods_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                cell_ref,
+                str(host_id),
+                str(host.get("name", "")),
+                int(host.get("workers", 0)),
+                int(host.get("in_kernel", 0)),
+                float(energy.get("cpu", 0.0)),
+                float(energy.get("gpu", 0.0)),
+                float(energy.get("ram", 0.0)),
+                float(host.get("embodied_g", 0.0)),
+                _json(host.get("methods", {})),
+            ),
+        )
+
+
 # --- readers --------------------------------------------------------------------------
 
 
@@ -986,7 +1059,38 @@ def read_cells(
         sql = f"SELECT * FROM ({sql} ORDER BY c.started_at DESC, c.id DESC LIMIT ?) "
         sql += "ORDER BY started_at, id"
         params.append(int(limit))
-    return _query(path_or_conn, sql, params)
+    return _with_cluster_share(path_or_conn, _query(path_or_conn, sql, params))
+
+
+CLUSTER_SHARE_COLUMNS = (
+    "cluster_kwh",
+    "cluster_emissions_g",
+    "cluster_workers",
+    "cluster_hosts",
+    "cluster_missing_workers",
+)
+
+
+def _with_cluster_share(
+    path_or_conn: str | os.PathLike[str] | sqlite3.Connection, rows: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Add the ``CLUSTER_SHARE_COLUMNS`` to the rows of cells that used a Dask cluster
+    (kWh facility, grams CO2e; counts), from the cluster tables."""
+    if not rows:
+        return rows
+    clusters = read_cell_clusters(path_or_conn, (row["id"] for row in rows))
+    for row in rows:
+        cluster = clusters.get(row["id"])
+        if cluster is not None:
+            hosts = cluster["hosts"].values()
+            row.update(
+                cluster_kwh=cluster["energy_kwh"],
+                cluster_emissions_g=cluster["emissions_g"],
+                cluster_workers=sum(host["workers"] for host in hosts),
+                cluster_hosts=len(cluster["hosts"]),
+                cluster_missing_workers=cluster["missing_workers"],
+            )
+    return rows
 
 
 def read_sessions(
@@ -1018,3 +1122,41 @@ def latest_heartbeat(
         (kernel_id,),
     )
     return rows[0] if rows else None
+
+
+def read_cell_clusters(
+    path_or_conn: str | os.PathLike[str] | sqlite3.Connection, cell_ids: Iterable[int]
+) -> dict[int, dict[str, Any]]:
+    """The Dask cluster part of the given cells (``cells.id``), as ``Measurement.cluster``
+    holds it: ``{cell id: {"hosts": {host_id: {"name", "workers", "in_kernel", "energy_j",
+    "embodied_g", "methods"}}, "missing_workers", "energy_kwh", "emissions_g",
+    "embodied_g"}}``. Cells without a cluster are absent. Raises as :func:`read_cells`."""
+    ids = sorted({int(i) for i in cell_ids})
+    found: dict[int, dict[str, Any]] = {}
+    for offset in range(0, len(ids), 500):  # SQLite's limit on bound parameters
+        chunk = ids[offset : offset + 500]
+        marks = ", ".join("?" * len(chunk))
+        for row in _query(
+            path_or_conn, f"SELECT * FROM cell_clusters WHERE cell_ref IN ({marks})", chunk
+        ):
+            found[row["cell_ref"]] = {
+                "hosts": {},
+                "missing_workers": row["missing_workers"],
+                "energy_kwh": row["energy_kwh"],
+                "emissions_g": row["emissions_g"],
+                "embodied_g": row["embodied_g"],
+            }
+        for row in _query(
+            path_or_conn, f"SELECT * FROM cell_hosts WHERE cell_ref IN ({marks})", chunk
+        ):
+            cluster = found.get(row["cell_ref"])
+            if cluster is not None:
+                cluster["hosts"][row["host_id"]] = {
+                    "name": row["name"],
+                    "workers": row["workers"],
+                    "in_kernel": row["in_kernel"],
+                    "energy_j": {"cpu": row["cpu_j"], "gpu": row["gpu_j"], "ram": row["ram_j"]},
+                    "embodied_g": row["embodied_g"],
+                    "methods": json.loads(row["methods_json"] or "{}"),
+                }
+    return found

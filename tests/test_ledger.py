@@ -365,7 +365,7 @@ def test_old_heartbeats_of_dead_sessions_are_pruned_at_next_start(path):
 
 def test_schema_version_is_recorded(path):
     Ledger(path).close()
-    assert SCHEMA_VERSION == len(ledger_module.MIGRATIONS) == 1
+    assert SCHEMA_VERSION == len(ledger_module.MIGRATIONS) == 2
     assert schema_version_of(path) == SCHEMA_VERSION
 
 
@@ -377,7 +377,7 @@ def test_pre_versioning_file_is_migrated_and_keeps_its_data(path):
     with Ledger(path) as ledger:
         open_session(ledger)
         ledger.record_cell("s1", measurement(), via="auto")
-    assert schema_version_of(path) == 1
+    assert schema_version_of(path) == SCHEMA_VERSION
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT text FROM notes").fetchall() == [("keep me",)]
     conn.close()
@@ -397,10 +397,10 @@ def test_a_new_migration_is_applied_once_to_an_older_file(path, monkeypatch):
     monkeypatch.setattr(ledger_module, "MIGRATIONS", [*ledger_module.MIGRATIONS, add_carbon_note])
     with Ledger(path) as ledger:
         ledger.record_cell("s1", measurement(1), via="auto")
-    with Ledger(path) as ledger:  # already at 2: nothing to do
+    with Ledger(path) as ledger:  # already migrated: nothing to do
         assert ledger.status() == f"ok: {path}"
     assert calls == [1]
-    assert schema_version_of(path) == 2
+    assert schema_version_of(path) == SCHEMA_VERSION + 1
     rows = read_cells(path)
     assert len(rows) == 2 and all(r["note"] is None for r in rows)
 
@@ -420,7 +420,7 @@ def test_a_failing_migration_changes_nothing(path, monkeypatch, quick):
     assert ledger.status() == "in memory (1 pending): disk I/O error"
     with pytest.warns(LedgerWarning, match=r"1 pending record\(s\) could not be written"):
         ledger.close()
-    assert schema_version_of(path) == 1
+    assert schema_version_of(path) == SCHEMA_VERSION
     with sqlite3.connect(path) as conn:
         assert (
             conn.execute("SELECT name FROM sqlite_master WHERE name = 'half_done'").fetchall() == []
