@@ -6,6 +6,9 @@ Per kernel (labels ``kernel_id``, ``notebook``; power also ``component``):
   fresh heartbeat); a kernel whose figures are stale has no power sample.
 - ``carbon_magic_energy_kwh_total``, ``carbon_magic_emissions_grams_total``,
   ``carbon_magic_embodied_grams_total`` counters: all sessions of the kernel id.
+- ``carbon_magic_cluster_energy_kwh_total``, ``carbon_magic_cluster_emissions_grams_total``
+  counters: the part of the kernel's recorded cells that ran on Dask workers (already
+  inside the cells' figures; the kernel's own counters above do not include it).
 - ``carbon_magic_grid_intensity_grams_per_kwh`` gauge (label ``source``),
   ``carbon_magic_heartbeat_age_seconds`` gauge, ``carbon_magic_tracker_live`` gauge (1/0).
 
@@ -75,6 +78,9 @@ def exposition(
     intensity: list[Sample] = []
     age: list[Sample] = []
     live: list[Sample] = []
+    cluster_energy: list[Sample] = []
+    cluster_emissions: list[Sample] = []
+    cluster = snapshot.cluster if snapshot is not None else {}
     server_power = dict.fromkeys(COMPONENTS, 0.0)
     now = snapshot.now if snapshot is not None else 0.0
     for summary in kernels:
@@ -92,6 +98,10 @@ def exposition(
         energy.append((labels, summary.all_time.energy_kwh))
         emissions.append((labels, summary.all_time.emissions_g))
         embodied.append((labels, summary.all_time.embodied_g))
+        if summary.kernel_id in cluster:
+            cluster_kwh, cluster_g = cluster[summary.kernel_id]
+            cluster_energy.append((labels, cluster_kwh))
+            cluster_emissions.append((labels, cluster_g))
         grid = intensity_json(latest)
         intensity.append(({**labels, "source": grid["source"]}, grid["g_per_kwh"]))
         age.append((labels, state.age_s))
@@ -118,6 +128,18 @@ def exposition(
         "counter",
         "Amortised embodied emissions of the kernel's hardware use, grams CO2e.",
         embodied,
+    )
+    lines += _family(
+        "carbon_magic_cluster_energy_kwh_total",
+        "counter",
+        "Facility energy of the kernel's cells spent on Dask workers, kWh.",
+        cluster_energy,
+    )
+    lines += _family(
+        "carbon_magic_cluster_emissions_grams_total",
+        "counter",
+        "Operational emissions of the kernel's cells on Dask workers, grams CO2e.",
+        cluster_emissions,
     )
     lines += _family(
         "carbon_magic_grid_intensity_grams_per_kwh",
