@@ -4,9 +4,11 @@ workers at each recorded cell's edges, and add their part to the cell.
 Cheap when there is no cluster: a cell edge looks at ``sys.modules`` and, only where
 ``distributed`` is already imported, asks it for the default client. Installing the
 plugins runs in a background thread; reading the workers is one round trip through the
-scheduler, which asks every worker at once with a per-worker timeout. The kernel waits
-for that round at most ``EDGE_TIMEOUT_S``: a slow or dead worker (or scheduler) never
-holds a cell up longer, and counts as missing. Nothing here raises into a cell.
+scheduler, which asks every worker at once with a per-worker timeout. The start's
+request is only sent when the cell starts; its answer is collected when the cell ends,
+together with the end's (asked before waiting), so a cell waits for about one round, and
+never more than ``EDGE_TIMEOUT_S``: a slow or dead worker (or scheduler) never holds a
+cell up longer, and counts as missing. Nothing here raises into a cell.
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from carbon_magic.cluster.combine import add_cluster, cluster_figures, unmeasurable
-from carbon_magic.cluster.identity import ProcessIdentity, this_process
+from carbon_magic.cluster.identity import ProcessIdentity, covered_by, this_process
 from carbon_magic.measurement import Measurement
 
 log = logging.getLogger("carbon_magic")
@@ -35,11 +37,12 @@ BACKOFF_S = 30.0  # after a round that timed out as a whole (scheduler unreachab
 
 @dataclass
 class CellEdge:
-    """The workers' replies at a cell's start."""
+    """A cell's start: the request sent to the workers, its answer still to collect."""
 
     client_ref: Any
     mode: str
-    replies: dict[str, Any] = field(default_factory=dict)
+    pending: Any  # a concurrent.futures.Future of the replies, or None
+    sent_at: float  # time.monotonic() of the request, seconds
 
 
 def _default_client() -> Any:
@@ -152,30 +155,44 @@ class ClusterCollector:
             return None
         return client
 
-    def read(self, mode: str) -> dict[str, Any]:
-        """Every worker's reply now (``{address: reply}``), within ``EDGE_TIMEOUT_S``.
-
-        A round that fails as a whole marks every known worker as missing and pauses
-        reading for ``BACKOFF_S`` (so a dead scheduler costs one second, not two per
-        cell)."""
+    def send(self, mode: str) -> Any:
+        """Ask every worker for its counters now, without waiting: a future of the
+        replies, or None when there is no cluster to ask (or reading is paused)."""
         client = self._client()
         if client is None or time.monotonic() < self._skip_until:
-            return {address: {"error": "not read"} for address in self._known}
+            return None
         from carbon_magic.cluster.plugins import READ_OP
 
-        kernel = self.kernel_identity().to_dict()
+        kernel_identity = self.kernel_identity()
+        kernel = kernel_identity.to_dict()
+        # Workers the kernel already counts need not be asked again: the scheduler only
+        # confirms they are still there.
+        skip = [
+            address
+            for address, identity in self._known.items()
+            if covered_by(identity, kernel_identity, mode)
+        ]
 
         async def ask() -> Any:
             call = getattr(client.scheduler, READ_OP)
-            return await call(mode=mode, kernel=kernel, timeout=WORKER_TIMEOUT_S)
+            return await call(mode=mode, kernel=kernel, timeout=WORKER_TIMEOUT_S, skip=skip)
 
         try:
-            future = asyncio.run_coroutine_threadsafe(ask(), client.loop.asyncio_loop)
+            return asyncio.run_coroutine_threadsafe(ask(), client.loop.asyncio_loop)
         except Exception as error:
             self._notice(f"cannot reach the Dask scheduler: {error!r}")
+            return None
+
+    def collect(self, future: Any, timeout_s: float = EDGE_TIMEOUT_S) -> dict[str, Any]:
+        """The replies of ``send`` (``{address: reply}``), waiting at most ``timeout_s``.
+
+        A round that fails as a whole marks every known worker as missing; one that
+        times out also pauses reading for ``BACKOFF_S`` (a dead scheduler then costs one
+        second, not one per cell edge)."""
+        if future is None:
             return {address: {"error": "not read"} for address in self._known}
         try:
-            replies = future.result(timeout=EDGE_TIMEOUT_S)
+            replies = future.result(timeout=max(timeout_s, 0.0))
         except concurrent.futures.TimeoutError:
             future.cancel()
             self._skip_until = time.monotonic() + BACKOFF_S
@@ -195,11 +212,16 @@ class ClusterCollector:
                     pass
         return replies
 
+    def read(self, mode: str) -> dict[str, Any]:
+        """Every worker's reply now, within ``EDGE_TIMEOUT_S`` (``send`` + ``collect``)."""
+        return self.collect(self.send(mode))
+
     # ------------------------------------------------------------ cell edges
 
     def start(self) -> CellEdge | None:
-        """At a recorded cell's start: the workers' replies, or None without a cluster.
-        Never raises."""
+        """At a recorded cell's start: ask the workers (the answer is collected at the
+        cell's end, so the cell does not wait for it); None without a cluster. Never
+        raises."""
         try:
             if not self.enabled():
                 return None
@@ -209,7 +231,7 @@ class ClusterCollector:
             if self._state != "ready":
                 return None
             mode = self.tracker.settings.get("mode")
-            return CellEdge(self._client_ref, mode, self.read(mode))
+            return CellEdge(self._client_ref, mode, self.send(mode), time.monotonic())
         except Exception as error:
             self._notice(f"cluster reading failed: {error!r}")
             return None
@@ -219,11 +241,14 @@ class ClusterCollector:
         place). Also notices a client the cell created. Never raises."""
         try:
             if edge is not None and self._client_ref is edge.client_ref:
-                replies = self.read(edge.mode)
+                ending = self.send(edge.mode)  # asked before waiting for the start's answer
+                now = time.monotonic()
+                start = self.collect(edge.pending, edge.sent_at + EDGE_TIMEOUT_S - now)
+                end = self.collect(ending, now + EDGE_TIMEOUT_S - time.monotonic())
                 cluster = cluster_figures(
-                    edge.replies, replies, self.kernel_identity(), edge.mode, self._known
+                    start, end, self.kernel_identity(), edge.mode, self._known
                 )
-                self._tell_unmeasurable({**edge.replies, **replies})
+                self._tell_unmeasurable({**start, **end})
                 add_cluster(m, cluster, self.tracker.intensity())
             self.poll()
         except Exception as error:

@@ -26,6 +26,11 @@ def _usable(reply: Any) -> bool:
     return isinstance(reply, dict) and "error" not in reply and "identity" in reply
 
 
+def _present(reply: Any) -> bool:
+    """Answered, or not asked because the kernel counts it (``skipped``)."""
+    return _usable(reply) or (isinstance(reply, dict) and bool(reply.get("skipped")))
+
+
 def _identity(reply: Any) -> ProcessIdentity | None:
     if isinstance(reply, dict) and "identity" in reply:
         try:
@@ -84,7 +89,7 @@ def cluster_figures(
         before, after = start.get(address), end.get(address)
         identity = _identity(after) or _identity(before) or known.get(address)
         if identity is not None and covered_by(identity, kernel, mode):
-            if _usable(before) and _usable(after):
+            if _present(before) and _present(after):
                 entry = host_entry(identity)
                 entry["workers"] += 1
                 entry["in_kernel"] += 1

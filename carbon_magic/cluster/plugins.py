@@ -85,11 +85,18 @@ class CarbonSchedulerPlugin(SchedulerPlugin):
             del self.scheduler.handlers[READ_OP]
 
     async def read(
-        self, mode: str = "process", kernel: Any = None, timeout: float = 0.8
+        self,
+        mode: str = "process",
+        kernel: Any = None,
+        timeout: float = 0.8,
+        skip: Any = (),
     ) -> dict[str, dict[str, Any]]:
         """``{worker address: reply}`` for every worker; a worker that does not answer
-        within ``timeout`` seconds, or fails, gets ``{"error": why}``."""
-        addresses = list(self.scheduler.workers)
+        within ``timeout`` seconds, or fails, gets ``{"error": why}``. Workers in ``skip``
+        (those the kernel already counts itself) are not asked: ``{"skipped": True}``."""
+        skipped = set(skip or ())
+        addresses = [a for a in self.scheduler.workers if a not in skipped]
+        present = {a: {"skipped": True} for a in self.scheduler.workers if a in skipped}
 
         async def ask(address: str) -> dict[str, Any]:
             try:
@@ -106,4 +113,4 @@ class CarbonSchedulerPlugin(SchedulerPlugin):
             return reply
 
         replies = await asyncio.gather(*(ask(address) for address in addresses))
-        return dict(zip(addresses, replies, strict=True))
+        return {**present, **dict(zip(addresses, replies, strict=True))}
