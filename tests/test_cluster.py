@@ -198,6 +198,10 @@ def test_process_mode_matches_cpu_seconds_of_kernel_and_workers(tmp_path, dask_p
     stored = ledger_module.read_cell_clusters(ledger, [row["id"]])[row["id"]]
     assert stored["hosts"] == cluster["hosts"]
     assert row["cluster_workers"] == 2 and row["cpu_j"] == pytest.approx(m["energy_j"]["cpu"])
+    # Once the client is closed, cells have no cluster part again.
+    ok(kernel.execute("client.close()"))
+    ok(kernel.execute("y = 2"))
+    assert last(kernel)["cluster"] is None
 
 
 def test_local_cluster_is_not_counted_twice(tmp_path, kernels):

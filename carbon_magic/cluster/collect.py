@@ -230,6 +230,8 @@ class ClusterCollector:
                 self.wait_ready(EDGE_TIMEOUT_S)
             if self._state != "ready":
                 return None
+            if self._client() is None:  # closed (or reconnecting): no cluster this cell
+                return None
             mode = self.tracker.settings.get("mode")
             return CellEdge(self._client_ref, mode, self.send(mode), time.monotonic())
         except Exception as error:
