@@ -356,3 +356,8 @@ def test_worker_without_carbon_magic_is_named_once(tmp_path, dask_procs, kernels
     assert m["cluster"]["missing_workers"] == 1
     (host,) = m["cluster"]["hosts"].values()
     assert host["workers"] == 1
+    # A %%carbon cell shows the kernel and the cluster apart.
+    panel = ok(kernel.execute("%%carbon --quiet\nclient.submit(burn, 0.3, pure=False).result()"))
+    assert "· cluster " in panel.text and "1 worker on 1 host" in panel.text, panel.text
+    assert "1 worker not measured" in panel.text
+    assert "could not be measured" not in panel.text  # said once, already

@@ -140,3 +140,16 @@ def test_the_cell_includes_the_cluster_part():
     line = describe(m.cluster, m)
     assert line.startswith("kernel 150 mWh · cluster ")
     assert line.endswith(" Wh, 1 worker on 1 host")
+
+
+def test_worker_settings_follow_the_kernel_unless_the_worker_sets_them():
+    from carbon_magic.cluster.agent import worker_settings
+
+    settings = worker_settings(
+        {"mode": "machine", "interval": 0.5, "embodied": False, "powercap_root": "/kernel/only"},
+        environ={"CARBON_MAGIC_INTERVAL": "2", "CARBON_MAGIC_POWERCAP_ROOT": "/worker/tree"},
+    )
+    assert settings.mode == "machine" and settings.embodied is False
+    assert settings.interval == 2.0  # the worker's own environment wins
+    assert settings.powercap_root == "/worker/tree"  # hardware is never the kernel's
+    assert settings.intensity == "static"  # the kernel converts; workers call no grid API
