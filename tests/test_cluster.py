@@ -305,6 +305,23 @@ def test_killed_or_stopped_worker_never_holds_up_or_breaks_a_cell(tmp_path, dask
     assert m["source"] == "x = 1" and m["status"] == "ok"
     assert m["cluster"]["missing_workers"] >= 1
     assert stalled < 2 * 1.0 + 2.0
+
+    # A scheduler that stops answering: the edge gives up after a second, then reading
+    # pauses, so the next cells are not held up at all.
+    scheduler = dask_procs.procs[0]
+    os.kill(scheduler.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        ok(kernel.execute("z = 3"))
+        first = time.monotonic() - started
+        started = time.monotonic()
+        ok(kernel.execute("z = 4"))
+        second = time.monotonic() - started
+    finally:
+        os.kill(scheduler.pid, signal.SIGCONT)
+    assert first < 1.0 + 2.0 and second < 1.0
+    m = last(kernel)
+    assert m["source"] == "z = 4" and m["cluster"]["missing_workers"] == 2
     from carbon_magic import ledger as ledger_module
 
     sources = [row["source"] for row in ledger_module.read_cells(ledger)]

@@ -97,7 +97,13 @@ class ClusterCollector:
 
     def poll(self) -> None:
         """Notice a client created since the last look and install the plugins in the
-        background. Cheap when nothing changed."""
+        background. Cheap when nothing changed. Never raises."""
+        try:
+            self._poll()
+        except Exception as error:
+            self._notice(f"cannot look for a Dask client: {error!r}")
+
+    def _poll(self) -> None:
         if not self.enabled():
             return
         client = _default_client()
@@ -203,13 +209,17 @@ class ClusterCollector:
             return {address: {"error": "failed"} for address in self._known}
         if not isinstance(replies, dict):
             return {}
+        known: dict[str, ProcessIdentity] = {}  # the workers there now; gone ones drop out
         for address, reply in replies.items():
             identity = reply.get("identity") if isinstance(reply, dict) else None
-            if identity:
-                try:
-                    self._known[address] = ProcessIdentity.from_dict(identity)
-                except (KeyError, TypeError, ValueError):
-                    pass
+            try:
+                if identity:
+                    known[address] = ProcessIdentity.from_dict(identity)
+                elif address in self._known:
+                    known[address] = self._known[address]
+            except (KeyError, TypeError, ValueError):
+                pass
+        self._known = known
         return replies
 
     def read(self, mode: str) -> dict[str, Any]:
