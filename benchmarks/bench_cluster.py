@@ -101,8 +101,8 @@ def cell_latency(runs: int, scheduler: str | None = None) -> None:
     print(f"  cluster=off: median {median(off):.2f} ms, p95 {p95(off):.2f} ms")
     print(f"  cluster=auto: median {median(on):.2f} ms, p95 {p95(on):.2f} ms")
     print(
-        f"  added per cell: median +{median(on) - median(off):.2f} ms, "
-        f"p95 +{p95(on) - p95(off):.2f} ms (target ≤ 20 ms at p95)"
+        f"  added per cell: median {median(on) - median(off):+.2f} ms, "
+        f"p95 {p95(on) - p95(off):+.2f} ms (p95 on − p95 off; target ≤ 20 ms)"
     )
     print(
         f"  (the last cell read {host['workers']} workers, {host['in_kernel']} in the kernel's tree)"
