@@ -378,3 +378,17 @@ def test_worker_without_carbon_magic_is_named_once(tmp_path, dask_procs, kernels
     assert "· cluster " in panel.text and "1 worker on 1 host" in panel.text, panel.text
     assert "1 worker not measured" in panel.text
     assert "could not be measured" not in panel.text  # said once, already
+    # Unloading the extension takes the plugins off the cluster again.
+    ok(kernel.execute("%unload_ext carbon_magic"))
+    gone = ok(
+        kernel.execute(
+            "def _plugged(dask_worker):\n"
+            "    return 'carbon_magic' in dask_worker.plugins\n"
+            "for _ in range(100):\n"
+            "    if not any(client.run(_plugged).values()):\n"
+            "        break\n"
+            "    time.sleep(0.1)\n"
+            "any(client.run(_plugged).values())"
+        )
+    )
+    assert gone.result == "False"
