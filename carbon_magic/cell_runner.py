@@ -324,6 +324,7 @@ def _begin(magics: CarbonMagics, options: CellOptions, cell: str) -> LiveRun | N
         window = tracker.begin(name)
         use_widgets = not options.quiet and widgets_available(magics.shell)
         run = LiveRun(magics, window, options, Panel(name, use_widgets), nested)
+        run.cluster_edge = magics.cluster_reader.start()
         if not nested:
             magics.set_running_cell(name, run.forecast)
         run.show()
@@ -345,6 +346,7 @@ def _end(magics: CarbonMagics, run: LiveRun | None, cell: str, status: str) -> N
     try:
         tracker.remove_listener(run.on_tick)
         m = tracker.end(run.window)
+        magics.cluster_reader.end(run.cluster_edge, m)
         m.name = run.options.name or ""  # the ledger's name column holds explicit names
         m.execution_count = current_execution_count(magics.shell)
         m.cell_id = current_cell_id(magics.shell)

@@ -113,6 +113,12 @@ FLAT_COLUMNS = (
     "method_ram",
     "devices",
     "budget",
+    # The Dask cluster's share of the figures above (empty for cells without one):
+    "cluster_kwh",
+    "cluster_emissions_g",
+    "cluster_workers",
+    "cluster_hosts",
+    "cluster_missing_workers",
 )
 
 _JSON_COLUMNS = ("methods", "devices", "hardware", "settings")

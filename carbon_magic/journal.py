@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from carbon_magic.ledger_rows import INSERT_CELL, INSERT_HEARTBEAT, SessionState, write_session
+from carbon_magic.ledger_cluster import insert_cell
+from carbon_magic.ledger_rows import INSERT_HEARTBEAT, SessionState, write_session
 
 __all__ = [
     "FORMAT",
@@ -181,7 +182,7 @@ def _insert(conn: sqlite3.Connection, journal: Journal) -> None:
         ids[uuid_] = write_session(conn, session)
         kernels[uuid_] = session.row["kernel_id"]
     for uuid_, row in journal.cells:
-        conn.execute(INSERT_CELL, {**row, "session_id": ids[uuid_], "kernel_id": kernels[uuid_]})
+        insert_cell(conn, {**row, "session_id": ids[uuid_], "kernel_id": kernels[uuid_]})
     for uuid_, row in journal.heartbeats:
         conn.execute(
             INSERT_HEARTBEAT, {**row, "session_id": ids[uuid_], "kernel_id": kernels[uuid_]}

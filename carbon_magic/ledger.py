@@ -36,6 +36,7 @@ from typing import Any
 
 from carbon_magic import ledger_schema
 from carbon_magic.journal import import_journals, write_journal
+from carbon_magic.ledger_cluster import CLUSTER_KEY, insert_cell, read_cell_clusters
 from carbon_magic.ledger_read import (
     BUSY_TIMEOUT_S,
     connect_readonly,
@@ -46,7 +47,6 @@ from carbon_magic.ledger_read import (
 from carbon_magic.ledger_rows import (
     CELL_COLUMNS,
     HEARTBEAT_COLUMNS,
-    INSERT_CELL,
     INSERT_HEARTBEAT,
     SESSION_COLUMNS,
     SOURCE_MAX_CHARS,
@@ -91,6 +91,7 @@ __all__ = [
     "default_ledger_path",
     "latest_heartbeat",
     "measurement_from_row",
+    "read_cell_clusters",
     "read_cells",
     "read_sessions",
 ]
@@ -269,6 +270,8 @@ class Ledger:
         ``via``: auto | magic | api; ``budget``: e.g. ``"5g"``, or None.
         """
         row = cell_row(m, via=via, budget=budget)
+        if m.cluster is not None:
+            row[CLUSTER_KEY] = m.cluster  # not a column: written to the cluster tables
         self._submit(("cell", session_uuid, (row, m)))
 
     def heartbeat(
@@ -721,7 +724,7 @@ class Ledger:
                     ids[uuid] = write_session(conn, session)
             for uuid, row in self._cells:
                 kernel_id = self._sessions[uuid].row["kernel_id"]
-                conn.execute(INSERT_CELL, {**row, "session_id": ids[uuid], "kernel_id": kernel_id})
+                insert_cell(conn, {**row, "session_id": ids[uuid], "kernel_id": kernel_id})
             for uuid, row in self._heartbeats:
                 self._write_heartbeat(conn, ids[uuid], uuid, row)
         # Only after COMMIT: a rolled-back transaction leaves everything pending.

@@ -42,7 +42,7 @@ def connect_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
     return conn
 
 
-def _query(
+def query(
     path_or_conn: str | os.PathLike[str] | sqlite3.Connection, sql: str, params: Iterable[Any]
 ) -> list[dict[str, Any]]:
     """Rows as dicts, from a connection (left open) or a path (opened read-only, closed).
@@ -106,7 +106,10 @@ def read_cells(
         sql = f"SELECT * FROM ({sql} ORDER BY c.started_at DESC, c.id DESC LIMIT ?) "
         sql += "ORDER BY started_at, id"
         params.append(int(limit))
-    return _query(path_or_conn, sql, params)
+    # Imported here: the cluster module reads through this one.
+    from carbon_magic.ledger_cluster import with_cluster_share
+
+    return with_cluster_share(path_or_conn, query(path_or_conn, sql, params))
 
 
 def session_state(
@@ -144,7 +147,7 @@ def read_sessions(
     if kernel_id is not None:
         sql += " WHERE s.kernel_id = ?"
         params.append(kernel_id)
-    rows = _query(path_or_conn, sql + " ORDER BY s.started_at, s.id", params)
+    rows = query(path_or_conn, sql + " ORDER BY s.started_at, s.id", params)
     at = time.time() if now is None else float(now)
     for row in rows:
         row["state"] = session_state(row["ended_at"], row["tracker_state"], row["last_seen_at"], at)
@@ -158,7 +161,7 @@ def latest_heartbeat(
     all ``heartbeats`` columns plus ``session_uuid``, ``notebook_path``, ``host``, ``pid``
     and the session's ``ended_at`` as ``session_ended_at``; None when there is none.
     Raises as :func:`read_cells`."""
-    rows = _query(
+    rows = query(
         path_or_conn,
         "SELECT h.*, s.session_uuid, s.notebook_path, s.host, s.pid, "
         "s.ended_at AS session_ended_at "

@@ -56,16 +56,50 @@ def _migration_1_create(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
-# Migration N (1-based) brings a file from version N-1 to N, inside the transaction that
-# also records the new version, so a failure leaves the file as it was. To change the
-# schema, append one function here; never edit an existing entry.
 def _migration_2_heartbeat_prediction(conn: sqlite3.Connection) -> None:
     """Version 2: heartbeats carry the running cell's predicted total at completion as
     JSON (``{"fraction", "emissions_g", "emissions_range_g", "eta_s"}``), NULL when none."""
     conn.execute("ALTER TABLE heartbeats ADD COLUMN prediction_json TEXT")
 
 
-MIGRATIONS: list[Migration] = [_migration_1_create, _migration_2_heartbeat_prediction]
+def _migration_3_cluster(conn: sqlite3.Connection) -> None:
+    """Version 3: the Dask cluster part of a cell (already included in its ``cells``
+    figures): one ``cell_clusters`` row per such cell and one ``cell_hosts`` row per host
+    its workers ran on. Joules are IT energy before PUE; kWh facility; grams CO2e."""
+    conn.execute(
+        """CREATE TABLE IF NOT EXISTS cell_clusters (
+            cell_ref        INTEGER PRIMARY KEY REFERENCES cells (id),
+            missing_workers INTEGER NOT NULL,  -- workers whose energy this cell lacks
+            energy_kwh      REAL NOT NULL,     -- the cluster's share of cells.energy_kwh
+            emissions_g     REAL NOT NULL,     -- its share of cells.emissions_g
+            embodied_g      REAL NOT NULL      -- its share of cells.embodied_g
+        )"""
+    )
+    conn.execute(
+        """CREATE TABLE IF NOT EXISTS cell_hosts (
+            cell_ref     INTEGER NOT NULL REFERENCES cells (id),
+            host_id      TEXT NOT NULL,     -- machine identity (boot id or machine id hash)
+            name         TEXT NOT NULL,     -- host name, for people
+            workers      INTEGER NOT NULL,  -- workers seen at both cell edges
+            in_kernel    INTEGER NOT NULL,  -- of them, those the kernel's figures include
+            cpu_j        REAL NOT NULL,
+            gpu_j        REAL NOT NULL,
+            ram_j        REAL NOT NULL,
+            embodied_g   REAL NOT NULL,
+            methods_json TEXT NOT NULL,
+            PRIMARY KEY (cell_ref, host_id)
+        )"""
+    )
+
+
+# Migration N (1-based) brings a file from version N-1 to N, inside the transaction that
+# also records the new version, so a failure leaves the file as it was. To change the
+# schema, append one function here; never edit an existing entry.
+MIGRATIONS: list[Migration] = [
+    _migration_1_create,
+    _migration_2_heartbeat_prediction,
+    _migration_3_cluster,
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

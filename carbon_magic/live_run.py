@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from carbon_magic.budget import overshoot_note
 from carbon_magic.interrupt import BudgetStop
@@ -46,6 +46,7 @@ class LiveRun:
             BudgetStop() if self.budget is not None and options.on_exceed == "stop" else None
         )
         self.forecast = CellForecast(window.started_at.timestamp())
+        self.cluster_edge: Any = None  # the cluster's counters at the cell's start
         self.predicted_over = False  # the predicted total's low end is over the budget
         self.predicted_on: Prediction | None = None  # the prediction that went over
         self.predicted_text = ""

@@ -26,6 +26,7 @@ from traitlets.config import Configurable
 from carbon_magic import cell_runner
 from carbon_magic.argparsing import ArgumentParser, split_words
 from carbon_magic.cell_runner import CARBON_CELL, CellTransformer, first_line
+from carbon_magic.cluster import ClusterCollector
 from carbon_magic.interrupt import BudgetExceeded
 from carbon_magic.log_routing import route_log_messages, route_warnings, show_in_cell
 from carbon_magic.measurement import Measurement
@@ -102,6 +103,7 @@ class _CellRun:
         self.cell_id = cell_id
         self.source = source
         self.forecast = CellForecast(window.started_at.timestamp())
+        self.cluster_edge: Any = None
 
 
 # One SettingTrait per engine setting, so ``%config CarbonMagics.<name>`` and
@@ -138,6 +140,7 @@ class CarbonMagics(Magics, _SettingTraits):
         self._beat_cell: tuple[str, float] | None = None  # the running cell last beaten
         self._ledger_lock = threading.Lock()
         self.store = self._open_ledger()
+        self.cluster_reader = ClusterCollector(tracker)
         self._sync_traits_from_settings()
         tracker.settings.on_change(self._settings_changed)
 
@@ -234,6 +237,7 @@ class CarbonMagics(Magics, _SettingTraits):
                 return
             window = self.tracker.begin(first_line(raw))
             self._cell = _CellRun(window, getattr(info, "cell_id", None), raw)
+            self._cell.cluster_edge = self.cluster_reader.start()
             self.set_running_cell(first_line(raw), self._cell.forecast)
         except Exception as error:
             self._cell = None
@@ -247,6 +251,7 @@ class CarbonMagics(Magics, _SettingTraits):
             return
         try:
             m = self.tracker.end(cell.window)
+            self.cluster_reader.end(cell.cluster_edge, m)
             m.name = ""  # auto-recorded cells have no name; reports show the first line
             m.execution_count = getattr(result, "execution_count", None)
             m.cell_id = cell.cell_id
@@ -470,6 +475,7 @@ def load(ipython: Any) -> None:
     tracker.add_listener(magics._on_tick, watching=False)
     _state.update(shell=ipython, magics=magics, transformer=transformer)
     atexit.register(_end_at_exit, magics)
+    magics.cluster_reader.poll()  # a Dask client made before %load_ext: install the plugins now
     magics.write_heartbeat()
 
 
@@ -511,6 +517,7 @@ def unload(ipython: Any) -> None:
     tracker = magics.tracker
     tracker.remove_listener(magics._on_tick)
     tracker.settings.remove_listener(magics._settings_changed)
+    magics.cluster_reader.close()
     tracker.stop()
     magics.write_heartbeat()
     magics._ledger_call(

@@ -14,6 +14,7 @@ import threading
 import uuid
 from typing import Any
 
+from carbon_magic.cluster.combine import describe as describe_cluster
 from carbon_magic.formatting import (
     format_duration,
     format_grams,
@@ -86,6 +87,9 @@ def panel_html(
     if prediction:
         at = next(i for i, (cls, _) in enumerate(rows) if cls == "cm-emissions") + 1
         rows.insert(at, ("cm-prediction", html.escape(prediction)))
+    cluster_line = describe_cluster(m.cluster, m)
+    if cluster_line:
+        rows.append(("cm-cluster", html.escape(cluster_line)))
     if budget_text:
         rows.append(("cm-budget", html.escape(budget_text)))
     if note:
@@ -177,6 +181,9 @@ class Panel:
 def text_summary(m: Measurement, note: str | None = None, title: str | None = None) -> str:
     """The one-line summary printed where widgets cannot render."""
     line = "carbon: " + format_measurement_line(m, title)
+    cluster_line = describe_cluster(m.cluster, m)
+    if cluster_line:
+        line += f" ({cluster_line})"
     return f"{line} · {note}" if note else line
 
 

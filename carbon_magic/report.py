@@ -136,6 +136,10 @@ class ReportTotals:
     embodied_g: float
     heaviest_n: int
     heaviest_share: float
+    # The part of the figures above that Dask workers used (cells that fanned out).
+    cluster_kwh: float = 0.0
+    cluster_emissions_g: float = 0.0
+    cluster_cells: int = 0
 
 
 @dataclass(frozen=True)
@@ -182,6 +186,14 @@ class Report:
                 lines.append(
                     f"Embodied (hardware manufacturing, amortised): {format_grams(t.embodied_g)} "
                     "CO2e, not included above."
+                )
+            if t.cluster_cells:
+                share = t.cluster_emissions_g / t.emissions_g if t.emissions_g > 0 else 0.0
+                lines.append(
+                    f"Dask workers (in {t.cluster_cells} "
+                    f"{'cell' if t.cluster_cells == 1 else 'cells'}): "
+                    f"{format_kwh(t.cluster_kwh)}, {format_grams(t.cluster_emissions_g)} CO2e, "
+                    f"{share:.0%} of operational emissions (included above)."
                 )
             if t.n_cells > 1 and t.emissions_g > 0:
                 lines.append(
@@ -303,6 +315,9 @@ def build_report(
         embodied_g=sum(_f(r, "embodied_g") for r in rows),
         heaviest_n=heaviest_n,
         heaviest_share=sum(r.share for r in report_rows[:heaviest_n]),
+        cluster_kwh=sum(_f(r, "cluster_kwh") for r in rows),
+        cluster_emissions_g=sum(_f(r, "cluster_emissions_g") for r in rows),
+        cluster_cells=sum(1 for r in rows if r.get("cluster_hosts") is not None),
     )
     shown = report_rows[:top] if top is not None else report_rows
     return Report(rows=shown, totals=totals, hint=hint, pending=max(0, int(pending)))

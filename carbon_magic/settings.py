@@ -241,6 +241,12 @@ SPECS: dict[str, SettingSpec] = {
             "base URL of the Electricity Maps API",
         ),
         SettingSpec(
+            "cluster",
+            _choice("auto", "off"),
+            "auto",
+            "auto: measure the workers of the notebook's Dask client with its cells; off: never",
+        ),
+        SettingSpec(
             "ukgrid_url",
             _text,
             "https://api.carbonintensity.org.uk",

@@ -6,6 +6,9 @@ Per kernel (labels ``kernel_id``, ``notebook``; power also ``component``):
   fresh heartbeat); a kernel whose figures are stale has no power sample.
 - ``carbon_magic_energy_kwh_total``, ``carbon_magic_emissions_grams_total``,
   ``carbon_magic_embodied_grams_total`` counters: all sessions of the kernel id.
+- ``carbon_magic_cluster_energy_kwh_total``, ``carbon_magic_cluster_emissions_grams_total``
+  counters: the part of the kernel's recorded cells that ran on Dask workers (already
+  inside the cells' figures; the kernel's own counters above do not include it).
 - ``carbon_magic_grid_intensity_grams_per_kwh`` gauge (label ``source``),
   ``carbon_magic_heartbeat_age_seconds`` gauge, ``carbon_magic_tracker_live`` gauge (1/0).
 
@@ -91,6 +94,17 @@ class LedgerCollector(Collector):
             "Amortised embodied emissions of the kernel's hardware use, grams CO2e.",
             labels=KERNEL_LABELS,
         )
+        cluster_energy = CounterMetricFamily(
+            "carbon_magic_cluster_energy_kwh",
+            "Facility energy of the kernel's cells spent on Dask workers, kWh.",
+            labels=KERNEL_LABELS,
+        )
+        cluster_emissions = CounterMetricFamily(
+            "carbon_magic_cluster_emissions_grams",
+            "Operational emissions of the kernel's cells on Dask workers, grams CO2e.",
+            labels=KERNEL_LABELS,
+        )
+        cluster = self.snapshot.cluster if self.snapshot is not None else {}
         intensity = GaugeMetricFamily(
             "carbon_magic_grid_intensity_grams_per_kwh",
             "Grid carbon intensity the kernel uses, gCO2e/kWh.",
@@ -120,11 +134,16 @@ class LedgerCollector(Collector):
             energy.add_metric(labels, summary.all_time.energy_kwh)
             emissions.add_metric(labels, summary.all_time.emissions_g)
             embodied.add_metric(labels, summary.all_time.embodied_g)
+            if summary.kernel_id in cluster:
+                cluster_kwh, cluster_g = cluster[summary.kernel_id]
+                cluster_energy.add_metric(labels, cluster_kwh)
+                cluster_emissions.add_metric(labels, cluster_g)
             grid = intensity_json(latest)
             intensity.add_metric([*labels, grid["source"]], grid["g_per_kwh"])
             age.add_metric(labels, state.age_s)
             live.add_metric(labels, 1.0 if state.live else 0.0)
-        yield from (power, energy, emissions, embodied, intensity, age, live)
+        yield from (power, energy, emissions, embodied, cluster_energy, cluster_emissions)
+        yield from (intensity, age, live)
         by_component = GaugeMetricFamily(
             "carbon_magic_server_power_watts",
             "Power drawn now by the live kernels listed, watts.",

@@ -160,6 +160,8 @@ class LedgerSnapshot:
     now: float
     day_start: float
     sessions: list[SessionFigures] = field(default_factory=list)
+    # Per kernel id: the Dask cluster part of its cells (facility kWh, grams CO2e).
+    cluster: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 _SESSION_COLUMNS = (
@@ -278,6 +280,24 @@ def _prediction(text: str | None) -> dict[str, Any] | None:
     if not isinstance(value, dict) or not keys <= value.keys():
         return None
     return {key: value[key] for key in ("fraction", "emissions_g", "emissions_range_g", "eta_s")}
+
+
+_CLUSTER_SUMS = (
+    "SELECT c.kernel_id, TOTAL(cc.energy_kwh), TOTAL(cc.emissions_g) "
+    "FROM cell_clusters AS cc JOIN cells AS c ON c.id = cc.cell_ref GROUP BY c.kernel_id"
+)
+
+
+def _cluster_sums(connection: sqlite3.Connection) -> dict[str, tuple[float, float]]:
+    """Per kernel id, the cluster part of its cells (kWh, g); empty for a ledger written
+    before the cluster tables existed."""
+    try:
+        rows = connection.execute(_CLUSTER_SUMS).fetchall()
+    except sqlite3.OperationalError as error:
+        if "no such table" in str(error):
+            return {}
+        raise
+    return {kernel_id: (kwh, grams) for kernel_id, kwh, grams in rows if kernel_id}
 
 
 class LedgerReader:
@@ -411,6 +431,7 @@ class LedgerReader:
             }
             all_cells = self._cell_sums(connection)
             cells_today = self._cell_sums(connection, day_start)
+            result.cluster = _cluster_sums(connection)
         for row in rows:
             session = _session(row)
             heartbeat = _heartbeat(row[14:])

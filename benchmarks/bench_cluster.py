@@ -1,0 +1,204 @@
+"""Dask cluster benchmarks: the latency a recorded cell gains when the notebook has a
+4-worker ``LocalCluster`` (two RPC rounds through the scheduler per cell), and what a
+worker's tracker costs while the worker is idle.
+
+Latency is timed inside a real kernel around ``run_cell("pass")`` with the extension
+loaded, ``cluster=off`` against ``cluster=auto`` (target: ≤ 20 ms added at p95). The idle
+cost is the CPU time of a ``dask worker`` process (not the kernel's child, so its tracker
+runs) over an idle period, without and with the plugin. Prints medians and p95.
+
+    python benchmarks/bench_cluster.py [--runs N] [--idle-s S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from tests.dask_procs import DaskProcesses  # noqa: E402
+from tests.kernels import Kernel  # noqa: E402
+
+TIME_CELLS = r"""
+import json, statistics, time
+def _samples_ms(code, runs):
+    shell = get_ipython()
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter_ns()
+        shell.run_cell(code, store_history=False)
+        samples.append((time.perf_counter_ns() - t0) / 1e6)
+    return samples
+"""
+
+START_CLUSTER = r"""
+from distributed import Client, LocalCluster
+cluster = LocalCluster(n_workers=4, threads_per_worker=1, processes=True, dashboard_address=None)
+client = Client(cluster)
+client.wait_for_workers(4, timeout=120)
+"""
+
+
+def samples(kernel: Kernel, code: str, runs: int) -> list[float]:
+    run = kernel.execute(f"print(json.dumps(_samples_ms({code!r}, {runs})))", timeout=600)
+    text = "".join(m["content"]["text"] for m in run.of_type("stream"))
+    return json.loads(text.strip().splitlines()[-1])
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
+def p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+
+
+def cell_latency(runs: int, scheduler: str | None = None) -> None:
+    """With ``scheduler``, connect to it (workers started apart, all read at each edge);
+    else start a LocalCluster in the kernel (its workers are the kernel's children)."""
+    with tempfile.TemporaryDirectory() as home:
+        kernel = Kernel(os.path.join(home, "ledger.sqlite3"))
+        try:
+            kernel.execute(TIME_CELLS)
+            kernel.execute("%load_ext carbon_magic")
+            if scheduler is None:
+                kernel.execute(START_CLUSTER, timeout=180)
+            else:
+                kernel.execute(
+                    f"from distributed import Client\nclient = Client({scheduler!r})\n"
+                    "client.wait_for_workers(4, timeout=120)",
+                    timeout=180,
+                )
+            kernel.execute(
+                "from carbon_magic.magics import current_magics\n"
+                "assert current_magics().cluster_reader.wait_ready(60)"
+            )
+            results = {}
+            for setting in ("off", "auto", "off", "auto"):  # interleaved against drift
+                kernel.execute(f"%carbon config cluster={setting}")
+                samples(kernel, "pass", 20)  # warm-up
+                results.setdefault(setting, []).extend(samples(kernel, "pass", runs // 2))
+            check = kernel.execute("import json\nprint(json.dumps(current_magics().last.cluster))")
+            cluster = json.loads(check.text.strip().splitlines()[-1])
+        finally:
+            kernel.shutdown()
+    off, on = results["off"], results["auto"]
+    (host,) = cluster["hosts"].values()
+    kind = (
+        "4-worker LocalCluster (processes, the kernel's children: confirmed, not read)"
+        if scheduler is None
+        else "4 dask worker processes started apart (each read at both edges)"
+    )
+    print(f"recorded empty cell, {kind}, {len(on)} cells each:")
+    print(f"  cluster=off: median {median(off):.2f} ms, p95 {p95(off):.2f} ms")
+    print(f"  cluster=auto: median {median(on):.2f} ms, p95 {p95(on):.2f} ms")
+    print(
+        f"  added per cell: median {median(on) - median(off):+.2f} ms, "
+        f"p95 {p95(on) - p95(off):+.2f} ms (p95 on − p95 off; target ≤ 20 ms)"
+    )
+    print(
+        f"  (the last cell read {host['workers']} workers, {host['in_kernel']} in the kernel's tree)"
+    )
+
+
+def tracker_thread_cpu_s() -> float:
+    """On a worker: CPU seconds of its carbon_magic tracker thread so far (Linux)."""
+    import os
+    import threading
+
+    for thread in threading.enumerate():
+        if thread.name == "carbon_magic-tracker":
+            with open(f"/proc/self/task/{thread.native_id}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return float("nan")
+
+
+def worker_cpu_s(pid: int) -> float:
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+def idle_cost(idle_s: float) -> None:
+    """A worker started apart from the kernel (so its tracker runs), idle: its process's
+    CPU time before and after a kernel installs the plugin, and the tracker thread's."""
+    from distributed import Client
+
+    with tempfile.TemporaryDirectory() as tmp:
+        procs = DaskProcesses(Path(tmp))
+        kernel = None
+        try:
+            address = procs.start_scheduler()
+            worker = procs.start_worker("idle")
+            client = Client(address)  # only to look into the worker
+            client.wait_for_workers(1, timeout=120)
+            time.sleep(5)  # let start-up work settle
+            before = worker_cpu_s(worker.pid)
+            time.sleep(idle_s)
+            bare = (worker_cpu_s(worker.pid) - before) / idle_s
+            kernel = Kernel(os.path.join(tmp, "ledger.sqlite3"))
+            kernel.execute("%load_ext carbon_magic")
+            kernel.execute(
+                f"from distributed import Client\nclient = Client({address!r})\n"
+                "from carbon_magic.magics import current_magics\n"
+                "assert current_magics().cluster_reader.wait_ready(60)",
+                timeout=180,
+            )
+            time.sleep(5)
+            before = worker_cpu_s(worker.pid)
+            (thread_before,) = client.run(tracker_thread_cpu_s).values()
+            time.sleep(idle_s)
+            tracked = (worker_cpu_s(worker.pid) - before) / idle_s
+            (thread_after,) = client.run(tracker_thread_cpu_s).values()
+            thread = (thread_after - thread_before) / idle_s
+            client.close()
+        finally:
+            if kernel is not None:
+                kernel.shutdown()
+            procs.stop()
+    print(f"idle dask worker process, {idle_s:g} s each, CPU time per second of wall time:")
+    print(f"  without the plugin: {bare * 1000:.2f} ms/s")
+    print(f"  with its tracker (interval 1 s): {tracked * 1000:.2f} ms/s")
+    print(f"  difference: {(tracked - bare) * 1000:+.2f} ms/s (within the worker's own noise)")
+    resolution = 1 / os.sysconf("SC_CLK_TCK") / idle_s  # one clock tick over the period
+    if thread > 0:
+        print(
+            f"  the tracker thread itself: {thread * 1000:.2f} ms/s ({thread * 100:.2f} % of a CPU)"
+        )
+    else:
+        print(
+            "  the tracker thread itself: below one clock tick over the period "
+            f"(< {resolution * 1000:.2f} ms/s, < {resolution * 100:.2f} % of a CPU)"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=400)
+    parser.add_argument("--idle-s", type=float, default=30.0)
+    options = parser.parse_args()
+    cell_latency(options.runs)
+    with tempfile.TemporaryDirectory() as tmp:
+        procs = DaskProcesses(Path(tmp))
+        try:
+            address = procs.start_scheduler()
+            for n in range(4):
+                procs.start_worker(f"w{n}")
+            cell_latency(options.runs, address)
+        finally:
+            procs.stop()
+    idle_cost(options.idle_s)
+
+
+if __name__ == "__main__":
+    main()

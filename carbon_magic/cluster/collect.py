@@ -1,0 +1,302 @@
+"""The kernel side: find the notebook's Dask client, install the plugins, read the
+workers at each recorded cell's edges, and add their part to the cell.
+
+Cheap when there is no cluster: a cell edge looks at ``sys.modules`` and, only where
+``distributed`` is already imported, asks it for the default client. Installing the
+plugins runs in a background thread; reading the workers is one round trip through the
+scheduler, which asks every worker at once with a per-worker timeout. The start's
+request is only sent when the cell starts; its answer is collected when the cell ends,
+together with the end's (asked before waiting), so a cell waits for about one round, and
+never more than ``EDGE_TIMEOUT_S``: a slow or dead worker (or scheduler) never holds a
+cell up longer, and counts as missing. Nothing here raises into a cell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from carbon_magic.cluster.combine import add_cluster, cluster_figures, unmeasurable
+from carbon_magic.cluster.identity import ProcessIdentity, covered_by, this_process
+from carbon_magic.measurement import Measurement
+
+log = logging.getLogger("carbon_magic")
+
+EDGE_TIMEOUT_S = 1.0  # the longest a cell edge waits for the cluster
+WORKER_TIMEOUT_S = 0.8  # the scheduler's wait for each worker, inside the edge's second
+BACKOFF_S = 30.0  # after a round that timed out as a whole (scheduler unreachable)
+
+
+@dataclass
+class CellEdge:
+    """A cell's start: the request sent to the workers, its answer still to collect."""
+
+    client_ref: Any
+    mode: str
+    pending: Any  # a concurrent.futures.Future of the replies, or None
+    sent_at: float  # time.monotonic() of the request, seconds
+
+
+def _default_client() -> Any:
+    """The notebook's current Dask client, or None (never imports distributed)."""
+    if "distributed" not in sys.modules:
+        return None
+    try:
+        from distributed.client import default_client
+
+        return default_client()
+    except Exception:  # ValueError: no client
+        return None
+
+
+class ClusterCollector:
+    """One per kernel: the cluster side of recorded cells.
+
+    ``tracker``: the kernel's tracker (for settings, mode and the grid intensity);
+    ``say``: how a message reaches the running cell's output (once per worker that
+    cannot be measured).
+    """
+
+    def __init__(self, tracker: Any, say: Callable[[str], None] | None = None) -> None:
+        self.tracker = tracker
+        self.say = say or (lambda text: print(text, file=sys.stderr))
+        self.notices: list[str] = []
+        self._kernel: ProcessIdentity | None = None
+        self._client_ref: Any = None
+        self._state = "none"  # none | registering | ready | failed
+        self._thread: threading.Thread | None = None
+        self._known: dict[str, ProcessIdentity] = {}
+        self._told: set[str] = set()
+        self._skip_until = 0.0
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------- discovery
+
+    @property
+    def state(self) -> str:
+        """``none``, ``registering``, ``ready`` or ``failed``."""
+        return self._state
+
+    def enabled(self) -> bool:
+        """False when the ``cluster`` setting is ``off``."""
+        return self.tracker.settings.get("cluster") != "off"
+
+    def kernel_identity(self) -> ProcessIdentity:
+        """This kernel's process identity (computed once)."""
+        if self._kernel is None:
+            self._kernel = this_process()
+        return self._kernel
+
+    def poll(self) -> None:
+        """Notice a client created since the last look and install the plugins in the
+        background. Cheap when nothing changed. Never raises."""
+        try:
+            self._poll()
+        except Exception as error:
+            self._notice(f"cannot look for a Dask client: {error!r}")
+
+    def _poll(self) -> None:
+        if not self.enabled():
+            return
+        client = _default_client()
+        if client is None:
+            return
+        current = self._client_ref() if self._client_ref is not None else None
+        if current is client:
+            return
+        if getattr(client, "asynchronous", False):
+            self._notice("an asynchronous Dask client is not measured")
+            return
+        with self._lock:
+            self._client_ref = weakref.ref(client)
+            self._state = "registering"
+            self._known.clear()
+            self._skip_until = 0.0
+            self._thread = threading.Thread(
+                target=self._register, args=(client,), name="carbon_magic-cluster", daemon=True
+            )
+            self._thread.start()
+
+    def _register(self, client: Any) -> None:
+        try:
+            import cloudpickle
+
+            from carbon_magic.cluster import plugins
+            from carbon_magic.cluster.agent import FOLLOWED_SETTINGS
+
+            cloudpickle.register_pickle_by_value(plugins)  # see plugins.py: why by value
+            settings = {name: self.tracker.settings.get(name) for name in FOLLOWED_SETTINGS}
+            client.register_plugin(plugins.CarbonSchedulerPlugin())
+            client.register_plugin(
+                plugins.CarbonWorkerPlugin(self.kernel_identity().to_dict(), settings)
+            )
+            state = "ready"
+        except Exception as error:
+            self._notice(f"Dask cluster not measured: cannot install the plugins ({error!r})")
+            state = "failed"
+        with self._lock:
+            if self._client_ref is not None and self._client_ref() is client:
+                self._state = state
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` seconds for the plugins to be installed."""
+        thread = self._thread
+        if self._state == "registering" and thread is not None:
+            thread.join(timeout_s)
+        return self._state == "ready"
+
+    # --------------------------------------------------------------- reading
+
+    def _client(self) -> Any:
+        client = self._client_ref() if self._client_ref is not None else None
+        if client is None or getattr(client, "status", "running") != "running":
+            return None
+        return client
+
+    def send(self, mode: str) -> Any:
+        """Ask every worker for its counters now, without waiting: a future of the
+        replies, or None when there is no cluster to ask (or reading is paused)."""
+        client = self._client()
+        if client is None or time.monotonic() < self._skip_until:
+            return None
+        from carbon_magic.cluster.plugins import READ_OP
+
+        kernel_identity = self.kernel_identity()
+        kernel = kernel_identity.to_dict()
+        # Workers the kernel already counts need not be asked again: the scheduler only
+        # confirms they are still there.
+        skip = [
+            address
+            for address, identity in self._known.items()
+            if covered_by(identity, kernel_identity, mode)
+        ]
+
+        async def ask() -> Any:
+            call = getattr(client.scheduler, READ_OP)
+            return await call(mode=mode, kernel=kernel, timeout=WORKER_TIMEOUT_S, skip=skip)
+
+        try:
+            return asyncio.run_coroutine_threadsafe(ask(), client.loop.asyncio_loop)
+        except Exception as error:
+            self._notice(f"cannot reach the Dask scheduler: {error!r}")
+            return None
+
+    def collect(self, future: Any, timeout_s: float = EDGE_TIMEOUT_S) -> dict[str, Any]:
+        """The replies of ``send`` (``{address: reply}``), waiting at most ``timeout_s``.
+
+        A round that fails as a whole marks every known worker as missing; one that
+        times out also pauses reading for ``BACKOFF_S`` (a dead scheduler then costs one
+        second, not one per cell edge)."""
+        if future is None:
+            return {address: {"error": "not read"} for address in self._known}
+        try:
+            replies = future.result(timeout=max(timeout_s, 0.0))
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            self._skip_until = time.monotonic() + BACKOFF_S
+            self._notice(f"the Dask scheduler did not answer within {EDGE_TIMEOUT_S:g} s")
+            return {address: {"error": "timeout"} for address in self._known}
+        except Exception as error:
+            self._notice(f"reading the Dask workers failed: {error!r}")
+            return {address: {"error": "failed"} for address in self._known}
+        if not isinstance(replies, dict):
+            return {}
+        known: dict[str, ProcessIdentity] = {}  # the workers there now; gone ones drop out
+        for address, reply in replies.items():
+            identity = reply.get("identity") if isinstance(reply, dict) else None
+            try:
+                if identity:
+                    known[address] = ProcessIdentity.from_dict(identity)
+                elif address in self._known:
+                    known[address] = self._known[address]
+            except (KeyError, TypeError, ValueError):
+                pass
+        self._known = known
+        return replies
+
+    def read(self, mode: str) -> dict[str, Any]:
+        """Every worker's reply now, within ``EDGE_TIMEOUT_S`` (``send`` + ``collect``)."""
+        return self.collect(self.send(mode))
+
+    # ------------------------------------------------------------ cell edges
+
+    def start(self) -> CellEdge | None:
+        """At a recorded cell's start: ask the workers (the answer is collected at the
+        cell's end, so the cell does not wait for it); None without a cluster. Never
+        raises."""
+        try:
+            if not self.enabled():
+                return None
+            self.poll()
+            if self._state == "registering":
+                self.wait_ready(EDGE_TIMEOUT_S)
+            if self._state != "ready":
+                return None
+            if self._client() is None:  # closed (or reconnecting): no cluster this cell
+                return None
+            mode = self.tracker.settings.get("mode")
+            return CellEdge(self._client_ref, mode, self.send(mode), time.monotonic())
+        except Exception as error:
+            self._notice(f"cluster reading failed: {error!r}")
+            return None
+
+    def end(self, edge: CellEdge | None, m: Measurement) -> None:
+        """At the cell's end: read the workers again and add their part to ``m`` (in
+        place). Also notices a client the cell created. Never raises."""
+        try:
+            if edge is not None and self._client_ref is edge.client_ref:
+                ending = self.send(edge.mode)  # asked before waiting for the start's answer
+                now = time.monotonic()
+                start = self.collect(edge.pending, edge.sent_at + EDGE_TIMEOUT_S - now)
+                end = self.collect(ending, now + EDGE_TIMEOUT_S - time.monotonic())
+                cluster = cluster_figures(
+                    start, end, self.kernel_identity(), edge.mode, self._known
+                )
+                self._tell_unmeasurable({**start, **end})
+                add_cluster(m, cluster, self.tracker.intensity())
+            self.poll()
+        except Exception as error:
+            self._notice(f"cluster reading failed: {error!r}")
+
+    def _tell_unmeasurable(self, replies: dict[str, Any]) -> None:
+        new = {a: why for a, why in unmeasurable(replies).items() if a not in self._told}
+        if not new:
+            return
+        self._told.update(new)
+        lines = "\n".join(f"  {address}: {why}" for address, why in sorted(new.items()))
+        count = len(new)
+        self.say(
+            f"carbon_magic: {count} Dask worker{'s' if count != 1 else ''} could not be "
+            f"measured (install carbon_magic there):\n{lines}"
+        )
+
+    def _notice(self, message: str) -> None:
+        if message not in self.notices:
+            self.notices.append(message)
+            log.warning("carbon_magic: %s", message)
+
+    def close(self) -> None:
+        """Remove the plugins from the cluster, in the background (best effort)."""
+        client = self._client()
+        self._client_ref, self._state = None, "none"
+        if client is None:
+            return
+
+        def remove() -> None:
+            from carbon_magic.cluster.plugins import PLUGIN_NAME
+
+            for call in (client.unregister_worker_plugin, client.unregister_scheduler_plugin):
+                try:
+                    call(PLUGIN_NAME)
+                except Exception:
+                    pass
+
+        threading.Thread(target=remove, name="carbon_magic-cluster-close", daemon=True).start()
