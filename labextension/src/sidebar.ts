@@ -113,7 +113,9 @@ export class CarbonSidebar extends Widget {
     const heading = document.createElement('h2');
     heading.className = 'cm-Sidebar-heading';
     const panel = this._panel;
-    heading.textContent = panel ? panel.context.localPath : 'Carbon';
+    const where = panel?.context.localPath ?? '';
+    heading.textContent = where.split('/').pop() || 'Carbon';
+    heading.title = where;
     if (!panel) {
       const empty = paragraph(
         'cm-Sidebar-empty',

@@ -105,7 +105,13 @@ test('footers and the sidebar show what each cell cost', async ({
   await page.click(`.jp-SideBar.jp-mod-right [data-id="carbon-magic-sidebar"]`);
   const sidebar = page.locator(SIDEBAR);
   await expect(sidebar).toBeVisible();
-  await expect(sidebar.locator('.cm-Sidebar-heading')).toHaveText(notebook);
+  await expect(sidebar.locator('.cm-Sidebar-heading')).toHaveText(
+    'footers.ipynb'
+  );
+  await expect(sidebar.locator('.cm-Sidebar-heading')).toHaveAttribute(
+    'title',
+    notebook
+  );
   const rows = sidebar.locator('.cm-Sidebar-cell');
   await expect(rows).toHaveCount(3);
   await expect(sidebar.locator('.cm-Sidebar-index')).toHaveText([
@@ -160,10 +166,14 @@ test('footers and the sidebar show what each cell cost', async ({
   // The sidebar follows a tab switch, and comes back.
   await page.notebook.openByPath(other);
   await page.notebook.activate('other.ipynb');
-  await expect(sidebar.locator('.cm-Sidebar-heading')).toHaveText(other);
+  await expect(sidebar.locator('.cm-Sidebar-heading')).toHaveText(
+    'other.ipynb'
+  );
   await expect(rows).toHaveCount(0);
   await page.activity.activateTab('footers.ipynb');
-  await expect(sidebar.locator('.cm-Sidebar-heading')).toHaveText(notebook);
+  await expect(sidebar.locator('.cm-Sidebar-heading')).toHaveText(
+    'footers.ipynb'
+  );
   await expect(rows).toHaveCount(3);
 
   // A kernel restart and a page reload: the footers come back from the ledger.
