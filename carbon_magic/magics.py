@@ -34,6 +34,7 @@ from carbon_magic.panel import (
     prepare_spare_widget,
     text_summary,
     widgets_available,
+    window_power,
 )
 from carbon_magic.settings import SPECS, parse_setting
 from carbon_magic.tracker import LiveReading, Tracker, Window, get_tracker
@@ -518,6 +519,7 @@ class _LiveRun:
     def _render(self, m: Measurement, state: str) -> tuple[str, str]:
         note = None
         budget_text = None
+        used = None
         if self.budget is not None:
             used = self.budget.used_fraction(m)
             budget_text = f"budget {self.budget.describe()}: {used:.0%} used"
@@ -529,7 +531,19 @@ class _LiveRun:
                 )
         watts = self.magics.tracker.live_watts()
         return (
-            panel_html(m, watts, state, budget_text, note, self.hint, title=self.window.name),
+            panel_html(
+                m,
+                watts,
+                state,
+                budget_text,
+                note,
+                self.hint,
+                title=self.window.name,
+                power=window_power(
+                    self.magics.tracker.timeline, self.window.started_at.timestamp()
+                ),
+                budget_fraction=used,
+            ),
             text_summary(m, note, title=self.window.name),
         )
 

@@ -78,6 +78,14 @@ test('status bar and live panel follow a measured cell', async ({
     .poll(async () => emissions.textContent(), { timeout: 8_000 })
     .not.toBe(first);
 
+  // The power sparkline moves too (the panel's HTML is one simple trait).
+  const spark = panel.locator('svg.cm-spark polyline');
+  await expect(spark).toBeAttached({ timeout: 15_000 });
+  const line = await spark.getAttribute('points');
+  await expect
+    .poll(async () => spark.getAttribute('points'), { timeout: 8_000 })
+    .not.toBe(line);
+
   // The status bar follows too.
   const before = await item.textContent();
   await expect(item).toHaveText(WATTS_AND_GRAMS);
@@ -102,6 +110,8 @@ test('status bar and live panel follow a measured cell', async ({
   await page.keyboard.press('Escape');
   await run;
   await expect(panel).toHaveAttribute('data-state', 'ok');
+  // The final, static panel (what the saved notebook keeps) has its sparkline.
+  await expect(panel.locator('svg.cm-spark polyline')).toBeAttached();
 
   const second = page.notebook.runCell(3);
   const secondPanel = page
