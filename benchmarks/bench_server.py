@@ -9,7 +9,7 @@ keep-alive connection::
 
 Prints p50/p95 per endpoint against the targets (kernel endpoint and cells endpoint
 p95 ≤ 20 ms, /metrics p95 ≤ 50 ms) and exits 1 when a target is missed. The cells
-endpoint is timed on a first page (200 of a kernel's 2,000 cells, the default page),
+endpoint is timed on a first page (100 of a kernel's 2,000 cells, the default page),
 on a poll for what is new (``after`` the last row id) and by notebook path.
 """
 
@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
             by_path = [
                 "/carbon-magic/api/v1/cells?path="
                 f"project/notebook-{kernel_ids.index(path.rsplit('/', 1)[1]):02d}.ipynb"
-                "&limit=200"
+                "&limit=100"
                 for path in kernel_paths
             ]
             plans = {

@@ -85,7 +85,7 @@ async def test_kernel_cells_carry_the_ledgers_figures(jp_fetch, builder):
     data = await get_json(jp_fetch, *API, "kernels", kernel_id, "cells")
 
     assert data["kernel_id"] == kernel_id
-    assert data["more"] is False
+    assert data["more"] is False and data["limit"] == 100  # the default page
     assert [cell["cell_id"] for cell in data["cells"]] == ["cell-a", "cell-b"]
     first, second = data["cells"]
     assert data["last_id"] == second["id"] > first["id"]

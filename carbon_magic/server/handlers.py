@@ -189,7 +189,7 @@ class CellsHandler(CarbonMagicHandler):
     ``GET carbon-magic/api/v1/cells?path=NOTEBOOK``: recorded cells, oldest first.
 
     Query: ``since`` (seconds since the epoch: cells that ended then or later), ``after``
-    (a row id: the previous page's ``last_id``), ``limit`` (1 to 1000, default 200).
+    (a row id: the previous page's ``last_id``), ``limit`` (1 to 1000, default 100).
     A kernel or notebook with nothing recorded, or no ledger yet, answers an empty page.
     """
 

@@ -255,7 +255,7 @@ def _heartbeat(row: sqlite3.Row | tuple) -> Heartbeat | None:
 
 # --- recorded cells, page by page (GET .../kernels/{id}/cells, GET .../cells?path=) -----
 
-CELL_PAGE_DEFAULT = 200  # cells per page when the client does not say
+CELL_PAGE_DEFAULT = 100  # cells per page when the client does not say
 CELL_PAGE_MAX = 1000
 
 
@@ -305,12 +305,15 @@ _CELL_RECORD_COLUMNS = (
     "c.emissions_high_g, c.embodied_g, c.intensity_g_per_kwh, c.intensity_source, c.pue, "
     "c.mode, c.methods_json, c.budget"
 )
-# A kernel's cells through cells_kernel, a notebook's through cells_session: never a scan
-# of the whole table (ORDER BY the row id alone would tempt SQLite into one).
+# Both go through the sessions (sessions_kernel, or a scan of the small sessions table)
+# and then cells_session, whose entries are (session_id, row id): a page is a range seek
+# per session in row id order that stops at the limit, however many cells came before.
+# Never a scan of the whole cells table (ORDER BY the row id alone would tempt SQLite).
 _KERNEL_CELLS = f"""
 SELECT {_CELL_RECORD_COLUMNS}
-FROM cells AS c INDEXED BY cells_kernel JOIN sessions AS s ON s.id = c.session_id
-WHERE c.kernel_id = ? AND c.id > ? AND c.ended_at >= ?
+FROM cells AS c INDEXED BY cells_session JOIN sessions AS s ON s.id = c.session_id
+WHERE c.session_id IN (SELECT id FROM sessions WHERE kernel_id = ?)
+  AND c.id > ? AND c.ended_at >= ?
 ORDER BY c.id LIMIT ?
 """
 _NOTEBOOK_CELLS = f"""

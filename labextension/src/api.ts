@@ -133,7 +133,7 @@ export async function fetchNotebookCells(
   path: string,
   after: number,
   settings: ServerConnection.ISettings = ServerConnection.makeSettings(),
-  limit = 500
+  limit = 100
 ): Promise<ICellsPage> {
   const query = URLExt.objectToQueryString({
     path,
