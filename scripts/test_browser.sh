@@ -43,10 +43,16 @@ if (exec 3<>/dev/tcp/127.0.0.1/8888) 2>/dev/null; then
     exit 1
 fi
 
-# Test the extension as the sources are now: build it and link the venv's copy of it
-# (the editable install copied the build of its day) to the build folder.
+# Test the extension as the sources are now: build it, and refresh the copy the editable
+# install put in the venv (a copy of the build of its day; a link would let the next
+# pip install write through it into the build folder).
 (cd "$ROOT/labextension" && jlpm build)
-jupyter labextension develop --overwrite "$ROOT" >/dev/null
+INSTALLED="$(python -c 'import sys; print(sys.prefix)')/share/jupyter/labextensions/carbon_magic"
+if [ -d "$INSTALLED" ] && [ ! -L "$INSTALLED" ]; then
+    rm -rf "$INSTALLED/static" "$INSTALLED/schemas"
+    cp -R "$ROOT/carbon_magic/labextension/static" "$ROOT/carbon_magic/labextension/schemas" \
+        "$ROOT/carbon_magic/labextension/package.json" "$INSTALLED/"
+fi
 
 mkdir -p "$ROOT/build/screenshots"
 # The tests compare the footers with the extension's own formatting of the ledger's
