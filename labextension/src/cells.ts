@@ -16,9 +16,13 @@ const MAX_BACKOFF_MS = 60_000;
 const MAX_PAGES_PER_POLL = 20;
 
 export class NotebookCells implements IDisposable {
-  /** `path()` is the notebook's path now (it follows renames). */
+  /**
+   * `path()` is the notebook's path now (it follows renames); while `shown()` is
+   * false (the notebook is in a hidden tab) the poll stands by.
+   */
   constructor(
     private readonly _path: () => string,
+    private readonly _shown: () => boolean = () => true,
     private readonly _settings: ServerConnection.ISettings = ServerConnection.makeSettings()
   ) {
     this._poll = new Poll({
@@ -30,7 +34,7 @@ export class NotebookCells implements IDisposable {
         max: MAX_BACKOFF_MS
       },
       name: 'carbon_magic:cells',
-      standby: 'when-hidden'
+      standby: () => (this._shown() ? 'when-hidden' : true)
     });
   }
 

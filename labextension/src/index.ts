@@ -42,7 +42,10 @@ class Notebooks {
     if (known) {
       return known;
     }
-    const cells = new NotebookCells(() => panel.context.localPath);
+    const cells = new NotebookCells(
+      () => panel.context.localPath,
+      () => panel.isVisible
+    );
     const footers = new CellFooters(panel, cells);
     footers.settings = this._footerSettings;
     const entry = { cells, footers };
@@ -98,7 +101,10 @@ function followNotebooks(
     }
     const kernelId = panel?.sessionContext.session?.kernel?.id ?? null;
     model.setTarget(panel !== null, kernelId);
-    sidebar.follow(panel, panel ? notebooks.add(panel).cells : null);
+    const entry = panel ? notebooks.add(panel) : null;
+    sidebar.follow(panel, entry?.cells ?? null);
+    // Its poll stood by while the tab was hidden: catch up now.
+    void entry?.cells.refresh();
   };
 
   const onStatus = (_: unknown, status: string) => {

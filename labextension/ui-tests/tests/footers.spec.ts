@@ -67,7 +67,8 @@ test('footers and the sidebar show what each cell cost', async ({
     notebookJson([
       'x = 1  # before the extension: not recorded',
       '%load_ext carbon_magic',
-      busyCell(0.5),
+      '# <img src=x onerror="window.__cmInjected = 1"> <b>as text</b>\n' +
+        busyCell(0.5),
       busyCell(1.5),
       busyCell(3)
     ]),
@@ -120,6 +121,14 @@ test('footers and the sidebar show what each cell cost', async ({
     '[5]'
   ]);
   await expect(sidebar.locator('.cm-Timeline-cell')).toHaveCount(3);
+  // A cell's first line is shown as text, never as HTML.
+  await expect(sidebar.locator('.cm-Sidebar-source').first()).toHaveText(
+    '# <img src=x onerror="window.__cmInjected = 1"> <b>as text</b>'
+  );
+  await expect(sidebar.locator('img, b')).toHaveCount(0);
+  expect(
+    await page.evaluate(() => (window as any).__cmInjected)
+  ).toBeUndefined();
   await expect(sidebar.locator('.cm-Sidebar-session')).toContainText(
     'Kernel session:'
   );
