@@ -52,6 +52,9 @@ export class CellFooters implements IDisposable {
 
   /** The running cell's prediction (from the kernel's figures), or null. */
   set prediction(value: IPrediction | null) {
+    if (JSON.stringify(value) === JSON.stringify(this._prediction)) {
+      return;
+    }
     this._prediction = value;
     this.update();
   }

@@ -125,6 +125,11 @@ export class CarbonSidebar extends Widget {
       return;
     }
     const rows = this._rows();
+    // Keep the keyboard focus on the same control across the re-render.
+    const focused = this.node.contains(document.activeElement)
+      ? (document.activeElement as HTMLElement)
+      : null;
+    const key = focused?.dataset.cellId ?? focused?.dataset.sort;
     this.node.replaceChildren(
       heading,
       this._totals(rows),
@@ -132,6 +137,12 @@ export class CarbonSidebar extends Widget {
       this._sortControls(),
       this._list(rows)
     );
+    if (key) {
+      const again = Array.from(
+        this.node.querySelectorAll<HTMLElement>('[data-cell-id], [data-sort]')
+      ).find(node => (node.dataset.cellId ?? node.dataset.sort) === key);
+      again?.focus();
+    }
   }
 
   private _totals(rows: IRow[]): HTMLElement {
@@ -219,11 +230,9 @@ export class CarbonSidebar extends Widget {
       button.textContent = text;
       button.setAttribute('aria-pressed', String(this._sort === key));
       button.addEventListener('click', () => {
+        button.focus(); // a click on some browsers does not focus a button
         this._sort = key;
         this._render();
-        this.node
-          .querySelector<HTMLButtonElement>(`[data-sort="${key}"]`)
-          ?.focus();
       });
       group.appendChild(button);
     }

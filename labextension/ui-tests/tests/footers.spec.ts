@@ -145,8 +145,11 @@ test('footers and the sidebar show what each cell cost', async ({
     )
     .map(index => `[${index + 1}]`);
   await expect(sidebar.locator('.cm-Sidebar-index')).toHaveText(byEmissions);
-  // Keyboard: the rows are buttons; Enter on one goes to its cell.
+  // Keyboard: the rows are buttons, focus survives the updates (every poll), and
+  // Enter on one goes to its cell.
   await rows.nth(2).focus();
+  await page.waitForTimeout(2_500);
+  await expect(rows.nth(2)).toBeFocused();
   await page.keyboard.press('Enter');
   const target = Number(byEmissions[2].slice(1, -1)) - 1;
   await expect
