@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from carbon_magic.measurement import Measurement
 from carbon_magic.panel import budget_bar_html, panel_html, sparkline_svg, window_power
 from carbon_magic.timeline import Timeline
@@ -67,3 +69,47 @@ def test_the_panel_carries_the_sparkline_and_the_bar_and_escapes_names():
     # Without power samples or a budget, neither is drawn.
     plain = panel_html(m, {"cpu": 3.0}, "ok")
     assert "cm-sparkline" not in plain and "progressbar" not in plain
+
+
+# --- in a real kernel ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def kernel(tmp_path):
+    from tests.kernels import Kernel
+
+    k = Kernel(str(tmp_path / "ledger.sqlite3"), {"CARBON_MAGIC_INTERVAL": "0.5"})
+    yield k
+    k.shutdown()
+
+
+def sparkline_values(run) -> list[str]:
+    """The sparkline's points in each panel update sent while the cell ran."""
+    values = [
+        m["content"]["data"]["state"]["value"]
+        for m in run.of_type("comm_msg")
+        if "value" in m["content"]["data"].get("state", {})
+    ]
+    return [
+        re.search(r"<polyline points='([^']*)'", v).group(1) for v in values if "<polyline" in v
+    ]
+
+
+@pytest.mark.kernel
+def test_the_live_panel_draws_power_and_budget_and_keeps_them_when_saved(kernel):
+    kernel.execute("%load_ext carbon_magic")
+    busy = "import time\n_end = time.time() + 3\nwhile time.time() < _end:\n    pass\n"
+
+    run = kernel.execute("%%carbon --name spark --budget 0.1J\n" + busy)
+
+    assert run.reply["content"]["status"] == "ok"
+    lines = sparkline_values(run)
+    assert len(set(lines)) >= 2, lines  # the sparkline moved while the cell ran
+    final = run.of_type("update_display_data")[-1]["content"]["data"]
+    html_text = final["text/html"]
+    # The output the notebook saves is static HTML: the sparkline and the bar, in the
+    # warning colour (0.1 J is long spent), and a text/plain line beside it.
+    assert "<polyline" in html_text and "class='cm-sparkline'" in html_text
+    assert "role='progressbar'" in html_text and "data-exceeded='true'" in html_text
+    assert "--jp-warn-color1" in html_text
+    assert final["text/plain"].startswith("carbon: ")
