@@ -1,4 +1,4 @@
-"""The %%carbon panel's HTML: the power sparkline and the budget bar (pure functions)."""
+"""The %%carbon panel: the power sparkline and the budget bar, as HTML and in a real kernel."""
 
 from __future__ import annotations
 
