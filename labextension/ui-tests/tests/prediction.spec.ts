@@ -1,7 +1,7 @@
 /**
  * The running cell's prediction, where the kernel JSON carries one: the status item
  * and the running cell's footer show it, and the footer returns to the ledger's
- * figures when the cell ends. The prediction is added to the server's real answers
+ * figures when the cell ends; the sidebar draws the live power meanwhile. The prediction is added to the server's real answers
  * here (routing), as a server that predicts would send it.
  */
 import { expect, test } from '@jupyterlab/galata';
@@ -40,7 +40,7 @@ test('a prediction shows in the status item and the running cell', async ({
   );
   const notebook = `${tmpPath}/predicted.ipynb`;
   await page.contents.uploadContent(
-    notebookJson(['%load_ext carbon_magic', busyCell(12)]),
+    notebookJson(['%load_ext carbon_magic', busyCell(20)]),
     'text',
     notebook
   );
@@ -49,6 +49,11 @@ test('a prediction shows in the status item and the running cell', async ({
   await page.notebook.runCell(0);
   const item = page.locator('#jp-main-statusbar .cm-StatusItem');
   await expect(item).toHaveText(/^⚡ /, { timeout: 30_000 });
+
+  // The sidebar, open while the cell runs, draws the live power as it comes.
+  await page.click(`.jp-SideBar.jp-mod-right [data-id="carbon-magic-sidebar"]`);
+  const sidebar = page.locator('#carbon-magic-sidebar');
+  await expect(sidebar.locator('.cm-Sidebar-cell')).toHaveCount(0);
 
   const run = page.notebook.runCell(1);
   const footer = page.locator('.cm-CellFooter.cm-mod-running');
@@ -61,6 +66,12 @@ test('a prediction shows in the status item and the running cell', async ({
   await expect(item).toHaveText(
     /^⚡ [\d.,]+ (mW|W|kW) · [\d.,]+ (µg|mg|g|kg|t) CO₂e · 42%$/
   );
+  const live = sidebar.locator('polyline.cm-Timeline-live');
+  await expect(live).toBeAttached({ timeout: 20_000 });
+  const before = await live.getAttribute('points');
+  await expect
+    .poll(() => live.getAttribute('points'), { timeout: 10_000 })
+    .not.toBe(before);
   await run;
 
   // Ended: the ledger's record replaces the prediction.
@@ -70,4 +81,5 @@ test('a prediction shows in the status item and the running cell', async ({
   await expect(page.locator('.cm-CellFooter')).toHaveText(
     /^⚡ [\d.,]+ (µg|mg|g|kg) CO₂e · [\d.,]+ (µWh|mWh|Wh|kWh) · [\d.,]+ s$/
   );
+  await expect(sidebar.locator('.cm-Sidebar-cell')).toHaveCount(1);
 });
