@@ -201,6 +201,7 @@ async def test_nothing_recorded_is_an_empty_page(jp_fetch, ledger_path):
         {"since": "-1"},
         {"since": "nan"},
         {"after": "-3"},
+        {"after": "1e300"},
     ],
 )
 async def test_bad_parameters_are_400(jp_fetch, builder, params):

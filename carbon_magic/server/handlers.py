@@ -55,6 +55,7 @@ STATE_KEY = "carbon_magic"
 # A Jupyter kernel id: a UUID, as the kernel manager makes them.
 KERNEL_ID_PATTERN = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 DAY_S = 86400.0
+MAX_ROW_ID = 2**62  # a cursor beyond any SQLite row id (and still an SQLite integer)
 
 T = TypeVar("T")
 
@@ -197,7 +198,7 @@ class CellsHandler(CarbonMagicHandler):
     @authorized
     async def get(self, kernel_id: str | None = None) -> None:
         since = self._number("since", None, minimum=0.0)
-        after = int(self._number("after", 0, minimum=0))
+        after = int(self._number("after", 0, minimum=0, maximum=MAX_ROW_ID))
         limit = int(self._number("limit", CELL_PAGE_DEFAULT, minimum=1, maximum=CELL_PAGE_MAX))
         path = None
         query: dict[str, Any] = {"since": since, "after": after, "limit": limit}
