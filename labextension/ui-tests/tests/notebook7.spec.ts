@@ -50,7 +50,23 @@ test('Notebook 7 shows the indicator, the footers and the sidebar', async ({
   });
   expect(upload.ok()).toBe(true);
 
+  // Errors thrown from this extension's code (Notebook 7's own core throws one on load
+  // here, extension or not).
+  const errors: string[] = [];
+  page.on('pageerror', error => {
+    const stack = String(error.stack ?? error);
+    if (stack.includes('carbon_magic')) {
+      errors.push(stack);
+    }
+  });
   try {
+    // The file browser page: nothing to show, and nothing breaks.
+    await page.goto(`/tree/${folder}`);
+    await expect(page.locator('.jp-DirListing-item')).toHaveCount(1, {
+      timeout: 60_000
+    });
+    await expect(page.locator(TOP_ITEM)).toBeHidden();
+
     await page.goto(`/notebooks/${notebook}`);
     await expect(page.locator('.jp-Notebook .jp-Cell')).toHaveCount(5, {
       timeout: 60_000
@@ -95,6 +111,8 @@ test('Notebook 7 shows the indicator, the footers and the sidebar', async ({
       '[5]'
     ]);
     await page.screenshot({ path: path.join(SCREENSHOTS, 'notebook7.png') });
+
+    expect(errors).toEqual([]);
 
     // A reload: the footers come back from the ledger.
     await page.reload();
