@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: demo test install install-test lint lint-python lint-ts pytest browser bench clean
+.PHONY: demo test install install-test lint lint-python lint-ts test-ts pytest browser screenshots bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,12 @@ lint-ts: install-test
 
 lint: lint-python lint-ts
 
+# Unit tests of the labextension's pure modules (node's test runner); the check of the
+# cells JSON reads a real answer of the server, written by tests/test_server_cells.py.
+test-ts: install-test
+	$(BIN)/python -m pytest -p no:cacheprovider -q tests/test_server_cells.py
+	cd labextension && jlpm test
+
 # pytest exits 5 when it collected no test: that fails here like any other non-zero code.
 # The fleet test needs Debian's prometheus (installed by the script when missing).
 pytest: install-test
@@ -54,7 +60,12 @@ pytest: install-test
 browser: install-test
 	bash scripts/test_browser.sh
 
-test: lint pytest browser
+# Refresh the README's images: run the browser tests, then copy what they captured.
+screenshots: browser
+	mkdir -p docs/images
+	cp build/screenshots/*.png docs/images/
+
+test: lint pytest test-ts browser
 
 bench: install-test
 	for script in benchmarks/bench_*.py; do $(BIN)/python $$script || exit 1; done

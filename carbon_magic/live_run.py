@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from carbon_magic.budget import overshoot_note
 from carbon_magic.interrupt import BudgetStop
 from carbon_magic.measurement import Measurement
-from carbon_magic.panel import Panel, panel_html, text_summary
+from carbon_magic.panel import Panel, panel_html, text_summary, window_power
 from carbon_magic.prediction import CellForecast, Prediction
 from carbon_magic.tracker import LiveReading, Tracker, Window
 
@@ -63,6 +63,7 @@ class LiveRun:
     ) -> tuple[str, str]:
         note = None
         budget_text = None
+        used = None
         if self.budget is not None:
             used = self.budget.used_fraction(m)
             budget_text = f"budget {self.budget.describe()}: {used:.0%} used"
@@ -75,7 +76,20 @@ class LiveRun:
         title = self.window.name
         line = prediction.panel_line() if prediction is not None else None
         return (
-            panel_html(m, watts, state, budget_text, note, self.hint, title=title, prediction=line),
+            panel_html(
+                m,
+                watts,
+                state,
+                budget_text,
+                note,
+                self.hint,
+                title=title,
+                prediction=line,
+                power=window_power(
+                    self.magics.tracker.timeline, self.window.started_at.timestamp()
+                ),
+                budget_fraction=used,
+            ),
             text_summary(m, note, title=title),
         )
 

@@ -10,8 +10,10 @@ survive in the saved notebook without saved widget state.
 from __future__ import annotations
 
 import html
+import math
 import threading
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from carbon_magic.cluster.combine import describe as describe_cluster
@@ -41,10 +43,14 @@ def panel_html(
     hint: str | None = None,
     title: str | None = None,
     prediction: str | None = None,
+    power: Sequence[tuple[float, float]] | None = None,
+    budget_fraction: float | None = None,
 ) -> str:
     """The panel's HTML for a window so far (``state``: running or the final status);
     ``title`` defaults to the measurement's name; ``prediction`` is the line predicting
-    the total at completion, shown under the emissions."""
+    the total at completion, shown under the emissions. ``power`` is the window's total
+    power over time, ``(UTC epoch seconds, watts)`` (see :func:`window_power`), drawn as a
+    sparkline; ``budget_fraction`` the share of the budget used, drawn as a bar."""
     colour = _COLOURS["warning" if note else ("ok" if state in ("running", "ok") else "error")]
     watts_text = " · ".join(f"{name.upper()} {format_watts(w)}" for name, w in watts.items())
     total_w = sum(watts.values())
@@ -84,6 +90,8 @@ def panel_html(
             + f" · {html.escape(m.mode)} mode",
         ),
     ]
+    if power is not None:
+        rows.insert(2, ("cm-sparkline", sparkline_svg(power)))
     if prediction:
         at = next(i for i, (cls, _) in enumerate(rows) if cls == "cm-emissions") + 1
         rows.insert(at, ("cm-prediction", html.escape(prediction)))
@@ -91,7 +99,8 @@ def panel_html(
     if cluster_line:
         rows.append(("cm-cluster", html.escape(cluster_line)))
     if budget_text:
-        rows.append(("cm-budget", html.escape(budget_text)))
+        bar = "" if budget_fraction is None else budget_bar_html(budget_fraction)
+        rows.append(("cm-budget", bar + html.escape(budget_text)))
     if note:
         rows.append(("cm-note", f"<b>{html.escape(note)}</b>"))
     if hint:
@@ -100,6 +109,68 @@ def panel_html(
     return (
         f"<div class='carbon-magic-panel' data-state='{html.escape(state)}' "
         f"style='{_STYLE.format(colour=colour)}'>{body}</div>"
+    )
+
+
+SPARKLINE_POINTS = 120  # the sparkline keeps the latest this many timeline points
+_BRAND = "var(--jp-brand-color1, #1976d2)"
+_WARN = "var(--jp-warn-color1, #ef6c00)"
+_TRACK = "var(--jp-layout-color3, #bdbdbd)"
+
+
+def window_power(timeline: Any, since_s: float) -> list[tuple[float, float]]:
+    """Total power over time since ``since_s`` from a tracker's ``Timeline``:
+    ``(end of each span, UTC epoch seconds; mean watts of all components)``."""
+    points = timeline.points(since_s)[-SPARKLINE_POINTS:]
+    return [(point.end_s, sum(w for _, w in point.watts)) for point in points]
+
+
+def sparkline_svg(power: Sequence[tuple[float, float]], width: int = 180, height: int = 28) -> str:
+    """An inline SVG line of ``power`` (``(seconds, watts)`` pairs, oldest first), scaled
+    from 0 W to its peak, with the peak and mean in its title; static, so that a saved
+    notebook keeps it. Fewer than two points draw an empty frame."""
+    finite = [(t, w) for t, w in power if math.isfinite(t) and math.isfinite(w)]
+    frame = (
+        f"<svg class='cm-spark' width='{width}' height='{height}' "
+        f"viewBox='0 0 {width} {height}' role='img' style='vertical-align: middle; "
+        f"border-bottom: 1px solid {_TRACK}'"
+    )
+    if len(finite) < 2:
+        return frame + " aria-label='power over the cell: no samples yet'></svg>"
+    t0, t1 = finite[0][0], finite[-1][0]
+    span = max(t1 - t0, 1e-9)
+    peak = max(max(w for _, w in finite), 1e-9)
+    mean = sum(w for _, w in finite) / len(finite)
+    coords = " ".join(
+        f"{(t - t0) / span * (width - 2) + 1:.1f},{height - 1 - w / peak * (height - 4):.1f}"
+        for t, w in finite
+    )
+    label = (
+        f"power over the cell: peak {format_watts(peak)}, mean {format_watts(mean)} "
+        f"over {format_duration(t1 - t0)} (tracker samples)"
+    )
+    return (
+        f"{frame} aria-label='{html.escape(label)}'><title>{html.escape(label)}</title>"
+        f"<polyline points='{coords}' fill='none' stroke='{_BRAND}' stroke-width='1.5'/>"
+        f"</svg> <span class='cm-spark-peak'>peak {format_watts(peak)}</span>"
+    )
+
+
+def budget_bar_html(fraction: float, width: int = 180) -> str:
+    """A progress bar of the budget used (``fraction``: 1.0 is all of it), in the warning
+    colour once exceeded; the bar is capped at full width."""
+    used = max(0.0, fraction) if math.isfinite(fraction) else 1.0
+    exceeded = used > 1.0
+    colour = _WARN if exceeded else _BRAND
+    filled = min(used, 1.0) * 100
+    return (
+        f"<span class='cm-budget-bar' role='progressbar' aria-valuemin='0' "
+        f"aria-valuemax='100' aria-valuenow='{min(used, 9.99) * 100:.0f}' "
+        f"data-exceeded='{str(exceeded).lower()}' style='display: inline-block; "
+        f"width: {width}px; height: 6px; margin-right: 6px; vertical-align: middle; "
+        f"background: {_TRACK}; border-radius: 3px; overflow: hidden'>"
+        f"<span style='display: block; height: 100%; width: {filled:.1f}%; "
+        f"background: {colour}'></span></span>"
     )
 
 

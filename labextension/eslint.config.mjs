@@ -18,6 +18,10 @@ export default tseslint.config(
   js.configs.recommended,
   tseslint.configs.recommended,
   {
+    files: ['test/**/*.mjs'],
+    languageOptions: { globals: { ...globals.node } }
+  },
+  {
     files: ['**/*.ts', '**/*.tsx'],
     languageOptions: {
       globals: {

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Browser test of the status bar and the live panel (Galata/Playwright in Debian's Chromium).
+# Browser tests (Galata/Playwright in Debian's Chromium): the status bar and the live panel,
+# the cell footers and the Carbon sidebar in JupyterLab, and the same in Notebook 7.
 #
 #   scripts/test_browser.sh [playwright test arguments...]
 #
@@ -7,8 +8,8 @@
 # Installs Debian's chromium when it is missing (as root, with apt-get) and the npm
 # dependencies of labextension/ui-tests from the lockfile; never downloads a browser.
 # JupyterLab is started by Playwright (webServer in playwright.config.js) on port 8888
-# with labextension/ui-tests/jupyter_server_test_config.py. Screenshots of the panel and
-# the status bar are written to docs/images/.
+# with labextension/ui-tests/jupyter_server_test_config.py. Screenshots are written to
+# build/screenshots/ (`make screenshots` copies them to docs/images/ for the README).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -42,7 +43,21 @@ if (exec 3<>/dev/tcp/127.0.0.1/8888) 2>/dev/null; then
     exit 1
 fi
 
-mkdir -p "$ROOT/docs/images"
+# Test the extension as the sources are now: build it, and refresh the copy the editable
+# install put in the venv (a copy of the build of its day; a link would let the next
+# pip install write through it into the build folder).
+(cd "$ROOT/labextension" && jlpm build)
+INSTALLED="$(python -c 'import sys; print(sys.prefix)')/share/jupyter/labextensions/carbon_magic"
+if [ -d "$INSTALLED" ] && [ ! -L "$INSTALLED" ]; then
+    rm -rf "$INSTALLED/static" "$INSTALLED/schemas"
+    cp -R "$ROOT/carbon_magic/labextension/static" "$ROOT/carbon_magic/labextension/schemas" \
+        "$ROOT/carbon_magic/labextension/package.json" "$INSTALLED/"
+fi
+
+mkdir -p "$ROOT/build/screenshots"
+# The tests compare the footers with the extension's own formatting of the ledger's
+# records, and check the server's JSON against its TypeScript interface.
+(cd "$ROOT/labextension" && jlpm build:unit)
 cd "$ROOT/labextension/ui-tests"
 jlpm install --immutable
 jlpm playwright test "$@"

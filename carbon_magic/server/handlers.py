@@ -4,6 +4,9 @@ Routes, under the server's ``base_url``:
 
 - ``carbon-magic/api/v1/kernels/{kernel_id}``: one kernel's live power and totals.
 - ``carbon-magic/api/v1/summary[?day_start=EPOCH_S]``: every kernel, today and all time.
+- ``carbon-magic/api/v1/kernels/{kernel_id}/cells[?since=EPOCH_S&after=ID&limit=N]``:
+  the kernel's recorded cells, a page at a time; ``carbon-magic/api/v1/cells?path=NOTEBOOK``
+  (same parameters): the cells of a notebook, whichever kernels ran it.
 - ``carbon-magic/metrics``: Prometheus text exposition.
 
 Every endpoint requires an authenticated user allowed to read kernels (403 otherwise),
@@ -19,6 +22,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -34,7 +38,13 @@ from tornado.ioloop import IOLoop
 
 from carbon_magic.server import metrics, views
 from carbon_magic.server.config import CarbonMagicServer
-from carbon_magic.server.reader import LedgerReader, LedgerUnavailable
+from carbon_magic.server.reader import (
+    CELL_PAGE_DEFAULT,
+    CELL_PAGE_MAX,
+    CellPage,
+    LedgerReader,
+    LedgerUnavailable,
+)
 
 try:
     from jupyter_server.auth.decorator import allow_unauthenticated
@@ -48,6 +58,7 @@ STATE_KEY = "carbon_magic"
 # A Jupyter kernel id: a UUID, as the kernel manager makes them.
 KERNEL_ID_PATTERN = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 DAY_S = 86400.0
+MAX_ROW_ID = 2**62  # a cursor beyond any SQLite row id (and still an SQLite integer)
 
 T = TypeVar("T")
 
@@ -202,6 +213,66 @@ class SummaryHandler(CarbonMagicHandler):
         return value
 
 
+class CellsHandler(CarbonMagicHandler):
+    """``GET carbon-magic/api/v1/kernels/{kernel_id}/cells`` and
+    ``GET carbon-magic/api/v1/cells?path=NOTEBOOK``: recorded cells, oldest first.
+
+    Query: ``since`` (seconds since the epoch: cells that ended then or later), ``after``
+    (a row id: the previous page's ``last_id``), ``limit`` (1 to 1000, default 100).
+    A kernel or notebook with nothing recorded, or no ledger yet, answers an empty page.
+    """
+
+    @web.authenticated
+    @authorized
+    async def get(self, kernel_id: str | None = None) -> None:
+        since = self._number("since", None, minimum=0.0)
+        after = int(self._number("after", 0, minimum=0, maximum=MAX_ROW_ID))
+        limit = int(self._number("limit", CELL_PAGE_DEFAULT, minimum=1, maximum=CELL_PAGE_MAX))
+        path = None
+        query: dict[str, Any] = {"since": since, "after": after, "limit": limit}
+        if kernel_id is None:
+            path = self.get_query_argument("path", "").strip().lstrip("/")
+            if not path:
+                raise web.HTTPError(400, "path: the notebook's path is required")
+            paths = await self.notebook_paths()
+            ids = [kernel for kernel, where in paths.items() if where == path]
+            query.update(notebook_paths=self._path_spellings(path), kernel_ids=ids)
+        else:
+            query["kernel_id"] = kernel_id
+        try:
+            page = await self.read_ledger(lambda: self.state.reader.cells(**query))
+        except LedgerUnavailable:
+            page = CellPage([], more=False)
+        document = views.cells_json(
+            page, time.time(), after=after, limit=limit, kernel_id=kernel_id, notebook_path=path
+        )
+        self.finish(json.dumps(document))
+
+    def _path_spellings(self, path: str) -> list[str]:
+        """The ways a kernel may have recorded the notebook ``path`` (an API path): as
+        it is, and as Jupyter Server sets ``JPY_SESSION_NAME`` (under the root dir)."""
+        spellings = [path]
+        root = getattr(self.contents_manager, "root_dir", None)
+        if root:
+            spellings.append(os.path.join(root, *path.split("/")))
+        return spellings
+
+    def _number(
+        self, name: str, default: float | None, minimum: float, maximum: float = math.inf
+    ) -> float | None:
+        raw = self.get_query_argument(name, None)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or not minimum <= value <= maximum:
+            bound = "" if math.isinf(maximum) else f" and at most {maximum:g}"
+            raise web.HTTPError(400, f"{name} must be a number of at least {minimum:g}{bound}")
+        return value
+
+
 class MetricsHandler(CarbonMagicHandler):
     """``GET carbon-magic/metrics``: Prometheus text exposition."""
 
@@ -245,7 +316,12 @@ def routes(base_url: str) -> list[tuple[str, type[web.RequestHandler]]]:
             url_path_join(prefix, rf"api/v1/kernels/(?P<kernel_id>{KERNEL_ID_PATTERN})"),
             KernelHandler,
         ),
+        (
+            url_path_join(prefix, rf"api/v1/kernels/(?P<kernel_id>{KERNEL_ID_PATTERN})/cells"),
+            CellsHandler,
+        ),
         (url_path_join(prefix, r"api/v1/kernels/(?P<path>.*)"), InvalidKernelHandler),
+        (url_path_join(prefix, "api/v1/cells"), CellsHandler),
         (url_path_join(prefix, "api/v1/summary"), SummaryHandler),
         (url_path_join(prefix, "metrics"), MetricsHandler),
     ]

@@ -12,7 +12,14 @@ from datetime import datetime, timezone
 from typing import Any
 
 from carbon_magic.ledger_read import LOST_AFTER_S, session_state
-from carbon_magic.server.reader import COMPONENTS, LedgerSnapshot, SessionFigures, Totals
+from carbon_magic.server.reader import (
+    COMPONENTS,
+    CellPage,
+    CellRecord,
+    LedgerSnapshot,
+    SessionFigures,
+    Totals,
+)
 
 StaleAfter = Callable[[float], float]  # interval_s -> seconds
 Paths = Mapping[str, str]  # kernel id -> notebook path now, from the server's sessions
@@ -280,3 +287,73 @@ def _sum_power(
                 power[name] += power_json(summary.latest)[name]
     power["total"] = sum(power.values())
     return power
+
+
+def cell_json(record: CellRecord) -> dict[str, Any]:
+    """One recorded cell: its figures, their ranges and how they were obtained.
+
+    ``power_w`` is the mean power over the cell (IT energy per component over its
+    duration, before PUE); ``energy_kwh`` is the facility energy (after PUE).
+    """
+    duration = record.duration_s
+    mean = {
+        name: (joules / duration if duration > 0 else 0.0)
+        for name, joules in record.energy_j.items()
+    }
+    mean["total"] = sum(mean[name] for name in COMPONENTS)
+    return {
+        "id": record.id,
+        "cell_id": record.cell_id,
+        "kernel_id": record.kernel_id,
+        "session_uuid": record.session_uuid,
+        "execution_count": record.execution_count,
+        "name": record.name,
+        "source": record.source,
+        "via": record.via,
+        "status": record.status,
+        "started_at": record.started_at,
+        "ended_at": record.ended_at,
+        "duration_s": duration,
+        "energy_j": dict(record.energy_j),
+        "power_w": mean,
+        "energy_kwh": record.energy_kwh,
+        "energy_range_kwh": list(record.energy_range_kwh),
+        "emissions_g": record.emissions_g,
+        "emissions_range_g": list(record.emissions_range_g),
+        "embodied_g": record.embodied_g,
+        "intensity": {
+            "g_per_kwh": record.intensity_g_per_kwh,
+            "source": record.intensity_source,
+        },
+        "pue": record.pue,
+        "mode": record.mode,
+        "methods": dict(record.methods),
+        "budget": record.budget,
+    }
+
+
+def cells_json(
+    page: CellPage,
+    now: float,
+    *,
+    after: int,
+    limit: int,
+    kernel_id: str | None = None,
+    notebook_path: str | None = None,
+) -> dict[str, Any]:
+    """The document of ``GET …/kernels/{kernel_id}/cells`` and ``GET …/cells?path=``.
+
+    ``last_id`` is the cursor of the next page (``after=last_id``): the last cell's row
+    id, or ``after`` itself when the page is empty; ``more`` says whether to ask again.
+    """
+    cells = [cell_json(record) for record in page.cells]
+    return {
+        "kernel_id": kernel_id,
+        "notebook_path": notebook_path,
+        "now": now,
+        "after": after,
+        "limit": limit,
+        "last_id": page.cells[-1].id if page.cells else after,
+        "more": page.more,
+        "cells": cells,
+    }

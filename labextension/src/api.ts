@@ -6,6 +6,8 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
+import { checkCellsPage, ICellsPage, IPrediction } from './schema';
+
 /** Cumulative figures: facility energy and emissions with their range. */
 export interface ITotals {
   energy_kwh: number;
@@ -49,6 +51,8 @@ export interface IKernelFigures {
     mode: string;
     methods: Record<string, string>;
   };
+  /** The running cell's predicted completion, where the server sends one. */
+  prediction?: IPrediction | null;
 }
 
 /** `GET carbon-magic/api/v1/summary`. */
@@ -116,4 +120,29 @@ export async function fetchSummary(
     throw new ServerConnection.ResponseError(response);
   }
   return (await response.json()) as ISummary;
+}
+
+/**
+ * One page of the cells recorded for the notebook at `path` (every kernel that ran
+ * it, across restarts), recorded after the row id `after`, oldest first.
+ *
+ * Throws `ServerConnection.ResponseError` when the server fails, and
+ * `SchemaError` when its answer does not have the shape of `ICellsPage`.
+ */
+export async function fetchNotebookCells(
+  path: string,
+  after: number,
+  settings: ServerConnection.ISettings = ServerConnection.makeSettings(),
+  limit = 100
+): Promise<ICellsPage> {
+  const query = URLExt.objectToQueryString({
+    path,
+    after: String(after),
+    limit: String(limit)
+  });
+  const response = await getJson(apiUrl(settings, 'cells') + query, settings);
+  if (!response.ok) {
+    throw new ServerConnection.ResponseError(response);
+  }
+  return checkCellsPage(await response.json());
 }

@@ -86,3 +86,25 @@ export function formatAge(seconds: number): string {
   }
   return `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
 }
+
+/** A cell's duration: `450 ms`, `12.1 s`, `2 min 5 s`, `1 h 3 min`. */
+export function formatDuration(seconds: number): string {
+  if (!Number.isFinite(seconds) || seconds < 0) {
+    return '—';
+  }
+  if (seconds < 1) {
+    return `${Math.round(seconds * 1000)} ms`;
+  }
+  if (seconds < 59.95) {
+    return `${Number(seconds.toPrecision(3))} s`;
+  }
+  return formatAge(seconds);
+}
+
+/** A fraction as a percentage: `0.42` → `42%`. */
+export function formatPercent(fraction: number): string {
+  if (!Number.isFinite(fraction)) {
+    return '—';
+  }
+  return `${Math.round(Math.min(1, Math.max(0, fraction)) * 100)}%`;
+}

@@ -1,6 +1,7 @@
 /**
- * carbon_magic status bar: power now and emissions so far of the active
- * notebook's kernel, from the server extension; click for details.
+ * carbon_magic in JupyterLab and Notebook 7: a status item (the status bar in
+ * JupyterLab, the top area in Notebook 7) with the active kernel's power and
+ * emissions, a footer under every recorded cell and the Carbon sidebar.
  */
 import {
   ILabShell,
@@ -11,16 +12,73 @@ import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar, showPopup } from '@jupyterlab/statusbar';
 
+import { DEFAULT_FOOTER_SETTINGS, IFooterSettings } from './cellformat';
+import { NotebookCells } from './cells';
+import { CellFooters } from './footers';
+import { carbonIcon } from './icon';
 import { CarbonModel, DEFAULT_REFRESH_MS } from './model';
+import { readPrediction } from './schema';
+import { CarbonSidebar, SIDEBAR_ID } from './sidebar';
 import { CarbonPopupBody, CarbonStatusItem } from './widgets';
 
 const PLUGIN_ID = 'carbon_magic:plugin';
 
-/** Keep the model on the current notebook's kernel. */
+/** What each open notebook gets: its recorded cells and their footers. */
+interface INotebookCarbon {
+  cells: NotebookCells;
+  footers: CellFooters;
+}
+
+class Notebooks {
+  constructor(private _footerSettings: IFooterSettings) {}
+
+  get(panel: NotebookPanel): INotebookCarbon | undefined {
+    return this._byPanel.get(panel);
+  }
+
+  /** Start following `panel` (once); stop when it closes. */
+  add(panel: NotebookPanel): INotebookCarbon {
+    const known = this._byPanel.get(panel);
+    if (known) {
+      return known;
+    }
+    const cells = new NotebookCells(
+      () => panel.context.localPath,
+      () => panel.isVisible
+    );
+    const footers = new CellFooters(panel, cells);
+    footers.settings = this._footerSettings;
+    const entry = { cells, footers };
+    this._byPanel.set(panel, entry);
+    panel.context.pathChanged.connect(() => cells.reset());
+    panel.sessionContext.statusChanged.connect((_, status) => {
+      if (status === 'idle' || status === 'restarting') {
+        void cells.refresh();
+      }
+    });
+    panel.disposed.connect(() => {
+      footers.dispose();
+      cells.dispose();
+      this._byPanel.delete(panel);
+    });
+    return entry;
+  }
+
+  set footerSettings(value: IFooterSettings) {
+    this._footerSettings = value;
+    this._byPanel.forEach(entry => (entry.footers.settings = value));
+  }
+
+  private _byPanel = new Map<NotebookPanel, INotebookCarbon>();
+}
+
+/** Keep the model and the sidebar on the current notebook and its kernel. */
 function followNotebooks(
   app: JupyterFrontEnd,
   tracker: INotebookTracker,
   model: CarbonModel,
+  notebooks: Notebooks,
+  sidebar: CarbonSidebar,
   labShell: ILabShell | null
 ): void {
   let watched: NotebookPanel | null = null;
@@ -33,6 +91,7 @@ function followNotebooks(
       if (watched) {
         watched.sessionContext.kernelChanged.disconnect(update);
         watched.sessionContext.statusChanged.disconnect(onStatus);
+        showPrediction(watched, null);
       }
       watched = panel;
       if (panel) {
@@ -42,6 +101,10 @@ function followNotebooks(
     }
     const kernelId = panel?.sessionContext.session?.kernel?.id ?? null;
     model.setTarget(panel !== null, kernelId);
+    const entry = panel ? notebooks.add(panel) : null;
+    sidebar.follow(panel, entry?.cells ?? null);
+    // Its poll stood by while the tab was hidden: catch up now.
+    void entry?.cells.refresh();
   };
 
   const onStatus = (_: unknown, status: string) => {
@@ -51,6 +114,36 @@ function followNotebooks(
     }
   };
 
+  const showPrediction = (
+    panel: NotebookPanel,
+    value: ReturnType<typeof readPrediction>
+  ) => {
+    const entry = notebooks.get(panel);
+    if (entry) {
+      entry.footers.prediction = value;
+    }
+  };
+
+  // The running cell's footer shows the kernel's prediction, where it sends one.
+  model.changed.connect(() => {
+    if (!watched) {
+      return;
+    }
+    const status = model.status;
+    const figures =
+      status.kind === 'figures' && status.figures.kernel_id === model.kernelId
+        ? status.figures
+        : null;
+    showPrediction(
+      watched,
+      figures ? readPrediction(figures.prediction) : null
+    );
+  });
+
+  tracker.widgetAdded.connect((_, panel) => {
+    notebooks.add(panel);
+  });
+  tracker.forEach(panel => notebooks.add(panel));
   tracker.currentChanged.connect(update);
   if (labShell) {
     labShell.currentChanged.connect(update);
@@ -59,42 +152,78 @@ function followNotebooks(
   update();
 }
 
+function footerSettings(settings: ISettingRegistry.ISettings): IFooterSettings {
+  const get = <T>(name: keyof IFooterSettings): T =>
+    (settings.get(name).composite ?? DEFAULT_FOOTER_SETTINGS[name]) as T;
+  return {
+    footers: get<boolean>('footers'),
+    footerMinEmissionsG: Math.max(0, get<number>('footerMinEmissionsG') || 0),
+    footerLead: get<string>('footerLead') === 'energy' ? 'energy' : 'emissions'
+  };
+}
+
 const plugin: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,
   description:
-    "Energy and carbon of the active notebook's kernel in the status bar.",
+    'Energy and carbon of notebook cells: footers, a sidebar and a status item.',
   autoStart: true,
-  requires: [IStatusBar, INotebookTracker],
-  optional: [ILabShell, ISettingRegistry],
+  requires: [INotebookTracker],
+  optional: [IStatusBar, ILabShell, ISettingRegistry],
   activate: (
     app: JupyterFrontEnd,
-    statusBar: IStatusBar,
     tracker: INotebookTracker,
+    statusBar: IStatusBar | null,
     labShell: ILabShell | null,
     settingRegistry: ISettingRegistry | null
   ) => {
     const model = new CarbonModel();
     const item = new CarbonStatusItem(model);
+    const notebooks = new Notebooks(DEFAULT_FOOTER_SETTINGS);
 
-    item.node.addEventListener('click', () => {
-      const body = new CarbonPopupBody(model);
-      const popup = showPopup({ body, anchor: item, align: 'left' });
-      model.wantSummary = true;
-      popup.disposed.connect(() => {
-        model.wantSummary = false;
-        body.dispose();
+    const sidebar = new CarbonSidebar(model);
+    sidebar.title.icon = carbonIcon;
+    app.shell.add(sidebar, 'right', { rank: 900 });
+
+    if (statusBar) {
+      // JupyterLab: the status bar, with a popup of details.
+      item.node.addEventListener('click', () => {
+        const body = new CarbonPopupBody(model);
+        const popup = showPopup({ body, anchor: item, align: 'left' });
+        model.wantSummary = true;
+        popup.disposed.connect(() => {
+          model.wantSummary = false;
+          body.dispose();
+        });
       });
+      statusBar.registerStatusItem(PLUGIN_ID, {
+        item,
+        align: 'left',
+        rank: 4,
+        isActive: () => model.visible,
+        activeStateChanged: model.changed
+      });
+    } else {
+      // Notebook 7 has no status bar: the item sits in the top area and opens the
+      // sidebar, which has every detail.
+      item.addClass('cm-mod-top');
+      item.node.addEventListener('click', () => {
+        app.shell.activateById(SIDEBAR_ID);
+      });
+      const showWhenVisible = () => item.setHidden(!model.visible);
+      model.changed.connect(showWhenVisible);
+      showWhenVisible();
+      app.shell.add(item, 'top', { rank: 900 });
+    }
+    item.node.tabIndex = 0;
+    item.node.setAttribute('role', 'button');
+    item.node.addEventListener('keydown', event => {
+      if (event.key === 'Enter' || event.key === ' ') {
+        event.preventDefault();
+        item.node.click();
+      }
     });
 
-    statusBar.registerStatusItem(PLUGIN_ID, {
-      item,
-      align: 'left',
-      rank: 4,
-      isActive: () => model.visible,
-      activeStateChanged: model.changed
-    });
-
-    followNotebooks(app, tracker, model, labShell);
+    followNotebooks(app, tracker, model, notebooks, sidebar, labShell);
 
     if (settingRegistry) {
       settingRegistry
@@ -104,6 +233,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
             model.refreshRate =
               (settings.get('refreshRate').composite as number) ??
               DEFAULT_REFRESH_MS;
+            notebooks.footerSettings = footerSettings(settings);
           };
           settings.changed.connect(apply);
           apply();

@@ -9,9 +9,12 @@ import {
   formatGrams,
   formatGramsRange,
   formatKwh,
+  formatPercent,
   formatWatts
 } from './format';
+import { predictionText } from './cellformat';
 import { CarbonModel, Status } from './model';
+import { readPrediction } from './schema';
 
 export const LOAD_HINT = 'carbon: %load_ext carbon_magic';
 
@@ -50,9 +53,16 @@ function figuresText(figures: IKernelFigures): { text: string; title: string } {
       title: `No news from the kernel's tracker for ${formatAge(figures.age_s)}: the kernel may be busy or gone. Click for details.`
     };
   }
+  const prediction = readPrediction(figures.prediction);
+  const running = prediction ? ` · ${formatPercent(prediction.fraction)}` : '';
   return {
-    text: `⚡ ${formatWatts(figures.power_w.total)} · ${grams}`,
-    title: 'Power now and emissions so far of this kernel. Click for details.'
+    text: `⚡ ${formatWatts(figures.power_w.total)} · ${grams}${running}`,
+    title:
+      'Power now and emissions so far of this kernel' +
+      (prediction
+        ? `; the running cell: ${predictionText(prediction)} (predicted by the kernel)`
+        : '') +
+      '. Click for details.'
   };
 }
 
@@ -164,6 +174,10 @@ function kernelRows(figures: IKernelFigures): Row[] {
   ];
   if (figures.heartbeat?.running_cell) {
     rows.push(['Running', figures.heartbeat.running_cell, 'cm-running']);
+  }
+  const prediction = readPrediction(figures.prediction);
+  if (prediction) {
+    rows.push(['Predicted', predictionText(prediction), 'cm-prediction']);
   }
   return rows;
 }

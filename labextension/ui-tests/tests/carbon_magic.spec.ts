@@ -5,7 +5,8 @@
 import { expect, test } from '@jupyterlab/galata';
 import * as path from 'path';
 
-const IMAGES = path.resolve(__dirname, '..', '..', '..', 'docs', 'images');
+import { SCREENSHOTS as IMAGES, notebookJson } from './helpers';
+
 const STATUS_ITEM = '#jp-main-statusbar .cm-StatusItem';
 const WATTS_AND_GRAMS = /^⚡ [\d.,]+ (mW|W|kW) · [\d.,]+ (µg|mg|g|kg|t) CO₂e$/;
 const GRAMS_RANGE =
@@ -14,28 +15,6 @@ const SECONDS_OF_WORK = 15;
 
 test.use({ autoGoto: true });
 
-/** A one-cell notebook that names its kernel, so opening it starts one. */
-const NOTEBOOK = {
-  cells: [
-    {
-      cell_type: 'code',
-      execution_count: null,
-      metadata: {},
-      outputs: [],
-      source: ''
-    }
-  ],
-  metadata: {
-    kernelspec: {
-      display_name: 'Python 3 (ipykernel)',
-      language: 'python',
-      name: 'python3'
-    }
-  },
-  nbformat: 4,
-  nbformat_minor: 5
-};
-
 test('status bar and live panel follow a measured cell', async ({
   page,
   tmpPath
@@ -43,7 +22,8 @@ test('status bar and live panel follow a measured cell', async ({
   test.setTimeout(180_000);
   // Created under its final name, so the kernel's session knows the real path.
   const notebook = `${tmpPath}/carbon.ipynb`;
-  await page.contents.uploadContent(JSON.stringify(NOTEBOOK), 'text', notebook);
+  // A one-cell notebook that names its kernel, so opening it starts one.
+  await page.contents.uploadContent(notebookJson(['']), 'text', notebook);
   await page.notebook.openByPath(notebook);
   await page.notebook.activate('carbon.ipynb');
   const item = page.locator(STATUS_ITEM);
@@ -98,6 +78,14 @@ test('status bar and live panel follow a measured cell', async ({
     .poll(async () => emissions.textContent(), { timeout: 8_000 })
     .not.toBe(first);
 
+  // The power sparkline moves too (the panel's HTML is one simple trait).
+  const spark = panel.locator('svg.cm-spark polyline');
+  await expect(spark).toBeAttached({ timeout: 15_000 });
+  const line = await spark.getAttribute('points');
+  await expect
+    .poll(async () => spark.getAttribute('points'), { timeout: 8_000 })
+    .not.toBe(line);
+
   // The status bar follows too.
   const before = await item.textContent();
   await expect(item).toHaveText(WATTS_AND_GRAMS);
@@ -122,6 +110,8 @@ test('status bar and live panel follow a measured cell', async ({
   await page.keyboard.press('Escape');
   await run;
   await expect(panel).toHaveAttribute('data-state', 'ok');
+  // The final, static panel (what the saved notebook keeps) has its sparkline.
+  await expect(panel.locator('svg.cm-spark polyline')).toBeAttached();
 
   const second = page.notebook.runCell(3);
   const secondPanel = page

@@ -1,0 +1,92 @@
+/**
+ * Texts shown for one recorded cell (its footer, its tooltip, its sidebar row) and
+ * for a running cell's prediction. Pure functions: no DOM, no JupyterLab.
+ */
+import {
+  formatAge,
+  formatDuration,
+  formatGrams,
+  formatGramsRange,
+  formatKwh,
+  formatPercent,
+  formatWatts
+} from './format';
+import { ICellRecord, IPrediction } from './schema';
+
+/** How footers are shown (the plugin settings of the same names). */
+export interface IFooterSettings {
+  /** Show footers under recorded cells. */
+  footers: boolean;
+  /** Hide the footer of cells whose emissions are below this many grams CO2e. */
+  footerMinEmissionsG: number;
+  /** Which figure comes first: emissions (CO₂e) or energy. */
+  footerLead: 'emissions' | 'energy';
+}
+
+export const DEFAULT_FOOTER_SETTINGS: IFooterSettings = {
+  footers: true,
+  footerMinEmissionsG: 0,
+  footerLead: 'emissions'
+};
+
+const COMPONENT_NAMES = ['cpu', 'gpu', 'ram'] as const;
+
+/** Whether `cell` gets a footer under `settings`. */
+export function showsFooter(
+  cell: ICellRecord,
+  settings: IFooterSettings
+): boolean {
+  return settings.footers && cell.emissions_g >= settings.footerMinEmissionsG;
+}
+
+/** The footer line: `⚡ 4.2 mg CO₂e · 11 mWh · 12.1 s` (or energy first). */
+export function footerText(
+  cell: ICellRecord,
+  lead: IFooterSettings['footerLead'] = 'emissions'
+): string {
+  const grams = `${formatGrams(cell.emissions_g)} CO₂e`;
+  const energy = formatKwh(cell.energy_kwh);
+  const figures = lead === 'energy' ? [energy, grams] : [grams, energy];
+  const status = cell.status === 'ok' ? [] : [cell.status];
+  return `⚡ ${[...figures, formatDuration(cell.duration_s), ...status].join(' · ')}`;
+}
+
+/** The footer's tooltip: ranges, methods, grid intensity and its source, embodied share. */
+export function footerTitle(cell: ICellRecord, now?: number): string {
+  const [lowG, highG] = cell.emissions_range_g;
+  const [lowKwh, highKwh] = cell.energy_range_kwh;
+  const methods = COMPONENT_NAMES.map(name => {
+    const method = cell.methods[name];
+    const watts = formatWatts(cell.power_w[name]);
+    return `${name.toUpperCase()} ${watts}${method ? ` ${method}` : ''}`;
+  }).join(' · ');
+  const total = cell.emissions_g + cell.embodied_g;
+  const share = total > 0 ? formatPercent(cell.embodied_g / total) : '0%';
+  const ended =
+    now === undefined
+      ? new Date(cell.ended_at * 1000).toLocaleString()
+      : `${formatAge(Math.max(0, now - cell.ended_at))} ago`;
+  return [
+    `Emissions ${formatGramsRange(cell.emissions_g, lowG, highG)} CO₂e (operational)`,
+    `Energy ${formatKwh(cell.energy_kwh)} (${formatKwh(lowKwh)}–${formatKwh(highKwh)}), facility, PUE ${cell.pue}`,
+    `Mean power ${formatWatts(cell.power_w.total)}: ${methods}`,
+    `Grid ${Math.round(cell.intensity.g_per_kwh)} g/kWh · ${cell.intensity.source}`,
+    `Embodied ${formatGrams(cell.embodied_g)} CO₂e (manufacturing, amortised; ${share} of operational + embodied), not in the figure above`,
+    `${formatDuration(cell.duration_s)}, ${cell.status}, ${cell.mode} mode, ended ${ended}`,
+    'From the carbon_magic ledger (cell recorded by the kernel).'
+  ].join('\n');
+}
+
+/** A running cell's prediction: `≈ 42% · ≈ 3.1 g (2.5–4 g) CO₂e at the end · 1 min 5 s left`. */
+export function predictionText(prediction: IPrediction): string {
+  const [low, high] = prediction.emissions_range_g;
+  return [
+    `≈ ${formatPercent(prediction.fraction)}`,
+    `${formatGramsRange(prediction.emissions_g, low, high)} CO₂e at the end`,
+    `${formatDuration(Math.max(0, prediction.eta_s))} left`
+  ].join(' · ');
+}
+
+/** The tooltip of a prediction: how it was obtained. */
+export const PREDICTION_TITLE =
+  'Predicted by the kernel from this cell so far: the fraction done, the emissions of the whole cell with their range, and the time left.';

@@ -1,0 +1,258 @@
+/**
+ * The JSON of the cells endpoints and of a kernel's prediction, as TypeScript types,
+ * with checks that hold every answer to them (pure: no JupyterLab imports).
+ *
+ * Each check table is typed by its interface (`Checks<T>` needs one check per key),
+ * so a field added to an interface without a check does not compile; `strict` mode
+ * also rejects fields the interface does not know (the unit tests use it on a real
+ * answer of the server).
+ *
+ * Units follow the server: seconds, joules, watts, kWh, grams CO2e, gCO2e/kWh.
+ */
+
+/** Watts (or joules) per component. */
+export interface IComponents {
+  cpu: number;
+  gpu: number;
+  ram: number;
+}
+
+/** One recorded cell, as `GET …/cells` returns it. */
+export interface ICellRecord {
+  /** The ledger row id: increases in the order cells were recorded. */
+  id: number;
+  /** The notebook cell id the frontend sent with the execution. */
+  cell_id: string | null;
+  kernel_id: string | null;
+  session_uuid: string;
+  execution_count: number | null;
+  name: string | null;
+  /** The first source line, as text (never HTML). */
+  source: string | null;
+  via: string;
+  status: string;
+  started_at: number;
+  ended_at: number;
+  duration_s: number;
+  /** IT energy per component, before PUE. */
+  energy_j: IComponents;
+  /** Mean power over the cell per component, and their sum. */
+  power_w: IComponents & { total: number };
+  /** Facility energy, after PUE. */
+  energy_kwh: number;
+  energy_range_kwh: [number, number];
+  emissions_g: number;
+  emissions_range_g: [number, number];
+  embodied_g: number;
+  intensity: { g_per_kwh: number; source: string };
+  pue: number;
+  mode: string;
+  /** How each component was obtained: measured, modelled, assumed. */
+  methods: Record<string, string>;
+  budget: string | null;
+}
+
+/** A page of cells: `GET …/kernels/{id}/cells` or `GET …/cells?path=`. */
+export interface ICellsPage {
+  kernel_id: string | null;
+  notebook_path: string | null;
+  now: number;
+  after: number;
+  limit: number;
+  /** The cursor of the next page (`after=last_id`). */
+  last_id: number;
+  more: boolean;
+  cells: ICellRecord[];
+}
+
+/** The running cell's predicted completion, when the kernel JSON carries one. */
+export interface IPrediction {
+  /** Fraction done, 0 to 1. */
+  fraction: number;
+  /** Predicted emissions of the whole cell and their range, grams CO2e. */
+  emissions_g: number;
+  emissions_range_g: [number, number];
+  /** Seconds until the cell is predicted to end. */
+  eta_s: number;
+}
+
+/** Thrown when an answer does not have the shape its interface says. */
+export class SchemaError extends Error {
+  constructor(where: string, problem: string) {
+    super(`${where}: ${problem}`);
+    this.name = 'SchemaError';
+  }
+}
+
+type Check = (value: unknown, where: string, strict: boolean) => void;
+type Checks<T> = { [K in keyof T]-?: Check };
+
+const isObject = (value: unknown): value is Record<string, unknown> =>
+  typeof value === 'object' && value !== null && !Array.isArray(value);
+
+const number: Check = (value, where) => {
+  if (typeof value !== 'number' || !Number.isFinite(value)) {
+    throw new SchemaError(
+      where,
+      `expected a finite number, got ${show(value)}`
+    );
+  }
+};
+const integer: Check = (value, where, strict) => {
+  number(value, where, strict);
+  if (!Number.isInteger(value)) {
+    throw new SchemaError(where, `expected an integer, got ${show(value)}`);
+  }
+};
+const string: Check = (value, where) => {
+  if (typeof value !== 'string') {
+    throw new SchemaError(where, `expected a string, got ${show(value)}`);
+  }
+};
+const boolean: Check = (value, where) => {
+  if (typeof value !== 'boolean') {
+    throw new SchemaError(where, `expected a boolean, got ${show(value)}`);
+  }
+};
+const nullable =
+  (check: Check): Check =>
+  (value, where, strict) => {
+    if (value !== null) {
+      check(value, where, strict);
+    }
+  };
+const pair: Check = (value, where, strict) => {
+  if (!Array.isArray(value) || value.length !== 2) {
+    throw new SchemaError(where, `expected [low, high], got ${show(value)}`);
+  }
+  value.forEach((item, index) => number(item, `${where}[${index}]`, strict));
+};
+const stringMap: Check = (value, where, strict) => {
+  if (!isObject(value)) {
+    throw new SchemaError(where, `expected an object, got ${show(value)}`);
+  }
+  for (const [key, item] of Object.entries(value)) {
+    string(item, `${where}.${key}`, strict);
+  }
+};
+const array =
+  (check: Check): Check =>
+  (value, where, strict) => {
+    if (!Array.isArray(value)) {
+      throw new SchemaError(where, `expected a list, got ${show(value)}`);
+    }
+    value.forEach((item, index) => check(item, `${where}[${index}]`, strict));
+  };
+
+function object<T>(checks: Checks<T>): Check {
+  return (value, where, strict) => {
+    if (!isObject(value)) {
+      throw new SchemaError(where, `expected an object, got ${show(value)}`);
+    }
+    for (const [key, check] of Object.entries(checks) as [string, Check][]) {
+      if (!(key in value)) {
+        throw new SchemaError(`${where}.${key}`, 'missing');
+      }
+      check(value[key], `${where}.${key}`, strict);
+    }
+    if (strict) {
+      const unknown = Object.keys(value).filter(key => !(key in checks));
+      if (unknown.length) {
+        throw new SchemaError(where, `fields not in the interface: ${unknown}`);
+      }
+    }
+  };
+}
+
+function show(value: unknown): string {
+  const text = JSON.stringify(value);
+  return text === undefined ? String(value) : text.slice(0, 60);
+}
+
+const components: Checks<IComponents> = {
+  cpu: number,
+  gpu: number,
+  ram: number
+};
+
+const cellRecord = object<ICellRecord>({
+  id: integer,
+  cell_id: nullable(string),
+  kernel_id: nullable(string),
+  session_uuid: string,
+  execution_count: nullable(integer),
+  name: nullable(string),
+  source: nullable(string),
+  via: string,
+  status: string,
+  started_at: number,
+  ended_at: number,
+  duration_s: number,
+  energy_j: object<IComponents>(components),
+  power_w: object<IComponents & { total: number }>({
+    ...components,
+    total: number
+  }),
+  energy_kwh: number,
+  energy_range_kwh: pair,
+  emissions_g: number,
+  emissions_range_g: pair,
+  embodied_g: number,
+  intensity: object<ICellRecord['intensity']>({
+    g_per_kwh: number,
+    source: string
+  }),
+  pue: number,
+  mode: string,
+  methods: stringMap,
+  budget: nullable(string)
+});
+
+const cellsPage = object<ICellsPage>({
+  kernel_id: nullable(string),
+  notebook_path: nullable(string),
+  now: number,
+  after: integer,
+  limit: integer,
+  last_id: integer,
+  more: boolean,
+  cells: array(cellRecord)
+});
+
+const prediction = object<IPrediction>({
+  fraction: number,
+  emissions_g: number,
+  emissions_range_g: pair,
+  eta_s: number
+});
+
+/**
+ * `value` as a page of cells; throws `SchemaError` saying where it differs.
+ * With `strict`, fields the interface does not declare are errors too.
+ */
+export function checkCellsPage(value: unknown, strict = false): ICellsPage {
+  cellsPage(value, 'cells page', strict);
+  return value as ICellsPage;
+}
+
+let warnedPrediction = false;
+
+/**
+ * A kernel's `prediction` field: `null` when absent, null or malformed (a
+ * malformed one is reported once on the console, and ignored).
+ */
+export function readPrediction(value: unknown): IPrediction | null {
+  if (value === undefined || value === null) {
+    return null;
+  }
+  try {
+    prediction(value, 'prediction', false);
+  } catch (error) {
+    if (!warnedPrediction) {
+      warnedPrediction = true;
+      console.warn('carbon_magic: ignoring a malformed prediction', error);
+    }
+    return null;
+  }
+  return value as IPrediction;
+}

@@ -1,0 +1,314 @@
+/**
+ * The Carbon sidebar (`carbon-magic-sidebar`): for the notebook in front of the user,
+ * its recorded cells sortable by emissions, a power timeline with the cells' spans,
+ * the kernel session's totals and the notebook's. Follows tab switches.
+ */
+import { Cell } from '@jupyterlab/cells';
+import { NotebookPanel } from '@jupyterlab/notebook';
+import { Widget } from '@lumino/widgets';
+
+import { footerTitle } from './cellformat';
+import { NotebookCells } from './cells';
+import {
+  formatDuration,
+  formatGrams,
+  formatGramsRange,
+  formatKwh,
+  formatWatts
+} from './format';
+import { CarbonModel } from './model';
+import { ICellRecord } from './schema';
+import { IPowerSample, timelineSvg } from './timeline';
+
+export const SIDEBAR_ID = 'carbon-magic-sidebar';
+const MAX_SAMPLES = 300;
+
+type SortKey = 'order' | 'emissions';
+
+interface IRow {
+  index: number;
+  cell: Cell;
+  record: ICellRecord;
+}
+
+export class CarbonSidebar extends Widget {
+  constructor(private readonly _model: CarbonModel) {
+    super();
+    this.id = SIDEBAR_ID;
+    this.addClass('cm-Sidebar');
+    this.title.caption = 'Carbon: the cost of this notebook’s cells';
+    this.node.setAttribute('role', 'region');
+    this.node.setAttribute('aria-label', 'Carbon of the notebook');
+    this._model.changed.connect(this._onFigures, this);
+    this._render();
+  }
+
+  /** Follow `panel` (the current notebook) and its recorded cells, or nothing. */
+  follow(panel: NotebookPanel | null, cells: NotebookCells | null): void {
+    if (panel === this._panel) {
+      return;
+    }
+    this._cells?.changed.disconnect(this._schedule, this);
+    this._panel?.content.model?.cells.changed.disconnect(this._schedule, this);
+    this._panel = panel;
+    this._cells = cells;
+    this._samples = [];
+    cells?.changed.connect(this._schedule, this);
+    panel?.content.model?.cells.changed.connect(this._schedule, this);
+    this._schedule();
+  }
+
+  dispose(): void {
+    this.follow(null, null);
+    this._model.changed.disconnect(this._onFigures, this);
+    super.dispose();
+  }
+
+  private _onFigures(): void {
+    const status = this._model.status;
+    if (status.kind === 'figures' && status.figures.live) {
+      const at = status.figures.heartbeat?.at ?? status.figures.now;
+      const last = this._samples[this._samples.length - 1];
+      if (!last || last.at < at) {
+        this._samples.push({ at, watts: status.figures.power_w.total });
+        this._samples.splice(0, this._samples.length - MAX_SAMPLES);
+      }
+    }
+    this._schedule();
+  }
+
+  private _schedule(): void {
+    if (this._pending) {
+      return;
+    }
+    this._pending = true;
+    requestAnimationFrame(() => {
+      this._pending = false;
+      if (!this.isDisposed) {
+        this._render();
+      }
+    });
+  }
+
+  private _rows(): IRow[] {
+    const panel = this._panel;
+    const cells = this._cells;
+    if (!panel || !cells) {
+      return [];
+    }
+    const rows: IRow[] = [];
+    panel.content.widgets.forEach((cell, index) => {
+      const record = cells.byCellId.get(cell.model.id);
+      if (cell.model.type === 'code' && record) {
+        rows.push({ index, cell, record });
+      }
+    });
+    if (this._sort === 'emissions') {
+      rows.sort((a, b) => b.record.emissions_g - a.record.emissions_g);
+    }
+    return rows;
+  }
+
+  private _render(): void {
+    const heading = document.createElement('h2');
+    heading.className = 'cm-Sidebar-heading';
+    const panel = this._panel;
+    const where = panel?.context.localPath ?? '';
+    heading.textContent = where.split('/').pop() || 'Carbon';
+    heading.title = where;
+    if (!panel) {
+      const empty = paragraph(
+        'cm-Sidebar-empty',
+        'Open a notebook to see what its cells cost.'
+      );
+      this.node.replaceChildren(heading, empty);
+      return;
+    }
+    const rows = this._rows();
+    // Keep the keyboard focus on the same control across the re-render.
+    const focused = this.node.contains(document.activeElement)
+      ? (document.activeElement as HTMLElement)
+      : null;
+    const key = focused?.dataset.cellId ?? focused?.dataset.sort;
+    this.node.replaceChildren(
+      heading,
+      this._totals(rows),
+      this._timeline(),
+      this._sortControls(),
+      this._list(rows)
+    );
+    if (key) {
+      const again = Array.from(
+        this.node.querySelectorAll<HTMLElement>('[data-cell-id], [data-sort]')
+      ).find(node => (node.dataset.cellId ?? node.dataset.sort) === key);
+      again?.focus();
+    }
+  }
+
+  private _totals(rows: IRow[]): HTMLElement {
+    const section = document.createElement('section');
+    section.className = 'cm-Sidebar-totals';
+    section.setAttribute('aria-label', 'Totals');
+    const status = this._model.status;
+    if (status.kind === 'figures') {
+      const totals = status.figures.totals;
+      const now = status.figures.live
+        ? `${formatWatts(status.figures.power_w.total)} now · `
+        : '';
+      const line = paragraph(
+        'cm-Sidebar-session',
+        `Kernel session: ${now}${formatGramsRange(
+          totals.emissions_g,
+          totals.emissions_low_g,
+          totals.emissions_high_g
+        )} CO₂e · ${formatKwh(totals.energy_kwh)} · +${formatGrams(totals.embodied_g)} embodied`
+      );
+      line.title = `Since the tracker started in this kernel (${totals.source === 'heartbeat' ? 'its latest heartbeat' : 'the sum of its cells'}); grid ${Math.round(status.figures.intensity.g_per_kwh)} g/kWh · ${status.figures.intensity.source}.`;
+      section.appendChild(line);
+    } else if (status.kind === 'untracked') {
+      section.appendChild(
+        paragraph(
+          'cm-Sidebar-session',
+          'This kernel is not measured: run %load_ext carbon_magic.'
+        )
+      );
+    }
+    const sum = rows.reduce(
+      (acc, { record }) => {
+        acc.g += record.emissions_g;
+        acc.low += record.emissions_range_g[0];
+        acc.high += record.emissions_range_g[1];
+        acc.kwh += record.energy_kwh;
+        return acc;
+      },
+      { g: 0, low: 0, high: 0, kwh: 0 }
+    );
+    const line = paragraph(
+      'cm-Sidebar-notebook',
+      `Cells listed: ${rows.length} · ${formatGramsRange(sum.g, sum.low, sum.high)} CO₂e · ${formatKwh(sum.kwh)}`
+    );
+    line.title =
+      'The sum of the latest recorded run of each cell listed below (from the ledger).';
+    section.appendChild(line);
+    if (this._cells?.error) {
+      section.appendChild(
+        paragraph(
+          'cm-Sidebar-error',
+          `The cells are unavailable: ${this._cells.error}`
+        )
+      );
+    }
+    return section;
+  }
+
+  private _timeline(): Element {
+    const records = this._cells?.records ?? [];
+    const session = records[records.length - 1]?.session_uuid;
+    const cells = records.filter(r => r.session_uuid === session).slice(-50);
+    const status = this._model.status;
+    const samples =
+      status.kind === 'figures' &&
+      status.figures.session.session_uuid === session
+        ? this._samples
+        : [];
+    return timelineSvg(cells, samples, label);
+  }
+
+  private _sortControls(): HTMLElement {
+    const group = document.createElement('div');
+    group.className = 'cm-Sidebar-sort';
+    group.setAttribute('role', 'group');
+    group.setAttribute('aria-label', 'Sort the cells');
+    for (const [key, text] of [
+      ['order', 'In order'],
+      ['emissions', 'Most CO₂e']
+    ] as [SortKey, string][]) {
+      const button = document.createElement('button');
+      button.type = 'button';
+      button.className = 'jp-mod-styled cm-Sidebar-sortButton';
+      button.dataset.sort = key;
+      button.textContent = text;
+      button.setAttribute('aria-pressed', String(this._sort === key));
+      button.addEventListener('click', () => {
+        button.focus(); // a click on some browsers does not focus a button
+        this._sort = key;
+        this._render();
+      });
+      group.appendChild(button);
+    }
+    return group;
+  }
+
+  private _list(rows: IRow[]): HTMLElement {
+    const list = document.createElement('ol');
+    list.className = 'cm-Sidebar-cells';
+    list.setAttribute('aria-label', 'Recorded cells');
+    if (!rows.length) {
+      const item = document.createElement('li');
+      item.className = 'cm-Sidebar-empty';
+      item.textContent = 'No recorded cells in this notebook yet.';
+      list.appendChild(item);
+    }
+    for (const { index, cell, record } of rows) {
+      const item = document.createElement('li');
+      const button = document.createElement('button');
+      button.type = 'button';
+      button.className = 'cm-Sidebar-cell';
+      button.dataset.cellId = cell.model.id;
+      button.title = `${footerTitle(record)}\nClick to go to the cell.`;
+      const where = span('cm-Sidebar-index', `[${index + 1}]`);
+      const source = span('cm-Sidebar-source', label(record));
+      const [low, high] = record.emissions_range_g;
+      const figures = span(
+        'cm-Sidebar-figures',
+        `${formatGramsRange(record.emissions_g, low, high)} · ${formatKwh(record.energy_kwh)} · ${formatDuration(record.duration_s)}`
+      );
+      button.append(where, source, figures);
+      button.setAttribute(
+        'aria-label',
+        `Cell ${index + 1}, ${label(record)}: ${figures.textContent}. Go to the cell.`
+      );
+      button.addEventListener('click', () => this._goTo(cell));
+      item.appendChild(button);
+      list.appendChild(item);
+    }
+    return list;
+  }
+
+  private _goTo(cell: Cell): void {
+    const notebook = this._panel?.content;
+    if (!notebook) {
+      return;
+    }
+    const index = notebook.widgets.indexOf(cell);
+    if (index < 0) {
+      return;
+    }
+    notebook.activeCellIndex = index;
+    void notebook.scrollToCell(cell, 'center');
+  }
+
+  private _panel: NotebookPanel | null = null;
+  private _cells: NotebookCells | null = null;
+  private _samples: IPowerSample[] = [];
+  private _sort: SortKey = 'order';
+  private _pending = false;
+}
+
+function label(record: ICellRecord): string {
+  return record.name || record.source || `cell ${record.execution_count ?? ''}`;
+}
+
+function paragraph(className: string, text: string): HTMLElement {
+  const node = document.createElement('p');
+  node.className = className;
+  node.textContent = text;
+  return node;
+}
+
+function span(className: string, text: string): HTMLElement {
+  const node = document.createElement('span');
+  node.className = className;
+  node.textContent = text;
+  return node;
+}

@@ -1,0 +1,218 @@
+/**
+ * JupyterLab: footers under auto-recorded cells carry the ledger's figures, matched by
+ * cell id, and come back after a kernel restart and a page reload; the Carbon sidebar
+ * lists the cells, sorts them, goes to one, and follows a tab switch; both themes.
+ */
+import { expect, test } from '@jupyterlab/galata';
+import * as path from 'path';
+
+import {
+  SCREENSHOTS,
+  busyCell,
+  cellformat,
+  latestByCellId,
+  ledgerCells,
+  notebookJson
+} from './helpers';
+
+test.use({ autoGoto: true });
+
+const FOOTER = '.cm-CellFooter';
+const SIDEBAR = '#carbon-magic-sidebar';
+
+/** The notebook's cell ids, in order. */
+async function cellIds(page: any): Promise<string[]> {
+  return page.evaluate(() => {
+    const panel = (window as any).jupyterapp.shell.currentWidget;
+    return panel.content.widgets.map((cell: any) => cell.model.id);
+  });
+}
+
+/** Each footer's cell index and text. */
+async function footers(page: any): Promise<[number, string][]> {
+  return page.evaluate((selector: string) => {
+    const panel = (window as any).jupyterapp.shell.currentWidget;
+    const found: [number, string][] = [];
+    panel.content.widgets.forEach((cell: any, index: number) => {
+      const node = cell.node.querySelector(`:scope > ${selector}`);
+      if (node) {
+        found.push([index, node.textContent]);
+      }
+    });
+    return found;
+  }, FOOTER);
+}
+
+/** The footers the ledger's records call for: cell index → footer line. */
+async function expectedFooters(
+  page: any,
+  notebook: string
+): Promise<[number, string][]> {
+  const latest = latestByCellId(await ledgerCells(page, notebook));
+  const ids = await cellIds(page);
+  return ids
+    .map((id, index) => [index, latest.get(id)] as [number, any])
+    .filter(([, record]) => record)
+    .map(([index, record]) => [index, cellformat.footerText(record)]);
+}
+
+test('footers and the sidebar show what each cell cost', async ({
+  page,
+  tmpPath
+}) => {
+  test.setTimeout(240_000);
+  const notebook = `${tmpPath}/footers.ipynb`;
+  const other = `${tmpPath}/other.ipynb`;
+  await page.contents.uploadContent(
+    notebookJson([
+      'x = 1  # before the extension: not recorded',
+      '%load_ext carbon_magic',
+      '# <img src=x onerror="window.__cmInjected = 1"> <b>as text</b>\n' +
+        busyCell(0.5),
+      busyCell(1.5),
+      busyCell(3)
+    ]),
+    'text',
+    notebook
+  );
+  await page.contents.uploadContent(notebookJson(['y = 2']), 'text', other);
+  await page.notebook.openByPath(notebook);
+  await page.notebook.activate('footers.ipynb');
+  for (let index = 0; index < 5; index++) {
+    await page.notebook.runCell(index);
+  }
+
+  // Three footers, each from the ledger's record of the same cell id, within 2 s.
+  await expect(page.locator(FOOTER)).toHaveCount(3, { timeout: 2_000 });
+  const expected = await expectedFooters(page, notebook);
+  expect(expected.map(([index]) => index)).toEqual([2, 3, 4]);
+  await expect.poll(() => footers(page)).toEqual(expected);
+  for (const [, text] of expected) {
+    expect(text).toMatch(
+      /^⚡ [\d.,]+ (µg|mg|g|kg) CO₂e · [\d.,]+ (µWh|mWh|Wh|kWh) · [\d.,]+ (ms|s)$/
+    );
+  }
+  const first = page.locator(FOOTER).first();
+  await expect(first).toHaveAttribute('title', /Emissions ≈ .* CO₂e/);
+  await expect(first).toHaveAttribute('title', /Grid \d+ g\/kWh · /);
+  await expect(first).toHaveAttribute('title', /CPU .* (measured|modelled)/);
+  await expect(first).toHaveAttribute('title', /Embodied .*% of/);
+  await expect(first).toHaveAttribute('aria-label', /^Carbon of this cell: ⚡/);
+  await (await page.notebook.getCellLocator(4))!.screenshot({
+    path: path.join(SCREENSHOTS, 'footer.png')
+  });
+
+  // The sidebar: the three cells, sortable by emissions, click to go to one.
+  await page.click(`.jp-SideBar.jp-mod-right [data-id="carbon-magic-sidebar"]`);
+  const sidebar = page.locator(SIDEBAR);
+  await expect(sidebar).toBeVisible();
+  await expect(sidebar.locator('.cm-Sidebar-heading')).toHaveText(
+    'footers.ipynb'
+  );
+  await expect(sidebar.locator('.cm-Sidebar-heading')).toHaveAttribute(
+    'title',
+    notebook
+  );
+  const rows = sidebar.locator('.cm-Sidebar-cell');
+  await expect(rows).toHaveCount(3);
+  await expect(sidebar.locator('.cm-Sidebar-index')).toHaveText([
+    '[3]',
+    '[4]',
+    '[5]'
+  ]);
+  await expect(sidebar.locator('.cm-Timeline-cell')).toHaveCount(3);
+  // A cell's first line is shown as text, never as HTML.
+  await expect(sidebar.locator('.cm-Sidebar-source').first()).toHaveText(
+    '# <img src=x onerror="window.__cmInjected = 1"> <b>as text</b>'
+  );
+  await expect(sidebar.locator('img, b')).toHaveCount(0);
+  expect(
+    await page.evaluate(() => (window as any).__cmInjected)
+  ).toBeUndefined();
+  await expect(sidebar.locator('.cm-Sidebar-session')).toContainText(
+    'Kernel session:'
+  );
+  await sidebar.locator('[data-sort="emissions"]').click();
+  await expect(sidebar.locator('[data-sort="emissions"]')).toHaveAttribute(
+    'aria-pressed',
+    'true'
+  );
+  const latest = latestByCellId(await ledgerCells(page, notebook));
+  const ids = await cellIds(page);
+  const byEmissions = [2, 3, 4]
+    .sort(
+      (a, b) => latest.get(ids[b]).emissions_g - latest.get(ids[a]).emissions_g
+    )
+    .map(index => `[${index + 1}]`);
+  await expect(sidebar.locator('.cm-Sidebar-index')).toHaveText(byEmissions);
+  // Keyboard: the rows are buttons, focus survives the updates (every poll), and
+  // Enter on one goes to its cell.
+  await rows.nth(2).focus();
+  await page.waitForTimeout(2_500);
+  await expect(rows.nth(2)).toBeFocused();
+  await page.keyboard.press('Enter');
+  const target = Number(byEmissions[2].slice(1, -1)) - 1;
+  await expect
+    .poll(() =>
+      page.evaluate(
+        () =>
+          (window as any).jupyterapp.shell.currentWidget.content.activeCellIndex
+      )
+    )
+    .toBe(target);
+  await sidebar.screenshot({ path: path.join(SCREENSHOTS, 'sidebar.png') });
+
+  // Dark theme: theme colours, not fixed ones.
+  const lightColour = await first.evaluate(
+    node => getComputedStyle(node).color
+  );
+  await page.theme.setDarkTheme();
+  await expect
+    .poll(() => first.evaluate(node => getComputedStyle(node).color))
+    .not.toBe(lightColour);
+  await sidebar.screenshot({
+    path: path.join(SCREENSHOTS, 'sidebar-dark.png')
+  });
+  await page.theme.setLightTheme();
+
+  // The sidebar follows a tab switch, and comes back.
+  await page.notebook.openByPath(other);
+  await page.notebook.activate('other.ipynb');
+  await expect(sidebar.locator('.cm-Sidebar-heading')).toHaveText(
+    'other.ipynb'
+  );
+  await expect(rows).toHaveCount(0);
+  await page.activity.activateTab('footers.ipynb');
+  await expect(sidebar.locator('.cm-Sidebar-heading')).toHaveText(
+    'footers.ipynb'
+  );
+  await expect(rows).toHaveCount(3);
+
+  // A kernel restart and a page reload: the footers come back from the ledger.
+  await page.notebook.save();
+  const restarted = await page.evaluate(async () => {
+    const config = JSON.parse(
+      document.getElementById('jupyter-config-data')!.textContent!
+    );
+    const kernel = (window as any).jupyterapp.shell.currentWidget.sessionContext
+      .session.kernel;
+    const xsrf = document.cookie.match(/_xsrf=([^;]+)/)?.[1] ?? '';
+    const response = await fetch(
+      `${config.baseUrl}api/kernels/${kernel.id}/restart`,
+      { method: 'POST', headers: { 'X-XSRFToken': xsrf } }
+    );
+    return response.ok;
+  });
+  expect(restarted).toBe(true);
+  // A plain reload (Galata's own waits for a Launcher the restored workspace lacks).
+  await page.evaluate(() => window.location.reload());
+  await page.waitForFunction(() => (window as any).jupyterapp?.commands);
+  await page.evaluate(() => (window as any).jupyterapp.restored);
+  // Open it again, whether or not the workspace restored it.
+  await page.evaluate(async (where: string) => {
+    const app = (window as any).jupyterapp;
+    await app.commands.execute('docmanager:open', { path: where });
+  }, notebook);
+  await expect(page.locator(FOOTER)).toHaveCount(3, { timeout: 10_000 });
+  await expect.poll(() => footers(page)).toEqual(expected);
+});

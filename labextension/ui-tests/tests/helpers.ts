@@ -1,0 +1,96 @@
+/**
+ * Shared by the browser tests: notebooks to upload, the ledger's records as the
+ * server returns them (checked against the extension's TypeScript interface) and
+ * where screenshots go.
+ */
+import * as path from 'path';
+
+/** Screenshots land here (never over tracked files); `make screenshots` copies them. */
+export const SCREENSHOTS = path.resolve(
+  __dirname,
+  '..',
+  '..',
+  '..',
+  'build',
+  'screenshots'
+);
+
+// The extension's pure modules, compiled for node by `jlpm build:unit`.
+const UNIT = path.resolve(__dirname, '..', '..', '..', 'build', 'ts-unit');
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+export const cellformat = require(path.join(UNIT, 'cellformat.js'));
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+export const schema = require(path.join(UNIT, 'schema.js'));
+
+/** An nbformat 4 notebook of code cells with the given sources, on a Python kernel. */
+export function notebookJson(sources: string[]): string {
+  return JSON.stringify({
+    cells: sources.map((source, index) => ({
+      cell_type: 'code',
+      execution_count: null,
+      id: `cell-${index}-${Math.random().toString(36).slice(2, 10)}`,
+      metadata: {},
+      outputs: [],
+      source
+    })),
+    metadata: {
+      kernelspec: {
+        display_name: 'Python 3 (ipykernel)',
+        language: 'python',
+        name: 'python3'
+      }
+    },
+    nbformat: 4,
+    nbformat_minor: 5
+  });
+}
+
+/** A cell that keeps one CPU busy for `seconds`. */
+export function busyCell(seconds: number): string {
+  return [
+    'import time',
+    `deadline = time.monotonic() + ${seconds}`,
+    'while time.monotonic() < deadline:',
+    '    sum(i * i for i in range(10_000))'
+  ].join('\n');
+}
+
+/** Every cell the ledger recorded for `notebookPath`, checked against ICellsPage. */
+export async function ledgerCells(
+  page: any,
+  notebookPath: string
+): Promise<any[]> {
+  const cells: any[] = [];
+  let after = 0;
+  for (;;) {
+    const answer = await page.evaluate(
+      async ([where, cursor]: [string, number]) => {
+        const config = JSON.parse(
+          document.getElementById('jupyter-config-data')!.textContent!
+        );
+        const url = `${config.baseUrl}carbon-magic/api/v1/cells?path=${encodeURIComponent(where)}&after=${cursor}`;
+        const response = await fetch(url, { credentials: 'same-origin' });
+        return response.json();
+      },
+      [notebookPath, after]
+    );
+    // Strict: the server sends no field the TypeScript interface does not declare.
+    schema.checkCellsPage(answer, true);
+    cells.push(...answer.cells);
+    after = answer.last_id;
+    if (!answer.more) {
+      return cells;
+    }
+  }
+}
+
+/** The latest record of each cell id. */
+export function latestByCellId(cells: any[]): Map<string, any> {
+  const latest = new Map<string, any>();
+  for (const cell of cells) {
+    if (cell.cell_id) {
+      latest.set(cell.cell_id, cell);
+    }
+  }
+  return latest;
+}

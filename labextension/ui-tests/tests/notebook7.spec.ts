@@ -1,0 +1,133 @@
+/**
+ * Notebook 7: the status indicator in the top area, footers under auto-recorded cells
+ * with the ledger's figures (after a reload too), and the sidebar it opens.
+ *
+ * Plain Playwright (Galata drives JupyterLab): the same server serves /notebooks/.
+ */
+import { expect, test } from '@playwright/test';
+import * as path from 'path';
+
+import {
+  SCREENSHOTS,
+  busyCell,
+  cellformat,
+  latestByCellId,
+  ledgerCells,
+  notebookJson
+} from './helpers';
+
+// The server Playwright starts (webServer in playwright.config.js).
+test.use({ baseURL: process.env.TARGET_URL ?? 'http://localhost:8888' });
+
+const TOP_ITEM = '.cm-StatusItem.cm-mod-top';
+const FOOTER = '.cm-CellFooter';
+const WATTS_AND_GRAMS = /^⚡ [\d.,]+ (mW|W|kW) · [\d.,]+ (µg|mg|g|kg|t) CO₂e$/;
+
+test('Notebook 7 shows the indicator, the footers and the sidebar', async ({
+  page,
+  request
+}) => {
+  test.setTimeout(180_000);
+  const folder = `notebook7-${Date.now()}`;
+  const notebook = `${folder}/footers.ipynb`;
+  const json = notebookJson([
+    'x = 1',
+    '%load_ext carbon_magic',
+    busyCell(0.5),
+    busyCell(1),
+    busyCell(2)
+  ]);
+  const ids: string[] = JSON.parse(json).cells.map((cell: any) => cell.id);
+  expect(
+    (
+      await request.put(`/api/contents/${folder}`, {
+        data: { type: 'directory' }
+      })
+    ).ok()
+  ).toBe(true);
+  const upload = await request.put(`/api/contents/${notebook}`, {
+    data: { type: 'notebook', format: 'json', content: JSON.parse(json) }
+  });
+  expect(upload.ok()).toBe(true);
+
+  // Errors thrown from this extension's code (Notebook 7's own core throws one on load
+  // here, extension or not).
+  const errors: string[] = [];
+  page.on('pageerror', error => {
+    const stack = String(error.stack ?? error);
+    if (stack.includes('carbon_magic')) {
+      errors.push(stack);
+    }
+  });
+  try {
+    // The file browser page: nothing to show, and nothing breaks.
+    await page.goto(`/tree/${folder}`);
+    await expect(page.locator('.jp-DirListing-item')).toHaveCount(1, {
+      timeout: 60_000
+    });
+    await expect(page.locator(TOP_ITEM)).toBeHidden();
+
+    await page.goto(`/notebooks/${notebook}`);
+    await expect(page.locator('.jp-Notebook .jp-Cell')).toHaveCount(5, {
+      timeout: 60_000
+    });
+    await expect(
+      page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]')
+    ).toBeAttached({ timeout: 60_000 });
+
+    // Run every cell from the Run menu.
+    await page.locator('.lm-MenuBar-itemLabel', { hasText: /^Run$/ }).click();
+    await page
+      .locator('.lm-Menu-itemLabel', { hasText: /^Run All Cells$/ })
+      .click();
+
+    const cells = page.locator('.jp-Notebook .jp-Cell');
+    await expect(page.locator(FOOTER)).toHaveCount(3, { timeout: 60_000 });
+    const latest = latestByCellId(await ledgerCells(page, notebook));
+    for (const [index, id] of ids.entries()) {
+      const footer = cells.nth(index).locator(`:scope > ${FOOTER}`);
+      const record = latest.get(id);
+      if (index < 2) {
+        expect(record).toBeUndefined();
+        await expect(footer).toHaveCount(0);
+      } else {
+        await expect(footer).toHaveText(cellformat.footerText(record));
+      }
+    }
+
+    // The top area's indicator: power now and emissions so far of this kernel.
+    const item = page.locator(TOP_ITEM);
+    await expect(item).toHaveText(WATTS_AND_GRAMS, { timeout: 30_000 });
+    await expect(item).toHaveAttribute('role', 'button');
+    // Enter opens the sidebar, with every recorded cell of the notebook.
+    await item.focus();
+    await page.keyboard.press('Enter');
+    const sidebar = page.locator('#carbon-magic-sidebar');
+    await expect(sidebar).toBeVisible();
+    await expect(sidebar.locator('.cm-Sidebar-cell')).toHaveCount(3);
+    await expect(sidebar.locator('.cm-Sidebar-index')).toHaveText([
+      '[3]',
+      '[4]',
+      '[5]'
+    ]);
+    await page.screenshot({ path: path.join(SCREENSHOTS, 'notebook7.png') });
+
+    expect(errors).toEqual([]);
+
+    // A reload: the footers come back from the ledger.
+    await page.reload();
+    await expect(page.locator(FOOTER)).toHaveCount(3, { timeout: 60_000 });
+    await expect(cells.nth(4).locator(`:scope > ${FOOTER}`)).toHaveText(
+      cellformat.footerText(latest.get(ids[4]))
+    );
+  } finally {
+    const sessions = await (await request.get('/api/sessions')).json();
+    for (const session of sessions) {
+      if (session.path.startsWith(folder)) {
+        await request.delete(`/api/sessions/${session.id}`);
+      }
+    }
+    await request.delete(`/api/contents/${notebook}`);
+    await request.delete(`/api/contents/${folder}`);
+  }
+});
