@@ -4,8 +4,9 @@ Every query goes through an index of ``schema.sql``: a kernel's latest session
 (``sessions_kernel``), a session's latest heartbeat (``heartbeats_session``), today's
 cells (``cells_started``). Per-session cell counts and sums are kept in memory and
 brought up to date from the cells added since the last read (a range of the primary key:
-the ledger only ever appends cells), so no request scans the cells or heartbeats tables
-whole, however long the ledger grows.
+the ledger only appends cells, and removes the oldest ones when a retention time is set,
+which starts the sums over), so no request scans the cells or heartbeats tables whole,
+however long the ledger grows.
 
 Units: seconds since the epoch (UTC) for times, watts, kWh, grams CO2e, gCO2e/kWh.
 """
@@ -124,22 +125,26 @@ class SessionFigures:
 
 @dataclass
 class CellSums:
-    """Cell counts and totals per session id, up to the cell id ``watermark``; with a
+    """Cell counts and totals per session id, of the cells from id ``first_id`` up to
+    ``watermark``; with a
     ``day_start``, only of the cells that started since then (seconds since the epoch)."""
 
     day_start: float | None = None
     watermark: int = 0
+    first_id: int = 0
     per_session: dict[int, tuple[int, Totals]] = field(default_factory=dict)
 
     def get(self, session_id: int) -> tuple[int, Totals]:
         """(number of cells, their totals) of one session; (0, zeros) without cells."""
         return self.per_session.get(session_id, (0, Totals()))
 
-    def refresh(self, connection: sqlite3.Connection, max_id: int) -> None:
-        """Add the cells after ``watermark`` up to ``max_id`` (the table's largest id in
-        the caller's read transaction). Starts over if cells were removed."""
-        if max_id < self.watermark:
-            self.watermark, self.per_session = 0, {}
+    def refresh(self, connection: sqlite3.Connection, min_id: int, max_id: int) -> None:
+        """Add the cells after ``watermark`` up to ``max_id`` (``min_id``, ``max_id``: the
+        table's smallest and largest ids in the caller's read transaction). Starts over
+        when cells were removed (a replaced file, or old cells past the retention time)."""
+        if max_id < self.watermark or (self.watermark and min_id != self.first_id):
+            self.watermark, self.per_session = 0, {}  # old cells were removed (retention)
+        self.first_id = min_id
         if max_id == self.watermark:
             return
         if self.day_start is None:
@@ -194,7 +199,10 @@ SELECT {columns} FROM heartbeats AS h
 WHERE h.session_id = ? ORDER BY h.at DESC LIMIT 1
 """
 _SESSION_LATEST_HEARTBEAT = _SESSION_LATEST_HEARTBEAT_SQL.format(columns=_HEARTBEAT_COLUMNS)
-_MAX_CELL_ID = "SELECT MAX(id) FROM cells"
+# Two seeks in the primary key: cells are only ever appended, and removed oldest first.
+_CELL_ID_RANGE = (
+    "SELECT (SELECT MIN(id) FROM cells) AS min_id, (SELECT MAX(id) FROM cells) AS max_id"
+)
 # Cell counts and sums per session: of the cells added after a known id (a range of the
 # primary key), of the cells started since a day start (cells_started), and of both
 # (the unary + keeps SQLite on the primary key range).
@@ -372,7 +380,8 @@ class LedgerReader:
         self, connection: sqlite3.Connection, day_start: float | None = None
     ) -> CellSums:
         """This thread's cell sums (all time, or since ``day_start``), brought up to date."""
-        max_id = connection.execute(_MAX_CELL_ID).fetchone()[0] or 0
+        ids = connection.execute(_CELL_ID_RANGE).fetchone()
+        min_id, max_id = ids["min_id"] or 0, ids["max_id"] or 0
         if day_start is None:
             sums = self._local.all_cells
         else:
@@ -382,7 +391,7 @@ class LedgerReader:
                 while len(by_day) >= MAX_DAY_CACHES:
                     del by_day[next(iter(by_day))]
                 sums = by_day[day_start] = CellSums(day_start)
-        sums.refresh(connection, max_id)
+        sums.refresh(connection, min_id, max_id)
         return sums
 
     @contextmanager
