@@ -27,7 +27,7 @@ Units: times are UTC seconds since the epoch, energy in joules per component and
 
 from __future__ import annotations
 
-from carbon_magic.ledger.cluster import read_cell_clusters
+from carbon_magic.ledger.cluster import CLUSTER_SHARE_COLUMNS, read_cell_clusters
 from carbon_magic.ledger.connection import LedgerWarning
 from carbon_magic.ledger.housekeeping import HEARTBEAT_KEEP_S, KEEP_DAYS_MAX
 from carbon_magic.ledger.paths import LEDGER_ENV, default_ledger_path
@@ -63,6 +63,7 @@ __all__ = [
     "CELL_COLUMNS",
     "CELL_HOST_COLUMNS",
     "CELL_WAIT_S",
+    "CLUSTER_SHARE_COLUMNS",
     "EXIT_WAIT_S",
     "HEARTBEAT_COLUMNS",
     "HEARTBEAT_KEEP_S",
