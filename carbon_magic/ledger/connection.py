@@ -279,6 +279,10 @@ def _stacklevel_outside_package() -> int:
     """The warnings stacklevel of the first caller outside this package, so a warning
     points at the code that recorded (the magics, the tracker), not at ledger internals."""
     frame, level = sys._getframe(1), 1
-    while frame is not None and os.path.dirname(frame.f_code.co_filename) == _PACKAGE_DIR:
+    while frame is not None and _in_package(frame.f_code.co_filename):
         frame, level = frame.f_back, level + 1
     return level
+
+
+def _in_package(filename: str) -> bool:
+    return os.path.dirname(os.path.abspath(filename)) == _PACKAGE_DIR

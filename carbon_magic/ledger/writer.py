@@ -52,6 +52,7 @@ EXIT_WAIT_S = 1.5
 PRUNE_BATCH_CELLS = 200  # cells removed per retention transaction (the lock is let go between)
 RETENTION_EVERY_S = 3600.0  # how often old cells are looked for, seconds
 RETENTION_RETRY_S = 60.0  # after a retention pass could not run (file busy or failing)
+RETENTION_PAUSE_S = 0.05  # between two batches, so records and other kernels get the file
 
 # What callers hand to the writer, applied in order under the lock:
 # ("session", uuid, SessionState) | ("update", uuid, columns) | ("cell", uuid, (row, m))
@@ -479,6 +480,6 @@ class Ledger(PendingStore):
             self._retention_at = now + RETENTION_RETRY_S
             return RETENTION_RETRY_S
         if removed >= PRUNE_BATCH_CELLS:
-            return 0.0  # more to remove: the lock is let go for records in between
+            return RETENTION_PAUSE_S  # more to remove: records and other writers go first
         self._retention_at = now + RETENTION_EVERY_S
         return RETENTION_EVERY_S
