@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from carbon_magic.ledger import Ledger, cell_row, latest_heartbeat, read_cells
-from carbon_magic.ledger_rows import INSERT_CELL
+from carbon_magic.ledger.tables import INSERT_CELL
 from carbon_magic.measurement import Measurement
 
 TARGET_INSERT_MS = 1.0

@@ -148,8 +148,9 @@ def build_ledger(path: Path, n_kernels: int, n_cells: int) -> list[str]:
                     380.0,
                     "static: DE (2023)",
                     "running",
-                    None,
-                    None,
+                    None,  # running_cell
+                    None,  # running_cell_started_at
+                    None,  # prediction_json
                 )
 
     with connection:

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from carbon_magic._version import __version__
+from carbon_magic.ledger.paths import LEDGER_ENV
 
 PROG = "carbon-magic"
-LEDGER_ENV = "CARBON_MAGIC_LEDGER"
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
 
@@ -79,7 +79,7 @@ def machine_status() -> dict[str, Any]:
         }
     finally:
         tracker.close()
-    from carbon_magic.ledger_read import ledger_problem, read_sessions
+    from carbon_magic.ledger import ledger_problem, read_sessions
 
     path = _ledger_path(None)
     info["ledger"] = {"path": str(path), "exists": path.is_file(), "problem": ledger_problem(path)}
@@ -292,9 +292,6 @@ def _ledger_path(option: str | None) -> Path:
     """``--ledger``, else ``$CARBON_MAGIC_LEDGER``, else the default ledger path."""
     if option:
         return Path(option).expanduser()
-    env = os.environ.get(LEDGER_ENV, "").strip()
-    if env:
-        return Path(env).expanduser()
     from carbon_magic.ledger import default_ledger_path
 
     return default_ledger_path()

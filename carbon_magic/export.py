@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from carbon_magic._version import __version__
+from carbon_magic.ledger import CELL_COLUMNS, CLUSTER_SHARE_COLUMNS
 from carbon_magic.measurement import COMPONENTS, J_PER_KWH
 from carbon_magic.redact import redact_secrets
 from carbon_magic.report import Row, row_devices, row_hardware, row_methods, row_settings
@@ -85,40 +86,13 @@ FLAT_COLUMNS = (
     "notebook_path",
     "host",
     "kernel_id",
-    "cell_id",
-    "execution_count",
-    "name",
-    "source",
-    "via",
-    "status",
-    "started_at",
-    "ended_at",
-    "duration_s",
-    "cpu_j",
-    "gpu_j",
-    "ram_j",
-    "energy_kwh",
-    "energy_low_kwh",
-    "energy_high_kwh",
-    "emissions_g",
-    "emissions_low_g",
-    "emissions_high_g",
-    "embodied_g",
-    "intensity_g_per_kwh",
-    "intensity_source",
-    "pue",
-    "mode",
-    "method_cpu",
-    "method_gpu",
-    "method_ram",
+    # The cells table's columns, its JSON ones flattened below:
+    *(name for name in CELL_COLUMNS if not name.endswith("_json") and name != "budget"),
+    *(f"method_{component}" for component in COMPONENTS),
     "devices",
     "budget",
     # The Dask cluster's share of the figures above (empty for cells without one):
-    "cluster_kwh",
-    "cluster_emissions_g",
-    "cluster_workers",
-    "cluster_hosts",
-    "cluster_missing_workers",
+    *CLUSTER_SHARE_COLUMNS,
 )
 
 _JSON_COLUMNS = ("methods", "devices", "hardware", "settings")

@@ -50,6 +50,21 @@ def _number(low: float | None = None, high: float | None = None) -> Callable[[An
     return parse
 
 
+def _positive_number(high: float) -> Callable[[Any], float]:
+    """A number above 0 and up to ``high`` (NaN and infinities refused)."""
+
+    def parse(value: Any) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = float("nan")
+        if isinstance(value, bool) or not (0 < number <= high):
+            raise ValueError(f"must be a number above 0 and up to {high:g} (got {value!r})")
+        return number
+
+    return parse
+
+
 def _range_text(low: float | None, high: float | None) -> str:
     if low is not None and high is not None:
         return f" from {low:g} to {high:g}"
@@ -208,6 +223,12 @@ SPECS: dict[str, SettingSpec] = {
             _optional(_text),
             None,
             "path of the SQLite ledger (auto: jupyter_data_dir()/carbon_magic/ledger.sqlite3)",
+        ),
+        SettingSpec(
+            "ledger_keep_days",
+            _optional(_positive_number(36500)),
+            None,
+            "days the ledger keeps each cell; older ones are removed (auto: keep every cell)",
         ),
         SettingSpec(
             "intensity",

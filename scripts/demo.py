@@ -28,9 +28,6 @@ LEDGER_ENV = "CARBON_MAGIC_LEDGER"
 
 def ledger_path() -> Path:
     """The ledger the kernel will write: ``$CARBON_MAGIC_LEDGER``, else the default."""
-    configured = os.environ.get(LEDGER_ENV, "").strip()
-    if configured:
-        return Path(configured).expanduser()
     from carbon_magic.ledger import default_ledger_path
 
     return default_ledger_path()

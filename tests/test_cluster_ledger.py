@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from carbon_magic import ledger as ledger_module
+import sqlite3
+
 from carbon_magic.ledger import Ledger, read_cell_clusters, read_cells
+from carbon_magic.ledger import schema as ledger_schema
 from carbon_magic.measurement import Measurement
 
 CLUSTER = {
@@ -71,10 +73,17 @@ def test_per_host_figures_round_trip(tmp_path):
 
 def test_a_version_1_file_gains_the_cluster_tables(tmp_path, monkeypatch):
     path = tmp_path / "old.sqlite3"
-    monkeypatch.setattr(ledger_module, "MIGRATIONS", ledger_module.MIGRATIONS[:1])
+    monkeypatch.setattr(ledger_schema, "MIGRATIONS", ledger_schema.MIGRATIONS[:1])
     with Ledger(path) as ledger:
         open_session(ledger)
         ledger.record_cell("s1", Measurement(name="old"), via="auto")
+    with sqlite3.connect(path) as conn:  # a version 1 file: no cluster tables
+        assert (
+            conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "1"
+        )
+        assert not conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE name = 'cell_clusters'"
+        ).fetchall()
     assert [r["name"] for r in read_cells(path)] == ["old"]  # no cluster tables: still read
     monkeypatch.undo()
     with Ledger(path) as ledger:

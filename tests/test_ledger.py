@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from carbon_magic import ledger as ledger_module
-from carbon_magic import ledger_schema
 from carbon_magic.ledger import (
     SCHEMA_VERSION,
     Ledger,
@@ -31,6 +30,8 @@ from carbon_magic.ledger import (
     read_cells,
     read_sessions,
 )
+from carbon_magic.ledger import schema as ledger_schema
+from carbon_magic.ledger import store as ledger_store
 from carbon_magic.measurement import Measurement
 
 T0 = datetime(2024, 5, 17, 9, 30, 12, 345678, tzinfo=timezone.utc)
@@ -156,8 +157,25 @@ def wait_until(condition, timeout: float = 5.0) -> None:
 
 
 def test_default_path_is_in_the_jupyter_data_dir(monkeypatch, tmp_path):
+    monkeypatch.delenv("CARBON_MAGIC_LEDGER", raising=False)
     monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
     assert default_ledger_path() == tmp_path / "data" / "carbon_magic" / "ledger.sqlite3"
+
+
+def test_the_environment_names_the_ledger_for_kernel_server_and_cli(monkeypatch, tmp_path):
+    from carbon_magic import cli
+    from carbon_magic.server.config import CarbonMagicServer
+
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("CARBON_MAGIC_LEDGER", " ~/elsewhere/ledger.sqlite3 ")
+    expected = Path("~/elsewhere/ledger.sqlite3").expanduser()
+    assert default_ledger_path() == expected
+    assert Ledger(tmp_path / "other.sqlite3").path == tmp_path / "other.sqlite3"
+    monkeypatch.setenv("CARBON_MAGIC_LEDGER", str(tmp_path / "env.sqlite3"))
+    with Ledger() as ledger:  # the kernel's writer, with no ledger setting
+        assert ledger.path == tmp_path / "env.sqlite3"
+    assert CarbonMagicServer().ledger == str(tmp_path / "env.sqlite3")
+    assert cli._ledger_path(None) == tmp_path / "env.sqlite3"
 
 
 def test_measurement_round_trip(path):
@@ -636,7 +654,7 @@ def test_ledger_deleted_under_a_running_kernel_is_recreated(path):
 
 
 def test_pending_cells_are_bounded(path, quick, monkeypatch):
-    monkeypatch.setattr(ledger_module, "MAX_PENDING_CELLS", 3)
+    monkeypatch.setattr(ledger_store, "MAX_PENDING_CELLS", 3)
     blocker = path.parent / "blocked"
     blocker.write_text("")
     with warnings.catch_warnings():

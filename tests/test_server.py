@@ -638,7 +638,7 @@ async def test_a_real_kernel_is_listed_under_its_current_notebook_path(jp_fetch,
     [
         reader_module._KERNEL_LATEST_SESSION,
         reader_module._SESSION_LATEST_HEARTBEAT,
-        reader_module._MAX_CELL_ID,
+        reader_module._CELL_ID_RANGE,
         reader_module._ALL_SESSIONS,
         reader_module._DAY_BASELINES,
         reader_module._CELLS_AFTER,

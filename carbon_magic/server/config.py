@@ -10,27 +10,18 @@ or on the command line: ``jupyter lab --CarbonMagicServer.kernels=ledger``.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from traitlets import Bool, Enum, Float, Unicode, default, validate
 from traitlets.config import Configurable
 
-from carbon_magic import ledger
+from carbon_magic.ledger import LEDGER_ENV, default_ledger_path
 
-LEDGER_ENV = "CARBON_MAGIC_LEDGER"
+__all__ = ["HEARTBEAT_PERIOD_S", "LEDGER_ENV", "CarbonMagicServer", "default_ledger_path"]
 
 # The heartbeat period assumed when judging staleness, seconds. Trackers beat every
 # max(2 s, sampling interval); 5 s leaves room for a busy machine or a locked ledger.
 HEARTBEAT_PERIOD_S = 5.0
-
-
-def default_ledger_path() -> Path:
-    """The ledger the kernels write: ``$CARBON_MAGIC_LEDGER``, else the package default."""
-    configured = os.environ.get(LEDGER_ENV, "").strip()
-    if configured:
-        return Path(configured).expanduser()
-    return ledger.default_ledger_path()
 
 
 class CarbonMagicServer(Configurable):

@@ -4,8 +4,9 @@ Every query goes through an index of ``schema.sql``: a kernel's latest session
 (``sessions_kernel``), a session's latest heartbeat (``heartbeats_session``), today's
 cells (``cells_started``). Per-session cell counts and sums are kept in memory and
 brought up to date from the cells added since the last read (a range of the primary key:
-the ledger only ever appends cells), so no request scans the cells or heartbeats tables
-whole, however long the ledger grows.
+the ledger only appends cells, and removes the oldest ones when a retention time is set,
+which starts the sums over), so no request scans the cells or heartbeats tables whole,
+however long the ledger grows.
 
 Units: seconds since the epoch (UTC) for times, watts, kWh, grams CO2e, gCO2e/kWh.
 """
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from carbon_magic import ledger
+from carbon_magic.ledger import HEARTBEAT_COLUMNS
 
 COMPONENTS = ("cpu", "gpu", "ram")
 MAX_DAY_CACHES = 4  # day starts whose cell sums are kept (clients in a few time zones)
@@ -124,22 +126,26 @@ class SessionFigures:
 
 @dataclass
 class CellSums:
-    """Cell counts and totals per session id, up to the cell id ``watermark``; with a
+    """Cell counts and totals per session id, of the cells from id ``first_id`` up to
+    ``watermark``; with a
     ``day_start``, only of the cells that started since then (seconds since the epoch)."""
 
     day_start: float | None = None
     watermark: int = 0
+    first_id: int = 0
     per_session: dict[int, tuple[int, Totals]] = field(default_factory=dict)
 
     def get(self, session_id: int) -> tuple[int, Totals]:
         """(number of cells, their totals) of one session; (0, zeros) without cells."""
         return self.per_session.get(session_id, (0, Totals()))
 
-    def refresh(self, connection: sqlite3.Connection, max_id: int) -> None:
-        """Add the cells after ``watermark`` up to ``max_id`` (the table's largest id in
-        the caller's read transaction). Starts over if cells were removed."""
-        if max_id < self.watermark:
-            self.watermark, self.per_session = 0, {}
+    def refresh(self, connection: sqlite3.Connection, min_id: int, max_id: int) -> None:
+        """Add the cells after ``watermark`` up to ``max_id`` (``min_id``, ``max_id``: the
+        table's smallest and largest ids in the caller's read transaction). Starts over
+        when cells were removed (a replaced file, or old cells past the retention time)."""
+        if max_id < self.watermark or (self.watermark and min_id != self.first_id):
+            self.watermark, self.per_session = 0, {}  # old cells were removed (retention)
+        self.first_id = min_id
         if max_id == self.watermark:
             return
         if self.day_start is None:
@@ -148,9 +154,10 @@ class CellSums:
             rows = connection.execute(_CELLS_SINCE, (self.day_start,))
         else:
             rows = connection.execute(_CELLS_AFTER_SINCE, (self.watermark, self.day_start))
-        for session_id, count, *sums in rows:
+        for row in rows:
+            session_id = row["session_id"]
             known_count, known = self.get(session_id)
-            self.per_session[session_id] = (known_count + count, known + Totals(*sums))
+            self.per_session[session_id] = (known_count + row["n_cells"], known + _totals(row))
         self.watermark = max_id
 
 
@@ -165,22 +172,18 @@ class LedgerSnapshot:
     cluster: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
-_SESSION_COLUMNS = (
-    "s.id, s.session_uuid, s.kernel_id, s.notebook_path, s.host, s.pid, s.started_at, "
-    "s.ended_at, s.tracker_state, s.interval_s, s.mode, s.methods_json, "
-    "s.intensity_g_per_kwh, s.intensity_source"
-)
-_HEARTBEAT_COLUMNS = (
-    "h.at, h.cpu_w, h.gpu_w, h.ram_w, h.energy_kwh, h.emissions_g, h.emissions_low_g, "
-    "h.emissions_high_g, h.embodied_g, h.intensity_g_per_kwh, h.intensity_source, "
-    "h.tracker_state, h.running_cell, h.running_cell_started_at, h.prediction_json"
-)
+# Rows are read by column name (sqlite3.Row). Heartbeat columns are named h_<column>,
+# apart from the session columns they share a row with.
+_SESSION_NAMES = (
+    "id session_uuid kernel_id notebook_path host pid started_at ended_at tracker_state "
+    "interval_s mode methods_json intensity_g_per_kwh intensity_source"
+).split()
+_SESSION_COLUMNS = ", ".join(f"s.{name}" for name in _SESSION_NAMES)
+_HEARTBEAT_COLUMNS = ", ".join(f"h.{name} AS h_{name}" for name in HEARTBEAT_COLUMNS)
 # Ledgers from before schema version 2 have no prediction column.
-_HEARTBEAT_COLUMNS_V1 = _HEARTBEAT_COLUMNS.replace("h.prediction_json", "NULL")
-_TOTALS_SUMS = (
-    "TOTAL(energy_kwh), TOTAL(emissions_g), TOTAL(emissions_low_g), "
-    "TOTAL(emissions_high_g), TOTAL(embodied_g)"
-)
+_HEARTBEAT_COLUMNS_V1 = _HEARTBEAT_COLUMNS.replace("h.prediction_json AS", "NULL AS")
+_TOTALS_NAMES = tuple(f.name for f in fields(Totals))
+_TOTALS_SUMS = ", ".join(f"TOTAL({name}) AS {name}" for name in _TOTALS_NAMES)
 # The id of a session's latest heartbeat: one seek in heartbeats_session (session_id, at).
 _LATEST_HEARTBEAT = "(SELECT id FROM heartbeats WHERE session_id = s.id ORDER BY at DESC LIMIT 1)"
 _BASELINE_HEARTBEAT = (
@@ -197,18 +200,24 @@ SELECT {columns} FROM heartbeats AS h
 WHERE h.session_id = ? ORDER BY h.at DESC LIMIT 1
 """
 _SESSION_LATEST_HEARTBEAT = _SESSION_LATEST_HEARTBEAT_SQL.format(columns=_HEARTBEAT_COLUMNS)
-_MAX_CELL_ID = "SELECT MAX(id) FROM cells"
+# Two seeks in the primary key: cells are only ever appended, and removed oldest first.
+_CELL_ID_RANGE = (
+    "SELECT (SELECT MIN(id) FROM cells) AS min_id, (SELECT MAX(id) FROM cells) AS max_id"
+)
 # Cell counts and sums per session: of the cells added after a known id (a range of the
 # primary key), of the cells started since a day start (cells_started), and of both
 # (the unary + keeps SQLite on the primary key range).
 _CELLS_AFTER = f"""
-SELECT session_id, COUNT(*), {_TOTALS_SUMS} FROM cells WHERE id > ? GROUP BY +session_id
+SELECT session_id, COUNT(*) AS n_cells, {_TOTALS_SUMS} FROM cells WHERE id > ?
+GROUP BY +session_id
 """
 _CELLS_SINCE = f"""
-SELECT session_id, COUNT(*), {_TOTALS_SUMS} FROM cells WHERE started_at >= ? GROUP BY +session_id
+SELECT session_id, COUNT(*) AS n_cells, {_TOTALS_SUMS} FROM cells WHERE started_at >= ?
+GROUP BY +session_id
 """
 _CELLS_AFTER_SINCE = f"""
-SELECT session_id, COUNT(*), {_TOTALS_SUMS} FROM cells WHERE id > ? AND +started_at >= ?
+SELECT session_id, COUNT(*) AS n_cells, {_TOTALS_SUMS} FROM cells
+WHERE id > ? AND +started_at >= ?
 GROUP BY +session_id
 """
 
@@ -224,48 +233,55 @@ _V1_QUERIES = (
 )
 # Running totals at the last heartbeat before the day started, for sessions alive then.
 _DAY_BASELINES = f"""
-SELECT s.id, h.energy_kwh, h.emissions_g, h.emissions_low_g, h.emissions_high_g, h.embodied_g
+SELECT s.id AS session_id, {", ".join(f"h.{name}" for name in _TOTALS_NAMES)}
 FROM sessions AS s JOIN heartbeats AS h ON h.id = {_BASELINE_HEARTBEAT}
 WHERE s.started_at < :day_start AND (s.ended_at IS NULL OR s.ended_at >= :day_start)
 """
 
 
-def _session(row: sqlite3.Row | tuple) -> Session:
+def _totals(row: sqlite3.Row, prefix: str = "") -> Totals:
+    """The Totals in a row's columns named ``<prefix><field>``."""
+    return Totals(*(row[prefix + name] for name in _TOTALS_NAMES))
+
+
+def _session(row: sqlite3.Row) -> Session:
     try:
-        methods = json.loads(row[11]) if row[11] else {}
+        methods = json.loads(row["methods_json"]) if row["methods_json"] else {}
     except ValueError:
         methods = {}
     return Session(
-        id=row[0],
-        session_uuid=row[1],
-        kernel_id=row[2],
-        notebook_path=row[3],
-        host=row[4],
-        pid=row[5],
-        started_at=row[6],
-        ended_at=row[7],
-        tracker_state=row[8],
-        interval_s=row[9],
-        mode=row[10],
+        id=row["id"],
+        session_uuid=row["session_uuid"],
+        kernel_id=row["kernel_id"],
+        notebook_path=row["notebook_path"],
+        host=row["host"],
+        pid=row["pid"],
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+        tracker_state=row["tracker_state"],
+        interval_s=row["interval_s"],
+        mode=row["mode"],
         methods=methods if isinstance(methods, dict) else {},
-        intensity_g_per_kwh=row[12],
-        intensity_source=row[13],
+        intensity_g_per_kwh=row["intensity_g_per_kwh"],
+        intensity_source=row["intensity_source"],
     )
 
 
-def _heartbeat(row: sqlite3.Row | tuple) -> Heartbeat | None:
-    if row is None or row[0] is None:
+def _heartbeat(row: sqlite3.Row | None) -> Heartbeat | None:
+    """The heartbeat in a row's ``h_*`` columns; None without one (no row, or a session
+    row whose LEFT JOIN found no heartbeat)."""
+    if row is None or row["h_at"] is None:
         return None
     return Heartbeat(
-        at=row[0],
-        power_w=dict(zip(COMPONENTS, row[1:4], strict=True)),
-        totals=Totals(*row[4:9]),
-        intensity_g_per_kwh=row[9],
-        intensity_source=row[10],
-        tracker_state=row[11],
-        running_cell=row[12],
-        running_cell_started_at=row[13],
-        prediction=_prediction(row[14] if len(row) > 14 else None),
+        at=row["h_at"],
+        power_w={component: row[f"h_{component}_w"] for component in COMPONENTS},
+        totals=_totals(row, "h_"),
+        intensity_g_per_kwh=row["h_intensity_g_per_kwh"],
+        intensity_source=row["h_intensity_source"],
+        tracker_state=row["h_tracker_state"],
+        running_cell=row["h_running_cell"],
+        running_cell_started_at=row["h_running_cell_started_at"],
+        prediction=_prediction(row["h_prediction_json"]),
     )
 
 
@@ -284,7 +300,7 @@ def _prediction(text: str | None) -> dict[str, Any] | None:
 
 
 _CLUSTER_SUMS = (
-    "SELECT c.kernel_id, TOTAL(cc.energy_kwh), TOTAL(cc.emissions_g) "
+    "SELECT c.kernel_id, TOTAL(cc.energy_kwh) AS energy_kwh, TOTAL(cc.emissions_g) AS emissions_g "
     "FROM cell_clusters AS cc JOIN cells AS c ON c.id = cc.cell_ref GROUP BY c.kernel_id"
 )
 
@@ -298,7 +314,11 @@ def _cluster_sums(connection: sqlite3.Connection) -> dict[str, tuple[float, floa
         if "no such table" in str(error):
             return {}
         raise
-    return {kernel_id: (kwh, grams) for kernel_id, kwh, grams in rows if kernel_id}
+    return {
+        row["kernel_id"]: (row["energy_kwh"], row["emissions_g"])
+        for row in rows
+        if row["kernel_id"]
+    }
 
 
 # --- recorded cells, page by page (GET .../kernels/{id}/cells, GET .../cells?path=) -----
@@ -451,7 +471,7 @@ class LedgerReader:
                 connection = ledger.connect_readonly(self.path)
             except (FileNotFoundError, sqlite3.Error) as error:
                 raise LedgerUnavailable(f"cannot open the ledger {self.path}: {error}") from None
-            connection.row_factory = None  # plain tuples: the queries name their columns
+            connection.row_factory = sqlite3.Row  # rows are read by column name
             connection.isolation_level = None  # explicit read transactions below
             self._local.connection = connection
             self._local.identity = identity
@@ -464,7 +484,7 @@ class LedgerReader:
         looked for again, as a kernel may migrate the file meanwhile."""
         if getattr(self._local, "has_prediction_column", None):
             return _SESSION_LATEST_HEARTBEAT, _ALL_SESSIONS
-        names = {row[1] for row in connection.execute("PRAGMA table_info(heartbeats)")}
+        names = {row["name"] for row in connection.execute("PRAGMA table_info(heartbeats)")}
         if "prediction_json" in names:
             self._local.has_prediction_column = True
             return _SESSION_LATEST_HEARTBEAT, _ALL_SESSIONS
@@ -474,7 +494,8 @@ class LedgerReader:
         self, connection: sqlite3.Connection, day_start: float | None = None
     ) -> CellSums:
         """This thread's cell sums (all time, or since ``day_start``), brought up to date."""
-        max_id = connection.execute(_MAX_CELL_ID).fetchone()[0] or 0
+        ids = connection.execute(_CELL_ID_RANGE).fetchone()
+        min_id, max_id = ids["min_id"] or 0, ids["max_id"] or 0
         if day_start is None:
             sums = self._local.all_cells
         else:
@@ -484,7 +505,7 @@ class LedgerReader:
                 while len(by_day) >= MAX_DAY_CACHES:
                     del by_day[next(iter(by_day))]
                 sums = by_day[day_start] = CellSums(day_start)
-        sums.refresh(connection, max_id)
+        sums.refresh(connection, min_id, max_id)
         return sums
 
     @contextmanager
@@ -540,7 +561,7 @@ class LedgerReader:
         with self._snapshot() as connection:
             rows = connection.execute(self._heartbeat_queries(connection)[1]).fetchall()
             baselines = {
-                row[0]: Totals(*row[1:])
+                row["session_id"]: _totals(row)
                 for row in connection.execute(_DAY_BASELINES, {"day_start": day_start})
             }
             all_cells = self._cell_sums(connection)
@@ -548,7 +569,7 @@ class LedgerReader:
             result.cluster = _cluster_sums(connection)
         for row in rows:
             session = _session(row)
-            heartbeat = _heartbeat(row[14:])
+            heartbeat = _heartbeat(row)
             n_cells, cell_totals = all_cells.get(session.id)
             if heartbeat is None:
                 all_time, today = cell_totals, cells_today.get(session.id)[1]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from carbon_magic.ledger_read import LOST_AFTER_S, session_state
+from carbon_magic.ledger import LOST_AFTER_S, session_state
 from carbon_magic.server.reader import (
     COMPONENTS,
     CellPage,

@@ -50,7 +50,9 @@ def _statements(script: str) -> Iterable[str]:
 
 def _migration_1_create(conn: sqlite3.Connection) -> None:
     """Version 1: the tables of ``schema.sql`` (which stays the v1 script forever)."""
-    script = resources.files("carbon_magic").joinpath("schema.sql").read_text(encoding="utf-8")
+    script = (
+        resources.files("carbon_magic.ledger").joinpath("schema.sql").read_text(encoding="utf-8")
+    )
     # One statement at a time: executescript() would commit the migration's transaction.
     for statement in _statements(script):
         conn.execute(statement)

@@ -107,7 +107,7 @@ def read_cells(
         sql += "ORDER BY started_at, id"
         params.append(int(limit))
     # Imported here: the cluster module reads through this one.
-    from carbon_magic.ledger_cluster import with_cluster_share
+    from carbon_magic.ledger.cluster import with_cluster_share
 
     return with_cluster_share(path_or_conn, query(path_or_conn, sql, params))
 

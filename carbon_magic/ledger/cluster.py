@@ -14,8 +14,15 @@ import sqlite3
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from carbon_magic.ledger_read import query
-from carbon_magic.ledger_rows import INSERT_CELL, compact_json
+from carbon_magic.ledger.read import query
+from carbon_magic.ledger.rows import compact_json
+from carbon_magic.ledger.tables import (
+    INSERT_CELL,
+    INSERT_CELL_CLUSTER,
+    INSERT_CELL_HOST,
+    CellClusterRow,
+    CellHostRow,
+)
 
 __all__ = [
     "CLUSTER_KEY",
@@ -45,35 +52,29 @@ def insert_cell(conn: sqlite3.Connection, params: Mapping[str, Any]) -> None:
 
 
 def _write_cluster(conn: sqlite3.Connection, cell_ref: int, cluster: Mapping[str, Any]) -> None:
-    conn.execute(
-        "INSERT INTO cell_clusters (cell_ref, missing_workers, energy_kwh, emissions_g, "
-        "embodied_g) VALUES (?, ?, ?, ?, ?)",
-        (
-            cell_ref,
-            int(cluster.get("missing_workers", 0)),
-            float(cluster.get("energy_kwh", 0.0)),
-            float(cluster.get("emissions_g", 0.0)),
-            float(cluster.get("embodied_g", 0.0)),
-        ),
+    row = CellClusterRow(
+        cell_ref=cell_ref,
+        missing_workers=int(cluster.get("missing_workers", 0)),
+        energy_kwh=float(cluster.get("energy_kwh", 0.0)),
+        emissions_g=float(cluster.get("emissions_g", 0.0)),
+        embodied_g=float(cluster.get("embodied_g", 0.0)),
     )
+    conn.execute(INSERT_CELL_CLUSTER, row.params())
     for host_id, host in cluster.get("hosts", {}).items():
         energy = host.get("energy_j", {})
-        conn.execute(
-            "INSERT INTO cell_hosts (cell_ref, host_id, name, workers, in_kernel, cpu_j, "
-            "gpu_j, ram_j, embodied_g, methods_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                cell_ref,
-                str(host_id),
-                str(host.get("name", "")),
-                int(host.get("workers", 0)),
-                int(host.get("in_kernel", 0)),
-                float(energy.get("cpu", 0.0)),
-                float(energy.get("gpu", 0.0)),
-                float(energy.get("ram", 0.0)),
-                float(host.get("embodied_g", 0.0)),
-                compact_json(host.get("methods", {})),
-            ),
+        host_row = CellHostRow(
+            cell_ref=cell_ref,
+            host_id=str(host_id),
+            name=str(host.get("name", "")),
+            workers=int(host.get("workers", 0)),
+            in_kernel=int(host.get("in_kernel", 0)),
+            cpu_j=float(energy.get("cpu", 0.0)),
+            gpu_j=float(energy.get("gpu", 0.0)),
+            ram_j=float(energy.get("ram", 0.0)),
+            embodied_g=float(host.get("embodied_g", 0.0)),
+            methods_json=compact_json(host.get("methods", {})),
         )
+        conn.execute(INSERT_CELL_HOST, host_row.params())
 
 
 def with_cluster_share(

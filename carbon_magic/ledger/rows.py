@@ -1,5 +1,6 @@
-"""Rows of the ledger: column lists, INSERT statements, and the conversions between a
-:class:`~carbon_magic.measurement.Measurement` and a ``cells`` row.
+"""Rows of the ledger: the conversions between a
+:class:`~carbon_magic.measurement.Measurement` (or the tracker's state) and the row
+dataclasses of :mod:`carbon_magic.ledger.tables`, and the session row's upkeep.
 
 Units: times are UTC seconds since the epoch, energy in joules per component and kWh
 (facility, after PUE) in total, emissions in grams CO2e, intensity in gCO2e/kWh.
@@ -12,30 +13,33 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from carbon_magic.ledger.tables import (
+    INSERT_SESSION,
+    SESSION_COLUMNS,
+    CellRow,
+    HeartbeatRow,
+    SessionRow,
+)
 from carbon_magic.measurement import Measurement
 from carbon_magic.redact import redact_secrets
 
 __all__ = [
-    "CELL_COLUMNS",
-    "HEARTBEAT_COLUMNS",
-    "INSERT_CELL",
-    "INSERT_HEARTBEAT",
-    "INSERT_SESSION",
-    "SESSION_COLUMNS",
     "SOURCE_MAX_CHARS",
     "SessionState",
     "cell_row",
     "compact_json",
     "epoch_s",
     "first_line",
+    "heartbeat_row",
     "measurement_from_row",
     "placeholder_session",
     "session_fields",
+    "session_row",
     "utc_datetime",
     "without_secrets",
     "write_session",
@@ -43,41 +47,6 @@ __all__ = [
 
 SOURCE_MAX_CHARS = 200
 _SECRET_MARKERS = ("token", "secret", "password", "api_key")
-
-SESSION_COLUMNS = tuple(
-    """
-    session_uuid kernel_id notebook_path host pid started_at ended_at tracker_state
-    interval_s mode hardware_json methods_json settings_json intensity_source
-    intensity_g_per_kwh
-    """.split()
-)
-CELL_COLUMNS = tuple(
-    """
-    cell_id execution_count name source via status started_at ended_at duration_s cpu_j
-    gpu_j ram_j energy_kwh energy_low_kwh energy_high_kwh emissions_g emissions_low_g
-    emissions_high_g embodied_g intensity_g_per_kwh intensity_source pue mode
-    methods_json devices_json budget
-    """.split()
-)
-HEARTBEAT_COLUMNS = tuple(
-    """
-    at cpu_w gpu_w ram_w energy_kwh emissions_g emissions_low_g emissions_high_g
-    embodied_g intensity_g_per_kwh intensity_source tracker_state running_cell
-    running_cell_started_at prediction_json
-    """.split()
-)
-
-
-def _insert_sql(table: str, columns: Iterable[str], verb: str = "INSERT") -> str:
-    columns = list(columns)
-    names = ", ".join(columns)
-    values = ", ".join(f":{name}" for name in columns)
-    return f"{verb} INTO {table} ({names}) VALUES ({values})"
-
-
-INSERT_CELL = _insert_sql("cells", ("session_id", "kernel_id", *CELL_COLUMNS))
-INSERT_HEARTBEAT = _insert_sql("heartbeats", ("session_id", "kernel_id", *HEARTBEAT_COLUMNS))
-INSERT_SESSION = _insert_sql("sessions", SESSION_COLUMNS, "INSERT OR IGNORE")
 
 
 def compact_json(value: Any) -> str:
@@ -136,34 +105,34 @@ def cell_row(m: Measurement, *, via: str, budget: str | None) -> dict[str, Any]:
         started = ended - float(m.duration_s)
     energy_low, energy_high = m.energy_range_kwh
     emissions_low, emissions_high = m.emissions_range_g
-    return {
-        "cell_id": m.cell_id,
-        "execution_count": None if m.execution_count is None else int(m.execution_count),
-        "name": m.name or None,
-        "source": first_line(redact_secrets(m.source) if m.source else m.source),
-        "via": str(via),
-        "status": str(m.status or "ok"),
-        "started_at": started,
-        "ended_at": ended,
-        "duration_s": float(m.duration_s),
-        "cpu_j": float(m.energy_j.get("cpu", 0.0)),
-        "gpu_j": float(m.energy_j.get("gpu", 0.0)),
-        "ram_j": float(m.energy_j.get("ram", 0.0)),
-        "energy_kwh": float(m.energy_kwh),
-        "energy_low_kwh": float(energy_low),
-        "energy_high_kwh": float(energy_high),
-        "emissions_g": float(m.emissions_g),
-        "emissions_low_g": float(emissions_low),
-        "emissions_high_g": float(emissions_high),
-        "embodied_g": float(m.embodied_g),
-        "intensity_g_per_kwh": float(m.intensity_g_per_kwh),
-        "intensity_source": str(m.intensity_source or ""),
-        "pue": float(m.pue),
-        "mode": str(m.mode),
-        "methods_json": compact_json(m.methods),
-        "devices_json": compact_json(m.devices),
-        "budget": budget,
-    }
+    return CellRow(
+        cell_id=m.cell_id,
+        execution_count=None if m.execution_count is None else int(m.execution_count),
+        name=m.name or None,
+        source=first_line(redact_secrets(m.source) if m.source else m.source),
+        via=str(via),
+        status=str(m.status or "ok"),
+        started_at=started,
+        ended_at=ended,
+        duration_s=float(m.duration_s),
+        cpu_j=float(m.energy_j.get("cpu", 0.0)),
+        gpu_j=float(m.energy_j.get("gpu", 0.0)),
+        ram_j=float(m.energy_j.get("ram", 0.0)),
+        energy_kwh=float(m.energy_kwh),
+        energy_low_kwh=float(energy_low),
+        energy_high_kwh=float(energy_high),
+        emissions_g=float(m.emissions_g),
+        emissions_low_g=float(emissions_low),
+        emissions_high_g=float(emissions_high),
+        embodied_g=float(m.embodied_g),
+        intensity_g_per_kwh=float(m.intensity_g_per_kwh),
+        intensity_source=str(m.intensity_source or ""),
+        pue=float(m.pue),
+        mode=str(m.mode),
+        methods_json=compact_json(m.methods),
+        devices_json=compact_json(m.devices),
+        budget=budget,
+    ).params()
 
 
 def measurement_from_row(row: Mapping[str, Any]) -> Measurement:
@@ -227,25 +196,102 @@ def session_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
     return columns
 
 
+def session_row(
+    *,
+    session_uuid: str,
+    kernel_id: str | None,
+    notebook_path: str | None,
+    host: str,
+    pid: int,
+    started_at: datetime | float,
+    interval_s: float,
+    mode: str,
+    hardware: Mapping[str, Any],
+    methods: Mapping[str, Any],
+    settings: Mapping[str, Any],
+    intensity_source: str,
+    intensity_g_per_kwh: float,
+) -> dict[str, Any]:
+    """The ``sessions`` columns of a tracker session that starts now (``started_at`` UTC
+    epoch seconds or a datetime, ``interval_s`` seconds, intensity gCO2e/kWh). Settings
+    keys that look like credentials are left out."""
+    return SessionRow(
+        session_uuid=session_uuid,
+        kernel_id=kernel_id,
+        notebook_path=notebook_path,
+        host=host,
+        pid=int(pid),
+        started_at=epoch_s(started_at),  # type: ignore[arg-type]
+        ended_at=None,
+        tracker_state="running",
+        interval_s=float(interval_s),
+        mode=mode,
+        hardware_json=compact_json(hardware),
+        methods_json=compact_json(methods),
+        settings_json=compact_json(without_secrets(settings)),
+        intensity_source=intensity_source,
+        intensity_g_per_kwh=float(intensity_g_per_kwh),
+    ).params()
+
+
+def heartbeat_row(
+    *,
+    at: float,
+    watts: Mapping[str, float],
+    energy_kwh: float,
+    emissions_g: float,
+    emissions_range_g: tuple[float, float],
+    embodied_g: float,
+    intensity_g_per_kwh: float,
+    intensity_source: str,
+    tracker_state: str,
+    running_cell: str | None,
+    running_cell_started_at: float | None,
+    prediction: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The ``heartbeats`` columns (except the links) for the tracker's state at ``at``
+    (UTC epoch seconds): ``watts`` per component, the session's running totals (kWh,
+    gCO2e with its range, embodied g), the running cell's first line (secrets redacted)
+    and start, and its prediction (``Prediction.to_json()``) or None."""
+    low, high = emissions_range_g
+    return HeartbeatRow(
+        at=float(at),
+        cpu_w=float(watts.get("cpu", 0.0)),
+        gpu_w=float(watts.get("gpu", 0.0)),
+        ram_w=float(watts.get("ram", 0.0)),
+        energy_kwh=float(energy_kwh),
+        emissions_g=float(emissions_g),
+        emissions_low_g=float(low),
+        emissions_high_g=float(high),
+        embodied_g=float(embodied_g),
+        intensity_g_per_kwh=float(intensity_g_per_kwh),
+        intensity_source=intensity_source,
+        tracker_state=tracker_state,
+        running_cell=first_line(redact_secrets(running_cell) if running_cell else None),
+        running_cell_started_at=running_cell_started_at,
+        prediction_json=compact_json(prediction) if prediction is not None else None,
+    ).params()
+
+
 def placeholder_session(session_uuid: str, m: Measurement | None = None) -> dict[str, Any]:
     """A minimal session row for records whose session was never opened in this process."""
-    return {
-        "session_uuid": session_uuid,
-        "kernel_id": None,
-        "notebook_path": None,
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "started_at": (epoch_s(m.started_at) if m else None) or time.time(),
-        "ended_at": None,
-        "tracker_state": "running",
-        "interval_s": 0.0,
-        "mode": m.mode if m else "process",
-        "hardware_json": "{}",
-        "methods_json": compact_json(m.methods) if m else "{}",
-        "settings_json": "{}",
-        "intensity_source": m.intensity_source if m else "",
-        "intensity_g_per_kwh": float(m.intensity_g_per_kwh) if m else 0.0,
-    }
+    return SessionRow(
+        session_uuid=session_uuid,
+        kernel_id=None,
+        notebook_path=None,
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        started_at=(epoch_s(m.started_at) if m else None) or time.time(),
+        ended_at=None,
+        tracker_state="running",
+        interval_s=0.0,
+        mode=m.mode if m else "process",
+        hardware_json="{}",
+        methods_json=compact_json(m.methods) if m else "{}",
+        settings_json="{}",
+        intensity_source=m.intensity_source if m else "",
+        intensity_g_per_kwh=float(m.intensity_g_per_kwh) if m else 0.0,
+    ).params()
 
 
 @dataclass

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from carbon_magic.ledger_cluster import insert_cell
-from carbon_magic.ledger_rows import INSERT_HEARTBEAT, SessionState, write_session
+from carbon_magic.ledger.cluster import insert_cell
+from carbon_magic.ledger.rows import SessionState, write_session
+from carbon_magic.ledger.tables import INSERT_HEARTBEAT
 
 __all__ = [
     "FORMAT",

@@ -1,0 +1,288 @@
+"""The writer's connection to one ledger file, and what can go wrong with it.
+
+:class:`LedgerFile` opens the file (creating its folder 0700 and the file 0600), checks
+the schema version before touching it, switches on WAL and migrates; a corrupt file is
+renamed aside (never deleted) and a fresh one started; a file that fails keeps the
+writer in memory with a doubling back-off, and each kind of problem is told once, as a
+:class:`LedgerWarning`. :class:`carbon_magic.ledger.writer.Ledger` builds on it and
+supplies what one transaction writes (``_flush``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import sys
+import time
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+from carbon_magic.ledger import schema
+from carbon_magic.ledger.paths import default_ledger_path
+from carbon_magic.ledger.schema import NewerSchemaError, describe_error, error_kind
+
+__all__ = ["MAX_BACKOFF_S", "RETRY_AFTER_S", "LedgerFile", "LedgerWarning"]
+
+RETRY_AFTER_S = 5.0  # first back-off after a failed write; doubles up to MAX_BACKOFF_S
+MAX_BACKOFF_S = 60.0
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+log = logging.getLogger("carbon_magic")
+
+
+class LedgerWarning(UserWarning):
+    """The ledger file cannot be written (records are kept in memory) or was replaced."""
+
+
+class LedgerFile:
+    """One writer connection to the ledger at ``path`` (None: :func:`default_ledger_path`),
+    made absolute now so a notebook's ``%cd`` cannot move it under a running kernel.
+
+    ``busy_timeout_s``: how long the file may stay locked before it counts as locked;
+    ``retry_after_s``: the first back-off after a failure (seconds, doubling up to 60 s).
+    Subclasses implement :meth:`_flush` (one transaction's work) and may extend
+    :meth:`_on_connect`. The caller of the underscore methods holds the subclass's lock.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None,
+        *,
+        busy_timeout_s: float,
+        retry_after_s: float = RETRY_AFTER_S,
+    ) -> None:
+        self.path: Path = (default_ledger_path() if path is None else Path(path)).expanduser()
+        self.path = self.path.absolute()
+        self._busy_timeout_s = float(busy_timeout_s)
+        self._retry_after_s = float(retry_after_s)
+        self._conn: sqlite3.Connection | None = None
+        self._conn_pid = 0
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the open file
+        self._reason: str | None = None  # why we are in memory; None when ok
+        self._permanent = False  # newer schema: never write this file
+        self._retry_at = 0.0  # time.monotonic() of the next attempt
+        self._backoff = self._retry_after_s
+        self._locked_since: float | None = None  # first failed attempt on a held lock
+        self._warned: set[str] = set()
+
+    def _on_connect(self) -> None:
+        """Called when a connection opens: the file may be new or restored."""
+
+    def _flush(self, conn: sqlite3.Connection) -> None:
+        """Write what is pending in one transaction on ``conn``. Raises sqlite3.Error."""
+        raise NotImplementedError
+
+    def _open(
+        self,
+        busy_timeout_s: float | None = None,
+        *,
+        recovering: bool = False,
+        defer_locked: bool = False,
+    ) -> bool:
+        """Connect and migrate; a corrupt file is moved aside and a fresh one started.
+        Returns True when a usable connection is open. Caller holds the lock."""
+        try:
+            self._connect(busy_timeout_s)
+            return True
+        except NewerSchemaError as exc:
+            self._drop_connection()
+            self._permanent = True
+            self._fail(
+                "newer",
+                f"schema version {exc.args[0]} is newer than this carbon_magic understands "
+                f"({len(schema.MIGRATIONS)}); the file is left untouched and records stay in memory",
+            )
+        except (sqlite3.Error, OSError) as exc:
+            if error_kind(exc) == "corrupt" and not recovering:
+                return self._recover_corrupt(exc, busy_timeout_s)
+            if error_kind(exc) == "locked" and self._defer(defer_locked):
+                self._drop_connection()
+                return False
+            self._fault(exc)
+        return False
+
+    def _connect(self, busy_timeout_s: float | None) -> None:
+        """Open the writer connection: create the directory (0700) and the file (0600),
+        check the version before touching the file, then WAL, synchronous=NORMAL, and
+        migrations. Raises."""
+        self._drop_connection()
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OSError(
+                exc.errno, f"cannot create the directory: {exc.strerror}", str(self.path.parent)
+            ) from exc
+        try:  # SQLite gives its -wal and -shm files the database file's permissions
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
+        timeout = self._busy_timeout_s if busy_timeout_s is None else busy_timeout_s
+        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE). The lock
+        # makes the connection safe to share between the main and tracker threads.
+        conn = sqlite3.connect(
+            self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+        )
+        self._conn, self._conn_pid = conn, os.getpid()
+        stat = os.stat(self.path)
+        self._identity = (stat.st_dev, stat.st_ino)
+        self._on_connect()
+        version = schema.schema_version(conn)
+        if version > len(schema.MIGRATIONS):  # checked before WAL, which writes the header
+            raise NewerSchemaError(version)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        schema.migrate(conn)
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        # A connection inherited through fork() belongs to the parent: never close it here.
+        if conn is not None and self._conn_pid == os.getpid():
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+
+    def _connection_current(self) -> bool:
+        """The open connection is ours and still points at the file at ``self.path``
+        (not renamed aside or deleted by someone else meanwhile)."""
+        if self._conn is None or self._conn_pid != os.getpid():
+            return False
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            return False
+        return (stat.st_dev, stat.st_ino) == self._identity
+
+    def _recover_corrupt(self, exc: BaseException, busy_timeout_s: float | None) -> bool:
+        """Rename the corrupt file (and its -wal/-shm) aside and open a fresh ledger."""
+        self._drop_connection()
+        try:
+            stat = os.stat(self.path)
+            # Another kernel may have moved it aside and started afresh already: the file
+            # there now is not the one that failed, so leave it alone.
+            replaced = (stat.st_dev, stat.st_ino) != self._identity
+            if not replaced:
+                aside = self._move_aside()
+        except FileNotFoundError:
+            replaced = True
+        except OSError as move_exc:
+            self._fault(exc, extra=f"; could not move it aside: {describe_error(move_exc)}")
+            return False
+        if not replaced:
+            self._warn(
+                "corrupt",
+                f"{describe_error(exc)}; moved it to {aside.name} and started a fresh ledger",
+            )
+        return self._open(busy_timeout_s, recovering=True)
+
+    def _move_aside(self) -> Path:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        serial = 1
+        while aside.exists():
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{serial}")
+            serial += 1
+        os.rename(self.path, aside)
+        # A stale -wal beside a fresh file could be replayed into it; keep the pair together.
+        for suffix in ("-wal", "-shm"):
+            companion = Path(f"{self.path}{suffix}")
+            if companion.exists():
+                os.rename(companion, Path(f"{aside}{suffix}"))
+        return aside
+
+    def _write(
+        self,
+        busy_timeout_s: float | None = None,
+        *,
+        force: bool = False,
+        defer_locked: bool = False,
+    ) -> None:
+        """Write everything pending in one transaction, or stay in memory. Never raises.
+
+        ``busy_timeout_s``: how long to wait for another process's lock this time.
+        ``defer_locked``: a held lock is not a fault until it has been held for the busy
+        timeout (the background writer keeps trying meanwhile). Caller holds the lock."""
+        retrying = self._reason is not None
+        if retrying:
+            if self._permanent or (not force and time.monotonic() < self._retry_at):
+                return
+        timeout = self._busy_timeout_s if busy_timeout_s is None else busy_timeout_s
+        if not self._connection_current():
+            if not self._open(timeout, defer_locked=defer_locked):
+                return
+        conn = self._conn
+        assert conn is not None
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {max(1, int(timeout * 1000))}")
+            self._flush(conn)
+        except (sqlite3.Error, OSError) as exc:
+            kind = error_kind(exc)
+            if kind == "locked" and self._defer(defer_locked):
+                return
+            if kind != "corrupt":
+                self._fault(exc)
+                return
+            if not self._recover_corrupt(exc, timeout):
+                return  # already faulted
+            try:
+                self._flush(self._conn)  # type: ignore[arg-type]
+            except (sqlite3.Error, OSError) as again:
+                self._fault(again)
+                return
+        self._locked_since = None
+        self._reason = None
+        self._backoff = self._retry_after_s
+
+    def _defer(self, allowed: bool) -> bool:
+        """True when a held lock should just be waited out: ``allowed`` and held for
+        less than the busy timeout so far."""
+        now = time.monotonic()
+        if self._locked_since is None:
+            self._locked_since = now
+        if allowed and now - self._locked_since < self._busy_timeout_s:
+            return True
+        self._locked_since = None
+        return False
+
+    def _fault(self, exc: BaseException, extra: str = "") -> None:
+        """Go (or stay) in memory after ``exc``; the next attempt waits for the back-off."""
+        self._drop_connection()
+        self._fail(error_kind(exc), f"{describe_error(exc)}{extra}")
+
+    def _fail(self, kind: str, reason: str) -> None:
+        self._reason = reason
+        self._retry_at = time.monotonic() + self._backoff
+        if self._permanent:
+            self._warn(kind, reason)
+        else:
+            self._warn(
+                kind, f"{reason}; keeping records in memory, retrying in {self._backoff:g} s"
+            )
+        self._backoff = min(self._backoff * 2, MAX_BACKOFF_S)
+
+    def _warn(self, kind: str, message: str) -> None:
+        """One LedgerWarning per kind of problem for the life of this Ledger. Never raises,
+        even under ``warnings.simplefilter("error")`` (then it is logged instead)."""
+        if kind in self._warned:
+            return
+        self._warned.add(kind)
+        text = f"carbon_magic ledger {self.path}: {message}"
+        try:
+            warnings.warn(text, LedgerWarning, stacklevel=_stacklevel_outside_package())
+        except Exception:  # a filter turned warnings into errors: the ledger goes on
+            log.warning("%s", text)
+
+
+def _stacklevel_outside_package() -> int:
+    """The warnings stacklevel of the first caller outside this package, so a warning
+    points at the code that recorded (the magics, the tracker), not at ledger internals."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and _in_package(frame.f_code.co_filename):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _in_package(filename: str) -> bool:
+    return os.path.dirname(os.path.abspath(filename)) == _PACKAGE_DIR

@@ -1,0 +1,485 @@
+"""The ledger's writer: every measured cell, session and heartbeat into one SQLite file.
+
+One :class:`Ledger` (one writer connection) per kernel process, shared by the main thread
+(cells) and the tracker thread (heartbeats). Several kernels may write the same file at
+once: WAL mode, ``BEGIN IMMEDIATE`` and a busy timeout serialise them.
+
+The writer never raises for file problems and never holds a cell up for more than
+CELL_WAIT_S: a busy ledger's records are committed by a background writer, in order and
+exactly once; the file's faults are handled by :class:`~carbon_magic.ledger.connection.
+LedgerFile`. What cannot be written when the writer closes goes to a journal beside the
+ledger (:mod:`carbon_magic.ledger.journal`). The background writer also does the
+housekeeping that may take a while (:mod:`carbon_magic.ledger.housekeeping`), so a cell
+never waits for it.
+
+Units: times are UTC seconds since the epoch, energy in joules per component and kWh
+(facility, after PUE) in total, emissions in grams CO2e, intensity in gCO2e/kWh.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from carbon_magic.ledger.cluster import CLUSTER_KEY
+from carbon_magic.ledger.connection import RETRY_AFTER_S
+from carbon_magic.ledger.housekeeping import keep_seconds, prune_cells
+from carbon_magic.ledger.read import BUSY_TIMEOUT_S, read_cells
+from carbon_magic.ledger.rows import (
+    SessionState,
+    cell_row,
+    heartbeat_row,
+    placeholder_session,
+    session_fields,
+    session_row,
+)
+from carbon_magic.ledger.schema import Transaction
+from carbon_magic.ledger.store import PendingStore
+from carbon_magic.measurement import Measurement
+
+__all__ = ["CELL_WAIT_S", "EXIT_WAIT_S", "Ledger"]
+
+CELL_WAIT_S = 0.075  # the most a cell (or the tracker) waits on the ledger, seconds
+WRITER_SLICE_S = 0.25  # the background writer waits for a lock in slices this long
+# At interpreter exit, how long pending records may take to be written before they go to
+# a journal: jupyter_client terminates a kernel that is still alive after half its
+# shutdown_wait_time (5 s by default), and a terminated kernel writes nothing.
+EXIT_WAIT_S = 1.5
+PRUNE_BATCH_CELLS = 200  # cells removed per retention transaction (the lock is let go between)
+RETENTION_EVERY_S = 3600.0  # how often old cells are looked for, seconds
+RETENTION_RETRY_S = 60.0  # after a retention pass could not run (file busy or failing)
+RETENTION_PAUSE_S = 0.05  # between two batches, so records and other kernels get the file
+
+# What callers hand to the writer, applied in order under the lock:
+# ("session", uuid, SessionState) | ("update", uuid, columns) | ("cell", uuid, (row, m))
+# | ("beat", uuid, row)
+_Op = tuple[str, str, Any]
+
+
+class Ledger(PendingStore):
+    """The writer: one per kernel process, safe to call from several threads.
+
+    ``path`` None means :func:`~carbon_magic.ledger.paths.default_ledger_path`; a missing
+    parent directory is created (0700), and a new file is created 0600: the ledger holds
+    cell first lines and notebook paths. No method raises for file problems (locked,
+    read-only, corrupt, unwritable, newer schema): records are then kept in memory, a
+    :class:`~carbon_magic.ledger.connection.LedgerWarning` is issued once per kind of
+    problem, and a background writer retries after a back-off (``retry_after_s``,
+    doubling up to 60 s) and writes them, in order, exactly once.
+
+    A call that records (cells, heartbeats, session changes) waits at most
+    ``cell_wait_s`` (~0.1 s): normally the record is committed before it returns; when
+    another process holds the write lock longer, it stays pending and the background
+    writer commits it as soon as the lock is free. ``busy_timeout_s`` is how long the
+    file may stay locked before the ledger counts as locked (and warns).
+
+    ``keep_days``: cells that started more than this many days ago are removed (with
+    their cluster rows) by the background writer, a batch at a time, never by a call
+    that records; None keeps everything. A value that is not a positive number raises
+    ValueError (see :meth:`set_keep_days`).
+
+    :meth:`close` (the magics also call it at interpreter exit, with EXIT_WAIT_S) writes
+    what is pending within a bounded wait; what still cannot be written goes to a journal
+    file beside the ledger (:mod:`carbon_magic.ledger.journal`), imported by the next
+    writer.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        busy_timeout_s: float = BUSY_TIMEOUT_S,
+        retry_after_s: float = RETRY_AFTER_S,
+        cell_wait_s: float = CELL_WAIT_S,
+        keep_days: float | None = None,
+    ) -> None:
+        keep_s = keep_seconds(keep_days)  # raises before anything is opened
+        super().__init__(path, busy_timeout_s=busy_timeout_s, retry_after_s=retry_after_s)
+        self._cell_wait_s = min(float(cell_wait_s), self._busy_timeout_s)
+        self._lock = threading.Lock()
+        self._keep_s = keep_s  # retention of cells, seconds; None keeps everything
+        self._retention_at = 0.0  # time.monotonic() of the next retention pass
+        # Records not yet applied (deque appends are atomic: no lock needed to add one).
+        self._inbox: deque[_Op] = deque()
+        self._backlog = False  # records wait for the background writer
+        self._idle = threading.Event()  # set when nothing waits for the background writer
+        self._idle.set()
+        self._wake = threading.Event()
+        self._writer: threading.Thread | None = None
+        self._writer_lock = threading.Lock()
+        self._stopping = False
+        with self._lock:
+            self._open(defer_locked=True)  # a lock held now is waited out by the writes
+        if keep_s is not None:
+            self._start_writer()
+
+    # public API ---------------------------------------------------------------------
+
+    def status(self) -> str:
+        """``"ok: <path>"`` (with ``(N pending)`` while the background writer has cells to
+        write), or ``"in memory (N pending): <reason>"`` where N is the number of cells
+        waiting to be written."""
+        pending = self.pending_count()
+        reason = self._reason
+        if reason is None:
+            return f"ok: {self.path}" + (f" ({pending} pending)" if pending else "")
+        return f"in memory ({pending} pending): {reason}"
+
+    def pending_count(self) -> int:
+        """How many recorded cells are not yet in the file."""
+        if self._lock.acquire(timeout=self._cell_wait_s):
+            try:
+                self._drain()
+            finally:
+                self._lock.release()
+        queued = sum(1 for op in list(self._inbox) if op[0] == "cell")
+        return len(self._cells) + queued
+
+    def open_session(
+        self,
+        *,
+        session_uuid: str,
+        kernel_id: str | None,
+        notebook_path: str | None,
+        host: str,
+        pid: int,
+        started_at: float,
+        interval_s: float,
+        mode: str,
+        hardware: dict[str, Any],
+        methods: dict[str, Any],
+        settings: dict[str, Any],
+        intensity_source: str,
+        intensity_g_per_kwh: float,
+    ) -> int | None:
+        """Record a tracker session (``started_at`` in UTC epoch seconds, ``interval_s``
+        the sampling interval in seconds, intensity in gCO2e/kWh) and commit it.
+
+        Returns the ``sessions.id`` row id, or None while it is not written; cells and
+        heartbeats of the session are linked to it whenever they reach the file.
+        Settings keys that look like credentials are not stored.
+        """
+        row = session_row(
+            session_uuid=session_uuid,
+            kernel_id=kernel_id,
+            notebook_path=notebook_path,
+            host=host,
+            pid=pid,
+            started_at=started_at,
+            interval_s=interval_s,
+            mode=mode,
+            hardware=hardware,
+            methods=methods,
+            settings=settings,
+            intensity_source=intensity_source,
+            intensity_g_per_kwh=intensity_g_per_kwh,
+        )
+        self._submit(("session", session_uuid, SessionState(row=row, opened=True)))
+        return self._session_ids.get(session_uuid) if self._reason is None else None
+
+    def record_cell(
+        self, session_uuid: str, m: Measurement, *, via: str, budget: str | None = None
+    ) -> None:
+        """Record one completed cell: committed before this returns unless the file is
+        busy or unwritable (then kept pending and written in the background).
+
+        ``via``: auto | magic | api; ``budget``: e.g. ``"5g"``, or None.
+        """
+        row = cell_row(m, via=via, budget=budget)
+        if m.cluster is not None:
+            row[CLUSTER_KEY] = m.cluster  # not a column: written to the cluster tables
+        self._submit(("cell", session_uuid, (row, m)))
+
+    def heartbeat(
+        self,
+        session_uuid: str,
+        *,
+        at: float,
+        watts: dict[str, float],
+        energy_kwh: float,
+        emissions_g: float,
+        emissions_range_g: tuple[float, float],
+        embodied_g: float,
+        intensity_g_per_kwh: float,
+        intensity_source: str,
+        tracker_state: str,
+        running_cell: str | None,
+        running_cell_started_at: float | None,
+        prediction: dict[str, Any] | None = None,
+    ) -> None:
+        """Record the tracker's state now: ``watts`` per component (cpu, gpu, ram), the
+        session's running totals (kWh, gCO2e with range, embodied g), the intensity in use
+        and the running cell's first line and start (UTC epoch seconds), and its predicted
+        total at completion when it has one (``Prediction.to_json()``: fraction 0..1,
+        grams CO2e and their range, ETA seconds). Heartbeats of the session older than a
+        day are pruned now and then, always keeping the latest."""
+        row = heartbeat_row(
+            at=at,
+            watts=watts,
+            energy_kwh=energy_kwh,
+            emissions_g=emissions_g,
+            emissions_range_g=emissions_range_g,
+            embodied_g=embodied_g,
+            intensity_g_per_kwh=intensity_g_per_kwh,
+            intensity_source=intensity_source,
+            tracker_state=tracker_state,
+            running_cell=running_cell,
+            running_cell_started_at=running_cell_started_at,
+            prediction=prediction,
+        )
+        self._submit(("beat", session_uuid, row))
+
+    def update_session(self, session_uuid: str, **fields: Any) -> None:
+        """Change a session's columns and commit, e.g. ``tracker_state="stopped"``,
+        ``ended_at=time.time()``, ``mode="machine"``, ``settings={...}``, ``hardware``,
+        ``methods``, ``intensity`` (gCO2e/kWh), ``intensity_source``.
+
+        Raises ValueError for an unknown field name (nothing is changed then).
+        """
+        self._submit(("update", session_uuid, session_fields(fields)))
+
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Write pending records now, ignoring the back-off and waiting up to
+        ``timeout_s`` (default: the busy timeout) for a lock; True when none are left.
+        Never raises."""
+        timeout = self._busy_timeout_s if timeout_s is None else max(0.001, float(timeout_s))
+        with self._lock:
+            self._drain()
+            self._write(timeout, force=True, defer_locked=False)
+            return self._settle()
+
+    def cells_with_pending(
+        self, *, session_uuid: str | None = None, since: float | None = None
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The file's cell rows (as :func:`read_cells`, filtered by ``session_uuid`` and
+        ``since``) followed by the recorded cells not yet written, and how many of those
+        there are. Never raises: an unreadable file gives only the pending ones."""
+        with self._lock:  # no commit of ours between the two reads: each row once
+            self._drain()
+            pending = [
+                {
+                    **row,
+                    "session_uuid": uuid,
+                    "kernel_id": self._sessions[uuid].row["kernel_id"],
+                    "notebook_path": self._sessions[uuid].row["notebook_path"],
+                    "host": self._sessions[uuid].row["host"],
+                }
+                for uuid, row in self._cells
+                if (session_uuid is None or uuid == session_uuid)
+                and (since is None or row["started_at"] >= since)
+            ]
+            try:
+                rows = read_cells(self.path, session_uuid=session_uuid, since=since)
+            except (OSError, sqlite3.Error):
+                rows = []
+        return rows + pending, len(pending)
+
+    def hand_over_pending(self, other: Ledger) -> int:
+        """Move every record not yet written here to ``other`` (another ledger file),
+        keeping their order ahead of what ``other`` records later; returns how many cells
+        moved. Sessions ``other`` already knows keep its own rows."""
+        with self._lock:
+            self._drain()
+            sessions = {uuid: session for uuid, session in self._sessions.items()}
+            cells, beats = list(self._cells), list(self._heartbeats)
+            self._cells.clear()
+            self._heartbeats.clear()
+            for session in self._sessions.values():
+                session.dirty = False
+                session.changes.clear()
+            self._settle()
+        with other._lock:
+            other._drain()
+            for uuid, session in sessions.items():
+                if uuid not in other._sessions:
+                    other._sessions[uuid] = SessionState(
+                        dict(session.row), session.opened, dict(session.changes)
+                    )
+            other._cells[:0] = cells
+            for beat in reversed(beats):
+                other._heartbeats.appendleft(beat)
+            other._bound_pending()
+            if other._has_pending():
+                other._start_backlog()
+        return len(cells)
+
+    def close(self, timeout_s: float | None = None) -> None:
+        """Write what is pending (waiting up to ``timeout_s``, default the busy timeout,
+        for a lock) and close the connection. Records that still cannot be written are
+        kept in a journal beside the ledger, written by the next writer of this ledger,
+        and reported with one LedgerWarning. A later write reopens the file."""
+        limit = self._busy_timeout_s if timeout_s is None else max(0.0, float(timeout_s))
+        deadline = time.monotonic() + limit
+        writer = self._writer
+        self._stopping = True
+        self._wake.set()
+        # The background writer lets go of the lock between attempts (WRITER_SLICE_S).
+        if not self._lock.acquire(timeout=limit + WRITER_SLICE_S):
+            self._warn("stuck", "the writer did not let go of the ledger; closing without it")
+            return
+        try:
+            self._drain()
+            if self._has_pending() and not self._permanent:
+                self._write(max(0.001, deadline - time.monotonic()), force=True)
+            if self._has_pending():
+                self._journal_pending()
+            self._settle()
+            if self._conn is not None and self._conn_pid == os.getpid():
+                try:
+                    self._conn.execute("PRAGMA optimize")
+                    self._conn.close()
+                except sqlite3.Error:
+                    pass
+            self._conn = None
+        finally:
+            self._lock.release()
+        if writer is not None and writer is not threading.current_thread():
+            writer.join(timeout=1.0)
+        self._stopping = False
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Ledger {self.status()}>"
+
+    # recording ----------------------------------------------------------------------
+
+    def _submit(self, op: _Op) -> None:
+        """Queue ``op``; commit it now when the file is free, else leave it to the
+        background writer. Waits at most ``cell_wait_s`` in all."""
+        started = time.monotonic()
+        self._inbox.append(op)
+        if not self._backlog:
+            if self._lock.acquire(timeout=self._cell_wait_s):
+                try:
+                    if not self._backlog:
+                        self._drain()
+                        remaining = self._cell_wait_s - (time.monotonic() - started)
+                        self._write(max(0.001, remaining), defer_locked=True)
+                        if self._has_pending():
+                            self._start_backlog()
+                finally:
+                    self._lock.release()
+            else:
+                self._start_backlog()
+        if self._backlog:
+            self._wake.set()
+            if self._reason is None and self._locked_since is None:
+                # A short wait may see it committed after all (not while a lock is held).
+                self._idle.wait(max(0.0, self._cell_wait_s - (time.monotonic() - started)))
+
+    def _drain(self) -> None:
+        """Apply the queued records to the pending state, in order. Caller holds the lock."""
+        while self._inbox:
+            kind, uuid, payload = self._inbox.popleft()
+            if kind == "session":
+                self._sessions[uuid] = payload
+                continue
+            session = self._sessions.get(uuid)
+            if session is None:
+                m = payload[1] if kind == "cell" else None
+                session = self._sessions[uuid] = SessionState(placeholder_session(uuid, m), False)
+            if kind == "update":
+                session.row.update(payload)
+                session.changes.update(payload)
+                session.dirty = True
+            elif kind == "cell":
+                self._cells.append((uuid, payload[0]))
+            else:
+                self._heartbeats.append((uuid, payload))
+        self._bound_pending()
+
+    def _start_backlog(self) -> None:
+        """Hand what is pending to the background writer (started on first need)."""
+        self._idle.clear()
+        self._backlog = True
+        self._start_writer()
+
+    def _start_writer(self) -> None:
+        """Start the background writer unless it runs, and wake it."""
+        with self._writer_lock:  # the main and tracker threads may both get here
+            writer = self._writer
+            if writer is None or not writer.is_alive():
+                self._writer = threading.Thread(
+                    target=self._run_writer, name="carbon-magic-ledger-writer", daemon=True
+                )
+                self._writer.start()
+        self._wake.set()
+
+    def _settle(self) -> bool:
+        """Leave backlog mode when nothing is pending; True then. Caller holds the lock."""
+        if self._has_pending() or self._inbox:
+            return False
+        self._backlog = False
+        self._idle.set()
+        return True
+
+    def _run_writer(self) -> None:
+        """The background writer: commits the backlog in slices of WRITER_SLICE_S (so
+        :meth:`close` is never kept waiting), respecting the back-off after a fault; with
+        nothing pending, it removes cells past the retention time, a batch at a time."""
+        delay: float | None = 0.0
+        while True:
+            self._wake.wait(delay)
+            self._wake.clear()
+            with self._lock:
+                if self._stopping:
+                    return
+                self._drain()
+                if self._has_pending():
+                    self._write(min(WRITER_SLICE_S, self._busy_timeout_s), defer_locked=True)
+                if self._settle():
+                    delay = self._retention_pass()
+                elif self._permanent:
+                    delay = None
+                elif self._reason is not None:
+                    delay = max(0.0, self._retry_at - time.monotonic())
+                else:
+                    delay = 0.0  # locked: the next slice waits in SQLite's busy handler
+
+    # retention ----------------------------------------------------------------------
+
+    def set_keep_days(self, keep_days: float | None) -> None:
+        """Keep cells for ``keep_days`` days (a positive number), or all of them (None).
+        The background writer removes older ones soon after, never a call that records.
+        Raises ValueError for any other value, and nothing changes then."""
+        keep_s = keep_seconds(keep_days)
+        with self._lock:
+            self._keep_s = keep_s
+            self._retention_at = 0.0
+        if keep_s is not None:
+            self._start_writer()
+
+    def _retention_pass(self) -> float | None:
+        """Remove one batch of cells that started before the retention time; returns the
+        seconds until the next pass (None: no retention). A busy or failing file is left
+        alone until later: the writes report its faults. Caller holds the lock."""
+        if self._keep_s is None:
+            return None
+        now = time.monotonic()
+        if now < self._retention_at:
+            return self._retention_at - now
+        if self._reason is not None or not self._connection_current():
+            self._retention_at = now + RETENTION_RETRY_S
+            return RETENTION_RETRY_S
+        conn = self._conn
+        assert conn is not None
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(WRITER_SLICE_S * 1000)}")
+            with Transaction(conn):
+                removed = prune_cells(conn, time.time() - self._keep_s, PRUNE_BATCH_CELLS)
+        except (sqlite3.Error, OSError):
+            self._retention_at = now + RETENTION_RETRY_S
+            return RETENTION_RETRY_S
+        if removed >= PRUNE_BATCH_CELLS:
+            return RETENTION_PAUSE_S  # more to remove: records and other writers go first
+        self._retention_at = now + RETENTION_EVERY_S
+        return RETENTION_EVERY_S
