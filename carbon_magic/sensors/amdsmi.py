@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from .base import MEASURED, MODELLED, GpuUse, SensorStatus
+from .base import MEASURED, MODELLED, SHARE_BY_GPU_USE, GpuUse, SensorStatus
 
 POWER_POLL_INTERVAL_S = 1.0
 WRAP_32_BITS = 2**32
@@ -93,6 +93,7 @@ class AmdSmiSensor:
     component = "gpu"
     vendor = "amd"
     itemised = True
+    process_share = SHARE_BY_GPU_USE
 
     def __init__(
         self,

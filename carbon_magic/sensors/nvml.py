@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from .base import MEASURED, MODELLED, GpuUse, SensorStatus
+from .base import MEASURED, MODELLED, SHARE_BY_GPU_USE, GpuUse, SensorStatus
 
 # How often power-integrated GPUs must be read (seconds); NVML power is a ~1 s average.
 POWER_POLL_INTERVAL_S = 1.0
@@ -117,6 +117,7 @@ class NvmlSensor:
     component = "gpu"
     vendor = "nvidia"
     itemised = True
+    process_share = SHARE_BY_GPU_USE
 
     def __init__(
         self,
