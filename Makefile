@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: demo test install install-test lint lint-python lint-ts pytest browser bench clean
+.PHONY: demo test install install-test lint lint-python lint-ts typecheck pytest browser bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ lint-ts: install-test
 
 lint: lint-python lint-ts
 
+# mypy over carbon_magic/, configured in pyproject.toml (strict on the public API and the
+# sensor and provider seams).
+typecheck: install-test
+	$(BIN)/mypy
+
 # pytest exits 5 when it collected no test: that fails here like any other non-zero code.
 # The fleet test needs Debian's prometheus (installed by the script when missing).
 pytest: install-test
@@ -54,7 +59,7 @@ pytest: install-test
 browser: install-test
 	bash scripts/test_browser.sh
 
-test: lint pytest browser
+test: lint typecheck pytest browser
 
 bench: install-test
 	for script in benchmarks/bench_*.py; do $(BIN)/python $$script || exit 1; done

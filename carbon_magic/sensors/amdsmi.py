@@ -18,6 +18,7 @@ among those, by index in amdsmi's order. Keys are ``amd:<index>``.
 
 from __future__ import annotations
 
+import importlib
 import os
 import threading
 import time
@@ -114,7 +115,7 @@ class AmdSmiSensor:
         self.reason: str | None = None
         if amdsmi_module is None:
             try:
-                import amdsmi as amdsmi_module
+                amdsmi_module = importlib.import_module("amdsmi")
             except ImportError:
                 self.reason = "amdsmi (ROCm's Python module) is not installed"
                 return
@@ -124,7 +125,8 @@ class AmdSmiSensor:
                     "no AMD GPU driver stack"
                 )
                 return
-        self._smi = amdsmi_module
+        # The bindings carry no type information: their objects are used as they come.
+        self._smi: Any = amdsmi_module
         if not hasattr(amdsmi_module, "amdsmi_get_energy_count") and not hasattr(
             amdsmi_module, "amdsmi_get_power_info"
         ):

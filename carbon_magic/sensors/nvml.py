@@ -25,6 +25,7 @@ where NVML cannot tell, the whole device is charged and the use says so.
 
 from __future__ import annotations
 
+import importlib
 import os
 import threading
 import time
@@ -138,11 +139,12 @@ class NvmlSensor:
 
         if nvml_module is None:
             try:
-                import pynvml as nvml_module
+                nvml_module = importlib.import_module("pynvml")
             except ImportError:
                 self.reason = "nvidia-ml-py (module pynvml) is not installed"
                 return
-        self._nvml = nvml_module
+        # The bindings carry no type information: their objects are used as they come.
+        self._nvml: Any = nvml_module
         error = getattr(nvml_module, "NVMLError", _Missing)
         try:
             nvml_module.nvmlInit()
@@ -416,4 +418,6 @@ def nvidia_driver_present(root: str = "/", environ: Mapping[str, str] | None = N
     if any(os.path.exists(os.path.join(root, marker)) for marker in _DRIVER_MARKERS):
         return True
     system_root = (os.environ if environ is None else environ).get("SystemRoot")
-    return bool(system_root) and os.path.exists(os.path.join(system_root, "System32", "nvml.dll"))
+    if not system_root:
+        return False
+    return os.path.exists(os.path.join(system_root, "System32", "nvml.dll"))
