@@ -9,7 +9,7 @@ live display coarser; it never changes a window's energy.
 
 Devices come from ``sensors.detect(settings)`` behind one protocol, so the tracker never
 names a vendor. Here is the state the thread and the windows share; the parts are
-``sensor_reading`` (counters at one instant), ``tick_attribution`` (a tick charged to
+``sensor_reading`` (counters at one instant), ``intensity_feed`` (grid intensity and PUE), ``tick_attribution`` (a tick charged to
 each mode), ``totals`` (cumulative totals, the ``Measurement`` between two), ``wake``
 (when the thread ticks, who hears it), ``windows`` and ``accounting`` (pure arithmetic).
 """
@@ -19,14 +19,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from carbon_magic.grid import provider_or_static, provider_settings
+from carbon_magic.grid import provider_settings
 from carbon_magic.grid.base import Intensity, IntensityProvider
+from carbon_magic.intensity_feed import IntensityFeed
 from carbon_magic.measurement import Measurement
 from carbon_magic.sensor_reading import SensorReader
 from carbon_magic.sensors.base import SensorStatus
@@ -35,7 +35,7 @@ from carbon_magic.tick_attribution import RawCounters, TickAttributor
 from carbon_magic.timeline import Timeline
 from carbon_magic.totals import Totals, accumulate, measurement_between
 from carbon_magic.wake import IDLE_TICK_S, WakeSchedule
-from carbon_magic.windows import LiveReading, Window, fill, intensity_variation
+from carbon_magic.windows import LiveReading, Window, fill
 
 if TYPE_CHECKING:
     from carbon_magic.cpu_power import CpuPowerModel
@@ -59,8 +59,6 @@ MODES = ("process", "machine")
 # GPUs they use, resident memory (a level, not a counter) and the grid intensity.
 # Reading them on every tick would cost most of an idle tick.
 SLOW_REFRESH_S = 5.0
-# The intensity until the first start asks the provider (nothing is accounted before).
-NOT_STARTED = Intensity(0.0, "static", "", "not started", 0.0)
 # Settings a change of which calls for detecting the sensors again.
 SENSOR_SETTINGS = frozenset({"powercap_root", "rapl_psys", "cpu_idle_w", "cpu_max_w", "gpus"})
 
@@ -100,11 +98,7 @@ class Tracker:
         self._last_watts: dict[str, float] = {}
         self._next_slow_refresh = 0.0
         self._attributor = TickAttributor()
-        self._pue_now = 1.0
-        self.intensity_provider: IntensityProvider | None = None
-        self._intensity_now: Intensity = NOT_STARTED
-        # (monotonic ns, g/kWh) whenever the intensity changed: windows report the span.
-        self._intensity_changes: deque[tuple[int, float]] = deque(maxlen=1000)
+        self._feed = IntensityFeed(self.settings, self.notice)
         self.started_at: datetime | None = None
         self.settings.on_change(self._settings_changed)
 
@@ -140,11 +134,6 @@ class Tracker:
         """The CPU's load→power model (``cpu_power.CpuPowerModel``)."""
         return self.sensors.cpu_power
 
-    def _static_intensity(self) -> Intensity:
-        from carbon_magic.grid.static import StaticProvider
-
-        return StaticProvider(self.settings).current()
-
     def notice(self, message: str) -> None:
         """Report a problem once: kept in ``notices`` (status, doctor) and logged."""
         if message not in self.notices:
@@ -164,9 +153,7 @@ class Tracker:
             if self._running:
                 return self
             self._reading()  # sensors detected on first start
-            provider = self.intensity_provider = provider_or_static(self.settings, self.notice)
-            self._intensity_now = provider.current()
-            self._pue_now = self.pue()[0]
+            self._feed.start()
             if not self._totals:
                 self._init_totals()
             else:
@@ -192,8 +179,7 @@ class Tracker:
             thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)
-        if self.intensity_provider is not None:
-            self.intensity_provider.close()
+        self._feed.close()
 
     def reset(self) -> None:
         """Zero the session totals and the timeline. Open windows are unaffected: the
@@ -270,19 +256,16 @@ class Tracker:
         now = time.monotonic()
         if slow is None:
             slow = now >= self._next_slow_refresh
-        intensity = self._intensity_now
+        intensity = self._feed.now
         if slow:
             self._next_slow_refresh = now + SLOW_REFRESH_S
             self.sensors.process_tree.refresh_children()
             self._refresh_gpu_use()
-            if self.intensity_provider is not None:
-                intensity = self.intensity_provider.current()
+            intensity = self._feed.latest()
         with self._lock:
             self._advance(with_memory=slow)  # energy so far counts at the previous intensity
             raw = self._now_raw()
-            if intensity.g_per_kwh != self._intensity_now.g_per_kwh:
-                self._intensity_changes.append((raw.t_ns, intensity.g_per_kwh))
-            self._intensity_now = intensity
+            self._feed.switch(intensity, raw.t_ns)
             mode = self.settings.mode
             totals = self._totals[mode]
             dt_s = (raw.t_ns - self._last_tick_ns) / 1e9
@@ -332,7 +315,7 @@ class Tracker:
         )
         if attributed is not None:
             accumulate(
-                self._totals, attributed, self._intensity_now, self._pue_now, self.settings.embodied
+                self._totals, attributed, self._feed.now, self._feed.pue, self.settings.embodied
             )
 
     def _measurement_between(
@@ -352,8 +335,8 @@ class Tracker:
             mode=mode,
             duration_s=duration_s,
             methods=self.methods(),
-            intensity=self._intensity_now,
-            pue=self._pue_now,
+            intensity=self._feed.now,
+            pue=self._feed.pue,
         )
 
     # ---------------------------------------------------------------- windows
@@ -371,7 +354,7 @@ class Tracker:
                 started_at=datetime.now(timezone.utc),
                 totals_at_start=self._totals[self.settings.mode].copy(),
                 measurement=Measurement(name=name),
-                intensity_at_start_g_per_kwh=self._intensity_now.g_per_kwh,
+                intensity_at_start_g_per_kwh=self._feed.now.g_per_kwh,
             )
             was_idle = self._schedule.window_opened()
         if was_idle:
@@ -406,7 +389,7 @@ class Tracker:
                 window.name,
                 window.started_at,
             )
-            note = intensity_variation(window, self._intensity_changes)
+            note = self._feed.variation_note(window)
         if note is not None:
             result.intensity_source += note
         result.ended_at = datetime.now(timezone.utc)
@@ -443,21 +426,22 @@ class Tracker:
 
     def pue(self) -> tuple[float, str]:
         """(PUE, where it comes from)."""
-        from carbon_magic.grid.static import default_pue
+        return self._feed.read_pue()
 
-        return default_pue(self.settings)
+    @property
+    def intensity_provider(self) -> IntensityProvider | None:
+        """The grid intensity provider in use (``None`` before the first start)."""
+        return self._feed.provider
+
+    @intensity_provider.setter
+    def intensity_provider(self, provider: IntensityProvider | None) -> None:
+        self._feed.provider = provider
 
     def intensity(self) -> Intensity:
         """The grid intensity now, as the provider has it (never waits on the network).
 
         Accounting switches to a new value at the next tick."""
-        provider = self.intensity_provider
-        if provider is None:
-            return self._static_intensity()
-        try:
-            return provider.current()
-        except Exception:
-            return self._intensity_now
+        return self._feed.current()
 
     def live_watts(self) -> dict[str, float]:
         """Attributed power per component over the last tick, watts."""
@@ -508,16 +492,12 @@ class Tracker:
                 self._setup()
                 self._raw = self._read_raw()
             if keys & provider_settings() and self._running:
-                old = self.intensity_provider
-                provider = self.intensity_provider = provider_or_static(self.settings, self.notice)
-                self._intensity_now = provider.current()
-                if old is not None:
-                    old.close()
+                self._feed.rebuild()
         if keys & {"pue", "cloud_region"}:
             with self._lock:
                 if self._running:
                     self._advance()  # energy so far at the old PUE
-                self._pue_now = self.pue()[0]
+                self._feed.pue = self._feed.read_pue()[0]
         if "interval" in keys:
             self.wake()
 
