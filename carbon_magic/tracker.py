@@ -8,10 +8,15 @@ late or starved background thread (a Python cell holding the GIL) only makes the
 live display coarser; it never changes a window's energy.
 
 Devices come from ``sensors.detect(settings)`` behind one protocol, so the tracker never
-names a vendor. Here is the state the thread and the windows share; the parts are
-``sensor_reading`` (counters at one instant), ``intensity_feed`` (grid intensity and PUE), ``tick_attribution`` (a tick charged to
-each mode), ``totals`` (cumulative totals, the ``Measurement`` between two), ``wake``
-(when the thread ticks, who hears it), ``windows`` and ``accounting`` (pure arithmetic).
+names a vendor. Here is the state the thread and the windows share; the parts are:
+
+- ``sensor_reading``: every counter at one instant, failing sources taken out;
+- ``tick_attribution``: a tick's counter differences charged to each mode;
+- ``intensity_feed``: the grid intensity and PUE each tick is converted at;
+- ``totals``: the cumulative totals, and the ``Measurement`` between two of them;
+- ``wake``: when the thread ticks (only when someone looks) and who hears it;
+- ``windows``: the ``Window`` and ``LiveReading`` handed out;
+- ``accounting``: the pure arithmetic.
 """
 
 from __future__ import annotations
