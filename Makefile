@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: demo test install install-test lint lint-python lint-ts test-ts pytest browser screenshots bench clean
+.PHONY: demo test install install-test lint lint-python lint-ts typecheck test-ts pytest browser screenshots bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,11 @@ test-ts: install-test
 	$(BIN)/python -m pytest -p no:cacheprovider -q tests/test_server_cells.py
 	cd labextension && jlpm test
 
+# mypy over carbon_magic/, configured in pyproject.toml (strict on the public API and the
+# sensor and provider seams).
+typecheck: install-test
+	$(BIN)/mypy
+
 # pytest exits 5 when it collected no test: that fails here like any other non-zero code.
 # The fleet test needs Debian's prometheus (installed by the script when missing).
 pytest: install-test
@@ -65,7 +70,7 @@ screenshots: browser
 	mkdir -p docs/images
 	cp build/screenshots/*.png docs/images/
 
-test: lint pytest test-ts browser
+test: lint typecheck pytest test-ts browser
 
 bench: install-test
 	for script in benchmarks/bench_*.py; do $(BIN)/python $$script || exit 1; done

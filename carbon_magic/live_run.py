@@ -174,6 +174,8 @@ def carbon_aware_hint(tracker: Tracker) -> str | None:
         from carbon_magic.grid.hints import carbon_aware_hint as hint_for
 
         provider = tracker.intensity_provider
+        if provider is None:
+            return None  # not started: no forecast yet
         hint = hint_for(tracker.intensity(), provider.forecast())
         return hint.text if hint else None
     except Exception:

@@ -16,7 +16,7 @@ import logging
 import sys
 import threading
 import warnings
-from typing import IO, Any
+from typing import IO, Any, TextIO
 
 LOGGER_NAME = "carbon_magic"
 _MARK = "_carbon_magic_route"
@@ -71,21 +71,23 @@ def route_warnings(category: type[Warning]) -> None:
     routed = getattr(previous, _MARK, ())
     if category in routed:
         return
+    routed_category = category
 
+    # The parameter names are those of ``warnings.showwarning``, which it replaces.
     def showwarning(
         message: Warning | str,
-        warning_category: type[Warning],
+        category: type[Warning],
         filename: str,
         lineno: int,
-        file: Any = None,
+        file: TextIO | None = None,
         line: str | None = None,
     ) -> None:
-        if file is None and issubclass(warning_category, category):
+        if file is None and issubclass(category, routed_category):
             logging.getLogger(LOGGER_NAME).warning("%s", message)
             if threading.current_thread() is threading.main_thread():
                 show_in_cell(str(message))
             return
-        previous(message, warning_category, filename, lineno, file, line)
+        previous(message, category, filename, lineno, file, line)
 
     setattr(showwarning, _MARK, (*routed, category))
     warnings.showwarning = showwarning

@@ -1,4 +1,7 @@
-"""Reports over recorded cells: the per-cell table, the session plot, ``--since`` parsing.
+"""Reports over recorded cells: the per-cell table and ``--since`` parsing.
+
+Reading rows is ``cell_rows``; the session plot is ``session_plot`` (both re-exported
+here).
 
 Everything here takes ledger rows: dicts with the ``cells`` columns of ``schema.sql``
 (joules, kWh, grams, UTC epoch seconds), plus the session columns ``session_uuid``,
@@ -9,90 +12,55 @@ Nothing here reads hardware or needs IPython; matplotlib is imported only to plo
 from __future__ import annotations
 
 import html
-import json
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from carbon_magic.cell_rows import (
+    LABEL_WIDTH,
+    Row,
+    row_devices,
+    row_float,
+    row_hardware,
+    row_label,
+    row_methods,
+    row_settings,
+    row_tag,
+)
 from carbon_magic.formatting import (
     format_duration,
     format_grams,
     format_grams_range,
     format_kwh,
 )
-from carbon_magic.measurement import COMPONENTS
-from carbon_magic.timeline import TimelinePoint
+from carbon_magic.session_plot import plot_session, read_heartbeats, timeline_from_heartbeats
 
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+__all__ = [
+    "HEAVIEST_DEFAULT",
+    "LABEL_WIDTH",
+    "SINCE_FORMS",
+    "Report",
+    "ReportRow",
+    "ReportTotals",
+    "Row",
+    "build_report",
+    "parse_since",
+    "pending_note",
+    "plot_session",
+    "read_heartbeats",
+    "row_devices",
+    "row_hardware",
+    "row_label",
+    "row_methods",
+    "row_settings",
+    "row_tag",
+    "timeline_from_heartbeats",
+]
 
-Row = Mapping[str, Any]
-
-LABEL_WIDTH = 40  # characters of a cell's name or first line shown in tables
 HEAVIEST_DEFAULT = 3  # cells counted in "the N heaviest cells" when --top is not given
-COMPONENT_COLOURS = {"cpu": "#4c72b0", "gpu": "#55a868", "ram": "#c44e52"}
-
-# ---------------------------------------------------------------- row helpers
-
-
-def _json_field(row: Row, name: str) -> dict[str, Any]:
-    """A JSON column (``<name>_json``) as a dict, or an already decoded ``<name>``."""
-    value = row.get(name)
-    if isinstance(value, Mapping):
-        return dict(value)
-    text = row.get(f"{name}_json")
-    if isinstance(text, Mapping):
-        return dict(text)
-    if not text:
-        return {}
-    try:
-        decoded = json.loads(text)
-    except (TypeError, ValueError):
-        return {}
-    return decoded if isinstance(decoded, dict) else {}
-
-
-def row_methods(row: Row) -> dict[str, str]:
-    """How each component's energy was obtained for this row: ``{"cpu": "measured", ...}``."""
-    return {str(k): str(v) for k, v in _json_field(row, "methods").items()}
-
-
-def row_devices(row: Row) -> dict[str, float]:
-    """IT energy per device for this row, joules."""
-    return {str(k): float(v) for k, v in _json_field(row, "devices").items()}
-
-
-def row_hardware(row: Row) -> dict[str, Any]:
-    """The session's hardware summary when the row carries it (else ``{}``)."""
-    return _json_field(row, "hardware")
-
-
-def row_settings(row: Row) -> dict[str, Any]:
-    """The session's settings when the row carries them (else ``{}``)."""
-    return _json_field(row, "settings")
-
-
-def row_label(row: Row, width: int = LABEL_WIDTH) -> str:
-    """The cell's ``--name``, else its first source line, shortened to ``width`` characters."""
-    text = (row.get("name") or "").strip() or (row.get("source") or "").strip()
-    text = text.splitlines()[0] if text else "(no source)"
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def row_tag(row: Row) -> str:
-    """``[5]`` for a cell with execution count 5, ``[—]`` for windows without one."""
-    count = row.get("execution_count")
-    return f"[{count}]" if count is not None else "[—]"
-
-
-def _f(row: Row, key: str) -> float:
-    value = row.get(key)
-    return float(value) if value is not None else 0.0
-
 
 # ---------------------------------------------------------------- the table
 
@@ -278,8 +246,8 @@ def build_report(
     if top is not None and (isinstance(top, bool) or int(top) != top or top < 1):
         raise ValueError(f"top must be a positive integer (got {top!r})")
     rows = list(rows)
-    total_g = sum(_f(r, "emissions_g") for r in rows)
-    ordered = sorted(rows, key=lambda r: (-_f(r, "emissions_g"), _f(r, "started_at")))
+    total_g = sum(row_float(r, "emissions_g") for r in rows)
+    ordered = sorted(rows, key=lambda r: (-row_float(r, "emissions_g"), row_float(r, "started_at")))
 
     def share(grams: float) -> float:
         return grams / total_g if total_g > 0 else 0.0
@@ -288,14 +256,14 @@ def build_report(
         ReportRow(
             execution_count=r.get("execution_count"),
             label=row_label(r),
-            duration_s=_f(r, "duration_s"),
-            energy_kwh=_f(r, "energy_kwh"),
-            emissions_g=_f(r, "emissions_g"),
-            emissions_low_g=_f(r, "emissions_low_g"),
-            emissions_high_g=_f(r, "emissions_high_g"),
-            embodied_g=_f(r, "embodied_g"),
+            duration_s=row_float(r, "duration_s"),
+            energy_kwh=row_float(r, "energy_kwh"),
+            emissions_g=row_float(r, "emissions_g"),
+            emissions_low_g=row_float(r, "emissions_low_g"),
+            emissions_high_g=row_float(r, "emissions_high_g"),
+            embodied_g=row_float(r, "embodied_g"),
             status=str(r.get("status") or "ok"),
-            share=share(_f(r, "emissions_g")),
+            share=share(row_float(r, "emissions_g")),
             session_uuid=r.get("session_uuid"),
             started_at=r.get("started_at"),
             text=row_label(r, width=10_000),
@@ -305,18 +273,18 @@ def build_report(
     heaviest_n = min(top if top is not None else HEAVIEST_DEFAULT, len(report_rows))
     totals = ReportTotals(
         n_cells=len(rows),
-        duration_s=sum(_f(r, "duration_s") for r in rows),
-        energy_kwh=sum(_f(r, "energy_kwh") for r in rows),
-        energy_low_kwh=sum(_f(r, "energy_low_kwh") for r in rows),
-        energy_high_kwh=sum(_f(r, "energy_high_kwh") for r in rows),
+        duration_s=sum(row_float(r, "duration_s") for r in rows),
+        energy_kwh=sum(row_float(r, "energy_kwh") for r in rows),
+        energy_low_kwh=sum(row_float(r, "energy_low_kwh") for r in rows),
+        energy_high_kwh=sum(row_float(r, "energy_high_kwh") for r in rows),
         emissions_g=total_g,
-        emissions_low_g=sum(_f(r, "emissions_low_g") for r in rows),
-        emissions_high_g=sum(_f(r, "emissions_high_g") for r in rows),
-        embodied_g=sum(_f(r, "embodied_g") for r in rows),
+        emissions_low_g=sum(row_float(r, "emissions_low_g") for r in rows),
+        emissions_high_g=sum(row_float(r, "emissions_high_g") for r in rows),
+        embodied_g=sum(row_float(r, "embodied_g") for r in rows),
         heaviest_n=heaviest_n,
         heaviest_share=sum(r.share for r in report_rows[:heaviest_n]),
-        cluster_kwh=sum(_f(r, "cluster_kwh") for r in rows),
-        cluster_emissions_g=sum(_f(r, "cluster_emissions_g") for r in rows),
+        cluster_kwh=sum(row_float(r, "cluster_kwh") for r in rows),
+        cluster_emissions_g=sum(row_float(r, "cluster_emissions_g") for r in rows),
         cluster_cells=sum(1 for r in rows if r.get("cluster_hosts") is not None),
     )
     shown = report_rows[:top] if top is not None else report_rows
@@ -365,225 +333,3 @@ def parse_since(text: str, now: float | None = None) -> float:
     except (ValueError, IndexError):
         raise ValueError(f"cannot read the time {text!r}: use {SINCE_FORMS}") from None
     return moment.timestamp()  # naive datetimes are local time
-
-
-# ---------------------------------------------------------------- timeline
-
-
-def read_heartbeats(
-    path: str | Path,
-    kernel_id: str | None = None,
-    since: float | None = None,
-    until: float | None = None,
-    notebook_path: str | None = None,
-) -> list[dict[str, Any]]:
-    """Heartbeat rows of the ledger at ``path``, oldest first, with ``session_uuid``.
-
-    ``since``/``until`` are UTC epoch seconds. Raises ``FileNotFoundError`` when the
-    ledger does not exist, ``sqlite3.Error`` when it cannot be read.
-    """
-    from carbon_magic.ledger import connect_readonly
-
-    if not Path(path).exists():
-        raise FileNotFoundError(f"no ledger at {path}")
-    where, params = [], []
-    for clause, value in (
-        ("h.kernel_id = ?", kernel_id),
-        ("h.at >= ?", since),
-        ("h.at <= ?", until),
-        ("s.notebook_path = ?", notebook_path),
-    ):
-        if value is not None:
-            where.append(clause)
-            params.append(value)
-    sql = (
-        "SELECT h.*, s.session_uuid, s.notebook_path, s.interval_s FROM heartbeats h "
-        "JOIN sessions s ON s.id = h.session_id"
-        + (" WHERE " + " AND ".join(where) if where else "")
-        + " ORDER BY h.at, h.id"
-    )
-    connection = connect_readonly(path)
-    try:
-        cursor = connection.execute(sql, params)
-        names = [d[0] for d in cursor.description]
-        return [dict(zip(names, values, strict=True)) for values in cursor.fetchall()]
-    finally:
-        connection.close()
-
-
-def timeline_from_heartbeats(
-    rows: Iterable[Row], default_interval_s: float = 1.0, max_gap_s: float = 60.0
-) -> list[TimelinePoint]:
-    """A power timeline from heartbeat rows (``at``, ``cpu_w``, ``gpu_w``, ``ram_w``).
-
-    Each heartbeat's power is taken as the mean since the session's previous heartbeat;
-    the first of a session, and any gap longer than ``max_gap_s`` seconds (a stopped
-    tracker, a sleeping laptop), count one sampling interval only (the row's
-    ``interval_s``, else ``default_interval_s``), so that a gap is drawn as a gap rather
-    than as hours of power. Points are sorted by time.
-    """
-    points: list[TimelinePoint] = []
-    last_at: dict[Any, float] = {}
-    for row in sorted(rows, key=lambda r: float(r["at"])):
-        at = float(row["at"])
-        session = row.get("session_id", row.get("session_uuid"))
-        previous = last_at.get(session)
-        gap = at - previous if previous is not None else None
-        interval = _f(row, "interval_s") or default_interval_s
-        duration = gap if gap is not None and 0 < gap <= max_gap_s else interval
-        last_at[session] = at
-        watts = tuple((name, _f(row, f"{name}_w")) for name in COMPONENTS)
-        points.append(TimelinePoint(end_s=at, duration_s=duration, watts=watts))
-    return points
-
-
-# ---------------------------------------------------------------- the plot
-
-
-def _grams_unit(grams: float) -> tuple[float, str]:
-    """(divisor, unit) making ``grams`` read as a number between 1 and 1000."""
-    for factor, unit in ((1e3, "kg"), (1.0, "g"), (1e-3, "mg")):
-        if grams >= factor:
-            return factor, unit
-    return 1e-6, "µg"
-
-
-def _step_series(
-    points: Sequence[TimelinePoint], names: list[str]
-) -> tuple[list[float], list[list[float]]]:
-    """x (epoch seconds) and one y list per component drawing each point as a flat step.
-
-    Where points do not touch (no data), the series drops to zero, so a gap shows as a
-    gap and not as a ramp.
-    """
-    xs: list[float] = []
-    ys: list[list[float]] = [[] for _ in names]
-    previous_end: float | None = None
-    for point in sorted(points, key=lambda p: p.end_s):
-        watts = point.watts_dict()
-        if previous_end is not None and point.start_s - previous_end > 1e-3:
-            xs += [previous_end, point.start_s]
-            for series in ys:
-                series += [0.0, 0.0]
-        xs += [point.start_s, point.end_s]
-        for series, name in zip(ys, names, strict=True):
-            value = max(watts.get(name, 0.0), 0.0)
-            series += [value, value]
-        previous_end = point.end_s
-    return xs, ys
-
-
-def plot_session(
-    timeline: Sequence[TimelinePoint], rows: Sequence[Row], save: str | Path | None = None
-) -> Figure:
-    """A figure of the session: power stacked by component, cells, per-cell emissions.
-
-    Top axes: power (W) per component over wall-clock time (local), stacked, with each
-    cell's span shaded and labelled by its execution count. Bottom axes: one bar per
-    cell (in execution order) of operational emissions, error bars from the range.
-    Built with ``matplotlib.figure.Figure`` (no pyplot state), so it is safe headless
-    and from threads. ``save`` writes the figure (format from the extension).
-    """
-    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
-    from matplotlib.figure import Figure
-    from matplotlib.transforms import blended_transform_factory
-
-    figure = Figure(figsize=(10, 6.5), layout="constrained")
-    power_ax, bars_ax = figure.subplots(2, 1, height_ratios=[3, 2])
-
-    names = [
-        name
-        for name in COMPONENTS
-        if any(name in p.watts_dict() for p in timeline)
-        and (name != "gpu" or any(p.watts_dict().get(name, 0.0) > 0 for p in timeline))
-    ]
-    if timeline and names:
-        xs, ys = _step_series(timeline, names)
-        x_dates = [datetime.fromtimestamp(x) for x in xs]
-        power_ax.stackplot(
-            x_dates,
-            ys,
-            labels=[name.upper() for name in names],
-            colors=[COMPONENT_COLOURS[name] for name in names],
-            alpha=0.85,
-        )
-        power_ax.legend(loc="upper left", fontsize="small")
-        locator = AutoDateLocator()
-        power_ax.xaxis.set_major_locator(locator)
-        power_ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
-    else:
-        power_ax.text(
-            0.5, 0.5, "no power timeline", ha="center", va="center", transform=power_ax.transAxes
-        )
-    power_ax.set_ylim(bottom=0)
-    power_ax.set_ylabel("power (W)")
-    power_ax.set_xlabel("time (local)")
-    power_ax.set_title("Power by component, cells shaded")
-
-    ordered = sorted(rows, key=lambda r: (_f(r, "started_at"), r.get("execution_count") or 0))
-    top_edge = blended_transform_factory(power_ax.transData, power_ax.transAxes)
-    # Label every cell when few, else only the heaviest, to keep the labels readable.
-    heaviest = {id(r) for r in sorted(ordered, key=lambda r: -_f(r, "emissions_g"))[:10]}
-    for n, row in enumerate(ordered):
-        start, end = row.get("started_at"), row.get("ended_at")
-        if start is None or end is None:
-            continue
-        start_d, end_d = datetime.fromtimestamp(float(start)), datetime.fromtimestamp(float(end))
-        power_ax.axvspan(start_d, end_d, color="0.5", alpha=0.12 if n % 2 else 0.22, lw=0)
-        if len(ordered) <= 20 or id(row) in heaviest:
-            middle = start_d + (end_d - start_d) / 2
-            power_ax.text(
-                middle, 0.98, row_tag(row), transform=top_edge, ha="center", va="top", fontsize=8
-            )
-
-    if ordered:
-        peak = max(max(_f(r, "emissions_high_g"), _f(r, "emissions_g")) for r in ordered)
-        factor, unit = _grams_unit(peak)
-        values = [_f(r, "emissions_g") / factor for r in ordered]
-        low = [
-            max(v - _f(r, "emissions_low_g") / factor, 0.0)
-            for v, r in zip(values, ordered, strict=True)
-        ]
-        high = [
-            max(_f(r, "emissions_high_g") / factor - v, 0.0)
-            for v, r in zip(values, ordered, strict=True)
-        ]
-        positions = list(range(len(ordered)))
-        bars_ax.bar(
-            positions,
-            values,
-            yerr=[low, high],
-            capsize=3,
-            color="#8172b3",
-            error_kw={"elinewidth": 1, "ecolor": "0.25"},
-        )
-        bars_ax.set_xticks(positions)
-        # Past a few dozen bars only the heaviest are named, so the names stay readable.
-        name_all = len(ordered) <= 30
-        bars_ax.set_xticklabels(
-            [
-                f"{row_tag(r)} {row_label(r, 18)}" if name_all or id(r) in heaviest else ""
-                for r in ordered
-            ],
-            rotation=45 if len(ordered) > 4 else 0,
-            ha="right" if len(ordered) > 4 else "center",
-            fontsize=8,
-        )
-        bars_ax.set_ylabel(f"CO2e ({unit})")
-        total = sum(_f(r, "emissions_g") for r in ordered)
-        low_t = sum(_f(r, "emissions_low_g") for r in ordered)
-        high_t = sum(_f(r, "emissions_high_g") for r in ordered)
-        energy = sum(_f(r, "energy_kwh") for r in ordered)
-        bars_ax.set_title(
-            f"Operational emissions per cell (error bars: range) — total {format_kwh(energy)}, "
-            f"{format_grams_range(total, low_t, high_t)} CO2e"
-        )
-    else:
-        bars_ax.text(
-            0.5, 0.5, "no recorded cells", ha="center", va="center", transform=bars_ax.transAxes
-        )
-        bars_ax.set_title("Operational emissions per cell")
-        bars_ax.set_ylabel("CO2e")
-    if save is not None:
-        figure.savefig(save, dpi=120)
-    return figure

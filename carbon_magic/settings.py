@@ -22,15 +22,21 @@ _TRUE = {"1", "on", "true", "yes"}
 _FALSE = {"0", "off", "false", "no"}
 
 
-def _choice(*choices: str) -> Callable[[Any], str]:
-    def parse(value: Any) -> str:
+class ChoiceParser:
+    """Parses one of ``choices`` (case-insensitive), kept on it for help texts."""
+
+    def __init__(self, choices: tuple[str, ...]) -> None:
+        self.choices: tuple[str, ...] | None = choices
+
+    def __call__(self, value: Any) -> str:
         text = str(value).strip().lower()
-        if text not in choices:
-            raise ValueError(f"must be one of {', '.join(choices)} (got {value!r})")
+        if self.choices is not None and text not in self.choices:
+            raise ValueError(f"must be one of {', '.join(self.choices)} (got {value!r})")
         return text
 
-    parse.choices = choices  # type: ignore[attr-defined]
-    return parse
+
+def _choice(*choices: str) -> ChoiceParser:
+    return ChoiceParser(choices)
 
 
 def _number(low: float | None = None, high: float | None = None) -> Callable[[Any], float]:
@@ -112,18 +118,24 @@ def _gpus(value: Any) -> str:
     return parse_gpus(value)
 
 
-def _optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """Let ``None``, ``""``, ``auto`` or ``none`` mean "not set, work it out"."""
+class OptionalParser:
+    """Lets ``None``, ``""``, ``auto`` or ``none`` mean "not set, work it out", else
+    parses with ``parse``; keeps ``parse``'s choices, if it has any."""
 
-    def wrapped(value: Any) -> Any:
+    def __init__(self, parse: Callable[[Any], Any]) -> None:
+        self.parse = parse
+        self.choices: tuple[str, ...] | None = getattr(parse, "choices", None)
+
+    def __call__(self, value: Any) -> Any:
         if value is None or (
             isinstance(value, str) and value.strip().lower() in {"", "auto", "none"}
         ):
             return None
-        return parse(value)
+        return self.parse(value)
 
-    wrapped.choices = getattr(parse, "choices", None)  # type: ignore[attr-defined]
-    return wrapped
+
+def _optional(parse: Callable[[Any], Any]) -> OptionalParser:
+    return OptionalParser(parse)
 
 
 @dataclass(frozen=True)

@@ -170,13 +170,13 @@ def test_intensity_change_mid_window_is_integrated():
     tracker.start()
     provider = FixedProvider(100.0)
     tracker.intensity_provider = provider
-    tracker._intensity_now = provider.current()
+    tracker._tick(slow=True)  # accounts at 100 g/kWh from now
     try:
         window = tracker.begin("w")
         time.sleep(0.3)
         tracker._tick(slow=True)  # energy so far at 100 g/kWh
         provider.value = 300.0
-        tracker._intensity_now = provider.current()
+        tracker._tick(slow=True)  # at 300 g/kWh from now
         time.sleep(0.3)
         m = tracker.end(window)
     finally:

@@ -12,7 +12,7 @@ Units: joules (IT, before PUE), kWh (facility, after PUE), grams CO2e.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 from carbon_magic import accounting
 from carbon_magic.cluster.identity import ProcessIdentity, covered_by
@@ -22,8 +22,21 @@ from carbon_magic.measurement import COMPONENTS, Measurement
 Replies = Mapping[str, Any]  # worker address -> reply dict (or None)
 
 
-def _usable(reply: Any) -> bool:
+def _usable(reply: Any) -> TypeGuard[dict[str, Any]]:
     return isinstance(reply, dict) and "error" not in reply and "identity" in reply
+
+
+def _counted_pair(before: Any, after: Any) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """Both replies usable and counted, from the same worker tracker (its token)."""
+    if (
+        _usable(before)
+        and _usable(after)
+        and before.get("counted")
+        and after.get("counted")
+        and before.get("token") == after.get("token")
+    ):
+        return before, after
+    return None
 
 
 def _present(reply: Any) -> bool:
@@ -94,16 +107,11 @@ def cluster_figures(
                 entry["workers"] += 1
                 entry["in_kernel"] += 1
             continue
-        complete = (
-            _usable(before)
-            and _usable(after)
-            and before.get("counted")
-            and after.get("counted")
-            and before.get("token") == after.get("token")
-        )
-        if not complete or identity is None:
+        pair = _counted_pair(before, after)
+        if pair is None or identity is None:
             missing.append((identity.host_id if identity else None, address))
             continue
+        before, after = pair
         entry = host_entry(identity)
         entry["workers"] += 1
         if mode == "machine" and entry["_measured"]:

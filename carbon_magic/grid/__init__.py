@@ -119,6 +119,18 @@ def make_provider(settings: Any, **live_options: Any) -> IntensityProvider:
     return entry.factory(settings, StaticProvider(settings), live_options)
 
 
+def provider_or_static(settings: Any, notice: Callable[[str], None]) -> IntensityProvider:
+    """``make_provider(settings)``, or the static table when that fails (an unknown
+    ``intensity`` value, a broken provider), with one ``notice(message)`` saying why."""
+    try:
+        return make_provider(settings)
+    except Exception as error:
+        from carbon_magic.grid.static import StaticProvider
+
+        notice(f"live grid intensity unavailable: {error}")
+        return StaticProvider(settings)
+
+
 def _setting(settings: Any, name: str) -> Any:
     return getattr(settings, name, None)
 

@@ -10,6 +10,7 @@ import http.client
 import ipaddress
 import json
 import socket
+import ssl
 import threading
 import time
 import urllib.error
@@ -143,8 +144,12 @@ def _deadline_handlers(deadline: _Deadline) -> list[urllib.request.BaseHandler]:
             return self.do_open(Connection, req)
 
     class SecureHandler(urllib.request.HTTPSHandler):
+        def __init__(self, context: ssl.SSLContext | None = None) -> None:
+            super().__init__(context=context)
+            self.context = context  # None: the library's default verification
+
         def https_open(self, req: Any) -> Any:
-            return self.do_open(SecureConnection, req, context=self._context)
+            return self.do_open(SecureConnection, req, context=self.context)
 
     return [Handler(), SecureHandler()]
 

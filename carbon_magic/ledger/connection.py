@@ -18,6 +18,7 @@ import time
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
+from types import FrameType
 
 from carbon_magic.ledger import schema
 from carbon_magic.ledger.paths import default_ledger_path
@@ -278,7 +279,8 @@ class LedgerFile:
 def _stacklevel_outside_package() -> int:
     """The warnings stacklevel of the first caller outside this package, so a warning
     points at the code that recorded (the magics, the tracker), not at ledger internals."""
-    frame, level = sys._getframe(1), 1
+    frame: FrameType | None = sys._getframe(1)
+    level = 1
     while frame is not None and _in_package(frame.f_code.co_filename):
         frame, level = frame.f_back, level + 1
     return level

@@ -48,7 +48,11 @@ def query(
     """Rows as dicts, from a connection (left open) or a path (opened read-only, closed).
     A file without the table yet (nothing written so far) gives no rows."""
     own = not isinstance(path_or_conn, sqlite3.Connection)
-    conn = connect_readonly(path_or_conn) if own else path_or_conn  # type: ignore[arg-type]
+    conn = (
+        path_or_conn
+        if isinstance(path_or_conn, sqlite3.Connection)
+        else connect_readonly(path_or_conn)
+    )
     try:
         cursor = conn.execute(sql, tuple(params))
         names = [column[0] for column in cursor.description]
@@ -79,7 +83,8 @@ def read_cells(
     the most recent ``limit`` rows. Raises FileNotFoundError for a missing file and
     sqlite3.Error for an unreadable one.
     """
-    where, params = [], []
+    where: list[str] = []
+    params: list[Any] = []
     for column, value in (
         ("c.kernel_id", kernel_id),
         ("s.session_uuid", session_uuid),

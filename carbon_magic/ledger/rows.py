@@ -180,7 +180,7 @@ _FIELD_ALIASES = {"intensity": "intensity_g_per_kwh"}
 
 def session_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
     """update_session() keywords → column values; ValueError for an unknown name."""
-    columns = {}
+    columns: dict[str, Any] = {}
     for name, value in fields.items():
         if name in _JSON_FIELDS:
             if name == "settings":

@@ -18,11 +18,26 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .base import MEASURED, SHARE_BY_CPU_TIME, GpuSource, SensorStatus, Unavailable
+from .base import (
+    MEASURED,
+    MODELLED,
+    SHARE_BY_CPU_TIME,
+    EnergySource,
+    GpuSource,
+    ProcessTree,
+    SensorStatus,
+    SystemCpu,
+    Unavailable,
+)
+
+if TYPE_CHECKING:
+    from carbon_magic.cpu_power import CpuPowerModel
 
 log = logging.getLogger("carbon_magic")
 
@@ -82,22 +97,67 @@ class Sensors:
     ``total_memory_bytes`` the installed memory (bytes).
     """
 
-    cpu: Any
-    ram: Any
+    cpu: EnergySource
+    ram: EnergySource
     gpus: list[GpuSource]
-    cpu_model: Any
-    ram_model: Any
-    system_cpu: Any
-    process_tree: Any
-    cpu_power: Any
+    cpu_model: EnergySource
+    ram_model: EnergySource
+    system_cpu: SystemCpu
+    process_tree: ProcessTree
+    cpu_power: CpuPowerModel
     cpu_model_name: str
     n_cpus: float
     total_memory_bytes: int
     unused: list[SensorStatus] = field(default_factory=list)
 
-    def sources(self) -> list[Any]:
+    def sources(self) -> list[EnergySource]:
         """Every source read on a tick: CPU, RAM, then the GPUs."""
         return [self.cpu, self.ram, *self.gpus]
+
+    def components(self) -> list[str]:
+        """The components measured (``gpu`` only when GPUs are seen)."""
+        return ["cpu", "gpu", "ram"] if self.gpus else ["cpu", "ram"]
+
+    def methods(self) -> dict[str, str]:
+        """How each component's energy is obtained: measured, modelled or assumed."""
+        methods = {"cpu": self.cpu.method}
+        if self.gpus:
+            kinds = {gpu.method for gpu in self.gpus}
+            methods["gpu"] = MEASURED if kinds == {MEASURED} else MODELLED
+        methods["ram"] = self.ram.method
+        return methods
+
+    def disable(self, source: EnergySource) -> str | None:
+        """Take a failing source out: CPU and RAM fall back to their models, a GPU
+        source is dropped. Returns what happens instead (one phrase), or ``None`` when
+        ``source`` is not in use."""
+        if source is self.cpu:
+            self.cpu = self.cpu_model
+            return "using the CPU model"
+        if source is self.ram:
+            self.ram = self.ram_model
+            return "using the W/GB model"
+        if any(gpu is source for gpu in self.gpus):
+            self.gpus[:] = [gpu for gpu in self.gpus if gpu is not source]
+            return "its GPUs are no longer measured"
+        return None
+
+    def hardware(self) -> dict[str, object]:
+        """A short hardware summary for the ledger and reports: host, platform, CPU
+        model and count, RAM (GB), GPU names by device key, the CPU power model (W)."""
+        return {
+            "host": socket.gethostname(),
+            "platform": sys.platform,
+            "cpu_model": self.cpu_model_name,
+            "n_cpus": self.n_cpus,
+            "ram_gb": round(self.total_memory_bytes / 1e9, 1),
+            "gpus": self.gpu_names(),
+            "cpu_power": {
+                "idle_w": self.cpu_power.idle_w,
+                "max_w": self.cpu_power.max_w,
+                "source": self.cpu_power.source,
+            },
+        }
 
     def statuses(self) -> list[SensorStatus]:
         """One line per source in use, then the ones looked for and not used."""

@@ -18,6 +18,7 @@ among those, by index in amdsmi's order. Keys are ``amd:<index>``.
 
 from __future__ import annotations
 
+import importlib
 import os
 import threading
 import time
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from .base import MEASURED, MODELLED, GpuUse, SensorStatus
+from .base import MEASURED, MODELLED, SHARE_BY_GPU_USE, GpuUse, SensorStatus
 
 POWER_POLL_INTERVAL_S = 1.0
 WRAP_32_BITS = 2**32
@@ -93,6 +94,7 @@ class AmdSmiSensor:
     component = "gpu"
     vendor = "amd"
     itemised = True
+    process_share = SHARE_BY_GPU_USE
 
     def __init__(
         self,
@@ -113,7 +115,7 @@ class AmdSmiSensor:
         self.reason: str | None = None
         if amdsmi_module is None:
             try:
-                import amdsmi as amdsmi_module
+                amdsmi_module = importlib.import_module("amdsmi")
             except ImportError:
                 self.reason = "amdsmi (ROCm's Python module) is not installed"
                 return
@@ -123,7 +125,8 @@ class AmdSmiSensor:
                     "no AMD GPU driver stack"
                 )
                 return
-        self._smi = amdsmi_module
+        # The bindings carry no type information: their objects are used as they come.
+        self._smi: Any = amdsmi_module
         if not hasattr(amdsmi_module, "amdsmi_get_energy_count") and not hasattr(
             amdsmi_module, "amdsmi_get_power_info"
         ):

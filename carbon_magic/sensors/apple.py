@@ -15,6 +15,7 @@ GPU use), and the status says so.
 
 from __future__ import annotations
 
+import importlib
 import sys
 import threading
 import time
@@ -65,7 +66,7 @@ class AppleSoc:
         self._sampled_ns = 0
         if module is None:
             try:
-                import zeus_apple_silicon as module
+                module = importlib.import_module("zeus_apple_silicon")
             except ImportError:
                 self.reason = (
                     "zeus-apple-silicon is not installed (pip install carbon_magic[apple])"

@@ -42,15 +42,18 @@ class GpuUse:
     how: str
 
 
-# How process mode shares a CPU or RAM source's energy with the kernel.
+# How process mode shares a source's energy with the kernel.
 SHARE_BY_CPU_TIME = "cpu-time"  # the kernel tree's share of busy CPU time
 SHARE_BY_MEMORY = "memory"  # the kernel tree's share of installed memory (resident)
+SHARE_BY_GPU_USE = "gpu-use"  # the devices (or SM share) the kernel's processes use
 
 
 class EnergySource(Protocol):
     """A source of cumulative energy counters for one component (CPU or RAM).
 
-    ``process_share`` is ``SHARE_BY_CPU_TIME`` or ``SHARE_BY_MEMORY``.
+    ``process_share`` is ``SHARE_BY_CPU_TIME`` or ``SHARE_BY_MEMORY`` (GPU sources:
+    ``SHARE_BY_GPU_USE``); ``itemised`` says whether its device keys name devices of
+    their own (a model's do not), for the per-device breakdown.
     """
 
     name: str
@@ -58,6 +61,8 @@ class EnergySource(Protocol):
     method: str
     available: bool
     reason: str | None  # one line saying why it is unavailable (None when available)
+    itemised: bool
+    process_share: str
 
     def read_j(self) -> dict[str, float]:
         """Cumulative joules per device key since creation (wraparound already handled).
@@ -94,6 +99,34 @@ class GpuSource(EnergySource, Protocol):
         """The devices any of ``pids`` runs on and how (devices not listed are unused)."""
 
 
+class SystemCpu(Protocol):
+    """The machine's cumulative busy CPU time (``/proc/stat``, a cgroup, psutil)."""
+
+    def busy_s(self) -> float:
+        """Busy CPU seconds, all CPUs, since boot (or the counter's start).
+
+        Raises ``OSError`` when the counter cannot be read."""
+
+    def close(self) -> None:
+        """Release kept-open files. Idempotent."""
+
+
+class ProcessTree(Protocol):
+    """The kernel's process tree: its CPU time, resident memory and pids."""
+
+    def cpu_s(self, include_children: bool = True) -> float:
+        """Cumulative CPU seconds of the kernel and (by default) its descendants."""
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the tree now, bytes (a level, not a counter)."""
+
+    def refresh_children(self) -> None:
+        """Find the kernel's descendants again (costly: called rarely)."""
+
+    def pids(self) -> set[int]:
+        """The tree's process ids as of the last refresh."""
+
+
 # The protocol the first sensors were written against (kept for its name).
 EnergySensor = EnergySource
 
@@ -103,12 +136,14 @@ class Unavailable:
 
     available = False
     vendor = ""
+    itemised = False
+    process_share = SHARE_BY_CPU_TIME  # never applied: there are no counters to share
 
     def __init__(self, name: str, component: str, method: str, reason: str) -> None:
         self.name = name
         self.component = component
         self.method = method
-        self.reason = reason
+        self.reason: str | None = reason
 
     def read_j(self) -> dict[str, float]:
         """No counters: always empty."""
@@ -124,7 +159,7 @@ class Unavailable:
 
     def status(self) -> SensorStatus:
         """Unavailable, with the reason."""
-        return SensorStatus(self.name, self.component, False, self.method, self.reason)
+        return SensorStatus(self.name, self.component, False, self.method, self.reason or "")
 
     def gpu_names(self) -> dict[str, str]:
         """No devices."""

@@ -12,10 +12,14 @@ Where ``/proc`` is absent (macOS, Windows) the same counters come from psutil
 
 from __future__ import annotations
 
+import importlib
 import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
+
+from .base import SystemCpu
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -270,10 +274,9 @@ class PsutilSystemCpuCounter:
 
     source = "psutil cpu_times"
 
-    def __init__(self, psutil_module: object | None = None) -> None:
-        if psutil_module is None:
-            import psutil as psutil_module
-        self._psutil = psutil_module
+    def __init__(self, psutil_module: Any | None = None) -> None:
+        # psutil has no type information: its objects are used as they come.
+        self._psutil: Any = psutil_module or importlib.import_module("psutil")
 
     def busy_s(self) -> float:
         """Cumulative busy CPU seconds (all CPUs together)."""
@@ -292,12 +295,10 @@ class PsutilProcessTreeCounter(ProcessTreeCounter):
     platform reports them (macOS does, Windows does not).
     """
 
-    def __init__(self, pid: int | None = None, psutil_module: object | None = None) -> None:
+    def __init__(self, pid: int | None = None, psutil_module: Any | None = None) -> None:
         super().__init__(pid)
-        if psutil_module is None:
-            import psutil as psutil_module
-        self._psutil = psutil_module
-        self._process = psutil_module.Process(self.pid)
+        self._psutil: Any = psutil_module or importlib.import_module("psutil")
+        self._process = self._psutil.Process(self.pid)
 
     def _list_children(self) -> set[int]:
         try:
@@ -337,7 +338,7 @@ class SharedSample:
     at every window edge.
     """
 
-    def __init__(self, counter: object, max_age_s: float = 0.001) -> None:
+    def __init__(self, counter: SystemCpu, max_age_s: float = 0.001) -> None:
         self.counter = counter
         self.source = getattr(counter, "source", "?")
         self._max_age_ns = int(max_age_s * 1e9)

@@ -25,6 +25,7 @@ where NVML cannot tell, the whole device is charged and the use says so.
 
 from __future__ import annotations
 
+import importlib
 import os
 import threading
 import time
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from .base import MEASURED, MODELLED, GpuUse, SensorStatus
+from .base import MEASURED, MODELLED, SHARE_BY_GPU_USE, GpuUse, SensorStatus
 
 # How often power-integrated GPUs must be read (seconds); NVML power is a ~1 s average.
 POWER_POLL_INTERVAL_S = 1.0
@@ -117,6 +118,7 @@ class NvmlSensor:
     component = "gpu"
     vendor = "nvidia"
     itemised = True
+    process_share = SHARE_BY_GPU_USE
 
     def __init__(
         self,
@@ -137,11 +139,12 @@ class NvmlSensor:
 
         if nvml_module is None:
             try:
-                import pynvml as nvml_module
+                nvml_module = importlib.import_module("pynvml")
             except ImportError:
                 self.reason = "nvidia-ml-py (module pynvml) is not installed"
                 return
-        self._nvml = nvml_module
+        # The bindings carry no type information: their objects are used as they come.
+        self._nvml: Any = nvml_module
         error = getattr(nvml_module, "NVMLError", _Missing)
         try:
             nvml_module.nvmlInit()
@@ -415,4 +418,6 @@ def nvidia_driver_present(root: str = "/", environ: Mapping[str, str] | None = N
     if any(os.path.exists(os.path.join(root, marker)) for marker in _DRIVER_MARKERS):
         return True
     system_root = (os.environ if environ is None else environ).get("SystemRoot")
-    return bool(system_root) and os.path.exists(os.path.join(system_root, "System32", "nvml.dll"))
+    if not system_root:
+        return False
+    return os.path.exists(os.path.join(system_root, "System32", "nvml.dll"))

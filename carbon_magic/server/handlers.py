@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
@@ -43,14 +43,17 @@ from carbon_magic.server.reader import (
     CELL_PAGE_MAX,
     CellPage,
     LedgerReader,
+    LedgerSnapshot,
     LedgerUnavailable,
 )
+from carbon_magic.server.views import KernelSummary
 
 try:
     from jupyter_server.auth.decorator import allow_unauthenticated
 except ImportError:  # jupyter_server < 2.13 has no such check to opt out of
+    FuncT = TypeVar("FuncT", bound=Callable[..., Any])
 
-    def allow_unauthenticated(method):  # type: ignore[no-redef]
+    def allow_unauthenticated(method: FuncT) -> FuncT:
         return method
 
 
@@ -113,7 +116,9 @@ class CarbonMagicHandler(APIHandler):
     async def notebook_paths(self) -> dict[str, str]:
         """The notebook path now of each kernel this server runs (follows renames)."""
         try:
-            sessions = await ensure_async(self.session_manager.list_sessions())
+            sessions = cast(
+                "list[dict[str, Any]]", await ensure_async(self.session_manager.list_sessions())
+            )
         except Exception as error:  # the figures matter more than the names
             self.log.debug("carbon_magic: no session list: %s", error)
             return {}
@@ -179,6 +184,8 @@ class SummaryHandler(CarbonMagicHandler):
         day_start = self._day_start(now)
         config = self.state.config
         server_ids = self.server_kernel_ids()
+        snapshot: LedgerSnapshot | None
+        kernels: list[KernelSummary]
         try:
             snapshot = await self.read_ledger(self.state.reader.snapshot, now, day_start)
         except LedgerUnavailable:
@@ -226,8 +233,11 @@ class CellsHandler(CarbonMagicHandler):
     @authorized
     async def get(self, kernel_id: str | None = None) -> None:
         since = self._number("since", None, minimum=0.0)
-        after = int(self._number("after", 0, minimum=0, maximum=MAX_ROW_ID))
-        limit = int(self._number("limit", CELL_PAGE_DEFAULT, minimum=1, maximum=CELL_PAGE_MAX))
+        after = int(self._number("after", 0, minimum=0, maximum=MAX_ROW_ID) or 0)
+        limit = int(
+            self._number("limit", CELL_PAGE_DEFAULT, minimum=1, maximum=CELL_PAGE_MAX)
+            or CELL_PAGE_DEFAULT
+        )
         path = None
         query: dict[str, Any] = {"since": since, "after": after, "limit": limit}
         if kernel_id is None:
@@ -282,6 +292,8 @@ class MetricsHandler(CarbonMagicHandler):
             await self._require_reader()
         now = time.time()
         server_ids = self.server_kernel_ids()
+        snapshot: LedgerSnapshot | None
+        kernels: list[KernelSummary]
         try:
             snapshot = await self.read_ledger(
                 self.state.reader.snapshot, now, views.utc_day_start(now)

@@ -29,7 +29,7 @@ def notebook_path(figures: SessionFigures, paths: Paths | None = None) -> str | 
     """The kernel's notebook: its path now on this server (it follows renames), else
     the path the kernel was started with, as the ledger recorded it."""
     kernel_id = figures.session.kernel_id
-    if paths and kernel_id in paths:
+    if paths and kernel_id is not None and kernel_id in paths:
         return paths[kernel_id]
     return figures.session.notebook_path
 
