@@ -254,10 +254,15 @@ def _rows_and_pending(
     "table of cells sorted by emissions, with totals",
     argument("--top", type=int, metavar="N", help="only the N heaviest cells"),
     argument("--all-sessions", action="store_true", help="every session in the ledger"),
-    argument("--since", metavar="DATE", help="cells started since DATE (e.g. 2024-05-01)"),
+    argument(
+        "--since",
+        metavar="WHEN",
+        help="cells started since WHEN: 2024-05-01, 2024-05-01T14:30, today, yesterday, "
+        "30m, 1h, 7d",
+    ),
 )
 def cmd_report(magics: CarbonMagics, options: argparse.Namespace) -> Any:
-    """``%carbon report [--top N] [--all-sessions] [--since DATE]``."""
+    """``%carbon report [--top N] [--all-sessions] [--since WHEN]``."""
     from carbon_magic import report
 
     if options.top is not None and options.top < 1:

@@ -59,7 +59,7 @@ def test_help_of_a_subcommand_is_printed_not_an_exit(capsys):
     with pytest.raises(HelpShown):
         parse(["report", "--help"])
     shown = capsys.readouterr().out
-    assert "%carbon report" in shown and "--top N" in shown and "--since DATE" in shown
+    assert "%carbon report" in shown and "--top N" in shown and "--since WHEN" in shown
 
 
 def test_cell_magic_help_comes_from_its_declared_options():
