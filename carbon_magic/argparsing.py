@@ -35,10 +35,15 @@ def parse_words(parser: argparse.ArgumentParser, words: Sequence[str], prog: str
     """``parser.parse_args(words)``, where every error is a one-line ``UsageError`` that
     starts with ``prog`` (IPython's own parser says only what is wrong)."""
     try:
-        return parser.parse_args(list(words))
+        options, extra = parser.parse_known_args(list(words))
     except UsageError as error:
         text = str(error)
         raise UsageError(text if text.startswith(prog) else f"{prog}: {text}") from None
+    if extra:  # named by the subcommand they were given to, when there is one
+        subcommand = getattr(options, "subcommand", None)
+        where = f"{prog} {subcommand}" if subcommand else prog
+        raise UsageError(f"{where}: unrecognized arguments: {' '.join(extra)}")
+    return options
 
 
 def split_words(line: str, prog: str) -> list[str]:

@@ -46,7 +46,8 @@ def test_export_formats_come_from_the_format_registry():
         (["auto", "maybe"], "%carbon auto: argument on|off: invalid choice: 'maybe'"),
         (["report", "--top", "x"], "%carbon report: argument --top: invalid int value"),
         (["export"], "%carbon export: the following arguments are required: PATH"),
-        (["status", "extra"], "unrecognized arguments: extra"),
+        (["status", "extra"], "%carbon status: unrecognized arguments: extra"),
+        (["report", "--topp", "3"], "%carbon report: unrecognized arguments: --topp 3"),
     ],
 )
 def test_bad_subcommand_input_is_a_usage_error_naming_what_is_valid(words, expected):
