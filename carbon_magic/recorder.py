@@ -269,6 +269,8 @@ def _script_name() -> str | None:
     named = os.environ.get("JPY_SESSION_NAME")
     if named:
         return named
+    if "ipykernel" in sys.modules:
+        return None  # a kernel's argv[0] is ipykernel's launcher, not the user's work
     script = sys.argv[0] if sys.argv and sys.argv[0] not in ("", "-c", "-") else None
     return os.path.abspath(script) if script else None
 
