@@ -319,7 +319,7 @@ def _begin(magics: CarbonMagics, options: CellOptions, cell: str) -> LiveRun | N
         run = LiveRun(magics, window, options, Panel(name, use_widgets), nested)
         run.cluster_edge = magics.cluster_reader.start()
         if not nested:
-            magics.set_running_cell(name, run.forecast)
+            magics.recorder.set_running_cell(name, run.forecast)
         run.show()
         tracker.add_listener(run.on_tick)
         return run
@@ -335,7 +335,7 @@ def _end(magics: CarbonMagics, run: LiveRun | None, cell: str, status: str) -> N
         return
     tracker = magics.tracker
     if not run.nested:
-        magics.set_running_cell(None)
+        magics.recorder.set_running_cell(None)
     try:
         tracker.remove_listener(run.on_tick)
         m = tracker.end(run.window)

@@ -191,7 +191,7 @@ def cmd_start(magics: CarbonMagics, options: argparse.Namespace) -> None:
     """``%carbon start``."""
     magics.tracker.start()
     magics.recorder.set_tracker_state("running")
-    magics.write_heartbeat()
+    magics.recorder.write_heartbeat()
 
 
 @subcommand("stop", "stop the tracker; cells are not recorded until start")
@@ -199,7 +199,7 @@ def cmd_stop(magics: CarbonMagics, options: argparse.Namespace) -> None:
     """``%carbon stop``: the tracker stops; cells are no longer recorded until start."""
     magics.tracker.stop()
     magics.recorder.set_tracker_state("stopped")
-    magics.write_heartbeat()
+    magics.recorder.write_heartbeat()
 
 
 @subcommand("reset", "zero the session totals and the timeline (the ledger keeps its records)")

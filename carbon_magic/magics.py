@@ -11,7 +11,6 @@ import atexit
 import logging
 import os
 import re
-import time
 from collections import deque
 from typing import Any
 
@@ -45,7 +44,6 @@ __all__ = [
     "unload",
 ]
 
-HEARTBEAT_MIN_S = 2.0  # heartbeat period is max(2 s, interval)
 RECORDS_KEPT = 1000  # recent records kept in memory; the ledger has them all
 
 
@@ -121,11 +119,6 @@ class CarbonMagics(Magics, _SettingTraits):
         self.notebook_path = self.recorder.notebook_path
         self._cell: _CellRun | None = None
         self._magic_depth = 0
-        self._running_cell: tuple[str, float] | None = None
-        # The running cell's prediction from its progress, for the heartbeats.
-        self._forecast: CellForecast | None = None
-        self._last_heartbeat = 0.0
-        self._beat_cell: tuple[str, float] | None = None  # the running cell last beaten
         self.cluster_reader = ClusterCollector(tracker)
         self._sync_traits_from_settings()
         tracker.settings.on_change(self._settings_changed)
@@ -173,7 +166,7 @@ class CarbonMagics(Magics, _SettingTraits):
             window = self.tracker.begin(first_line(raw))
             self._cell = _CellRun(window, getattr(info, "cell_id", None), raw)
             self._cell.cluster_edge = self.cluster_reader.start()
-            self.set_running_cell(first_line(raw), self._cell.forecast)
+            self.recorder.set_running_cell(first_line(raw), self._cell.forecast)
         except Exception as error:
             self._cell = None
             self.notice(f"cell recording failed: {error!r}")
@@ -181,7 +174,7 @@ class CarbonMagics(Magics, _SettingTraits):
     def post_run_cell(self, result: Any) -> None:
         """IPython ``post_run_cell``: close the window and record the cell (never raises)."""
         cell, self._cell = self._cell, None
-        self.set_running_cell(None)
+        self.recorder.set_running_cell(None)
         if cell is None:
             return
         try:
@@ -212,31 +205,7 @@ class CarbonMagics(Magics, _SettingTraits):
                 cell.forecast.update(lambda: self.tracker.peek(cell.window))
             except Exception as error:  # only the prediction is lost, never the heartbeat
                 self.tracker.notice(f"progress prediction failed: {error!r}")
-        now = time.monotonic()
-        period = max(HEARTBEAT_MIN_S, self.tracker.settings.interval)
-        # A cell that started or ended is shown at once; otherwise beat every period
-        # (the tracker ticks every IDLE_TICK_S, 8 s, while no cell runs).
-        changed = self._running_cell != self._beat_cell
-        if now - self._last_heartbeat < period and not changed:
-            return
-        self._last_heartbeat = now
-        self._beat_cell = self._running_cell
-        self.write_heartbeat(reading)
-
-    def write_heartbeat(self, reading: LiveReading | None = None) -> None:
-        """Write the running totals and the current power to the ledger now."""
-        session = reading.session if reading else self.tracker.session()
-        watts = reading.watts if reading else self.tracker.live_watts()
-        running = self._running_cell
-        forecast = self._forecast
-        prediction = forecast.latest if forecast is not None and running else None
-        self.recorder.heartbeat(
-            session=session,
-            watts=watts,
-            running_cell=running[0] if running else None,
-            running_cell_started_at=running[1] if running else None,
-            prediction=prediction,
-        )
+        self.recorder.on_tick(reading)
 
     # ------------------------------------------------------------ %%carbon
 
@@ -291,12 +260,6 @@ class CarbonMagics(Magics, _SettingTraits):
     def leave_magic_cell(self) -> None:
         """A ``%%carbon`` cell has ended."""
         self._magic_depth = max(0, self._magic_depth - 1)
-
-    def set_running_cell(self, name: str | None, forecast: CellForecast | None = None) -> None:
-        """What the heartbeat reports as running (None: nothing), and the forecast that
-        predicts its total."""
-        self._running_cell = (name, time.time()) if name is not None else None
-        self._forecast = forecast if name is not None else None
 
     def notice(self, message: str) -> None:
         """Report a fault met on the cell's own path: once in the server log and in
@@ -399,7 +362,7 @@ def load(ipython: Any) -> None:
     set_kernel_recorder(magics.recorder)
     atexit.register(_end_at_exit, magics)
     magics.cluster_reader.poll()  # a Dask client made before %load_ext: install the plugins now
-    magics.write_heartbeat()
+    magics.recorder.write_heartbeat()
 
 
 def _end_at_exit(magics: CarbonMagics) -> None:
@@ -436,7 +399,7 @@ def unload(ipython: Any) -> None:
     tracker.settings.remove_listener(magics._settings_changed)
     magics.cluster_reader.close()
     tracker.stop()
-    magics.write_heartbeat()
+    magics.recorder.write_heartbeat()
     magics.recorder.end_session()
     set_kernel_recorder(None)
     if magics in ipython.configurables:

@@ -26,11 +26,13 @@ from carbon_magic.measurement import Measurement
 
 if TYPE_CHECKING:
     from carbon_magic.ledger import Ledger
-    from carbon_magic.prediction import Prediction
-    from carbon_magic.tracker import Tracker
+    from carbon_magic.prediction import CellForecast
+    from carbon_magic.tracker import LiveReading, Tracker
 
 Via = Literal["auto", "magic", "api"]
 TrackerState = Literal["running", "stopped"]
+
+HEARTBEAT_MIN_S = 2.0  # heartbeat period is max(2 s, interval)
 
 
 class Recorder:
@@ -56,6 +58,11 @@ class Recorder:
         self.session_uuid = session_uuid or uuid.uuid4().hex
         self._notice = notice or tracker.notice
         self._lock = threading.Lock()
+        self._beat_lock = threading.Lock()  # the running cell; never held while writing
+        self._running_cell: tuple[str, float] | None = None  # first line, UTC start
+        self._forecast: CellForecast | None = None
+        self._last_heartbeat = 0.0  # time.monotonic() of the last heartbeat
+        self._beat_cell: tuple[str, float] | None = None  # the running cell last beaten
         self._ledger: Ledger | None = self._open()
 
     # ----------------------------------------------------------------- state
@@ -80,19 +87,40 @@ class Recorder:
             lambda ledger: ledger.record_cell(self.session_uuid, m, via=via, budget=budget),
         )
 
-    def heartbeat(
-        self,
-        *,
-        session: Measurement,
-        watts: dict[str, float],
-        running_cell: str | None = None,
-        running_cell_started_at: float | None = None,
-        prediction: Prediction | None = None,
-    ) -> None:
-        """Record the session's running totals (``session``), the power now (W per
-        component), the running cell's first line and start (UTC epoch seconds) and its
-        predicted total, at the wall-clock time now."""
-        state: TrackerState = "running" if self.tracker.running else "stopped"
+    def set_running_cell(self, name: str | None, forecast: CellForecast | None = None) -> None:
+        """What the heartbeats report as running (None: nothing), from now, and the
+        forecast that predicts its total."""
+        with self._beat_lock:
+            self._running_cell = (name, time.time()) if name is not None else None
+            self._forecast = forecast if name is not None else None
+
+    def on_tick(self, reading: LiveReading) -> None:
+        """Tracker tick: heartbeat every ``max(HEARTBEAT_MIN_S, interval)`` seconds, and at
+        once when a cell started or ended since the last one."""
+        now = time.monotonic()
+        period = max(HEARTBEAT_MIN_S, self.tracker.settings.interval)
+        # The tracker ticks every IDLE_TICK_S (8 s) while no cell runs.
+        with self._beat_lock:
+            changed = self._running_cell != self._beat_cell
+            if now - self._last_heartbeat < period and not changed:
+                return
+            self._last_heartbeat = now
+            self._beat_cell = self._running_cell
+        self.write_heartbeat(reading)
+
+    def write_heartbeat(self, reading: LiveReading | None = None) -> None:
+        """Record the session's running totals, the power now (W per component), the
+        running cell's first line and start (UTC epoch seconds) and its predicted total,
+        now; ``reading`` (a tick's) saves reading the counters again."""
+        if self._ledger is None:
+            return
+        tracker = self.tracker
+        session = reading.session if reading else tracker.session()
+        watts = reading.watts if reading else tracker.live_watts()
+        state: TrackerState = "running" if tracker.running else "stopped"
+        with self._beat_lock:
+            running, forecast = self._running_cell, self._forecast
+        prediction = forecast.latest if forecast is not None and running else None
         self._call(
             "heartbeat",
             lambda ledger: ledger.heartbeat(
@@ -106,8 +134,8 @@ class Recorder:
                 intensity_g_per_kwh=session.intensity_g_per_kwh,
                 intensity_source=session.intensity_source,
                 tracker_state=state,
-                running_cell=running_cell,
-                running_cell_started_at=running_cell_started_at,
+                running_cell=running[0] if running else None,
+                running_cell_started_at=running[1] if running else None,
                 prediction=prediction.to_json() if prediction is not None else None,
             ),
         )

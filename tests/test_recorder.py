@@ -4,13 +4,14 @@ import os
 import subprocess
 import sys
 import textwrap
+from datetime import datetime, timezone
 
 import pytest
 
 from carbon_magic import ledger as ledger_module
 from carbon_magic.measurement import Measurement
 from carbon_magic.recorder import Recorder
-from carbon_magic.tracker import Tracker
+from carbon_magic.tracker import LiveReading, Tracker
 
 from .kernels import Kernel
 
@@ -113,7 +114,16 @@ def test_recorder_writes_session_cells_heartbeats_and_ends(tmp_path):
     notices: list[str] = []
     recorder = Recorder(tracker, kernel_id="k1", notebook_path="n.ipynb", notice=notices.append)
     recorder.record_cell(Measurement(name="one", duration_s=0.5), via="magic", budget="5g")
-    recorder.heartbeat(session=tracker.session(), watts={"cpu": 3.0}, running_cell="x = 1")
+    tracker.start()
+    try:
+        recorder.set_running_cell("x = 1")
+        recorder.write_heartbeat()
+        recorder.set_running_cell(None)
+        tick = LiveReading(datetime.now(timezone.utc), {"cpu": 3.0}, tracker.session())
+        recorder.on_tick(tick)  # the cell ended: a beat at once
+        recorder.on_tick(tick)  # within the period: none
+    finally:
+        tracker.stop()
     rows, pending = recorder.cells()
     assert [(r["name"], r["via"], r["budget"]) for r in rows] == [("one", "magic", "5g")]
     assert pending == 0 and recorder.status().startswith("ok: ")
@@ -129,8 +139,8 @@ def test_recorder_writes_session_cells_heartbeats_and_ends(tmp_path):
     assert [r["name"] for r in ledger_module.read_cells(tmp_path / "b.sqlite3")] == ["two"]
     assert [r["name"] for r in ledger_module.read_cells(tmp_path / "a.sqlite3")] == ["one"]
     with ledger_module.connect_readonly(tmp_path / "a.sqlite3") as conn:
-        beats = conn.execute("SELECT cpu_w, running_cell FROM heartbeats").fetchall()
-    assert [tuple(b) for b in beats] == [(3.0, "x = 1")]
+        beats = conn.execute("SELECT running_cell, cpu_w FROM heartbeats ORDER BY at").fetchall()
+    assert [tuple(b)[0] for b in beats] == ["x = 1", None] and beats[1]["cpu_w"] == 3.0
 
 
 def test_a_ledger_that_cannot_be_opened_is_one_notice_and_nothing_raises(tmp_path):
@@ -145,7 +155,7 @@ def test_a_ledger_that_cannot_be_opened_is_one_notice_and_nothing_raises(tmp_pat
     recorder = Recorder(tracker, notice=notices.append)
     assert recorder.ledger is None and recorder.status() == "unavailable"
     recorder.record_cell(Measurement(name="kept"), via="api")
-    recorder.heartbeat(session=Measurement(name="session"), watts={})
+    recorder.write_heartbeat()
     recorder.end_session()
     assert recorder.cells() == ([], 0)
     assert len(notices) == 1 and "no hardware today" in notices[0]
