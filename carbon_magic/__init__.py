@@ -42,13 +42,24 @@ def get_tracker() -> Tracker:
 
 
 @contextmanager
-def measure(name: str = "block") -> Iterator[Measurement]:
+def measure(name: str = "block", *, record: bool = True) -> Iterator[Measurement]:
     """Measure a block: ``with measure("fit") as m: ...``; ``m`` is complete after it.
 
-    Starts the tracker if it is not running. Windows may nest and overlap.
+    Starts the tracker if it is not running. Windows may nest and overlap. In a script
+    (or a kernel without ``%load_ext carbon_magic``) the window is recorded in the
+    ledger (``via="api"``, shown by ``carbon-magic report``) unless ``record=False``;
+    in a kernel with the extension loaded its cell is recorded instead. A block that
+    raises is recorded with status ``error`` and the exception goes on.
     """
-    with get_tracker().measure(name) as measurement:
-        yield measurement
+    measurement: Measurement | None = None
+    try:
+        with get_tracker().measure(name) as measurement:
+            yield measurement
+    finally:
+        if record and measurement is not None:
+            from carbon_magic.recorder import record_window
+
+            record_window(measurement)
 
 
 def progress(fraction: float) -> None:

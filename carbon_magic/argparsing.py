@@ -1,21 +1,49 @@
-"""Argument parsing for the magics: errors are one-line ``UsageError``s, never exits."""
+"""Argument parsing for the magics, on IPython's ``magic_arguments``: errors are one-line
+``UsageError``s naming the magic, ``--help`` prints the help, nothing exits the kernel."""
 
 from __future__ import annotations
 
 import argparse
 import shlex
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from IPython.core.error import UsageError
+from IPython.core.magic_arguments import MagicArgumentParser
 
 
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse that raises ``UsageError`` instead of exiting the kernel."""
+class HelpShown(Exception):
+    """``--help`` printed a parser's help: the magic returns without doing anything."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message}\n{self.format_usage().strip()}")
 
-    def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
+class CarbonArgumentParser(MagicArgumentParser):
+    """IPython's magic parser whose errors name the magic (``%carbon report: ...``) and
+    end with its usage, and whose ``--help`` prints the help instead of exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        prog = self.prog if self.prog.startswith("%") else f"%{self.prog}"
+        usage = self.format_usage().replace("::\n\n  %", "usage: %").strip()
+        raise UsageError(f"{prog}: {message}\n{usage}")
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if status == 0:
+            raise HelpShown()
         raise UsageError(message or self.format_usage())
+
+
+def parse_words(parser: argparse.ArgumentParser, words: Sequence[str], prog: str) -> Any:
+    """``parser.parse_args(words)``, where every error is a one-line ``UsageError`` that
+    starts with ``prog`` (IPython's own parser says only what is wrong)."""
+    try:
+        options, extra = parser.parse_known_args(list(words))
+    except UsageError as error:
+        text = str(error)
+        raise UsageError(text if text.startswith(prog) else f"{prog}: {text}") from None
+    if extra:  # named by the subcommand they were given to, when there is one
+        subcommand = getattr(options, "subcommand", None)
+        where = f"{prog} {subcommand}" if subcommand else prog
+        raise UsageError(f"{where}: unrecognized arguments: {' '.join(extra)}")
+    return options
 
 
 def split_words(line: str, prog: str) -> list[str]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ast
 import asyncio
-import functools
 import inspect
 import re
 import time
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 
-from carbon_magic.argparsing import ArgumentParser, join_value_options, split_words
+from carbon_magic.argparsing import join_value_options, parse_words, split_words
 from carbon_magic.budget import Budget, parse_budget
 from carbon_magic.interrupt import BudgetExceeded
 from carbon_magic.live_run import PREDICTED_STOP, STOPPED, LiveRun
@@ -48,16 +47,7 @@ def first_line(source: str, limit: int = 120) -> str:
     return ""
 
 
-@functools.cache  # building an argparse parser costs more than a whole empty cell
-def cell_parser() -> ArgumentParser:
-    """The parser of ``%%carbon``'s options."""
-    parser = ArgumentParser(prog="%%carbon", add_help=False)
-    parser.add_argument("--name", "-n")
-    parser.add_argument("--budget", "-b")
-    parser.add_argument("--on-exceed", choices=("warn", "stop"), default="warn")
-    parser.add_argument("--quiet", "-q", action="store_true")
-    parser.add_argument("--predict", "-p", action="store_true")
-    return parser
+ON_EXCEED = ("warn", "stop")  # what a budget does when exceeded; the first is the default
 
 
 @dataclass
@@ -72,9 +62,12 @@ class CellOptions:
 
 
 def parse_options(line: str) -> CellOptions:
-    """Parse ``%%carbon``'s line; every bad option is a one-line ``UsageError``."""
+    """Parse ``%%carbon``'s line with the options declared on the magic
+    (``magic_arguments``); every bad option is a one-line ``UsageError``."""
+    from carbon_magic.magics import CarbonMagics
+
     words = join_value_options(split_words(line, "%%carbon"), ("--budget", "-b"))
-    args = cell_parser().parse_args(words)
+    args = parse_words(CarbonMagics.carbon.parser, words, "%%carbon")
     budget = None
     if args.budget is not None:
         try:
@@ -326,7 +319,7 @@ def _begin(magics: CarbonMagics, options: CellOptions, cell: str) -> LiveRun | N
         run = LiveRun(magics, window, options, Panel(name, use_widgets), nested)
         run.cluster_edge = magics.cluster_reader.start()
         if not nested:
-            magics.set_running_cell(name, run.forecast)
+            magics.recorder.set_running_cell(name, run.forecast)
         run.show()
         tracker.add_listener(run.on_tick)
         return run
@@ -342,7 +335,7 @@ def _end(magics: CarbonMagics, run: LiveRun | None, cell: str, status: str) -> N
         return
     tracker = magics.tracker
     if not run.nested:
-        magics.set_running_cell(None)
+        magics.recorder.set_running_cell(None)
     try:
         tracker.remove_listener(run.on_tick)
         m = tracker.end(run.window)

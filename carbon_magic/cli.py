@@ -167,6 +167,8 @@ def _positive(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``carbon-magic`` (subcommands with their own ``--help``)."""
+    from carbon_magic import export as export_formats
+
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Energy and carbon of notebook cells: machine status, fixes, and "
@@ -230,15 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
         "export",
         parents=[filters],
         help="write cells to CodeCarbon CSV, CSV or JSON",
-        description="Write recorded cells to a file. codecarbon: CodeCarbon's emissions.csv "
-        "columns and units (kg, kWh, W, s); csv: our columns with ranges and methods; "
-        "json: everything.",
+        description=f"Write recorded cells to a file. {export_formats.describe_formats()}.",
     )
     export.add_argument("path", metavar="PATH", help="file to write (a folder gets a default name)")
     export.add_argument(
         "--format",
-        choices=("codecarbon", "csv", "json"),
-        default="codecarbon",
+        choices=export_formats.FORMATS,
+        default=export_formats.DEFAULT_FORMAT,
         help="default: %(default)s",
     )
     export.add_argument("--force", action="store_true", help="overwrite an existing file")

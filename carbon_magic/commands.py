@@ -1,11 +1,24 @@
-"""The ``%carbon`` subcommands. Each takes the magics object and its argument words."""
+"""The ``%carbon`` subcommands, in one registry: name, arguments, handler.
+
+Each handler takes the magics object and its parsed options (an ``argparse.Namespace``).
+``%carbon``'s parser, its subparsers, ``%carbon?`` and ``%carbon <sub> --help`` are all
+built from :data:`SUBCOMMANDS` (IPython's ``magic_arguments``), so a subcommand is
+described once, here.
+"""
 
 from __future__ import annotations
 
+import argparse
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
+from IPython.core.magic_arguments import ArgDecorator, argument
 
+from carbon_magic.argparsing import CarbonArgumentParser
+from carbon_magic.export import DEFAULT_FORMAT, FORMATS, describe_formats
 from carbon_magic.formatting import (
     format_duration,
     format_grams,
@@ -19,15 +32,55 @@ if TYPE_CHECKING:
     from carbon_magic.magics import CarbonMagics
 
 
-def _parser(prog: str) -> Any:
-    from carbon_magic.argparsing import ArgumentParser
-
-    return ArgumentParser(prog=f"%carbon {prog}", add_help=False)
+Handler = Callable[["CarbonMagics", argparse.Namespace], Any]
 
 
-def _no_arguments(name: str, args: list[str]) -> None:
-    if args:
-        raise UsageError(f"%carbon {name} takes no arguments (got {' '.join(args)})")
+@dataclass(frozen=True)
+class Subcommand:
+    """One ``%carbon`` subcommand: its name, a one-line summary (the help texts), its
+    arguments (IPython ``argument`` objects) and the handler that runs it."""
+
+    name: str
+    summary: str
+    handler: Handler
+    arguments: tuple[argument, ...] = ()
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {}  # in the order %carbon? lists them
+
+
+def subcommand(name: str, summary: str, *arguments: argument) -> Callable[[Handler], Handler]:
+    """Register the decorated handler as ``%carbon <name>``."""
+
+    def register(handler: Handler) -> Handler:
+        SUBCOMMANDS[name] = Subcommand(name, summary, handler, arguments)
+        return handler
+
+    return register
+
+
+class subcommands(ArgDecorator):  # noqa: N801 - named like IPython's decorators
+    """A ``magic_arguments`` decorator adding one subparser per registered subcommand
+    (``%carbon <sub> --help`` shows its own help)."""
+
+    def add_to_parser(self, parser: argparse.ArgumentParser, group: Any) -> None:
+        choices = parser.add_subparsers(
+            dest="subcommand",
+            metavar="SUBCOMMAND",
+            parser_class=CarbonArgumentParser,
+            required=True,
+        )
+        for spec in SUBCOMMANDS.values():
+            sub = choices.add_parser(
+                spec.name,
+                help=spec.summary.replace("%", "%%"),  # help texts are %-formatted
+                description=textwrap.fill(spec.summary, 80),
+                prog=f"{parser.prog} {spec.name}",
+                add_help=True,
+            )
+            for option in spec.arguments:
+                option.add_to_parser(sub, None)
+            sub.set_defaults(handler=spec.handler)
 
 
 class StatusText(str):
@@ -82,22 +135,32 @@ def status_lines(magics: CarbonMagics) -> list[str]:
     lines.append(
         "power now: " + ", ".join(f"{name} {format_watts(w)}" for name, w in watts.items())
     )
-    ledger = magics.store
-    lines.append(f"ledger: {ledger.status() if ledger is not None else 'unavailable'}")
+    lines.append(f"ledger: {magics.recorder.status()}")
     for notice in tracker.notices:
         lines.append(f"note: {notice}")
     return lines
 
 
-def cmd_status(magics: CarbonMagics, args: list[str]) -> StatusText:
+@subcommand(
+    "status",
+    "tracker state, sensors and how each measures (or why not), attribution mode, "
+    "location and intensity source, session totals",
+)
+def cmd_status(magics: CarbonMagics, options: argparse.Namespace) -> StatusText:
     """``%carbon status``."""
-    _no_arguments("status", args)
     return StatusText("\n".join(status_lines(magics)))
 
 
-def cmd_config(magics: CarbonMagics, args: list[str]) -> StatusText | None:
+@subcommand(
+    "config",
+    "show settings, or change them (validated; nothing changes if any value is bad); "
+    "also as traits: %config CarbonMagics.pue = 1.2",
+    argument("changes", nargs="*", metavar="key=value", help="settings to change"),
+)
+def cmd_config(magics: CarbonMagics, options: argparse.Namespace) -> StatusText | None:
     """``%carbon config [key=value ...]``: show, or validate-then-apply changes."""
     settings = magics.tracker.settings
+    args: list[str] = options.changes
     if not args:
         values = settings.as_dict()
         width = max(len(name) for name in SPECS)
@@ -123,40 +186,43 @@ def cmd_config(magics: CarbonMagics, args: list[str]) -> StatusText | None:
     return None
 
 
-def cmd_start(magics: CarbonMagics, args: list[str]) -> None:
+@subcommand("start", "start the tracker")
+def cmd_start(magics: CarbonMagics, options: argparse.Namespace) -> None:
     """``%carbon start``."""
-    _no_arguments("start", args)
     magics.tracker.start()
-    magics._ledger_call("update_session", magics.session_uuid, tracker_state="running")
-    magics.write_heartbeat()
+    magics.recorder.set_tracker_state("running")
+    magics.recorder.write_heartbeat()
 
 
-def cmd_stop(magics: CarbonMagics, args: list[str]) -> None:
+@subcommand("stop", "stop the tracker; cells are not recorded until start")
+def cmd_stop(magics: CarbonMagics, options: argparse.Namespace) -> None:
     """``%carbon stop``: the tracker stops; cells are no longer recorded until start."""
-    _no_arguments("stop", args)
     magics.tracker.stop()
-    magics._ledger_call("update_session", magics.session_uuid, tracker_state="stopped")
-    magics.write_heartbeat()
+    magics.recorder.set_tracker_state("stopped")
+    magics.recorder.write_heartbeat()
 
 
-def cmd_reset(magics: CarbonMagics, args: list[str]) -> None:
+@subcommand("reset", "zero the session totals and the timeline (the ledger keeps its records)")
+def cmd_reset(magics: CarbonMagics, options: argparse.Namespace) -> None:
     """``%carbon reset``: zero the session totals and timeline (the ledger keeps its records)."""
-    _no_arguments("reset", args)
     magics.tracker.reset()
     magics.records.clear()
     magics.n_recorded = 0
 
 
-def cmd_auto(magics: CarbonMagics, args: list[str]) -> None:
+@subcommand(
+    "auto",
+    "record every cell automatically (on, the default) or only %%carbon cells (off)",
+    argument("state", type=str.lower, choices=("on", "off"), metavar="on|off"),
+)
+def cmd_auto(magics: CarbonMagics, options: argparse.Namespace) -> None:
     """``%carbon auto on|off``."""
-    if len(args) != 1 or args[0].lower() not in ("on", "off"):
-        raise UsageError("usage: %carbon auto on|off")
-    magics.auto = args[0].lower() == "on"
+    magics.auto = options.state == "on"
 
 
-def cmd_last(magics: CarbonMagics, args: list[str]) -> Any:
+@subcommand("last", "the last recorded cell's Measurement")
+def cmd_last(magics: CarbonMagics, options: argparse.Namespace) -> Any:
     """``%carbon last``: the last recorded cell's Measurement (None before any)."""
-    _no_arguments("last", args)
     return magics.last
 
 
@@ -172,16 +238,7 @@ def _rows_and_pending(
     (included), and how many those are."""
     from carbon_magic import ledger as ledger_module
 
-    store = magics.store
-    rows: list[dict] = []
-    pending = 0
-    if store is not None:
-        try:
-            rows, pending = store.cells_with_pending(
-                session_uuid=None if all_sessions else magics.session_uuid, since=since
-            )
-        except Exception:
-            rows, pending = [], 0
+    rows, pending = magics.recorder.cells(all_sessions=all_sessions, since=since)
     if not rows and not all_sessions:
         rows = [
             ledger_module.cell_row(m, via="memory", budget=None)
@@ -192,15 +249,22 @@ def _rows_and_pending(
     return rows, pending
 
 
-def cmd_report(magics: CarbonMagics, args: list[str]) -> Any:
-    """``%carbon report [--top N] [--all-sessions] [--since DATE]``."""
+@subcommand(
+    "report",
+    "table of cells sorted by emissions, with totals",
+    argument("--top", type=int, metavar="N", help="only the N heaviest cells"),
+    argument("--all-sessions", action="store_true", help="every session in the ledger"),
+    argument(
+        "--since",
+        metavar="WHEN",
+        help="cells started since WHEN: 2024-05-01, 2024-05-01T14:30, today, yesterday, "
+        "30m, 1h, 7d",
+    ),
+)
+def cmd_report(magics: CarbonMagics, options: argparse.Namespace) -> Any:
+    """``%carbon report [--top N] [--all-sessions] [--since WHEN]``."""
     from carbon_magic import report
 
-    parser = _parser("report")
-    parser.add_argument("--top", type=int)
-    parser.add_argument("--all-sessions", action="store_true")
-    parser.add_argument("--since")
-    options = parser.parse_args(args)
     if options.top is not None and options.top < 1:
         raise UsageError("%carbon report: --top must be a positive whole number")
     since = None
@@ -233,13 +297,15 @@ def _report_hint(magics: CarbonMagics, rows: list[dict]) -> str | None:
         return None
 
 
-def cmd_plot(magics: CarbonMagics, args: list[str]) -> Any:
+@subcommand(
+    "plot",
+    "power timeline and per-cell emissions (a Figure)",
+    argument("--save", metavar="PATH", help="also write the figure to PATH (.png, .svg, .pdf)"),
+)
+def cmd_plot(magics: CarbonMagics, options: argparse.Namespace) -> Any:
     """``%carbon plot [--save PATH]``: returns the matplotlib Figure."""
     from carbon_magic import report
 
-    parser = _parser("plot")
-    parser.add_argument("--save")
-    options = parser.parse_args(args)
     rows = _rows(magics)
     if options.save is not None:
         _check_save_path(options.save)
@@ -291,16 +357,19 @@ def _ensure_figure_display(shell: Any) -> None:
         formatter.for_type(Figure, lambda figure: print_figure(figure, "png"))
 
 
-def cmd_export(magics: CarbonMagics, args: list[str]) -> Any:
-    """``%carbon export PATH [--format codecarbon|csv|json] [--force]``."""
+@subcommand(
+    "export",
+    f"write the records to a file ({DEFAULT_FORMAT} by default); refuses to overwrite "
+    f"without --force. {describe_formats()}",
+    argument("path", metavar="PATH", help="file to write (a folder gets a default name)"),
+    argument("--format", choices=FORMATS, default=DEFAULT_FORMAT),
+    argument("--force", action="store_true", help="overwrite an existing file"),
+    argument("--all-sessions", action="store_true", help="every session in the ledger"),
+)
+def cmd_export(magics: CarbonMagics, options: argparse.Namespace) -> Any:
+    """``%carbon export PATH [--format FORMAT] [--force] [--all-sessions]``."""
     from carbon_magic import export
 
-    parser = _parser("export")
-    parser.add_argument("path")
-    parser.add_argument("--format", choices=("codecarbon", "csv", "json"), default="codecarbon")
-    parser.add_argument("--force", action="store_true")
-    parser.add_argument("--all-sessions", action="store_true")
-    options = parser.parse_args(args)
     rows, pending = _rows_and_pending(magics, options.all_sessions)
     try:
         path = export.export_records(
@@ -322,28 +391,32 @@ def cmd_export(magics: CarbonMagics, args: list[str]) -> Any:
     return None
 
 
-def cmd_df(magics: CarbonMagics, args: list[str]) -> Any:
+@subcommand(
+    "df",
+    "the records as a pandas DataFrame",
+    argument("--all-sessions", action="store_true", help="every session in the ledger"),
+)
+def cmd_df(magics: CarbonMagics, options: argparse.Namespace) -> Any:
     """``%carbon df``: a pandas DataFrame of this session's records."""
     from carbon_magic import export
 
-    parser = _parser("df")
-    parser.add_argument("--all-sessions", action="store_true")
-    options = parser.parse_args(args)
     try:
         return export.to_dataframe(_rows(magics, options.all_sessions))
     except ImportError as error:
         raise UsageError(str(error)) from None
 
 
-def cmd_card(magics: CarbonMagics, args: list[str]) -> Any:
+@subcommand(
+    "card",
+    "Hugging Face model-card co2_eq_emissions block and a plain-language emissions statement",
+    argument("--training-type", metavar="TEXT", help='e.g. "fine-tuning"'),
+    argument("--hardware", metavar="TEXT", help="hardware used (default: this machine's)"),
+    argument("--cells", metavar="SPEC", help="execution counts, e.g. 3,5-8 (default: all)"),
+)
+def cmd_card(magics: CarbonMagics, options: argparse.Namespace) -> Any:
     """``%carbon card [--training-type TEXT] [--hardware TEXT] [--cells SPEC]``."""
     from carbon_magic import card
 
-    parser = _parser("card")
-    parser.add_argument("--training-type")
-    parser.add_argument("--hardware")
-    parser.add_argument("--cells")
-    options = parser.parse_args(args)
     intensity = magics.tracker.intensity()
     try:
         return card.model_card(

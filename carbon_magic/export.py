@@ -14,10 +14,11 @@ import platform
 import secrets
 import socket
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from carbon_magic._version import __version__
 from carbon_magic.ledger import CELL_COLUMNS, CLUSTER_SHARE_COLUMNS
@@ -28,12 +29,6 @@ from carbon_magic.report import Row, row_devices, row_hardware, row_methods, row
 if TYPE_CHECKING:
     import pandas
 
-FORMATS = ("codecarbon", "csv", "json")
-DEFAULT_FILE_NAMES = {
-    "codecarbon": "emissions.csv",
-    "csv": "carbon_cells.csv",
-    "json": "carbon_cells.json",
-}
 GENERATOR = f"carbon_magic {__version__}"
 
 # CodeCarbon's emissions.csv header, in its order (EmissionsData in
@@ -306,15 +301,102 @@ def read_json_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 # ---------------------------------------------------------------- export
 
+Writer = Callable[[list[Row], Mapping[str, Any], IO[str]], None]
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """One export format: its name (``--format NAME``), the file name a folder gets,
+    a one-line description for help texts, and the function writing rows to a text
+    stream (rows, the session's hardware, the stream)."""
+
+    name: str
+    default_file_name: str
+    description: str
+    write: Writer
+
+
+def _write_json(rows: list[Row], hardware: Mapping[str, Any], stream: IO[str]) -> None:
+    document = {
+        "format": JSON_FORMAT,
+        "format_version": JSON_FORMAT_VERSION,
+        "generator": GENERATOR,
+        "exported_at": datetime.now(timezone.utc).isoformat(),
+        "units": {
+            "time": "UTC seconds since the epoch",
+            "cpu_j, gpu_j, ram_j": "J, IT energy before PUE",
+            "energy_kwh": "kWh, facility energy after PUE",
+            "emissions_g": "g CO2e, operational",
+            "embodied_g": "g CO2e, amortised manufacturing",
+            "intensity_g_per_kwh": "g CO2e/kWh",
+        },
+        "records": [json_record(row) for row in rows],
+    }
+    json.dump(document, stream, indent=1, ensure_ascii=False)
+    stream.write("\n")
+
+
+def _write_csv(
+    columns: tuple[str, ...], records: Iterable[Mapping[str, Any]], stream: IO[str]
+) -> None:
+    writer = csv.DictWriter(stream, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for record in records:
+        writer.writerow({k: "" if v is None else v for k, v in record.items()})
+
+
+def _write_codecarbon(rows: list[Row], hardware: Mapping[str, Any], stream: IO[str]) -> None:
+    _write_csv(CODECARBON_COLUMNS, (codecarbon_record(row, hardware) for row in rows), stream)
+
+
+def _write_flat(rows: list[Row], hardware: Mapping[str, Any], stream: IO[str]) -> None:
+    _write_csv(FLAT_COLUMNS, (flat_record(row) for row in rows), stream)
+
+
+# The formats, in the order help texts list them; the first is the default. A new
+# format is one writer function and one entry here: the magics, the CLI and their
+# help texts take their choices from this table.
+EXPORT_FORMATS: dict[str, ExportFormat] = {
+    spec.name: spec
+    for spec in (
+        ExportFormat(
+            "codecarbon",
+            "emissions.csv",
+            "CodeCarbon's emissions.csv columns and units (kg, kWh, W, s)",
+            _write_codecarbon,
+        ),
+        ExportFormat("csv", "carbon_cells.csv", "our columns with ranges and methods", _write_flat),
+        ExportFormat("json", "carbon_cells.json", "every column", _write_json),
+    )
+}
+FORMATS = tuple(EXPORT_FORMATS)
+DEFAULT_FORMAT = FORMATS[0]
+DEFAULT_FILE_NAMES = {name: spec.default_file_name for name, spec in EXPORT_FORMATS.items()}
+
+
+def describe_formats() -> str:
+    """``codecarbon: CodeCarbon's ...; csv: ...; json: ...``, for help texts."""
+    return "; ".join(f"{spec.name}: {spec.description}" for spec in EXPORT_FORMATS.values())
+
+
+def export_format(name: str) -> ExportFormat:
+    """The format called ``name`` (case and surrounding spaces ignored); ``ValueError``
+    naming the valid formats for any other."""
+    spec = EXPORT_FORMATS.get(str(name).strip().lower())
+    if spec is None:
+        raise ValueError(f"unknown export format {name!r}; valid formats: {', '.join(FORMATS)}")
+    return spec
+
 
 def export_records(
     rows: Iterable[Row],
     path: str | os.PathLike[str],
-    fmt: str = "codecarbon",
+    fmt: str = DEFAULT_FORMAT,
     force: bool = False,
     hardware: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write ``rows`` to ``path`` in format ``fmt`` and return the path written.
+    """Write ``rows`` to ``path`` in format ``fmt`` (one of :data:`FORMATS`) and return
+    the path written.
 
     Formats: ``codecarbon`` (CodeCarbon's ``emissions.csv`` columns and units, one row
     per cell), ``csv`` (our flat columns with ranges and methods), ``json`` (every
@@ -326,46 +408,11 @@ def export_records(
     ``FileExistsError`` when the file exists and ``force`` is false; nothing is written
     then. The file is replaced atomically.
     """
-    fmt = str(fmt).strip().lower()
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown export format {fmt!r}; valid formats: {', '.join(FORMATS)}")
-    target = _resolve_target(path, fmt, force)
-    rows = list(rows)
-
-    if fmt == "json":
-
-        def write(stream: Any) -> None:
-            document = {
-                "format": JSON_FORMAT,
-                "format_version": JSON_FORMAT_VERSION,
-                "generator": GENERATOR,
-                "exported_at": datetime.now(timezone.utc).isoformat(),
-                "units": {
-                    "time": "UTC seconds since the epoch",
-                    "cpu_j, gpu_j, ram_j": "J, IT energy before PUE",
-                    "energy_kwh": "kWh, facility energy after PUE",
-                    "emissions_g": "g CO2e, operational",
-                    "embodied_g": "g CO2e, amortised manufacturing",
-                    "intensity_g_per_kwh": "g CO2e/kWh",
-                },
-                "records": [json_record(row) for row in rows],
-            }
-            json.dump(document, stream, indent=1, ensure_ascii=False)
-            stream.write("\n")
-
-    else:
-        columns = CODECARBON_COLUMNS if fmt == "codecarbon" else FLAT_COLUMNS
-
-        def write(stream: Any) -> None:
-            writer = csv.DictWriter(stream, fieldnames=columns, lineterminator="\n")
-            writer.writeheader()
-            for row in rows:
-                record = (
-                    codecarbon_record(row, hardware) if fmt == "codecarbon" else flat_record(row)
-                )
-                writer.writerow({k: "" if v is None else v for k, v in record.items()})
-
-    _write_atomically(target, write)
+    spec = export_format(fmt)
+    target = _resolve_target(path, spec.name, force)
+    listed = list(rows)
+    machine = dict(hardware or {})
+    _write_atomically(target, lambda stream: spec.write(listed, machine, stream))
     return target
 
 

@@ -11,33 +11,31 @@ import atexit
 import logging
 import os
 import re
-import socket
-import threading
-import time
-import uuid
 from collections import deque
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import All, TraitError, TraitType, observe
 from traitlets.config import Configurable
 
 from carbon_magic import cell_runner
-from carbon_magic.argparsing import ArgumentParser, split_words
-from carbon_magic.cell_runner import CARBON_CELL, CellTransformer, first_line
+from carbon_magic.argparsing import HelpShown, parse_words, split_words
+from carbon_magic.cell_runner import CARBON_CELL, ON_EXCEED, CellTransformer, first_line
 from carbon_magic.cluster import ClusterCollector
+from carbon_magic.commands import SUBCOMMANDS, subcommands
 from carbon_magic.interrupt import BudgetExceeded
 from carbon_magic.log_routing import route_log_messages, route_warnings, show_in_cell
 from carbon_magic.measurement import Measurement
 from carbon_magic.prediction import CellForecast
+from carbon_magic.recorder import Recorder, Via, set_kernel_recorder
 from carbon_magic.settings import SPECS, parse_setting
 from carbon_magic.tracker import LiveReading, Tracker, Window, get_tracker
 
 log = logging.getLogger("carbon_magic")
 
 __all__ = [
-    "ArgumentParser",
     "BudgetExceeded",
     "CarbonMagics",
     "current_magics",
@@ -46,7 +44,6 @@ __all__ = [
     "unload",
 ]
 
-HEARTBEAT_MIN_S = 2.0  # heartbeat period is max(2 s, interval)
 RECORDS_KEPT = 1000  # recent records kept in memory; the ledger has them all
 
 
@@ -77,22 +74,6 @@ def kernel_id_from_connection_file() -> str | None:
         return None
     match = re.match(r"kernel-(.+)\.json$", name)
     return match.group(1) if match else None
-
-
-SUBCOMMANDS = (
-    "status",
-    "config",
-    "start",
-    "stop",
-    "reset",
-    "auto",
-    "last",
-    "report",
-    "plot",
-    "export",
-    "df",
-    "card",
-)
 
 
 class _CellRun:
@@ -128,18 +109,16 @@ class CarbonMagics(Magics, _SettingTraits):
         self.last: Measurement | None = None
         self.records: deque[Measurement] = deque(maxlen=RECORDS_KEPT)  # the latest ones
         self.n_recorded = 0  # since load or %carbon reset (records keeps the latest)
-        self.session_uuid = uuid.uuid4().hex
-        self.kernel_id = kernel_id_from_connection_file()
-        self.notebook_path = os.environ.get("JPY_SESSION_NAME") or None
+        self.recorder = Recorder(
+            tracker,
+            kernel_id=kernel_id_from_connection_file(),
+            notebook_path=os.environ.get("JPY_SESSION_NAME") or None,
+        )
+        self.session_uuid = self.recorder.session_uuid
+        self.kernel_id = self.recorder.kernel_id
+        self.notebook_path = self.recorder.notebook_path
         self._cell: _CellRun | None = None
         self._magic_depth = 0
-        self._running_cell: tuple[str, float] | None = None
-        # The running cell's prediction from its progress, for the heartbeats.
-        self._forecast: CellForecast | None = None
-        self._last_heartbeat = 0.0
-        self._beat_cell: tuple[str, float] | None = None  # the running cell last beaten
-        self._ledger_lock = threading.Lock()
-        self.store = self._open_ledger()
         self.cluster_reader = ClusterCollector(tracker)
         self._sync_traits_from_settings()
         tracker.settings.on_change(self._settings_changed)
@@ -163,12 +142,7 @@ class CarbonMagics(Magics, _SettingTraits):
         if self._syncing:
             return
         self._sync_traits_from_settings()
-        if "ledger" in changed:
-            self._reopen_ledger()
-        settings = self.tracker.settings
-        self._ledger_call(
-            "update_session", self.session_uuid, mode=settings.mode, settings=settings.as_dict()
-        )
+        self.recorder.settings_changed(changed)
 
     def _sync_traits_from_settings(self) -> None:
         self._syncing = True
@@ -179,52 +153,6 @@ class CarbonMagics(Magics, _SettingTraits):
                 setattr(self, name, None if spec.secret else values[name])
         finally:
             self._syncing = False
-
-    # ------------------------------------------------------------------ ledger
-
-    def _open_ledger(self) -> Any:
-        from carbon_magic.ledger import Ledger
-
-        try:
-            ledger = Ledger(self.tracker.settings.ledger)
-            intensity = self.tracker.intensity()
-            ledger.open_session(
-                session_uuid=self.session_uuid,
-                kernel_id=self.kernel_id,
-                notebook_path=self.notebook_path,
-                host=socket.gethostname(),
-                pid=os.getpid(),
-                started_at=time.time(),
-                interval_s=self.tracker.settings.interval,
-                mode=self.tracker.settings.mode,
-                hardware=self.tracker.hardware(),
-                methods=self.tracker.methods(),
-                settings=self.tracker.settings.as_dict(),
-                intensity_source=intensity.source,
-                intensity_g_per_kwh=intensity.g_per_kwh,
-            )
-            return ledger
-        except Exception as error:  # the ledger never stops the notebook
-            self.tracker.notice(f"ledger unavailable, records kept in memory: {error}")
-            return None
-
-    def _reopen_ledger(self) -> None:
-        with self._ledger_lock:
-            old, self.store = self.store, self._open_ledger()
-            if old is not None:
-                if self.store is not None:
-                    old.hand_over_pending(self.store)  # nothing recorded is left behind
-                old.close()
-
-    def _ledger_call(self, method: str, *args: Any, **kwargs: Any) -> None:
-        with self._ledger_lock:
-            ledger = self.store
-            if ledger is None:
-                return
-            try:
-                getattr(ledger, method)(*args, **kwargs)
-            except Exception as error:
-                self.tracker.notice(f"ledger {method} failed: {error}")
 
     # ----------------------------------------------------------- cell events
 
@@ -238,7 +166,7 @@ class CarbonMagics(Magics, _SettingTraits):
             window = self.tracker.begin(first_line(raw))
             self._cell = _CellRun(window, getattr(info, "cell_id", None), raw)
             self._cell.cluster_edge = self.cluster_reader.start()
-            self.set_running_cell(first_line(raw), self._cell.forecast)
+            self.recorder.set_running_cell(first_line(raw), self._cell.forecast)
         except Exception as error:
             self._cell = None
             self.notice(f"cell recording failed: {error!r}")
@@ -246,7 +174,7 @@ class CarbonMagics(Magics, _SettingTraits):
     def post_run_cell(self, result: Any) -> None:
         """IPython ``post_run_cell``: close the window and record the cell (never raises)."""
         cell, self._cell = self._cell, None
-        self.set_running_cell(None)
+        self.recorder.set_running_cell(None)
         if cell is None:
             return
         try:
@@ -261,12 +189,12 @@ class CarbonMagics(Magics, _SettingTraits):
         except Exception as error:
             self.notice(f"cell recording failed: {error!r}")
 
-    def record(self, m: Measurement, via: str, budget: str | None = None) -> None:
+    def record(self, m: Measurement, via: Via, budget: str | None = None) -> None:
         """Keep ``m`` as the last record and write it to the ledger."""
         self.last = m
         self.records.append(m)
         self.n_recorded += 1
-        self._ledger_call("record_cell", self.session_uuid, m, via=via, budget=budget)
+        self.recorder.record_cell(m, via=via, budget=budget)
 
     def _on_tick(self, reading: LiveReading) -> None:
         """Tracker listener: follows the running cell's progress (``%%carbon`` cells
@@ -277,60 +205,38 @@ class CarbonMagics(Magics, _SettingTraits):
                 cell.forecast.update(lambda: self.tracker.peek(cell.window))
             except Exception as error:  # only the prediction is lost, never the heartbeat
                 self.tracker.notice(f"progress prediction failed: {error!r}")
-        now = time.monotonic()
-        period = max(HEARTBEAT_MIN_S, self.tracker.settings.interval)
-        # A cell that started or ended is shown at once; otherwise beat every period
-        # (the tracker ticks every IDLE_TICK_S, 8 s, while no cell runs).
-        changed = self._running_cell != self._beat_cell
-        if now - self._last_heartbeat < period and not changed:
-            return
-        self._last_heartbeat = now
-        self._beat_cell = self._running_cell
-        self.write_heartbeat(reading)
-
-    def write_heartbeat(self, reading: LiveReading | None = None) -> None:
-        """Write the running totals and the current power to the ledger now."""
-        session = reading.session if reading else self.tracker.session()
-        watts = reading.watts if reading else self.tracker.live_watts()
-        running = self._running_cell
-        forecast = self._forecast
-        prediction = forecast.latest if forecast is not None and running else None
-        self._ledger_call(
-            "heartbeat",
-            self.session_uuid,
-            at=time.time(),
-            watts=watts,
-            energy_kwh=session.energy_kwh,
-            emissions_g=session.emissions_g,
-            emissions_range_g=session.emissions_range_g,
-            embodied_g=session.embodied_g,
-            intensity_g_per_kwh=session.intensity_g_per_kwh,
-            intensity_source=session.intensity_source,
-            tracker_state="running" if self.tracker.running else "stopped",
-            running_cell=running[0] if running else None,
-            running_cell_started_at=running[1] if running else None,
-            prediction=prediction.to_json() if prediction is not None else None,
-        )
+        self.recorder.on_tick(reading)
 
     # ------------------------------------------------------------ %%carbon
 
+    @magic_arguments("%carbon")  # usage shows as %%carbon
+    @argument("--name", "-n", help="a name for the cell in reports")
+    @argument(
+        "--budget",
+        "-b",
+        metavar="LIMIT",
+        help="a limit: grams CO2e (mg, g, kg, t) or energy (J, kJ, Wh, kWh, MWh), e.g. 5g",
+    )
+    @argument(
+        "--on-exceed",
+        choices=ON_EXCEED,
+        default=ON_EXCEED[0],
+        help="warn (default): mark the panel and print once; stop: interrupt the cell (a "
+        "SIGINT, as a kernel interrupt: sleeps and I/O end too; a native call ends first) "
+        'and record "stopped by budget" and how far over it ran',
+    )
+    @argument(
+        "--predict",
+        "-p",
+        action="store_true",
+        help="act on the budget as soon as the low end of the predicted total is over it "
+        '(after 10 %% of the work or 30 s); a stop is recorded as "stopped by budget '
+        '(predicted)". Needs --budget.',
+    )
+    @argument("--quiet", "-q", action="store_true", help="no panel; one summary line at the end")
     @cell_magic
-    def carbon(self, line: str, cell: str) -> Any:  # noqa: D401 - the help text is the docstring
+    def carbon(self, line: str, cell: str) -> Any:
         """Measure this cell with a live panel.
-
-        Usage: %%carbon [--name N] [--budget 5g|0.2kWh] [--on-exceed warn|stop] [--predict]
-                        [--quiet]
-
-          --name, -n       a name for the cell in reports
-          --budget, -b     a limit: grams CO2e (mg, g, kg, t) or energy (J, kJ, Wh, kWh, MWh)
-          --on-exceed      warn (default): mark the panel and print once;
-                           stop: interrupt the cell (a SIGINT, as a kernel interrupt:
-                           sleeps and I/O end too; a native call ends first) and
-                           record "stopped by budget" and how far over it ran
-          --predict, -p    act on the budget as soon as the low end of the predicted total
-                           is over it (after 10 % of the work or 30 s); a stop is recorded
-                           as "stopped by budget (predicted)". Needs --budget.
-          --quiet, -q      no panel; print a one-line summary at the end
 
         While the cell runs a tqdm bar with a total (or calls carbon_magic.progress()),
         the panel predicts its total at completion, with a range and an ETA.
@@ -355,12 +261,6 @@ class CarbonMagics(Magics, _SettingTraits):
         """A ``%%carbon`` cell has ended."""
         self._magic_depth = max(0, self._magic_depth - 1)
 
-    def set_running_cell(self, name: str | None, forecast: CellForecast | None = None) -> None:
-        """What the heartbeat reports as running (None: nothing), and the forecast that
-        predicts its total."""
-        self._running_cell = (name, time.time()) if name is not None else None
-        self._forecast = forecast if name is not None else None
-
     def notice(self, message: str) -> None:
         """Report a fault met on the cell's own path: once in the server log and in
         ``%carbon status``, and one line in the cell where it first happened."""
@@ -371,45 +271,26 @@ class CarbonMagics(Magics, _SettingTraits):
 
     # ------------------------------------------------------------ %carbon
 
+    @magic_arguments("carbon")
+    @subcommands()
     @line_magic("carbon")
     def carbon_line(self, line: str) -> Any:
         """Configure, inspect and report carbon measurement.
 
-        Usage: %carbon SUBCOMMAND [options]
-
-          status                      tracker state, sensors and how each measures (or why
-                                      not), attribution mode, location and intensity source,
-                                      session totals
-          config [key=value ...]      show settings, or change them (validated; nothing
-                                      changes if any value is bad). Also as traits:
-                                      %config CarbonMagics.pue = 1.2
-          start | stop                start or stop the tracker
-          reset                       zero the session totals and the timeline
-          auto on|off                 record every cell automatically (default on)
-          last                        the last recorded cell's Measurement
-          report [--top N] [--all-sessions] [--since DATE]
-                                      table of cells sorted by emissions, with totals
-          plot [--save PATH]          power timeline and per-cell emissions (a Figure)
-          export PATH [--format codecarbon|csv|json] [--force]
-                                      write the records (CodeCarbon's emissions.csv format
-                                      by default); refuses to overwrite without --force
-          df                          the records as a pandas DataFrame
-          card [--training-type TEXT] [--hardware TEXT] [--cells SPEC]
-                                      Hugging Face model-card co2_eq_emissions block and a
-                                      plain-language emissions statement
-
-        Settings:"""
+        %carbon SUBCOMMAND --help shows a subcommand's options.
+        """
         words = split_words(line, "%carbon")
         if not words:
             raise UsageError(f"%carbon needs a subcommand: {', '.join(SUBCOMMANDS)}")
-        command, rest = words[0], words[1:]
-        if command not in SUBCOMMANDS:
+        if words[0] not in SUBCOMMANDS:
             raise UsageError(
-                f"unknown %carbon subcommand {command!r}; valid: {', '.join(SUBCOMMANDS)}"
+                f"unknown %carbon subcommand {words[0]!r}; valid: {', '.join(SUBCOMMANDS)}"
             )
-        from carbon_magic import commands
-
-        return getattr(commands, f"cmd_{command}")(self, rest)
+        try:
+            options = parse_words(CarbonMagics.carbon_line.parser, words, "%carbon")
+        except HelpShown:
+            return None
+        return options.handler(self, options)
 
 
 def _status_of(result: Any) -> str:
@@ -423,7 +304,11 @@ def _status_of(result: Any) -> str:
     return "error"
 
 
-CarbonMagics.carbon_line.__doc__ = (CarbonMagics.carbon_line.__doc__ or "") + ", ".join(SPECS)
+CarbonMagics.carbon_line.__doc__ = (
+    (CarbonMagics.carbon_line.__doc__ or "")
+    + "\nSettings (%carbon config key=value): "
+    + ", ".join(SPECS)
+)
 
 
 _state: dict[str, Any] = {}
@@ -474,9 +359,10 @@ def load(ipython: Any) -> None:
     ipython.events.register("post_run_cell", magics.post_run_cell)
     tracker.add_listener(magics._on_tick, watching=False)
     _state.update(shell=ipython, magics=magics, transformer=transformer)
+    set_kernel_recorder(magics.recorder)
     atexit.register(_end_at_exit, magics)
     magics.cluster_reader.poll()  # a Dask client made before %load_ext: install the plugins now
-    magics.write_heartbeat()
+    magics.recorder.write_heartbeat()
 
 
 def _end_at_exit(magics: CarbonMagics) -> None:
@@ -486,13 +372,7 @@ def _end_at_exit(magics: CarbonMagics) -> None:
 
     if _state.get("magics") is not magics:
         return
-    magics._ledger_call(
-        "update_session", magics.session_uuid, tracker_state="stopped", ended_at=time.time()
-    )
-    with magics._ledger_lock:
-        if magics.store is not None:
-            magics.store.close(EXIT_WAIT_S)
-            magics.store = None
+    magics.recorder.end_session(EXIT_WAIT_S)
 
 
 def unload(ipython: Any) -> None:
@@ -519,14 +399,9 @@ def unload(ipython: Any) -> None:
     tracker.settings.remove_listener(magics._settings_changed)
     magics.cluster_reader.close()
     tracker.stop()
-    magics.write_heartbeat()
-    magics._ledger_call(
-        "update_session", magics.session_uuid, tracker_state="stopped", ended_at=time.time()
-    )
-    with magics._ledger_lock:
-        if magics.store is not None:
-            magics.store.close()
-            magics.store = None
+    magics.recorder.write_heartbeat()
+    magics.recorder.end_session()
+    set_kernel_recorder(None)
     if magics in ipython.configurables:
         ipython.configurables.remove(magics)
 
