@@ -185,6 +185,13 @@ class CellTransformer:
 # --------------------------------------------------------------------- running
 
 
+def _shell(magics: CarbonMagics) -> Any:
+    """The shell the magics run in (a ``%%carbon`` cell only runs inside one)."""
+    if magics.shell is None:
+        raise UsageError("%%carbon runs in IPython only")
+    return magics.shell
+
+
 def run_cell(magics: CarbonMagics, line: str, cell: str) -> Any:
     """Run a ``%%carbon`` cell: measure, show, record, re-raise the cell's error."""
     __tracebackhide__ = True  # noqa: F841 - IPython hides this frame in tracebacks
@@ -194,7 +201,7 @@ def run_cell(magics: CarbonMagics, line: str, cell: str) -> Any:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return magics.shell.loop_runner(_run(magics, options, compiled, cell))
+            return _shell(magics).loop_runner(_run(magics, options, compiled, cell))
         raise UsageError("%%carbon: top-level await runs when %%carbon is the cell's first line")
     return _finish(*_run_sync(magics, options, compiled, cell))
 
@@ -217,14 +224,15 @@ def _run_sync(
 ) -> tuple[Any, str, BaseException | None, CellOptions]:
     __tracebackhide__ = True  # noqa: F841
     run = _begin(magics, options, cell)
-    status, error, result = "ok", None, None
+    status, result = "ok", None
+    error: BaseException | None = None
     stop = run.stop if run is not None else None
     try:
         try:
             if stop is not None:
                 stop.arm()
             try:
-                namespace = magics.shell.user_ns
+                namespace = _shell(magics).user_ns
                 exec(compiled.body, namespace)
                 if compiled.last_expr is not None:
                     result = eval(compiled.last_expr, namespace)
@@ -235,8 +243,8 @@ def _run_sync(
                 status, error = (STOPPED if stopped else "interrupted"), interrupt
             except BaseException as failure:
                 status, error = "error", failure
-            if stop is not None:
-                run.stopped_at = time.monotonic()  # type: ignore[union-attr]
+            if run is not None and stop is not None:
+                run.stopped_at = time.monotonic()
                 stop.disarm()
         except BudgetExceeded:  # the stop landed just before or after the code
             status, error, result = STOPPED, None, None
@@ -253,14 +261,15 @@ async def _run(
 ) -> Any:
     __tracebackhide__ = True  # noqa: F841
     run = _begin(magics, options, cell)
-    status, error, result = "ok", None, None
+    status, result = "ok", None
+    error: BaseException | None = None
     stop = run.stop if run is not None else None
     task = asyncio.current_task()
     try:
         if stop is not None and task is not None:
             stop.arm(task)
         try:
-            namespace = magics.shell.user_ns
+            namespace = _shell(magics).user_ns
             value = eval(compiled.body, namespace)
             if inspect.isawaitable(value):
                 await value
@@ -281,8 +290,8 @@ async def _run(
             status, error = "interrupted", interrupt
         except BaseException as failure:
             status, error = "error", failure
-        if stop is not None:
-            run.stopped_at = time.monotonic()  # type: ignore[union-attr]
+        if run is not None and stop is not None:
+            run.stopped_at = time.monotonic()
             stop.disarm()
     finally:
         status = _stop_status(run, status)
@@ -368,8 +377,11 @@ def current_execution_count(shell: Any) -> int | None:
 def current_cell_id(shell: Any) -> str | None:
     """The cell id the frontend sent with this execution, when it sent one."""
     kernel = getattr(shell, "kernel", None)
+    if kernel is None:
+        return None
     try:
         header = kernel.get_parent().get("metadata", {})  # ipykernel ≥ 6
-        return header.get("cellId")
+        cell_id = header.get("cellId")
     except Exception:
         return None
+    return cell_id if isinstance(cell_id, str) else None

@@ -283,7 +283,10 @@ def _report_hint(magics: CarbonMagics, rows: list[dict]) -> str | None:
         from carbon_magic.grid.hints import carbon_aware_hint, emissions_if_run_at
 
         tracker = magics.tracker
-        hint = carbon_aware_hint(tracker.intensity(), tracker.intensity_provider.forecast())
+        provider = tracker.intensity_provider
+        if provider is None:  # the tracker has not started: no forecast yet
+            return None
+        hint = carbon_aware_hint(tracker.intensity(), provider.forecast())
         if hint is None:
             return None
         heaviest = sorted(rows, key=lambda row: row["emissions_g"], reverse=True)[:3]

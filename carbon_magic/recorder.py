@@ -153,6 +153,11 @@ class Recorder:
         if "ledger" in changed:
             self._switch_ledger()
         settings = self.tracker.settings
+        if "ledger_keep_days" in changed:
+            self._call(
+                "retention change",
+                lambda ledger: ledger.set_keep_days(settings.ledger_keep_days),
+            )
         self._call(
             "update_session",
             lambda ledger: ledger.update_session(
@@ -204,7 +209,7 @@ class Recorder:
         tracker = self.tracker
         settings = tracker.settings
         try:
-            ledger = Ledger(settings.ledger)
+            ledger = Ledger(settings.ledger, keep_days=settings.ledger_keep_days)
             intensity = tracker.intensity()
             ledger.open_session(
                 session_uuid=self.session_uuid,

@@ -256,3 +256,22 @@ def test_bad_setting_values_name_the_range_and_change_nothing(bad):
     with pytest.raises(ValueError, match="above 0"):
         settings.update(ledger_keep_days=bad)
     assert settings.ledger_keep_days == 10.0
+
+
+@pytest.mark.kernel
+def test_a_kernel_applies_the_retention_setting_to_its_ledger(tmp_path):
+    from .kernels import Kernel
+
+    path = tmp_path / "ledger.sqlite3"
+    with Ledger(path) as ledger:
+        open_session(ledger)
+        ledger.record_cell("s1", cell("last month", 30), via="auto")
+        ledger.record_cell("s1", cell("last week", 6), via="auto")
+    kernel = Kernel(str(path), {"CARBON_MAGIC_LEDGER_KEEP_DAYS": "10"})
+    try:
+        kernel.execute("%load_ext carbon_magic")
+        wait_until(lambda: "last month" not in [r["name"] for r in read_cells(path)])
+        kernel.execute("%carbon config ledger_keep_days=3")
+        wait_until(lambda: "last week" not in [r["name"] for r in read_cells(path)])
+    finally:
+        kernel.shutdown()

@@ -227,8 +227,10 @@ class LedgerFile:
                 return
             if not self._recover_corrupt(exc, timeout):
                 return  # already faulted
+            if self._conn is None:
+                return  # recovery left no connection: already faulted
             try:
-                self._flush(self._conn)  # type: ignore[arg-type]
+                self._flush(self._conn)
             except (sqlite3.Error, OSError) as again:
                 self._fault(again)
                 return

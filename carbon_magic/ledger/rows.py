@@ -221,7 +221,7 @@ def session_row(
         notebook_path=notebook_path,
         host=host,
         pid=int(pid),
-        started_at=epoch_s(started_at),  # type: ignore[arg-type]
+        started_at=epoch_s(started_at) or 0.0,  # never None: started_at is given
         ended_at=None,
         tracker_state="running",
         interval_s=float(interval_s),
@@ -309,8 +309,8 @@ def write_session(conn: sqlite3.Connection, session: SessionState) -> int:
     explicit changes); returns its ``sessions.id``. Raises sqlite3.Error."""
     row = session.row
     cursor = conn.execute(INSERT_SESSION, row)
-    if cursor.rowcount == 1:
-        return int(cursor.lastrowid)  # type: ignore[arg-type]
+    if cursor.rowcount == 1 and cursor.lastrowid is not None:
+        return int(cursor.lastrowid)
     # An existing row: a placeholder must only apply explicit changes, never overwrite
     # the real row another Ledger wrote with made-up values.
     fields = {k: v for k, v in row.items() if k != "session_uuid"}
