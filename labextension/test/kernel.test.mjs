@@ -1,6 +1,7 @@
 /**
- * The kernel document's check and the popup's GPU text (see tests/test_server_kernel.py
- * for the server's side), compiled by `jlpm test` to ../build/ts-unit.
+ * The kernel document's check, the status model's handling of a malformed one, and
+ * the popup's GPU text (see tests/test_server_kernel.py for the server's side),
+ * compiled by `jlpm test` to ../build/ts-unit.
  */
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
@@ -9,6 +10,8 @@ import { test } from 'node:test';
 const require = createRequire(import.meta.url);
 const schema = require('../../build/ts-unit/schema.js');
 const gpus = require('../../build/ts-unit/gpus.js');
+const { CarbonModel } = require('../../build/ts-unit/model.js');
+const { ServerConnection } = require('@jupyterlab/services');
 
 const H200 = { vendor: 'nvidia', model: 'NVIDIA H200' };
 
@@ -129,4 +132,56 @@ test('GPUs read as vendor and model, counted', () => {
     gpus.gpusText({ 'amd:0': { vendor: 'amd', model: '<b>x</b>' } }),
     'AMD <b>x</b>'
   );
+});
+
+/** A status model with a fake server that answers kernel requests with `server.body`. */
+function modelOf(server) {
+  const fetch = async () => {
+    server.requests += 1;
+    return new Response(JSON.stringify(server.body), {
+      status: 200,
+      headers: { 'Content-Type': 'application/json' }
+    });
+  };
+  return new CarbonModel(
+    ServerConnection.makeSettings({ baseUrl: 'http://localhost:1/', fetch })
+  );
+}
+
+/** Wait (up to 2 s) until `done()` holds. */
+async function until(done) {
+  for (let waited = 0; !done() && waited < 2000; waited += 5) {
+    await new Promise(resolve => setTimeout(resolve, 5));
+  }
+}
+
+test('a malformed kernel answer is logged once and shows nothing', async t => {
+  const warnings = [];
+  t.mock.method(console, 'warn', (...args) => warnings.push(args));
+  const server = { body: kernel(), requests: 0 };
+  const model = modelOf(server);
+  try {
+    model.setTarget(true, 'k');
+    await until(() => model.status.kind === 'figures');
+    assert.equal(model.status.kind, 'figures');
+
+    server.body = kernel({}, { pid: 'x' });
+    await model.refresh();
+    await until(() => model.status.kind === 'idle');
+    assert.equal(model.status.kind, 'idle');
+    const asked = server.requests;
+    await model.refresh();
+    await until(() => server.requests > asked);
+    await new Promise(resolve => setTimeout(resolve, 20));
+    assert.equal(model.status.kind, 'idle');
+    assert.equal(warnings.length, 1, 'logged once');
+    assert.match(String(warnings[0][1]), /kernel\.session\.pid/);
+
+    server.body = kernel();
+    await model.refresh();
+    await until(() => model.status.kind === 'figures');
+    assert.equal(model.status.kind, 'figures');
+  } finally {
+    model.dispose();
+  }
 });
