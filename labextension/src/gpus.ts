@@ -1,8 +1,9 @@
 /**
  * The kernel machine's GPUs as one line of text for the popup's GPU row:
- * `NVIDIA H200 ×2 · AMD Instinct MI300X` (pure: no JupyterLab imports).
+ * `210 W (measured) · NVIDIA H200 ×2` (pure: no JupyterLab imports).
  */
-import { IGpu } from './schema';
+import { formatWatts } from './format';
+import { IGpu, IKernelFigures } from './schema';
 
 const VENDOR_NAMES: Record<string, string> = {
   nvidia: 'NVIDIA',
@@ -38,4 +39,21 @@ export function gpusText(gpus: Record<string, IGpu>): string {
   return [...counts]
     .map(([name, count]) => (count > 1 ? `${name} ×${count}` : name))
     .join(' · ');
+}
+
+/**
+ * The popup's GPU row: watts now, how they are obtained, and which GPUs
+ * (`210 W (measured) · NVIDIA H200 ×2`); `null` where the machine has no GPU.
+ */
+export function gpuRowText(figures: IKernelFigures): string | null {
+  const method = figures.session.methods.gpu;
+  const gpus = gpusText(figures.session.gpus);
+  if (!method && !gpus) {
+    return null;
+  }
+  return (
+    formatWatts(figures.power_w.gpu) +
+    (method ? ` (${method})` : '') +
+    (gpus ? ` · ${gpus}` : '')
+  );
 }

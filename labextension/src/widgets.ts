@@ -13,7 +13,7 @@ import {
   formatWatts
 } from './format';
 import { predictionText } from './cellformat';
-import { gpusText } from './gpus';
+import { gpuRowText } from './gpus';
 import { CarbonModel, Status } from './model';
 import { readPrediction } from './schema';
 
@@ -145,7 +145,7 @@ function kernelRows(figures: IKernelFigures): Row[] {
   const totals = figures.totals;
   const methods = figures.session.methods;
   const method = (name: string) => (methods[name] ? ` (${methods[name]})` : '');
-  const gpus = gpusText(figures.session.gpus);
+  const gpu = gpuRowText(figures);
   let state: string;
   if (figures.tracker_state === 'lost') {
     state = `lost: silent for ${formatAge(figures.age_s)}`;
@@ -160,15 +160,7 @@ function kernelRows(figures: IKernelFigures): Row[] {
     ['Power now', formatWatts(power.total), 'cm-watts'],
     ['  CPU', formatWatts(power.cpu) + method('cpu')],
     // A GPU row only where the kernel's machine has GPUs: watts, then which ones.
-    ...(methods.gpu || gpus
-      ? [
-          [
-            '  GPU',
-            formatWatts(power.gpu) + method('gpu') + (gpus ? ` · ${gpus}` : ''),
-            'cm-gpu'
-          ] as Row
-        ]
-      : []),
+    ...(gpu === null ? [] : [['  GPU', gpu, 'cm-gpu'] as Row]),
     ['  RAM', formatWatts(power.ram) + method('ram')],
     ['Energy', formatKwh(totals.energy_kwh), 'cm-energy'],
     [

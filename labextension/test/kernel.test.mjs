@@ -103,6 +103,21 @@ test('kernel documents are checked field by field, nested ones too', () => {
   );
 });
 
+test("the popup's GPU row gives watts, method and the GPUs", () => {
+  assert.equal(
+    gpus.gpuRowText(
+      kernel({}, { gpus: { 'nvidia:0': H200, 'nvidia:1': H200 } })
+    ),
+    '210 W (measured) · NVIDIA H200 ×2'
+  );
+  assert.equal(
+    gpus.gpuRowText(kernel({}, { methods: {}, gpus: { 'nvidia:0': H200 } })),
+    '210 W · NVIDIA H200'
+  );
+  assert.equal(gpus.gpuRowText(kernel({}, { gpus: {} })), '210 W (measured)');
+  assert.equal(gpus.gpuRowText(kernel({}, { methods: {}, gpus: {} })), null);
+});
+
 test('GPUs read as vendor and model, counted', () => {
   assert.equal(gpus.gpusText({}), '');
   assert.equal(gpus.gpusText({ 'nvidia:0': H200 }), 'NVIDIA H200');
