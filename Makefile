@@ -44,10 +44,11 @@ lint-ts: install-test
 
 lint: lint-python lint-ts
 
-# Unit tests of the labextension's pure modules (node's test runner); the check of the
-# cells JSON reads a real answer of the server, written by tests/test_server_cells.py.
+# Unit tests of the labextension's modules (node's test runner); the checks of the kernel
+# and cells JSON read real answers of the server, written by tests/test_server_kernel.py
+# and tests/test_server_cells.py.
 test-ts: install-test
-	$(BIN)/python -m pytest -p no:cacheprovider -q tests/test_server_cells.py
+	$(BIN)/python -m pytest -p no:cacheprovider -q tests/test_server_kernel.py tests/test_server_cells.py
 	cd labextension && jlpm test
 
 # mypy over carbon_magic/, configured in pyproject.toml (strict on the public API and the

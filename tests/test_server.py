@@ -43,6 +43,7 @@ class LedgerBuilder:
         interval_s: float = 1.0,
         intensity: float = 56.0,
         source: str = "static: FR (2023)",
+        gpus: dict[str, str] | None = None,
     ) -> str:
         session_uuid = uuid.uuid4().hex
         if kernel_id:
@@ -56,7 +57,7 @@ class LedgerBuilder:
             started_at=started_at,
             interval_s=interval_s,
             mode="process",
-            hardware={"cpu_model": "Test CPU", "n_cpus": 8, "ram_gb": 16, "gpus": []},
+            hardware={"cpu_model": "Test CPU", "n_cpus": 8, "ram_gb": 16, "gpus": gpus or {}},
             methods=METHODS,
             settings={"country": "FR"},
             intensity_source=source,
@@ -77,6 +78,7 @@ class LedgerBuilder:
         intensity: float = 56.0,
         source: str = "static: FR (2023)",
         running_cell: str | None = None,
+        prediction: dict | None = None,
     ) -> None:
         self.ledger.heartbeat(
             session_uuid,
@@ -91,6 +93,7 @@ class LedgerBuilder:
             tracker_state=tracker_state,
             running_cell=running_cell,
             running_cell_started_at=at - 3 if running_cell else None,
+            prediction=prediction,
         )
 
     def cell(

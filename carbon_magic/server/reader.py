@@ -26,6 +26,7 @@ from typing import Any
 
 from carbon_magic import ledger
 from carbon_magic.ledger import HEARTBEAT_COLUMNS
+from carbon_magic.server.gpus import session_gpus
 
 COMPONENTS = ("cpu", "gpu", "ram")
 MAX_DAY_CACHES = 4  # day starts whose cell sums are kept (clients in a few time zones)
@@ -94,6 +95,8 @@ class Session:
     methods: dict[str, str]
     intensity_g_per_kwh: float
     intensity_source: str
+    # The machine's GPUs: {device key: {"vendor": "nvidia", "model": "NVIDIA H200"}}.
+    gpus: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -176,7 +179,7 @@ class LedgerSnapshot:
 # apart from the session columns they share a row with.
 _SESSION_NAMES = (
     "id session_uuid kernel_id notebook_path host pid started_at ended_at tracker_state "
-    "interval_s mode methods_json intensity_g_per_kwh intensity_source"
+    "interval_s mode methods_json intensity_g_per_kwh intensity_source hardware_json"
 ).split()
 _SESSION_COLUMNS = ", ".join(f"s.{name}" for name in _SESSION_NAMES)
 _HEARTBEAT_COLUMNS = ", ".join(f"h.{name} AS h_{name}" for name in HEARTBEAT_COLUMNS)
@@ -264,6 +267,7 @@ def _session(row: sqlite3.Row) -> Session:
         methods=methods if isinstance(methods, dict) else {},
         intensity_g_per_kwh=row["intensity_g_per_kwh"],
         intensity_source=row["intensity_source"],
+        gpus=session_gpus(row["hardware_json"]),
     )
 
 

@@ -98,7 +98,10 @@ def kernel_json(
     stale_after: StaleAfter,
     paths: Paths | None = None,
 ) -> dict[str, Any]:
-    """The document of ``GET carbon-magic/api/v1/kernels/{kernel_id}``."""
+    """The document of ``GET carbon-magic/api/v1/kernels/{kernel_id}`` (its TypeScript
+    interface, ``IKernelFigures`` in labextension/src/schema.ts, declares every field).
+
+    ``session.gpus`` maps the machine's GPU device keys to ``{"vendor", "model"}``."""
     session = figures.session
     state = liveness(figures, now, stale_after)
     heartbeat = figures.heartbeat
@@ -135,6 +138,7 @@ def kernel_json(
             "interval_s": session.interval_s,
             "mode": session.mode,
             "methods": session.methods,
+            "gpus": session.gpus,
         },
     }
 

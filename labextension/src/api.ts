@@ -6,54 +6,16 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
-import { checkCellsPage, ICellsPage, IPrediction } from './schema';
+import {
+  checkCellsPage,
+  checkKernelFigures,
+  ICellsPage,
+  IKernelFigures,
+  IPower,
+  ITotals
+} from './schema';
 
-/** Cumulative figures: facility energy and emissions with their range. */
-export interface ITotals {
-  energy_kwh: number;
-  emissions_g: number;
-  emissions_low_g: number;
-  emissions_high_g: number;
-  embodied_g: number;
-}
-
-/** Watts per component and their sum. */
-export interface IPower {
-  cpu: number;
-  gpu: number;
-  ram: number;
-  total: number;
-}
-
-/** `GET carbon-magic/api/v1/kernels/{kernel_id}`. */
-export interface IKernelFigures {
-  kernel_id: string;
-  notebook_path: string | null;
-  now: number;
-  tracker_state: 'running' | 'stopped';
-  live: boolean;
-  stale: boolean;
-  age_s: number;
-  stale_after_s: number;
-  power_w: IPower;
-  totals: ITotals & { source: 'heartbeat' | 'cells'; n_cells: number | null };
-  intensity: { g_per_kwh: number; source: string };
-  heartbeat: {
-    at: number;
-    running_cell: string | null;
-    running_cell_started_at: number | null;
-  } | null;
-  session: {
-    session_uuid: string;
-    started_at: number;
-    ended_at: number | null;
-    interval_s: number;
-    mode: string;
-    methods: Record<string, string>;
-  };
-  /** The running cell's predicted completion, where the server sends one. */
-  prediction?: IPrediction | null;
-}
+export type { IKernelFigures, IPower, ITotals } from './schema';
 
 /** `GET carbon-magic/api/v1/summary`. */
 export interface ISummary {
@@ -86,7 +48,8 @@ async function getJson(
  * The figures of one kernel; `null` when the server says it has no tracker.
  *
  * Throws `ServerConnection.ResponseError` on any other failure (including a
- * server without the extension, which answers 404 with an HTML page).
+ * server without the extension, which answers 404 with an HTML page), and
+ * `SchemaError` when its answer does not have the shape of `IKernelFigures`.
  */
 export async function fetchKernel(
   kernelId: string,
@@ -103,7 +66,7 @@ export async function fetchKernel(
   if (!response.ok || !isJson) {
     throw new ServerConnection.ResponseError(response);
   }
-  return (await response.json()) as IKernelFigures;
+  return checkKernelFigures(await response.json());
 }
 
 /** The server's summary; "today" starts at the browser's local midnight. */

@@ -10,10 +10,11 @@ import { ISignal, Signal } from '@lumino/signaling';
 import { IDisposable } from '@lumino/disposable';
 
 import { fetchKernel, fetchSummary, IKernelFigures, ISummary } from './api';
+import { SchemaError } from './schema';
 
 /** What the status item shows. */
 export type Status =
-  | { kind: 'idle' } // no notebook, or its kernel is not started yet
+  | { kind: 'idle' } // no notebook, its kernel is not started yet, or a malformed answer
   | { kind: 'untracked' } // the kernel never loaded carbon_magic (404)
   | { kind: 'figures'; figures: IKernelFigures }
   | { kind: 'error'; message: string };
@@ -155,7 +156,20 @@ export class CarbonModel implements IDisposable {
       this._answeredAt = Date.now();
       this._changed.emit();
     } catch (error) {
-      if (kernelId === this._kernelId) {
+      if (error instanceof SchemaError) {
+        // A server whose JSON this frontend does not understand: say so once, show nothing.
+        if (!this._warnedSchema) {
+          this._warnedSchema = true;
+          console.warn(
+            'carbon_magic: ignoring a malformed kernel answer',
+            error
+          );
+        }
+        if (kernelId === this._kernelId && this._status.kind !== 'idle') {
+          this._status = { kind: 'idle' };
+          this._changed.emit();
+        }
+      } else if (kernelId === this._kernelId) {
         const message =
           error instanceof Error ? error.message : String(error ?? 'error');
         this._status = { kind: 'error', message };
@@ -173,4 +187,5 @@ export class CarbonModel implements IDisposable {
   private _summary: ISummary | null = null;
   private _wantSummary = false;
   private _answeredAt = 0;
+  private _warnedSchema = false;
 }

@@ -1,5 +1,5 @@
 /**
- * The JSON of the cells endpoints and of a kernel's prediction, as TypeScript types,
+ * The JSON of the kernel and cells endpoints, as TypeScript types,
  * with checks that hold every answer to them (pure: no JupyterLab imports).
  *
  * Each check table is typed by its interface (`Checks<T>` needs one check per key),
@@ -76,6 +76,70 @@ export interface IPrediction {
   eta_s: number;
 }
 
+/** Cumulative figures: facility energy and emissions with their range. */
+export interface ITotals {
+  energy_kwh: number;
+  emissions_g: number;
+  emissions_low_g: number;
+  emissions_high_g: number;
+  embodied_g: number;
+}
+
+/** Watts per component and their sum. */
+export interface IPower extends IComponents {
+  total: number;
+}
+
+/** A GPU of the kernel's machine, from the tracker's hardware summary. */
+export interface IGpu {
+  /** `nvidia`, `amd`, `apple`, …: the vendor its device key names. */
+  vendor: string;
+  /** The product name, as text (never HTML): `NVIDIA H200`. */
+  model: string;
+}
+
+/** The tracker lifetime (kernel process) the figures come from. */
+export interface IKernelSession {
+  session_uuid: string;
+  host: string;
+  pid: number;
+  started_at: number;
+  ended_at: number | null;
+  interval_s: number;
+  mode: string;
+  /** How each component is obtained: measured, modelled, assumed. */
+  methods: Record<string, string>;
+  /** The machine's GPUs by device key (`nvidia:0`, `amd:0`, `apple:gpu`). */
+  gpus: Record<string, IGpu>;
+}
+
+/** The latest heartbeat of the kernel's tracker. */
+export interface IHeartbeat {
+  at: number;
+  running_cell: string | null;
+  running_cell_started_at: number | null;
+}
+
+/** `GET carbon-magic/api/v1/kernels/{kernel_id}`. */
+export interface IKernelFigures {
+  kernel_id: string;
+  notebook_path: string | null;
+  now: number;
+  /** `lost`: a running tracker silent for so long that its kernel is taken as gone. */
+  tracker_state: 'running' | 'stopped' | 'lost';
+  live: boolean;
+  stale: boolean;
+  age_s: number;
+  stale_after_s: number;
+  power_w: IPower;
+  totals: ITotals & { source: 'heartbeat' | 'cells'; n_cells: number | null };
+  intensity: { g_per_kwh: number; source: string };
+  /** The running cell's predicted completion, where the kernel has one. */
+  prediction: IPrediction | null;
+  heartbeat: IHeartbeat | null;
+  session: IKernelSession;
+}
+
 /** Thrown when an answer does not have the shape its interface says. */
 export class SchemaError extends Error {
   constructor(where: string, problem: string) {
@@ -127,14 +191,27 @@ const pair: Check = (value, where, strict) => {
   }
   value.forEach((item, index) => number(item, `${where}[${index}]`, strict));
 };
-const stringMap: Check = (value, where, strict) => {
-  if (!isObject(value)) {
-    throw new SchemaError(where, `expected an object, got ${show(value)}`);
-  }
-  for (const [key, item] of Object.entries(value)) {
-    string(item, `${where}.${key}`, strict);
-  }
-};
+const oneOf =
+  (...values: string[]): Check =>
+  (value, where) => {
+    if (typeof value !== 'string' || !values.includes(value)) {
+      throw new SchemaError(
+        where,
+        `expected one of ${values.join(', ')}, got ${show(value)}`
+      );
+    }
+  };
+const recordOf =
+  (check: Check): Check =>
+  (value, where, strict) => {
+    if (!isObject(value)) {
+      throw new SchemaError(where, `expected an object, got ${show(value)}`);
+    }
+    for (const [key, item] of Object.entries(value)) {
+      check(item, `${where}.${key}`, strict);
+    }
+  };
+const stringMap = recordOf(string);
 const array =
   (check: Check): Check =>
   (value, where, strict) => {
@@ -225,6 +302,66 @@ const prediction = object<IPrediction>({
   emissions_range_g: pair,
   eta_s: number
 });
+
+const totals: Checks<ITotals> = {
+  energy_kwh: number,
+  emissions_g: number,
+  emissions_low_g: number,
+  emissions_high_g: number,
+  embodied_g: number
+};
+
+const kernelFigures = object<IKernelFigures>({
+  kernel_id: string,
+  notebook_path: nullable(string),
+  now: number,
+  tracker_state: oneOf('running', 'stopped', 'lost'),
+  live: boolean,
+  stale: boolean,
+  age_s: number,
+  stale_after_s: number,
+  power_w: object<IPower>({ ...components, total: number }),
+  totals: object<IKernelFigures['totals']>({
+    ...totals,
+    source: oneOf('heartbeat', 'cells'),
+    n_cells: nullable(integer)
+  }),
+  intensity: object<IKernelFigures['intensity']>({
+    g_per_kwh: number,
+    source: string
+  }),
+  prediction: nullable(prediction),
+  heartbeat: nullable(
+    object<IHeartbeat>({
+      at: number,
+      running_cell: nullable(string),
+      running_cell_started_at: nullable(number)
+    })
+  ),
+  session: object<IKernelSession>({
+    session_uuid: string,
+    host: string,
+    pid: integer,
+    started_at: number,
+    ended_at: nullable(number),
+    interval_s: number,
+    mode: string,
+    methods: stringMap,
+    gpus: recordOf(object<IGpu>({ vendor: string, model: string }))
+  })
+});
+
+/**
+ * `value` as a kernel's figures; throws `SchemaError` saying where it differs.
+ * With `strict`, fields the interface does not declare are errors too.
+ */
+export function checkKernelFigures(
+  value: unknown,
+  strict = false
+): IKernelFigures {
+  kernelFigures(value, 'kernel', strict);
+  return value as IKernelFigures;
+}
 
 /**
  * `value` as a page of cells; throws `SchemaError` saying where it differs.

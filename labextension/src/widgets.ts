@@ -13,6 +13,7 @@ import {
   formatWatts
 } from './format';
 import { predictionText } from './cellformat';
+import { gpuRowText } from './gpus';
 import { CarbonModel, Status } from './model';
 import { readPrediction } from './schema';
 
@@ -41,6 +42,12 @@ export function statusText(status: Status): { text: string; title: string } {
 
 function figuresText(figures: IKernelFigures): { text: string; title: string } {
   const grams = `${formatGrams(figures.totals.emissions_g)} CO₂e`;
+  if (figures.tracker_state === 'lost') {
+    return {
+      text: LOAD_HINT,
+      title: `No news from the tracker of this kernel for ${formatAge(figures.age_s)}: its kernel is taken as gone (it recorded ${grams}). Run %load_ext carbon_magic to measure again.`
+    };
+  }
   if (figures.tracker_state !== 'running') {
     return {
       text: LOAD_HINT,
@@ -136,10 +143,13 @@ export class CarbonPopupBody extends Widget {
 function kernelRows(figures: IKernelFigures): Row[] {
   const power = figures.power_w;
   const totals = figures.totals;
-  const methods = figures.session.methods ?? {};
+  const methods = figures.session.methods;
   const method = (name: string) => (methods[name] ? ` (${methods[name]})` : '');
+  const gpu = gpuRowText(figures);
   let state: string;
-  if (figures.tracker_state !== 'running') {
+  if (figures.tracker_state === 'lost') {
+    state = `lost: silent for ${formatAge(figures.age_s)}`;
+  } else if (figures.tracker_state !== 'running') {
     state = 'stopped';
   } else if (figures.stale) {
     state = `stale: no heartbeat for ${formatAge(figures.age_s)}`;
@@ -149,10 +159,8 @@ function kernelRows(figures: IKernelFigures): Row[] {
   const rows: Row[] = [
     ['Power now', formatWatts(power.total), 'cm-watts'],
     ['  CPU', formatWatts(power.cpu) + method('cpu')],
-    // A GPU row only where the kernel's machine has GPUs measured.
-    ...(methods.gpu
-      ? [['  GPU', formatWatts(power.gpu) + method('gpu')] as Row]
-      : []),
+    // A GPU row only where the kernel's machine has GPUs: watts, then which ones.
+    ...(gpu === null ? [] : [['  GPU', gpu, 'cm-gpu'] as Row]),
     ['  RAM', formatWatts(power.ram) + method('ram')],
     ['Energy', formatKwh(totals.energy_kwh), 'cm-energy'],
     [

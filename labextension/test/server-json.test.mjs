@@ -1,7 +1,8 @@
 /**
- * The TypeScript interface of the cells JSON against what the server really returns:
- * tests/test_server_cells.py writes a real answer of a real Jupyter Server to
- * build/api-fixtures/cells.json; every field must be declared, with its type.
+ * The TypeScript interfaces of the kernel and cells JSON against what the server
+ * really returns: tests/test_server_kernel.py and tests/test_server_cells.py write
+ * real answers of a real Jupyter Server to build/api-fixtures/kernel.json and
+ * cells.json; every field must be declared, with its type.
  */
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
@@ -11,16 +12,27 @@ import { fileURLToPath } from 'node:url';
 
 const require = createRequire(import.meta.url);
 const schema = require('../../build/ts-unit/schema.js');
-const FIXTURE = fileURLToPath(
-  new URL('../../build/api-fixtures/cells.json', import.meta.url)
-);
+
+/** The fixture `name` written by the Python test `writer`. */
+function fixture(name, writer) {
+  const path = fileURLToPath(
+    new URL(`../../build/api-fixtures/${name}`, import.meta.url)
+  );
+  assert.ok(existsSync(path), `${path} is missing: run pytest ${writer} first`);
+  return JSON.parse(readFileSync(path, 'utf8'));
+}
+
+test("the server's kernel document matches IKernelFigures exactly", () => {
+  const kernel = fixture('kernel.json', 'tests/test_server_kernel.py');
+  // The fixture has every nullable part filled in, so each is checked.
+  assert.notEqual(kernel.heartbeat, null, 'the fixture has a heartbeat');
+  assert.notEqual(kernel.prediction, null, 'the fixture has a prediction');
+  assert.ok(Object.keys(kernel.session.gpus).length >= 2, 'it has GPUs');
+  assert.equal(schema.checkKernelFigures(kernel, true), kernel);
+});
 
 test("the server's cells page matches ICellsPage exactly", () => {
-  assert.ok(
-    existsSync(FIXTURE),
-    `${FIXTURE} is missing: run pytest tests/test_server_cells.py first`
-  );
-  const page = JSON.parse(readFileSync(FIXTURE, 'utf8'));
+  const page = fixture('cells.json', 'tests/test_server_cells.py');
   assert.ok(page.cells.length >= 2, 'the fixture has cells');
   schema.checkCellsPage(page, true);
 });

@@ -1,0 +1,202 @@
+/**
+ * The kernel document's check, the status model's handling of a malformed one, and
+ * the popup's GPU text (see tests/test_server_kernel.py for the server's side),
+ * compiled by `jlpm test` to ../build/ts-unit.
+ */
+import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
+import { test } from 'node:test';
+
+const require = createRequire(import.meta.url);
+const schema = require('../../build/ts-unit/schema.js');
+const gpus = require('../../build/ts-unit/gpus.js');
+const { CarbonModel } = require('../../build/ts-unit/model.js');
+const { ServerConnection } = require('@jupyterlab/services');
+
+const H200 = { vendor: 'nvidia', model: 'NVIDIA H200' };
+
+/** A kernel document as the server sends it, with `session` fields overridden. */
+function kernel(overrides = {}, session = {}) {
+  return {
+    kernel_id: 'k',
+    notebook_path: 'nb.ipynb',
+    now: 2000,
+    tracker_state: 'running',
+    live: true,
+    stale: false,
+    age_s: 1,
+    stale_after_s: 10,
+    power_w: { cpu: 30, gpu: 212, ram: 2, total: 244 },
+    totals: {
+      energy_kwh: 0.002,
+      emissions_g: 0.1,
+      emissions_low_g: 0.07,
+      emissions_high_g: 0.14,
+      embodied_g: 0.01,
+      source: 'heartbeat',
+      n_cells: 3
+    },
+    intensity: { g_per_kwh: 56, source: 'static: FR (2023)' },
+    prediction: null,
+    heartbeat: { at: 1999, running_cell: null, running_cell_started_at: null },
+    session: {
+      session_uuid: 's',
+      host: 'h',
+      pid: 42,
+      started_at: 1000,
+      ended_at: null,
+      interval_s: 1,
+      mode: 'process',
+      methods: { cpu: 'modelled', gpu: 'measured' },
+      gpus: { 'nvidia:0': H200 },
+      ...session
+    },
+    ...overrides
+  };
+}
+
+test('kernel documents are checked field by field, nested ones too', () => {
+  const good = kernel();
+  assert.equal(schema.checkKernelFigures(good, true), good);
+  const lost = kernel({ tracker_state: 'lost', heartbeat: null });
+  assert.equal(schema.checkKernelFigures(lost, true).tracker_state, 'lost');
+  assert.throws(
+    () => schema.checkKernelFigures(kernel({ tracker_state: 'gone' })),
+    /kernel\.tracker_state: expected one of running, stopped, lost/
+  );
+  assert.throws(
+    () => schema.checkKernelFigures(kernel({}, { pid: '42' })),
+    /kernel\.session\.pid: expected a finite number/
+  );
+  assert.throws(
+    () =>
+      schema.checkKernelFigures(
+        kernel({}, { gpus: { 'nvidia:0': { vendor: 'nvidia' } } })
+      ),
+    /kernel\.session\.gpus\.nvidia:0\.model: missing/
+  );
+  assert.throws(
+    () => schema.checkKernelFigures(kernel({ prediction: { fraction: 1 } })),
+    /kernel\.prediction\.emissions_g: missing/
+  );
+  assert.throws(
+    () =>
+      schema.checkKernelFigures(
+        kernel({ heartbeat: { at: 1, running_cell: 3 } })
+      ),
+    /kernel\.heartbeat\.running_cell: expected a string/
+  );
+  const { session, ...withoutSession } = kernel();
+  assert.equal(typeof session, 'object');
+  assert.throws(
+    () => schema.checkKernelFigures(withoutSession),
+    /kernel\.session: missing/
+  );
+  assert.throws(
+    () => schema.checkKernelFigures(kernel({}, { gpu_count: 1 }), true),
+    /kernel\.session: fields not in the interface: gpu_count/
+  );
+  // Not strict (as in the extension): fields added later by the server are fine.
+  assert.equal(
+    schema.checkKernelFigures(kernel({}, { gpu_count: 1 })).kernel_id,
+    'k'
+  );
+});
+
+test("the popup's GPU row gives watts, method and the GPUs", () => {
+  assert.equal(
+    gpus.gpuRowText(
+      kernel({}, { gpus: { 'nvidia:0': H200, 'nvidia:1': H200 } })
+    ),
+    '210 W (measured) · NVIDIA H200 ×2'
+  );
+  assert.equal(
+    gpus.gpuRowText(kernel({}, { methods: {}, gpus: { 'nvidia:0': H200 } })),
+    '210 W · NVIDIA H200'
+  );
+  assert.equal(gpus.gpuRowText(kernel({}, { gpus: {} })), '210 W (measured)');
+  assert.equal(gpus.gpuRowText(kernel({}, { methods: {}, gpus: {} })), null);
+});
+
+test('GPUs read as vendor and model, counted', () => {
+  assert.equal(gpus.gpusText({}), '');
+  assert.equal(gpus.gpusText({ 'nvidia:0': H200 }), 'NVIDIA H200');
+  assert.equal(
+    gpus.gpusText({
+      'nvidia:1': H200,
+      'amd:0': { vendor: 'amd', model: 'AMD Instinct MI300X' },
+      'nvidia:0': H200
+    }),
+    'AMD Instinct MI300X · NVIDIA H200 ×2'
+  );
+  // Older ledgers' names lack the vendor; unknown vendors are shown as sent.
+  assert.equal(
+    gpus.gpusText({ gpu0: { vendor: 'nvidia', model: 'Tesla T4' } }),
+    'NVIDIA Tesla T4'
+  );
+  assert.equal(
+    gpus.gpusText({ 'apple:gpu': { vendor: 'apple', model: 'Apple M3 Max' } }),
+    'Apple M3 Max'
+  );
+  assert.equal(
+    gpus.gpusText({ 'intel:0': { vendor: 'intel', model: 'Arc A770' } }),
+    'intel Arc A770'
+  );
+  // Text as sent: the popup sets it as textContent, never as HTML.
+  assert.equal(
+    gpus.gpusText({ 'amd:0': { vendor: 'amd', model: '<b>x</b>' } }),
+    'AMD <b>x</b>'
+  );
+});
+
+/** A status model with a fake server that answers kernel requests with `server.body`. */
+function modelOf(server) {
+  const fetch = async () => {
+    server.requests += 1;
+    return new Response(JSON.stringify(server.body), {
+      status: 200,
+      headers: { 'Content-Type': 'application/json' }
+    });
+  };
+  return new CarbonModel(
+    ServerConnection.makeSettings({ baseUrl: 'http://localhost:1/', fetch })
+  );
+}
+
+/** Wait (up to 2 s) until `done()` holds. */
+async function until(done) {
+  for (let waited = 0; !done() && waited < 2000; waited += 5) {
+    await new Promise(resolve => setTimeout(resolve, 5));
+  }
+}
+
+test('a malformed kernel answer is logged once and shows nothing', async t => {
+  const warnings = [];
+  t.mock.method(console, 'warn', (...args) => warnings.push(args));
+  const server = { body: kernel(), requests: 0 };
+  const model = modelOf(server);
+  try {
+    model.setTarget(true, 'k');
+    await until(() => model.status.kind === 'figures');
+    assert.equal(model.status.kind, 'figures');
+
+    server.body = kernel({}, { pid: 'x' });
+    await model.refresh();
+    await until(() => model.status.kind === 'idle');
+    assert.equal(model.status.kind, 'idle');
+    const asked = server.requests;
+    await model.refresh();
+    await until(() => server.requests > asked);
+    await new Promise(resolve => setTimeout(resolve, 20));
+    assert.equal(model.status.kind, 'idle');
+    assert.equal(warnings.length, 1, 'logged once');
+    assert.match(String(warnings[0][1]), /kernel\.session\.pid/);
+
+    server.body = kernel();
+    await model.refresh();
+    await until(() => model.status.kind === 'figures');
+    assert.equal(model.status.kind, 'figures');
+  } finally {
+    model.dispose();
+  }
+});
