@@ -6,6 +6,7 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
+import { IKernelHint } from './hint';
 import { checkCellsPage, ICellsPage, IPrediction } from './schema';
 
 /** Cumulative figures: facility energy and emissions with their range. */
@@ -53,6 +54,8 @@ export interface IKernelFigures {
   };
   /** The running cell's predicted completion, where the server sends one. */
   prediction?: IPrediction | null;
+  /** The carbon-aware hint of the grid forecast; `null` without one or when not live. */
+  hint?: IKernelHint | null;
 }
 
 /** `GET carbon-magic/api/v1/summary`. */
