@@ -3,9 +3,10 @@ as the panel shows it and the heartbeats carry it to the Carbon sidebar.
 
 The hint depends on the grid intensity and the forecast, which change slowly: the
 tracker refreshes the intensity every ``SLOW_REFRESH_S`` seconds and the live providers
-fetch a forecast far less often. :class:`HintCache` therefore computes it at most once
-every ``SLOW_REFRESH_S`` seconds, and again at once when the tracker's provider is
-replaced (``%carbon config intensity=...``), not on every heartbeat.
+fetch a forecast far less often, with the intensity. :class:`HintCache` therefore
+computes it at most once every ``SLOW_REFRESH_S`` seconds, and at once when the
+provider's answer changes (a new fetch brings a new intensity and forecast) or the
+provider is replaced (``%carbon config intensity=...``), not on every heartbeat.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import TYPE_CHECKING
 from carbon_magic.tracker import SLOW_REFRESH_S
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from carbon_magic.tracker import Tracker
 
 __all__ = ["HintCache", "tracker_hint"]
@@ -40,8 +43,8 @@ def tracker_hint(tracker: Tracker) -> str | None:
 
 class HintCache:
     """``tracker_hint(tracker)``, recomputed at most every ``refresh_s`` seconds (of
-    ``clock``, monotonic) or when the tracker's intensity provider changes. Thread-safe;
-    ``text()`` never raises."""
+    ``clock``, monotonic), or when the tracker's intensity provider or its intensity
+    changes. Thread-safe; ``text()`` never raises."""
 
     def __init__(
         self,
@@ -54,6 +57,9 @@ class HintCache:
         self._clock = clock
         self._lock = threading.Lock()
         self._provider: object = None
+        # The intensity the text was made from: gCO2e/kWh and the time it is for (a live
+        # value's source and uncertainty age with every reading; they are not compared).
+        self._reading: tuple[float, datetime | None] | None = None
         self._due = float("-inf")  # clock() time of the next computation
         self._text: str | None = None
 
@@ -62,12 +68,15 @@ class HintCache:
         with self._lock:
             try:
                 provider = self.tracker.intensity_provider
+                intensity = self.tracker.intensity() if provider is not None else None
+                reading = (intensity.g_per_kwh, intensity.measured_at) if intensity else None
                 now = self._clock()
             except Exception:
                 return None
-            if provider is self._provider and now < self._due:
+            same = provider is self._provider and reading == self._reading
+            if same and now < self._due:
                 return self._text
-            self._provider = provider
+            self._provider, self._reading = provider, reading
             self._due = now + self.refresh_s
             self._text = tracker_hint(self.tracker)
             return self._text

@@ -257,6 +257,45 @@ def test_a_new_provider_is_read_at_once():
     assert cache.text() is None
 
 
+def test_a_new_intensity_is_a_new_hint_at_once():
+    provider = CountingProvider(points(300.0, 100.0))
+    tracker = GridTracker(provider, g_per_kwh=300.0)
+    cache = HintCache(tracker, clock=lambda: 0.0)  # type: ignore[arg-type]
+    first = cache.text()
+    assert first is not None and "grid now 300 g/kWh" in first
+    assert cache.text() == first and provider.reads == 1
+    tracker.g_per_kwh = 80.0  # the provider fetched anew
+    later = cache.text()
+    assert provider.reads == 2 and later is not None and "grid now 80 g/kWh" in later
+
+
+def test_a_live_values_ageing_is_not_a_new_hint():
+    with FakeUKGrid(intensity=320.0, forecast=[320.0, 120.0]) as api:
+        tracker = Tracker(Settings(environ={}))
+        tracker.settings.update(intensity="ukgrid", ukgrid_url=api.url, interval=60)
+        tracker.start()
+        try:
+            provider = tracker.intensity_provider
+            assert provider is not None and provider.refresh(wait_s=5)
+            reads = []
+            real_forecast = provider.forecast
+            provider.forecast = lambda: reads.append(1) or real_forecast()  # type: ignore[method-assign]
+            cache = HintCache(tracker, clock=lambda: 0.0)
+            first = cache.text()
+            assert first is not None and "120 g/kWh" in first
+            before = tracker.intensity()
+            time.sleep(0.05)  # the live value's age and uncertainty grow meanwhile
+            assert tracker.intensity().relative_uncertainty >= before.relative_uncertainty
+            assert cache.text() == first and cache.text() == first
+            assert len(reads) == 1
+            api.intensity = 150.0  # a new fetch, a new value: a new hint at once
+            assert provider.refresh(wait_s=5)
+            later = cache.text()
+            assert len(reads) == 2 and later is not None and "grid now 150 g/kWh" in later
+        finally:
+            tracker.close()
+
+
 def test_a_failing_forecast_is_no_hint_and_no_exception():
     failing = CountingProvider(points(300.0, 100.0), error=OSError("socket closed"))
     cache = HintCache(GridTracker(failing), refresh_s=0.0)  # type: ignore[arg-type]
