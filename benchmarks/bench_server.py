@@ -151,6 +151,7 @@ def build_ledger(path: Path, n_kernels: int, n_cells: int) -> list[str]:
                     None,  # running_cell
                     None,  # running_cell_started_at
                     None,  # prediction_json
+                    None,  # hint
                 )
 
     with connection:

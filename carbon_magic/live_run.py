@@ -170,13 +170,6 @@ class LiveRun:
 
 def carbon_aware_hint(tracker: Tracker) -> str | None:
     """The carbon-aware hint for the panel, when a forecast is available."""
-    try:
-        from carbon_magic.grid.hints import carbon_aware_hint as hint_for
+    from carbon_magic.beat_hint import tracker_hint
 
-        provider = tracker.intensity_provider
-        if provider is None:
-            return None  # not started: no forecast yet
-        hint = hint_for(tracker.intensity(), provider.forecast())
-        return hint.text if hint else None
-    except Exception:
-        return None
+    return tracker_hint(tracker)

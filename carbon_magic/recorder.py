@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
+from carbon_magic.beat_hint import HintCache
 from carbon_magic.measurement import Measurement
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ class Recorder:
         self._forecast: CellForecast | None = None
         self._last_heartbeat = 0.0  # time.monotonic() of the last heartbeat
         self._beat_cell: tuple[str, float] | None = None  # the running cell last beaten
+        self._hint = HintCache(tracker)  # the grid's carbon-aware hint, computed seldom
         self._ledger: Ledger | None = self._open()
 
     # ----------------------------------------------------------------- state
@@ -110,8 +112,8 @@ class Recorder:
 
     def write_heartbeat(self, reading: LiveReading | None = None) -> None:
         """Record the session's running totals, the power now (W per component), the
-        running cell's first line and start (UTC epoch seconds) and its predicted total,
-        now; ``reading`` (a tick's) saves reading the counters again."""
+        running cell's first line and start (UTC epoch seconds), its predicted total and
+        the grid's carbon-aware hint (None without a forecast), now; ``reading`` (a tick's) saves reading the counters again."""
         if self._ledger is None:
             return
         tracker = self.tracker
@@ -121,6 +123,7 @@ class Recorder:
         with self._beat_lock:
             running, forecast = self._running_cell, self._forecast
         prediction = forecast.latest if forecast is not None and running else None
+        hint = self._hint.text()
         self._call(
             "heartbeat",
             lambda ledger: ledger.heartbeat(
@@ -137,6 +140,7 @@ class Recorder:
                 running_cell=running[0] if running else None,
                 running_cell_started_at=running[1] if running else None,
                 prediction=prediction.to_json() if prediction is not None else None,
+                hint=hint,
             ),
         )
 

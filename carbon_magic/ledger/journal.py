@@ -23,7 +23,7 @@ from typing import Any
 
 from carbon_magic.ledger.cluster import insert_cell
 from carbon_magic.ledger.rows import SessionState, write_session
-from carbon_magic.ledger.tables import INSERT_HEARTBEAT
+from carbon_magic.ledger.tables import HEARTBEAT_LATER_COLUMNS, INSERT_HEARTBEAT
 
 __all__ = [
     "FORMAT",
@@ -184,7 +184,10 @@ def _insert(conn: sqlite3.Connection, journal: Journal) -> None:
         kernels[uuid_] = session.row["kernel_id"]
     for uuid_, row in journal.cells:
         insert_cell(conn, {**row, "session_id": ids[uuid_], "kernel_id": kernels[uuid_]})
+    # A journal written before a later column was added has no value for it: NULL.
+    later = dict.fromkeys(HEARTBEAT_LATER_COLUMNS)
     for uuid_, row in journal.heartbeats:
         conn.execute(
-            INSERT_HEARTBEAT, {**row, "session_id": ids[uuid_], "kernel_id": kernels[uuid_]}
+            INSERT_HEARTBEAT,
+            {**later, **row, "session_id": ids[uuid_], "kernel_id": kernels[uuid_]},
         )

@@ -248,11 +248,13 @@ def heartbeat_row(
     running_cell: str | None,
     running_cell_started_at: float | None,
     prediction: Mapping[str, Any] | None = None,
+    hint: str | None = None,
 ) -> dict[str, Any]:
     """The ``heartbeats`` columns (except the links) for the tracker's state at ``at``
     (UTC epoch seconds): ``watts`` per component, the session's running totals (kWh,
     gCO2e with its range, embodied g), the running cell's first line (secrets redacted)
-    and start, and its prediction (``Prediction.to_json()``) or None."""
+    and start, its prediction (``Prediction.to_json()``) or None, and the carbon-aware
+    hint of the grid forecast (``Hint.text``) or None."""
     low, high = emissions_range_g
     return HeartbeatRow(
         at=float(at),
@@ -270,6 +272,7 @@ def heartbeat_row(
         running_cell=first_line(redact_secrets(running_cell) if running_cell else None),
         running_cell_started_at=running_cell_started_at,
         prediction_json=compact_json(prediction) if prediction is not None else None,
+        hint=hint or None,
     ).params()
 
 

@@ -94,6 +94,15 @@ def _migration_3_cluster(conn: sqlite3.Connection) -> None:
     )
 
 
+def _migration_4_heartbeat_hint(conn: sqlite3.Connection) -> None:
+    """Version 4: heartbeats carry the carbon-aware hint of the grid forecast in use
+    (``Hint.text``, e.g. "grid now 320 g/kWh; lowest ... at 14:00 (-62 %)"), NULL when
+    the intensity provider has no forecast. Older rows read NULL."""
+    names = {row[1] for row in conn.execute("PRAGMA table_info(heartbeats)")}
+    if "hint" not in names:  # a file rebuilt by hand may have it already
+        conn.execute("ALTER TABLE heartbeats ADD COLUMN hint TEXT")
+
+
 # Migration N (1-based) brings a file from version N-1 to N, inside the transaction that
 # also records the new version, so a failure leaves the file as it was. To change the
 # schema, append one function here; never edit an existing entry.
@@ -101,6 +110,7 @@ MIGRATIONS: list[Migration] = [
     _migration_1_create,
     _migration_2_heartbeat_prediction,
     _migration_3_cluster,
+    _migration_4_heartbeat_hint,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -22,6 +22,7 @@ __all__ = [
     "CELL_COLUMNS",
     "CELL_HOST_COLUMNS",
     "HEARTBEAT_COLUMNS",
+    "HEARTBEAT_LATER_COLUMNS",
     "INSERT_CELL",
     "INSERT_CELL_CLUSTER",
     "INSERT_CELL_HOST",
@@ -121,6 +122,7 @@ class HeartbeatRow(_Row):
     running_cell: str | None  # first line of the cell running now, None when idle
     running_cell_started_at: float | None
     prediction_json: str | None  # the running cell's predicted total (schema version 2)
+    hint: str | None = None  # the carbon-aware hint of the grid forecast (version 4)
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,8 @@ def _insert_sql(table: str, columns: Iterable[str], verb: str = "INSERT") -> str
 SESSION_COLUMNS = column_names(SessionRow)
 CELL_COLUMNS = column_names(CellRow)
 HEARTBEAT_COLUMNS = column_names(HeartbeatRow)
+# Nullable heartbeat columns added after version 1: older files (and journals) lack them.
+HEARTBEAT_LATER_COLUMNS = ("prediction_json", "hint")
 CELL_CLUSTER_COLUMNS = column_names(CellClusterRow)
 CELL_HOST_COLUMNS = column_names(CellHostRow)
 

@@ -210,12 +210,14 @@ class Ledger(PendingStore):
         running_cell: str | None,
         running_cell_started_at: float | None,
         prediction: dict[str, Any] | None = None,
+        hint: str | None = None,
     ) -> None:
         """Record the tracker's state now: ``watts`` per component (cpu, gpu, ram), the
         session's running totals (kWh, gCO2e with range, embodied g), the intensity in use
         and the running cell's first line and start (UTC epoch seconds), and its predicted
         total at completion when it has one (``Prediction.to_json()``: fraction 0..1,
-        grams CO2e and their range, ETA seconds). Heartbeats of the session older than a
+        grams CO2e and their range, ETA seconds), and the carbon-aware hint of the grid
+        forecast (``Hint.text``) when there is one. Heartbeats of the session older than a
         day are pruned now and then, always keeping the latest."""
         row = heartbeat_row(
             at=at,
@@ -230,6 +232,7 @@ class Ledger(PendingStore):
             running_cell=running_cell,
             running_cell_started_at=running_cell_started_at,
             prediction=prediction,
+            hint=hint,
         )
         self._submit(("beat", session_uuid, row))
 

@@ -13,6 +13,7 @@ Units: seconds since the epoch (UTC) for times, watts, kWh, grams CO2e, gCO2e/kW
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -25,8 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from carbon_magic import ledger
-from carbon_magic.ledger import HEARTBEAT_COLUMNS
 from carbon_magic.server.gpus import session_gpus
+from carbon_magic.server.heartbeat_columns import (
+    decode_hint,
+    heartbeat_select,
+    missing_later_columns,
+)
 
 COMPONENTS = ("cpu", "gpu", "ram")
 MAX_DAY_CACHES = 4  # day starts whose cell sums are kept (clients in a few time zones)
@@ -75,6 +80,7 @@ class Heartbeat:
     # The running cell's predicted total at completion: {"fraction": 0..1, "emissions_g",
     # "emissions_range_g": [low, high], "eta_s"}, or None.
     prediction: dict[str, Any] | None = None
+    hint: str | None = None  # the carbon-aware hint of the grid forecast, or None
 
 
 @dataclass(frozen=True)
@@ -182,9 +188,7 @@ _SESSION_NAMES = (
     "interval_s mode methods_json intensity_g_per_kwh intensity_source hardware_json"
 ).split()
 _SESSION_COLUMNS = ", ".join(f"s.{name}" for name in _SESSION_NAMES)
-_HEARTBEAT_COLUMNS = ", ".join(f"h.{name} AS h_{name}" for name in HEARTBEAT_COLUMNS)
-# Ledgers from before schema version 2 have no prediction column.
-_HEARTBEAT_COLUMNS_V1 = _HEARTBEAT_COLUMNS.replace("h.prediction_json AS", "NULL AS")
+_HEARTBEAT_COLUMNS = heartbeat_select()
 _TOTALS_NAMES = tuple(f.name for f in fields(Totals))
 _TOTALS_SUMS = ", ".join(f"TOTAL({name}) AS {name}" for name in _TOTALS_NAMES)
 # The id of a session's latest heartbeat: one seek in heartbeats_session (session_id, at).
@@ -229,11 +233,18 @@ SELECT {_SESSION_COLUMNS}, {{columns}}
 FROM sessions AS s LEFT JOIN heartbeats AS h ON h.id = {_LATEST_HEARTBEAT}
 """
 _ALL_SESSIONS = _ALL_SESSIONS_SQL.format(columns=_HEARTBEAT_COLUMNS)
-# The same two queries for ledgers from before schema version 2 (no prediction column).
-_V1_QUERIES = (
-    _SESSION_LATEST_HEARTBEAT_SQL.format(columns=_HEARTBEAT_COLUMNS_V1),
-    _ALL_SESSIONS_SQL.format(columns=_HEARTBEAT_COLUMNS_V1),
-)
+
+
+@functools.lru_cache(maxsize=8)
+def _older_queries(missing: frozenset[str]) -> tuple[str, str]:
+    """The same two queries for a ledger whose heartbeats lack the ``missing`` columns."""
+    columns = heartbeat_select(missing)
+    return (
+        _SESSION_LATEST_HEARTBEAT_SQL.format(columns=columns),
+        _ALL_SESSIONS_SQL.format(columns=columns),
+    )
+
+
 # Running totals at the last heartbeat before the day started, for sessions alive then.
 _DAY_BASELINES = f"""
 SELECT s.id AS session_id, {", ".join(f"h.{name}" for name in _TOTALS_NAMES)}
@@ -286,6 +297,7 @@ def _heartbeat(row: sqlite3.Row | None) -> Heartbeat | None:
         running_cell=row["h_running_cell"],
         running_cell_started_at=row["h_running_cell_started_at"],
         prediction=_prediction(row["h_prediction_json"]),
+        hint=decode_hint(row["h_hint"]),
     )
 
 
@@ -459,7 +471,7 @@ class LedgerReader:
         self._local.identity = None
         self._local.all_cells = CellSums()
         self._local.cells_by_day = {}
-        self._local.has_prediction_column = False
+        self._local.has_later_columns = False
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -479,20 +491,22 @@ class LedgerReader:
             connection.isolation_level = None  # explicit read transactions below
             self._local.connection = connection
             self._local.identity = identity
-            self._local.has_prediction_column = False
+            self._local.has_later_columns = False
         return connection
 
     def _heartbeat_queries(self, connection: sqlite3.Connection) -> tuple[str, str]:
         """(latest heartbeat of a session, every session with its latest heartbeat) for
-        the columns this file has. A column once there stays there; until then it is
-        looked for again, as a kernel may migrate the file meanwhile."""
-        if getattr(self._local, "has_prediction_column", None):
+        the columns this file has. A column once there stays there; until all are, they
+        are looked for again, as a kernel may migrate the file meanwhile."""
+        if getattr(self._local, "has_later_columns", None):
             return _SESSION_LATEST_HEARTBEAT, _ALL_SESSIONS
-        names = {row["name"] for row in connection.execute("PRAGMA table_info(heartbeats)")}
-        if "prediction_json" in names:
-            self._local.has_prediction_column = True
+        missing = missing_later_columns(
+            row["name"] for row in connection.execute("PRAGMA table_info(heartbeats)")
+        )
+        if not missing:
+            self._local.has_later_columns = True
             return _SESSION_LATEST_HEARTBEAT, _ALL_SESSIONS
-        return _V1_QUERIES
+        return _older_queries(missing)
 
     def _cell_sums(
         self, connection: sqlite3.Connection, day_start: float | None = None

@@ -91,6 +91,16 @@ def prediction_json(figures: SessionFigures) -> dict[str, Any] | None:
     return heartbeat.prediction
 
 
+def hint_json(figures: SessionFigures, live: bool) -> dict[str, str] | None:
+    """The carbon-aware hint of the kernel's grid forecast at the latest heartbeat,
+    ``{"text": ...}``; None without one, or when the session is not live (the grid and
+    its forecast of a stopped or silent kernel are not those of now)."""
+    heartbeat = figures.heartbeat
+    if not live or heartbeat is None or heartbeat.hint is None:
+        return None
+    return {"text": heartbeat.hint}
+
+
 def kernel_json(
     kernel_id: str,
     figures: SessionFigures,
@@ -122,6 +132,7 @@ def kernel_json(
         },
         "intensity": intensity_json(figures),
         "prediction": prediction_json(figures),
+        "hint": hint_json(figures, state.live),
         "heartbeat": None
         if heartbeat is None
         else {

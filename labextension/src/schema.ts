@@ -10,6 +10,8 @@
  * Units follow the server: seconds, joules, watts, kWh, grams CO2e, gCO2e/kWh.
  */
 
+import type { IKernelHint } from './hint';
+
 /** Watts (or joules) per component. */
 export interface IComponents {
   cpu: number;
@@ -136,6 +138,8 @@ export interface IKernelFigures {
   intensity: { g_per_kwh: number; source: string };
   /** The running cell's predicted completion, where the kernel has one. */
   prediction: IPrediction | null;
+  /** The carbon-aware hint of the grid forecast, while the kernel is live. */
+  hint: IKernelHint | null;
   heartbeat: IHeartbeat | null;
   session: IKernelSession;
 }
@@ -331,6 +335,7 @@ const kernelFigures = object<IKernelFigures>({
     source: string
   }),
   prediction: nullable(prediction),
+  hint: nullable(object<IKernelHint>({ text: string })),
   heartbeat: nullable(
     object<IHeartbeat>({
       at: number,

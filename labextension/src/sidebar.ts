@@ -1,7 +1,8 @@
 /**
  * The Carbon sidebar (`carbon-magic-sidebar`): for the notebook in front of the user,
  * its recorded cells sortable by emissions, a power timeline with the cells' spans,
- * the kernel session's totals and the notebook's. Follows tab switches.
+ * the kernel session's totals and the notebook's, and the carbon-aware hint of the
+ * kernel's grid forecast when there is one. Follows tab switches.
  */
 import { Cell } from '@jupyterlab/cells';
 import { NotebookPanel } from '@jupyterlab/notebook';
@@ -16,6 +17,7 @@ import {
   formatKwh,
   formatWatts
 } from './format';
+import { hintView } from './hint';
 import { CarbonModel } from './model';
 import { ICellRecord } from './schema';
 import { IPowerSample, timelineSvg } from './timeline';
@@ -165,6 +167,15 @@ export class CarbonSidebar extends Widget {
       );
       line.title = `Since the tracker started in this kernel (${totals.source === 'heartbeat' ? 'its latest heartbeat' : 'the sum of its cells'}); grid ${Math.round(status.figures.intensity.g_per_kwh)} g/kWh · ${status.figures.intensity.source}.`;
       section.appendChild(line);
+      const hint = hintView(status.figures);
+      if (hint) {
+        // Text only: the hint comes from the ledger, never as markup.
+        const note = paragraph('cm-Sidebar-hint', hint.text);
+        note.setAttribute('role', 'note');
+        note.setAttribute('aria-label', hint.label);
+        note.title = hint.title;
+        section.appendChild(note);
+      }
     } else if (status.kind === 'untracked') {
       section.appendChild(
         paragraph(

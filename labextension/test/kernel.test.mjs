@@ -38,6 +38,7 @@ function kernel(overrides = {}, session = {}) {
     },
     intensity: { g_per_kwh: 56, source: 'static: FR (2023)' },
     prediction: null,
+    hint: null,
     heartbeat: { at: 1999, running_cell: null, running_cell_started_at: null },
     session: {
       session_uuid: 's',

@@ -1,0 +1,44 @@
+"""The heartbeat columns the server reads, for ledgers of every schema version, and the
+decoding of the carbon-aware hint they carry.
+
+Columns added after version 1 (``HEARTBEAT_LATER_COLUMNS``: the prediction in version 2,
+the hint in version 4) are missing from older files until a kernel migrates them; the
+queries then read NULL in their place, so an old ledger reads as one without them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+
+from carbon_magic.ledger import HEARTBEAT_COLUMNS
+from carbon_magic.ledger.tables import HEARTBEAT_LATER_COLUMNS
+
+__all__ = ["MAX_HINT_CHARS", "decode_hint", "heartbeat_select", "missing_later_columns"]
+
+MAX_HINT_CHARS = 500  # a longer hint text is not one carbon_magic wrote
+
+
+def heartbeat_select(missing: Collection[str] = ()) -> str:
+    """``h.<name> AS h_<name>`` for each heartbeat column, ``NULL AS h_<name>`` for the
+    ``missing`` ones."""
+    return ", ".join(
+        f"NULL AS h_{name}" if name in missing else f"h.{name} AS h_{name}"
+        for name in HEARTBEAT_COLUMNS
+    )
+
+
+def missing_later_columns(present: Iterable[str]) -> frozenset[str]:
+    """The later heartbeat columns absent from a file whose heartbeats table has the
+    columns ``present`` (``PRAGMA table_info`` names)."""
+    return frozenset(HEARTBEAT_LATER_COLUMNS) - set(present)
+
+
+def decode_hint(text: object) -> str | None:
+    """A heartbeat's ``hint`` column as the text to show, or None when absent, blank or
+    not a plausible hint (not text, or longer than ``MAX_HINT_CHARS``)."""
+    if not isinstance(text, str):
+        return None
+    text = text.strip()
+    if not text or len(text) > MAX_HINT_CHARS:
+        return None
+    return text
