@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from carbon_magic.measurement import Measurement
-from carbon_magic.server import reader as reader_module
+from carbon_magic.server import cell_pages
 from tests import test_server as server_tests
 from tests.test_server import API, METHODS, LedgerBuilder, get_json, new_kernel_id, status_of
 
@@ -234,7 +234,7 @@ async def test_cells_need_a_token(http_server_client, jp_base_url, builder, path
     assert response.code == 403
 
 
-@pytest.mark.parametrize("sql", [reader_module._KERNEL_CELLS, reader_module._NOTEBOOK_CELLS])
+@pytest.mark.parametrize("sql", [cell_pages.KERNEL_CELLS_SQL, cell_pages.NOTEBOOK_CELLS_SQL])
 def test_cell_queries_go_through_an_index(builder, sql):
     builder.session(new_kernel_id(), started_at=time.time())
     builder.ledger.close()

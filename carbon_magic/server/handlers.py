@@ -37,15 +37,9 @@ from tornado import web
 from tornado.ioloop import IOLoop
 
 from carbon_magic.server import metrics, views
+from carbon_magic.server.cell_pages import CELL_PAGE_DEFAULT, CELL_PAGE_MAX, CellPage
 from carbon_magic.server.config import CarbonMagicServer
-from carbon_magic.server.reader import (
-    CELL_PAGE_DEFAULT,
-    CELL_PAGE_MAX,
-    CellPage,
-    LedgerReader,
-    LedgerSnapshot,
-    LedgerUnavailable,
-)
+from carbon_magic.server.reader import LedgerReader, LedgerSnapshot, LedgerUnavailable
 from carbon_magic.server.views import KernelSummary
 
 try:

@@ -26,6 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from carbon_magic import ledger
+from carbon_magic.server.cell_pages import (
+    CELL_PAGE_DEFAULT,
+    CELL_PAGE_MAX,
+    KERNEL_CELLS_SQL,
+    NOTEBOOK_CELLS_SQL,
+    CellPage,
+    cell_record,
+)
 from carbon_magic.server.gpus import session_gpus
 from carbon_magic.server.heartbeat_columns import (
     decode_hint,
@@ -337,119 +345,6 @@ def _cluster_sums(connection: sqlite3.Connection) -> dict[str, tuple[float, floa
     }
 
 
-# --- recorded cells, page by page (GET .../kernels/{id}/cells, GET .../cells?path=) -----
-
-CELL_PAGE_DEFAULT = 100  # cells per page when the client does not say
-CELL_PAGE_MAX = 1000
-
-
-@dataclass(frozen=True)
-class CellRecord:
-    """One recorded cell as the ledger keeps it (IT energy per component in joules,
-    facility energy in kWh, emissions in grams CO2e, times in seconds since the epoch)."""
-
-    id: int  # the ledger row id: increases in the order cells were recorded
-    cell_id: str | None  # the notebook cell id the frontend sent, when it sent one
-    kernel_id: str | None
-    session_uuid: str
-    execution_count: int | None
-    name: str | None
-    source: str | None  # first source line
-    via: str
-    status: str
-    started_at: float
-    ended_at: float
-    duration_s: float
-    energy_j: dict[str, float]
-    energy_kwh: float
-    energy_range_kwh: tuple[float, float]
-    emissions_g: float
-    emissions_range_g: tuple[float, float]
-    embodied_g: float
-    intensity_g_per_kwh: float
-    intensity_source: str
-    pue: float
-    mode: str
-    methods: dict[str, str]
-    budget: str | None
-
-
-@dataclass(frozen=True)
-class CellPage:
-    """A page of cells, oldest first, and whether more cells follow the last one."""
-
-    cells: list[CellRecord]
-    more: bool
-
-
-_CELL_RECORD_COLUMNS = (
-    "c.id, c.cell_id, c.kernel_id, s.session_uuid, c.execution_count, c.name, c.source, "
-    "c.via, c.status, c.started_at, c.ended_at, c.duration_s, c.cpu_j, c.gpu_j, c.ram_j, "
-    "c.energy_kwh, c.energy_low_kwh, c.energy_high_kwh, c.emissions_g, c.emissions_low_g, "
-    "c.emissions_high_g, c.embodied_g, c.intensity_g_per_kwh, c.intensity_source, c.pue, "
-    "c.mode, c.methods_json, c.budget"
-)
-# Both go through the sessions (sessions_kernel, or a scan of the small sessions table)
-# and then cells_session, whose entries are (session_id, row id): a page is a range seek
-# per session in row id order that stops at the limit, however many cells came before.
-# Never a scan of the whole cells table (ORDER BY the row id alone would tempt SQLite).
-_KERNEL_CELLS = f"""
-SELECT {_CELL_RECORD_COLUMNS}
-FROM cells AS c INDEXED BY cells_session JOIN sessions AS s ON s.id = c.session_id
-WHERE c.session_id IN (SELECT id FROM sessions WHERE kernel_id = ?)
-  AND c.id > ? AND c.ended_at >= ?
-ORDER BY c.id LIMIT ?
-"""
-_NOTEBOOK_CELLS = f"""
-SELECT {_CELL_RECORD_COLUMNS}
-FROM cells AS c INDEXED BY cells_session JOIN sessions AS s ON s.id = c.session_id
-WHERE c.session_id IN (
-    SELECT id FROM sessions
-    WHERE notebook_path IN (SELECT value FROM json_each(?))
-       OR kernel_id IN (SELECT value FROM json_each(?))
-) AND c.id > ? AND c.ended_at >= ?
-ORDER BY c.id LIMIT ?
-"""
-
-
-def _json_object(text: str | None) -> dict:
-    """A JSON object column as a dict; anything else (NULL, bad JSON, a list) as {}."""
-    try:
-        value = json.loads(text) if text else {}
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _cell_record(row: tuple) -> CellRecord:
-    return CellRecord(
-        id=row[0],
-        cell_id=row[1],
-        kernel_id=row[2],
-        session_uuid=row[3],
-        execution_count=row[4],
-        name=row[5],
-        source=row[6],
-        via=row[7],
-        status=row[8],
-        started_at=row[9],
-        ended_at=row[10],
-        duration_s=row[11],
-        energy_j=dict(zip(COMPONENTS, row[12:15], strict=True)),
-        energy_kwh=row[15],
-        energy_range_kwh=(row[16], row[17]),
-        emissions_g=row[18],
-        emissions_range_g=(row[19], row[20]),
-        embodied_g=row[21],
-        intensity_g_per_kwh=row[22],
-        intensity_source=row[23],
-        pue=row[24],
-        mode=row[25],
-        methods=_json_object(row[26]),
-        budget=row[27],
-    )
-
-
 class LedgerReader:
     """Answers the server's questions from the ledger, read-only.
 
@@ -631,10 +526,10 @@ class LedgerReader:
         with self._snapshot() as connection:
             if kernel_id is not None:
                 params: tuple = (kernel_id, int(after), since_s, limit + 1)
-                rows = connection.execute(_KERNEL_CELLS, params).fetchall()
+                rows = connection.execute(KERNEL_CELLS_SQL, params).fetchall()
             else:
                 names, ids = json.dumps(list(notebook_paths or ())), json.dumps(list(kernel_ids))
                 params = (names, ids, int(after), since_s)
-                rows = connection.execute(_NOTEBOOK_CELLS, (*params, limit + 1)).fetchall()
-        records = [_cell_record(row) for row in rows[:limit]]
+                rows = connection.execute(NOTEBOOK_CELLS_SQL, (*params, limit + 1)).fetchall()
+        records = [cell_record(row) for row in rows[:limit]]
         return CellPage(records, more=len(rows) > limit)

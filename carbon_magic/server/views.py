@@ -12,14 +12,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from carbon_magic.ledger import LOST_AFTER_S, session_state
-from carbon_magic.server.reader import (
-    COMPONENTS,
-    CellPage,
-    CellRecord,
-    LedgerSnapshot,
-    SessionFigures,
-    Totals,
-)
+from carbon_magic.server.cell_pages import CellPage, CellRecord
+from carbon_magic.server.reader import COMPONENTS, LedgerSnapshot, SessionFigures, Totals
 
 StaleAfter = Callable[[float], float]  # interval_s -> seconds
 Paths = Mapping[str, str]  # kernel id -> notebook path now, from the server's sessions
