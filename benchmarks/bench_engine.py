@@ -60,7 +60,8 @@ with carbon_magic.measure("spin") as m:
         pass
 busy1, t1, times1 = read_proc_stat_cpu_s()[0], time.monotonic(), os.times()
 proc_s = (times1.user + times1.system) - (times0.user + times0.system)
-machine_j = model.idle_w * (t1 - t0) + (model.max_w - model.idle_w) * (busy1 - busy0) / model.n_cpus
+# The CPU model's own curve over the window's measured busy CPU seconds (steady load).
+machine_j = model.energy_j(t1 - t0, busy1 - busy0).central_j
 expected_w = machine_j * min(1.0, proc_s / (busy1 - busy0)) / (t1 - t0)
 print(json.dumps({"reported_w": m.energy_j["cpu"] / m.duration_s, "expected_w": expected_w,
                   "proc_cpu_s": proc_s, "duration_s": m.duration_s,

@@ -203,3 +203,34 @@ def test_vm_with_a_known_host_package_shares_its_tdp():
     # The guest's own package size (threads_per_package from its cpuinfo) is not used.
     guest = cpu_power.cpu_power_model(name, 4, True, threads_per_package=4)
     assert guest.method == cpu_power.METHOD_VCPU
+
+
+def test_the_quick_tdp_lookup_finds_what_the_whole_table_would():
+    """find_tdp reduces only the rows that can match; on every listed name (and the ways
+    /proc/cpuinfo writes them) it must agree with matching against the whole table."""
+    import re
+
+    from carbon_magic.cpu_model import identify
+
+    table = identify.tdp_table()
+
+    def whole_table(name: str):
+        key = identify._tdp_key(name)
+        if not key:
+            return None
+        if key in table:
+            return table[key]
+        padded = f" {key} "
+        found = [
+            listed
+            for listed in table
+            if " " in listed and re.search(r"\d", listed) and f" {listed} " in padded
+        ]
+        return table[max(found, key=len)] if found else None
+
+    names = [name for _, name, _ in identify._tdp_rows()]
+    variants = [f"Intel(R) {name}(R) CPU @ 2.30GHz" for name in names[::7]]
+    variants += [f"{name} 64-Core Processor" for name in names[::11]]
+    variants += ["AMD EPYC", "ARM Neoverse-N1", "QEMU Virtual CPU version 2.5+", ""]
+    for name in names + variants:
+        assert identify.find_tdp(name) == whole_table(name), name

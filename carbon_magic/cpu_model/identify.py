@@ -7,8 +7,10 @@ sheets) and Cloud Carbon Footprint's per-vCPU coefficients by microarchitecture.
 
 from __future__ import annotations
 
+import csv
 import functools
 import re
+from collections.abc import Iterable
 
 PROVIDERS = ("aws", "gcp", "azure")
 
@@ -141,14 +143,49 @@ def _tdp_key(name: str) -> str:
 
 
 @functools.cache
+def _tdp_rows() -> tuple[tuple[str, str, float], ...]:
+    """(name casefolded, name as listed, TDP watts) for every row of the TDP table, read
+    once; splitting the lines by hand is a fraction of what the csv module costs."""
+    from carbon_magic.data import TDP_FILE, read_text
+
+    rows = []
+    for line in read_text(TDP_FILE).splitlines()[1:]:  # after the "name,tdp_w" header
+        if '"' in line:  # a quoted name (it holds a comma): the csv module reads it
+            name, tdp = next(csv.reader([line]))
+        else:
+            name, _, tdp = line.rpartition(",")
+        if name:
+            rows.append((name.casefold(), name, float(tdp)))
+    return tuple(rows)
+
+
+def _table_of(rows: Iterable[tuple[str, str, float]]) -> dict[str, tuple[str, float]]:
+    table: dict[str, tuple[str, float]] = {}
+    for _, name, tdp_w in rows:
+        table.setdefault(_tdp_key(name), (name, tdp_w))
+    return table
+
+
+@functools.cache
 def tdp_table() -> dict[str, tuple[str, float]]:
     """Reduced model name → (name as listed, TDP in watts), read once."""
-    from carbon_magic.data import TDP_FILE, read_table
+    return _table_of(_tdp_rows())
 
-    table: dict[str, tuple[str, float]] = {}
-    for row in read_table(TDP_FILE):
-        table.setdefault(_tdp_key(row["name"]), (row["name"], float(row["tdp_w"])))
-    return table
+
+def _candidates(key: str) -> dict[str, tuple[str, float]]:
+    """The part of ``tdp_table()`` that can match the reduced name ``key``, found without
+    reducing all the table's names (that costs tens of milliseconds at start-up).
+
+    A listed name matches when its reduced form is ``key`` or, for names with a model
+    number, stands whole inside ``key``; either way the listed name contains one of the
+    key's words with a digit, or (a key without digits can only match exactly) its
+    longest word.
+    """
+    words = key.split()
+    wanted = [word for word in words if any(ch.isdigit() for ch in word)]
+    if not wanted:
+        wanted = [max(words, key=len)]
+    return _table_of(row for row in _tdp_rows() if any(word in row[0] for word in wanted))
 
 
 def find_tdp(model_name: str) -> tuple[str, float] | None:
@@ -161,7 +198,7 @@ def find_tdp(model_name: str) -> tuple[str, float] | None:
     key = _tdp_key(model_name)
     if not key:
         return None
-    table = tdp_table()
+    table = _candidates(key)
     if key in table:
         return table[key]
     padded = f" {key} "

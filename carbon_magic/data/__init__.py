@@ -16,10 +16,17 @@ COEFFICIENT_FILE = "cpu_power_by_microarchitecture.csv"
 TDP_FILE = "cpu_tdp.csv"
 
 
+def read_text(name: str) -> str:
+    """The text of the packaged file ``name``.
+
+    Raises ``FileNotFoundError`` if the package was installed without its data.
+    """
+    return resources.files(__name__).joinpath(name).read_text(encoding="utf-8")
+
+
 def read_table(name: str) -> list[dict[str, str]]:
     """Rows of the packaged CSV file ``name`` as dicts keyed by column name.
 
     Raises ``FileNotFoundError`` if the package was installed without its data.
     """
-    text = resources.files(__name__).joinpath(name).read_text(encoding="utf-8")
-    return list(csv.DictReader(io.StringIO(text)))
+    return list(csv.DictReader(io.StringIO(read_text(name))))
