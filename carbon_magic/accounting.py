@@ -31,22 +31,6 @@ SECONDS_PER_YEAR = 365.25 * 24 * 3600
 ENERGY_UNCERTAINTY: dict[str, float] = {MEASURED: 0.10, MODELLED: 0.40, ASSUMED: 0.50}
 
 
-def model_cpu_energy_j(
-    idle_w: float, max_w: float, duration_s: float, busy_cpu_s: float, n_cpus: float
-) -> float:
-    """Energy of the linear model ``P = P_idle + (P_max - P_idle)·u`` over a window, joules.
-
-    ``busy_cpu_s`` is the CPU time all CPUs spent busy in the window (seconds of CPU),
-    ``n_cpus`` the visible CPU count. Integrating ``u = busy/(n·Δt)`` over the window
-    gives ``P_idle·Δt + (P_max - P_idle)·busy/n`` exactly, whatever the sampling.
-    Utilisation is clamped to [0, 1] (counters read a few µs apart can overshoot).
-    """
-    if duration_s <= 0 or n_cpus <= 0:
-        return 0.0
-    busy_cpu_s = min(max(busy_cpu_s, 0.0), n_cpus * duration_s)
-    return idle_w * duration_s + (max_w - idle_w) * busy_cpu_s / n_cpus
-
-
 def cpu_share(process_cpu_s: float, system_busy_s: float) -> float:
     """The kernel's share of busy CPU time in a window, in [0, 1]."""
     if system_busy_s <= 0:

@@ -1,23 +1,28 @@
 import pytest
 
-from carbon_magic import accounting
+from carbon_magic import accounting, cpu_power
 from carbon_magic.measurement import COMPONENTS
 
 
+def _user_linear_model():
+    # 2 CPUs with idle and full-load watts set by the user: a straight line, 10 W → 50 W.
+    return cpu_power.cpu_power_model("any", 2, True, idle_override_w=10, max_override_w=50)
+
+
 def test_linear_model_matches_analytic_integral():
-    # 2 CPUs, idle 10 W, max 50 W; 10 s with one CPU fully busy: u = 0.5 → 30 W → 300 J.
-    assert accounting.model_cpu_energy_j(10, 50, 10.0, 10.0, 2) == pytest.approx(300.0)
-    # Utilisation varying over time only matters through total busy seconds.
-    parts = accounting.model_cpu_energy_j(10, 50, 4.0, 0.0, 2) + accounting.model_cpu_energy_j(
-        10, 50, 6.0, 10.0, 2
-    )
-    assert parts == pytest.approx(accounting.model_cpu_energy_j(10, 50, 10.0, 10.0, 2))
+    model = _user_linear_model()
+    # 10 s with one CPU fully busy: u = 0.5 → 30 W → 300 J.
+    assert model.energy_j(10.0, 10.0).central_j == pytest.approx(300.0)
+    # On a straight line, utilisation varying over time only matters through total busy seconds.
+    parts = model.energy_j(4.0, 0.0).central_j + model.energy_j(6.0, 10.0).central_j
+    assert parts == pytest.approx(model.energy_j(10.0, 10.0).central_j)
 
 
 def test_linear_model_clamps_overshoot_and_empty_windows():
-    assert accounting.model_cpu_energy_j(10, 50, 1.0, 5.0, 2) == pytest.approx(50.0)
-    assert accounting.model_cpu_energy_j(10, 50, 0.0, 1.0, 2) == 0.0
-    assert accounting.model_cpu_energy_j(10, 50, 1.0, -1.0, 2) == pytest.approx(10.0)
+    model = _user_linear_model()
+    assert model.energy_j(1.0, 5.0).central_j == pytest.approx(50.0)
+    assert model.energy_j(0.0, 1.0).central_j == 0.0
+    assert model.energy_j(1.0, -1.0).central_j == pytest.approx(10.0)
 
 
 def test_cpu_share():
