@@ -100,8 +100,8 @@ class Recorder:
         """Tracker tick: heartbeat every ``max(HEARTBEAT_MIN_S, interval)`` seconds, and at
         once when a cell started or ended since the last one."""
         now = time.monotonic()
-        period = max(HEARTBEAT_MIN_S, self.tracker.settings.interval)
-        # The tracker ticks every IDLE_TICK_S (8 s) while no cell runs.
+        period = self._beat_period_s()
+        # While no cell runs the tracker ticks only every IDLE_TICK_S, and each tick beats.
         with self._beat_lock:
             changed = self._running_cell != self._beat_cell
             if now - self._last_heartbeat < period and not changed:
@@ -109,6 +109,17 @@ class Recorder:
             self._last_heartbeat = now
             self._beat_cell = self._running_cell
         self.write_heartbeat(reading)
+
+    def _beat_period_s(self) -> float:
+        """Seconds between heartbeats while the tracker ticks at its interval."""
+        return max(HEARTBEAT_MIN_S, self.tracker.settings.interval)
+
+    def next_beat_s(self, cell_running: bool) -> float:
+        """The longest the next heartbeat may take (seconds), which each heartbeat
+        declares: the beat period while a cell runs, the tracker's idle tick otherwise
+        (a cell starting beats at once)."""
+        period = self._beat_period_s()
+        return period if cell_running else max(period, self.tracker.longest_sleep_s())
 
     def write_heartbeat(self, reading: LiveReading | None = None) -> None:
         """Record the session's running totals, the power now (W per component), the
@@ -141,6 +152,7 @@ class Recorder:
                 running_cell_started_at=running[1] if running else None,
                 prediction=prediction.to_json() if prediction is not None else None,
                 hint=hint,
+                next_beat_s=self.next_beat_s(running is not None),
             ),
         )
 

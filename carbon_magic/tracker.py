@@ -234,6 +234,11 @@ class Tracker:
         """Make the background thread tick now."""
         self._schedule.wake()
 
+    def longest_sleep_s(self) -> float:
+        """The longest the background thread sleeps between ticks while no one watches
+        (seconds): ``IDLE_TICK_S``, or ``interval`` when that is longer."""
+        return self._schedule.idle_sleep_s(self.settings.interval)
+
     def call_soon(self, task: Callable[[], None]) -> None:
         """Run ``task()`` in the tracker thread before its next tick (errors are
         reported once and ignored). Runs at once when the tracker is stopped."""

@@ -18,11 +18,12 @@ from carbon_magic.windows import LiveReading
 Listener = Callable[[LiveReading], None]
 
 # How long the thread sleeps when no one watches (seconds): the idle heartbeat. A
-# sensor that must be read sooner (a counter about to wrap) shortens it. A tick costs
-# about half a millisecond of CPU after a sleep, so 8 s keeps the idle cost near
-# 0.007 % of a core, while heartbeats stay well inside the server's staleness limit
-# (3 × 5 s).
-IDLE_TICK_S = 8.0
+# sensor that must be read sooner (a counter about to wrap) shortens it. A tick and its
+# heartbeat cost about 1–1.5 ms of CPU after a long sleep (cold caches, one SQLite
+# commit), so 30 s keeps the idle cost near 0.004 % of a core. Each heartbeat declares
+# when the next one is due (``next_beat_s``), so the server does not call an idle kernel
+# stale between them; a cell starting wakes the thread at once.
+IDLE_TICK_S = 30.0
 
 
 class WakeSchedule:
@@ -76,10 +77,16 @@ class WakeSchedule:
             or time.monotonic() < self._active_until
         )
 
+    @staticmethod
+    def idle_sleep_s(interval_s: float) -> float:
+        """The longest the thread sleeps between ticks (seconds): the idle heartbeat, or
+        the interval when that is longer."""
+        return max(IDLE_TICK_S, interval_s)
+
     def sleep_s(self, interval_s: float, sources: Iterable[EnergySource]) -> float:
         """Seconds until the next tick: ``interval_s`` while watched, the idle heartbeat
         otherwise, and never longer than a source allows (counter wraps)."""
-        interval = interval_s if self.watched() else max(IDLE_TICK_S, interval_s)
+        interval = interval_s if self.watched() else self.idle_sleep_s(interval_s)
         for source in sources:
             limit = source.poll_interval_s()
             if limit is not None:

@@ -108,8 +108,8 @@ def test_metrics_show_the_cluster_share(tmp_path):
     snapshot = reader.snapshot(now=1.7e9 + 10, day_start=1.7e9)
     reader.close()
     assert snapshot.cluster == {"k1": (2 * CLUSTER["energy_kwh"], 2 * 0.002)}
-    kernels, _ = views.select_kernels(snapshot, ["k1"], lambda interval_s: 3600.0)
-    text = metrics.exposition(snapshot, kernels, lambda interval_s: 3600.0)
+    kernels, _ = views.select_kernels(snapshot, ["k1"], lambda interval_s, next_beat_s: 3600.0)
+    text = metrics.exposition(snapshot, kernels, lambda interval_s, next_beat_s: 3600.0)
     families = {f.name: f for f in text_string_to_metric_families(text)}
     (energy,) = families["carbon_magic_cluster_energy_kwh"].samples
     assert energy.labels["kernel_id"] == "k1"

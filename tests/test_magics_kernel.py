@@ -265,6 +265,52 @@ def test_sigkill_loses_at_most_the_running_cells_last_seconds(ledger_path):
     assert beat["energy_kwh"] > 0
 
 
+def latest_beat(ledger_path: str, kernel_id: str) -> dict | None:
+    conn = sqlite3.connect(ledger_path)
+    conn.row_factory = sqlite3.Row
+    try:
+        beat = ledger_module.latest_heartbeat(conn, kernel_id)
+        return dict(beat) if beat is not None else None
+    finally:
+        conn.close()
+
+
+def wait_for_beat(ledger_path: str, kernel_id: str, predicate, timeout_s: float) -> dict:
+    """The first latest heartbeat that satisfies ``predicate`` within ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        beat = latest_beat(ledger_path, kernel_id)
+        if beat is not None and predicate(beat):
+            return beat
+        assert time.monotonic() < deadline, f"no such heartbeat in {timeout_s} s: {beat}"
+        time.sleep(0.05)
+
+
+def test_an_idle_kernel_beats_seldom_and_a_cell_shows_within_two_seconds(kernel, ledger_path):
+    """Idle, the tracker sleeps its idle tick and its heartbeat says so; a cell starting
+    and ending reaches the ledger (and so the status bar) within 2 s each."""
+    kernel.execute("%load_ext carbon_magic")
+    kernel.execute("x = 1")
+    idle = wait_for_beat(
+        ledger_path, kernel.kernel_id, lambda b: b["running_cell"] is None, timeout_s=5
+    )
+    assert idle["next_beat_s"] == 30.0  # the idle tick
+    kernel.client.execute("import time; time.sleep(4)")
+    started = time.monotonic()
+    busy = wait_for_beat(
+        ledger_path, kernel.kernel_id, lambda b: b["running_cell"] is not None, timeout_s=2
+    )
+    assert time.monotonic() - started < 2.0
+    assert busy["running_cell"].startswith("import time") and busy["next_beat_s"] == 2.0
+    ended = wait_for_beat(
+        ledger_path,
+        kernel.kernel_id,
+        lambda b: b["running_cell"] is None and b["at"] > busy["at"],
+        timeout_s=4 + 2,
+    )
+    assert ended["next_beat_s"] == 30.0 and ended["at"] - busy["running_cell_started_at"] < 4 + 2
+
+
 def test_two_kernels_write_one_ledger(ledger_path):
     kernels = [Kernel(ledger_path, {"CARBON_MAGIC_INTERVAL": "0.2"}) for _ in range(2)]
     try:

@@ -36,7 +36,7 @@ def kernel_document(path, kernel_id):
     reader = LedgerReader(path)
     try:
         figures = reader.kernel(kernel_id)
-        return views.kernel_json(kernel_id, figures, time.time(), lambda interval: 60.0)
+        return views.kernel_json(kernel_id, figures, time.time(), lambda interval, next_beat: 60.0)
     finally:
         reader.close()
 

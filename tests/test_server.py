@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 import uuid
 from datetime import datetime, timezone
@@ -79,6 +80,7 @@ class LedgerBuilder:
         source: str = "static: FR (2023)",
         running_cell: str | None = None,
         prediction: dict | None = None,
+        next_beat_s: float | None = None,
     ) -> None:
         self.ledger.heartbeat(
             session_uuid,
@@ -94,6 +96,7 @@ class LedgerBuilder:
             running_cell=running_cell,
             running_cell_started_at=at - 3 if running_cell else None,
             prediction=prediction,
+            next_beat_s=next_beat_s,
         )
 
     def cell(
@@ -284,6 +287,73 @@ async def test_stale_threshold_follows_a_long_interval(jp_fetch, builder, served
 
     assert data["stale_after_s"] == pytest.approx(90.0)
     assert data["stale"] is False and data["live"] is True
+
+
+async def test_stale_threshold_follows_the_wait_the_heartbeat_declared(jp_fetch, builder, served):
+    """An idle tracker beats every 30 s and says so: 40 s of silence is not stale, while
+    a tracker that promised its next beat in 2 s (a cell running) is stale after 15 s."""
+    now = time.time()
+    idle, busy = new_kernel_id(), new_kernel_id()
+    for kernel_id, age_s, next_beat_s, cell in ((idle, 40, 30.0, None), (busy, 20, 2.0, "fit()")):
+        session = builder.session(kernel_id, started_at=now - 300, interval_s=1.0)
+        builder.beat(
+            session,
+            at=now - age_s,
+            watts={"cpu": 5.0},
+            energy_kwh=0.01,
+            emissions_g=0.5,
+            next_beat_s=next_beat_s,
+            running_cell=cell,
+        )
+
+    idle_data = await get_json(jp_fetch, *API, "kernels", idle)
+    busy_data = await get_json(jp_fetch, *API, "kernels", busy)
+
+    assert idle_data["stale_after_s"] == pytest.approx(90.0)  # 3 × the declared 30 s
+    assert idle_data["stale"] is False and idle_data["live"] is True
+    assert busy_data["stale_after_s"] == pytest.approx(15.0)  # 3 × max(2 s, 5 s)
+    assert busy_data["stale"] is True and busy_data["live"] is False
+
+
+def make_older_ledger(path: Path, heartbeat_column: str, version: int) -> None:
+    """Turn a ledger file into one of schema ``version``, before ``heartbeat_column``."""
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"ALTER TABLE heartbeats DROP COLUMN {heartbeat_column}")
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),))
+    conn.close()
+
+
+def test_a_ledger_from_before_declared_beats_reads_none_and_then_migrates(tmp_path):
+    path = tmp_path / "ledger.sqlite3"
+    kernel_id = new_kernel_id()
+    now = time.time()
+    old = LedgerBuilder(path)
+    session = old.session(kernel_id, started_at=now - 60)
+    old.beat(session, at=now - 2, watts={"cpu": 1.0}, energy_kwh=0.0, emissions_g=0.0)
+    old.ledger.close()
+    make_older_ledger(path, "next_beat_s", version=4)  # as carbon_magic before it wrote it
+    reader = LedgerReader(path)
+    try:
+        figures = reader.kernel(kernel_id)
+        assert figures is not None and figures.heartbeat is not None
+        assert figures.heartbeat.next_beat_s is None
+        (listed,) = reader.snapshot(now, now - 3600).sessions
+        assert listed.heartbeat is not None and listed.heartbeat.next_beat_s is None
+        new = LedgerBuilder(path)  # a kernel of this version migrates the file
+        new.beat(
+            session,
+            at=now - 1,
+            watts={"cpu": 1.0},
+            energy_kwh=0.0,
+            emissions_g=0.0,
+            next_beat_s=30.0,
+        )
+        new.ledger.close()
+        figures = reader.kernel(kernel_id)
+        assert figures is not None and figures.heartbeat is not None
+        assert figures.heartbeat.next_beat_s == 30.0
+    finally:
+        reader.close()
 
 
 async def test_stopped_tracker_is_not_live(jp_fetch, builder, served):

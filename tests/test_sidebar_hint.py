@@ -20,7 +20,7 @@ from carbon_magic.server.reader import LedgerReader
 from carbon_magic.settings import Settings
 from carbon_magic.tracker import SLOW_REFRESH_S, Tracker
 from tests import test_server as server_tests
-from tests.test_server import API, LedgerBuilder, get_json, new_kernel_id
+from tests.test_server import API, LedgerBuilder, get_json, make_older_ledger, new_kernel_id
 
 from .fake_grid_apis import FakeUKGrid
 
@@ -145,10 +145,10 @@ def test_a_ledger_from_before_hints_reads_null_and_then_migrates(tmp_path):
     beat_with_hint(old, session, now - 2, None)
     old.ledger.close()
     # Make it a version 3 file, as the carbon_magic before hints wrote it.
-    with sqlite3.connect(path) as conn:
-        conn.execute("ALTER TABLE heartbeats DROP COLUMN hint")
-        conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    conn = sqlite3.connect(path)
+    conn.execute("ALTER TABLE heartbeats DROP COLUMN next_beat_s")  # version 5
     conn.close()
+    make_older_ledger(path, "hint", version=3)
     reader = LedgerReader(path)
     try:
         figures = reader.kernel(kernel_id)
@@ -171,7 +171,9 @@ def test_a_ledger_from_before_hints_reads_null_and_then_migrates(tmp_path):
     assert hints == [(None,), (HINT,)]
 
 
-@pytest.mark.parametrize("missing", [{"hint"}, {"hint", "prediction_json"}])
+@pytest.mark.parametrize(
+    "missing", [{"hint"}, {"next_beat_s"}, {"hint", "prediction_json", "next_beat_s"}]
+)
 def test_queries_of_older_ledgers_never_scan_heartbeats(builder, missing):
     builder.session(new_kernel_id(), started_at=time.time())
     builder.ledger.close()
@@ -179,7 +181,7 @@ def test_queries_of_older_ledgers_never_scan_heartbeats(builder, missing):
     try:
         connection.execute("ANALYZE")
         for sql in reader_module._older_queries(frozenset(missing)):
-            assert "NULL AS h_hint" in sql
+            assert all(f"NULL AS h_{name}" in sql for name in missing)
             params = [None] * sql.count("?")
             plan = [row[3] for row in connection.execute("EXPLAIN QUERY PLAN " + sql, params)]
             for step in plan:

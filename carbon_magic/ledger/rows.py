@@ -249,12 +249,14 @@ def heartbeat_row(
     running_cell_started_at: float | None,
     prediction: Mapping[str, Any] | None = None,
     hint: str | None = None,
+    next_beat_s: float | None = None,
 ) -> dict[str, Any]:
     """The ``heartbeats`` columns (except the links) for the tracker's state at ``at``
     (UTC epoch seconds): ``watts`` per component, the session's running totals (kWh,
     gCO2e with its range, embodied g), the running cell's first line (secrets redacted)
     and start, its prediction (``Prediction.to_json()``) or None, and the carbon-aware
-    hint of the grid forecast (``Hint.text``) or None."""
+    hint of the grid forecast (``Hint.text``) or None, and the longest the tracker may
+    take to write the next heartbeat (seconds) or None."""
     low, high = emissions_range_g
     return HeartbeatRow(
         at=float(at),
@@ -273,6 +275,7 @@ def heartbeat_row(
         running_cell_started_at=running_cell_started_at,
         prediction_json=compact_json(prediction) if prediction is not None else None,
         hint=hint or None,
+        next_beat_s=float(next_beat_s) if next_beat_s is not None else None,
     ).params()
 
 

@@ -103,6 +103,16 @@ def _migration_4_heartbeat_hint(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE heartbeats ADD COLUMN hint TEXT")
 
 
+def _migration_5_heartbeat_next_beat(conn: sqlite3.Connection) -> None:
+    """Version 5: each heartbeat says how long its tracker may take to write the next one
+    (``next_beat_s``, seconds), so the server judges staleness by the tracker's own
+    cadence: a few seconds while a cell runs, the idle tick while none does. Older rows
+    read NULL (the server then assumes its ``heartbeat_period_s``)."""
+    names = {row[1] for row in conn.execute("PRAGMA table_info(heartbeats)")}
+    if "next_beat_s" not in names:
+        conn.execute("ALTER TABLE heartbeats ADD COLUMN next_beat_s REAL")
+
+
 # Migration N (1-based) brings a file from version N-1 to N, inside the transaction that
 # also records the new version, so a failure leaves the file as it was. To change the
 # schema, append one function here; never edit an existing entry.
@@ -111,6 +121,7 @@ MIGRATIONS: list[Migration] = [
     _migration_2_heartbeat_prediction,
     _migration_3_cluster,
     _migration_4_heartbeat_hint,
+    _migration_5_heartbeat_next_beat,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -123,6 +123,9 @@ class HeartbeatRow(_Row):
     running_cell_started_at: float | None
     prediction_json: str | None  # the running cell's predicted total (schema version 2)
     hint: str | None = None  # the carbon-aware hint of the grid forecast (version 4)
+    # The longest the tracker may take to write its next heartbeat, seconds (version 5):
+    # short while a cell runs, the idle tick while none does. NULL in older rows.
+    next_beat_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -168,7 +171,7 @@ SESSION_COLUMNS = column_names(SessionRow)
 CELL_COLUMNS = column_names(CellRow)
 HEARTBEAT_COLUMNS = column_names(HeartbeatRow)
 # Nullable heartbeat columns added after version 1: older files (and journals) lack them.
-HEARTBEAT_LATER_COLUMNS = ("prediction_json", "hint")
+HEARTBEAT_LATER_COLUMNS = ("prediction_json", "hint", "next_beat_s")
 CELL_CLUSTER_COLUMNS = column_names(CellClusterRow)
 CELL_HOST_COLUMNS = column_names(CellHostRow)
 

@@ -211,14 +211,16 @@ class Ledger(PendingStore):
         running_cell_started_at: float | None,
         prediction: dict[str, Any] | None = None,
         hint: str | None = None,
+        next_beat_s: float | None = None,
     ) -> None:
         """Record the tracker's state now: ``watts`` per component (cpu, gpu, ram), the
         session's running totals (kWh, gCO2e with range, embodied g), the intensity in use
         and the running cell's first line and start (UTC epoch seconds), and its predicted
         total at completion when it has one (``Prediction.to_json()``: fraction 0..1,
         grams CO2e and their range, ETA seconds), and the carbon-aware hint of the grid
-        forecast (``Hint.text``) when there is one. Heartbeats of the session older than a
-        day are pruned now and then, always keeping the latest."""
+        forecast (``Hint.text``) when there is one, and the longest the tracker may take to
+        write the next heartbeat (``next_beat_s``, seconds). Heartbeats of the session
+        older than a day are pruned now and then, always keeping the latest."""
         row = heartbeat_row(
             at=at,
             watts=watts,
@@ -233,6 +235,7 @@ class Ledger(PendingStore):
             running_cell_started_at=running_cell_started_at,
             prediction=prediction,
             hint=hint,
+            next_beat_s=next_beat_s,
         )
         self._submit(("beat", session_uuid, row))
 

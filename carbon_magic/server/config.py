@@ -66,7 +66,10 @@ class CarbonMagicServer(Configurable):
     heartbeat_period_s = Float(
         HEARTBEAT_PERIOD_S,
         min=0.1,
-        help="Seconds between a running tracker's heartbeats (used to judge staleness).",
+        help=(
+            "Seconds between a running tracker's heartbeats, assumed for heartbeats that do "
+            "not declare when the next one is due (written before ledger schema 5)."
+        ),
     ).tag(config=True)
 
     stale_after_beats = Float(
@@ -74,11 +77,15 @@ class CarbonMagicServer(Configurable):
         min=1.0,
         help=(
             "A kernel's live figures are stale when its latest heartbeat is older than this "
-            "many heartbeat periods: max(n * interval_s, n * heartbeat_period_s) seconds."
+            "many heartbeat periods: n * max(interval_s, heartbeat_period_s, next_beat_s) "
+            "seconds, where next_beat_s is what the heartbeat declares (the tracker's idle "
+            "tick while no cell runs)."
         ),
     ).tag(config=True)
 
-    def stale_after_s(self, interval_s: float) -> float:
-        """Heartbeat age (seconds) beyond which a session with ``interval_s`` is stale."""
-        period = max(float(interval_s or 0.0), self.heartbeat_period_s)
+    def stale_after_s(self, interval_s: float, next_beat_s: float | None = None) -> float:
+        """Heartbeat age (seconds) beyond which a session with ``interval_s`` is stale,
+        given the wait its latest heartbeat declared for the next (``next_beat_s``,
+        seconds; None when it declared none)."""
+        period = max(float(interval_s or 0.0), self.heartbeat_period_s, float(next_beat_s or 0.0))
         return self.stale_after_beats * period

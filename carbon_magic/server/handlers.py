@@ -79,8 +79,8 @@ class ExtensionState:
     reader: LedgerReader
     executor: ThreadPoolExecutor
 
-    def stale_after(self, interval_s: float) -> float:
-        return self.config.stale_after_s(interval_s)
+    def stale_after(self, interval_s: float, next_beat_s: float | None) -> float:
+        return self.config.stale_after_s(interval_s, next_beat_s)
 
 
 class CarbonMagicHandler(APIHandler):

@@ -89,6 +89,9 @@ class Heartbeat:
     # "emissions_range_g": [low, high], "eta_s"}, or None.
     prediction: dict[str, Any] | None = None
     hint: str | None = None  # the carbon-aware hint of the grid forecast, or None
+    # The longest the tracker said it may take to write the next heartbeat (seconds);
+    # None for heartbeats written before ledger schema 5.
+    next_beat_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -306,7 +309,15 @@ def _heartbeat(row: sqlite3.Row | None) -> Heartbeat | None:
         running_cell_started_at=row["h_running_cell_started_at"],
         prediction=_prediction(row["h_prediction_json"]),
         hint=decode_hint(row["h_hint"]),
+        next_beat_s=_positive_or_none(row["h_next_beat_s"]),
     )
+
+
+def _positive_or_none(value: object) -> float | None:
+    """A declared duration (seconds) as a float; None when absent or not positive."""
+    if isinstance(value, (int, float)) and value > 0:
+        return float(value)
+    return None
 
 
 def _prediction(text: str | None) -> dict[str, Any] | None:

@@ -15,7 +15,7 @@ from carbon_magic.ledger import LOST_AFTER_S, session_state
 from carbon_magic.server.cell_pages import CellPage, CellRecord
 from carbon_magic.server.reader import COMPONENTS, LedgerSnapshot, SessionFigures, Totals
 
-StaleAfter = Callable[[float], float]  # interval_s -> seconds
+StaleAfter = Callable[[float, "float | None"], float]  # interval_s, next_beat_s -> seconds
 Paths = Mapping[str, str]  # kernel id -> notebook path now, from the server's sessions
 
 
@@ -46,10 +46,13 @@ class Liveness:
 
 
 def liveness(figures: SessionFigures, now: float, stale_after: StaleAfter) -> Liveness:
-    """Judge a session's heartbeat: stale when older than ``stale_after(interval_s)``;
-    a running session silent for longer than LOST_AFTER_S (or the stale limit, if
-    longer) reads ``lost``: ended, as a killed kernel leaves it."""
-    limit = stale_after(figures.session.interval_s)
+    """Judge a session's heartbeat: stale when older than ``stale_after(interval_s,
+    next_beat_s)`` (the wait for the next heartbeat that the latest one declared); a
+    running session silent for longer than LOST_AFTER_S (or the stale limit, if longer)
+    reads ``lost``: ended, as a killed kernel leaves it."""
+    heartbeat = figures.heartbeat
+    next_beat_s = heartbeat.next_beat_s if heartbeat is not None else None
+    limit = stale_after(figures.session.interval_s, next_beat_s)
     age = max(0.0, now - figures.last_seen)
     stale = age > limit
     state = session_state(
