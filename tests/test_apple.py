@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from carbon_magic.measurement import is_gpu_key
 from carbon_magic.sensors import detect
 from carbon_magic.sensors.apple import AppleSoc, AppleSource, is_apple_silicon
 from carbon_magic.settings import Settings
@@ -73,6 +74,13 @@ def test_parts_at_known_powers() -> None:
     assert gpu.read_j() == pytest.approx({"apple:gpu": 125.0, "apple:ane": 20.0})
     assert gpu.gpu_names()["apple:ane"].endswith("Neural Engine")
     assert gpu.use_by({1}) and all(u.sm_share is None for u in gpu.use_by({1}).values())
+
+
+def test_the_neural_engine_is_an_accelerator_but_not_a_gpu() -> None:
+    gpu = AppleSource(AppleSoc(stand_in(Chip())), "gpu")
+    assert set(gpu.gpu_names()) == {"apple:gpu", "apple:ane"}
+    assert [key for key in gpu.gpu_names() if is_gpu_key(key)] == ["apple:gpu"]
+    assert is_gpu_key("nvidia:0") and is_gpu_key("amd:1") and is_gpu_key("gpu0")
 
 
 def test_one_sample_serves_the_three_views() -> None:
