@@ -137,9 +137,10 @@ def gpu_process_fraction(
     """The fraction of one GPU's energy over a tick that process mode charges the kernel.
 
     Unused: 0. Used alone, or shared where per-process utilisation is unknown
-    (``sm_share`` None): 1, the whole device. Shared with a known SM-utilisation share:
-    that share of the energy above idle (``idle_w`` × ``duration_s``); idle stays
-    unattributed in process mode, as in Kepler, and is counted in machine mode.
+    (``sm_share`` None): 1, the whole device. Shared with a known share of the GPU's
+    work (SM utilisation, gfx engine time): that share of the energy above idle
+    (``idle_w`` × ``duration_s``); idle stays unattributed in process mode, as in
+    Kepler, and is counted in machine mode.
     """
     if not used or energy_j <= 0:
         return 0.0

@@ -161,8 +161,9 @@ def _distinct(values: Iterable[Any]) -> list[str]:
 def describe_hardware(hardware: Mapping[str, Any]) -> str:
     """``"1 x NVIDIA H200, AMD EPYC 9654 (96 CPUs)"`` from ``Tracker.hardware()``."""
     parts = []
-    if hardware.get("gpus"):
-        parts.append(describe_gpus(hardware))
+    gpus = describe_gpus(hardware)
+    if gpus:
+        parts.append(gpus)
     if hardware.get("cpu_model"):
         cpu = str(hardware["cpu_model"])
         n_cpus = hardware.get("n_cpus")

@@ -22,7 +22,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from carbon_magic._version import __version__
 from carbon_magic.ledger import CELL_COLUMNS, CLUSTER_SHARE_COLUMNS
-from carbon_magic.measurement import COMPONENTS, J_PER_KWH
+from carbon_magic.measurement import COMPONENTS, J_PER_KWH, is_gpu_key
 from carbon_magic.redact import redact_secrets
 from carbon_magic.report import Row, row_devices, row_hardware, row_methods, row_settings
 
@@ -113,16 +113,19 @@ def _text(value: Any) -> str:
 
 
 def _gpu_names(hardware: Mapping[str, Any]) -> list[str] | None:
+    """The names of the GPUs in a hardware summary, other accelerators (Apple's Neural
+    Engine) left out; ``None`` where the summary has no ``gpus``."""
     gpus = hardware.get("gpus")
     if gpus is None:
         return None
     if isinstance(gpus, Mapping):
-        return [str(name) for name in gpus.values()]
+        return [str(name) for key, name in gpus.items() if is_gpu_key(str(key))]
     return [str(g.get("name", g)) if isinstance(g, Mapping) else str(g) for g in gpus]
 
 
 def describe_gpus(hardware: Mapping[str, Any]) -> str:
-    """``"2 x NVIDIA H200"`` (CodeCarbon's style) from a hardware summary; ``""`` if none."""
+    """``"2 x NVIDIA H200"`` (CodeCarbon's style) from a hardware summary; ``""`` if none.
+    GPUs only: Apple's Neural Engine is not listed."""
     names = _gpu_names(hardware) or []
     return ", ".join(f"{count} x {name}" for name, count in Counter(names).items())
 

@@ -16,6 +16,10 @@ J_PER_KWH = 3.6e6
 # were told apart hold ``gpu<index>`` for NVIDIA GPUs.
 GPU_VENDORS = ("nvidia", "amd", "apple")
 _LEGACY_GPU_PREFIX = "gpu"
+# Apple's Neural Engine: measured with the accelerators (its energy is GPU energy), but
+# not a GPU, so counts of GPUs (exports' gpu_count, embodied emissions per GPU) leave it out.
+APPLE_ANE_KEY = "apple:ane"
+_NOT_GPUS = frozenset({APPLE_ANE_KEY})
 
 
 def device_vendor(key: str) -> str | None:
@@ -27,6 +31,13 @@ def device_vendor(key: str) -> str | None:
     if key.startswith(_LEGACY_GPU_PREFIX) and key[len(_LEGACY_GPU_PREFIX) :].isdigit():
         return "nvidia"
     return None
+
+
+def is_gpu_key(key: str) -> bool:
+    """Whether an accelerator's device key names a GPU (``nvidia:0``, ``amd:1``,
+    ``apple:gpu``, ``gpu0``) rather than another accelerator measured with them
+    (``apple:ane``, Apple's Neural Engine)."""
+    return key not in _NOT_GPUS
 
 
 @dataclass

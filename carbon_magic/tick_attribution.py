@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from carbon_magic import accounting
-from carbon_magic.measurement import COMPONENTS
+from carbon_magic.measurement import COMPONENTS, is_gpu_key
 from carbon_magic.sensors.base import SHARE_BY_CPU_TIME, EnergySource, GpuUse
 from carbon_magic.settings import Settings
 
@@ -88,7 +88,8 @@ class TickAttributor:
             else:
                 energy = accounting.method_range(delta_j, source.method)
             if source.component == "gpu":
-                gpu_keys.append(key)
+                if is_gpu_key(key):  # embodied emissions count GPUs, not the Neural Engine
+                    gpu_keys.append(key)
                 fraction = self._gpu_fraction(key, delta_j, dt_s)
             elif source.process_share == SHARE_BY_CPU_TIME:
                 fraction = share

@@ -1,4 +1,5 @@
-"""AmdSmiSensor over a stand-in ``amdsmi`` module built from its documented 7.x API."""
+"""AmdSmiSensor over a stand-in ``amdsmi`` module built from its documented 7.x API
+(and, where said, the 6.x one before 6.2, whose process list holds handles)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from carbon_magic import accounting
 from carbon_magic.sensors.amdsmi import WRAP_32_BITS, AmdSmiSensor, visible_indices
 from carbon_magic.sensors.base import MEASURED, MODELLED
 
@@ -27,6 +29,7 @@ class AmdSmiLibraryException(AmdSmiException):
 
 
 NOT_SUPPORTED = 2
+NOT_FOUND = 31
 
 
 @dataclass
@@ -37,9 +40,36 @@ class FakeAmdGpu:
     power_w: float | str | None = 300  # "N/A" or None: unsupported
     pids: list[int] | None = field(default_factory=list)  # None: NotSupported
     old_key: bool = False  # amdsmi 6.x named the counter "power"
+    gfx_ns: dict[int, int] = field(default_factory=dict)  # cumulative gfx busy ns per pid
+    engine_usage: bool = True  # False: process entries without engine_usage
 
 
-def fake_amdsmi(gpus: list[FakeAmdGpu], init_error: Exception | None = None, version: int = 7):
+@dataclass(frozen=True)
+class ProcessHandle:
+    """Like amdsmi_process_handle_t, what the process list held before amdsmi 6.2."""
+
+    value: int
+
+
+def process_info(gpu: FakeAmdGpu, pid: int) -> dict:
+    """One process as amdsmi_get_gpu_process_list (7.x) or _info (6.x) describes it."""
+    info = {
+        "name": "python",
+        "pid": pid,
+        "mem": 1 << 20,
+        "memory_usage": {"gtt_mem": 0, "cpu_mem": 0, "vram_mem": 1 << 20},
+    }
+    if gpu.engine_usage:
+        info["engine_usage"] = {"gfx": gpu.gfx_ns.get(pid, 0), "enc": 0}
+    return info
+
+
+def fake_amdsmi(
+    gpus: list[FakeAmdGpu],
+    init_error: Exception | None = None,
+    version: int = 7,
+    process_handles: bool = False,
+):
     mod = types.ModuleType("amdsmi")
     mod.AmdSmiException = AmdSmiException
     mod.AmdSmiLibraryException = AmdSmiLibraryException
@@ -71,7 +101,14 @@ def fake_amdsmi(gpus: list[FakeAmdGpu], init_error: Exception | None = None, ver
         pids = gpus[handle].pids
         if pids is None:
             raise AmdSmiLibraryException(NOT_SUPPORTED)
-        return [{"name": "python", "pid": pid, "mem": 1 << 20} for pid in pids]
+        if process_handles:
+            return [ProcessHandle(pid) for pid in pids]
+        return [process_info(gpus[handle], pid) for pid in pids]
+
+    def one_process(handle, process):
+        if process.value not in (gpus[handle].pids or []):
+            raise AmdSmiLibraryException(NOT_FOUND, "AMDSMI_STATUS_NOT_FOUND")
+        return process_info(gpus[handle], process.value)
 
     mod.amdsmi_init = init
     mod.amdsmi_shut_down = shut_down
@@ -79,6 +116,8 @@ def fake_amdsmi(gpus: list[FakeAmdGpu], init_error: Exception | None = None, ver
     mod.amdsmi_get_gpu_asic_info = lambda h: {"market_name": gpus[h].name, "vendor_id": 4098}
     mod.amdsmi_get_power_info = power
     mod.amdsmi_get_gpu_process_list = processes
+    if process_handles:
+        mod.amdsmi_get_gpu_process_info = one_process
     if version >= 6:
         mod.amdsmi_get_energy_count = energy
     return mod
@@ -219,6 +258,61 @@ def test_use_by_process_list() -> None:
     assert not use["amd:0"].shared and use["amd:1"].shared
     assert all(u.sm_share is None for u in use.values())  # whole-device charging
     assert "whole GPU" in use["amd:1"].how and "unavailable" in use["amd:2"].how
+
+
+def test_shared_gpu_split_by_gfx_engine_time() -> None:
+    gpu = FakeAmdGpu(pids=[10, 11, 77], gfx_ns={10: 5_000, 11: 0, 77: 9_000})
+    sensor, _, clock = make([gpu])
+    first = sensor.use_by({10, 11})["amd:0"]
+    assert first.shared and first.sm_share is None and "first sample" in first.how
+    clock.advance(10)
+    gpu.gfx_ns[10] += 2_000_000_000  # the kernel and its child: 3 s of gfx engine time
+    gpu.gfx_ns[11] += 1_000_000_000
+    gpu.gfx_ns[77] += 1_000_000_000  # another user's process: 1 s
+    use = sensor.use_by({10, 11})["amd:0"]
+    assert use.shared and use.sm_share == pytest.approx(0.75)
+    assert use.how == "shared: split by gfx engine time"
+    # That share of the energy above idle, as for NVIDIA: 10 s at 300 W, idle 100 W.
+    fraction = accounting.gpu_process_fraction(3000.0, 10.0, True, use.sm_share, 100.0)
+    assert fraction * 3000.0 == pytest.approx(0.75 * 2000.0)
+
+
+def test_gfx_share_of_a_process_new_since_the_last_sample_counts_from_zero() -> None:
+    gpu = FakeAmdGpu(pids=[77], gfx_ns={77: 4_000_000_000})
+    sensor, _, _ = make([gpu])
+    assert sensor.use_by({10}) == {}  # not the kernel's GPU yet; its sample is kept
+    gpu.pids, gpu.gfx_ns = [10, 77], {10: 1_000_000_000, 77: 7_000_000_000}
+    assert sensor.use_by({10})["amd:0"].sm_share == pytest.approx(0.25)
+
+
+def test_gfx_share_through_the_process_handles_of_amdsmi_before_6_2() -> None:
+    gpu = FakeAmdGpu(pids=[10, 77], gfx_ns={10: 0, 77: 0})
+    sensor, _, _ = make([gpu], process_handles=True)
+    sensor.use_by({10})
+    gpu.gfx_ns = {10: 1_000, 77: 4_000}
+    assert sensor.use_by({10})["amd:0"].sm_share == pytest.approx(0.2)
+
+
+def test_shared_gpu_without_engine_usage_is_charged_whole() -> None:
+    gpu = FakeAmdGpu(pids=[10, 77], engine_usage=False)
+    sensor, _, _ = make([gpu])
+    for _ in range(2):
+        use = sensor.use_by({10})["amd:0"]
+        assert use.shared and use.sm_share is None
+        assert use.how == "shared, no per-process gfx engine time: whole GPU"
+
+
+def test_gfx_time_that_went_back_or_did_not_grow_charges_the_whole_gpu() -> None:
+    gpu = FakeAmdGpu(pids=[10, 77], gfx_ns={10: 1_000, 77: 8_000})
+    sensor, _, _ = make([gpu])
+    sensor.use_by({10})
+    gpu.gfx_ns = {10: 3_000, 77: 500}  # pid 77 restarted (or was reused): no sample
+    went_back = sensor.use_by({10})["amd:0"]
+    assert went_back.sm_share is None and "went back" in went_back.how
+    idle = sensor.use_by({10})["amd:0"]  # nobody's time grew since
+    assert idle.sm_share is None and "no gfx engine time" in idle.how
+    gpu.gfx_ns = {10: 4_000, 77: 3_500}  # measured again from the values after the reset
+    assert sensor.use_by({10})["amd:0"].sm_share == pytest.approx(0.25)
 
 
 def test_close_is_idempotent() -> None:

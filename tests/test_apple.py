@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from carbon_magic.measurement import is_gpu_key
 from carbon_magic.sensors import detect
 from carbon_magic.sensors.apple import AppleSoc, AppleSource, is_apple_silicon
 from carbon_magic.settings import Settings
@@ -73,6 +74,13 @@ def test_parts_at_known_powers() -> None:
     assert gpu.read_j() == pytest.approx({"apple:gpu": 125.0, "apple:ane": 20.0})
     assert gpu.gpu_names()["apple:ane"].endswith("Neural Engine")
     assert gpu.use_by({1}) and all(u.sm_share is None for u in gpu.use_by({1}).values())
+
+
+def test_the_neural_engine_is_an_accelerator_but_not_a_gpu() -> None:
+    gpu = AppleSource(AppleSoc(stand_in(Chip())), "gpu")
+    assert set(gpu.gpu_names()) == {"apple:gpu", "apple:ane"}
+    assert [key for key in gpu.gpu_names() if is_gpu_key(key)] == ["apple:gpu"]
+    assert is_gpu_key("nvidia:0") and is_gpu_key("amd:1") and is_gpu_key("gpu0")
 
 
 def test_one_sample_serves_the_three_views() -> None:
@@ -149,3 +157,26 @@ def test_tracker_on_apple_silicon_measures_cpu_gpu_and_dram(tmp_path) -> None:
     assert m.devices == pytest.approx(
         {"apple:cpu": 20.0, "apple:dram": 4.0, "apple:gpu": 60.0, "apple:ane": 2.0}
     )
+
+
+def test_embodied_emissions_count_the_gpu_not_the_neural_engine() -> None:
+    from carbon_magic import accounting
+    from carbon_magic.tick_attribution import RawCounters, TickAttributor
+    from tests.sources import CounterSource
+
+    gpu = CounterSource("apple", "gpu", ("apple:gpu", "apple:ane"), vendor="apple")
+    settings = Settings(environ={})
+
+    def raw(t_s: float, gpu_j: float, ane_j: float) -> RawCounters:
+        counters = {"apple:gpu": (gpu, gpu_j, None), "apple:ane": (gpu, ane_j, None)}
+        return RawCounters(round(t_s * 1e9), counters, 0.0, 0.0, 0)
+
+    attributed = TickAttributor().attribute(raw(0, 0, 0), raw(10, 50, 5), 16 * 10**9, settings)
+    assert attributed is not None
+    server_g_s, one_gpu_g_s = accounting.embodied_rate_g_per_s(
+        settings.embodied_server_kg, settings.embodied_gpu_kg, 1, settings.lifetime_years
+    )
+    assert attributed["machine"].embodied_g == pytest.approx((server_g_s + one_gpu_g_s) * 10)
+    assert attributed["process"].embodied_g == pytest.approx(one_gpu_g_s * 10)  # no CPU share
+    # The Neural Engine's energy is still GPU energy.
+    assert attributed["machine"].energy["gpu"].central_j == pytest.approx(55.0)

@@ -116,6 +116,16 @@ def test_hardware_from_a_tracker_summary():
     assert block["hardware_used"] == "AMD EPYC (2 CPUs)"
 
 
+def test_hardware_lists_apple_gpus_not_the_neural_engine():
+    gpus = {"apple:gpu": "Apple M3 GPU", "apple:ane": "Apple M3 Neural Engine"}
+    hardware = {"cpu_model": "Apple M3", "n_cpus": 8, "gpus": gpus}
+    block = load_block(model_card([make_row(1, 1.0)], hardware=hardware).yaml)
+    assert block["hardware_used"] == "1 x Apple M3 GPU, Apple M3 (8 CPUs)"
+    only_ane = {"cpu_model": "Apple M3", "n_cpus": 8, "gpus": {"apple:ane": gpus["apple:ane"]}}
+    block = load_block(model_card([make_row(1, 1.0)], hardware=only_ane).yaml)
+    assert block["hardware_used"] == "Apple M3 (8 CPUs)"
+
+
 def test_cloud_region_names_its_place():
     row = make_row(1, 1.0, settings_json=json.dumps({"cloud_region": "aws:eu-west-3"}))
     block = load_block(model_card([row]).yaml)

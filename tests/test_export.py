@@ -132,6 +132,21 @@ def test_codecarbon_defaults_cloud_and_hardware_argument(tmp_path):
     assert dict(zip(header, second, strict=True))["gpu_model"] == "2 x NVIDIA H200"
 
 
+def test_apple_neural_engine_is_not_counted_as_a_gpu(tmp_path):
+    apple = {
+        "cpu_model": "Apple M3 Max",
+        "n_cpus": 16,
+        "gpus": {"apple:gpu": "Apple M3 Max GPU", "apple:ane": "Apple M3 Max Neural Engine"},
+    }
+    path = export_records([cc_row(hardware_json=json.dumps(apple))], tmp_path / "e.csv")
+    header, values = read_csv(path)
+    got = dict(zip(header, values, strict=True))
+    assert int(got["gpu_count"]) == 1
+    assert got["gpu_model"] == "1 x Apple M3 Max GPU"
+    # The Neural Engine's energy stays in the GPU figures.
+    assert float(got["gpu_energy"]) == pytest.approx(7200 * 1.5 / 3.6e6)
+
+
 def test_codecarbon_export_reads_back_with_pandas(tmp_path):
     pandas = pytest.importorskip("pandas")
     rows = [cc_row(), cc_row(id=2, execution_count=2, emissions_g=5.0)]

@@ -14,6 +14,16 @@ draws power (seen on MI100 boards), energy is integrated from
 Only the GPUs the process can see count: ``ROCR_VISIBLE_DEVICES`` selects among all
 GPUs, then ``HIP_VISIBLE_DEVICES`` (or ``CUDA_VISIBLE_DEVICES``, which HIP also honours)
 among those, by index in amdsmi's order. Keys are ``amd:<index>``.
+
+When other processes also run on a GPU the kernel uses, :meth:`AmdSmiSensor.use_by`
+splits it by gfx engine time: each process's ``engine_usage["gfx"]`` from
+``amdsmi_get_gpu_process_list`` (amdsmi 6.2 and newer; from ``amdsmi_get_gpu_process_info``
+before, where the list holds process handles) is its cumulative busy time on the
+graphics/compute engine, nanoseconds. The kernel's share is its processes' growth of that
+time over every process's since the previous call, and process mode charges it that share
+of the energy above idle, as for NVIDIA's SM utilisation. Where there is no previous
+sample, a field is missing, nobody's time grew or someone's went back (a restarted
+process, a reused pid), the whole device is charged and the use says why.
 """
 
 from __future__ import annotations
@@ -53,6 +63,8 @@ class _AmdGpu:
     last_change_ns: int = 0
     last_w: float = 0.0
     last_ns: int = 0
+    # gfx engine ns per pid at the previous use_by; None: no complete sample to compare.
+    gfx_ns: dict[int, int] | None = None
 
 
 def visible_indices(environ: Mapping[str, str], count: int) -> list[int]:
@@ -72,6 +84,39 @@ def visible_indices(environ: Mapping[str, str], count: int) -> list[int]:
                 picked.append(chosen[int(token)])
         chosen = picked
     return chosen
+
+
+def gfx_time_share(
+    previous: Mapping[int, int] | None, current: Mapping[int, int], wanted: set[int]
+) -> tuple[float | None, str]:
+    """The share (0–1) of a GPU's gfx engine time that the ``wanted`` pids took between
+    two samples of every process's cumulative gfx engine time (pid -> ns), and one line
+    saying how; the share is ``None`` (charge the whole GPU) without a ``previous``
+    sample, when nobody's time grew, or when someone's went back (a restarted process or
+    a reused pid). A pid new since ``previous`` counts from zero; one gone since is left
+    out."""
+    if previous is None:
+        return None, "shared, first sample of gfx engine time: whole GPU"
+    mine = total = 0
+    for pid, ns in current.items():
+        grown = ns - previous.get(pid, 0)
+        if grown < 0:
+            return None, "shared, gfx engine time went back (process restarted?): whole GPU"
+        total += grown
+        if pid in wanted:
+            mine += grown
+    if total <= 0:
+        return None, "shared, no gfx engine time since the last sample: whole GPU"
+    return mine / total, "shared: split by gfx engine time"
+
+
+def _gfx_ns(info: Mapping[str, Any]) -> int | None:
+    """A process entry's cumulative gfx engine time, ns; None where it is missing."""
+    usage = info.get("engine_usage")
+    value = usage.get("gfx") if isinstance(usage, Mapping) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        return None
+    return int(value)
 
 
 def _watts(info: Mapping[str, Any]) -> float | None:
@@ -282,9 +327,13 @@ class AmdSmiSensor:
         return {g.key: g.name for g in self._gpus}
 
     def use_by(self, pids: Iterable[int]) -> dict[str, GpuUse]:
-        """GPUs any of ``pids`` runs on (``amdsmi_get_gpu_process_list``). A GPU whose list
-        cannot be read counts as used, whole; a shared one is charged whole too (amdsmi
-        has no per-process utilisation share), and the use says so."""
+        """How ``pids`` use each GPU they run on (``amdsmi_get_gpu_process_list``).
+
+        A GPU whose list cannot be read counts as used, whole. One shared with other
+        processes gets the kernel's share of gfx engine time since the previous call
+        (:func:`gfx_time_share`), or ``None`` (charge the whole GPU) where that cannot be
+        told, and the use says which. Every call keeps each GPU's sample for the next.
+        """
         wanted = set(pids)
         used: dict[str, GpuUse] = {}
         with self._lock:
@@ -292,23 +341,51 @@ class AmdSmiSensor:
                 return used
             for gpu in self._gpus:
                 try:
-                    procs = self._smi.amdsmi_get_gpu_process_list(gpu.handle)
-                except (self._exc("AmdSmiException"), AttributeError):
+                    entries = self._processes(gpu.handle)
+                except (self._exc("AmdSmiException"), AttributeError, TypeError):
+                    gpu.gfx_ns = None
                     used[gpu.key] = GpuUse(None, False, "process list unavailable: whole GPU")
                     continue
-                running = {
-                    p.get("pid") if isinstance(p, Mapping) else getattr(p, "pid", None)
-                    for p in procs
-                }
-                if running & wanted:
-                    shared = not running <= wanted
-                    how = (
-                        "shared, no per-process share: whole GPU"
-                        if shared
-                        else "only the kernel's processes"
-                    )
-                    used[gpu.key] = GpuUse(None, shared, how)
+                previous = gpu.gfx_ns
+                current: dict[int, int] | None = {}
+                for pid, ns in entries:
+                    if pid is None or ns is None or current is None:
+                        current = None
+                    else:
+                        current[pid] = current.get(pid, 0) + ns
+                gpu.gfx_ns = current
+                running = {pid for pid, _ in entries}
+                if not running & wanted:
+                    continue
+                if running <= wanted:
+                    used[gpu.key] = GpuUse(None, False, "only the kernel's processes")
+                elif current is None:
+                    how = "shared, no per-process gfx engine time: whole GPU"
+                    used[gpu.key] = GpuUse(None, True, how)
+                else:
+                    share, how = gfx_time_share(previous, current, wanted)
+                    used[gpu.key] = GpuUse(share, True, how)
         return used
+
+    def _processes(self, handle: Any) -> list[tuple[int | None, int | None]]:
+        """(pid, cumulative gfx engine ns) of each process on a GPU; either is None
+        where amdsmi does not give it. amdsmi 6.2 and newer list dicts; older versions
+        list process handles, each read with ``amdsmi_get_gpu_process_info``."""
+        entries: list[tuple[int | None, int | None]] = []
+        for proc in self._smi.amdsmi_get_gpu_process_list(handle):
+            info: Any = proc
+            if not isinstance(proc, Mapping) and hasattr(self._smi, "amdsmi_get_gpu_process_info"):
+                try:
+                    info = self._smi.amdsmi_get_gpu_process_info(handle, proc)
+                except self._exc("AmdSmiException"):
+                    info = None  # gone since the list was read, or unreadable
+            if isinstance(info, Mapping):
+                pid = info.get("pid")
+                entries.append((pid if isinstance(pid, int) else None, _gfx_ns(info)))
+            else:
+                pid = getattr(info, "pid", None)
+                entries.append((pid if isinstance(pid, int) else None, None))
+        return entries
 
     def status(self) -> SensorStatus:
         """``detail`` like "2 GPUs: AMD Instinct MI300X (energy counter)", or the reason."""

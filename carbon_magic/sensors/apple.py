@@ -5,8 +5,9 @@ in millijoules since the monitor was created, per part of the SoC: ``cpu_total_m
 ``dram_mj``, ``gpu_mj``, ``gpu_sram_mj``, ``ane_mj`` (each ``None`` where the chip does
 not report it). One monitor serves three sources, one per tracker component: CPU
 (``apple:cpu``), RAM (``apple:dram``) and accelerators (``apple:gpu``, GPU and its SRAM;
-``apple:ane``, the Neural Engine). A tick reads the three within microseconds, so one
-sample younger than ``SAMPLE_REUSE_S`` serves all three.
+``apple:ane``, the Neural Engine, whose energy counts as GPU energy but which is not
+counted as a GPU: ``measurement.is_gpu_key``). A tick reads the three within
+microseconds, so one sample younger than ``SAMPLE_REUSE_S`` serves all three.
 
 The SoC shares one memory and one GPU between every process; process mode charges the
 kernel CPU and DRAM by its CPU-time share and the GPU whole (macOS tells no per-process
@@ -22,6 +23,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from carbon_magic.measurement import APPLE_ANE_KEY
+
 from .base import MEASURED, SHARE_BY_CPU_TIME, GpuUse, SensorStatus
 
 SAMPLE_REUSE_S = 0.002
@@ -31,7 +34,7 @@ _PARTS = (
     ("apple:cpu", "cpu", ("cpu_total_mj",)),
     ("apple:dram", "ram", ("dram_mj",)),
     ("apple:gpu", "gpu", ("gpu_mj", "gpu_sram_mj")),
-    ("apple:ane", "gpu", ("ane_mj",)),
+    (APPLE_ANE_KEY, "gpu", ("ane_mj",)),
 )
 
 
@@ -150,7 +153,10 @@ class AppleSource:
 
     def gpu_names(self) -> dict[str, str]:
         """Names of the accelerator parts."""
-        names = {"apple:gpu": f"{self.soc.chip} GPU", "apple:ane": f"{self.soc.chip} Neural Engine"}
+        names = {
+            "apple:gpu": f"{self.soc.chip} GPU",
+            APPLE_ANE_KEY: f"{self.soc.chip} Neural Engine",
+        }
         return {k: names[k] for k in self._keys if k in names}
 
     def use_by(self, pids: Iterable[int]) -> dict[str, GpuUse]:

@@ -32,9 +32,9 @@ class SensorStatus:
 class GpuUse:
     """How the kernel's processes use one GPU, for process-mode attribution.
 
-    ``sm_share`` is the kernel's share (0–1) of the GPU's SM utilisation when other
-    processes also run on it; ``None`` means the whole device is charged. ``how`` is
-    one line for the method detail.
+    ``sm_share`` is the kernel's share (0–1) of the GPU's work when other processes also
+    run on it (NVIDIA: SM utilisation; AMD: gfx engine time); ``None`` means the whole
+    device is charged. ``how`` is one line for the method detail.
     """
 
     sm_share: float | None
