@@ -17,11 +17,13 @@ read through path parameters so tests run the same code on fake files.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from carbon_magic.cpu_model.curves import FAMILIES, LINEAR, LoadCurve
+from carbon_magic.cpu_model.host_name import platform_cpu_name
 from carbon_magic.cpu_model.identify import (
     CCF_AVERAGE_W_PER_VCPU,
     EPYC_FAMILY,
@@ -148,12 +150,17 @@ def _cpuinfo_fields(cpuinfo_path: str | os.PathLike[str]) -> list[tuple[str, str
     return fields
 
 
-def read_cpu_model_name(cpuinfo_path: str | os.PathLike[str] = "/proc/cpuinfo") -> str:
-    """The CPU model name from ``/proc/cpuinfo`` (``"AMD EPYC 7R13 Processor"``).
+def read_cpu_model_name(
+    cpuinfo_path: str | os.PathLike[str] = "/proc/cpuinfo", platform: str = sys.platform
+) -> str:
+    """The CPU model name from ``/proc/cpuinfo`` (``"AMD EPYC 7R13 Processor"``); on
+    macOS and Windows (``platform``) from the system (``cpu_model.host_name``).
 
     On Arm, where there is no ``model name``, the core type from its part number
     (``"ARM Neoverse-N1"``). Empty string when unreadable or unknown.
     """
+    if platform in ("darwin", "win32"):
+        return platform_cpu_name(platform)
     fields = _cpuinfo_fields(cpuinfo_path)
     for key, value in fields:
         if key == "model name" and value:
