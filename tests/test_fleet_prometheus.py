@@ -44,10 +44,11 @@ DASHBOARD = REPO / "deploy" / "grafana" / "carbon_magic.json"
 SCRAPE_TOKEN = REPO / "deploy" / "prometheus" / "jupyterhub-token.yml"
 SCRAPE_OPEN = REPO / "deploy" / "prometheus" / "jupyterhub-unauthenticated.yml"
 
-# Heartbeats come every 2 s (the trackers' minimum with a 1 s interval); a kernel is
-# stale after 5 missed periods, 10 s: long enough for a loaded machine, short for a test.
+# Heartbeats come every 2 s while a cell runs (the trackers' minimum with a 1 s
+# interval), and each declares when the next is due (30 s while idle); a kernel is stale
+# after 5 such periods: 10 s while busy, long enough for a loaded machine, short for a test.
 CARBON_CONFIG = {"heartbeat_period_s": 2.0, "stale_after_beats": 5.0}
-STALE_AFTER_S = 10.0
+STALE_AFTER_S = 10.0  # a kernel frozen while a cell runs
 SCRAPE_INTERVAL = "1s"
 RANGE = "1h"  # $__range: the whole test is inside it
 COMPONENTS = ("cpu", "gpu", "ram")
@@ -110,6 +111,13 @@ class KernelRecord:
     power_w: dict[str, float] = field(default_factory=dict)
     running: bool = False
     n_cells: int = 0
+    cell_running: bool = False  # the latest heartbeat names a running cell
+    next_beat_s: float | None = None  # what the latest heartbeat declared
+
+    def stale_after_s(self) -> float:
+        """When the server calls this kernel stale (its rule, with this test's config)."""
+        period = max(1.0, CARBON_CONFIG["heartbeat_period_s"], self.next_beat_s or 0.0)
+        return CARBON_CONFIG["stale_after_beats"] * period
 
 
 @dataclass
@@ -131,7 +139,8 @@ def read_ledger(path: Path, day_start: float) -> LedgerRecord:
         for session_id, kernel_id, pid, _started, ended_at in sessions:
             beats = connection.execute(
                 "SELECT at, cpu_w, gpu_w, ram_w, energy_kwh, emissions_g, embodied_g, "
-                "tracker_state FROM heartbeats WHERE session_id = ? ORDER BY at",
+                "tracker_state, running_cell, next_beat_s FROM heartbeats "
+                "WHERE session_id = ? ORDER BY at",
                 (session_id,),
             ).fetchall()
             cells = connection.execute(
@@ -166,6 +175,8 @@ def read_ledger(path: Path, day_start: float) -> LedgerRecord:
             record.running = ended_at is None and last is not None and last[7] == "running"
             record.heartbeat_at = last[0] if last else 0.0
             record.power_w = dict(zip(COMPONENTS, last[1:4], strict=True)) if last else {}
+            record.cell_running = last is not None and last[8] is not None
+            record.next_beat_s = last[9] if last else None
         return LedgerRecord(totals, today, kernels)
     finally:
         connection.close()
@@ -490,10 +501,22 @@ def check_queries(
     metric, label = re.fullmatch(r"label_values\((\w+), *(\w+)\)", definition).groups()
     assert sorted(prometheus.label_values(label, metric)) == ["alice", "bob"]
 
-    # A hung kernel: its tracker stops beating while the server still runs it.
+    # A kernel hung in a cell: its tracker stops beating while the server still runs it.
     stuck_id = kernel_ids[STUCK]
-    stuck_pid = read_ledger(servers[STUCK[0]].ledger, 0.0).kernels[stuck_id].pid
-    freeze(stuck_pid)
+    stuck_server = servers[STUCK[0]]
+    connection, _ = stuck_server.submit(stuck_id, SPIN_FOR.format(s=120))
+    try:
+        stuck = wait_for(
+            "a heartbeat of the stuck kernel's running cell",
+            lambda: (
+                (record := read_ledger(stuck_server.ledger, 0.0).kernels[stuck_id]).cell_running
+                and record
+            ),
+            timeout_s=30,
+        )
+        freeze(stuck.pid)
+    finally:
+        connection.close()
     wait_for(
         "the frozen kernel to be reported stale",
         lambda: prometheus.query(f'carbon_magic_tracker_live{{kernel_id="{stuck_id}"}} == 0'),
@@ -534,7 +557,9 @@ def check_queries(
     for key, record in kernels.items():
         assert record.n_cells >= len(NOTEBOOKS[key[0]][key[1]]), key
         assert record.totals.energy_kwh > 0 and record.totals.emissions_g > 0, key
-    live = {key for key, record in kernels.items() if at - record.heartbeat_at < STALE_AFTER_S}
+    live = {
+        key for key, record in kernels.items() if at - record.heartbeat_at < record.stale_after_s()
+    }
     assert live == set(kernels) - {STUCK}, (
         "a kernel went stale before the check (machine too slow?): "
         f"{ {key: at - record.heartbeat_at for key, record in kernels.items()} }"
