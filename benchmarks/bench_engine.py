@@ -100,22 +100,22 @@ def run_ns(pid):  # CPU time of every thread of the process, ns (schedstat's fir
             pass
     return total
 
-seconds = float(sys.argv[1])
-kernels = {}
-for label in ("bare", "loaded"):  # idle side by side, so both see the same machine
+seconds, pairs = float(sys.argv[1]), int(sys.argv[2])
+kernels = []
+for label in ("bare", "loaded") * pairs:  # idle side by side, so all see the same machine
     manager, client = start_new_kernel(kernel_name="python3")
     if label == "loaded":
         client.execute_interactive("%load_ext carbon_magic", timeout=60)
     client.execute_interactive("x = 1", timeout=60)
-    kernels[label] = (manager, client, manager.provisioner.process.pid)
+    kernels.append((label, manager, client, manager.provisioner.process.pid))
 time.sleep(3)
-before = {label: run_ns(pid) for label, (_, _, pid) in kernels.items()}
+before = [run_ns(pid) for _, _, _, pid in kernels]
 t0 = time.monotonic()
 time.sleep(seconds)
 elapsed = time.monotonic() - t0
-result = {label: 100 * (run_ns(pid) - before[label]) / 1e9 / elapsed
-          for label, (_, _, pid) in kernels.items()}
-for manager, client, _ in kernels.values():
+result = {"bare": [], "loaded": []}
+for (label, manager, client, pid), start_ns in zip(kernels, before):
+    result[label].append(100 * (run_ns(pid) - start_ns) / 1e9 / elapsed)
     client.stop_channels()
     manager.shutdown_kernel(now=True)
 print(json.dumps(result))
@@ -178,13 +178,48 @@ print(json.dumps({"cpu_w": data.cpu_energy * 3.6e6 / data.duration, "start_s": s
 """
 
 
-def run_python(code: str, *args: str) -> str:
+def _python_env() -> dict[str, str]:
     env = {**os.environ, "CARBON_MAGIC_COUNTRY": "FR"}
     env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def run_python(code: str, *args: str) -> str:
     out = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, check=True
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        env=_python_env(),
+        check=True,
     )
     return out.stdout.strip().splitlines()[-1]
+
+
+def run_python_together(runs: list[tuple[str, tuple[str, ...]]]) -> list[str]:
+    """``run_python`` for each (code, args) at the same time: idle measurements side by
+    side see the same machine, and take the wall time of one."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=_python_env(),
+        )
+        for code, args in runs
+    ]
+    outputs = []
+    for proc in procs:
+        stdout, _ = proc.communicate()
+        if proc.returncode != 0:
+            raise subprocess.CalledProcessError(proc.returncode, proc.args, stdout)
+        outputs.append(stdout.strip().splitlines()[-1])
+    return outputs
+
+
+def _spread(values: list[float]) -> str:
+    """``median (min–max)`` of percentages."""
+    return f"{statistics.median(values):.4f} % ({min(values):.4f}–{max(values):.4f})"
 
 
 def bench_cold_start(runs: int) -> None:
@@ -222,27 +257,33 @@ def bench_window(iterations: int) -> None:
     )
 
 
-def bench_idle(seconds: float) -> None:
-    """Idle cost over ``seconds`` (a whole number of idle ticks keeps it phase-free)."""
-    percent = float(run_python(IDLE, str(seconds)))
+def bench_idle(seconds: float, repeats: int = 3) -> None:
+    """Idle cost over ``seconds`` (a whole number of idle ticks keeps it phase-free),
+    ``repeats`` processes of each kind side by side: a VM's noisy neighbours make single
+    runs swing by a few milliseconds of CPU."""
+    arg = str(seconds)
+    kinds = [(IDLE, (arg,)), (IDLE_LOADED, (arg, "loaded")), (IDLE_LOADED, (arg, "bare"))]
+    results = [float(v) for v in run_python_together([k for k in kinds for _ in range(repeats)])]
+    thread, loaded, bare = (results[i * repeats : (i + 1) * repeats] for i in range(3))
     print(
-        f"tracker thread CPU while idle at 1 s interval over {seconds:.0f} s: {percent:.4f} % of "
-        "one core (target ≤ 0.01 %; CodeCarbon about 0.30 %)"
+        f"tracker thread CPU while idle at 1 s interval over {seconds:.0f} s, {repeats} runs: "
+        f"{_spread(thread)} of one core (target ≤ 0.01 %; CodeCarbon about 0.30 %)"
     )
-    loaded = float(run_python(IDLE_LOADED, str(seconds), "loaded"))
-    bare = float(run_python(IDLE_LOADED, str(seconds), "bare"))
     print(
         f"whole process CPU, extension loaded in an IPython shell, no cell running, over "
-        f"{seconds:.0f} s: {loaded:.4f} % of one core (target ≤ 0.01 %; the same shell "
-        f"without the extension, measured the same way: {bare:.4f} %)"
+        f"{seconds:.0f} s: {_spread(loaded)} of one core (target ≤ 0.01 %; the same shell "
+        f"without the extension, measured the same way: {_spread(bare)})"
     )
     if not os.path.isdir("/proc/self/task"):
         return
-    kernel = json.loads(run_python(KERNEL_IDLE, str(seconds)))
+    kernel = json.loads(run_python(KERNEL_IDLE, arg, str(repeats)))
+    added = [
+        with_ - without for with_, without in zip(kernel["loaded"], kernel["bare"], strict=True)
+    ]
     print(
-        f"real ipykernel idle over {seconds:.0f} s, every thread: without the extension "
-        f"{kernel['bare']:.4f} %, loaded {kernel['loaded']:.4f} % of one core → the "
-        f"extension adds {kernel['loaded'] - kernel['bare']:+.4f} % (target ≤ 0.01 %)"
+        f"real ipykernel idle over {seconds:.0f} s, every thread, {repeats} pairs: without the "
+        f"extension {_spread(kernel['bare'])}, loaded {_spread(kernel['loaded'])} of one core "
+        f"→ the extension adds {statistics.median(added):+.4f} % (target ≤ 0.01 %)"
     )
 
 
