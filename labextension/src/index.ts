@@ -112,6 +112,10 @@ function followNotebooks(
     if (status === 'idle' || status === 'restarting' || status === 'starting') {
       void model.refresh();
     }
+    // A cell started or ended: its heartbeat follows within one sampling interval.
+    if (status === 'busy' || status === 'idle') {
+      model.kernelActivityChanged();
+    }
   };
 
   const showPrediction = (

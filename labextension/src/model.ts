@@ -25,6 +25,10 @@ const MAX_BACKOFF_MS = 60_000;
 // 404 in the server's log); a refresh (tab switch, kernel status change, e.g. the end
 // of the `%load_ext carbon_magic` cell) asks at once.
 const UNTRACKED_RECHECK_MS = 15_000;
+// The kernel's tracker beats within one sampling interval of a cell's start or end; the
+// follow-up fetch waits that long and this much more (the ledger write, the server read).
+const FOLLOW_UP_MARGIN_MS = 250;
+const MAX_FOLLOW_UP_MS = 5_000;
 
 export class CarbonModel implements IDisposable {
   constructor(
@@ -96,6 +100,28 @@ export class CarbonModel implements IDisposable {
     void this.refresh();
   }
 
+  /**
+   * The kernel began or finished running something: fetch again once its tracker has
+   * beaten about it (one sampling interval later), rather than at the next poll, so the
+   * item shows a cell's start or end within about a second. Calls in quick succession
+   * (Run All) push the one follow-up back rather than add fetches.
+   */
+  kernelActivityChanged(): void {
+    if (this.isDisposed) {
+      return;
+    }
+    const intervalS =
+      this._status.kind === 'figures'
+        ? this._status.figures.session.interval_s
+        : 1;
+    const delayMs = Math.min(
+      Math.max(intervalS, 0) * 1000 + FOLLOW_UP_MARGIN_MS,
+      MAX_FOLLOW_UP_MS
+    );
+    clearTimeout(this._followUp);
+    this._followUp = setTimeout(() => void this.refresh(), delayMs);
+  }
+
   /** Fetch now (after a tab switch, a kernel change or a restart). */
   async refresh(): Promise<void> {
     if (!this._poll.isDisposed) {
@@ -107,6 +133,7 @@ export class CarbonModel implements IDisposable {
     if (this.isDisposed) {
       return;
     }
+    clearTimeout(this._followUp);
     this._poll.dispose();
     Signal.clearData(this);
   }
@@ -188,4 +215,5 @@ export class CarbonModel implements IDisposable {
   private _wantSummary = false;
   private _answeredAt = 0;
   private _warnedSchema = false;
+  private _followUp: ReturnType<typeof setTimeout> | undefined = undefined;
 }

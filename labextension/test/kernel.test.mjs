@@ -201,3 +201,27 @@ test('a malformed kernel answer is logged once and shows nothing', async t => {
     model.dispose();
   }
 });
+
+test('kernel activity fetches again one sampling interval later, once', async () => {
+  const server = { body: kernel({}, { interval_s: 0.2 }), requests: 0 };
+  const model = modelOf(server);
+  try {
+    model.setTarget(true, 'k');
+    await until(() => model.status.kind === 'figures');
+    await new Promise(resolve => setTimeout(resolve, 50));
+    const asked = server.requests;
+    // busy, then idle 20 ms later: one follow-up, 0.2 s + margin after the last call.
+    model.kernelActivityChanged();
+    await new Promise(resolve => setTimeout(resolve, 20));
+    model.kernelActivityChanged();
+    const called = Date.now();
+    await until(() => server.requests > asked);
+    const waited = Date.now() - called;
+    assert.equal(server.requests, asked + 1);
+    assert.ok(waited >= 400 && waited < 1500, `followed up after ${waited} ms`);
+    await new Promise(resolve => setTimeout(resolve, 600));
+    assert.equal(server.requests, asked + 1, 'no second follow-up');
+  } finally {
+    model.dispose();
+  }
+});
