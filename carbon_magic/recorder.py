@@ -117,7 +117,7 @@ class Recorder:
     def next_beat_s(self, cell_running: bool) -> float:
         """The longest the next heartbeat may take (seconds), which each heartbeat
         declares: the beat period while a cell runs, the tracker's idle tick otherwise
-        (a cell starting beats at once)."""
+        (a cell starting beats within one interval)."""
         period = self._beat_period_s()
         return period if cell_running else max(period, self.tracker.longest_sleep_s())
 

@@ -17,6 +17,7 @@ from tornado.httpclient import HTTPClientError
 from carbon_magic.ledger import Ledger
 from carbon_magic.measurement import Measurement
 from carbon_magic.server import reader as reader_module
+from carbon_magic.server.heartbeat_columns import decode_next_beat
 from carbon_magic.server.reader import LedgerReader
 from carbon_magic.server.views import utc_day_start
 
@@ -313,6 +314,14 @@ async def test_stale_threshold_follows_the_wait_the_heartbeat_declared(jp_fetch,
     assert idle_data["stale"] is False and idle_data["live"] is True
     assert busy_data["stale_after_s"] == pytest.approx(15.0)  # 3 × max(2 s, 5 s)
     assert busy_data["stale"] is True and busy_data["live"] is False
+
+
+@pytest.mark.parametrize(
+    ("stored", "read"),
+    [(30.0, 30.0), (2, 2.0), (None, None), (0.0, None), (-5.0, None), ("30", None), (True, None)],
+)
+def test_a_declared_next_beat_is_read_only_when_plausible(stored, read):
+    assert decode_next_beat(stored) == read
 
 
 def make_older_ledger(path: Path, heartbeat_column: str, version: int) -> None:

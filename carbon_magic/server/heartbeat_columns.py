@@ -1,5 +1,5 @@
 """The heartbeat columns the server reads, for ledgers of every schema version, and the
-decoding of the carbon-aware hint they carry.
+decoding of the carbon-aware hint and the next beat's due time they carry.
 
 Columns added after version 1 (``HEARTBEAT_LATER_COLUMNS``: the prediction in version 2,
 the hint in version 4, the next heartbeat's due time in version 5) are missing from
@@ -14,7 +14,13 @@ from collections.abc import Collection, Iterable
 from carbon_magic.ledger import HEARTBEAT_COLUMNS
 from carbon_magic.ledger.tables import HEARTBEAT_LATER_COLUMNS
 
-__all__ = ["MAX_HINT_CHARS", "decode_hint", "heartbeat_select", "missing_later_columns"]
+__all__ = [
+    "MAX_HINT_CHARS",
+    "decode_hint",
+    "decode_next_beat",
+    "heartbeat_select",
+    "missing_later_columns",
+]
 
 MAX_HINT_CHARS = 500  # a longer hint text is not one carbon_magic wrote
 
@@ -43,3 +49,11 @@ def decode_hint(text: object) -> str | None:
     if not text or len(text) > MAX_HINT_CHARS:
         return None
     return text
+
+
+def decode_next_beat(value: object) -> float | None:
+    """A heartbeat's ``next_beat_s`` column (seconds) as a float; None when absent (a
+    heartbeat from before ledger schema 5), not a number or not positive."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        return None
+    return float(value)

@@ -37,6 +37,7 @@ from carbon_magic.server.cell_pages import (
 from carbon_magic.server.gpus import session_gpus
 from carbon_magic.server.heartbeat_columns import (
     decode_hint,
+    decode_next_beat,
     heartbeat_select,
     missing_later_columns,
 )
@@ -309,15 +310,8 @@ def _heartbeat(row: sqlite3.Row | None) -> Heartbeat | None:
         running_cell_started_at=row["h_running_cell_started_at"],
         prediction=_prediction(row["h_prediction_json"]),
         hint=decode_hint(row["h_hint"]),
-        next_beat_s=_positive_or_none(row["h_next_beat_s"]),
+        next_beat_s=decode_next_beat(row["h_next_beat_s"]),
     )
-
-
-def _positive_or_none(value: object) -> float | None:
-    """A declared duration (seconds) as a float; None when absent or not positive."""
-    if isinstance(value, (int, float)) and value > 0:
-        return float(value)
-    return None
 
 
 def _prediction(text: str | None) -> dict[str, Any] | None:
