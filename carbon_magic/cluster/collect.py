@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from carbon_magic.cluster.agent import FOLLOWED_SETTINGS
 from carbon_magic.cluster.combine import add_cluster, cluster_figures, unmeasurable
 from carbon_magic.cluster.identity import ProcessIdentity, covered_by, this_process
 from carbon_magic.measurement import Measurement
@@ -41,6 +42,7 @@ class CellEdge:
 
     client_ref: Any
     mode: str
+    settings: dict[str, Any]  # the kernel's FOLLOWED_SETTINGS at the start, for both edges
     pending: Any  # a concurrent.futures.Future of the replies, or None
     sent_at: float  # time.monotonic() of the request, seconds
 
@@ -130,13 +132,11 @@ class ClusterCollector:
             import cloudpickle
 
             from carbon_magic.cluster import plugins
-            from carbon_magic.cluster.agent import FOLLOWED_SETTINGS
 
             cloudpickle.register_pickle_by_value(plugins)  # see plugins.py: why by value
-            settings = {name: self.tracker.settings.get(name) for name in FOLLOWED_SETTINGS}
             client.register_plugin(plugins.CarbonSchedulerPlugin())
             client.register_plugin(
-                plugins.CarbonWorkerPlugin(self.kernel_identity().to_dict(), settings)
+                plugins.CarbonWorkerPlugin(self.kernel_identity().to_dict(), self._settings())
             )
             state = "ready"
         except Exception as error:
@@ -145,6 +145,10 @@ class ClusterCollector:
         with self._lock:
             if self._client_ref is not None and self._client_ref() is client:
                 self._state = state
+
+    def _settings(self) -> dict[str, Any]:
+        """The kernel's settings a worker follows (``agent.FOLLOWED_SETTINGS``)."""
+        return {name: self.tracker.settings.get(name) for name in FOLLOWED_SETTINGS}
 
     def wait_ready(self, timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` seconds for the plugins to be installed."""
@@ -161,9 +165,11 @@ class ClusterCollector:
             return None
         return client
 
-    def send(self, mode: str) -> Any:
-        """Ask every worker for its counters now, without waiting: a future of the
-        replies, or None when there is no cluster to ask (or reading is paused)."""
+    def send(self, mode: str, settings: dict[str, Any] | None = None) -> Any:
+        """Ask every worker for its counters now, in ``mode`` and for ``settings`` (the
+        kernel's ``FOLLOWED_SETTINGS``; default: as they are now), without waiting: a
+        future of the replies, or None when there is no cluster to ask (or reading is
+        paused)."""
         client = self._client()
         if client is None or time.monotonic() < self._skip_until:
             return None
@@ -171,6 +177,7 @@ class ClusterCollector:
 
         kernel_identity = self.kernel_identity()
         kernel = kernel_identity.to_dict()
+        settings = self._settings() if settings is None else settings
         # Workers the kernel already counts need not be asked again: the scheduler only
         # confirms they are still there.
         skip = [
@@ -181,7 +188,9 @@ class ClusterCollector:
 
         async def ask() -> Any:
             call = getattr(client.scheduler, READ_OP)
-            return await call(mode=mode, kernel=kernel, timeout=WORKER_TIMEOUT_S, skip=skip)
+            return await call(
+                mode=mode, kernel=kernel, timeout=WORKER_TIMEOUT_S, skip=skip, settings=settings
+            )
 
         try:
             return asyncio.run_coroutine_threadsafe(ask(), client.loop.asyncio_loop)
@@ -242,8 +251,10 @@ class ClusterCollector:
                 return None
             if self._client() is None:  # closed (or reconnecting): no cluster this cell
                 return None
-            mode = self.tracker.settings.get("mode")
-            return CellEdge(self._client_ref, mode, self.send(mode), time.monotonic())
+            mode, settings = self.tracker.settings.get("mode"), self._settings()
+            return CellEdge(
+                self._client_ref, mode, settings, self.send(mode, settings), time.monotonic()
+            )
         except Exception as error:
             self._notice(f"cluster reading failed: {error!r}")
             return None
@@ -253,7 +264,9 @@ class ClusterCollector:
         place). Also notices a client the cell created. Never raises."""
         try:
             if edge is not None and self._client_ref is edge.client_ref:
-                ending = self.send(edge.mode)  # asked before waiting for the start's answer
+                # Asked before waiting for the start's answer; with the start's settings, so
+                # both edges read the same worker tracker.
+                ending = self.send(edge.mode, edge.settings)
                 now = time.monotonic()
                 start = self.collect(edge.pending, edge.sent_at + EDGE_TIMEOUT_S - now)
                 end = self.collect(ending, now + EDGE_TIMEOUT_S - time.monotonic())

@@ -56,14 +56,17 @@ class CarbonWorkerPlugin(WorkerPlugin):
             self.agent.close()
             self.agent = None
 
-    def read(self, mode: str = "process", kernel: Any = None) -> dict[str, Any]:
-        """The worker handler: the agent's cumulative figures, or ``{"error": why}``."""
+    def read(
+        self, mode: str = "process", kernel: Any = None, settings: Any = None
+    ) -> dict[str, Any]:
+        """The worker handler: the agent's cumulative figures for the asking kernel's
+        ``mode`` and ``settings``, or ``{"error": why}``."""
         if self.agent is None:
             if self.error is not None:  # carbon_magic missing or broken on this worker
                 return {"error": self.error, "unmeasurable": True}
             return {"error": "not set up"}
         try:
-            return self.agent.read(mode, kernel)
+            return self.agent.read(mode, kernel, settings)
         except Exception as error:
             return {"error": f"{type(error).__name__}: {error}"}
 
@@ -90,10 +93,12 @@ class CarbonSchedulerPlugin(SchedulerPlugin):
         kernel: Any = None,
         timeout: float = 0.8,
         skip: Any = (),
+        settings: Any = None,
     ) -> dict[str, dict[str, Any]]:
         """``{worker address: reply}`` for every worker; a worker that does not answer
         within ``timeout`` seconds, or fails, gets ``{"error": why}``. Workers in ``skip``
-        (those the kernel already counts itself) are not asked: ``{"skipped": True}``."""
+        (those the kernel already counts itself) are not asked: ``{"skipped": True}``.
+        ``mode`` and ``settings`` are the asking kernel's, passed on to each worker."""
         skipped = set(skip or ())
         addresses = [a for a in self.scheduler.workers if a not in skipped]
         present = {a: {"skipped": True} for a in self.scheduler.workers if a in skipped}
@@ -102,7 +107,8 @@ class CarbonSchedulerPlugin(SchedulerPlugin):
             try:
                 call = self.scheduler.rpc(address)
                 reply = await asyncio.wait_for(
-                    getattr(call, READ_OP)(mode=mode, kernel=kernel), timeout
+                    getattr(call, READ_OP)(mode=mode, kernel=kernel, settings=settings),
+                    timeout,
                 )
             except asyncio.TimeoutError:
                 return {"error": f"no answer within {timeout:g} s"}
