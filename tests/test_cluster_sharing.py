@@ -1,13 +1,17 @@
-"""Kernels sharing one cluster's plugins, piece by piece: a worker agent's trackers per
-kernel settings."""
+"""Kernels sharing one cluster's plugins, piece by piece: the scheduler plugin's users on a
+real (in-process) Dask scheduler, and a worker agent's trackers per kernel settings."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 
 import pytest
+from distributed import Scheduler
+from distributed.protocol.pickle import dumps
 
+from carbon_magic.cluster import plugins
 from carbon_magic.cluster.agent import MAX_TRACKERS, WorkerAgent
 from carbon_magic.cluster.identity import ProcessIdentity, this_process
 
@@ -22,6 +26,135 @@ SETTINGS = {
     "lifetime_years": 4.0,
 }
 SECONDS_PER_YEAR = 365.25 * 24 * 3600
+
+
+def worker_plugin_bytes() -> bytes:
+    return dumps(plugins.CarbonWorkerPlugin(ELSEWHERE, SETTINGS))
+
+
+def on_scheduler(test):
+    """Run ``await test(scheduler)`` against a fresh scheduler without workers."""
+
+    async def main() -> None:
+        async with Scheduler(dashboard_address=":0", port=0, host="127.0.0.1") as scheduler:
+            await test(scheduler)
+
+    asyncio.run(main())
+
+
+async def join(scheduler, *users: str):
+    """Join each user (its client named ``client-<user>``) in turn; the plugin."""
+    payload = worker_plugin_bytes()
+    for user in users:
+        await plugins.join_cluster(scheduler, user, f"client-{user}", payload)
+    return scheduler.plugins[plugins.PLUGIN_NAME]
+
+
+def test_kernels_joining_at_once_share_one_install():
+    async def test(scheduler):
+        payload = worker_plugin_bytes()
+        replies = await asyncio.gather(
+            *(plugins.join_cluster(scheduler, f"k{n}", f"c{n}", payload) for n in range(3))
+        )
+        plugin = scheduler.plugins[plugins.PLUGIN_NAME]
+        assert [r["reused"] for r in replies] == [False, True, True]
+        assert all(r["replaced"] is None for r in replies)
+        assert plugin.active_users() == ["k0", "k1", "k2"]
+        assert plugins.PLUGIN_NAME in scheduler.worker_plugins
+        # A later join reuses the same plugins: nothing is registered again.
+        registered = scheduler.worker_plugins[plugins.PLUGIN_NAME]
+        again = await plugins.join_cluster(scheduler, "k3", "c3", worker_plugin_bytes())
+        assert again["reused"] and scheduler.plugins[plugins.PLUGIN_NAME] is plugin
+        assert scheduler.worker_plugins[plugins.PLUGIN_NAME] is registered
+
+    on_scheduler(test)
+
+
+def test_the_last_kernel_to_leave_removes_the_plugins():
+    async def test(scheduler):
+        await join(scheduler, "a", "b")
+        leave = scheduler.handlers[plugins.LEAVE_OP]
+        assert await leave(user="b") == {"users": 1, "removed": False}
+        assert plugins.PLUGIN_NAME in scheduler.plugins
+        assert plugins.PLUGIN_NAME in scheduler.worker_plugins
+        assert await leave(user="a") == {"users": 0, "removed": True}
+        assert plugins.PLUGIN_NAME not in scheduler.plugins
+        assert plugins.PLUGIN_NAME not in scheduler.worker_plugins
+        assert plugins.READ_OP not in scheduler.handlers
+        assert plugins.LEAVE_OP not in scheduler.handlers
+
+    on_scheduler(test)
+
+
+def test_a_kernel_whose_client_is_gone_no_longer_counts():
+    async def test(scheduler):
+        plugin = await join(scheduler, "a", "b")
+        plugin.remove_client(scheduler, "client-b")  # kernel b died
+        assert plugin.active_users() == ["a"]
+        plugin.remove_client(scheduler, "client-a")  # a reconnects: it counts again
+        plugin.add_client(scheduler, "client-a")
+        plugin.remove_client(scheduler, "someone-else")
+        assert plugin.active_users() == ["a"]
+        assert (await plugin.leave(user="a"))["removed"]
+
+    on_scheduler(test)
+
+
+def test_a_join_during_the_last_leave_installs_anew_after_it():
+    async def test(scheduler):
+        old = await join(scheduler, "a")
+        removal_done = asyncio.Event()
+        removing = scheduler.unregister_worker_plugin
+
+        async def slow_removal(comm, name):
+            await asyncio.sleep(0.2)  # the broadcast to the workers takes a while
+            try:
+                return await removing(comm, name)
+            finally:
+                removal_done.set()
+
+        scheduler.unregister_worker_plugin = slow_removal
+        leaving = asyncio.create_task(old.leave(user="a"))
+        await asyncio.sleep(0.05)
+        assert old.retiring
+        joined = await plugins.join_cluster(scheduler, "b", "client-b", worker_plugin_bytes())
+        assert removal_done.is_set()  # the join waited for the removal
+        assert (await leaving)["removed"]
+        assert joined["reused"] is False and joined["replaced"] is None
+        new = scheduler.plugins[plugins.PLUGIN_NAME]
+        assert new is not old and new.active_users() == ["b"]
+        assert plugins.PLUGIN_NAME in scheduler.worker_plugins
+        assert scheduler.handlers[plugins.READ_OP] == new.read
+
+    on_scheduler(test)
+
+
+@pytest.mark.parametrize("protocol", [None, 3])
+def test_plugins_of_another_protocol_are_replaced(protocol):
+    class Other(plugins.SchedulerPlugin):
+        name = plugins.PLUGIN_NAME
+
+        async def start(self, scheduler):
+            scheduler.handlers[plugins.READ_OP] = self.read
+
+        async def read(self, **kwargs):
+            return {}
+
+    if protocol is not None:
+        Other.protocol = protocol
+
+    async def test(scheduler):
+        other = Other()
+        await scheduler.register_scheduler_plugin(other, plugins.PLUGIN_NAME, idempotent=False)
+        scheduler.worker_plugins[plugins.PLUGIN_NAME] = b"another version's worker plugin"
+        joined = await plugins.join_cluster(scheduler, "a", "client-a", worker_plugin_bytes())
+        assert joined["reused"] is False and joined["replaced"] == (protocol or 1)
+        plugin = scheduler.plugins[plugins.PLUGIN_NAME]
+        assert plugin.protocol == plugins.PROTOCOL
+        assert scheduler.worker_plugins[plugins.PLUGIN_NAME] != b"another version's worker plugin"
+        assert scheduler.handlers[plugins.READ_OP] == plugin.read
+
+    on_scheduler(test)
 
 
 @pytest.fixture

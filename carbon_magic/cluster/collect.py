@@ -9,16 +9,23 @@ request is only sent when the cell starts; its answer is collected when the cell
 together with the end's (asked before waiting), so a cell waits for about one round, and
 never more than ``EDGE_TIMEOUT_S``: a slow or dead worker (or scheduler) never holds a
 cell up longer, and counts as missing. Nothing here raises into a cell.
+
+Kernels share a cluster's plugins (see ``plugins``): a kernel joins those it finds
+installed, and on closing (unloading the extension, or the interpreter's normal exit)
+only leaves them; the last kernel to leave takes them off. Each read carries the
+kernel's mode and settings, so every kernel's figures follow its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import logging
 import sys
 import threading
 import time
+import uuid
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +41,8 @@ log = logging.getLogger("carbon_magic")
 EDGE_TIMEOUT_S = 1.0  # the longest a cell edge waits for the cluster
 WORKER_TIMEOUT_S = 0.8  # the scheduler's wait for each worker, inside the edge's second
 BACKOFF_S = 30.0  # after a round that timed out as a whole (scheduler unreachable)
+LEAVE_TIMEOUT_S = 10.0  # telling the scheduler this kernel no longer uses the plugins
+EXIT_LEAVE_TIMEOUT_S = 1.0  # the same at interpreter exit, which it must not hold up
 
 
 @dataclass
@@ -78,6 +87,8 @@ class ClusterCollector:
         self._known: dict[str, ProcessIdentity] = {}
         self._told: set[str] = set()
         self._skip_until = 0.0
+        self._user: str | None = None  # this kernel's id among the plugins' users, once joined
+        self._at_exit = False
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------- discovery
@@ -118,7 +129,10 @@ class ClusterCollector:
             self._notice("an asynchronous Dask client is not measured")
             return
         with self._lock:
+            if current is not None and self._user is not None:
+                self._leave_in_background(current, self._user)  # a client replaced
             self._client_ref = weakref.ref(client)
+            self._user = None
             self._state = "registering"
             self._known.clear()
             self._skip_until = 0.0
@@ -128,16 +142,31 @@ class ClusterCollector:
             self._thread.start()
 
     def _register(self, client: Any) -> None:
+        user = None
         try:
             import cloudpickle
+            from distributed.protocol.pickle import dumps
 
             from carbon_magic.cluster import plugins
 
             cloudpickle.register_pickle_by_value(plugins)  # see plugins.py: why by value
-            client.register_plugin(plugins.CarbonSchedulerPlugin())
-            client.register_plugin(
-                plugins.CarbonWorkerPlugin(self.kernel_identity().to_dict(), self._settings())
+            identity = self.kernel_identity()
+            worker_plugin = plugins.CarbonWorkerPlugin(identity.to_dict(), self._settings())
+            # One id per join, so leaving one client never takes out a later join's.
+            user = f"{identity.host_name}:{identity.pid}:{uuid.uuid4().hex[:12]}"
+            joined = client.run_on_scheduler(
+                plugins.join_cluster,
+                user=user,
+                client=client.id,
+                worker_plugin=dumps(worker_plugin),
             )
+            replaced = joined.get("replaced") if isinstance(joined, dict) else None
+            if replaced is not None:
+                self._notice(
+                    f"replaced the Dask cluster's carbon_magic plugins of protocol {replaced} "
+                    f"(another carbon_magic version) with protocol {plugins.PROTOCOL}: "
+                    "kernels that use those are no longer measured on the cluster"
+                )
             state = "ready"
         except Exception as error:
             self._notice(f"Dask cluster not measured: cannot install the plugins ({error!r})")
@@ -145,6 +174,14 @@ class ClusterCollector:
         with self._lock:
             if self._client_ref is not None and self._client_ref() is client:
                 self._state = state
+                if state == "ready":
+                    self._user = user
+                    if not self._at_exit:
+                        atexit.register(self._leave_at_exit)
+                        self._at_exit = True
+                return
+        if state == "ready" and user is not None:  # closed or replaced meanwhile
+            self._leave_in_background(client, user)
 
     def _settings(self) -> dict[str, Any]:
         """The kernel's settings a worker follows (``agent.FOLLOWED_SETTINGS``)."""
@@ -297,19 +334,44 @@ class ClusterCollector:
             log.warning("carbon_magic: %s", message)
 
     def close(self) -> None:
-        """Remove the plugins from the cluster, in the background (best effort)."""
-        client = self._client()
-        self._client_ref, self._state = None, "none"
-        if client is None:
-            return
+        """Leave the cluster's plugins, in the background (best effort): the last
+        kernel to leave takes them off the cluster."""
+        client, user = self._client(), self._user
+        self._client_ref, self._state, self._user = None, "none", None
+        if self._at_exit:
+            atexit.unregister(self._leave_at_exit)
+            self._at_exit = False
+        # Still joining (no user yet): ``_register`` leaves once it has joined.
+        if client is not None and user is not None:
+            self._leave_in_background(client, user)
 
-        def remove() -> None:
-            from carbon_magic.cluster.plugins import PLUGIN_NAME
+    def _leave_at_exit(self) -> None:
+        """Interpreter exit (a kernel shut down normally): leave, briefly."""
+        client, user = self._client(), self._user
+        if client is not None and user is not None:
+            self._user = None
+            _leave(client, user, EXIT_LEAVE_TIMEOUT_S)
 
-            for call in (client.unregister_worker_plugin, client.unregister_scheduler_plugin):
-                try:
-                    call(PLUGIN_NAME)
-                except Exception:
-                    pass
+    def _leave_in_background(self, client: Any, user: str) -> None:
+        threading.Thread(
+            target=_leave,
+            args=(client, user, LEAVE_TIMEOUT_S),
+            name="carbon_magic-cluster-close",
+            daemon=True,
+        ).start()
 
-        threading.Thread(target=remove, name="carbon_magic-cluster-close", daemon=True).start()
+
+def _leave(client: Any, user: str, timeout_s: float) -> None:
+    """Tell the scheduler that ``user`` no longer uses the plugins, waiting at most
+    ``timeout_s`` seconds. Plugins of another protocol have no such handler: they are
+    not this kernel's to remove, so any failure is ignored."""
+    from carbon_magic.cluster.plugins import LEAVE_OP
+
+    if getattr(client, "status", "running") != "running":
+        return
+    try:
+        call = getattr(client.scheduler, LEAVE_OP)
+        future = asyncio.run_coroutine_threadsafe(call(user=user), client.loop.asyncio_loop)
+        future.result(timeout=timeout_s)
+    except Exception:
+        pass
