@@ -1,15 +1,23 @@
-"""The worker side: one tracker per Dask worker process, read at the kernel's cell edges.
+"""The worker side: trackers in each Dask worker process, read at the kernels' cell edges.
 
 A ``WorkerAgent`` lives inside a worker (created by the worker plugin). It answers one
 question, cheaply, from the worker's event loop: "your cumulative attributed energy now,
-in this mode". The kernel takes the difference of two answers (cell start and end).
-Nothing here talks to the network; the answer is a small dict of plain types.
+in this mode, for these settings". A kernel takes the difference of two answers (cell
+start and end). Nothing here talks to the network; the answer is a small dict of plain
+types.
+
+Kernels sharing a cluster share the agent. Every tracker keeps both modes' totals, so
+the mode is chosen per read. Settings that change what the counters add up to
+(``TRACKER_SETTINGS``: embodied emissions) get a tracker each, so every kernel gets
+figures for its own values; the others (the interval) are those of the kernel whose read
+started the tracker.
 """
 
 from __future__ import annotations
 
 import threading
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from carbon_magic.cluster.identity import ProcessIdentity, covered_by, this_process
@@ -27,6 +35,13 @@ FOLLOWED_SETTINGS = (
     "embodied_gpu_kg",
     "lifetime_years",
 )
+# Of those, the ones a tracker's cumulative figures depend on: each combination of
+# values gets its own tracker. Mode is per read; the interval only sets how often a
+# tracker samples (an idle worker's cost), not what its counters add up to.
+TRACKER_SETTINGS = ("embodied", "embodied_server_kg", "embodied_gpu_kg", "lifetime_years")
+# At most this many trackers per worker: beyond, the one read least recently stops (a
+# cell in flight on it then counts the worker as missing, never with other settings).
+MAX_TRACKERS = 4
 
 
 def worker_settings(
@@ -47,54 +62,120 @@ def worker_settings(
     return settings
 
 
-class WorkerAgent:
-    """Runs a tracker in this process and reports its cumulative counters.
+def tracker_key(settings: Settings) -> tuple[Any, ...]:
+    """The values of ``TRACKER_SETTINGS`` that matter: with embodied emissions off, the
+    embodied figures do not."""
+    if not settings.embodied:
+        return (False,)
+    return tuple(settings.get(name) for name in TRACKER_SETTINGS)
 
-    ``kernel`` is the identity of the kernel that installed the plugin: when the kernel
-    already counts this process in both modes (a worker of a ``LocalCluster`` started by
-    the kernel), no tracker is started until some other kernel asks for counters.
+
+@dataclass
+class _Counting:
+    """One tracker of the agent: a new one means new cumulative counters (``token``)."""
+
+    token: str
+    settings: Settings
+    tracker: Any = None  # started on first use
+    last_read: int = 0  # the agent's read count when last read
+
+
+class WorkerAgent:
+    """Runs trackers in this process and reports their cumulative counters.
+
+    ``kernel`` is the identity of the kernel that installed the plugin and
+    ``kernel_settings`` its ``FOLLOWED_SETTINGS``: they make the first tracker, started
+    at once unless that kernel already counts this process in both modes (a worker of a
+    ``LocalCluster`` started by the kernel). Kernels that count it never start one.
     """
 
     def __init__(self, kernel: dict[str, Any], kernel_settings: dict[str, Any]) -> None:
         self.identity = this_process()
-        self.token = uuid.uuid4().hex  # a new tracker means new cumulative counters
-        self._settings = worker_settings(kernel_settings)
-        self._tracker: Any = None
+        self._default_settings = worker_settings(kernel_settings)
+        first = self._counting(self._default_settings)
+        self.token = first.token  # the installing kernel's tracker
+        self._countings: dict[tuple[Any, ...], _Counting] = {
+            tracker_key(self._default_settings): first
+        }
+        self._resolved: dict[tuple[Any, ...], Settings] = {}  # a kernel's settings, resolved
+        self._reads = 0
         self._lock = threading.Lock()
         if not self._covered_in_both_modes(ProcessIdentity.from_dict(kernel)):
-            self._start()
+            self._start(first)
+
+    @staticmethod
+    def _counting(settings: Settings) -> _Counting:
+        return _Counting(uuid.uuid4().hex, settings)
 
     def _covered_in_both_modes(self, kernel: ProcessIdentity) -> bool:
         return covered_by(self.identity, kernel, "process") and covered_by(
             self.identity, kernel, "machine"
         )
 
-    def _start(self) -> None:
+    @staticmethod
+    def _start(counting: _Counting) -> None:
         from carbon_magic.tracker import Tracker
 
-        self._tracker = Tracker(self._settings).start()
+        counting.tracker = Tracker(counting.settings).start()
 
-    def read(self, mode: str, kernel: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Cumulative figures since this worker's tracker started, in ``mode``.
+    def _for_settings(self, kernel_settings: dict[str, Any] | None) -> _Counting:
+        """The tracker for a kernel's settings (None: the installing kernel's), made
+        on first use; over ``MAX_TRACKERS`` the least recently read one stops."""
+        if kernel_settings is None:
+            settings = self._default_settings
+        else:
+            frozen = tuple(sorted(kernel_settings.items()))
+            found = self._resolved.get(frozen)  # Settings parse the environment: once
+            if found is None:
+                found = self._resolved[frozen] = worker_settings(kernel_settings)
+            settings = found
+        key = tracker_key(settings)
+        counting = self._countings.get(key)
+        if counting is None:
+            counting = self._countings[key] = self._counting(settings)
+        while len(self._countings) > MAX_TRACKERS:
+            oldest = min(
+                (k for k in self._countings if k != key),
+                key=lambda k: self._countings[k].last_read,
+            )
+            stopped = self._countings.pop(oldest)
+            if stopped.tracker is not None:
+                stopped.tracker.close()
+        return counting
+
+    def read(
+        self,
+        mode: str,
+        kernel: dict[str, Any] | None = None,
+        kernel_settings: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Cumulative figures since the tracker for ``kernel_settings`` started, in
+        ``mode``, as the kernel ``kernel`` (an identity dict) asks.
 
         Returns ``{"token", "identity", "counted": bool, "energy_j": {cpu, gpu, ram}
         (joules, IT), "embodied_g" (grams), "methods"}``; ``counted`` is False (and no
-        figures) while no tracker runs because the kernel counts this process itself.
+        figures, no tracker started) when the asking kernel counts this process itself
+        in both modes.
         """
-        reply: dict[str, Any] = {"token": self.token, "identity": self.identity.to_dict()}
+        reply: dict[str, Any] = {"identity": self.identity.to_dict()}
+        asker = ProcessIdentity.from_dict(kernel) if kernel else None
         with self._lock:
-            if self._tracker is None:
-                asker = ProcessIdentity.from_dict(kernel) if kernel else None
-                if asker is not None and self._covered_in_both_modes(asker):
-                    reply["counted"] = False
-                    return reply
-                self._start()
-            tracker = self._tracker
+            if asker is not None and self._covered_in_both_modes(asker):
+                reply.update(token=self.token, counted=False)
+                return reply
+            counting = self._for_settings(kernel_settings)
+            self._reads += 1
+            counting.last_read = self._reads
+            if counting.tracker is None:
+                self._start(counting)
+            tracker = counting.tracker
+            # Every tracker keeps both modes' totals: the mode only picks which is read.
             if tracker.settings.mode != mode:
                 tracker.settings.update(mode=mode)
             tracker.begin("cluster edge")  # reads the counters now; the window is dropped
             session = tracker.session()
         reply.update(
+            token=counting.token,
             counted=True,
             energy_j={name: float(session.energy_j.get(name, 0.0)) for name in COMPONENTS},
             embodied_g=float(session.embodied_g),
@@ -103,8 +184,9 @@ class WorkerAgent:
         return reply
 
     def close(self) -> None:
-        """Stop the tracker (idempotent)."""
+        """Stop the trackers (idempotent)."""
         with self._lock:
-            tracker, self._tracker = self._tracker, None
-        if tracker is not None:
-            tracker.close()
+            countings, self._countings = list(self._countings.values()), {}
+        for counting in countings:
+            if counting.tracker is not None:
+                counting.tracker.close()

@@ -9,21 +9,29 @@ request is only sent when the cell starts; its answer is collected when the cell
 together with the end's (asked before waiting), so a cell waits for about one round, and
 never more than ``EDGE_TIMEOUT_S``: a slow or dead worker (or scheduler) never holds a
 cell up longer, and counts as missing. Nothing here raises into a cell.
+
+Kernels share a cluster's plugins (see ``plugins``): a kernel joins those it finds
+installed, and on closing (unloading the extension, or the interpreter's normal exit)
+only leaves them; the last kernel to leave takes them off. Each read carries the
+kernel's mode and settings, so every kernel's figures follow its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import logging
 import sys
 import threading
 import time
+import uuid
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from carbon_magic.cluster.agent import FOLLOWED_SETTINGS
 from carbon_magic.cluster.combine import add_cluster, cluster_figures, unmeasurable
 from carbon_magic.cluster.identity import ProcessIdentity, covered_by, this_process
 from carbon_magic.measurement import Measurement
@@ -33,6 +41,8 @@ log = logging.getLogger("carbon_magic")
 EDGE_TIMEOUT_S = 1.0  # the longest a cell edge waits for the cluster
 WORKER_TIMEOUT_S = 0.8  # the scheduler's wait for each worker, inside the edge's second
 BACKOFF_S = 30.0  # after a round that timed out as a whole (scheduler unreachable)
+LEAVE_TIMEOUT_S = 10.0  # telling the scheduler this kernel no longer uses the plugins
+EXIT_LEAVE_TIMEOUT_S = 1.0  # the same at interpreter exit, which it must not hold up
 
 
 @dataclass
@@ -41,6 +51,7 @@ class CellEdge:
 
     client_ref: Any
     mode: str
+    settings: dict[str, Any]  # the kernel's FOLLOWED_SETTINGS at the start, for both edges
     pending: Any  # a concurrent.futures.Future of the replies, or None
     sent_at: float  # time.monotonic() of the request, seconds
 
@@ -76,6 +87,8 @@ class ClusterCollector:
         self._known: dict[str, ProcessIdentity] = {}
         self._told: set[str] = set()
         self._skip_until = 0.0
+        self._user: str | None = None  # this kernel's id among the plugins' users, once joined
+        self._at_exit = False
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------- discovery
@@ -116,7 +129,10 @@ class ClusterCollector:
             self._notice("an asynchronous Dask client is not measured")
             return
         with self._lock:
+            if current is not None and self._user is not None:
+                self._leave_in_background(current, self._user)  # a client replaced
             self._client_ref = weakref.ref(client)
+            self._user = None
             self._state = "registering"
             self._known.clear()
             self._skip_until = 0.0
@@ -126,18 +142,31 @@ class ClusterCollector:
             self._thread.start()
 
     def _register(self, client: Any) -> None:
+        user = None
         try:
             import cloudpickle
+            from distributed.protocol.pickle import dumps
 
             from carbon_magic.cluster import plugins
-            from carbon_magic.cluster.agent import FOLLOWED_SETTINGS
 
             cloudpickle.register_pickle_by_value(plugins)  # see plugins.py: why by value
-            settings = {name: self.tracker.settings.get(name) for name in FOLLOWED_SETTINGS}
-            client.register_plugin(plugins.CarbonSchedulerPlugin())
-            client.register_plugin(
-                plugins.CarbonWorkerPlugin(self.kernel_identity().to_dict(), settings)
+            identity = self.kernel_identity()
+            worker_plugin = plugins.CarbonWorkerPlugin(identity.to_dict(), self._settings())
+            # One id per join, so leaving one client never takes out a later join's.
+            user = f"{identity.host_name}:{identity.pid}:{uuid.uuid4().hex[:12]}"
+            joined = client.run_on_scheduler(
+                plugins.join_cluster,
+                user=user,
+                client=client.id,
+                worker_plugin=dumps(worker_plugin),
             )
+            replaced = joined.get("replaced") if isinstance(joined, dict) else None
+            if replaced is not None:
+                self._notice(
+                    f"replaced the Dask cluster's carbon_magic plugins of protocol {replaced} "
+                    f"(another carbon_magic version) with protocol {plugins.PROTOCOL}: "
+                    "kernels that use those are no longer measured on the cluster"
+                )
             state = "ready"
         except Exception as error:
             self._notice(f"Dask cluster not measured: cannot install the plugins ({error!r})")
@@ -145,6 +174,18 @@ class ClusterCollector:
         with self._lock:
             if self._client_ref is not None and self._client_ref() is client:
                 self._state = state
+                if state == "ready":
+                    self._user = user
+                    if not self._at_exit:
+                        atexit.register(self._leave_at_exit)
+                        self._at_exit = True
+                return
+        if state == "ready" and user is not None:  # closed or replaced meanwhile
+            self._leave_in_background(client, user)
+
+    def _settings(self) -> dict[str, Any]:
+        """The kernel's settings a worker follows (``agent.FOLLOWED_SETTINGS``)."""
+        return {name: self.tracker.settings.get(name) for name in FOLLOWED_SETTINGS}
 
     def wait_ready(self, timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` seconds for the plugins to be installed."""
@@ -161,9 +202,11 @@ class ClusterCollector:
             return None
         return client
 
-    def send(self, mode: str) -> Any:
-        """Ask every worker for its counters now, without waiting: a future of the
-        replies, or None when there is no cluster to ask (or reading is paused)."""
+    def send(self, mode: str, settings: dict[str, Any] | None = None) -> Any:
+        """Ask every worker for its counters now, in ``mode`` and for ``settings`` (the
+        kernel's ``FOLLOWED_SETTINGS``; default: as they are now), without waiting: a
+        future of the replies, or None when there is no cluster to ask (or reading is
+        paused)."""
         client = self._client()
         if client is None or time.monotonic() < self._skip_until:
             return None
@@ -171,6 +214,7 @@ class ClusterCollector:
 
         kernel_identity = self.kernel_identity()
         kernel = kernel_identity.to_dict()
+        settings = self._settings() if settings is None else settings
         # Workers the kernel already counts need not be asked again: the scheduler only
         # confirms they are still there.
         skip = [
@@ -181,7 +225,9 @@ class ClusterCollector:
 
         async def ask() -> Any:
             call = getattr(client.scheduler, READ_OP)
-            return await call(mode=mode, kernel=kernel, timeout=WORKER_TIMEOUT_S, skip=skip)
+            return await call(
+                mode=mode, kernel=kernel, timeout=WORKER_TIMEOUT_S, skip=skip, settings=settings
+            )
 
         try:
             return asyncio.run_coroutine_threadsafe(ask(), client.loop.asyncio_loop)
@@ -242,8 +288,10 @@ class ClusterCollector:
                 return None
             if self._client() is None:  # closed (or reconnecting): no cluster this cell
                 return None
-            mode = self.tracker.settings.get("mode")
-            return CellEdge(self._client_ref, mode, self.send(mode), time.monotonic())
+            mode, settings = self.tracker.settings.get("mode"), self._settings()
+            return CellEdge(
+                self._client_ref, mode, settings, self.send(mode, settings), time.monotonic()
+            )
         except Exception as error:
             self._notice(f"cluster reading failed: {error!r}")
             return None
@@ -253,7 +301,9 @@ class ClusterCollector:
         place). Also notices a client the cell created. Never raises."""
         try:
             if edge is not None and self._client_ref is edge.client_ref:
-                ending = self.send(edge.mode)  # asked before waiting for the start's answer
+                # Asked before waiting for the start's answer; with the start's settings, so
+                # both edges read the same worker tracker.
+                ending = self.send(edge.mode, edge.settings)
                 now = time.monotonic()
                 start = self.collect(edge.pending, edge.sent_at + EDGE_TIMEOUT_S - now)
                 end = self.collect(ending, now + EDGE_TIMEOUT_S - time.monotonic())
@@ -284,19 +334,44 @@ class ClusterCollector:
             log.warning("carbon_magic: %s", message)
 
     def close(self) -> None:
-        """Remove the plugins from the cluster, in the background (best effort)."""
-        client = self._client()
-        self._client_ref, self._state = None, "none"
-        if client is None:
-            return
+        """Leave the cluster's plugins, in the background (best effort): the last
+        kernel to leave takes them off the cluster."""
+        client, user = self._client(), self._user
+        self._client_ref, self._state, self._user = None, "none", None
+        if self._at_exit:
+            atexit.unregister(self._leave_at_exit)
+            self._at_exit = False
+        # Still joining (no user yet): ``_register`` leaves once it has joined.
+        if client is not None and user is not None:
+            self._leave_in_background(client, user)
 
-        def remove() -> None:
-            from carbon_magic.cluster.plugins import PLUGIN_NAME
+    def _leave_at_exit(self) -> None:
+        """Interpreter exit (a kernel shut down normally): leave, briefly."""
+        client, user = self._client(), self._user
+        if client is not None and user is not None:
+            self._user = None
+            _leave(client, user, EXIT_LEAVE_TIMEOUT_S)
 
-            for call in (client.unregister_worker_plugin, client.unregister_scheduler_plugin):
-                try:
-                    call(PLUGIN_NAME)
-                except Exception:
-                    pass
+    def _leave_in_background(self, client: Any, user: str) -> None:
+        threading.Thread(
+            target=_leave,
+            args=(client, user, LEAVE_TIMEOUT_S),
+            name="carbon_magic-cluster-close",
+            daemon=True,
+        ).start()
 
-        threading.Thread(target=remove, name="carbon_magic-cluster-close", daemon=True).start()
+
+def _leave(client: Any, user: str, timeout_s: float) -> None:
+    """Tell the scheduler that ``user`` no longer uses the plugins, waiting at most
+    ``timeout_s`` seconds. Plugins of another protocol have no such handler: they are
+    not this kernel's to remove, so any failure is ignored."""
+    from carbon_magic.cluster.plugins import LEAVE_OP
+
+    if getattr(client, "status", "running") != "running":
+        return
+    try:
+        call = getattr(client.scheduler, LEAVE_OP)
+        future = asyncio.run_coroutine_threadsafe(call(user=user), client.loop.asyncio_loop)
+        future.result(timeout=timeout_s)
+    except Exception:
+        pass
