@@ -14,6 +14,7 @@ from distributed.protocol.pickle import dumps
 from carbon_magic.cluster import plugins
 from carbon_magic.cluster.agent import MAX_TRACKERS, WorkerAgent
 from carbon_magic.cluster.identity import ProcessIdentity, this_process
+from carbon_magic.wake import IDLE_TICK_S
 
 # A kernel on another machine: it never counts this process itself.
 ELSEWHERE = ProcessIdentity("elsewhere", "far", 1, 1, ()).to_dict()
@@ -213,6 +214,20 @@ def test_mode_is_chosen_per_read_on_one_tracker(isolated_env):
     machine_j = machine_2["energy_j"]["cpu"] - machine["energy_j"]["cpu"]
     process_j = process_2["energy_j"]["cpu"] - process["energy_j"]["cpu"]
     assert machine_j > 0 and 0 <= process_j < machine_j  # this process: part of the machine
+
+
+def test_reads_leave_the_workers_tracker_idle(isolated_env):
+    """Reads at cell edges open no window: between cells a worker's tracker sleeps its
+    idle tick, as a kernel's does."""
+    agent = WorkerAgent(ELSEWHERE, SETTINGS)
+    try:
+        for _ in range(3):
+            agent.read("machine", ELSEWHERE, SETTINGS)
+        [tracker] = [c.tracker for c in agent._countings.values() if c.tracker is not None]
+        time.sleep(0.1)
+        assert tracker._sleep_s() == tracker.longest_sleep_s() == IDLE_TICK_S
+    finally:
+        agent.close()
 
 
 def test_trackers_are_bounded_and_a_kernel_that_counts_the_worker_starts_none(isolated_env):

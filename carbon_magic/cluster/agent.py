@@ -172,7 +172,8 @@ class WorkerAgent:
             # Every tracker keeps both modes' totals: the mode only picks which is read.
             if tracker.settings.mode != mode:
                 tracker.settings.update(mode=mode)
-            tracker.begin("cluster edge")  # reads the counters now; the window is dropped
+            # session() reads the counters now. No window is opened: one left open would
+            # keep the worker's tracker at its interval cadence instead of idle ticks.
             session = tracker.session()
         reply.update(
             token=counting.token,
