@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 import threading
@@ -270,7 +271,9 @@ def write_zone(root, zone, name, energy_uj, max_uj=2**32):
     path = root / zone
     path.mkdir(parents=True, exist_ok=True)
     (path / "name").write_text(name + "\n")
-    (path / "energy_uj").write_text(f"{energy_uj}\n")
+    # Replaced whole, as sysfs reads are: the tracker thread may read it meanwhile.
+    (path / "energy_uj.tmp").write_text(f"{energy_uj}\n")
+    os.replace(path / "energy_uj.tmp", path / "energy_uj")
     (path / "max_energy_range_uj").write_text(f"{max_uj}\n")
 
 
