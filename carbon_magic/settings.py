@@ -112,6 +112,13 @@ def _cloud_region(value: Any) -> str:
     return validate_cloud_region(str(value))
 
 
+def _scope_budget(value: Any) -> str:
+    """A notebook or day cap, kept as its text, checked the way ``--budget`` is."""
+    from carbon_magic.budget import parse_budget
+
+    return parse_budget(str(value)).text
+
+
 def _gpus(value: Any) -> str:
     from carbon_magic.sensors import parse_gpus
 
@@ -278,6 +285,34 @@ SPECS: dict[str, SettingSpec] = {
             _choice("auto", "off"),
             "auto",
             "auto: measure the workers of the notebook's Dask client with its cells; off: never",
+        ),
+        SettingSpec(
+            "budget_notebook",
+            _optional(_scope_budget),
+            None,
+            "cap for the notebook across kernels and restarts: grams CO2e or energy, as "
+            "--budget (e.g. 50g, 0.5kWh; none: no cap)",
+        ),
+        SettingSpec(
+            "budget_day",
+            _optional(_scope_budget),
+            None,
+            "cap for the local calendar day over every session on the ledger: grams CO2e "
+            "or energy, as --budget (none: no cap)",
+        ),
+        SettingSpec(
+            "budget_scope_on_exceed",
+            _choice("warn", "stop"),
+            "warn",
+            "warn: one line in the cell that crosses a notebook or day cap; stop: interrupt "
+            "it, and stop each later cell that spends more",
+        ),
+        SettingSpec(
+            "budget_scope_predict",
+            _boolean,
+            False,
+            "stop or warn as soon as a running cell's predicted total (central value, from "
+            "its progress) would cross a notebook or day cap; %%carbon --predict does too",
         ),
         SettingSpec(
             "ukgrid_url",
