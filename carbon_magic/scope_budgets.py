@@ -13,6 +13,7 @@ epoch seconds; the day is the local calendar day of the process (the ledger's us
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -98,17 +99,18 @@ class ScopeState:
             "on_exceed": self.on_exceed,
         }
 
-    def describe(self) -> str:
-        """One line, e.g. ``day budget 50 g CO2e: 12.3 g spent (25 %)``."""
+    def spent_text(self) -> str:
+        """E.g. ``day budget 50g: 12 g CO2e spent (25%)``."""
         spent = (
             Budget("", grams=self.spent)
             if self.budget.grams is not None
             else Budget("", kwh=self.spent)
         ).describe()
-        return (
-            f"{self.scope} budget {self.budget.describe()}: {spent} spent "
-            f"({min(self.fraction, 9.99):.0%}), on exceed: {self.on_exceed}"
-        )
+        return f"{self.scope} budget {self.budget.text}: {spent} spent ({self.fraction:.0%})"
+
+    def describe(self) -> str:
+        """One line, e.g. ``day budget 50g: 12 g CO2e spent (25%), on exceed: warn``."""
+        return f"{self.spent_text()}, on exceed: {self.on_exceed}"
 
 
 def spent_in_ledger(
@@ -121,6 +123,8 @@ def spent_in_ledger(
     """What the ledger's cells spent in the day ``[start, end)`` (by the time they ended)
     and in the notebook ``notebook_path`` (all time), leaving out one session (this one,
     counted in memory). A missing ledger has spent nothing."""
+    if not os.path.isfile(path):
+        return {"day": Spent(), "notebook": Spent()}
     rows = query(
         path,
         """SELECT
@@ -149,7 +153,7 @@ class _Watch:
     started_at: float  # monotonic seconds
     stop: BudgetStop | None
     fired_scope: str | None = None
-    crossed: list[str] = field(default_factory=list)  # warn lines for the cell
+    crossed: dict[str, ScopeState] = field(default_factory=dict)  # latest state over a cap
 
 
 class ScopeBudgets:
@@ -292,8 +296,8 @@ class ScopeBudgets:
             over = [s for s in self.states(total) if s.fraction > 1.0]
         day = local_day(self.clock())[2]
         for state in over:
-            if (state.scope, day) not in self._warned and state.scope not in watch.crossed:
-                watch.crossed.append(state.scope)
+            if (state.scope, day) not in self._warned:
+                watch.crossed[state.scope] = state
         if not over or watch.stop is None or watch.stop.fired:
             return
         if time.monotonic() - watch.started_at < STOP_GRACE_S:
@@ -313,13 +317,12 @@ class ScopeBudgets:
             watch.stop.disarm()
         day = local_day(self.clock())[2]
         warnings = []
-        states = {s.scope: s for s in self.states()}
-        for scope in watch.crossed:
-            if (scope, day) in self._warned or scope not in states:
+        for scope, state in watch.crossed.items():
+            if (scope, day) in self._warned:
                 continue
             self._warned.add((scope, day))
             if scope != watch.fired_scope:
-                warnings.append(f"carbon {states[scope].describe()}: exceeded")
+                warnings.append(f"carbon {state.spent_text()}; exceeded")
         if watch.stop is not None and watch.stop.fired and watch.fired_scope is not None:
             return ScopeOutcome(watch.fired_scope, watch.stop.message, warnings)
         return ScopeOutcome(None, None, warnings)
@@ -338,7 +341,7 @@ class ScopeOutcome:
 def stop_message(state: ScopeState) -> str:
     """The one line a cell stopped by a cap shows."""
     return (
-        f"carbon {state.scope} budget {state.budget.describe()} spent; cell stopped "
+        f"carbon {state.scope} budget {state.budget.text} spent; cell stopped "
         f"(raise it with %carbon config budget_{state.scope}=..., or set it to none)"
     )
 
