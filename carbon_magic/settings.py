@@ -154,10 +154,11 @@ class SettingSpec:
     default: Any
     doc: str
     secret: bool = False
+    env_name: str | None = None  # the variable, when not CARBON_MAGIC_<NAME>
 
     @property
     def env_var(self) -> str:
-        return ENV_PREFIX + self.name.upper()
+        return self.env_name or ENV_PREFIX + self.name.upper()
 
 
 SPECS: dict[str, SettingSpec] = {
@@ -306,6 +307,7 @@ SPECS: dict[str, SettingSpec] = {
             "warn",
             "warn: one line in the cell that crosses a notebook or day cap; stop: interrupt "
             "it, and stop each later cell that spends more",
+            env_name=ENV_PREFIX + "BUDGET_ON_EXCEED",
         ),
         SettingSpec(
             "budget_scope_predict",

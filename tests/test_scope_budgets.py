@@ -214,7 +214,7 @@ def test_environment_variables_set_the_caps():
         environ={
             "CARBON_MAGIC_BUDGET_NOTEBOOK": "50g",
             "CARBON_MAGIC_BUDGET_DAY": "0.5kWh",
-            "CARBON_MAGIC_BUDGET_SCOPE_ON_EXCEED": "stop",
+            "CARBON_MAGIC_BUDGET_ON_EXCEED": "stop",
         }
     )
     assert settings.get("budget_notebook") == "50g"

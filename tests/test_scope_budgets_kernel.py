@@ -89,13 +89,13 @@ def test_a_notebook_cap_stops_cells_across_kernels_and_restarts(tmp_path):
         ledger,
         "work/nb.ipynb",
         CARBON_MAGIC_BUDGET_NOTEBOOK="2J",
-        CARBON_MAGIC_BUDGET_SCOPE_ON_EXCEED="stop",
+        CARBON_MAGIC_BUDGET_ON_EXCEED="stop",
     )
     other = _kernel(
         ledger,
         "work/other.ipynb",
         CARBON_MAGIC_BUDGET_NOTEBOOK="2J",
-        CARBON_MAGIC_BUDGET_SCOPE_ON_EXCEED="stop",
+        CARBON_MAGIC_BUDGET_ON_EXCEED="stop",
     )
     try:
         run = again.execute("# after restart\n" + BUSY.format(s=30), timeout=60)
