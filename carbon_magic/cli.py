@@ -93,7 +93,7 @@ def _read_rows(args: argparse.Namespace) -> tuple[Path, list[dict[str, Any]]]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    info = machine_status(_ledger_path(None))
+    info = machine_status(_ledger_path(None), notebook_path=args.notebook)
     print(json.dumps(info, indent=2, default=str) if args.json else status_text(info))
     return EXIT_OK
 
@@ -182,9 +182,16 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser(
         "status",
         help="what would be measured here and how",
-        description="Sensors, methods, location, grid intensity and its source, PUE, ledger.",
+        description="Sensors, methods, location, grid intensity and its source, PUE, ledger, "
+        "and the day and notebook caps (CARBON_MAGIC_BUDGET_DAY, CARBON_MAGIC_BUDGET_NOTEBOOK) "
+        "with what every session on the ledger spent on them.",
     )
     status.add_argument("--json", action="store_true", help="print JSON instead of text")
+    status.add_argument(
+        "--notebook",
+        metavar="PATH",
+        help="the notebook path (as Jupyter names it) whose cap to show",
+    )
     status.set_defaults(run=cmd_status)
 
     doctor = commands.add_parser(

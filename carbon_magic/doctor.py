@@ -17,6 +17,7 @@ from typing import Any
 
 from carbon_magic._version import __version__
 from carbon_magic.ledger.paths import LEDGER_ENV
+from carbon_magic.scope_budgets import ScopeBudgets, budget_lines
 
 # The environment variable naming the ledger file (the CLI's default for --ledger).
 
@@ -26,13 +27,15 @@ def _gpu_device_present(dev_root: str = "/dev", proc_root: str = "/proc") -> boo
     return Path(dev_root, "nvidia0").exists() or Path(proc_root, "driver", "nvidia").exists()
 
 
-def machine_status(ledger_path: Path) -> dict[str, Any]:
+def machine_status(ledger_path: Path, notebook_path: str | None = None) -> dict[str, Any]:
     """What would be measured on this machine and how, as a JSON-ready dict, with the
     state of the ledger at ``ledger_path``.
 
     Starts a tracker briefly (sensors detected, no window measured) and stops it.
     Keys: ``mode``, ``sensors`` (list of name/component/available/method/detail),
-    ``methods``, ``intensity`` (g_per_kwh, provider, zone, source), ``pue``
+    ``methods``, ``intensity`` (g_per_kwh, provider, zone, source), ``pue``,
+    ``budgets`` (the day cap, and the notebook cap for ``notebook_path``, with what
+    every session on the ledger spent on them), ``pue``
     (value, source), ``location`` (country, cloud_region, zone, postcode: as set, None
     when not), ``hardware``, ``ledger`` (path, exists), ``gpu_device``, ``notices``.
     Raises ``ValueError`` for a bad ``CARBON_MAGIC_*`` environment variable.
@@ -82,6 +85,10 @@ def machine_status(ledger_path: Path) -> dict[str, Any]:
         except (OSError, sqlite3.Error):
             pass
         info["ledger"]["sessions"] = states  # running | stopped | lost (killed kernels)
+    caps = ScopeBudgets(
+        settings, lambda: str(path) if path.is_file() else None, notebook_path, None
+    )
+    info["budgets"] = [state.as_json() | {"text": state.describe()} for state in caps.states()]
     return info
 
 
@@ -109,6 +116,7 @@ def status_text(info: dict[str, Any]) -> str:
     if ledger.get("sessions"):
         counts = ", ".join(f"{n} {state}" for state, n in sorted(ledger["sessions"].items()))
         lines.append(f"sessions: {counts}")
+    lines.extend(budget_lines([cap["text"] for cap in info.get("budgets", [])]))
     for notice in info["notices"]:
         lines.append(f"note: {notice}")
     return "\n".join(lines)

@@ -74,6 +74,11 @@ class Recorder:
         """The open ledger, or None when it could not be opened (records in memory)."""
         return self._ledger
 
+    def ledger_path(self) -> str | None:
+        """The open ledger's file, or None when there is none (records in memory)."""
+        ledger = self._ledger
+        return str(ledger.path) if ledger is not None else None
+
     def status(self) -> str:
         """The ledger's status line (``ok: <path>``, ``in memory ...``), or
         ``unavailable``."""

@@ -112,6 +112,13 @@ def _cloud_region(value: Any) -> str:
     return validate_cloud_region(str(value))
 
 
+def _scope_budget(value: Any) -> str:
+    """A notebook or day cap, kept as its text, checked the way ``--budget`` is."""
+    from carbon_magic.budget import parse_budget
+
+    return parse_budget(str(value)).text
+
+
 def _gpus(value: Any) -> str:
     from carbon_magic.sensors import parse_gpus
 
@@ -147,10 +154,11 @@ class SettingSpec:
     default: Any
     doc: str
     secret: bool = False
+    env_name: str | None = None  # the variable, when not CARBON_MAGIC_<NAME>
 
     @property
     def env_var(self) -> str:
-        return ENV_PREFIX + self.name.upper()
+        return self.env_name or ENV_PREFIX + self.name.upper()
 
 
 SPECS: dict[str, SettingSpec] = {
@@ -278,6 +286,35 @@ SPECS: dict[str, SettingSpec] = {
             _choice("auto", "off"),
             "auto",
             "auto: measure the workers of the notebook's Dask client with its cells; off: never",
+        ),
+        SettingSpec(
+            "budget_notebook",
+            _optional(_scope_budget),
+            None,
+            "cap for the notebook across kernels and restarts: grams CO2e or energy, as "
+            "--budget (e.g. 50g, 0.5kWh; none: no cap)",
+        ),
+        SettingSpec(
+            "budget_day",
+            _optional(_scope_budget),
+            None,
+            "cap for the local calendar day over every session on the ledger: grams CO2e "
+            "or energy, as --budget (none: no cap)",
+        ),
+        SettingSpec(
+            "budget_scope_on_exceed",
+            _choice("warn", "stop"),
+            "warn",
+            "warn: one line in the cell that crosses a notebook or day cap; stop: interrupt "
+            "it, and stop each later cell that spends more",
+            env_name=ENV_PREFIX + "BUDGET_ON_EXCEED",
+        ),
+        SettingSpec(
+            "budget_scope_predict",
+            _boolean,
+            False,
+            "stop or warn as soon as a running cell's predicted total (central value, from "
+            "its progress) would cross a notebook or day cap; %%carbon --predict does too",
         ),
         SettingSpec(
             "ukgrid_url",

@@ -46,6 +46,7 @@ class LedgerBuilder:
         intensity: float = 56.0,
         source: str = "static: FR (2023)",
         gpus: dict[str, str] | None = None,
+        settings: dict[str, object] | None = None,
     ) -> str:
         session_uuid = uuid.uuid4().hex
         if kernel_id:
@@ -61,7 +62,7 @@ class LedgerBuilder:
             mode="process",
             hardware={"cpu_model": "Test CPU", "n_cpus": 8, "ram_gb": 16, "gpus": gpus or {}},
             methods=METHODS,
-            settings={"country": "FR"},
+            settings={"country": "FR", **(settings or {})},
             intensity_source=source,
             intensity_g_per_kwh=intensity,
         )

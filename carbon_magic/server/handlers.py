@@ -37,6 +37,7 @@ from tornado import web
 from tornado.ioloop import IOLoop
 
 from carbon_magic.server import metrics, views
+from carbon_magic.server.budgets import KernelBudgets
 from carbon_magic.server.cell_pages import CELL_PAGE_DEFAULT, CELL_PAGE_MAX, CellPage
 from carbon_magic.server.config import CarbonMagicServer
 from carbon_magic.server.reader import LedgerReader, LedgerSnapshot, LedgerUnavailable
@@ -78,6 +79,7 @@ class ExtensionState:
     config: CarbonMagicServer
     reader: LedgerReader
     executor: ThreadPoolExecutor
+    budgets: KernelBudgets | None = None
 
     def stale_after(self, interval_s: float, next_beat_s: float | None) -> float:
         return self.config.stale_after_s(interval_s, next_beat_s)
@@ -152,7 +154,22 @@ class KernelHandler(CarbonMagicHandler):
             )
         paths = await self.notebook_paths()
         document = views.kernel_json(kernel_id, figures, time.time(), self.state.stale_after, paths)
+        document["budgets"] = await self._budgets(
+            figures.session.session_uuid, figures.session.notebook_path
+        )
         self.finish(json.dumps(document))
+
+    async def _budgets(self, session_uuid: str, notebook_path: str | None) -> list[dict[str, Any]]:
+        """The kernel's notebook and day caps (the notebook as the kernel's session row
+        names it, as its cells are counted); a fault reading them loses only them."""
+        state = self.state
+        if state.budgets is None:
+            state.budgets = KernelBudgets(state.reader.path)
+        try:
+            return await self.read_ledger(state.budgets.states_json, session_uuid, notebook_path)
+        except Exception as error:
+            self.log.debug("carbon_magic: no budgets: %s", error)
+            return []
 
 
 class InvalidKernelHandler(CarbonMagicHandler):
