@@ -49,7 +49,7 @@ def machine_status(ledger_path: Path, notebook_path: str | None = None) -> dict[
         tracker.start()
         intensity = tracker.intensity()
         pue, pue_source = tracker.pue()
-        info = {
+        info: dict[str, Any] = {
             "version": __version__,
             "mode": settings.mode,
             "sensors": [asdict(status) for status in tracker.sensor_statuses()],

@@ -25,6 +25,7 @@ from carbon_magic.interrupt import BudgetStop
 from carbon_magic.ledger.read import query
 from carbon_magic.measurement import Measurement
 from carbon_magic.prediction import Prediction
+from carbon_magic.settings import SettingLookup
 
 SCOPES = ("day", "notebook")
 ON_EXCEED = ("warn", "stop")
@@ -166,7 +167,7 @@ class ScopeBudgets:
 
     def __init__(
         self,
-        settings: Any,
+        settings: SettingLookup,
         ledger_path: Callable[[], str | None],
         notebook_path: str | None,
         session_uuid: str | None,

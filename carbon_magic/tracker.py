@@ -39,6 +39,7 @@ from carbon_magic.settings import Settings
 from carbon_magic.tick_attribution import RawCounters, TickAttributor
 from carbon_magic.timeline import Timeline
 from carbon_magic.totals import Totals, accumulate, measurement_between
+from carbon_magic.vocabulary import MODES
 from carbon_magic.wake import IDLE_TICK_S, WakeSchedule
 from carbon_magic.windows import LiveReading, Window, fill
 
@@ -48,7 +49,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "IDLE_TICK_S",
-    "MODES",
     "SLOW_REFRESH_S",
     "LiveReading",
     "Totals",
@@ -59,7 +59,6 @@ __all__ = [
 
 log = logging.getLogger("carbon_magic")
 
-MODES = ("process", "machine")
 # How often the slowly changing inputs are read again: the kernel's descendants, the
 # GPUs they use, resident memory (a level, not a counter) and the grid intensity.
 # Reading them on every tick would cost most of an idle tick.

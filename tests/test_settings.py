@@ -161,3 +161,16 @@ def test_configure_returns_secrets_masked():
         assert tracker.settings.get("electricitymaps_token") == "t0ken-value"
     finally:
         tracker.settings.update(electricitymaps_token=before)
+
+
+def test_every_setting_reads_as_a_typed_attribute():
+    from carbon_magic.settings import SettingValue
+
+    declared = {name for name, value in vars(Settings).items() if isinstance(value, SettingValue)}
+    assert declared == set(SPECS)
+    settings = Settings(environ={"CARBON_MAGIC_INTERVAL": "2.5"})
+    assert settings.interval == 2.5 and settings.mode == "process"
+    with pytest.raises(AttributeError, match="update"):
+        settings.interval = 3.0
+    with pytest.raises(AttributeError):
+        settings.no_such_setting  # noqa: B018

@@ -24,7 +24,7 @@ import threading
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
 from carbon_magic.grid.base import ForecastPoint, Intensity
 from carbon_magic.grid.timezone import (
@@ -289,7 +289,20 @@ def validate_cloud_region(text: str) -> str:
     raise ValueError(f"unknown {provider} region {region.strip()!r}; {hint}")
 
 
-def default_pue(settings: Any) -> tuple[float, str]:
+class LocationSettings(Protocol):
+    """The settings the static tables follow (``Settings`` has them)."""
+
+    @property
+    def country(self) -> str | None: ...
+
+    @property
+    def cloud_region(self) -> str | None: ...
+
+    @property
+    def pue(self) -> float | None: ...
+
+
+def default_pue(settings: LocationSettings) -> tuple[float, str]:
     """(PUE, where it came from) for the current settings.
 
     ``settings.pue`` wins ("set by you"); with a cloud region, the provider's fleet
@@ -383,7 +396,7 @@ class StaticProvider:
 
     def __init__(
         self,
-        settings: Any,
+        settings: LocationSettings,
         timezone_name: str | None = None,
         *,
         root: str | os.PathLike[str] = "/",

@@ -10,6 +10,8 @@ import json
 import sqlite3
 from dataclasses import dataclass
 
+from carbon_magic.vocabulary import COMPONENTS
+
 __all__ = [
     "CELL_PAGE_DEFAULT",
     "CELL_PAGE_MAX",
@@ -20,7 +22,6 @@ __all__ = [
     "cell_record",
 ]
 
-COMPONENTS = ("cpu", "gpu", "ram")
 
 CELL_PAGE_DEFAULT = 100  # cells per page when the client does not say
 CELL_PAGE_MAX = 1000

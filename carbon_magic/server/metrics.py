@@ -31,7 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from carbon_magic.server.reader import COMPONENTS, LedgerSnapshot, Totals
+from carbon_magic.server.reader import LedgerSnapshot, Totals
 from carbon_magic.server.views import (
     KernelSummary,
     Paths,
@@ -42,6 +42,7 @@ from carbon_magic.server.views import (
     notebook_path,
     power_json,
 )
+from carbon_magic.vocabulary import COMPONENTS
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 

@@ -41,8 +41,8 @@ from carbon_magic.server.heartbeat_columns import (
     heartbeat_select,
     missing_later_columns,
 )
+from carbon_magic.vocabulary import COMPONENTS
 
-COMPONENTS = ("cpu", "gpu", "ram")
 MAX_DAY_CACHES = 4  # day starts whose cell sums are kept (clients in a few time zones)
 
 
