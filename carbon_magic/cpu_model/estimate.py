@@ -105,6 +105,7 @@ def estimate(
     """
     family = cpu_family(model_name)
     curve = families()[family]
+    note = _curve_note(curve, model_name)
     cores, cores_from = _cores(model_name, package, is_vm)
     features = [
         (
@@ -121,14 +122,16 @@ def estimate(
     if tdp is not None and (not is_vm or package.tdp_w is not None):
         features.append(("TDP", f"{tdp[0]:g} W", tdp[1]))
         share, where = _share(n_cpus, package.threads_per_package, package.sockets)
-        return _on_tdp(curve, cores, tdp[0] * share, f"{tdp[1]}{where}", METHOD_TDP, features)
+        return _on_tdp(note, curve, cores, tdp[0] * share, f"{tdp[1]}{where}", METHOD_TDP, features)
     if tdp is not None and host_threads:
         features.append(("TDP", f"{tdp[0]:g} W", tdp[1]))
         features.append(
             ("host package", f"{host_threads} threads", _host_note(model_name, package))
         )
         share, where = _share(n_cpus, host_threads, None)
-        return _on_tdp(curve, cores, tdp[0] * share, f"{tdp[1]}{where}", METHOD_VM_TDP, features)
+        return _on_tdp(
+            note, curve, cores, tdp[0] * share, f"{tdp[1]}{where}", METHOD_VM_TDP, features
+        )
     if not is_vm and cores:
         per_core, lowest, highest = tdp_per_core(family)
         estimated_w = cores * per_core
@@ -144,8 +147,16 @@ def estimate(
             lowest / per_core, highest / per_core, "TDP estimated from the cores"
         )
         source = f"TDP estimated as {cores} cores × {per_core:.1f} W{where}"
-        return _on_tdp(widened, cores, estimated_w * share, source, METHOD_CORES, features)
-    return _per_vcpu(model_name, curve, n_cpus, provider, features)
+        return _on_tdp(note, widened, cores, estimated_w * share, source, METHOD_CORES, features)
+    return _per_vcpu(note, model_name, curve, n_cpus, provider, features)
+
+
+def _curve_note(curve: LoadCurve, model_name: str) -> str:
+    """How the curve was chosen, for the source: the family, or why the generic one."""
+    if curve.name != GENERIC_FAMILY:
+        return f"{curve.label} load curve"
+    what = f"{model_name!r} not recognised" if model_name else "CPU model unknown"
+    return f"generic load curve ({what})"
 
 
 def _host_threads(model_name: str) -> int | None:
@@ -179,6 +190,7 @@ def _share(
 
 
 def _on_tdp(
+    note: str,
     curve: LoadCurve,
     cores: int | None,
     package_w: float,
@@ -187,15 +199,14 @@ def _on_tdp(
     features: list[tuple[str, str, str]],
 ) -> Estimate:
     full = curve.full_for(cores)
-    source = (
-        f"{curve.label} load curve, idle {curve.idle:.0%} and full load {full:.0%} of TDP; {where}"
-    )
+    source = f"{note}, idle {curve.idle:.0%} and full load {full:.0%} of TDP; {where}"
     return Estimate(
         curve.idle * package_w, full * package_w, source, curve, method, tuple(features)
     )
 
 
 def _per_vcpu(
+    note: str,
     model_name: str,
     curve: LoadCurve,
     n_cpus: float,
@@ -223,9 +234,8 @@ def _per_vcpu(
         "TDP per vCPU from wall watts",
     )
     full = widened.full_for(None)
-    label = "generic" if curve.name == GENERIC_FAMILY else curve.label
     source = (
-        f"{label} load curve, idle {curve.idle:.0%} and full load {full:.0%} of TDP per vCPU = "
+        f"{note}, idle {curve.idle:.0%} and full load {full:.0%} of TDP per vCPU = "
         f"{per_vcpu_w:.2f} W ({basis}, full-load wall power per vCPU) / {WALL_PER_TDP:g} "
         f"× {n_cpus:g} CPUs; host package not known"
     )
