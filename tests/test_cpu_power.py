@@ -383,3 +383,10 @@ def test_unknown_cpu_on_bare_metal_estimates_the_tdp_from_its_cores():
     assert low == pytest.approx(central * base_low * lowest / per_core)
     assert high == pytest.approx(central * base_high * highest / per_core)
     assert "TDP estimated as 4 cores" in model.source
+
+
+def test_arm_threads_are_cores():
+    model = cpu_power.cpu_power_model("ARM Neoverse-N1", 64, False, threads_per_package=64)
+    features = {name: value for name, value, _ in model.features}
+    assert features["cores per package"] == "64"
+    assert model.method == cpu_power.METHOD_CORES

@@ -8,6 +8,7 @@ from the cores) and the cores per package, and says where each came from.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from carbon_magic.cpu_model.curves import LoadCurve, families
@@ -30,6 +31,9 @@ from carbon_magic.cpu_model.identify import (
 # range of that ratio (what a TDP per vCPU derived from CCF's wall watts may be off by).
 WALL_PER_TDP = 1.13
 WALL_PER_TDP_RANGE = (0.83, 1.65)
+
+# Arm server cores run one thread each (no SMT).
+ARM_NAMES = re.compile(r"\b(arm|neoverse|graviton|ampere|altra)\b", re.IGNORECASE)
 
 # How a model's figures were obtained, as shown with them.
 METHOD_TDP = "modelled: TDP × load curve"
@@ -84,6 +88,8 @@ def _cores(model_name: str, package: Package, is_vm: bool) -> tuple[int | None, 
     if cores := cores_from_name(model_name):
         return cores, "the model name"
     host_threads = package.vm_threads_per_package if is_vm else package.threads_per_package
+    if host_threads and ARM_NAMES.search(model_name):
+        return host_threads, f"{host_threads} threads per package (Arm: one thread a core)"
     if host_threads:
         return max(1, host_threads // 2), f"{host_threads} threads per package / 2 (assumed SMT)"
     return None, "unknown: the full-load figure of a mid-size package is used"
