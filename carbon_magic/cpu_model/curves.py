@@ -22,6 +22,16 @@ from dataclasses import dataclass, replace
 
 # Full load as a fraction of TDP stays inside what measured CPUs span.
 FULL_LIMITS = (0.45, 1.3)
+# An AMD package holds its power to the package power tracking limit (PPT), which is
+# the TDP unless the platform sets it otherwise: its full load does not pass the TDP.
+# Intel hosts may run a power limit above the TDP (cloud bare metal up to 1.3 × TDP).
+FULL_CEILING = {"amd-zen": 1.0}
+
+
+def full_within_limits(family: str, value: float) -> float:
+    """A full-load fraction kept within FULL_LIMITS and the family's ceiling."""
+    ceiling = FULL_CEILING.get(family, FULL_LIMITS[1])
+    return min(ceiling, max(FULL_LIMITS[0], value))
 
 
 def shape(utilisation: float, k: float) -> float:
@@ -80,7 +90,7 @@ class LoadCurve:
         if cores is None or not self.cores_slope:
             return self.full
         value = self.full + self.cores_slope * math.log2(cores / self.reference_cores)
-        return min(FULL_LIMITS[1], max(FULL_LIMITS[0], value))
+        return full_within_limits(self.name, value)
 
     def fraction(self, utilisation: float, cores: int | None = None) -> float:
         """Central package power at ``utilisation`` as a fraction of TDP."""
@@ -99,11 +109,16 @@ class LoadCurve:
             self, band=band, basis=f"{self.basis}; range widened ×{low:g}–×{high:g} ({why})"
         )
 
-    def describe(self, cores: int | None = None) -> str:
+    def describe(self) -> str:
         """One line: the curve's figures and their basis."""
-        full = self.full_for(cores)
+        full = f"full load {self.full:.0%} of TDP"
+        if self.cores_slope:
+            full += (
+                f" at {self.reference_cores} cores ({self.cores_slope:+.1%} of TDP per "
+                "doubling of the cores)"
+            )
         return (
-            f"{self.label} curve: idle {self.idle:.0%}, full load {full:.0%} of TDP, "
+            f"{self.label} curve: idle {self.idle:.0%}, {full}, "
             f"{_curvature_word(self.k)} (k={self.k:g}); {self.basis}"
         )
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from carbon_magic.cpu_model.curves import FULL_LIMITS, band_at, shape
+from carbon_magic.cpu_model.curves import band_at, full_within_limits, shape
 from carbon_magic.cpu_model.identify import GENERIC_FAMILY, cpu_family
 
 # Load levels (per cent) at which the ranges are stated; between them they are
@@ -127,7 +127,7 @@ class FamilyCurve:
         if cores is None or not self.cores_slope:
             return self.full
         value = self.full + self.cores_slope * math.log2(cores / REFERENCE_CORES)
-        return min(FULL_LIMITS[1], max(FULL_LIMITS[0], value))
+        return full_within_limits(self.family, value)
 
     def fraction(self, load: float, cores: int | None) -> float:
         """Modelled power at ``load`` over TDP."""
