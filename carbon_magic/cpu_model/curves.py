@@ -106,7 +106,7 @@ class LoadCurve:
         uncertainty (a TDP estimated, a per-vCPU figure) on top of the curve's own."""
         band = tuple((lo * low, hi * high) for lo, hi in self.band)
         return replace(
-            self, band=band, basis=f"{self.basis}; range widened ×{low:g}–×{high:g} ({why})"
+            self, band=band, basis=f"{self.basis}; range widened ×{low:.2f}–×{high:.2f} ({why})"
         )
 
     def describe(self) -> str:
