@@ -50,13 +50,17 @@ class CliError(Exception):
 
 
 def _ledger_path(option: str | None) -> Path:
-    """``--ledger``, else the kernels' default (``$CARBON_MAGIC_LEDGER``, else the
-    Jupyter data dir)."""
-    if option:
-        return Path(option).expanduser()
-    from carbon_magic.ledger import default_ledger_path
+    """``--ledger`` (relative to the current folder, as paths on a command line are;
+    ``auto``: the default), else the kernels' ledger (``$CARBON_MAGIC_LEDGER``, read as
+    the kernels read it, else the Jupyter data dir). A folder is refused."""
+    from carbon_magic.ledger.paths import AUTO_WORDS, default_ledger_path
 
-    return default_ledger_path()
+    if option is None or option.strip().lower() in AUTO_WORDS:
+        return default_ledger_path()
+    path = Path(option).expanduser().absolute()
+    if path.is_dir():
+        raise CliError(f"--ledger must be a ledger file, not the folder {path}")
+    return path
 
 
 def _read_rows(args: argparse.Namespace) -> tuple[Path, list[dict[str, Any]]]:

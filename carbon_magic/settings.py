@@ -112,6 +112,13 @@ def _cloud_region(value: Any) -> str:
     return validate_cloud_region(str(value))
 
 
+def _ledger(value: Any) -> str:
+    # Resolved once, here, so the kernel, the CLI and the server agree on the file.
+    from carbon_magic.ledger.paths import resolve_ledger_path
+
+    return str(resolve_ledger_path(str(value)))
+
+
 def _gpus(value: Any) -> str:
     from carbon_magic.sensors import parse_gpus
 
@@ -232,9 +239,10 @@ SPECS: dict[str, SettingSpec] = {
         ),
         SettingSpec(
             "ledger",
-            _optional(_text),
+            _optional(_ledger),
             None,
-            "path of the SQLite ledger (auto: jupyter_data_dir()/carbon_magic/ledger.sqlite3)",
+            "path of the SQLite ledger file (auto: jupyter_data_dir()/carbon_magic/ledger.sqlite3;"
+            " a relative path is taken in that folder)",
         ),
         SettingSpec(
             "ledger_keep_days",
