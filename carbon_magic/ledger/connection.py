@@ -24,7 +24,14 @@ from carbon_magic.ledger import schema
 from carbon_magic.ledger.paths import default_ledger_path
 from carbon_magic.ledger.schema import NewerSchemaError, describe_error, error_kind
 
-__all__ = ["MAX_BACKOFF_S", "RETRY_AFTER_S", "LedgerFile", "LedgerWarning", "create_private"]
+__all__ = [
+    "MAX_BACKOFF_S",
+    "RETRY_AFTER_S",
+    "LedgerFile",
+    "LedgerWarning",
+    "create_private",
+    "read_only_cause",
+]
 
 RETRY_AFTER_S = 5.0  # first back-off after a failed write; doubles up to MAX_BACKOFF_S
 MAX_BACKOFF_S = 60.0
@@ -266,7 +273,9 @@ class LedgerFile:
     def _fault(self, exc: BaseException, extra: str = "") -> None:
         """Go (or stay) in memory after ``exc``; the next attempt waits for the back-off."""
         self._drop_connection()
-        self._fail(error_kind(exc), f"{describe_error(exc)}{extra}")
+        kind = error_kind(exc)
+        cause = read_only_cause(self.path) if kind in ("read-only", "unavailable") else None
+        self._fail(kind, f"{describe_error(exc)}{f' ({cause})' if cause else ''}{extra}")
 
     def _fail(self, kind: str, reason: str) -> None:
         self._reason = reason
@@ -290,6 +299,27 @@ class LedgerFile:
             warnings.warn(text, LedgerWarning, stacklevel=_stacklevel_outside_package())
         except Exception:  # a filter turned warnings into errors: the ledger goes on
             log.warning("%s", text)
+
+
+def read_only_cause(path: Path) -> str | None:
+    """Why this process cannot write the ledger at ``path``, in words, when that is the
+    storage's doing: a read-only file system, a folder it cannot write (SQLite creates
+    the ``-wal`` and ``-shm`` files beside the ledger), or a read-only file. None when
+    none of these holds."""
+    folder = path.parent
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return f"{folder} is on a read-only file system"
+    except (OSError, AttributeError):  # no statvfs on Windows
+        pass
+    if folder.is_dir() and not os.access(folder, os.W_OK):
+        return (
+            f"this user cannot write its folder {folder}, where SQLite keeps "
+            f"{path.name}-wal and {path.name}-shm"
+        )
+    if path.is_file() and not os.access(path, os.W_OK):
+        return "this user cannot write the file"
+    return None
 
 
 def create_private(path: Path) -> None:
