@@ -45,11 +45,11 @@ def connect_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
     conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
     try:
         conn.execute("PRAGMA schema_version").fetchone()  # opens the WAL index (-shm)
-    except sqlite3.OperationalError as error:
-        if (getattr(error, "sqlite_errorcode", 0) & 0xFF) not in _NO_SHM_CODES:
-            raise
-        conn.close()
-        conn = sqlite3.connect(f"{path.as_uri()}?immutable=1", uri=True, timeout=BUSY_TIMEOUT_S)
+    except sqlite3.DatabaseError as error:
+        # Other faults (a corrupt file, a lock) show in the caller's first query, as ever.
+        if (getattr(error, "sqlite_errorcode", 0) & 0xFF) in _NO_SHM_CODES:
+            conn.close()
+            conn = sqlite3.connect(f"{path.as_uri()}?immutable=1", uri=True, timeout=BUSY_TIMEOUT_S)
     conn.row_factory = sqlite3.Row
     return conn
 
