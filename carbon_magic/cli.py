@@ -73,6 +73,7 @@ def _read_rows(args: argparse.Namespace) -> tuple[Path, list[dict[str, Any]]]:
             f"no ledger at {path} (cells are recorded after `%load_ext carbon_magic`; "
             f"or pass --ledger PATH or set {LEDGER_ENV})"
         )
+    _import_journals(path)
     connection = connect_readonly(path)
     try:
         rows = read_cells(
@@ -93,11 +94,24 @@ def _read_rows(args: argparse.Namespace) -> tuple[Path, list[dict[str, Any]]]:
     return path, rows
 
 
+def _import_journals(path: Path) -> None:
+    """Write what closing kernels left in journals beside the ledger into it first, so
+    reports count those cells and the sessions they ended read ended."""
+    from carbon_magic.ledger.journal import import_waiting_journals
+
+    def note(kind: str, message: str) -> None:
+        print(f"{PROG}: note: {message}", file=sys.stderr)
+
+    import_waiting_journals(path, note)
+
+
 # ---------------------------------------------------------------- commands
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    info = machine_status(_ledger_path(None))
+    path = _ledger_path(None)
+    _import_journals(path)
+    info = machine_status(path)
     print(json.dumps(info, indent=2, default=str) if args.json else status_text(info))
     return EXIT_OK
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from carbon_magic.ledger.cluster import CLUSTER_KEY, insert_cell
 from carbon_magic.ledger.rows import SessionState, write_session
+from carbon_magic.ledger.schema import SCHEMA_VERSION, Transaction, schema_version
 from carbon_magic.ledger.tables import (
     CELL_COLUMNS,
     HEARTBEAT_COLUMNS,
@@ -41,6 +42,7 @@ __all__ = [
     "FORMAT",
     "Journal",
     "import_journals",
+    "import_waiting_journals",
     "journal_key",
     "journal_paths",
     "read_journal",
@@ -221,6 +223,40 @@ def import_journals(
             conn.execute("RELEASE journal")
         done.append(path)
     return done
+
+
+def import_waiting_journals(
+    ledger_path: Path, warn: Callable[[str, str], None], busy_timeout_s: float = 1.0
+) -> int:
+    """Write the journals waiting beside the ledger at ``ledger_path`` into it now, as
+    the next kernel would (so readers see those records, and the sessions they end
+    read ended), in one transaction of a connection of its own; returns how many
+    journals were done with. Nothing happens (0) without journals or ledger, when the
+    ledger's schema is not this code's (a kernel migrates it first), or when it cannot
+    be written now (read-only, or locked for ``busy_timeout_s`` seconds): the next
+    writer imports them then. ``warn(kind, message)`` hears of journals left alone.
+    Never raises."""
+    if not journal_paths(ledger_path) or not ledger_path.is_file():
+        return 0
+    try:
+        conn = sqlite3.connect(ledger_path, timeout=busy_timeout_s, isolation_level=None)
+    except sqlite3.Error:
+        return 0
+    try:
+        if schema_version(conn) != SCHEMA_VERSION:
+            return 0
+        with Transaction(conn):
+            done = import_journals(conn, ledger_path, warn)
+    except (sqlite3.Error, OSError):
+        return 0
+    finally:
+        conn.close()
+    for path in done:
+        try:
+            path.unlink()
+        except OSError:
+            pass  # its id is in meta: a later writer removes it
+    return len(done)
 
 
 def _insert(conn: sqlite3.Connection, journal: Journal) -> None:
