@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import math
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
@@ -43,15 +41,10 @@ from carbon_magic.server.heartbeat_columns import (
     heartbeat_select,
     missing_later_columns,
 )
+from carbon_magic.server.journals import JournalCatchUp
 
 COMPONENTS = ("cpu", "gpu", "ram")
-JOURNAL_CHECK_S = 2.0  # how often readers look for journals of closed kernels, seconds
-log = logging.getLogger("carbon_magic")
 MAX_DAY_CACHES = 4  # day starts whose cell sums are kept (clients in a few time zones)
-
-
-def _log_journal_problem(kind: str, message: str) -> None:
-    log.warning("carbon_magic: %s", message)
 
 
 class LedgerUnavailable(Exception):
@@ -369,21 +362,7 @@ class LedgerReader:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._local = threading.local()
-        self._journals_checked_at = -math.inf  # time.monotonic() of the last look
-
-    def _import_journals(self) -> None:
-        """Every JOURNAL_CHECK_S at most: write what closing kernels left in journals
-        beside the ledger into it, so their cells count and the sessions they ended read
-        ended (the one write the server makes; a read-only ledger is left as it is)."""
-        now = time.monotonic()
-        if now - self._journals_checked_at < JOURNAL_CHECK_S:
-            return
-        self._journals_checked_at = now
-        count = ledger.import_waiting_journals(self.path, _log_journal_problem)
-        if count:
-            log.info(
-                "carbon_magic: wrote %d journal(s) of closed kernels into %s", count, self.path
-            )
+        self._journals = JournalCatchUp(self.path)
 
     def close(self) -> None:
         """Close this thread's connection (a later call reopens it)."""
@@ -452,7 +431,7 @@ class LedgerReader:
     @contextmanager
     def _snapshot(self) -> Iterator[sqlite3.Connection]:
         """A connection inside one read transaction: every query sees the same state."""
-        self._import_journals()
+        self._journals.run()
         connection = self._connect()
         try:
             connection.execute("BEGIN")
