@@ -155,3 +155,32 @@ def test_a_kernel_closed_while_locked_is_reported_whole_and_ended_by_the_cli(tmp
     assert [s for s in sources if s.startswith("step_")] == [f"step_{i} = {i}" for i in range(20)]
     [session] = read_sessions(path, kernel_id=kernel.kernel_id)
     assert session["state"] == "stopped" and session["ended_at"] is not None
+
+
+@pytest.mark.kernel
+def test_a_clean_exit_after_a_long_lock_writes_everything_to_the_ledger(tmp_path):
+    """The writer faulted on the lock and backs off; the lock is let go; the kernel
+    exits: the exit writes the ledger, not a journal."""
+    path = tmp_path / "ledger.sqlite3"
+    kernel = Kernel(str(path), {"CARBON_MAGIC_INTERVAL": "0.5"})
+    holder = None
+    try:
+        assert kernel.execute("%load_ext carbon_magic").reply["content"]["status"] == "ok"
+        holder = LockHolder(path)
+        started, n = time.monotonic(), 0
+        while time.monotonic() - started < 6.5:  # past the 5 s busy timeout: backing off
+            kernel.execute(f"step_{n} = {n}")
+            n += 1
+        assert "in memory" in kernel.execute("%carbon status").text
+        holder.release()
+        kernel.client.stop_channels()
+        kernel.manager.shutdown_kernel(now=False)
+    finally:
+        kernel.shutdown()
+        if holder is not None:
+            holder.release()
+    assert not list(path.parent.glob("ledger.sqlite3.pending-*"))
+    sources = [row["source"] for row in read_cells(path)]
+    assert [s for s in sources if s.startswith("step_")] == [f"step_{i} = {i}" for i in range(n)]
+    [session] = read_sessions(path, kernel_id=kernel.kernel_id)
+    assert session["state"] == "stopped"
