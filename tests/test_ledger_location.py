@@ -122,6 +122,10 @@ def test_a_folder_ledger_is_refused_in_the_kernel_and_a_switch_ends_the_old_sess
         switch = kernel.execute(f"%carbon config ledger={new_path}")
         assert switch.reply["content"]["status"] == "ok", switch.text
         kernel.execute("after = 1")
+        alias = tmp_path / "alias.sqlite3"  # the same file by another name: no switch
+        alias.symlink_to(new_path)
+        assert kernel.execute(f"%carbon config ledger={alias}").reply["content"]["status"] == "ok"
+        kernel.execute("via_alias = 1")
     finally:
         kernel.shutdown()
     assert os.listdir(folder) == []
@@ -130,4 +134,5 @@ def test_a_folder_ledger_is_refused_in_the_kernel_and_a_switch_ends_the_old_sess
     assert old["ended_at"] is not None and old["state"] == "stopped"
     [new] = read_sessions(new_path, kernel_id=kernel.kernel_id)
     assert new["session_uuid"] == old["session_uuid"]
-    assert "after = 1" in [row["source"] for row in read_cells(new_path)]
+    assert new["ended_at"] is None  # killed at the end of the test; an alias ends nothing
+    assert {"after = 1", "via_alias = 1"} <= {row["source"] for row in read_cells(new_path)}

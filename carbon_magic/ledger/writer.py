@@ -316,9 +316,10 @@ class Ledger(PendingStore):
 
     def close(self, timeout_s: float | None = None) -> None:
         """Write what is pending (trying for up to ``timeout_s``, default the busy
-        timeout, whatever the back-off) and close the connection. Records that still cannot be written are
-        kept in a journal beside the ledger, written by the next writer of this ledger,
-        and reported with one LedgerWarning. A later write reopens the file."""
+        timeout, whatever the back-off) and close the connection. Records that still
+        cannot be written are kept in a journal beside the ledger, written by the next
+        writer of this ledger, and reported with one LedgerWarning. A later write
+        reopens the file."""
         limit = self._busy_timeout_s if timeout_s is None else max(0.0, float(timeout_s))
         deadline = time.monotonic() + limit
         writer = self._writer
