@@ -104,32 +104,40 @@ def test_kernel_cli_and_server_agree_on_auto_and_relative_paths(tmp_path):
 
 
 @pytest.mark.kernel
-def test_a_folder_ledger_is_refused_in_the_kernel_and_a_switch_ends_the_old_session(tmp_path):
-    old_path, new_path, folder = (
-        tmp_path / "old.sqlite3",
-        tmp_path / "new.sqlite3",
-        tmp_path / "dir",
-    )
+def test_a_folder_ledger_is_refused_in_the_kernel_and_nothing_changes(tmp_path):
+    path, folder = tmp_path / "ledger.sqlite3", tmp_path / "dir"
     folder.mkdir()
+    kernel = Kernel(str(path), {"CARBON_MAGIC_INTERVAL": "0.5"})
+    try:
+        kernel.execute("%load_ext carbon_magic")
+        refused = kernel.execute(f"%carbon config ledger={folder}")
+        assert "not the folder" in refused.text, refused.text
+        kernel.execute("after = 1")
+        status = kernel.execute("%carbon status").text
+        assert f"ledger: ok: {path}" in status, status
+    finally:
+        kernel.shutdown()
+    assert os.listdir(folder) == []
+    assert not any(name.startswith("dir.") for name in os.listdir(tmp_path))
+    assert "after = 1" in [row["source"] for row in read_cells(path)]
+
+
+@pytest.mark.kernel
+def test_switching_ledgers_ends_the_session_in_the_old_one(tmp_path):
+    old_path, new_path = tmp_path / "old.sqlite3", tmp_path / "new.sqlite3"
     kernel = Kernel(str(old_path), {"CARBON_MAGIC_INTERVAL": "0.5"})
     try:
         kernel.execute("%load_ext carbon_magic")
         kernel.execute("before = 1")
-        refused = kernel.execute(f"%carbon config ledger={folder}")
-        assert "not the folder" in refused.text, refused.text
-        status = kernel.execute("%carbon status").text
-        assert f"ledger: ok: {old_path}" in status, status
         switch = kernel.execute(f"%carbon config ledger={new_path}")
         assert switch.reply["content"]["status"] == "ok", switch.text
         kernel.execute("after = 1")
-        alias = tmp_path / "alias.sqlite3"  # the same file by another name: no switch
+        alias = tmp_path / "alias.sqlite3"  # the same file by another name
         alias.symlink_to(new_path)
         assert kernel.execute(f"%carbon config ledger={alias}").reply["content"]["status"] == "ok"
         kernel.execute("via_alias = 1")
     finally:
         kernel.shutdown()
-    assert os.listdir(folder) == []
-    assert not any(name.startswith("dir.") for name in os.listdir(tmp_path))
     [old] = read_sessions(old_path, kernel_id=kernel.kernel_id)
     assert old["ended_at"] is not None and old["state"] == "stopped"
     [new] = read_sessions(new_path, kernel_id=kernel.kernel_id)
