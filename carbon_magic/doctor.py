@@ -73,23 +73,51 @@ def machine_status(ledger_path: Path, notebook_path: str | None = None) -> dict[
         }
     finally:
         tracker.close()
+    info["ledger"] = ledger_status(ledger_path)
+    path = ledger_path
+    caps = ScopeBudgets(
+        settings, lambda: str(path) if path.is_file() else None, notebook_path, None
+    )
+    info["budgets"] = [state.as_json() | {"text": state.describe()} for state in caps.states()]
+    return info
+
+
+def ledger_status(path: Path) -> dict[str, Any]:
+    """The ledger file at ``path`` as ``status`` shows it: ``path``, ``exists``,
+    ``problem`` (None when it reads well), ``sessions`` (count per state), and
+    ``exposed``: what others may do that they should not (read the file, write its
+    folder), as phrases; empty when private. Never raises."""
     from carbon_magic.ledger import ledger_problem, read_sessions
 
-    path = ledger_path
-    info["ledger"] = {"path": str(path), "exists": path.is_file(), "problem": ledger_problem(path)}
-    if info["ledger"]["exists"] and not info["ledger"]["problem"]:
+    info: dict[str, Any] = {
+        "path": str(path),
+        "exists": path.is_file(),
+        "problem": ledger_problem(path),
+        "exposed": _exposure(path),
+    }
+    if info["exists"] and not info["problem"]:
         states: dict[str, int] = {}
         try:
             for session in read_sessions(path):
                 states[session["state"]] = states.get(session["state"], 0) + 1
         except (OSError, sqlite3.Error):
             pass
-        info["ledger"]["sessions"] = states  # running | stopped | lost (killed kernels)
-    caps = ScopeBudgets(
-        settings, lambda: str(path) if path.is_file() else None, notebook_path, None
-    )
-    info["budgets"] = [state.as_json() | {"text": state.describe()} for state in caps.states()]
+        info["sessions"] = states  # running | stopped | lost (killed kernels)
     return info
+
+
+def _exposure(path: Path) -> list[str]:
+    """Phrases for a ledger others may read (group or world read bits) or whose folder
+    others may write (they could plant journals or replace the file)."""
+    exposed = []
+    for where, bits, what in ((path, 0o044, "readable"), (path.parent, 0o022, "writable")):
+        try:
+            mode = os.stat(where).st_mode & 0o777
+        except OSError:
+            continue
+        if mode & bits:
+            exposed.append(f"{where} is {what} by other users (mode {mode:o})")
+    return exposed
 
 
 def status_text(info: dict[str, Any]) -> str:
@@ -113,6 +141,8 @@ def status_text(info: dict[str, Any]) -> str:
     lines.append(f"PUE: {info['pue']['value']:g} ({info['pue']['source']})")
     ledger = info["ledger"]
     lines.append(f"ledger: {ledger['path']}" + ("" if ledger["exists"] else " (not created yet)"))
+    for exposed in ledger.get("exposed", []):
+        lines.append(f"warning: {exposed}: the ledger holds cell first lines and notebook paths")
     if ledger.get("sessions"):
         counts = ", ".join(f"{n} {state}" for state, n in sorted(ledger["sessions"].items()))
         lines.append(f"sessions: {counts}")
@@ -261,8 +291,11 @@ def doctor_findings(info: dict[str, Any]) -> list[Finding]:
                 f"set {LEDGER_ENV}=/a/writable/path/ledger.sqlite3",
             )
         )
-    else:
+    elif not info["ledger"].get("exposed"):
         findings.append(Finding("ledger", str(ledger)))
+    for exposed in info["ledger"].get("exposed", []):
+        fix = f"chmod 600 {ledger}" if "readable" in exposed else f"chmod go-w {ledger.parent}"
+        findings.append(Finding("ledger", exposed, fix))
     for notice in info.get("notices", []):
         findings.append(Finding("note", notice))
     return findings

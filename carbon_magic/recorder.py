@@ -260,6 +260,8 @@ class Recorder:
             try:
                 if self._ledger is not None:
                     old.hand_over_pending(self._ledger)  # nothing recorded is left behind
+                # The session goes on in the new ledger: in the old one it ends here.
+                old.update_session(self.session_uuid, tracker_state="stopped", ended_at=time.time())
                 old.close()
             except Exception as error:
                 self._notice(f"ledger switch failed: {error}")

@@ -48,6 +48,13 @@ def _scope_budget(value: Any) -> str:
     return parse_budget(str(value)).text
 
 
+def _ledger(value: Any) -> str:
+    # Resolved once, here, so the kernel, the CLI and the server agree on the file.
+    from carbon_magic.ledger.paths import resolve_ledger_path
+
+    return str(resolve_ledger_path(str(value)))
+
+
 @dataclass(frozen=True)
 class SettingSpec:
     """One setting: its name, parser, default and a line of documentation."""
@@ -143,9 +150,10 @@ SPECS: dict[str, SettingSpec] = {
         ),
         SettingSpec(
             "ledger",
-            optional(text),
+            optional(_ledger),
             None,
-            "path of the SQLite ledger (auto: jupyter_data_dir()/carbon_magic/ledger.sqlite3)",
+            "path of the SQLite ledger file (auto: jupyter_data_dir()/carbon_magic/ledger.sqlite3;"
+            " a relative path is taken in that folder)",
         ),
         SettingSpec(
             "ledger_keep_days",

@@ -41,6 +41,7 @@ from carbon_magic.server.heartbeat_columns import (
     heartbeat_select,
     missing_later_columns,
 )
+from carbon_magic.server.journals import JournalCatchUp
 from carbon_magic.vocabulary import COMPONENTS
 
 MAX_DAY_CACHES = 4  # day starts whose cell sums are kept (clients in a few time zones)
@@ -361,6 +362,7 @@ class LedgerReader:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._local = threading.local()
+        self._journals = JournalCatchUp(self.path)
 
     def close(self) -> None:
         """Close this thread's connection (a later call reopens it)."""
@@ -429,6 +431,7 @@ class LedgerReader:
     @contextmanager
     def _snapshot(self) -> Iterator[sqlite3.Connection]:
         """A connection inside one read transaction: every query sees the same state."""
+        self._journals.run()
         connection = self._connect()
         try:
             connection.execute("BEGIN")
