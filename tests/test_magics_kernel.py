@@ -155,6 +155,26 @@ def test_budget_stop_ends_sleeps_and_socket_waits(kernel, ledger_path):
     assert rows["sleeper"]["duration_s"] < 8
 
 
+def test_milliwatt_hour_budget_stops_the_cell(kernel, ledger_path):
+    # A budget of about 2 s of this work, in mWh as the panel prints it: the cell stops
+    # long before its 30 s (a megawatt-hour would never be reached).
+    kernel.execute("%load_ext carbon_magic")
+    kernel.execute("%%carbon --quiet --name calibrate\n" + BUSY.format(s=2))
+    watts = float(kernel.execute("_m = %carbon last\n_m.energy_kwh * 3.6e6 / _m.duration_s").result)
+    budget = f"{watts * 2 / 3.6:.4g}mWh"
+    started = time.monotonic()
+    run = kernel.execute(
+        f"%%carbon --name mwh --budget {budget} --on-exceed stop\n" + BUSY.format(s=30)
+    )
+    assert time.monotonic() - started < 15
+    assert run.error and run.error["ename"] == "BudgetExceeded", run.text
+    row = [r for r in ledger_module.read_cells(ledger_path) if r["name"] == "mwh"][0]
+    assert row["status"] == "stopped by budget" and row["budget"].startswith(budget)
+    ambiguous = kernel.execute("%%carbon --budget 1mwh\n1")
+    assert "write mWh (milliwatt-hours) or MWh (megawatt-hours)" in ambiguous.text
+    assert ambiguous.result is None
+
+
 def test_budget_warn_marks_and_prints_once(kernel):
     kernel.execute("%load_ext carbon_magic")
     run = kernel.execute("%%carbon --budget 0.1J\n" + BUSY.format(s=1.5))
