@@ -194,6 +194,7 @@ def test_bad_options_change_nothing(kernel):
         ("%carbon bogus", "valid: status, config"),
         ("%carbon config pue=9", "from 1 to 3"),
         ("%carbon config colour=red", "valid settings"),
+        ("%carbon config country=$(id)", "grid_intensity_by_country.csv"),
         ("%carbon config mode", "key=value"),
         ("%carbon auto maybe", "on|off"),
         ("%config CarbonMagics.interval = 1000", "from 0.1 to 60"),
@@ -204,6 +205,7 @@ def test_bad_options_change_nothing(kernel):
         "import carbon_magic; carbon_magic.current_settings()['pue'], carbon_magic.current_settings()['interval']"
     )
     assert config.result == "(None, 0.5)"
+    assert kernel.execute("carbon_magic.current_settings()['country']").result == "'FR'"
 
 
 def test_config_via_magic_and_traitlets(kernel, ledger_path):
