@@ -64,9 +64,11 @@ class Budget:
         return self.used_fraction(m) > 1.0
 
     def predicted_exceeded(self, prediction: Prediction) -> bool:
-        """True when even the low end of ``prediction``'s total (grams CO2e, or facility
-        kWh for an energy budget) is over the budget, once the prediction has at least
-        ``PREDICT_MIN_FRACTION`` of the work or ``PREDICT_MIN_ELAPSED_S`` seconds behind it."""
+        """True when even the low end of ``prediction``'s own range (grams CO2e, or
+        facility kWh for an energy budget) is over the budget, once the prediction has at
+        least ``PREDICT_MIN_FRACTION`` of the work or ``PREDICT_MIN_ELAPSED_S`` seconds
+        behind it. Like ``exceeded``, it compares central figures: the measurement's own
+        range (CPU model, grid intensity) applies to the spent and the predicted alike."""
         if (
             prediction.fraction < PREDICT_MIN_FRACTION
             and prediction.elapsed_s < PREDICT_MIN_ELAPSED_S
