@@ -192,8 +192,7 @@ class LedgerSnapshot:
     now: float
     day_start: float
     sessions: list[SessionFigures] = field(default_factory=list)
-    # Per kernel id: the Dask cluster part of its cells (energy, emissions and embodied;
-    # no ranges).
+    # Per kernel id: the Dask cluster part of its cells (no ranges).
     cluster: dict[str, Totals] = field(default_factory=dict)
 
 
@@ -350,9 +349,7 @@ def _cluster_sums(connection: sqlite3.Connection) -> dict[str, Totals]:
         raise
     return {
         row["kernel_id"]: Totals(
-            energy_kwh=row["energy_kwh"],
-            emissions_g=row["emissions_g"],
-            embodied_g=row["embodied_g"],
+            row["energy_kwh"], row["emissions_g"], embodied_g=row["embodied_g"]
         )
         for row in rows
         if row["kernel_id"]
@@ -472,15 +469,7 @@ class LedgerReader:
             totals, source = heartbeat.totals, "heartbeat"
         else:
             totals, source = cell_totals, "cells"
-        return SessionFigures(
-            session,
-            heartbeat,
-            all_time=totals,
-            today=totals,
-            n_cells=n_cells,
-            totals_from=source,
-            cells=cell_totals,
-        )
+        return SessionFigures(session, heartbeat, totals, totals, n_cells, source, cell_totals)
 
     def snapshot(self, now: float, day_start: float) -> LedgerSnapshot:
         """Every session with its latest heartbeat, its all-time totals and its growth
