@@ -245,7 +245,8 @@ class CarbonMagics(Magics, _SettingTraits):
         "--budget",
         "-b",
         metavar="LIMIT",
-        help="a limit: grams CO2e (mg, g, kg, t) or energy (J, kJ, Wh, kWh, MWh), e.g. 5g",
+        help="a limit: grams CO2e (µg, mg, g, kg, Mg, t) or energy (J, kJ, µWh, mWh, Wh, "
+        "kWh, MWh), e.g. 5g; mWh and MWh, mg and Mg differ by case",
     )
     @argument(
         "--on-exceed",

@@ -102,7 +102,7 @@ class Tracker:
         self._last_watts: dict[str, float] = {}
         self._next_slow_refresh = 0.0
         self._attributor = TickAttributor()
-        self._feed = IntensityFeed(self.settings, self.notice)
+        self._feed = IntensityFeed(self.settings, self.notice, self.wake)
         self.started_at: datetime | None = None
         self.settings.on_change(self._settings_changed)
 
@@ -271,6 +271,8 @@ class Tracker:
             self.sensors.process_tree.refresh_children()
             self._refresh_gpu_use()
             intensity = self._feed.latest()
+        elif self._feed.has_news:  # a live value just arrived: account at it from now
+            intensity = self._feed.latest()
         with self._lock:
             self._advance(with_memory=slow)  # energy so far counts at the previous intensity
             raw = self._now_raw()
@@ -356,6 +358,8 @@ class Tracker:
             self.start()
         with self._lock:
             self._advance()
+            if self._feed.has_news:  # a window starts at the provider's latest value
+                self._feed.switch(self._feed.latest(), self._now_raw().t_ns)
             window = Window(
                 name=name,
                 mode=self.settings.mode,
@@ -449,7 +453,8 @@ class Tracker:
     def intensity(self) -> Intensity:
         """The grid intensity now, as the provider has it (never waits on the network).
 
-        Accounting switches to a new value at the next tick."""
+        Accounting switches to a new value when a live provider fetches it (the thread
+        is woken), or at the next slow tick."""
         return self._feed.current()
 
     def live_watts(self) -> dict[str, float]:

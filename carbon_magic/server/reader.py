@@ -128,6 +128,9 @@ class SessionFigures:
     today: Totals
     n_cells: int | None = None
     totals_from: str = "heartbeat"  # heartbeat | cells
+    # The sums of the session's recorded cells: unlike the tracker's running totals
+    # (which a mode switch or ``%carbon reset`` rewrites), these only grow.
+    cells: Totals = field(default_factory=Totals)
 
     @property
     def last_seen(self) -> float:
@@ -190,8 +193,8 @@ class LedgerSnapshot:
     now: float
     day_start: float
     sessions: list[SessionFigures] = field(default_factory=list)
-    # Per kernel id: the Dask cluster part of its cells (facility kWh, grams CO2e).
-    cluster: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # Per kernel id: the Dask cluster part of its cells (no ranges).
+    cluster: dict[str, Totals] = field(default_factory=dict)
 
 
 # Rows are read by column name (sqlite3.Row). Heartbeat columns are named h_<column>,
@@ -330,14 +333,15 @@ def _prediction(text: str | None) -> dict[str, Any] | None:
 
 
 _CLUSTER_SUMS = (
-    "SELECT c.kernel_id, TOTAL(cc.energy_kwh) AS energy_kwh, TOTAL(cc.emissions_g) AS emissions_g "
+    "SELECT c.kernel_id, TOTAL(cc.energy_kwh) AS energy_kwh, TOTAL(cc.emissions_g) AS emissions_g, "
+    "TOTAL(cc.embodied_g) AS embodied_g "
     "FROM cell_clusters AS cc JOIN cells AS c ON c.id = cc.cell_ref GROUP BY c.kernel_id"
 )
 
 
-def _cluster_sums(connection: sqlite3.Connection) -> dict[str, tuple[float, float]]:
-    """Per kernel id, the cluster part of its cells (kWh, g); empty for a ledger written
-    before the cluster tables existed."""
+def _cluster_sums(connection: sqlite3.Connection) -> dict[str, Totals]:
+    """Per kernel id, the cluster part of its cells (kWh, g; no ranges); empty for a
+    ledger written before the cluster tables existed."""
     try:
         rows = connection.execute(_CLUSTER_SUMS).fetchall()
     except sqlite3.OperationalError as error:
@@ -345,7 +349,9 @@ def _cluster_sums(connection: sqlite3.Connection) -> dict[str, tuple[float, floa
             return {}
         raise
     return {
-        row["kernel_id"]: (row["energy_kwh"], row["emissions_g"])
+        row["kernel_id"]: Totals(
+            row["energy_kwh"], row["emissions_g"], embodied_g=row["embodied_g"]
+        )
         for row in rows
         if row["kernel_id"]
     }
@@ -466,9 +472,7 @@ class LedgerReader:
             totals, source = heartbeat.totals, "heartbeat"
         else:
             totals, source = cell_totals, "cells"
-        return SessionFigures(
-            session, heartbeat, all_time=totals, today=totals, n_cells=n_cells, totals_from=source
-        )
+        return SessionFigures(session, heartbeat, totals, totals, n_cells, source, cell_totals)
 
     def snapshot(self, now: float, day_start: float) -> LedgerSnapshot:
         """Every session with its latest heartbeat, its all-time totals and its growth
@@ -502,7 +506,7 @@ class LedgerReader:
                 else:
                     today = all_time.since(baselines.get(session.id, Totals()))
             result.sessions.append(
-                SessionFigures(session, heartbeat, all_time, today, n_cells, source)
+                SessionFigures(session, heartbeat, all_time, today, n_cells, source, cell_totals)
             )
         return result
 

@@ -7,7 +7,7 @@ Times are seconds since the epoch (UTC), ages seconds, power watts, energy kWh
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -161,6 +161,7 @@ class KernelSummary:
     today: Totals
     all_time: Totals
     n_sessions: int
+    cells: Totals = field(default_factory=Totals)  # sums of the recorded cells: only grow
 
 
 def group_by_kernel(sessions: Iterable[SessionFigures]) -> dict[str, KernelSummary]:
@@ -173,11 +174,12 @@ def group_by_kernel(sessions: Iterable[SessionFigures]) -> dict[str, KernelSumma
         summary = kernels.get(kernel_id)
         if summary is None:
             kernels[kernel_id] = KernelSummary(
-                kernel_id, figures, figures.today, figures.all_time, 1
+                kernel_id, figures, figures.today, figures.all_time, 1, figures.cells
             )
             continue
         summary.today += figures.today
         summary.all_time += figures.all_time
+        summary.cells += figures.cells
         summary.n_sessions += 1
         key = (figures.session.started_at, figures.session.id)
         if key > (summary.latest.session.started_at, summary.latest.session.id):
