@@ -22,10 +22,23 @@ import time
 from typing import Any
 
 SIGNAL_WAIT_S = 1.0  # at most this long for a sent signal to reach its handler
+STOPPED = "stopped by budget"  # the status of a cell its budget stopped
 
 
 class BudgetExceeded(KeyboardInterrupt):
     """Raised in the main thread when ``--on-exceed stop`` interrupts a cell."""
+
+
+def status_of(error: BaseException | None) -> str:
+    """A cell's status from the error it ended with (None: it ran to its end). An
+    interrupted coroutine cell ends with the kernel's cancel: interrupted too."""
+    if error is None:
+        return "ok"
+    if isinstance(error, BudgetExceeded):
+        return STOPPED
+    if isinstance(error, (KeyboardInterrupt, asyncio.CancelledError)):
+        return "interrupted"
+    return "error"
 
 
 def signals_reach_main_thread() -> bool:
@@ -58,6 +71,7 @@ class BudgetStop:
         self._task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.fired_at: float | None = None  # time.monotonic() when the stop was sent
+        self.message = "carbon budget exceeded; cell stopped"  # what BudgetExceeded says
         self.method = "none"  # how the stop is delivered: signal | flag | cancel
 
     @property
@@ -79,11 +93,14 @@ class BudgetStop:
             self.method = "flag"
         self._active = True
 
-    def fire(self) -> bool:
-        """Stop the cell now (any thread). False when it is already done or stopped."""
+    def fire(self, message: str | None = None) -> bool:
+        """Stop the cell now (any thread), saying ``message``. False when it is already
+        done or stopped."""
         with self._lock:
             if not self._active or self._fired:
                 return False
+            if message:
+                self.message = message
             self._fired = True
             self.fired_at = time.monotonic()
         if self.method == "cancel":
@@ -107,7 +124,7 @@ class BudgetStop:
         if self._fired and not self._taken.is_set():
             self._taken.set()
             if self._active:
-                raise BudgetExceeded("carbon budget exceeded; cell stopped")
+                raise BudgetExceeded(self.message)
             return  # the cell was done: absorbed
         previous = self._previous
         if callable(previous):
