@@ -192,6 +192,10 @@ class CarbonMagics(Magics, _SettingTraits):
             return
         for cell in ended:
             self._close_auto(cell.auto, result if cell is ended[-1] else None)
+        if ended and ended[-1].claimed and result is not None and self.shell is not None:
+            # The cell's only statement, the magic, returned: IPython counts that a success;
+            # the cell's own error (in its result) says otherwise, as for a plain cell.
+            self.shell.last_execution_succeeded = bool(getattr(result, "success", True))
 
     def _close_auto(self, auto: AutoRecord | None, result: Any) -> None:
         """Close an automatic record's window and record it (``result``: the cell's

@@ -27,9 +27,16 @@ def _frames(trace: str) -> list[str]:
 
 
 def test_a_failing_cells_traceback_is_the_plain_cells(ledger):
-    load, plain, magic = run_cells(
-        ["%load_ext carbon_magic", FAILING, "%%carbon --quiet\n" + FAILING], ledger
+    load, plain, magic, succeeded = run_cells(
+        [
+            "%load_ext carbon_magic",
+            FAILING,
+            "%%carbon --quiet\n" + FAILING,
+            ("check", "ip.last_execution_succeeded"),
+        ],
+        ledger,
     )
+    assert succeeded["check"] == "False"
     assert plain["error"] == magic["error"] == "ZeroDivisionError"
     shown = without_summary(magic["stdout"])
     # Its own number, its own lines (the %%carbon line is line 1), the same frames.
