@@ -289,7 +289,7 @@ class CarbonMagics(Magics, _SettingTraits):
         the magic is called from other code."""
         cell = self.running_cells.innermost
         result = getattr(getattr(self.shell, "displayhook", None), "exec_result", None)
-        if cell is None or not cell.carbon or cell.claimed or self._magic_depth:
+        if cell is None or not cell.carbon or cell.claimed:
             return None
         if result is None or getattr(result, "info", None) is not cell.info:
             return None
