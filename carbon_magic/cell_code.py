@@ -71,7 +71,12 @@ def prepare(shell: Any, cell: str, result: Any) -> PreparedCell | None:
     """Parse ``cell`` as the cell of ``result`` (its ``ExecutionResult``). None when it
     cannot run: the error is shown as IPython shows a plain cell's and kept in
     ``result.error_before_exec``."""
-    source = cell_source(shell, cell)
+    try:
+        source = cell_source(shell, cell)
+    except Exception as error:  # an input transformer failed: shown as IPython does
+        shell.showtraceback()
+        result.error_before_exec = error
+        return None
     name = shell.compile.cache(source, result.execution_count, raw_code=cell)
     try:
         tree = shell.compile.ast_parse(source, filename=name)

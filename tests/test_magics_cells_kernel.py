@@ -271,3 +271,19 @@ def test_an_interrupted_awaiting_cell_is_interrupted_plain_or_measured(kernel, l
     assert [r["status"] for r in rows if r["source"] == "import asyncio"][-1] == "interrupted"
     assert _rows(ledger_path, name="async-interrupted")[0]["status"] == "interrupted"
     assert kernel.execute("6 * 7").result == "42"
+
+
+def test_the_kernel_waits_for_a_blank_line_to_end_a_carbon_cell(kernel):
+    """``jupyter console`` asks the kernel whether a cell is complete."""
+
+    def is_complete(code):
+        msg_id = kernel.client.is_complete(code)
+        while True:
+            reply = kernel.client.get_shell_msg(timeout=30)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                return reply["content"]["status"]
+
+    for body in ("import asyncio\nawait asyncio.sleep(0)\n", "x = 1\nif x:\n"):
+        assert is_complete("%%carbon\n" + body) == is_complete("%%time\n" + body)
+        assert is_complete("%%carbon\n" + body) == "incomplete"
+    assert is_complete("%%carbon\nx = 1\n\n") == "complete"
