@@ -173,7 +173,13 @@ def _run_in_place(magics: CarbonMagics, options: CellOptions, cell: str, result:
         prepared = prepare(magics.shell, cell, result)
         if prepared is not None:
             with stops_shown(magics.shell, stop):
-                _guarded(run, stop, result, lambda: run_to_end(magics.shell, prepared, result))
+                _guarded(
+                    magics.shell,
+                    run,
+                    stop,
+                    result,
+                    lambda: run_to_end(magics.shell, prepared, result),
+                )
         status = _result_status(run, stop, result)
     finally:
         _end(magics, run, cell, status, result.execution_count)
@@ -204,7 +210,13 @@ async def _run_in_place_async(
         _end(magics, run, cell, status, result.execution_count)
 
 
-def _guarded(run: LiveRun | None, stop: BudgetStop | None, result: Any, body: Callable) -> None:
+def _guarded(
+    shell: Any,
+    run: LiveRun | None,
+    stop: BudgetStop | None,
+    result: Any,
+    body: Callable[[], None],
+) -> None:
     """Run ``body`` with the budget's stop armed; a stop landing outside the cell's own
     code (IPython shows those that land in it) is shown and kept as the cell's error."""
     try:
@@ -213,9 +225,7 @@ def _guarded(run: LiveRun | None, stop: BudgetStop | None, result: Any, body: Ca
         body()
     except BudgetExceeded as error:
         result.error_in_exec = error
-        run_shell = run.magics.shell if run is not None else None
-        if run_shell is not None:
-            run_shell.showtraceback((BudgetExceeded, error, None))
+        shell.showtraceback((BudgetExceeded, error, None))
     finally:
         _disarm(run, stop)
 
