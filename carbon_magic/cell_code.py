@@ -127,8 +127,11 @@ def run_to_end(shell: Any, prepared: PreparedCell, result: Any) -> None:
         coroutine.send(None)
     except StopIteration:
         return
-    coroutine.close()
-    raise UsageError("%%carbon: top-level await runs when %%carbon is the cell's first line")
+    coroutine.close()  # IPython did not run the cell in the event loop that is running
+    raise UsageError(
+        "%%carbon: this cell awaits, but IPython runs it outside the running event loop "
+        "(as it would the same cell without %%carbon)"
+    )
 
 
 def _own_frames_cut(tb: types.TracebackType | None) -> types.TracebackType | None:
