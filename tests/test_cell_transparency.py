@@ -211,3 +211,28 @@ def test_the_tracker_thread_is_not_running_while_the_process_forks(tmp_path):
     assert done.stdout.split() == (
         "[['MainThread']] 0 True ['MainThread', 'carbon_magic-tracker'] True".split()
     )
+
+
+def test_a_budget_stop_shows_as_the_cells_own_interrupt(ledger):
+    stop = "%%carbon --quiet --budget 0.01J --on-exceed stop\n"
+    out = run_cells(
+        [
+            "%load_ext carbon_magic",
+            stop + "import time\ndef wait():\n    time.sleep(20)\n\nwait()",
+            stop + "import asyncio\nawait asyncio.sleep(20)",
+            "6 * 7",
+        ],
+        ledger,
+        {"CARBON_MAGIC_INTERVAL": "0.2"},
+    )
+    frames = _frames(without_summary(out[1]["stdout"]))
+    assert frames == ["Cell In[2], line 6", "Cell In[2], line 4, in wait()"]
+    for run in out[1:3]:
+        shown = without_summary(run["stdout"])
+        assert run["error"] == "BudgetExceeded", run
+        assert "BudgetExceeded: carbon budget" in shown and "exceeded; cell stopped" in shown
+        assert "skipping hidden" not in shown and "interrupt.py" not in shown
+        assert "CancelledError" not in shown
+    assert out[3]["result"] == "42"
+    statuses = [r["status"] for r in ledger_module.read_cells(ledger) if r["via"] == "magic"]
+    assert statuses == ["stopped by budget", "stopped by budget"]
