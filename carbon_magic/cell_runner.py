@@ -1,12 +1,13 @@
-"""The ``%%carbon`` cell: options, compiling and running the body, the live panel, budgets.
+"""The ``%%carbon`` cell: options, running the body, the live panel, budgets.
 
-The body is transformed, compiled and run like a plain cell (as ``%%time`` does): a
-syntax error shows as a plain cell's ``SyntaxError`` with the cell's own line numbers,
-a trailing ``;`` hides the value, and a body with top-level ``await`` runs in the
-kernel's event loop (an input transformer turns such a cell into an awaited call of
-``run_cell_async``). A cell is recorded once: nested ``%%carbon`` cells show their panel
-but only the outermost is recorded, and a ``%%carbon`` inside an automatically recorded
-cell (``%%time`` around it) replaces that cell's automatic record.
+A ``%%carbon`` cell's body takes the cell's place (``cell_code``): it is parsed, run,
+displayed and its errors shown as a plain cell's, and a body with top-level ``await``
+runs in the kernel's event loop (``async_cells`` has IPython run the cell there). A
+``%%carbon`` called from other code (``%%time`` around it, a nested one) compiles the body
+as ``%%time`` does and re-raises its error. A cell is recorded once: nested ``%%carbon``
+cells show their panel but only the outermost is recorded, and a ``%%carbon`` inside an
+automatically recorded cell (``%%time`` or ``%%timeit`` around it) names that cell's
+record instead of writing its own.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import asyncio
 import inspect
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,8 +25,18 @@ from IPython.core.error import UsageError
 
 from carbon_magic.argparsing import join_value_options, parse_words, split_words
 from carbon_magic.budget import Budget, parse_budget
-from carbon_magic.interrupt import BudgetExceeded
-from carbon_magic.live_run import PREDICTED_STOP, STOPPED, LiveRun
+from carbon_magic.cell_code import (
+    TOP_LEVEL_AWAIT,
+    cell_source,
+    ends_quietly,
+    is_stop,
+    prepare,
+    run_nodes,
+    run_to_end,
+    stops_shown,
+)
+from carbon_magic.interrupt import STOPPED, BudgetExceeded, BudgetStop, status_of
+from carbon_magic.live_run import PREDICTED_STOP, LiveRun
 from carbon_magic.panel import (
     Panel,
     prepare_spare_widget,
@@ -95,20 +107,16 @@ class CompiledCell:
     quiet: bool  # a trailing ``;``: the value is not shown
 
 
-def compile_cell(shell: Any, line: str, cell: str) -> CompiledCell:
-    """Transform and compile ``cell`` as IPython compiles a plain cell.
-
-    The source is cached under the cell's own name with the ``%%carbon`` line first, so
-    tracebacks and a ``SyntaxError`` (raised as it is) point at the cell's own lines.
-    """
-    transformed = shell.transform_cell(cell)
-    shown = f"%%carbon {line}".rstrip() + "\n" + transformed
-    filename = shell.compile.cache(shown, shell.execution_count)
-    flags = getattr(ast, "PyCF_ALLOW_TOP_LEVEL_AWAIT", 0)
+def compile_cell(shell: Any, cell: str, number: int) -> CompiledCell:
+    """Transform and compile ``cell`` as IPython compiles a plain cell, cached as the
+    source of cell ``number`` so tracebacks show its lines; a ``SyntaxError`` is raised
+    as it is."""
+    source = cell_source(shell, cell)
+    filename = shell.compile.cache(source, number, raw_code=cell)
     __tracebackhide__ = True  # noqa: F841
-    with shell.compile.extra_flags(flags):
+    with shell.compile.extra_flags(TOP_LEVEL_AWAIT):
         try:
-            tree = shell.compile.ast_parse("\n" + transformed, filename=filename)
+            tree = shell.compile.ast_parse(source, filename=filename)
         except SyntaxError as error:  # shown like a plain cell's, not as this call's
             raise error.with_traceback(None) from None
         tree = shell.transform_ast(tree)
@@ -120,66 +128,7 @@ def compile_cell(shell: Any, line: str, cell: str) -> CompiledCell:
         code is not None and bool(code.co_flags & inspect.CO_COROUTINE)
         for code in (body, last_expr)
     )
-    return CompiledCell(body, last_expr, is_async, _ends_with_semicolon(shell, transformed))
-
-
-def _ends_with_semicolon(shell: Any, source: str) -> bool:
-    hook = getattr(shell, "displayhook", None)
-    check = getattr(hook, "semicolon_at_end_of_expression", None)
-    if check is not None:
-        try:
-            return bool(check(source))
-        except Exception:
-            pass
-    return source.rstrip().endswith(";")
-
-
-def body_kind(shell: Any, cell: str) -> str:
-    """``"sync"``, ``"async"`` (top-level ``await``) or ``"syntax-error"`` for a
-    ``%%carbon`` body; compiled without caching it (this runs on every transform)."""
-    try:
-        source = "\n" + shell.transform_cell(cell)
-        flags = getattr(ast, "PyCF_ALLOW_TOP_LEVEL_AWAIT", 0)
-        code = compile(source, "<%%carbon>", "exec", flags=flags, dont_inherit=True)
-    except SyntaxError:
-        return "syntax-error"
-    except Exception:
-        return "sync"  # the magic itself reports what is wrong
-    return "async" if code.co_flags & inspect.CO_COROUTINE else "sync"
-
-
-class CellTransformer:
-    """An input transformer (``shell.input_transformers_cleanup``) for ``%%carbon`` cells
-    whose body cannot run inside a synchronous magic call:
-
-    - a body with top-level ``await`` becomes ``await run_cell_async(line, body)``, which
-      IPython runs in the kernel's event loop like a plain async cell;
-    - a body with a syntax error becomes the body itself after a blank first line, so
-      IPython reports it exactly as for a plain cell, with the cell's own line numbers.
-    """
-
-    def __init__(self, shell: Any) -> None:
-        self.shell = shell
-
-    def __call__(self, lines: list[str]) -> list[str]:
-        try:
-            return self._transform(lines)
-        except Exception:  # it sees every cell: a fault here must never break one
-            return lines
-
-    def _transform(self, lines: list[str]) -> list[str]:
-        if not lines or not CARBON_CELL.match(lines[0]):
-            return lines
-        line = lines[0].strip()[len("%%carbon") :].strip()
-        body = "".join(lines[1:])
-        kind = body_kind(self.shell, body)
-        if kind == "syntax-error":
-            return ["\n", *lines[1:]]
-        if kind == "async":
-            module = __name__.rpartition(".")[2]
-            call = f"{module}.run_cell_async({line!r}, {body!r})"
-            return [f"await __import__({__name__!r}).{call}\n"]
-        return lines
+    return CompiledCell(body, last_expr, is_async, ends_quietly(shell, source))
 
 
 # --------------------------------------------------------------------- running
@@ -193,30 +142,111 @@ def _shell(magics: CarbonMagics) -> Any:
 
 
 def run_cell(magics: CarbonMagics, line: str, cell: str) -> Any:
-    """Run a ``%%carbon`` cell: measure, show, record, re-raise the cell's error."""
+    """Run a ``%%carbon`` cell: measure, show, record. As its cell's only statement the
+    body runs as the cell itself (a coroutine to await when IPython has the cell await
+    it); called from other code, the cell's error is re-raised to it."""
     __tracebackhide__ = True  # noqa: F841 - IPython hides this frame in tracebacks
     options = parse_options(line)
-    compiled = compile_cell(magics.shell, line, cell)
+    shell = _shell(magics)
+    running = magics.claim_cell()
+    if running is not None:
+        if running.awaited:
+            return _run_in_place_async(magics, options, cell, running.result)
+        _run_in_place(magics, options, cell, running.result)
+        return None
+    compiled = compile_cell(shell, cell, current_execution_count(shell) or 0)
     if compiled.is_async:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return _shell(magics).loop_runner(_run(magics, options, compiled, cell))
+            return shell.loop_runner(_run(magics, options, compiled, cell))
         raise UsageError("%%carbon: top-level await runs when %%carbon is the cell's first line")
     return _finish(*_run_sync(magics, options, compiled, cell))
 
 
-async def run_cell_async(line: str, cell: str) -> Any:
-    """Run a ``%%carbon`` cell whose body has top-level ``await``, in the running loop."""
-    __tracebackhide__ = True  # noqa: F841
-    from carbon_magic.magics import current_magics
+def _run_in_place(magics: CarbonMagics, options: CellOptions, cell: str, result: Any) -> None:
+    """The body run as the cell of ``result``, here (no event loop needed)."""
+    run = _begin(magics, options, cell)
+    stop = run.stop if run is not None else None
+    status = "error"
+    try:
+        prepared = prepare(magics.shell, cell, result)
+        if prepared is not None:
+            with stops_shown(magics.shell, stop):
+                _guarded(
+                    magics.shell,
+                    run,
+                    stop,
+                    result,
+                    lambda: run_to_end(magics.shell, prepared, result),
+                )
+        status = _result_status(run, stop, result)
+    finally:
+        _end(magics, run, cell, status, result.execution_count)
 
-    magics = current_magics()
-    if magics is None:
-        raise UsageError("%%carbon: load the extension first: %load_ext carbon_magic")
-    options = parse_options(line)
-    compiled = compile_cell(magics.shell, line, cell)
-    return await _run(magics, options, compiled, cell)
+
+async def _run_in_place_async(
+    magics: CarbonMagics, options: CellOptions, cell: str, result: Any
+) -> None:
+    """The body run as the cell of ``result``, awaited in the kernel's event loop."""
+    run = _begin(magics, options, cell)
+    stop = run.stop if run is not None else None
+    task = asyncio.current_task()
+    status = "error"
+    try:
+        prepared = prepare(magics.shell, cell, result)
+        if prepared is not None:
+            with stops_shown(magics.shell, stop):
+                if stop is not None and task is not None:
+                    stop.arm(task)
+                try:
+                    await run_nodes(magics.shell, prepared, result)
+                finally:
+                    _disarm(run, stop)
+            if stop is not None and stop.fired and task is not None and hasattr(task, "uncancel"):
+                task.uncancel()  # the cancel was the budget's, taken by the cell
+        status = _result_status(run, stop, result)
+    finally:
+        _end(magics, run, cell, status, result.execution_count)
+
+
+def _guarded(
+    shell: Any,
+    run: LiveRun | None,
+    stop: BudgetStop | None,
+    result: Any,
+    body: Callable[[], None],
+) -> None:
+    """Run ``body`` with the budget's stop armed; a stop landing outside the cell's own
+    code (IPython shows those that land in it) is shown and kept as the cell's error."""
+    try:
+        if stop is not None:
+            stop.arm()
+        body()
+    except BudgetExceeded as error:
+        result.error_in_exec = error
+        shell.showtraceback((BudgetExceeded, error, None))
+    finally:
+        _disarm(run, stop)
+
+
+def _disarm(run: LiveRun | None, stop: BudgetStop | None) -> None:
+    if run is not None and stop is not None:
+        run.stopped_at = time.monotonic()
+        stop.disarm()
+
+
+def _result_status(run: LiveRun | None, stop: BudgetStop | None, result: Any) -> str:
+    """The cell's status from its result; a budget's stop is kept there as
+    ``BudgetExceeded`` (what the kernel's reply names), whichever way it landed."""
+    error = result.error_in_exec
+    if error is None:
+        error = result.error_before_exec
+    if stop is not None and is_stop(stop, error):
+        if not isinstance(error, BudgetExceeded):
+            result.error_in_exec = BudgetExceeded(stop.message)
+        return _stop_status(run, STOPPED)
+    return status_of(error)
 
 
 def _run_sync(
@@ -253,7 +283,7 @@ def _run_sync(
     finally:
         status = _stop_status(run, status)
         status = _end(magics, run, cell, status)  # always: nesting, heartbeat, caps stay right
-    stop_message = run.stop_message if run is not None else None
+    stop_message = run.scope_stop_message if run is not None else None
     return result if not compiled.quiet else None, status, error, options, stop_message
 
 
@@ -297,7 +327,7 @@ async def _run(
     finally:
         status = _stop_status(run, status)
         status = _end(magics, run, cell, status)
-    stop_message = run.stop_message if run is not None else None
+    stop_message = run.scope_stop_message if run is not None else None
     return _finish(result if not compiled.quiet else None, status, error, options, stop_message)
 
 
@@ -329,13 +359,15 @@ def _begin(magics: CarbonMagics, options: CellOptions, cell: str) -> LiveRun | N
     """Open the window and show the panel; on any fault, None (the cell still runs)."""
     tracker = magics.tracker
     try:
-        nested = magics.enter_magic_cell()
+        role = magics.enter_magic_cell()
+        nested = role != RECORDS
         if not tracker.running:
             tracker.start()
         name = options.name or first_line(cell) or "cell"
         window = tracker.begin(name)
         use_widgets = not options.quiet and widgets_available(magics.shell)
         run = LiveRun(magics, window, options, Panel(name, use_widgets), nested)
+        run.names_outer = role == NAMES_OUTER
         run.cluster_edge = magics.cluster_reader.start()
         if not nested:
             magics.recorder.set_running_cell(name, run.forecast)
@@ -348,9 +380,17 @@ def _begin(magics: CarbonMagics, options: CellOptions, cell: str) -> LiveRun | N
         return None
 
 
-def _end(magics: CarbonMagics, run: LiveRun | None, cell: str, status: str) -> str:
-    """Close the window, record the cell (unless nested), freeze the panel (never raises).
-    Returns the cell's status, naming the notebook or day cap that stopped it."""
+def _end(
+    magics: CarbonMagics,
+    run: LiveRun | None,
+    cell: str,
+    status: str,
+    count: int | None = None,
+) -> str:
+    """Close the window, record the cell (unless nested: inside an automatically recorded
+    cell, name that cell's record), freeze the panel (never raises). ``count``: the cell's
+    execution count, when known. Returns the cell's status, naming the notebook or day cap
+    that stopped it."""
     magics.leave_magic_cell()
     if run is None:
         return status
@@ -362,18 +402,20 @@ def _end(magics: CarbonMagics, run: LiveRun | None, cell: str, status: str) -> s
             print(warning)
         if caps.stopped_by is not None and status.startswith(STOPPED):
             status = f"{STOPPED} ({caps.stopped_by})"
-            run.stop_message = caps.message
+            run.scope_stop_message = caps.message
     try:
         tracker.remove_listener(run.on_tick)
         m = tracker.end(run.window)
         magics.cluster_reader.end(run.cluster_edge, m)
         m.name = run.options.name or ""  # the ledger's name column holds explicit names
-        m.execution_count = current_execution_count(magics.shell)
+        m.execution_count = count if count is not None else current_execution_count(magics.shell)
         m.cell_id = current_cell_id(magics.shell)
         m.source = first_line(cell)
         m.status = status
         if not run.nested:
             magics.record(m, via="magic", budget=run.budget_record(m))
+        elif run.names_outer:
+            magics.name_outer_record(m, run.budget_record(m))
         run.finish(m, status)
     except Exception as failure:
         magics.notice(f"%%carbon recording failed: {failure!r}")
@@ -404,3 +446,9 @@ def current_cell_id(shell: Any) -> str | None:
     except Exception:
         return None
     return cell_id if isinstance(cell_id, str) else None
+
+
+# What a %%carbon does with its record (``CarbonMagics.enter_magic_cell``).
+RECORDS = "records"  # its own record
+NESTED = "nested"  # none: inside another %%carbon, or its cell has its record already
+NAMES_OUTER = "names outer"  # names the record of the automatically recorded cell it is in

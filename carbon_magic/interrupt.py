@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 SIGNAL_WAIT_S = 1.0  # at most this long for a sent signal to reach its handler
+STOPPED = "stopped by budget"  # the status of a cell its budget stopped
 
 
 class BudgetExceeded(KeyboardInterrupt):
@@ -31,6 +32,18 @@ class BudgetExceeded(KeyboardInterrupt):
         # IPython shows what this returns instead of a traceback: a budget stop is an
         # outcome the user asked for, one line, not a fault in the library.
         return [f"{type(self).__name__}: {self}"]
+
+
+def status_of(error: BaseException | None) -> str:
+    """A cell's status from the error it ended with (None: it ran to its end). An
+    interrupted coroutine cell ends with the kernel's cancel: interrupted too."""
+    if error is None:
+        return "ok"
+    if isinstance(error, BudgetExceeded):
+        return STOPPED
+    if isinstance(error, (KeyboardInterrupt, asyncio.CancelledError)):
+        return "interrupted"
+    return "error"
 
 
 def signals_reach_main_thread() -> bool:
@@ -63,8 +76,8 @@ class BudgetStop:
         self._task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.fired_at: float | None = None  # time.monotonic() when the stop was sent
+        self.message = "carbon budget exceeded; cell stopped"  # what BudgetExceeded says
         self.method = "none"  # how the stop is delivered: signal | flag | cancel
-        self.message = "carbon budget exceeded; cell stopped"  # what the cell shows
 
     @property
     def fired(self) -> bool:
@@ -85,11 +98,14 @@ class BudgetStop:
             self.method = "flag"
         self._active = True
 
-    def fire(self) -> bool:
-        """Stop the cell now (any thread). False when it is already done or stopped."""
+    def fire(self, message: str | None = None) -> bool:
+        """Stop the cell now (any thread), saying ``message``. False when it is already
+        done or stopped."""
         with self._lock:
             if not self._active or self._fired:
                 return False
+            if message:
+                self.message = message
             self._fired = True
             self.fired_at = time.monotonic()
         if self.method == "cancel":

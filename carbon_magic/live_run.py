@@ -9,7 +9,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from carbon_magic.budget import overshoot_note
-from carbon_magic.interrupt import BudgetStop
+from carbon_magic.interrupt import STOPPED, BudgetStop
 from carbon_magic.measurement import Measurement
 from carbon_magic.panel import Panel, panel_html, text_summary, window_power
 from carbon_magic.prediction import CellForecast, Prediction
@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from carbon_magic.cell_runner import CellOptions
     from carbon_magic.magics import CarbonMagics
 
-STOPPED = "stopped by budget"
 PREDICTED_STOP = "stopped by budget (predicted)"
 
 
@@ -40,6 +39,7 @@ class LiveRun:
         self.budget = options.budget
         self.panel = panel
         self.nested = nested
+        self.names_outer = False  # nested in a cell recorded automatically: names that record
         self.exceeded = False
         self.stopped_at: float | None = None  # monotonic time the cell stopped
         self.stop = (
@@ -50,7 +50,7 @@ class LiveRun:
         self.predicted_over = False  # the predicted total's low end is over the budget
         self.predicted_on: Prediction | None = None  # the prediction that went over
         self.predicted_text = ""
-        self.stop_message: str | None = None  # the line a notebook or day cap stopped it with
+        self.scope_stop_message: str | None = None  # the line a notebook or day cap stopped it with
         self._lock = threading.Lock()
         self.hint = carbon_aware_hint(magics.tracker)
 
@@ -58,6 +58,12 @@ class LiveRun:
     def stop_status(self) -> str:
         """The status of a cell this run's budget stopped."""
         return PREDICTED_STOP if self.predicted_over and not self.exceeded else STOPPED
+
+    def stop_message(self) -> str:
+        """What ``BudgetExceeded`` says when this run's budget stops the cell."""
+        budget = self.budget.describe() if self.budget is not None else ""
+        what = "predicted to be exceeded" if self.stop_status == PREDICTED_STOP else "exceeded"
+        return f"carbon budget {budget} {what}; cell stopped"
 
     def _render(
         self, m: Measurement, state: str, prediction: Prediction | None = None
@@ -107,7 +113,7 @@ class LiveRun:
         prediction = self._predict(m)
         if self.budget is not None and self._over_budget(m, prediction):
             if self.stop is not None and not self.stop.fired:
-                self.stop.fire()  # not yet armed: tried again on the next tick
+                self.stop.fire(self.stop_message())  # not yet armed: tried again next tick
         if not self.nested:
             self._check_scope_budgets(m, prediction)
         self.panel.update(*self._render(m, "running", prediction))

@@ -90,4 +90,21 @@ def route_warnings(category: type[Warning]) -> None:
         previous(message, category, filename, lineno, file, line)
 
     setattr(showwarning, _MARK, (*routed, category))
+    showwarning._carbon_magic_previous = previous  # type: ignore[attr-defined]
     warnings.showwarning = showwarning
+
+
+def unroute() -> None:
+    """Undo ``route_warnings`` and ``route_log_messages``: ``warnings.showwarning`` is
+    what it was before (unless something replaced it since, which is left alone), and
+    the package's log records propagate again."""
+    while getattr(warnings.showwarning, _MARK, ()):
+        previous = getattr(warnings.showwarning, "_carbon_magic_previous", None)
+        if previous is None:
+            break
+        warnings.showwarning = previous
+    log = logging.getLogger(LOGGER_NAME)
+    for handler in list(log.handlers):
+        if getattr(handler, _MARK, False):
+            log.removeHandler(handler)
+            log.propagate = True

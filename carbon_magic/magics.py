@@ -22,17 +22,27 @@ from traitlets.config import Configurable
 
 from carbon_magic import cell_runner
 from carbon_magic.argparsing import HelpShown, parse_words, split_words
-from carbon_magic.cell_runner import CARBON_CELL, ON_EXCEED, CellTransformer, first_line
+from carbon_magic.async_cells import AsyncCells
+from carbon_magic.cell_runner import (
+    CARBON_CELL,
+    NAMES_OUTER,
+    NESTED,
+    ON_EXCEED,
+    RECORDS,
+    first_line,
+)
 from carbon_magic.cluster import ClusterCollector
 from carbon_magic.commands import SUBCOMMANDS, subcommands
-from carbon_magic.interrupt import BudgetExceeded
-from carbon_magic.log_routing import route_log_messages, route_warnings, show_in_cell
+from carbon_magic.interrupt import STOPPED, BudgetExceeded, status_of
+from carbon_magic.log_routing import route_log_messages, route_warnings, show_in_cell, unroute
 from carbon_magic.measurement import Measurement
 from carbon_magic.prediction import CellForecast
 from carbon_magic.recorder import Recorder, Via, set_kernel_recorder
+from carbon_magic.running_cells import AutoRecord, RunningCell, RunningCells
 from carbon_magic.scope_budgets import ScopeBudgets
 from carbon_magic.settings import SPECS, parse_setting
-from carbon_magic.tracker import LiveReading, Tracker, Window, get_tracker
+from carbon_magic.tracker import LiveReading, Tracker, get_tracker
+from carbon_magic.windows import Window
 
 log = logging.getLogger("carbon_magic")
 
@@ -78,17 +88,6 @@ def kernel_id_from_connection_file() -> str | None:
     return match.group(1) if match else None
 
 
-class _CellRun:
-    """State of the cell being recorded automatically."""
-
-    def __init__(self, window: Window, cell_id: str | None, source: str) -> None:
-        self.window = window
-        self.cell_id = cell_id
-        self.source = source
-        self.forecast = CellForecast(window.started_at.timestamp())
-        self.cluster_edge: Any = None
-
-
 # One SettingTrait per engine setting, so ``%config CarbonMagics.<name>`` and
 # ``c.CarbonMagics.<name>`` in ipython_config.py reach the engine's validation.
 if TYPE_CHECKING:  # the type checker sees a plain Configurable; the traits are dynamic
@@ -122,7 +121,7 @@ class CarbonMagics(Magics, _SettingTraits):
         self.session_uuid = self.recorder.session_uuid
         self.kernel_id = self.recorder.kernel_id
         self.notebook_path = self.recorder.notebook_path
-        self._cell: _CellRun | None = None
+        self.running_cells = RunningCells()
         self._magic_depth = 0
         self.cluster_reader = ClusterCollector(tracker)
         self.scope_budgets = ScopeBudgets(
@@ -168,41 +167,72 @@ class CarbonMagics(Magics, _SettingTraits):
     # ----------------------------------------------------------- cell events
 
     def pre_run_cell(self, info: Any) -> None:
-        """IPython ``pre_run_cell``: open a window for the cell (never raises)."""
+        """IPython ``pre_run_cell``: open a window for the user's cell (never raises); a
+        cell run by a running cell is part of it."""
         try:
             raw = getattr(info, "raw_cell", "") or ""
-            if not self.auto or not self.tracker.running or CARBON_CELL.match(raw):
-                self._cell = None
+            cell, stale = self.running_cells.started(info, bool(CARBON_CELL.match(raw)))
+            for left in stale:
+                self._close_auto(left.auto, None)
+            if cell is not self.running_cells.outermost or cell.carbon:
+                return
+            if not self.auto or not self.tracker.running:
                 return
             window = self.tracker.begin(first_line(raw))
-            self._cell = _CellRun(window, getattr(info, "cell_id", None), raw)
-            self._cell.cluster_edge = self.cluster_reader.start()
-            self.recorder.set_running_cell(first_line(raw), self._cell.forecast)
+            auto = AutoRecord(
+                window,
+                getattr(info, "cell_id", None),
+                raw,
+                CellForecast(window.started_at.timestamp()),
+            )
+            cell.auto = auto
+            auto.cluster_edge = self.cluster_reader.start()
+            self.recorder.set_running_cell(first_line(raw), auto.forecast)
             self.scope_budgets.watch()
         except Exception as error:
-            self._cell = None
             self.notice(f"cell recording failed: {error!r}")
 
     def post_run_cell(self, result: Any) -> None:
         """IPython ``post_run_cell``: close the window and record the cell (never raises)."""
-        cell, self._cell = self._cell, None
-        self.recorder.set_running_cell(None)
-        if cell is None:
+        try:
+            ended = self.running_cells.ended(getattr(result, "info", None))
+        except Exception as error:
+            self.notice(f"cell recording failed: {error!r}")
             return
+        for cell in ended:
+            self._close_auto(cell.auto, result if cell is ended[-1] else None)
+        if ended and ended[-1].claimed and result is not None and self.shell is not None:
+            # The cell's only statement, the magic, returned: IPython counts that a success;
+            # the cell's own error (in its result) says otherwise, as for a plain cell.
+            self.shell.last_execution_succeeded = bool(getattr(result, "success", True))
+
+    def _close_auto(self, auto: AutoRecord | None, result: Any) -> None:
+        """Close an automatic record's window and record it (``result``: the cell's
+        ``ExecutionResult``, None for a cell whose end IPython never announced)."""
+        if auto is None:
+            return
+        self.recorder.set_running_cell(None)
         caps = self.scope_budgets.unwatch()
         for line in caps.warnings:
             print(line)
         try:
-            m = self.tracker.end(cell.window)
-            self.cluster_reader.end(cell.cluster_edge, m)
+            m = self.tracker.end(auto.window)
+            self.cluster_reader.end(auto.cluster_edge, m)
             m.name = ""  # auto-recorded cells have no name; reports show the first line
             m.execution_count = getattr(result, "execution_count", None)
-            m.cell_id = cell.cell_id
-            m.source = first_line(cell.source)
+            m.cell_id = auto.cell_id
+            m.source = first_line(auto.source)
             m.status = _status_of(result)
-            if caps.stopped_by is not None and m.status == "stopped by budget":
-                m.status = f"stopped by budget ({caps.stopped_by})"
-            self.record(m, via="auto")
+            via: Via = "auto"
+            budget = None
+            if auto.magic is not None:  # a %%carbon inside names the record
+                via, budget = "magic", auto.magic_budget
+                m.name, m.source = auto.magic.name, auto.magic.source
+                if auto.magic.status.startswith(STOPPED):
+                    m.status = auto.magic.status
+            if caps.stopped_by is not None and m.status.startswith(STOPPED):
+                m.status = f"{STOPPED} ({caps.stopped_by})"
+            self.record(m, via=via, budget=budget)
         except Exception as error:
             self.notice(f"cell recording failed: {error!r}")
 
@@ -217,7 +247,8 @@ class CarbonMagics(Magics, _SettingTraits):
     def _on_tick(self, reading: LiveReading) -> None:
         """Tracker listener: follows the running cell's progress (``%%carbon`` cells
         follow their own) and heartbeats into the ledger every few seconds."""
-        cell = self._cell
+        outermost = self.running_cells.outermost
+        cell = outermost.auto if outermost is not None else None
         if cell is not None:
             prediction = None
             try:
@@ -280,13 +311,44 @@ class CarbonMagics(Magics, _SettingTraits):
         __tracebackhide__ = True  # noqa: F841 - IPython hides this frame in tracebacks
         return cell_runner.run_cell(self, line, cell)
 
-    def enter_magic_cell(self) -> bool:
-        """A ``%%carbon`` cell starts: True when it is nested in another one (then it is
-        shown, not recorded). The first one replaces the cell's automatic record."""
+    def claim_cell(self) -> RunningCell | None:
+        """The running cell, when the ``%%carbon`` starting now is that cell itself (its
+        only statement, run by IPython); it then runs the body as the cell. None when
+        the magic is called from other code."""
+        cell = self.running_cells.innermost
+        result = getattr(getattr(self.shell, "displayhook", None), "exec_result", None)
+        if cell is None or not cell.carbon or cell.claimed:
+            return None
+        if result is None or getattr(result, "info", None) is not cell.info:
+            return None
+        cell.claimed, cell.result = True, result
+        return cell
+
+    def enter_magic_cell(self) -> str:
+        """A ``%%carbon`` cell starts: what it does with its record (``cell_runner``'s
+        RECORDS, NESTED or NAMES_OUTER). One cell has one record: a ``%%carbon`` nested
+        in another is shown, not recorded; one in a cell recorded automatically (``%%time``
+        or ``%%timeit`` around it) names that cell's record."""
         self._magic_depth += 1
-        if self._magic_depth == 1:
-            self._cell = None  # e.g. %%time around %%carbon: recorded once, by the magic
-        return self._magic_depth > 1
+        if self._magic_depth > 1:
+            return NESTED
+        outermost = self.running_cells.outermost
+        if outermost is None:
+            return RECORDS  # called outside any cell
+        if outermost.auto is not None:
+            return NAMES_OUTER
+        if outermost.recorded:
+            return NESTED
+        outermost.recorded = True
+        return RECORDS
+
+    def name_outer_record(self, m: Measurement, budget: str | None) -> None:
+        """A ``%%carbon`` inside an automatically recorded cell has ended: the first one
+        names the cell's record and gives it its budget."""
+        outermost = self.running_cells.outermost
+        auto = outermost.auto if outermost is not None else None
+        if auto is not None and auto.magic is None:
+            auto.magic, auto.magic_budget = m, budget
 
     def leave_magic_cell(self) -> None:
         """A ``%%carbon`` cell has ended."""
@@ -328,13 +390,7 @@ class CarbonMagics(Magics, _SettingTraits):
 
 def _status_of(result: Any) -> str:
     error = getattr(result, "error_in_exec", None) or getattr(result, "error_before_exec", None)
-    if error is None:
-        return "ok"
-    if isinstance(error, BudgetExceeded):
-        return "stopped by budget"
-    if isinstance(error, KeyboardInterrupt):
-        return "interrupted"
-    return "error"
+    return status_of(error)
 
 
 CarbonMagics.carbon_line.__doc__ = (
@@ -382,16 +438,14 @@ def load(ipython: Any) -> None:
         raise UsageError(f"carbon_magic not loaded: {error}{_origin_note(error)}") from None
     magics = CarbonMagics(ipython, tracker)
     ipython.register_magics(magics)
-    transformer = CellTransformer(ipython)
-    cleanup = getattr(ipython, "input_transformers_cleanup", None)
-    if isinstance(cleanup, list):
-        cleanup.append(transformer)
+    async_cells = AsyncCells(ipython, magics.running_cells)
+    async_cells.install()
     if magics not in ipython.configurables:
         ipython.configurables.append(magics)
     ipython.events.register("pre_run_cell", magics.pre_run_cell)
     ipython.events.register("post_run_cell", magics.post_run_cell)
     tracker.add_listener(magics._on_tick, watching=False)
-    _state.update(shell=ipython, magics=magics, transformer=transformer)
+    _state.update(shell=ipython, magics=magics, async_cells=async_cells)
     set_kernel_recorder(magics.recorder)
     atexit.register(_end_at_exit, magics)
     magics.cluster_reader.poll()  # a Dask client made before %load_ext: install the plugins now
@@ -412,12 +466,13 @@ def unload(ipython: Any) -> None:
     """Stop recording and the tracker; mark the ledger session ended."""
     magics: CarbonMagics | None = _state.pop("magics", None)
     _state.pop("shell", None)
-    transformer = _state.pop("transformer", None)
-    cleanup = getattr(ipython, "input_transformers_cleanup", None)
-    if isinstance(cleanup, list) and transformer in cleanup:
-        cleanup.remove(transformer)
+    async_cells: AsyncCells | None = _state.pop("async_cells", None)
+    if async_cells is not None:
+        async_cells.uninstall()
     if magics is None:
         return
+    _unregister_magics(ipython, magics)
+    unroute()
     atexit.unregister(_end_at_exit)
     for event, callback in (
         ("pre_run_cell", magics.pre_run_cell),
@@ -437,6 +492,18 @@ def unload(ipython: Any) -> None:
     set_kernel_recorder(None)
     if magics in ipython.configurables:
         ipython.configurables.remove(magics)
+
+
+def _unregister_magics(ipython: Any, magics: CarbonMagics) -> None:
+    """Take ``%carbon`` and ``%%carbon`` out of the shell (IPython has no call for it)."""
+    manager = ipython.magics_manager
+    for table in manager.magics.values():
+        for name, function in list(table.items()):
+            if getattr(function, "__self__", None) is magics:
+                del table[name]
+    for key, value in list(manager.registry.items()):
+        if value is magics:
+            del manager.registry[key]
 
 
 def current_magics() -> CarbonMagics | None:

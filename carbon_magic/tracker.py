@@ -86,7 +86,7 @@ class Tracker:
         self._sensors_factory = sensors_factory
         self._lock = threading.RLock()
         self._schedule = WakeSchedule()
-        self._thread: threading.Thread | None = None
+        self._schedule.on_fork_child = self._forked
         self.notices: list[str] = []
         self.timeline = Timeline()
         self._reader: SensorReader | None = None
@@ -164,13 +164,13 @@ class Tracker:
                 # Resume: the stopped period is not measured.
                 self._raw = self._read_raw()
                 self._last_tick_ns = self._raw.t_ns
-            self._schedule.stop_event.clear()
             self._running = True
-            self._thread = threading.Thread(
-                target=self._run, name="carbon_magic-tracker", daemon=True
-            )
-            self._thread.start()
+            self._schedule.start_thread(self._run)
         return self
+
+    def _forked(self) -> None:
+        """In a forked child: no thread came along, so the tracker is stopped there."""
+        self._running = False
 
     def stop(self) -> None:
         """Stop the background thread (idempotent). Totals and timeline are kept."""
@@ -179,10 +179,7 @@ class Tracker:
                 return
             self._advance()
             self._running = False
-            self._schedule.stop()
-            thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=5)
+        self._schedule.join_thread(timeout_s=5)
         self._feed.close()
 
     def reset(self) -> None:
@@ -373,6 +370,11 @@ class Tracker:
         if was_idle:
             self._schedule.reschedule()  # watched from now on: tick at the interval
         return window
+
+    @property
+    def open_windows(self) -> int:
+        """How many windows are open now (each keeps the thread ticking every interval)."""
+        return self._schedule.open_windows
 
     def peek(self, window: Window) -> Measurement:
         """The window's figures so far, from the last tick (no counters read)."""

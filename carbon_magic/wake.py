@@ -4,12 +4,19 @@ The thread wakes only when someone looks: every ``interval`` while watched (a wi
 open, a live listener is attached, a task waits, or a window closed less than half an
 interval ago), else every ``IDLE_TICK_S`` (heartbeats for the status bar), and always
 before any counter could wrap (a source's ``poll_interval_s``).
+
+The thread never runs while the process forks: a fork with another thread running may
+leave the child deadlocked on a lock that thread held (CPython 3.12 and later warn of
+it), so the thread is stopped and joined just before ``os.fork()`` and started again in
+the parent just after; a child starts with no thread (``Tracker.running`` is False).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 
 from carbon_magic.sensors.base import EnergySource
@@ -24,6 +31,8 @@ Listener = Callable[[LiveReading], None]
 # when the next one is due (``next_beat_s``), so the server does not call an idle kernel
 # stale between them; a cell starting wakes the thread at once.
 IDLE_TICK_S = 30.0
+FORK_JOIN_S = 2.0  # the longest a fork waits for the thread to finish its tick
+THREAD_NAME = "carbon_magic-tracker"
 
 
 class WakeSchedule:
@@ -43,6 +52,50 @@ class WakeSchedule:
         self.listeners: list[Listener] = []  # called after every tick
         self.watchers: list[Listener] = []  # the listeners that keep the interval cadence
         self.tasks: list[Callable[[], None]] = []  # run in the thread before its next tick
+        self.thread: threading.Thread | None = None
+        self._target: Callable[[], None] | None = None
+        self._paused_for_fork = False
+        self.on_fork_child: Callable[[], None] | None = None  # a forked child has no thread
+
+    # ------------------------------------------------------------------ thread
+
+    def start_thread(self, target: Callable[[], None]) -> None:
+        """Run ``target`` (which calls ``run``) in the background thread, now and again
+        after each fork of this process."""
+        self.stop_event.clear()
+        self._target = target
+        self.thread = threading.Thread(target=target, name=THREAD_NAME, daemon=True)
+        self.thread.start()
+        _with_threads.add(self)
+
+    def join_thread(self, timeout_s: float) -> None:
+        """End ``run`` and wait up to ``timeout_s`` seconds for the thread to exit."""
+        self.stop()
+        thread = self.thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=timeout_s)
+        _with_threads.discard(self)
+
+    def _pause_for_fork(self) -> None:
+        thread = self.thread
+        if thread is None or not thread.is_alive() or thread is threading.current_thread():
+            return
+        self.stop()
+        thread.join(timeout=FORK_JOIN_S)
+        self._paused_for_fork = True
+
+    def _resume_after_fork(self) -> None:
+        if self._paused_for_fork and self._target is not None:
+            self._paused_for_fork = False
+            self.start_thread(self._target)
+
+    def _forget_after_fork(self) -> None:
+        if self._paused_for_fork:
+            self._paused_for_fork = False
+            self.thread = None
+            _with_threads.discard(self)
+            if self.on_fork_child is not None:
+                self.on_fork_child()
 
     def add_listener(self, listener: Listener, watching: bool) -> None:
         """Call ``listener(reading)`` after every tick; a ``watching`` one keeps the
@@ -168,3 +221,30 @@ class WakeSchedule:
             except Exception as error:
                 notice(f"live listener failed and was removed: {error!r}")
                 self.remove_listener(listener)
+
+
+# The schedules whose thread runs: paused around every fork of the process.
+_with_threads: weakref.WeakSet[WakeSchedule] = weakref.WeakSet()
+
+
+def _before_fork() -> None:
+    for schedule in list(_with_threads):
+        schedule._pause_for_fork()
+
+
+def _after_fork_in_parent() -> None:
+    for schedule in list(_with_threads):
+        schedule._resume_after_fork()
+
+
+def _after_fork_in_child() -> None:
+    for schedule in list(_with_threads):
+        schedule._forget_after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )

@@ -66,7 +66,7 @@ def test_help_of_a_subcommand_is_printed_not_an_exit(capsys):
 def test_cell_magic_help_comes_from_its_declared_options():
     text = CarbonMagics.carbon.__doc__
     assert text.lstrip(":\n ").startswith("%%carbon [--name NAME] [--budget LIMIT]")
-    for option in ("--on-exceed", "--predict", "--quiet", "mg, g, kg, t"):
+    for option in ("--on-exceed", "--predict", "--quiet", "mg, g, kg, Mg, t"):
         assert option in text
 
 

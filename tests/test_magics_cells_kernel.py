@@ -1,6 +1,7 @@
 """%%carbon cells behave like plain cells, and the faults of bad input, in real kernels."""
 
 import os
+import re
 import time
 
 import pytest
@@ -237,3 +238,52 @@ def test_ledger_warnings_go_to_the_log_and_one_line_in_their_own_cell(kernel):
     own = kernel.execute("_warn('ledger broke while recording'); time.sleep(0.3)")
     lines = [line for line in own.text.splitlines() if "ledger broke" in line]
     assert len(lines) == 1 and "warnings.warn" not in own.text, own.text
+
+
+def test_a_failing_cell_names_its_own_number_and_shows_its_value_as_the_cell(kernel):
+    run = kernel.execute("%%carbon --quiet\ndef f():\n    return 1 / 0\n\nf()")
+    count = run.reply["content"]["execution_count"]
+    trace = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(run.error["traceback"]))
+    assert f"Cell In[{count}], line 5" in trace and f"Cell In[{count + 1}]" not in trace
+    assert "skipping hidden" not in trace and "run_cell_magic" not in trace
+    kernel.execute("%config InteractiveShell.ast_node_interactivity = 'all'")
+    try:
+        both = kernel.execute("%%carbon --quiet\n6 * 7\n'second'")
+    finally:
+        kernel.execute("%config InteractiveShell.ast_node_interactivity = 'last_expr'")
+    count = both.reply["content"]["execution_count"]
+    shown = both.of_type("execute_result")
+    assert [m["content"]["data"]["text/plain"] for m in shown] == ["42", "'second'"]
+    assert {m["content"]["execution_count"] for m in shown} == {count}
+    assert kernel.execute(f"Out[{count}], _").result == "('second', 'second')"
+
+
+def test_an_interrupted_awaiting_cell_is_interrupted_plain_or_measured(kernel, ledger_path):
+    body = "import asyncio\nawait asyncio.sleep(30)"
+    plain = kernel.execute(body, timeout=60, interrupt_after=1.5)
+    magic = kernel.execute(
+        "%%carbon --quiet --name async-interrupted\n" + body, timeout=60, interrupt_after=1.5
+    )
+    assert plain.error["ename"] == magic.error["ename"] == "CancelledError"
+    history = kernel.execute(f"In[{magic.reply['content']['execution_count']}]").result
+    assert history.startswith("\"get_ipython().run_cell_magic('carbon',")
+    rows = ledger_module.read_cells(ledger_path)
+    assert [r["status"] for r in rows if r["source"] == "import asyncio"][-1] == "interrupted"
+    assert _rows(ledger_path, name="async-interrupted")[0]["status"] == "interrupted"
+    assert kernel.execute("6 * 7").result == "42"
+
+
+def test_the_kernel_waits_for_a_blank_line_to_end_a_carbon_cell(kernel):
+    """``jupyter console`` asks the kernel whether a cell is complete."""
+
+    def is_complete(code):
+        msg_id = kernel.client.is_complete(code)
+        while True:
+            reply = kernel.client.get_shell_msg(timeout=30)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                return reply["content"]["status"]
+
+    for body in ("import asyncio\nawait asyncio.sleep(0)\n", "x = 1\nif x:\n"):
+        assert is_complete("%%carbon\n" + body) == is_complete("%%time\n" + body)
+        assert is_complete("%%carbon\n" + body) == "incomplete"
+    assert is_complete("%%carbon\nx = 1\n\n") == "complete"

@@ -75,9 +75,9 @@ def test_measure_fills_the_contract(tracker):
 
 def test_start_stop_idempotent_and_thread_daemon(tracker):
     tracker.start()
-    thread = tracker._thread
+    thread = tracker._schedule.thread
     tracker.start()
-    assert tracker._thread is thread and thread.daemon
+    assert tracker._schedule.thread is thread and thread.daemon
     tracker.stop()
     tracker.stop()
     assert not tracker.running and not thread.is_alive()
