@@ -136,6 +136,7 @@ def status_lines(magics: CarbonMagics) -> list[str]:
         "power now: " + ", ".join(f"{name} {format_watts(w)}" for name, w in watts.items())
     )
     lines.append(f"ledger: {magics.recorder.status()}")
+    lines.extend(magics.remote_reader.doctor_lines())
     for notice in tracker.notices:
         lines.append(f"note: {notice}")
     return lines

@@ -71,6 +71,9 @@ def machine_status(ledger_path: Path) -> dict[str, Any]:
     finally:
         tracker.close()
     from carbon_magic.ledger import ledger_problem, read_sessions
+    from carbon_magic.remote.status import capture_status
+
+    info["remote"] = capture_status()
 
     path = ledger_path
     info["ledger"] = {"path": str(path), "exists": path.is_file(), "problem": ledger_problem(path)}
@@ -255,8 +258,24 @@ def doctor_findings(info: dict[str, Any]) -> list[Finding]:
         )
     else:
         findings.append(Finding("ledger", str(ledger)))
+    findings.extend(_remote_findings(info.get("remote")))
     for notice in info.get("notices", []):
         findings.append(Finding("note", notice))
+    return findings
+
+
+def _remote_findings(remote: dict[str, Any] | None) -> list[Finding]:
+    """One line per LLM SDK version the capture does not know, and for EcoLogits."""
+    if not remote or not remote["sdks"]:
+        return []
+    findings = [Finding("remote calls", p["message"], p["fix"]) for p in remote["problems"]]
+    if not findings:
+        sdks = ", ".join(f"{name} {version}" for name, version in remote["sdks"].items())
+        findings.append(
+            Finding(
+                "remote calls", f"captured ({sdks}); estimated by EcoLogits {remote['ecologits']}"
+            )
+        )
     return findings
 
 

@@ -30,6 +30,7 @@ from carbon_magic.log_routing import route_log_messages, route_warnings, show_in
 from carbon_magic.measurement import Measurement
 from carbon_magic.prediction import CellForecast
 from carbon_magic.recorder import Recorder, Via, set_kernel_recorder
+from carbon_magic.remote import RemoteCollector
 from carbon_magic.settings import SPECS, parse_setting
 from carbon_magic.tracker import LiveReading, Tracker, Window, get_tracker
 
@@ -86,6 +87,7 @@ class _CellRun:
         self.source = source
         self.forecast = CellForecast(window.started_at.timestamp())
         self.cluster_edge: Any = None
+        self.remote_edge: int | None = None
 
 
 # One SettingTrait per engine setting, so ``%config CarbonMagics.<name>`` and
@@ -124,6 +126,7 @@ class CarbonMagics(Magics, _SettingTraits):
         self._cell: _CellRun | None = None
         self._magic_depth = 0
         self.cluster_reader = ClusterCollector(tracker)
+        self.remote_reader = RemoteCollector(self.notice)
         self._sync_traits_from_settings()
         tracker.settings.on_change(self._settings_changed)
 
@@ -170,6 +173,7 @@ class CarbonMagics(Magics, _SettingTraits):
             window = self.tracker.begin(first_line(raw))
             self._cell = _CellRun(window, getattr(info, "cell_id", None), raw)
             self._cell.cluster_edge = self.cluster_reader.start()
+            self._cell.remote_edge = self.remote_reader.start()
             self.recorder.set_running_cell(first_line(raw), self._cell.forecast)
         except Exception as error:
             self._cell = None
@@ -184,6 +188,7 @@ class CarbonMagics(Magics, _SettingTraits):
         try:
             m = self.tracker.end(cell.window)
             self.cluster_reader.end(cell.cluster_edge, m)
+            self.remote_reader.end(cell.remote_edge, m)
             m.name = ""  # auto-recorded cells have no name; reports show the first line
             m.execution_count = getattr(result, "execution_count", None)
             m.cell_id = cell.cell_id
@@ -258,6 +263,8 @@ class CarbonMagics(Magics, _SettingTraits):
         shown, not recorded). The first one replaces the cell's automatic record."""
         self._magic_depth += 1
         if self._magic_depth == 1:
+            if self._cell is not None:  # its calls go to the magic's record
+                self.remote_reader.release(self._cell.remote_edge)
             self._cell = None  # e.g. %%time around %%carbon: recorded once, by the magic
         return self._magic_depth > 1
 
@@ -368,6 +375,8 @@ def load(ipython: Any) -> None:
     set_kernel_recorder(magics.recorder)
     atexit.register(_end_at_exit, magics)
     magics.cluster_reader.poll()  # a Dask client made before %load_ext: install the plugins now
+    if tracker.settings.remote_calls != "off":
+        magics.remote_reader.install()  # wraps the LLM SDKs imported now and later
     magics.recorder.write_heartbeat()
 
 
@@ -404,6 +413,7 @@ def unload(ipython: Any) -> None:
     tracker.remove_listener(magics._on_tick)
     tracker.settings.remove_listener(magics._settings_changed)
     magics.cluster_reader.close()
+    magics.remote_reader.close()  # the SDKs are exactly as before %load_ext
     tracker.stop()
     magics.recorder.write_heartbeat()
     magics.recorder.end_session()

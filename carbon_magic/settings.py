@@ -285,6 +285,26 @@ SPECS: dict[str, SettingSpec] = {
             "https://api.carbonintensity.org.uk",
             "base URL of the UK Carbon Intensity API",
         ),
+        SettingSpec(
+            "remote_calls",
+            _choice("auto", "off"),
+            "auto",
+            "auto: capture the cells' calls to hosted LLM APIs and estimate them (EcoLogits); "
+            "off: never",
+        ),
+        SettingSpec(
+            "budget_remote",
+            _boolean,
+            True,
+            "budgets count the estimated emissions (or energy) of the cell's hosted LLM calls",
+        ),
+        SettingSpec(
+            "wue",
+            _optional(_number(0, 20)),
+            None,
+            "on-site water usage effectiveness, litres per kWh of IT energy "
+            "(auto: the cloud provider's figure, else 0)",
+        ),
     ]
 }
 

@@ -29,6 +29,7 @@ from carbon_magic.ledger.cluster import CLUSTER_KEY
 from carbon_magic.ledger.connection import RETRY_AFTER_S
 from carbon_magic.ledger.housekeeping import keep_seconds, prune_cells
 from carbon_magic.ledger.read import BUSY_TIMEOUT_S, read_cells
+from carbon_magic.ledger.remote_calls import REMOTE_KEY
 from carbon_magic.ledger.rows import (
     SessionState,
     cell_row,
@@ -192,6 +193,8 @@ class Ledger(PendingStore):
         row = cell_row(m, via=via, budget=budget)
         if m.cluster is not None:
             row[CLUSTER_KEY] = m.cluster  # not a column: written to the cluster tables
+        if m.remote is not None:
+            row[REMOTE_KEY] = m.remote["calls"]  # written to cell_remote_calls
         self._submit(("cell", session_uuid, (row, m)))
 
     def heartbeat(
