@@ -182,6 +182,13 @@ ROUTES = {  # path → (whole answer, stream events)
 }
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client that stops reading a stream half-way is expected, not an error."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass
+
+
 class FakeLLMServer:
     """The stand-in API; a context manager. ``slow_s``: how long ``slow`` models wait;
     ``event_gap_s``: pause between stream events."""
@@ -214,7 +221,7 @@ class FakeLLMServer:
                 fake.requests.append((path, body))
                 fake.answer(self, path, body)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _QuietServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self

@@ -18,6 +18,7 @@ import inspect
 import re
 import sys
 import threading
+import types
 from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
@@ -129,8 +130,9 @@ class Patcher:
             return
         owner: Any = getattr(module, target.owner) if target.owner else module
         original = vars(owner).get(target.name)
-        if not inspect.isfunction(original) or (
-            inspect.iscoroutinefunction(original) != target.is_async
+        # Decorated methods (openai's required_args) hide that they are coroutines.
+        if not callable(original) or (
+            inspect.iscoroutinefunction(inspect.unwrap(original)) != target.is_async
         ):
             self.problems[target.label] = (
                 f"{target.label} is not the function the capture knows: not captured"
@@ -166,7 +168,8 @@ def _unpatch(patch: Patch) -> None:
     # Something was put on top of ours. A wrapt proxy (EcoLogits' tracers use them) lets
     # its target be replaced: point it at the SDK's own function instead of ours.
     node = current
-    while node is not None and not inspect.isfunction(node):
+    # type(), not isinstance(): a wrapt proxy passes for the function it wraps.
+    while node is not None and type(node) is not types.FunctionType:
         inner = getattr(node, "__wrapped__", None)
         if inner is patch.wrapper:
             try:
