@@ -122,6 +122,7 @@ class Estimator:
         self.version: str | None = None
         self.llm_impacts: Callable[..., Any] | None = None  # EcoLogits' estimation function
         self.ready = False
+        self.unavailable: str | None = None  # why EcoLogits cannot estimate, once known
 
     def _warn_once(self, key: str, text: str) -> None:
         if key not in self.warned:
@@ -129,10 +130,13 @@ class Estimator:
             self.warn(text)
 
     def _load(self) -> str | None:
-        """Import EcoLogits' estimation function once; why not, or None."""
-        if self.ready:
-            return None if self.llm_impacts else "EcoLogits is not available"
-        self.ready = True
+        """Import EcoLogits' estimation function (once); why it cannot be, or None."""
+        if not self.ready:
+            self.ready = True
+            self.unavailable = self._import()
+        return self.unavailable
+
+    def _import(self) -> str | None:
         version = ecologits_version()
         if version is None:
             self._warn_once(
