@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from carbon_magic._version import __version__
-from carbon_magic.ledger import CELL_COLUMNS, CLUSTER_SHARE_COLUMNS
+from carbon_magic.ledger import CELL_COLUMNS, CLUSTER_SHARE_COLUMNS, REMOTE_SHARE_COLUMNS
 from carbon_magic.measurement import COMPONENTS, J_PER_KWH, is_gpu_key
 from carbon_magic.redact import redact_secrets
 from carbon_magic.report import Row, row_devices, row_hardware, row_methods, row_settings
@@ -88,6 +88,8 @@ FLAT_COLUMNS = (
     "budget",
     # The Dask cluster's share of the figures above (empty for cells without one):
     *CLUSTER_SHARE_COLUMNS,
+    # Calls to hosted LLM APIs, estimated, NOT in the figures above (empty without any):
+    *REMOTE_SHARE_COLUMNS,
 )
 
 _JSON_COLUMNS = ("methods", "devices", "hardware", "settings")
@@ -332,6 +334,8 @@ def _write_json(rows: list[Row], hardware: Mapping[str, Any], stream: IO[str]) -
             "emissions_g": "g CO2e, operational",
             "embodied_g": "g CO2e, amortised manufacturing",
             "intensity_g_per_kwh": "g CO2e/kWh",
+            "remote_*": "hosted LLM calls, estimated (EcoLogits), not included above: "
+            "kWh, g CO2e (providers' grids), L",
         },
         "records": [json_record(row) for row in rows],
     }

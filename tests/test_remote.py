@@ -287,3 +287,52 @@ def test_the_remote_part_is_described_apart_with_its_method():
     assert "1 without estimate: model unknown to EcoLogits" in line
     assert "EcoLogits" in line and "water" in line
     assert describe_remote(None) is None
+
+
+# ------------------------------------------------------------------ shown apart
+
+
+def recorded_rows(tmp_path):
+    path = tmp_path / "ledger.sqlite3"
+    with Ledger(path) as ledger:
+        open_session(ledger)
+        ledger.record_cell("s1", measurement(0, remote=remote_part()), via="auto")
+        ledger.record_cell("s1", measurement(1), via="auto")
+        assert ledger.flush()
+    return ledger_module.read_cells(path)
+
+
+def test_exports_carry_the_remote_columns_apart(tmp_path):
+    from carbon_magic.export import FLAT_COLUMNS, flat_record, json_record
+
+    rows = recorded_rows(tmp_path)
+    for name in (
+        "remote_energy_kwh",
+        "remote_emissions_g",
+        "remote_emissions_low_g",
+        "remote_emissions_high_g",
+        "remote_calls",
+        "remote_water_l",
+    ):
+        assert name in FLAT_COLUMNS
+    with_calls, without = (flat_record(row) for row in rows)
+    assert with_calls["remote_calls"] == 2 and with_calls["remote_emissions_g"] > 0
+    assert with_calls["emissions_g"] == measurement(0).emissions_g
+    assert without["remote_calls"] is None  # an empty CSV cell, not 0
+    assert json_record(rows[0])["remote_water_l"] == with_calls["remote_water_l"]
+
+
+def test_report_and_model_card_say_the_totals_are_local(tmp_path):
+    from carbon_magic.card import model_card
+    from carbon_magic.report import build_report
+
+    rows = recorded_rows(tmp_path)
+    lines = build_report(rows).summary_lines()
+    assert lines[0].endswith("(local; remote LLM calls not included)")
+    [remote] = [line for line in lines if line.startswith("remote (estimated)")]
+    assert "2 LLM calls" in remote and "1 without estimate" in remote
+    statement = model_card(rows).statement
+    assert "2 calls to hosted LLM APIs, remote (estimated)" in statement
+    assert "not included above; 1 of the calls have no estimate" in statement
+    plain = build_report(rows[1:]).summary_lines()
+    assert "remote" not in " ".join(plain)

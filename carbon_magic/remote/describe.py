@@ -4,12 +4,12 @@ totals that add it, included in) the local figures."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from carbon_magic.formatting import format_grams, format_grams_range, format_kwh, format_litres
 
-__all__ = ["REMOTE_LABEL", "describe_remote", "unestimated_reasons"]
+__all__ = ["REMOTE_LABEL", "describe_remote", "remote_totals", "unestimated_reasons"]
 
 REMOTE_LABEL = "remote (estimated)"
 
@@ -49,3 +49,34 @@ def describe_remote(remote: Mapping[str, Any] | None, apart: bool = True) -> str
         parts.append(str(remote["method"]))
     where = ", not in the local figures" if apart else ""
     return f"{REMOTE_LABEL}{where}: " + " · ".join(parts)
+
+
+def remote_totals(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The remote parts of several ledger cell rows (their ``remote_*`` columns) added
+    up, in the shape :func:`describe_remote` reads, with ``cells``: how many cells made
+    calls. None when no row has any."""
+    parts = [r for r in rows if r.get("remote_calls")]
+    if not parts:
+        return None
+
+    def total(name: str) -> float:
+        return sum(float(r.get(name) or 0.0) for r in parts)
+
+    count = int(total("remote_calls"))
+    unestimated = int(total("remote_unestimated"))
+    methods = sorted(
+        {str(r["remote_method"]) for r in parts if r.get("remote_emissions_g") is not None}
+    )
+    return {
+        "cells": len(parts),
+        "count": count,
+        "estimated": count - unestimated,
+        "unestimated": unestimated,
+        "energy_kwh": total("remote_energy_kwh"),
+        "energy_range_kwh": [total("remote_energy_low_kwh"), total("remote_energy_high_kwh")],
+        "emissions_g": total("remote_emissions_g"),
+        "emissions_range_g": [total("remote_emissions_low_g"), total("remote_emissions_high_g")],
+        "embodied_g": total("remote_embodied_g"),
+        "water_l": total("remote_water_l"),
+        "method": "; ".join(methods),
+    }

@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from carbon_magic import ledger
+from carbon_magic.ledger.read import query
+from carbon_magic.ledger.remote_calls import read_cell_remote
 from carbon_magic.server.cell_pages import (
     CELL_PAGE_DEFAULT,
     CELL_PAGE_MAX,
@@ -536,5 +538,7 @@ class LedgerReader:
                 names, ids = json.dumps(list(notebook_paths or ())), json.dumps(list(kernel_ids))
                 params = (names, ids, int(after), since_s)
                 rows = connection.execute(NOTEBOOK_CELLS_SQL, (*params, limit + 1)).fetchall()
-        records = [cell_record(row) for row in rows[:limit]]
+            ids = [row["id"] for row in rows[:limit]]
+            remote = read_cell_remote(query, connection, ids)
+        records = [cell_record(row, remote.get(row["id"])) for row in rows[:limit]]
         return CellPage(records, more=len(rows) > limit)

@@ -341,6 +341,9 @@ def cell_json(record: CellRecord) -> dict[str, Any]:
         "mode": record.mode,
         "methods": dict(record.methods),
         "budget": record.budget,
+        # Hosted LLM calls, estimated (EcoLogits), never added to the figures above.
+        "remote": record.remote,
+        "totals_include_remote": False,
     }
 
 

@@ -52,6 +52,25 @@ export interface ICellRecord {
   /** How each component was obtained: measured, modelled, assumed. */
   methods: Record<string, string>;
   budget: string | null;
+  /** Hosted LLM calls the cell made, estimated (EcoLogits); not in the figures above. */
+  remote: IRemotePart | null;
+  /** Whether the figures above include `remote` (never, today). */
+  totals_include_remote: boolean;
+}
+
+/** A cell's calls to hosted LLM APIs: kWh, grams CO2e (providers' grids), litres. */
+export interface IRemotePart {
+  count: number;
+  estimated: number;
+  unestimated: number;
+  energy_kwh: number;
+  energy_range_kwh: [number, number];
+  emissions_g: number;
+  emissions_range_g: [number, number];
+  embodied_g: number;
+  water_l: number;
+  water_range_l: [number, number];
+  method: string;
 }
 
 /** A page of cells: `GET …/kernels/{id}/cells` or `GET …/cells?path=`. */
@@ -286,7 +305,23 @@ const cellRecord = object<ICellRecord>({
   pue: number,
   mode: string,
   methods: stringMap,
-  budget: nullable(string)
+  budget: nullable(string),
+  remote: nullable(
+    object<IRemotePart>({
+      count: integer,
+      estimated: integer,
+      unestimated: integer,
+      energy_kwh: number,
+      energy_range_kwh: pair,
+      emissions_g: number,
+      emissions_range_g: pair,
+      embodied_g: number,
+      water_l: number,
+      water_range_l: pair,
+      method: string
+    })
+  ),
+  totals_include_remote: boolean
 });
 
 const cellsPage = object<ICellsPage>({
