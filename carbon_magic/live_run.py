@@ -167,7 +167,10 @@ class LiveRun:
         if self.budget is None or self.stop is not None or not self.panel.use_widgets:
             return
         if self.exceeded:
-            print(f"carbon budget {self.budget.describe()} exceeded: {text}", file=sys.stdout)
+            print(
+                f"carbon budget {self.budget.describe()} ({self.budget.scope()}) exceeded: {text}",
+                file=sys.stdout,
+            )
         elif self.predicted_over:
             print(
                 f"carbon budget {self.budget.describe()} predicted to be exceeded "

@@ -3,6 +3,7 @@ SDKs pointed at a stand-in API on 127.0.0.1, captured per cell, estimated with E
 (checked against its own function for the same inputs), recorded in the ledger, and
 removed on unload."""
 
+import json
 import sqlite3
 
 import pytest
@@ -318,3 +319,26 @@ def test_ecologits_initialised_after_loading_wraps_ours_and_unload_takes_ours_ou
         "hasattr(r2, 'impacts'), 'carbon_magic' in Completions.create.__wrapped__.__code__.co_filename",
     )
     assert after.result == "(True, False)"
+
+
+def test_budgets_count_remote_emissions_and_the_panel_says_so(kernel, api, ledger_path):
+    ok(kernel, "%load_ext carbon_magic\nimport openai")
+    ok(kernel, f"client = openai.OpenAI(base_url={api.url + '/v1'!r}, api_key='x', max_retries=0)")
+    cell = (
+        "%%carbon --name llm --budget 0.05mg\n"
+        f"for _ in range(3): client.chat.completions.create(model='gpt-4o-mini', {ASK})"
+    )
+    counted = ok(kernel, cell)
+    # The local part alone (a few µg) is under the budget; with the calls it is over.
+    assert "carbon budget 50 µg CO2e (local + remote (estimated)) exceeded" in counted.text
+    assert "remote (estimated), not in the local figures: 3 LLM calls" in counted.text
+    panel = json.dumps(counted.messages, ensure_ascii=False, default=str)
+    assert "budget 50 µg CO2e (local + remote (estimated))" in panel
+    ok(kernel, "%carbon config budget_remote=false")
+    local = ok(kernel, cell)
+    assert "budget 50 µg CO2e (local only)" in json.dumps(
+        local.messages, ensure_ascii=False, default=str
+    )
+    assert "exceeded" not in local.text
+    status = ok(kernel, "%carbon status")
+    assert "remote calls: captured for openai" in status.text
