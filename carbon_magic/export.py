@@ -8,6 +8,7 @@ CodeCarbon).
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import platform
@@ -25,6 +26,7 @@ from carbon_magic.ledger import CELL_COLUMNS, CLUSTER_SHARE_COLUMNS, REMOTE_SHAR
 from carbon_magic.measurement import COMPONENTS, J_PER_KWH, is_gpu_key
 from carbon_magic.redact import redact_secrets
 from carbon_magic.report import Row, row_devices, row_hardware, row_methods, row_settings
+from carbon_magic.water import WaterFactors, water_factors
 
 if TYPE_CHECKING:
     import pandas
@@ -159,6 +161,23 @@ def _location(row: Row) -> dict[str, str]:
     }
 
 
+@functools.lru_cache(maxsize=64)
+def _water_factors(country: Any, cloud_region: Any, wue: Any) -> WaterFactors:
+    return water_factors({"country": country, "cloud_region": cloud_region, "wue": wue})
+
+
+def _water(row: Row) -> dict[str, float]:
+    """CodeCarbon's ``wue`` (on-site, L/kWh) and ``water_consumed`` (L): on-site cooling
+    water plus the grid's (see :mod:`carbon_magic.water`)."""
+    settings = row_settings(row)
+    factors = _water_factors(
+        settings.get("country"), settings.get("cloud_region"), settings.get("wue")
+    )
+    it_kwh = sum(_num(row.get(f"{component}_j")) for component in COMPONENTS) / J_PER_KWH
+    litres = factors.litres(it_kwh, _num(row.get("energy_kwh")))
+    return {"wue": factors.wue_l_per_kwh, "water_consumed": litres}
+
+
 def _resolve_target(path: str | os.PathLike[str], fmt: str, force: bool) -> Path:
     target = Path(path).expanduser()
     if target.is_dir():
@@ -233,6 +252,7 @@ def codecarbon_record(
         record[f"{component}_power"] = joules / duration if duration > 0 else 0.0
         record[f"{component}_energy"] = joules * pue / J_PER_KWH
     record.update(_location(row))
+    record.update(_water(row))
     host = row.get("host")
     if hw.get("os") or hw.get("python_version"):
         record["os"] = _text(hw.get("os"))
