@@ -32,7 +32,7 @@ def _sse(event: str | None, data: Any) -> bytes:
     return f"{head}data: {json.dumps(data)}\n\n".encode()
 
 
-def _openai_chat(body: dict, n: int) -> dict:
+def openai_chat_answer(body: dict, n: int) -> dict:
     return {
         "id": "chatcmpl-1",
         "object": "chat.completion",
@@ -53,7 +53,7 @@ def _openai_chat(body: dict, n: int) -> dict:
     }
 
 
-def _openai_chat_stream(body: dict, n: int) -> list[bytes]:
+def openai_chat_events(body: dict, n: int) -> list[bytes]:
     def chunk(delta: dict, finish: str | None = None, usage: Any = None) -> bytes:
         data = {
             "id": "chatcmpl-1",
@@ -175,8 +175,8 @@ def _anthropic_stream(body: dict, n: int) -> list[bytes]:
 
 
 ROUTES = {  # path → (whole answer, stream events)
-    "/v1/chat/completions": (_openai_chat, _openai_chat_stream),
-    "/chat/completions": (_openai_chat, _openai_chat_stream),
+    "/v1/chat/completions": (openai_chat_answer, openai_chat_events),
+    "/chat/completions": (openai_chat_answer, openai_chat_events),
     "/v1/responses": (_openai_response, _openai_response_stream),
     "/v1/messages": (_anthropic_message, _anthropic_stream),
 }

@@ -34,9 +34,7 @@ def _whole(call: RemoteCall, answer: Any, *token_path: str) -> None:
     tokens = _get(answer, *token_path)
     if isinstance(tokens, int):
         call.output_tokens = tokens
-    impacts = getattr(answer, "impacts", None)
-    if impacts is not None:
-        call.impacts = impacts
+    _take_impacts(call, answer)
 
 
 def _usage_or_count(call: RemoteCall, tokens: Any, generated: bool) -> None:
@@ -73,6 +71,7 @@ def openai_response_event(call: RemoteCall, event: Any) -> None:
         response = _get(event, "response")
         call.model = _get(response, "model") or call.model
         _usage_or_count(call, _get(response, "usage", "output_tokens"), False)
+        _take_impacts(call, response)
     elif kind == "response.output_text.delta":
         _usage_or_count(call, None, True)
     _take_impacts(call, event)
@@ -138,6 +137,14 @@ def litellm_chunk(call: RemoteCall, chunk: Any) -> None:
 
 
 def _take_impacts(call: RemoteCall, item: Any) -> None:
+    # EcoLogits' answers are pydantic models with an ``impacts`` field. Asked of a model
+    # without one, getattr raises inside pydantic (microseconds per stream item): look
+    # at the class's fields first.
+    fields = getattr(type(item), "model_fields", None)
+    if isinstance(fields, dict) and "impacts" not in fields:
+        extra = getattr(item, "__pydantic_extra__", None)  # set on an answer afterwards
+        if not extra or "impacts" not in extra:
+            return
     impacts = getattr(item, "impacts", None)
     if impacts is not None:
         call.impacts = impacts  # EcoLogits' streams carry the running total: keep the last
