@@ -1,5 +1,6 @@
 """A local stand-in for hosted LLM APIs (OpenAI chat completions and Responses,
-Anthropic messages), answering as the real APIs do: usage fields, SSE streams, errors.
+Anthropic messages, Gemini's generateContent; Mistral's chat is OpenAI's shape),
+answering as the real APIs do: usage fields, SSE streams, errors.
 
 A real ``ThreadingHTTPServer`` on 127.0.0.1 with an ephemeral port. Point the SDKs at it
 with ``base_url`` (OpenAI: ``api.url + "/v1"``; Anthropic and LiteLLM: ``api.url``).
@@ -174,11 +175,39 @@ def _anthropic_stream(body: dict, n: int) -> list[bytes]:
     return events
 
 
+def _gemini_chunk(model: str, text: str, tokens: int) -> dict:
+    return {
+        "candidates": [{"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}],
+        "usageMetadata": {
+            "promptTokenCount": INPUT_TOKENS,
+            "candidatesTokenCount": tokens,
+            "totalTokenCount": INPUT_TOKENS + tokens,
+        },
+        "modelVersion": model,
+    }
+
+
+def _gemini_content(body: dict, n: int) -> dict:
+    answer = _gemini_chunk(body["model"], "tok " * n, n)
+    answer["candidates"][0]["finishReason"] = "STOP"
+    return answer
+
+
+def _gemini_stream(body: dict, n: int) -> list[bytes]:
+    # Each chunk carries the usage so far, as Gemini's streams do.
+    return [_sse(None, _gemini_chunk(body["model"], f"tok{i} ", i + 1)) for i in range(n)]
+
+
+# Gemini names the model in the path: /v1[beta]/models/<model>:generateContent
+GEMINI_PATH = re.compile(r"^/v1(?:beta)?/models/([^:/]+):(generateContent|streamGenerateContent)$")
+
+
 ROUTES = {  # path → (whole answer, stream events)
     "/v1/chat/completions": (openai_chat_answer, openai_chat_events),
     "/chat/completions": (openai_chat_answer, openai_chat_events),
     "/v1/responses": (_openai_response, _openai_response_stream),
     "/v1/messages": (_anthropic_message, _anthropic_stream),
+    "gemini": (_gemini_content, _gemini_stream),
 }
 
 
@@ -232,6 +261,12 @@ class FakeLLMServer:
             self._server.server_close()
 
     def answer(self, handler: BaseHTTPRequestHandler, path: str, body: dict) -> None:
+        gemini = GEMINI_PATH.match(path)
+        if gemini:  # the model is in the path, the length in generationConfig
+            config = body.get("generationConfig") or {}
+            body = {**body, "model": gemini.group(1), "max_tokens": config.get("maxOutputTokens")}
+            body["stream"] = gemini.group(2) == "streamGenerateContent"
+            path = "gemini"
         model = str(body.get("model", ""))
         if "slow" in model:
             time.sleep(self.slow_s)

@@ -3,6 +3,7 @@ journal, retention), faults of EcoLogits and of unknown SDK versions, budgets, w
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import sys
 import time
@@ -336,3 +337,85 @@ def test_report_and_model_card_say_the_totals_are_local(tmp_path):
     assert "not included above; 1 of the calls have no estimate" in statement
     plain = build_report(rows[1:]).summary_lines()
     assert "remote" not in " ".join(plain)
+
+
+# ------------------------------------------------------------------ Mistral, Google GenAI
+
+
+def assert_estimated_as_ecologits(call, provider, model):
+    from ecologits.tracers.utils import llm_impacts
+
+    impacts = llm_impacts(provider, model, call["output_tokens"], call["latency_s"])
+    energy, gwp = impacts.usage.energy.value, impacts.usage.gwp.value  # a number or a range
+    assert call["energy_low_kwh"] == pytest.approx(getattr(energy, "min", energy), rel=1e-9)
+    assert call["emissions_high_g"] == pytest.approx(getattr(gwp, "max", gwp) * 1000)
+
+
+def test_mistral_chat_sync_async_and_streamed(api, collector):
+    mistral = pytest.importorskip("mistralai.client")
+    client_ = mistral.Mistral(api_key="x", server_url=api.url)
+    model = "mistral-small-latest"
+    seen: list[int] = []
+
+    def body():
+        client_.chat.complete(model=model, messages=ASK, max_tokens=5)
+        seen.append(len(list(client_.chat.stream(model=model, messages=ASK, max_tokens=4))))
+
+        async def both():
+            await client_.chat.complete_async(model=model, messages=ASK, max_tokens=3)
+            stream = await client_.chat.stream_async(model=model, messages=ASK, max_tokens=2)
+            return [event async for event in stream]
+
+        asyncio.run(both())
+
+    m = run_cell(collector, body)
+    assert seen == [6]  # the SDK's stream, every event: the role event, 4 tokens, the end
+    calls = m.remote["calls"]
+    assert [(c["streamed"], c["output_tokens"]) for c in calls] == [
+        (False, 5),
+        (True, 4),
+        (False, 3),
+        (True, 2),
+    ]
+    for call in calls:
+        assert call["sdk"] == "mistralai" and call["status"] == "ok"
+        assert_estimated_as_ecologits(call, "mistralai", model)
+
+
+def test_google_genai_content_sync_async_and_streamed(api, collector):
+    genai = pytest.importorskip("google.genai")
+    types = genai.types
+    client_ = genai.Client(api_key="x", http_options=types.HttpOptions(base_url=api.url))
+    model = "gemini-2.5-flash"
+    texts: list[str] = []
+
+    def body():
+        config = types.GenerateContentConfig(max_output_tokens=5)
+        texts.append(
+            client_.models.generate_content(model=model, contents="hi", config=config).text
+        )
+        stream = client_.models.generate_content_stream(
+            model=model, contents="hi", config=types.GenerateContentConfig(max_output_tokens=4)
+        )
+        texts.append("".join(chunk.text for chunk in stream))
+
+        async def streamed():
+            config = types.GenerateContentConfig(max_output_tokens=3)
+            chunks = await client_.aio.models.generate_content_stream(
+                model=model, contents="hi", config=config
+            )
+            return [chunk async for chunk in chunks]
+
+        asyncio.run(streamed())
+
+    m = run_cell(collector, body)
+    assert texts == ["tok tok tok tok tok ", "tok0 tok1 tok2 tok3 "]
+    calls = m.remote["calls"]
+    assert [(c["streamed"], c["output_tokens"]) for c in calls] == [
+        (False, 5),
+        (True, 4),
+        (True, 3),
+    ]
+    for call in calls:
+        assert call["sdk"] == "google_genai" and call["model"] == model
+        assert_estimated_as_ecologits(call, "google_genai", model)
