@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from carbon_magic.ledger.tables import (
@@ -59,7 +59,7 @@ def write_remote_calls(
 ) -> None:
     """One ``cell_remote_calls`` row per call record (``CALL_FIELDS``)."""
     for seq, call in enumerate(calls):
-        values = {name: call.get(name) for name in CALL_FIELDS}
+        values: dict[str, Any] = {name: call.get(name) for name in CALL_FIELDS}
         values["streamed"] = bool(values["streamed"])
         values["sdk"] = str(values["sdk"] or "")
         values["api"] = str(values["api"] or "")
@@ -70,7 +70,7 @@ def write_remote_calls(
         )
 
 
-def _total(records: list[Mapping[str, Any]], low: str, high: str) -> tuple[float, float]:
+def _total(records: Sequence[Mapping[str, Any]], low: str, high: str) -> tuple[float, float]:
     estimated = [r for r in records if r.get(low) is not None]
     return sum(r[low] for r in estimated), sum(r[high] for r in estimated)
 
@@ -80,7 +80,9 @@ def summarise_rows(records: Iterable[Mapping[str, Any]]) -> dict[str, Any] | Non
     ``{"calls", "count", "estimated", "unestimated", "energy_kwh", "energy_range_kwh",
     "emissions_g", "emissions_range_g", "embodied_g", "water_l", "water_range_l",
     "method"}``; ``method`` is ``"not estimated"`` when no call has an estimate."""
-    calls = [{name: record.get(name) for name in CALL_FIELDS} for record in records]
+    calls: list[dict[str, Any]] = [
+        {name: record.get(name) for name in CALL_FIELDS} for record in records
+    ]
     if not calls:
         return None
     energy = _total(calls, "energy_low_kwh", "energy_high_kwh")
@@ -88,7 +90,7 @@ def summarise_rows(records: Iterable[Mapping[str, Any]]) -> dict[str, Any] | Non
     embodied = _total(calls, "embodied_low_g", "embodied_high_g")
     water = _total(calls, "water_low_l", "water_high_l")
     estimated = sum(1 for r in calls if r.get("energy_low_kwh") is not None)
-    methods = sorted({r["method"] for r in calls if r.get("method")})
+    methods = sorted({str(r["method"]) for r in calls if r.get("method")})
     return {
         "calls": calls,
         "count": len(calls),

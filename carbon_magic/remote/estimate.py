@@ -78,14 +78,17 @@ def _range(value: Any, scale: float) -> tuple[float, float]:
     return float(low) * scale, float(high) * scale
 
 
-def _from_impacts(impacts: Any) -> dict[str, tuple[float, float]]:
-    """EcoLogits' ImpactsOutput → our units: kWh → J, kgCO2eq → g, L."""
-    return {
-        "energy_j": _range(impacts.usage.energy.value, J_PER_KWH),
-        "emissions_g": _range(impacts.usage.gwp.value, 1000.0),
-        "embodied_g": _range(impacts.embodied.gwp.value, 1000.0),
-        "water_l": _range(impacts.usage.wcf.value, 1.0),
-    }
+def _estimate(provider: str | None, model: str | None, impacts: Any, method: str) -> CallEstimate:
+    """EcoLogits' ImpactsOutput as a CallEstimate in our units: kWh → J, kgCO2eq → g, L."""
+    return CallEstimate(
+        provider,
+        model,
+        energy_j=_range(impacts.usage.energy.value, J_PER_KWH),
+        emissions_g=_range(impacts.usage.gwp.value, 1000.0),
+        embodied_g=_range(impacts.embodied.gwp.value, 1000.0),
+        water_l=_range(impacts.usage.wcf.value, 1.0),
+        method=method,
+    )
 
 
 class _QuietLogs(logging.Filter):
@@ -146,11 +149,12 @@ class Estimator:
             )
             return "EcoLogits is not installed"
         numbers = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+        function: Callable[..., Any] | None
         try:
-            from ecologits.tracers.utils import llm_impacts
+            from ecologits.tracers.utils import llm_impacts as function
         except Exception:  # moved or renamed in a version this code does not know
-            llm_impacts = None
-        if llm_impacts is None or numbers < ECOLOGITS_MIN_VERSION:
+            function = None
+        if function is None or numbers < ECOLOGITS_MIN_VERSION:
             minimum = ".".join(map(str, ECOLOGITS_MIN_VERSION))
             self._warn_once(
                 "old",
@@ -159,7 +163,7 @@ class Estimator:
             )
             return f"EcoLogits {version} is too old"
         self.version = version
-        self.llm_impacts = llm_impacts
+        self.llm_impacts = function
         return None
 
     def _provider_model(self, call: RemoteCall) -> tuple[str | None, str | None]:
@@ -204,9 +208,7 @@ class Estimator:
                     else str(getattr(errors[0], "message", errors[0]))
                 )
                 return CallEstimate(provider, model, note=note)
-            return CallEstimate(
-                provider, model, method=method_label(self.version), **_from_impacts(impacts)
-            )
+            return _estimate(provider, model, impacts, method_label(self.version))
         except Exception as error:
             self._warn_once(
                 "raised",
@@ -221,13 +223,8 @@ class Estimator:
         impacts = call.impacts
         if getattr(impacts, "errors", None) or getattr(impacts, "usage", None) is None:
             return CallEstimate(None, call.model, note="model unknown to EcoLogits")
+        method = method_label(self.version) + " (the notebook's own EcoLogits)"
         try:
-            figures = _from_impacts(impacts)
+            return _estimate(_PROVIDERS.get(call.sdk, call.sdk), call.model, impacts, method)
         except Exception:
             return CallEstimate(None, call.model, note="EcoLogits' own impacts unreadable")
-        return CallEstimate(
-            _PROVIDERS.get(call.sdk, call.sdk),
-            call.model,
-            method=method_label(self.version) + " (the notebook's own EcoLogits)",
-            **figures,
-        )

@@ -538,7 +538,6 @@ class LedgerReader:
                 names, ids = json.dumps(list(notebook_paths or ())), json.dumps(list(kernel_ids))
                 params = (names, ids, int(after), since_s)
                 rows = connection.execute(NOTEBOOK_CELLS_SQL, (*params, limit + 1)).fetchall()
-            ids = [row["id"] for row in rows[:limit]]
-            remote = read_cell_remote(query, connection, ids)
+            remote = read_cell_remote(query, connection, [row["id"] for row in rows[:limit]])
         records = [cell_record(row, remote.get(row["id"])) for row in rows[:limit]]
         return CellPage(records, more=len(rows) > limit)
