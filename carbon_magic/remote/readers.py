@@ -54,6 +54,12 @@ def openai_chat(call: RemoteCall, answer: Any) -> None:
 
 def openai_chat_chunk(call: RemoteCall, chunk: Any) -> None:
     call.model = _get(chunk, "model") or call.model
+    litellm_chunk(call, chunk)
+
+
+def litellm_chunk(call: RemoteCall, chunk: Any) -> None:
+    """A chat completion chunk (OpenAI's shape) without reading its model: LiteLLM's
+    names the provider's model, the call keeps the one asked for."""
     choices = _get(chunk, "choices") or []
     delta = _get(choices[0], "delta") if choices else None
     generated = bool(_get(delta, "content") or _get(delta, "tool_calls"))
@@ -126,14 +132,6 @@ def litellm_response(call: RemoteCall, answer: Any) -> None:
     if isinstance(tokens, int):
         call.output_tokens = tokens
     _take_impacts(call, answer)
-
-
-def litellm_chunk(call: RemoteCall, chunk: Any) -> None:
-    choices = _get(chunk, "choices") or []
-    delta = _get(choices[0], "delta") if choices else None
-    generated = bool(_get(delta, "content") or _get(delta, "tool_calls"))
-    _usage_or_count(call, _get(chunk, "usage", "completion_tokens"), generated)
-    _take_impacts(call, chunk)
 
 
 def _take_impacts(call: RemoteCall, item: Any) -> None:
