@@ -150,6 +150,11 @@ class CarbonMagics(Magics, _SettingTraits):
             return
         self._sync_traits_from_settings()
         self.recorder.settings_changed(changed)
+        if "remote_calls" in changed and _state.get("magics") is self:  # loaded: on or off now
+            if changed["remote_calls"] == "off":
+                self.remote_reader.close()
+            else:
+                self.remote_reader.install()
 
     def _sync_traits_from_settings(self) -> None:
         self._syncing = True

@@ -419,3 +419,24 @@ def test_google_genai_content_sync_async_and_streamed(api, collector):
     for call in calls:
         assert call["sdk"] == "google_genai" and call["model"] == model
         assert_estimated_as_ecologits(call, "google_genai", model)
+
+
+def test_calls_from_worker_threads_of_the_cell_are_all_captured(api, collector):
+    from concurrent.futures import ThreadPoolExecutor
+
+    make = client(api)
+
+    def body():
+        with ThreadPoolExecutor(8) as pool:
+            list(
+                pool.map(
+                    lambda n: make.chat.completions.create(
+                        model="gpt-4o-mini", messages=ASK, max_tokens=n
+                    ),
+                    range(1, 25),
+                )
+            )
+
+    m = run_cell(collector, body)
+    assert m.remote["count"] == 24
+    assert sorted(c["output_tokens"] for c in m.remote["calls"]) == list(range(1, 25))

@@ -342,3 +342,21 @@ def test_budgets_count_remote_emissions_and_the_panel_says_so(kernel, api, ledge
     assert "exceeded" not in local.text
     status = ok(kernel, "%carbon status")
     assert "remote calls: captured for openai" in status.text
+
+
+def test_capture_is_switched_off_and_on_by_the_setting(kernel, api, ledger_path):
+    ok(kernel, "%load_ext carbon_magic\nimport openai")
+    ok(kernel, f"client = openai.OpenAI(base_url={api.url + '/v1'!r}, api_key='x', max_retries=0)")
+    ok(kernel, "%carbon config remote_calls=off")
+    off = ok(
+        kernel,
+        "from openai.resources.chat.completions import Completions\n"
+        f"r = client.chat.completions.create(model='gpt-4o-mini', {ASK})\n"
+        "'carbon_magic' in Completions.create.__code__.co_filename",
+    )
+    assert off.result == "False"
+    ok(kernel, "%carbon config remote_calls=auto")
+    ok(kernel, f"again = client.chat.completions.create(model='gpt-4o-mini', {ASK})")
+    calls = calls_of(ledger_path)
+    assert not any(k.startswith("from openai") for k in calls)
+    assert len(next(v for k, v in calls.items() if k.startswith("again = "))) == 1
