@@ -440,3 +440,30 @@ def test_calls_from_worker_threads_of_the_cell_are_all_captured(api, collector):
     m = run_cell(collector, body)
     assert m.remote["count"] == 24
     assert sorted(c["output_tokens"] for c in m.remote["calls"]) == list(range(1, 25))
+
+
+def test_anthropic_stream_helpers_are_followed(api, collector):
+    anthropic = pytest.importorskip("anthropic")
+    model = "claude-haiku-4-5-20251001"
+    sync = anthropic.Anthropic(base_url=api.url, api_key="x", max_retries=0)
+    asynchronous = anthropic.AsyncAnthropic(base_url=api.url, api_key="x", max_retries=0)
+    texts: list[str] = []
+
+    def body():
+        with sync.messages.stream(model=model, max_tokens=5, messages=ASK) as stream:
+            texts.append("".join(stream.text_stream))
+
+        async def streamed():
+            async with asynchronous.messages.stream(model=model, max_tokens=3, messages=ASK) as s:
+                return [text async for text in s.text_stream]
+
+        texts.append("".join(asyncio.run(streamed())))
+
+    m = run_cell(collector, body)
+    assert texts == ["tok0 tok1 tok2 tok3 tok4 ", "tok0 tok1 tok2 "]
+    calls = m.remote["calls"]
+    assert [(c["streamed"], c["status"], c["output_tokens"]) for c in calls] == [
+        (True, "ok", 5),
+        (True, "ok", 3),
+    ]
+    assert_estimated_as_ecologits(calls[0], "anthropic", model)

@@ -8,18 +8,20 @@ stream object gets a subclass of its own class whose ``__next__`` reads each ite
 the way. Each item is read (tokens, model); the end of the stream finishes the call
 (``ok``), an exception from it finishes it as ``error`` and is raised unchanged, and a
 stream closed early (or collected) finishes it as ``abandoned`` with the tokens seen.
+A stream manager (Anthropic's ``messages.stream()``) is followed through the request
+it makes when its ``with`` block opens.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from carbon_magic.remote.calls import RemoteCall
 from carbon_magic.remote.readers import Reader
 
-__all__ = ["watch_stream"]
+__all__ = ["watch_manager", "watch_stream"]
 
 _INNER_NAMES = ("_iterator", "generator")
 _CALL_ATTRIBUTE = "_carbon_magic_call"
@@ -143,3 +145,39 @@ def watch_stream(stream: Any, reader: Reader, call: RemoteCall) -> Any:
         except (AttributeError, TypeError):
             pass  # slots or a built-in type: handed back as it is
     return stream
+
+
+def watch_manager(manager: Any, begin: Callable[[], RemoteCall], reader: Reader) -> Any:
+    """Follow the stream a stream manager opens (Anthropic's ``messages.stream()``): its
+    request, kept as ``…__api_request`` (a function, or an awaitable in the async SDK), is
+    replaced by one that starts the call record (``begin``) when the ``with`` block opens
+    the stream, and follows the raw stream it gets. Returns ``manager`` itself."""
+    for name, request in list(vars(manager).items()):
+        if not name.endswith("__api_request"):
+            continue
+        if inspect.isawaitable(request):
+
+            async def opened_async(request: Any = request) -> Any:
+                call = begin()
+                try:
+                    raw = await request
+                except BaseException as exc:
+                    call.finish("error", exc)
+                    raise
+                return watch_stream(raw, reader, call)
+
+            setattr(manager, name, opened_async())
+        elif callable(request):
+
+            def opened(request: Any = request) -> Any:
+                call = begin()
+                try:
+                    raw = request()
+                except BaseException as exc:
+                    call.finish("error", exc)
+                    raise
+                return watch_stream(raw, reader, call)
+
+            setattr(manager, name, opened)
+        break
+    return manager

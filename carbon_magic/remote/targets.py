@@ -29,7 +29,8 @@ class Target:
     """One wrapped method: ``owner`` (a class in ``module``, or "" for a module-level
     function) and ``name``; ``is_async`` when it is a coroutine function; ``stream``:
     ``"kwarg"`` when ``stream=True`` asks for a stream, ``"always"`` when the method
-    always streams, ``"never"`` otherwise."""
+    always streams, ``"manager"`` when it returns a stream manager that makes the request
+    when its ``with`` block opens, ``"never"`` otherwise."""
 
     sdk: str
     api: str
@@ -88,6 +89,22 @@ TARGETS: list[Target] = [
         answer_reader="anthropic_message",
         item_reader="anthropic_event",
     ),
+    # messages.stream(): a stream manager (a plain method in both clients) whose with
+    # block makes the request, not through create().
+    *[
+        Target(
+            "anthropic",
+            "messages",
+            "anthropic.resources.messages.messages",
+            owner,
+            "stream",
+            False,
+            "manager",
+            "anthropic_message",
+            "anthropic_event",
+        )
+        for owner in ("Messages", "AsyncMessages")
+    ],
     # Mistral: mistralai 1.x defines Chat in mistralai.chat, 2.x and later in
     # mistralai.client.chat; the async twins are methods of the same class.
     *[

@@ -18,7 +18,7 @@ from typing import Any
 
 from carbon_magic.remote.calls import CALL_LOG, RemoteCall, inside_capture
 from carbon_magic.remote.readers import READERS
-from carbon_magic.remote.streams import watch_stream
+from carbon_magic.remote.streams import watch_manager, watch_stream
 from carbon_magic.remote.targets import Target
 
 __all__ = ["Patch", "make_wrapper"]
@@ -48,7 +48,7 @@ def make_wrapper(patch: Patch) -> Callable[..., Any]:
         model = kwargs.get("model")
         if model is None and positional_model and args:
             model = args[0]
-        streamed = target.stream == "always" or (
+        streamed = target.stream in ("always", "manager") or (
             target.stream == "kwarg" and kwargs.get("stream") is True
         )
         call = RemoteCall(
@@ -95,6 +95,8 @@ def make_wrapper(patch: Patch) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         if not (patch.active and CALL_LOG.open_edges) or inside_capture.get():
             return original(*args, **kwargs)
+        if target.stream == "manager":  # the request is made when its with block opens
+            return watch_manager(original(*args, **kwargs), lambda: begin(args, kwargs), read_item)
         call = begin(args, kwargs)
         token = inside_capture.set(True)
         try:
