@@ -467,3 +467,21 @@ def test_anthropic_stream_helpers_are_followed(api, collector):
         (True, "ok", 3),
     ]
     assert_estimated_as_ecologits(calls[0], "anthropic", model)
+
+
+@pytest.mark.filterwarnings("ignore::carbon_magic.ledger.LedgerWarning")
+def test_a_cell_not_yet_written_shows_its_remote_part_too(tmp_path):
+    path = tmp_path / "ledger.sqlite3"
+    with Ledger(path) as ledger:
+        open_session(ledger)
+        assert ledger.flush()
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # the cell stays pending
+        try:
+            ledger.record_cell("s1", measurement(0, remote=remote_part()), via="auto")
+            rows, pending = ledger.cells_with_pending(session_uuid="s1")
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+    assert pending == 1 and rows[-1]["remote_calls"] == 2
+    assert rows[-1]["remote_unestimated"] == 1

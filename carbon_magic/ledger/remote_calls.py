@@ -28,7 +28,9 @@ __all__ = [
     "CALL_FIELDS",
     "REMOTE_KEY",
     "REMOTE_SHARE_COLUMNS",
+    "pending_remote_share",
     "read_cell_remote",
+    "remote_share",
     "summarise_rows",
     "with_remote_share",
     "write_remote_calls",
@@ -160,3 +162,10 @@ def remote_share(part: Mapping[str, Any]) -> dict[str, Any]:
         "remote_water_l": part["water_l"] if estimated else None,
         "remote_method": part["method"],
     }
+
+
+def pending_remote_share(row: Mapping[str, Any]) -> dict[str, Any]:
+    """``REMOTE_SHARE_COLUMNS`` of a cell row not yet written (its calls under
+    ``REMOTE_KEY``), as :func:`with_remote_share` adds them to written ones."""
+    part = summarise_rows(row.get(REMOTE_KEY) or ())
+    return remote_share(part) if part is not None else {}
