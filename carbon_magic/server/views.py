@@ -130,6 +130,9 @@ def kernel_json(
         "intensity": intensity_json(figures),
         "prediction": prediction_json(figures),
         "hint": hint_json(figures, state.live),
+        # Hosted LLM calls of the session, estimated (EcoLogits), not in the totals.
+        "remote": figures.remote,
+        "totals_include_remote": False,
         "heartbeat": None
         if heartbeat is None
         else {

@@ -85,7 +85,9 @@ export function remoteLine(remote: IRemotePart): string {
   const figures = remote.estimated
     ? ` · ${formatKwh(remote.energy_kwh)} · ${formatGramsRange(remote.emissions_g, low, high)} CO₂e`
     : '';
-  const missing = remote.unestimated ? ` · ${remote.unestimated} without estimate` : '';
+  const missing = remote.unestimated
+    ? ` · ${remote.unestimated} without estimate`
+    : '';
   return `Remote (estimated, not included above): ${calls}${figures}${missing}`;
 }
 

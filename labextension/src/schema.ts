@@ -161,6 +161,20 @@ export interface IKernelFigures {
   hint: IKernelHint | null;
   heartbeat: IHeartbeat | null;
   session: IKernelSession;
+  /** The session's hosted LLM calls, estimated; not in `totals`. */
+  remote: IRemoteTotals | null;
+  /** Whether `totals` include `remote` (never, today). */
+  totals_include_remote: boolean;
+}
+
+/** A session's calls to hosted LLM APIs: kWh, grams CO2e, litres. */
+export interface IRemoteTotals {
+  count: number;
+  unestimated: number;
+  energy_kwh: number;
+  emissions_g: number;
+  emissions_range_g: [number, number];
+  water_l: number;
 }
 
 /** Thrown when an answer does not have the shape its interface says. */
@@ -388,7 +402,18 @@ const kernelFigures = object<IKernelFigures>({
     mode: string,
     methods: stringMap,
     gpus: recordOf(object<IGpu>({ vendor: string, model: string }))
-  })
+  }),
+  remote: nullable(
+    object<IRemoteTotals>({
+      count: integer,
+      unestimated: integer,
+      energy_kwh: number,
+      emissions_g: number,
+      emissions_range_g: pair,
+      water_l: number
+    })
+  ),
+  totals_include_remote: boolean
 });
 
 /**

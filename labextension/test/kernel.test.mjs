@@ -52,6 +52,8 @@ function kernel(overrides = {}, session = {}) {
       gpus: { 'nvidia:0': H200 },
       ...session
     },
+    remote: null,
+    totals_include_remote: false,
     ...overrides
   };
 }
