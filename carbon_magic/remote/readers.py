@@ -48,16 +48,16 @@ def _usage_or_count(call: RemoteCall, tokens: Any, generated: bool) -> None:
         call.tokens_counted = True
 
 
-def openai_chat(call: RemoteCall, answer: Any) -> None:
+def _openai_chat(call: RemoteCall, answer: Any) -> None:
     _whole(call, answer, "usage", "completion_tokens")
 
 
-def openai_chat_chunk(call: RemoteCall, chunk: Any) -> None:
+def _openai_chat_chunk(call: RemoteCall, chunk: Any) -> None:
     call.model = _get(chunk, "model") or call.model
-    litellm_chunk(call, chunk)
+    _litellm_chunk(call, chunk)
 
 
-def litellm_chunk(call: RemoteCall, chunk: Any) -> None:
+def _litellm_chunk(call: RemoteCall, chunk: Any) -> None:
     """A chat completion chunk (OpenAI's shape) without reading its model: LiteLLM's
     names the provider's model, the call keeps the one asked for."""
     choices = _get(chunk, "choices") or []
@@ -67,11 +67,11 @@ def litellm_chunk(call: RemoteCall, chunk: Any) -> None:
     _take_impacts(call, chunk)
 
 
-def openai_response(call: RemoteCall, answer: Any) -> None:
+def _openai_response(call: RemoteCall, answer: Any) -> None:
     _whole(call, answer, "usage", "output_tokens")
 
 
-def openai_response_event(call: RemoteCall, event: Any) -> None:
+def _openai_response_event(call: RemoteCall, event: Any) -> None:
     kind = _get(event, "type")
     if kind in ("response.created", "response.completed", "response.incomplete"):
         response = _get(event, "response")
@@ -83,11 +83,11 @@ def openai_response_event(call: RemoteCall, event: Any) -> None:
     _take_impacts(call, event)
 
 
-def anthropic_message(call: RemoteCall, answer: Any) -> None:
+def _anthropic_message(call: RemoteCall, answer: Any) -> None:
     _whole(call, answer, "usage", "output_tokens")
 
 
-def anthropic_event(call: RemoteCall, event: Any) -> None:
+def _anthropic_event(call: RemoteCall, event: Any) -> None:
     kind = _get(event, "type")
     if kind == "message_start":
         call.model = _get(event, "message", "model") or call.model
@@ -97,12 +97,12 @@ def anthropic_event(call: RemoteCall, event: Any) -> None:
         _usage_or_count(call, _get(event, "usage", "output_tokens"), False)
 
 
-def mistral_chat(call: RemoteCall, answer: Any) -> None:
+def _mistral_chat(call: RemoteCall, answer: Any) -> None:
     _whole(call, answer, "usage", "completion_tokens")
 
 
-def mistral_event(call: RemoteCall, event: Any) -> None:
-    openai_chat_chunk(call, _get(event, "data"))
+def _mistral_event(call: RemoteCall, event: Any) -> None:
+    _openai_chat_chunk(call, _get(event, "data"))
 
 
 def _gemini_tokens(answer: Any) -> int | None:
@@ -113,7 +113,7 @@ def _gemini_tokens(answer: Any) -> int | None:
     return candidates + (thoughts if isinstance(thoughts, int) else 0)
 
 
-def gemini_content(call: RemoteCall, answer: Any) -> None:
+def _gemini_content(call: RemoteCall, answer: Any) -> None:
     # The model is the one asked for (set from the call's arguments), as EcoLogits does.
     tokens = _gemini_tokens(answer)
     if tokens is not None:
@@ -121,12 +121,12 @@ def gemini_content(call: RemoteCall, answer: Any) -> None:
     _take_impacts(call, answer)
 
 
-def gemini_chunk(call: RemoteCall, chunk: Any) -> None:
+def _gemini_chunk(call: RemoteCall, chunk: Any) -> None:
     _usage_or_count(call, _gemini_tokens(chunk), bool(_get(chunk, "candidates")))
     _take_impacts(call, chunk)
 
 
-def litellm_response(call: RemoteCall, answer: Any) -> None:
+def _litellm_response(call: RemoteCall, answer: Any) -> None:
     # The model stays the one asked for ("provider/name"): EcoLogits matches that name.
     tokens = _get(answer, "usage", "completion_tokens")
     if isinstance(tokens, int):
@@ -149,16 +149,16 @@ def _take_impacts(call: RemoteCall, item: Any) -> None:
 
 
 READERS: dict[str, Reader] = {
-    "openai_chat": openai_chat,
-    "openai_chat_chunk": openai_chat_chunk,
-    "openai_response": openai_response,
-    "openai_response_event": openai_response_event,
-    "anthropic_message": anthropic_message,
-    "anthropic_event": anthropic_event,
-    "mistral_chat": mistral_chat,
-    "mistral_event": mistral_event,
-    "gemini_content": gemini_content,
-    "gemini_chunk": gemini_chunk,
-    "litellm_response": litellm_response,
-    "litellm_chunk": litellm_chunk,
+    "openai_chat": _openai_chat,
+    "openai_chat_chunk": _openai_chat_chunk,
+    "openai_response": _openai_response,
+    "openai_response_event": _openai_response_event,
+    "anthropic_message": _anthropic_message,
+    "anthropic_event": _anthropic_event,
+    "mistral_chat": _mistral_chat,
+    "mistral_event": _mistral_event,
+    "gemini_content": _gemini_content,
+    "gemini_chunk": _gemini_chunk,
+    "litellm_response": _litellm_response,
+    "litellm_chunk": _litellm_chunk,
 }
