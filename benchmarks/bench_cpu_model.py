@@ -1,211 +1,212 @@
-"""The CPU power model against every public load curve gathered, with CodeCarbon's
-formula and the previous linear model side by side.
+"""The CPU power model out of sample: every measured CPU judged by the curves fitted
+without it, beside CodeCarbon 3.3's formula and this package's previous curves.
 
-    python benchmarks/bench_cpu_model.py [--csv benchmarks/data/specpower_load_curves.csv]
+    python benchmarks/bench_cpu_model.py [--sweeps benchmarks/data/package_power_sweeps.csv]
 
-The curves are SPECpower_ssj2008 results (benchmarks/data/SOURCES.md): average wall
-power of whole servers at active idle and 10 % … 100 % target load. Wall power adds
-fans, memory, board and supply losses to the CPU packages, so the curves are compared
-by shape: every curve, measured or modelled, is divided by its own full-load power.
-Per CPU it prints the signed energy error over a uniform 0–100 % sweep (trapezoids over
-the eleven load levels) and the share of load points inside the model's range:
+The sweeps are measured package power (RAPL) at a series of loads
+(benchmarks/data/SOURCES.md). Per sweep it prints the signed energy error over a
+uniform 0–100 % sweep (model / measured − 1, both as fractions of TDP × sockets,
+measured points joined by straight lines) and the share of measured points inside the
+range, for:
 
-- ours:   this package's family curve and band (carbon_magic.cpu_model.curves);
-- cc:     CodeCarbon 3.x, TDP · (0.1 + 0.9 · u³);
-- linear: the previous model, idle 20 % of TDP to full load = TDP, ±40 %.
+- ours:  the curve fitted with this CPU left out (carbon_magic.cpu_model.fit), its
+         range built from the other CPUs' out-of-sample residuals;
+- prev:  the previous family curves (Intel Xeon idle 0.12, full 0.75, k −0.35; AMD Zen
+         0.22, 0.85, 4; generic 0.15, 0.80, 1) and their spans capped at ±40 %;
+- cc:    CodeCarbon 3.3 without RAPL, max(TDP · u, 0.1 · TDP) (codecarbon/external/
+         hardware.py; its Threadripper special case is not applied); it states no
+         range, so its "in" is the share of points within ±20 % of its value;
+- vcpu:  the per-vCPU path (CCF full-load watts per vCPU / 1.13 as TDP per vCPU, the
+         curve fitted without this CPU), for CPUs the CCF tables recognise.
 
-It also prints wall power at full load over TDP × chips (the scale behind using CCF's
-full-load watts per vCPU as TDP per vCPU), and each family curve against Boavizta's
-TDP-ratio profile. Measurements, not pass/fail: exits 0.
+Then the range's width per load level and SPECpower wall-power shapes as a secondary
+check. Measurements, not pass/fail: exits 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import math
 import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from carbon_magic import cpu_power  # noqa: E402
-from carbon_magic.cpu_model.curves import FAMILIES, LoadCurve  # noqa: E402
+from carbon_magic.cpu_model import fit  # noqa: E402
+from carbon_magic.cpu_model.curves import shape  # noqa: E402
+from carbon_magic.cpu_model.estimate import WALL_PER_TDP  # noqa: E402
 from carbon_magic.cpu_model.identify import (  # noqa: E402
     ccf_coefficients,
     cpu_family,
     cpu_microarchitecture,
-    find_tdp,
 )
 
-DATA = Path(__file__).parent / "data" / "specpower_load_curves.csv"
-LOADS = [i / 10 for i in range(11)]
-COLUMNS = ["w_idle"] + [f"w_{p}" for p in range(10, 101, 10)]
-OLD_HALF_WIDTH = 0.40
-# Boavizta's CPU consumption profile in fractions of TDP at 0, 10, 50 and 100 % load
-# (boaviztapi, consumption_profile.py: _TDP_RATIOS), itself fitted on SPECpower.
-BOAVIZTA = [(0.0, 0.12), (0.1, 0.32), (0.5, 0.75), (1.0, 1.02)]
-# Hardware threads per package from the vendors' specification sheets, to set the
-# per-vCPU path (CCF watts per vCPU) beside the TDP path for the same CPU.
-THREADS_PER_PACKAGE = {
-    "AMD EPYC 7702": 128,
-    "AMD EPYC 7742": 128,
-    "AMD EPYC 7763": 128,
-    "Intel Xeon E5-2699 v3": 36,
-    "Intel Xeon Platinum 8176": 56,
-    "Intel Xeon Platinum 8180": 56,
-    "Intel Xeon Platinum 8280L": 56,
-    "Intel Xeon Gold 6226R": 32,
+DATA = Path(__file__).parent / "data"
+SWEEPS = DATA / "package_power_sweeps.csv"
+SPECPOWER = DATA / "specpower_load_curves.csv"
+CC_TOLERANCE = 0.20
+# The previous curves: (idle, full, k) and (idle, full, k) spans, capped at ±40 %.
+PREVIOUS = {
+    "amd-zen": ((0.22, 0.85, 4.0), ((0.13, 0.31), (0.65, 1.0), (0.34, 8.0))),
+    "intel-xeon": ((0.12, 0.75, -0.35), ((0.07, 0.20), (0.55, 0.95), (-1.25, 0.64))),
+    "generic": ((0.15, 0.80, 1.0), ((0.08, 0.25), (0.50, 0.95), (-1.25, 8.0))),
 }
 
 
-def sweep_energy(values: list[float]) -> float:
-    """Mean of a curve over a uniform 0–100 % sweep, trapezoids over the eleven loads."""
-    return (sum(values) - (values[0] + values[-1]) / 2) / (len(values) - 1)
+def previous(family: str, u: float) -> tuple[float, float, float]:
+    """(central, low, high) of the previous curve at ``u``, fractions of TDP."""
+    (idle, full, k), ((i0, i1), (f0, f1), (k0, k1)) = PREVIOUS[family]
+    central = idle + (full - idle) * shape(u, k)
+    low = max(0.6 * central, min(central, i0 + (f0 - i0) * shape(u, k0)))
+    high = min(1.4 * central, max(central, i1 + (f1 - i1) * shape(u, k1)))
+    return central, low, high
 
 
 def codecarbon(u: float) -> float:
-    return 0.1 + 0.9 * u**3
+    return max(u, 0.1)
 
 
-def old_linear(u: float) -> float:
-    return 0.2 + 0.8 * u
+def energy_error(model: list[float], sweep: fit.Sweep) -> float:
+    measured = [sweep.fraction(u) for u in fit.GRID]
+    return fit.sweep_mean(model) / fit.sweep_mean(measured) - 1
 
 
-def compare(measured: list[float], curve: LoadCurve) -> dict[str, float]:
-    """Signed sweep-energy errors and coverage of one measured curve (watts at LOADS)."""
-    norm = [p / measured[-1] for p in measured]
-    ours = [curve.fraction(u) / curve.full for u in LOADS]
-    bands = [curve.band(u) for u in LOADS]
-    truth = sweep_energy(norm)
-    inside = [o * lo <= m <= o * hi for m, o, (lo, hi) in zip(norm, ours, bands, strict=True)]
-    old = [old_linear(u) for u in LOADS]
-    old_inside = [
-        o * (1 - OLD_HALF_WIDTH) <= m <= o * (1 + OLD_HALF_WIDTH)
-        for m, o in zip(norm, old, strict=True)
-    ]
-    return {
-        "ours": sweep_energy(ours) / truth - 1,
-        "cc": sweep_energy([codecarbon(u) for u in LOADS]) / truth - 1,
-        "linear": sweep_energy(old) / truth - 1,
-        "cover": sum(inside) / len(inside),
-        "cover_linear": sum(old_inside) / len(old_inside),
-    }
+def share(flags: list[bool]) -> float:
+    return sum(flags) / len(flags)
 
 
-def _pct(value: float) -> str:
-    return f"{value:+6.0%}"
+def vcpu_error(sweep: fit.Sweep, curve: fit.FamilyCurve) -> float | None:
+    """Sweep-energy error of the per-vCPU path for this CPU, None if not recognised."""
+    architecture = cpu_microarchitecture(sweep.cpu)
+    found = ccf_coefficients(architecture, "aws") if architecture else None
+    if found is None or sweep.cores is None:
+        return None
+    threads = 2 * sweep.cores * sweep.sockets
+    reference_w = found[1] / WALL_PER_TDP * threads
+    scale = sweep.tdp_w * sweep.sockets
+    model = [reference_w * curve.fraction(u, None) / scale for u in fit.GRID]
+    return energy_error(model, sweep)
 
 
-def _summary(label: str, results: list[dict[str, float]]) -> str:
-    def stats(key: str) -> str:
-        errors = [r[key] for r in results]
-        worst = max(errors, key=abs)
-        return (
-            f"{key} median {statistics.median(errors):+.0%} "
-            f"mean|e| {statistics.fmean(abs(e) for e in errors):.0%} worst {worst:+.0%}"
+def rows(sweeps: list[fit.Sweep]) -> list[dict]:
+    chosen, _ = fit.choose_features(sweeps)
+    flags = fit.FEATURE_CHOICES[chosen]
+    results = fit.leave_one_cpu_out(sweeps, *flags)
+    q, stretch, _ = fit.choose_band(results)
+    table = []
+    for result in results:
+        sweep = result.sweep
+        others = [r for r in results if r.sweep.cpu != sweep.cpu]
+        band = fit.band_from(others, q, stretch)
+        curves = fit.fit([s for s in sweeps if s.cpu != sweep.cpu], *flags)
+        curve = fit.curve_for(curves, sweep.family)
+        family = cpu_family(sweep.cpu)
+        prev = [previous(family, u)[0] for u in fit.GRID]
+        prev_in = [
+            previous(family, u)[1] <= sweep.fraction(u) <= previous(family, u)[2]
+            for u, _ in sweep.points
+        ]
+        cc_in = [
+            abs(sweep.fraction(u) / codecarbon(u) - 1) <= CC_TOLERANCE for u, _ in sweep.points
+        ]
+        table.append(
+            {
+                "sweep": sweep,
+                "ours": result.energy_error,
+                "in": share(fit.inside(result, band)),
+                "prev": energy_error(prev, sweep),
+                "prev_in": share(prev_in),
+                "cc": energy_error([codecarbon(u) for u in fit.GRID], sweep),
+                "cc_in": share(cc_in),
+                "vcpu": vcpu_error(sweep, curve),
+            }
         )
+    return table
 
-    cover = statistics.fmean(r["cover"] for r in results)
-    cover_old = statistics.fmean(r["cover_linear"] for r in results)
+
+def _pct(value: float | None) -> str:
+    return "     —" if value is None else f"{value:+6.0%}"
+
+
+def summary(table: list[dict], key: str) -> str:
+    per_cpu: dict[str, list[float]] = {}
+    for row in table:
+        if row[key] is not None:
+            per_cpu.setdefault(row["sweep"].cpu, []).append(row[key])
+    errors = [statistics.fmean(v) for v in per_cpu.values()]
+    if not errors:
+        return f"{key}: no CPU"
+    worst = max(errors, key=abs)
     return (
-        f"{label:<12} n={len(results):<3} {stats('ours')} | {stats('cc')} | {stats('linear')}"
-        f" | coverage ours {cover:.0%}, linear ±40 % {cover_old:.0%}"
+        f"{key:<5} per CPU (n={len(errors)}): mean |e| {statistics.fmean(abs(e) for e in errors):.0%}, "
+        f"worst {worst:+.0%}"
     )
 
 
-def boavizta_rows() -> list[str]:
-    """Each family curve against Boavizta's TDP-ratio profile (fractions of TDP)."""
-
-    def profile(u: float) -> float:
-        for (u0, p0), (u1, p1) in zip(BOAVIZTA, BOAVIZTA[1:], strict=False):
-            if u <= u1:
-                return p0 + (p1 - p0) * (u - u0) / (u1 - u0)
-        return BOAVIZTA[-1][1]
-
-    truth = sweep_energy([profile(u) for u in LOADS])
-    rows = []
-    for name in ("amd-zen", "intel-xeon", "generic"):
-        curve = FAMILIES[name]
-        ours = sweep_energy([curve.fraction(u) for u in LOADS])
-        inside = sum(
-            curve.fraction(u) * curve.band(u)[0] <= p <= curve.fraction(u) * curve.band(u)[1]
-            for u, p in BOAVIZTA
+def specpower_rows(curves: dict[str, fit.FamilyCurve]) -> list[str]:
+    """Shape (each curve over its own full load) against SPECpower wall-power results."""
+    lines = []
+    by_family: dict[str, list[float]] = {}
+    with SPECPOWER.open(encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            measured = [float(row["w_idle"])] + [float(row[f"w_{p}"]) for p in range(10, 101, 10)]
+            curve = fit.curve_for(curves, cpu_family(row["cpu"]))
+            ours = [curve.fraction(p / 10, None) / curve.fraction(1.0, None) for p in range(11)]
+            norm = [m / measured[-1] for m in measured]
+            error = (sum(ours) - (ours[0] + ours[-1]) / 2) / (
+                sum(norm) - (norm[0] + norm[-1]) / 2
+            ) - 1
+            by_family.setdefault(row["family"], []).append(error)
+    for family, errors in by_family.items():
+        lines.append(
+            f"  {family:<11} n={len(errors):<3} shape error median {statistics.median(errors):+.0%}, "
+            f"mean |e| {statistics.fmean(abs(e) for e in errors):.0%}"
         )
-        rows.append(
-            f"  {name:<11} sweep mean {ours:.2f} × TDP vs Boavizta {truth:.2f} × TDP "
-            f"({ours / truth - 1:+.0%}); Boavizta's points inside the band: {inside}/4"
-        )
-    rows.append(
-        f"  codecarbon  sweep mean {sweep_energy([codecarbon(u) for u in LOADS]):.2f} × TDP; "
-        f"old linear {sweep_energy([old_linear(u) for u in LOADS]):.2f} × TDP"
-    )
-    return rows
-
-
-def vcpu_rows() -> list[str]:
-    """Sweep energy of the per-vCPU path over the TDP path, a whole package each."""
-    rows = []
-    for name, threads in THREADS_PER_PACKAGE.items():
-        metal = cpu_power.cpu_power_model(name, threads, False, threads_per_package=threads)
-        metal_j = sweep_energy([metal.power_w(u) for u in LOADS])
-        vm = cpu_power.cpu_power_model(name, threads, True)
-        ratio = sweep_energy([vm.power_w(u) for u in LOADS]) / metal_j
-        # Before: CCF's idle and full-load watts per vCPU, a straight line between them.
-        low, high, _ = ccf_coefficients(cpu_microarchitecture(name), "aws")
-        before = threads * (low + high) / 2 / metal_j
-        rows.append(
-            f"  {name:<26} {threads:>3} threads: per-vCPU / TDP path {ratio - 1:+.0%} "
-            f"(before, CCF min–max linear: {before - 1:+.0%})"
-        )
-    return rows
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--csv", type=Path, default=DATA, help="load curves (default: %(default)s)")
+    parser.add_argument("--sweeps", type=Path, default=SWEEPS, help="measured sweeps CSV")
     args = parser.parse_args(argv)
-    with args.csv.open(encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-
-    print("Signed sweep-energy error of the shape (model / measured − 1) and range coverage")
-    print(f"{'family':<11} {'cpu':<34} {'n':>1} {'published':<10} {'ours':>6} {'cc':>6} "
-          f"{'linear':>6}  {'cover':>5} {'cov-lin':>7}  {'wall/TDP':>8}")  # fmt: skip
-    by_family: dict[str, list[dict[str, float]]] = {}
-    scales = []
-    for row in rows:
-        measured = [float(row[c]) for c in COLUMNS]
-        curve = FAMILIES[cpu_family(row["cpu"])]
-        result = compare(measured, curve)
-        by_family.setdefault(row["family"], []).append(result)
-        found = find_tdp(row["cpu"])
-        scale = ""
-        if found:
-            ratio = measured[-1] / (found[1] * int(row["chips"]))
-            scales.append(ratio)
-            scale = f"{ratio:8.2f}"
+    sweeps = fit.load_sweeps(args.sweeps)
+    chosen, errors = fit.choose_features(sweeps)
+    print("Feature sets, leave-one-CPU-out mean |sweep-energy error| per CPU:")
+    for name, error in errors.items():
+        print(f"  {name:<28} {error:.0%}{'   <- used' if name == chosen else ''}")
+    print()
+    print("Signed sweep-energy error (model / measured − 1) and share of points in range")
+    print(f"{'cpu':<40} {'load':<7} {'ours':>6} {'in':>5}  {'prev':>6} {'in':>5}  "
+          f"{'cc':>6} {'±20%':>5}  {'vcpu':>6}")  # fmt: skip
+    table = rows(sweeps)
+    for row in table:
+        sweep = row["sweep"]
         print(
-            f"{row['family']:<11} {row['cpu'][:34]:<34} {row['chips']:>1} "
-            f"{row['published']:<10} {_pct(result['ours'])} {_pct(result['cc'])} "
-            f"{_pct(result['linear'])}  {result['cover']:5.0%} {result['cover_linear']:7.0%}"
-            f"  {scale:>8}"
+            f"{sweep.cpu[:40]:<40} {sweep.load_type[:7]:<7} {_pct(row['ours'])} {row['in']:5.0%}  "
+            f"{_pct(row['prev'])} {row['prev_in']:5.0%}  {_pct(row['cc'])} {row['cc_in']:5.0%}  "
+            f"{_pct(row['vcpu'])}"
         )
     print()
-    for family, results in by_family.items():
-        print(_summary(family, results))
-    everything = [r for results in by_family.values() for r in results]
-    print(_summary("all", everything))
+    for key in ("ours", "prev", "cc", "vcpu"):
+        print(summary(table, key))
+    points = sum(len(r["sweep"].points) for r in table)
+    for key in ("in", "prev_in", "cc_in"):
+        inside = sum(r[key] * len(r["sweep"].points) for r in table)
+        print(f"{key:<8} {inside / points:.0%} of {points} measured points")
+    results = fit.leave_one_cpu_out(sweeps, *fit.FEATURE_CHOICES[chosen])
+    q, stretch, coverage = fit.choose_band(results)
+    band = fit.band_from(results, q, stretch)
     print()
-    print(
-        f"wall power at full load / (TDP × chips), {len(scales)} results with a listed TDP: "
-        f"median {statistics.median(scales):.2f}, range {min(scales):.2f}–{max(scales):.2f}"
-    )
-    print("Per-vCPU path (CCF full-load watts per vCPU / wall-per-TDP) beside the TDP path:")
-    for line in vcpu_rows():
-        print(line)
-    print("Family package curves against Boavizta's TDP-ratio profile (0/10/50/100 % → "
-          "0.12/0.32/0.75/1.02 × TDP, fitted on SPECpower wall power):")  # fmt: skip
-    for line in boavizta_rows():
+    print(f"Range (packaged): {q:.0%}–{1 - q:.0%} quantiles × {stretch:g} in log space; "
+          f"held-out coverage {coverage:.0%}; low – high multipliers, width log(high/low):")  # fmt: skip
+    for level, (low, high) in zip(fit.LEVELS, band, strict=True):
+        print(f"  {level:>3} %  ×{low:.2f} – ×{high:.2f}   width {math.log(high / low):.2f}")
+    print(f"  mean width {fit.band_width(band):.2f}")
+    print()
+    print("SPECpower wall-power shapes (each curve / its own full load), not used by the fit:")
+    for line in specpower_rows(fit.fit(sweeps, *fit.FEATURE_CHOICES[chosen])):
         print(line)
     return 0
 

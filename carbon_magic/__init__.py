@@ -71,7 +71,7 @@ def progress(fraction: float) -> None:
     _progress(fraction)
 
 
-def configure(**settings: Any) -> dict[str, Any]:
+def configure(**values: Any) -> dict[str, Any]:
     """Change settings, e.g. ``configure(pue=1.2, country="FR")``.
 
     Every value is validated first; a bad one (or values that conflict, such as
@@ -80,7 +80,7 @@ def configure(**settings: Any) -> dict[str, Any]:
     """
     from carbon_magic.settings import mask_secrets
 
-    return mask_secrets(get_tracker().settings.update(**settings))
+    return mask_secrets(get_tracker().settings.update(**values))
 
 
 def current_settings() -> dict[str, Any]:

@@ -13,15 +13,34 @@ from carbon_magic.measurement import Measurement
 if TYPE_CHECKING:
     from carbon_magic.prediction import Prediction
 
-_GRAM_UNITS = {"mg": 1e-3, "g": 1.0, "kg": 1e3, "t": 1e6}
-_KWH_UNITS = {"j": 1 / 3.6e6, "kj": 1 / 3.6e3, "wh": 1e-3, "kwh": 1.0, "mwh": 1e3}
-_PATTERN = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+(?:e[-+]?[0-9]+)?)\s*([a-z]+)\s*$", re.IGNORECASE)
+# Units as the panel prints them; case carries meaning (mWh is a milliwatt-hour, MWh a
+# megawatt-hour; mg a milligram, Mg a megagram), so a spelling in another case is taken
+# only when it fits exactly one unit.
+_GRAM_UNITS = {"µg": 1e-6, "ug": 1e-6, "mg": 1e-3, "g": 1.0, "kg": 1e3, "Mg": 1e6, "t": 1e6}
+_KWH_UNITS = {
+    "J": 1 / 3.6e6,
+    "kJ": 1 / 3.6e3,
+    "µWh": 1e-9,
+    "uWh": 1e-9,
+    "mWh": 1e-6,
+    "Wh": 1e-3,
+    "kWh": 1.0,
+    "MWh": 1e3,
+}
+_UNIT_NAMES = {
+    "mg": "milligrams",
+    "Mg": "megagrams",
+    "mWh": "milliwatt-hours",
+    "MWh": "megawatt-hours",
+}
+_PATTERN = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(\S+?)\s*$")
 # A prediction may stop or warn only once it has this much to go on: 10 % of the work
 # done, or 30 s of the cell (whichever comes first).
 PREDICT_MIN_FRACTION = 0.1
 PREDICT_MIN_ELAPSED_S = 30.0
 ACCEPTED = (
-    "a number with a unit: mg, g, kg, t (CO2e) or J, kJ, Wh, kWh, MWh (energy), e.g. 5g or 0.2kWh"
+    "a number with a unit: µg, mg, g, kg, Mg, t (CO2e) or J, kJ, µWh, mWh, Wh, kWh, MWh "
+    "(energy), e.g. 5g or 0.2kWh"
 )
 
 
@@ -55,9 +74,11 @@ class Budget:
         return self.used_fraction(m) > 1.0
 
     def predicted_exceeded(self, prediction: Prediction) -> bool:
-        """True when even the low end of ``prediction``'s total (grams CO2e, or facility
-        kWh for an energy budget) is over the budget, once the prediction has at least
-        ``PREDICT_MIN_FRACTION`` of the work or ``PREDICT_MIN_ELAPSED_S`` seconds behind it."""
+        """True when even the low end of ``prediction``'s own range (grams CO2e, or
+        facility kWh for an energy budget) is over the budget, once the prediction has at
+        least ``PREDICT_MIN_FRACTION`` of the work or ``PREDICT_MIN_ELAPSED_S`` seconds
+        behind it. Like ``exceeded``, it compares central figures: the measurement's own
+        range (CPU model, grid intensity) applies to the spent and the predicted alike."""
         if (
             prediction.fraction < PREDICT_MIN_FRACTION
             and prediction.elapsed_s < PREDICT_MIN_ELAPSED_S
@@ -90,16 +111,29 @@ def parse_budget(text: str) -> Budget:
     match = _PATTERN.match(text or "")
     if not match:
         raise ValueError(f"bad budget {text!r}: expected {ACCEPTED}")
-    value, unit = float(match.group(1)), match.group(2).lower()
+    value, unit = float(match.group(1)), _budget_unit(match.group(2))
     if unit in _GRAM_UNITS:
         grams = value * _GRAM_UNITS[unit]
         _check_amount(text, grams)
         return Budget(text.strip(), grams=grams)
-    if unit in _KWH_UNITS:
-        kwh = value * _KWH_UNITS[unit]
-        _check_amount(text, kwh)
-        return Budget(text.strip(), kwh=kwh)
-    raise ValueError(f"bad budget unit {match.group(2)!r}: expected {ACCEPTED}")
+    kwh = value * _KWH_UNITS[unit]
+    _check_amount(text, kwh)
+    return Budget(text.strip(), kwh=kwh)
+
+
+def _budget_unit(spelling: str) -> str:
+    """The unit ``spelling`` names: itself when it is one, else the one unit it names in
+    another case (``kwh`` → ``kWh``); ``ValueError`` when it names none or several
+    (``mwh``: mWh or MWh)."""
+    if spelling in _GRAM_UNITS or spelling in _KWH_UNITS:
+        return spelling
+    matches = [unit for unit in (*_GRAM_UNITS, *_KWH_UNITS) if unit.lower() == spelling.lower()]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        choices = " or ".join(f"{unit} ({_UNIT_NAMES.get(unit, unit)})" for unit in matches)
+        raise ValueError(f"ambiguous budget unit {spelling!r}: write {choices}")
+    raise ValueError(f"bad budget unit {spelling!r}: expected {ACCEPTED}")
 
 
 def _check_amount(text: str, amount: float) -> None:

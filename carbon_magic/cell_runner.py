@@ -221,7 +221,7 @@ async def run_cell_async(line: str, cell: str) -> Any:
 
 def _run_sync(
     magics: CarbonMagics, options: CellOptions, compiled: CompiledCell, cell: str
-) -> tuple[Any, str, BaseException | None, CellOptions]:
+) -> tuple[Any, str, BaseException | None, CellOptions, str | None]:
     __tracebackhide__ = True  # noqa: F841
     run = _begin(magics, options, cell)
     status, result = "ok", None
@@ -252,8 +252,9 @@ def _run_sync(
                 stop.disarm()
     finally:
         status = _stop_status(run, status)
-        _end(magics, run, cell, status)  # always, so nesting and the heartbeat stay right
-    return result if not compiled.quiet else None, status, error, options
+        status = _end(magics, run, cell, status)  # always: nesting, heartbeat, caps stay right
+    stop_message = run.stop_message if run is not None else None
+    return result if not compiled.quiet else None, status, error, options, stop_message
 
 
 async def _run(
@@ -295,8 +296,9 @@ async def _run(
             stop.disarm()
     finally:
         status = _stop_status(run, status)
-        _end(magics, run, cell, status)
-    return _finish(result if not compiled.quiet else None, status, error, options)
+        status = _end(magics, run, cell, status)
+    stop_message = run.stop_message if run is not None else None
+    return _finish(result if not compiled.quiet else None, status, error, options, stop_message)
 
 
 def _stop_status(run: LiveRun | None, status: str) -> str:
@@ -304,8 +306,16 @@ def _stop_status(run: LiveRun | None, status: str) -> str:
     return run.stop_status if status == STOPPED and run is not None else status
 
 
-def _finish(result: Any, status: str, error: BaseException | None, options: CellOptions) -> Any:
+def _finish(
+    result: Any,
+    status: str,
+    error: BaseException | None,
+    options: CellOptions,
+    stop_message: str | None = None,
+) -> Any:
     __tracebackhide__ = True  # noqa: F841
+    if status.startswith(STOPPED) and stop_message is not None:
+        raise BudgetExceeded(stop_message) from None
     if status.startswith(STOPPED):
         budget = options.budget.describe() if options.budget else ""
         what = "predicted to be exceeded" if status == PREDICTED_STOP else "exceeded"
@@ -330,6 +340,7 @@ def _begin(magics: CarbonMagics, options: CellOptions, cell: str) -> LiveRun | N
         run.remote_edge = magics.remote_reader.start()
         if not nested:
             magics.recorder.set_running_cell(name, run.forecast)
+            magics.scope_budgets.watch()
         run.show()
         tracker.add_listener(run.on_tick)
         return run
@@ -338,14 +349,21 @@ def _begin(magics: CarbonMagics, options: CellOptions, cell: str) -> LiveRun | N
         return None
 
 
-def _end(magics: CarbonMagics, run: LiveRun | None, cell: str, status: str) -> None:
-    """Close the window, record the cell (unless nested), freeze the panel (never raises)."""
+def _end(magics: CarbonMagics, run: LiveRun | None, cell: str, status: str) -> str:
+    """Close the window, record the cell (unless nested), freeze the panel (never raises).
+    Returns the cell's status, naming the notebook or day cap that stopped it."""
     magics.leave_magic_cell()
     if run is None:
-        return
+        return status
     tracker = magics.tracker
     if not run.nested:
         magics.recorder.set_running_cell(None)
+        caps = magics.scope_budgets.unwatch()
+        for warning in caps.warnings:
+            print(warning)
+        if caps.stopped_by is not None and status.startswith(STOPPED):
+            status = f"{STOPPED} ({caps.stopped_by})"
+            run.stop_message = caps.message
     try:
         tracker.remove_listener(run.on_tick)
         m = tracker.end(run.window)
@@ -366,6 +384,7 @@ def _end(magics: CarbonMagics, run: LiveRun | None, cell: str, status: str) -> N
         # done, so the next %%carbon cell does not wait for a widget to be created.
         tracker.call_soon(prepare_spare_widget)
         tracker.wake()
+    return status
 
 
 def current_execution_count(shell: Any) -> int | None:

@@ -50,13 +50,17 @@ class CliError(Exception):
 
 
 def _ledger_path(option: str | None) -> Path:
-    """``--ledger``, else the kernels' default (``$CARBON_MAGIC_LEDGER``, else the
-    Jupyter data dir)."""
-    if option:
-        return Path(option).expanduser()
-    from carbon_magic.ledger import default_ledger_path
+    """``--ledger`` (relative to the current folder, as paths on a command line are;
+    ``auto``: the default), else the kernels' ledger (``$CARBON_MAGIC_LEDGER``, read as
+    the kernels read it, else the Jupyter data dir). A folder is refused."""
+    from carbon_magic.ledger.paths import AUTO_WORDS, default_ledger_path
 
-    return default_ledger_path()
+    if option is None or option.strip().lower() in AUTO_WORDS:
+        return default_ledger_path()
+    path = Path(option).expanduser().absolute()
+    if path.is_dir():
+        raise CliError(f"--ledger must be a ledger file, not the folder {path}")
+    return path
 
 
 def _read_rows(args: argparse.Namespace) -> tuple[Path, list[dict[str, Any]]]:
@@ -69,6 +73,7 @@ def _read_rows(args: argparse.Namespace) -> tuple[Path, list[dict[str, Any]]]:
             f"no ledger at {path} (cells are recorded after `%load_ext carbon_magic`; "
             f"or pass --ledger PATH or set {LEDGER_ENV})"
         )
+    _import_journals(path)
     connection = connect_readonly(path)
     try:
         rows = read_cells(
@@ -89,11 +94,24 @@ def _read_rows(args: argparse.Namespace) -> tuple[Path, list[dict[str, Any]]]:
     return path, rows
 
 
+def _import_journals(path: Path) -> None:
+    """Write what closing kernels left in journals beside the ledger into it first, so
+    reports count those cells and the sessions they ended read ended."""
+    from carbon_magic.ledger.journal import import_waiting_journals
+
+    def note(kind: str, message: str) -> None:
+        print(f"{PROG}: note: {message}", file=sys.stderr)
+
+    import_waiting_journals(path, note)
+
+
 # ---------------------------------------------------------------- commands
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    info = machine_status(_ledger_path(None))
+    path = _ledger_path(None)
+    _import_journals(path)
+    info = machine_status(path, notebook_path=args.notebook)
     print(json.dumps(info, indent=2, default=str) if args.json else status_text(info))
     return EXIT_OK
 
@@ -182,9 +200,16 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser(
         "status",
         help="what would be measured here and how",
-        description="Sensors, methods, location, grid intensity and its source, PUE, ledger.",
+        description="Sensors, methods, location, grid intensity and its source, PUE, ledger, "
+        "and the day and notebook caps (CARBON_MAGIC_BUDGET_DAY, CARBON_MAGIC_BUDGET_NOTEBOOK) "
+        "with what every session on the ledger spent on them.",
     )
     status.add_argument("--json", action="store_true", help="print JSON instead of text")
+    status.add_argument(
+        "--notebook",
+        metavar="PATH",
+        help="the notebook path (as Jupyter names it) whose cap to show",
+    )
     status.set_defaults(run=cmd_status)
 
     doctor = commands.add_parser(

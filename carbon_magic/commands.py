@@ -26,6 +26,7 @@ from carbon_magic.formatting import (
     format_kwh,
     format_watts,
 )
+from carbon_magic.scope_budgets import budget_lines
 from carbon_magic.settings import SPECS
 
 if TYPE_CHECKING:
@@ -136,6 +137,7 @@ def status_lines(magics: CarbonMagics) -> list[str]:
         "power now: " + ", ".join(f"{name} {format_watts(w)}" for name, w in watts.items())
     )
     lines.append(f"ledger: {magics.recorder.status()}")
+    lines.extend(budget_lines([s.describe() for s in magics.scope_budgets.states(refresh=True)]))
     lines.extend(magics.remote_reader.doctor_lines())
     for notice in tracker.notices:
         lines.append(f"note: {notice}")

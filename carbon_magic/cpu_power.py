@@ -19,27 +19,38 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Collection
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-from carbon_magic.cpu_model.curves import FAMILIES, LINEAR, LoadCurve
+from carbon_magic.cpu_model.curves import LINEAR, LoadCurve
+from carbon_magic.cpu_model.estimate import (
+    METHOD_CORES,
+    METHOD_TDP,
+    METHOD_VCPU,
+    METHOD_VM_TDP,
+    WALL_PER_TDP,
+    Package,
+    estimate,
+)
 from carbon_magic.cpu_model.host_name import platform_cpu_name
 from carbon_magic.cpu_model.identify import (
     CCF_AVERAGE_W_PER_VCPU,
     EPYC_FAMILY,
     PROVIDERS,
-    ccf_coefficients,
     check_provider,
     coefficient_tables,
     cpu_family,
     cpu_microarchitecture,
     find_tdp,
-    package_threads_from_name,
 )
 
 __all__ = [
     "CCF_AVERAGE_W_PER_VCPU",
     "EPYC_FAMILY",
+    "METHOD_CORES",
+    "METHOD_TDP",
+    "METHOD_VCPU",
+    "METHOD_VM_TDP",
     "PROVIDERS",
     "WALL_PER_TDP",
     "CpuPowerModel",
@@ -52,19 +63,12 @@ __all__ = [
     "detect_cpu_power_model",
     "find_tdp",
     "is_virtual_machine",
+    "read_cores_per_package",
     "read_cpu_model_name",
     "read_threads_per_package",
     "visible_cpu_count",
 ]
 
-# SPECpower wall power at full load over TDP × chips: the median over the results in
-# benchmarks/data/specpower_load_curves.csv that list a CPU with a known TDP.
-WALL_PER_TDP = 1.13
-
-# How a model's figures were obtained, as shown with them.
-METHOD_TDP = "modelled: TDP × load curve"
-METHOD_VCPU = "modelled: watts per vCPU × load curve"
-METHOD_VM_TDP = "modelled: TDP per vCPU × load curve"
 METHOD_SET = "modelled: your idle and full-load watts"
 
 # /proc/cpuinfo on Arm has no model name, only the part number of the core.
@@ -91,8 +95,9 @@ class CpuPowerModel:
     """Power of the whole visible CPU: ``idle_w`` at 0 % and ``max_w`` at 100 % load.
 
     Watts for ``n_cpus`` CPUs (fractional under a cgroup quota). Between the two the
-    power follows ``curve``'s shape, and ``curve`` gives the band around it. ``source``
-    says where the figures came from, ``method`` how they were obtained.
+    power follows ``curve``'s shape, and ``curve`` gives the range around it. ``source``
+    says where the figures came from, ``method`` how they were obtained, ``features``
+    what was known of the CPU and where from: (name, value, origin).
     """
 
     idle_w: float
@@ -101,6 +106,7 @@ class CpuPowerModel:
     source: str
     curve: LoadCurve = LINEAR
     method: str = METHOD_SET
+    features: tuple[tuple[str, str, str], ...] = ()
 
     def power_w(self, utilisation: float) -> float:
         """Modelled power in watts at ``utilisation`` (0–1, clamped) of the visible CPUs."""
@@ -109,7 +115,7 @@ class CpuPowerModel:
     def power_range_w(self, utilisation: float) -> tuple[float, float]:
         """(low, high) watts at ``utilisation``: the interval the true power lies in."""
         power = self.power_w(utilisation)
-        low, high = self.curve.band(utilisation)
+        low, high = self.curve.band_at(utilisation)
         return (power * low, power * high)
 
     def energy_j(self, duration_s: float, busy_cpu_s: float) -> ModelledEnergy:
@@ -188,6 +194,14 @@ def read_threads_per_package(cpuinfo_path: str | os.PathLike[str] = "/proc/cpuin
             except ValueError:
                 return None
             return siblings if siblings > 0 else None
+    return None
+
+
+def read_cores_per_package(cpuinfo_path: str | os.PathLike[str] = "/proc/cpuinfo") -> int | None:
+    """Physical cores per package (``cpu cores``), or ``None`` when not given."""
+    for key, value in _cpuinfo_fields(cpuinfo_path):
+        if key == "cpu cores":
+            return int(value) if value.isdigit() and int(value) > 0 else None
     return None
 
 
@@ -313,6 +327,7 @@ def cpu_power_model(
     sockets: int | None = None,
     tdp_w: float | None = None,
     vm_threads_per_package: int | None = None,
+    cores_per_package: int | None = None,
 ) -> CpuPowerModel:
     """The power model of ``n_cpus`` visible CPUs of model ``model_name``, watts.
 
@@ -321,8 +336,10 @@ def cpu_power_model(
       ``n_cpus / threads_per_package`` (``sockets`` whole packages when the package
       size is unknown, one by default).
     - On a virtual machine whose CPU is in the TDP table and whose host package size is
-      known (``vm_threads_per_package``, or the cores in an AMD model name): the curve
-      on the TDP times ``n_cpus`` over the host package's threads.
+      known (``vm_threads_per_package``, the cloud CPU table, or the cores in an AMD
+      model name): the curve on the TDP times ``n_cpus`` over the host package's threads.
+    - Bare metal without a TDP but with the cores (``cores_per_package``, the name, or
+      half the threads): the TDP estimated from the cores, the range widened.
     - Otherwise the family's curve on CCF's full-load watts per vCPU for the recognised
       microarchitecture (the ``cloud_provider``'s table, else AWS's), times ``n_cpus``;
       CCF's average over all microarchitectures when the CPU is not recognised.
@@ -340,21 +357,25 @@ def cpu_power_model(
     _check_positive("sockets", sockets, whole=True)
     _check_positive("tdp_w", tdp_w)
     _check_positive("vm_threads_per_package", vm_threads_per_package, whole=True)
+    _check_positive("cores_per_package", cores_per_package, whole=True)
     for label, value in (("cpu_idle_w", idle_override_w), ("cpu_max_w", max_override_w)):
         if value is not None and not value >= 0:
             raise ValueError(f"{label} must be at least 0 W (got {value!r})")
     if idle_override_w is not None and max_override_w is not None:
         model = CpuPowerModel(float(idle_override_w), float(max_override_w), n_cpus, "set by you")
     else:
-        model = _modelled(
-            model_name,
+        package = Package(
+            threads_per_package, sockets, tdp_w, vm_threads_per_package, cores_per_package
+        )
+        found = estimate(model_name, n_cpus, is_vm, provider or "aws", package)
+        model = CpuPowerModel(
+            found.idle_w,
+            found.max_w,
             n_cpus,
-            is_vm,
-            provider,
-            threads_per_package,
-            sockets,
-            tdp_w,
-            vm_threads_per_package,
+            found.source,
+            found.curve,
+            found.method,
+            found.features,
         )
         if idle_override_w is not None:
             model = CpuPowerModel(
@@ -364,6 +385,7 @@ def cpu_power_model(
                 f"idle set by you; max from {model.source}",
                 model.curve,
                 model.method,
+                model.features,
             )
         elif max_override_w is not None:
             model = CpuPowerModel(
@@ -373,6 +395,7 @@ def cpu_power_model(
                 f"max set by you; idle from {model.source}",
                 model.curve,
                 model.method,
+                model.features,
             )
     if model.idle_w > model.max_w:
         raise ValueError(
@@ -380,102 +403,6 @@ def cpu_power_model(
             f" ({model.source}); set cpu_idle_w at most cpu_max_w"
         )
     return model
-
-
-def _curve_for(model_name: str) -> tuple[LoadCurve, str]:
-    """The family curve of a model name, and how it was chosen (for the source)."""
-    curve = FAMILIES[cpu_family(model_name)]
-    if curve.name == "generic":
-        what = f"{model_name!r} not recognised" if model_name else "CPU model unknown"
-        return curve, f"generic load curve ({what})"
-    return curve, f"{curve.label} load curve"
-
-
-def _modelled(
-    model_name: str,
-    n_cpus: float,
-    is_vm: bool,
-    provider: str | None,
-    threads_per_package: int | None,
-    sockets: int | None,
-    tdp_w: float | None,
-    vm_threads_per_package: int | None,
-) -> CpuPowerModel:
-    curve, curve_note = _curve_for(model_name)
-    if tdp_w is not None:
-        tdp = (f"TDP {tdp_w:g} W given", float(tdp_w))
-        return _tdp_model(tdp, curve, curve_note, n_cpus, threads_per_package, sockets)
-    found = find_tdp(model_name)
-    if found is not None and not is_vm:
-        tdp = (f"TDP table: {found[0]} {found[1]:g} W", found[1])
-        return _tdp_model(tdp, curve, curve_note, n_cpus, threads_per_package, sockets)
-    # On a virtual machine the package size in /proc/cpuinfo is the guest's, not the
-    # host's: the TDP is shared per vCPU only when the host package's size is known
-    # (given, or from the cores in the model name); TDP per thread differs threefold
-    # between a 64-core and an 8-core part of one generation, which CCF's averages hide.
-    host_threads = vm_threads_per_package or package_threads_from_name(model_name)
-    if found is not None and host_threads:
-        tdp = (f"TDP table: {found[0]} {found[1]:g} W", found[1])
-        model = _tdp_model(tdp, curve, curve_note, n_cpus, host_threads, None)
-        return replace(model, method=METHOD_VM_TDP)
-    return _per_vcpu_model(model_name, curve, curve_note, n_cpus, provider or "aws")
-
-
-def _tdp_model(
-    tdp: tuple[str, float],
-    curve: LoadCurve,
-    curve_note: str,
-    n_cpus: float,
-    threads_per_package: int | None,
-    sockets: int | None,
-) -> CpuPowerModel:
-    """The curve on the TDP of the share of the packages visible."""
-    listed, tdp_w = tdp
-    if threads_per_package:
-        share = n_cpus / threads_per_package
-        where = (
-            f" × {share:.3g} of a package ({n_cpus:g} of {threads_per_package} threads)"
-            if share < 1
-            else f" × {share:.3g} packages ({n_cpus:g} threads, {threads_per_package} each)"
-        )
-    else:
-        share = float(sockets or 1)
-        where = f" × {sockets} packages" if sockets and sockets > 1 else ""
-    package_w = tdp_w * share
-    source = (
-        f"{curve_note}, idle {curve.idle:.0%} and full load {curve.full:.0%} of TDP; "
-        f"{listed}{where}"
-    )
-    return CpuPowerModel(
-        curve.idle * package_w, curve.full * package_w, n_cpus, source, curve, METHOD_TDP
-    )
-
-
-def _per_vcpu_model(
-    model_name: str, curve: LoadCurve, curve_note: str, n_cpus: float, table: str
-) -> CpuPowerModel:
-    """The curve on a TDP per vCPU from CCF's full-load watts per vCPU."""
-    architecture = cpu_microarchitecture(model_name)
-    found_ccf = ccf_coefficients(architecture, table) if architecture else None
-    if found_ccf is None:
-        _, per_vcpu_w = CCF_AVERAGE_W_PER_VCPU[table]
-        basis = f"CCF {table} average over all microarchitectures"
-    else:
-        _, per_vcpu_w, basis = found_ccf
-    # CCF's full-load figure is SPECpower wall power per hardware thread. Wall power at
-    # full load is a median 1.13 × TDP × chips over the SPECpower results in
-    # benchmarks/data (0.83–1.65: fans, memory, board, supply losses), so CCF's figure
-    # divided by that is the TDP of one vCPU, which the curve's fractions apply to.
-    # CCF's idle figure (wall idle, the platform included) is not used.
-    source = (
-        f"{curve_note}, idle {curve.idle:.0%} and full load {curve.full:.0%} of TDP per "
-        f"vCPU = {per_vcpu_w:.2f} W ({basis}, full-load wall power per vCPU) / "
-        f"{WALL_PER_TDP:g} × {n_cpus:g} CPUs"
-    )
-    reference_w = per_vcpu_w / WALL_PER_TDP * n_cpus
-    return CpuPowerModel(
-        curve.idle * reference_w, curve.full * reference_w, n_cpus, source, curve, METHOD_VCPU
-    )
 
 
 def detect_cpu_power_model(
@@ -498,4 +425,5 @@ def detect_cpu_power_model(
         idle_override_w,
         max_override_w,
         threads_per_package=read_threads_per_package(cpuinfo_path),
+        cores_per_package=read_cores_per_package(cpuinfo_path),
     )

@@ -17,6 +17,7 @@ from typing import Any
 
 from carbon_magic._version import __version__
 from carbon_magic.ledger.paths import LEDGER_ENV
+from carbon_magic.scope_budgets import ScopeBudgets, budget_lines
 
 # The environment variable naming the ledger file (the CLI's default for --ledger).
 
@@ -26,13 +27,15 @@ def _gpu_device_present(dev_root: str = "/dev", proc_root: str = "/proc") -> boo
     return Path(dev_root, "nvidia0").exists() or Path(proc_root, "driver", "nvidia").exists()
 
 
-def machine_status(ledger_path: Path) -> dict[str, Any]:
+def machine_status(ledger_path: Path, notebook_path: str | None = None) -> dict[str, Any]:
     """What would be measured on this machine and how, as a JSON-ready dict, with the
     state of the ledger at ``ledger_path``.
 
     Starts a tracker briefly (sensors detected, no window measured) and stops it.
     Keys: ``mode``, ``sensors`` (list of name/component/available/method/detail),
-    ``methods``, ``intensity`` (g_per_kwh, provider, zone, source), ``pue``
+    ``methods``, ``intensity`` (g_per_kwh, provider, zone, source), ``pue``,
+    ``budgets`` (the day cap, and the notebook cap for ``notebook_path``, with what
+    every session on the ledger spent on them), ``pue``
     (value, source), ``location`` (country, cloud_region, zone, postcode: as set, None
     when not), ``hardware``, ``ledger`` (path, exists), ``gpu_device``, ``notices``.
     Raises ``ValueError`` for a bad ``CARBON_MAGIC_*`` environment variable.
@@ -46,7 +49,7 @@ def machine_status(ledger_path: Path) -> dict[str, Any]:
         tracker.start()
         intensity = tracker.intensity()
         pue, pue_source = tracker.pue()
-        info = {
+        info: dict[str, Any] = {
             "version": __version__,
             "mode": settings.mode,
             "sensors": [asdict(status) for status in tracker.sensor_statuses()],
@@ -70,22 +73,54 @@ def machine_status(ledger_path: Path) -> dict[str, Any]:
         }
     finally:
         tracker.close()
-    from carbon_magic.ledger import ledger_problem, read_sessions
+    info["ledger"] = ledger_status(ledger_path)
     from carbon_magic.remote.status import capture_status
 
     info["remote"] = capture_status()
-
     path = ledger_path
-    info["ledger"] = {"path": str(path), "exists": path.is_file(), "problem": ledger_problem(path)}
-    if info["ledger"]["exists"] and not info["ledger"]["problem"]:
+    caps = ScopeBudgets(
+        settings, lambda: str(path) if path.is_file() else None, notebook_path, None
+    )
+    info["budgets"] = [state.as_json() | {"text": state.describe()} for state in caps.states()]
+    return info
+
+
+def ledger_status(path: Path) -> dict[str, Any]:
+    """The ledger file at ``path`` as ``status`` shows it: ``path``, ``exists``,
+    ``problem`` (None when it reads well), ``sessions`` (count per state), and
+    ``exposed``: what others may do that they should not (read the file, write its
+    folder), as phrases; empty when private. Never raises."""
+    from carbon_magic.ledger import ledger_problem, read_sessions
+
+    info: dict[str, Any] = {
+        "path": str(path),
+        "exists": path.is_file(),
+        "problem": ledger_problem(path),
+        "exposed": _exposure(path),
+    }
+    if info["exists"] and not info["problem"]:
         states: dict[str, int] = {}
         try:
             for session in read_sessions(path):
                 states[session["state"]] = states.get(session["state"], 0) + 1
         except (OSError, sqlite3.Error):
             pass
-        info["ledger"]["sessions"] = states  # running | stopped | lost (killed kernels)
+        info["sessions"] = states  # running | stopped | lost (killed kernels)
     return info
+
+
+def _exposure(path: Path) -> list[str]:
+    """Phrases for a ledger others may read (group or world read bits) or whose folder
+    others may write (they could plant journals or replace the file)."""
+    exposed = []
+    for where, bits, what in ((path, 0o044, "readable"), (path.parent, 0o022, "writable")):
+        try:
+            mode = os.stat(where).st_mode & 0o777
+        except OSError:
+            continue
+        if mode & bits:
+            exposed.append(f"{where} is {what} by other users (mode {mode:o})")
+    return exposed
 
 
 def status_text(info: dict[str, Any]) -> str:
@@ -109,9 +144,12 @@ def status_text(info: dict[str, Any]) -> str:
     lines.append(f"PUE: {info['pue']['value']:g} ({info['pue']['source']})")
     ledger = info["ledger"]
     lines.append(f"ledger: {ledger['path']}" + ("" if ledger["exists"] else " (not created yet)"))
+    for exposed in ledger.get("exposed", []):
+        lines.append(f"warning: {exposed}: the ledger holds cell first lines and notebook paths")
     if ledger.get("sessions"):
         counts = ", ".join(f"{n} {state}" for state, n in sorted(ledger["sessions"].items()))
         lines.append(f"sessions: {counts}")
+    lines.extend(budget_lines([cap["text"] for cap in info.get("budgets", [])]))
     for notice in info["notices"]:
         lines.append(f"note: {notice}")
     return "\n".join(lines)
@@ -256,8 +294,11 @@ def doctor_findings(info: dict[str, Any]) -> list[Finding]:
                 f"set {LEDGER_ENV}=/a/writable/path/ledger.sqlite3",
             )
         )
-    else:
+    elif not info["ledger"].get("exposed"):
         findings.append(Finding("ledger", str(ledger)))
+    for exposed in info["ledger"].get("exposed", []):
+        fix = f"chmod 600 {ledger}" if "readable" in exposed else f"chmod go-w {ledger.parent}"
+        findings.append(Finding("ledger", exposed, fix))
     findings.extend(_remote_findings(info.get("remote")))
     for notice in info.get("notices", []):
         findings.append(Finding("note", notice))

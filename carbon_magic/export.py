@@ -23,9 +23,10 @@ from typing import IO, TYPE_CHECKING, Any
 
 from carbon_magic._version import __version__
 from carbon_magic.ledger import CELL_COLUMNS, CLUSTER_SHARE_COLUMNS, REMOTE_SHARE_COLUMNS
-from carbon_magic.measurement import COMPONENTS, J_PER_KWH, is_gpu_key
+from carbon_magic.measurement import J_PER_KWH, is_gpu_key
 from carbon_magic.redact import redact_secrets
 from carbon_magic.report import Row, row_devices, row_hardware, row_methods, row_settings
+from carbon_magic.vocabulary import COMPONENTS
 from carbon_magic.water import WaterFactors, water_factors
 
 if TYPE_CHECKING:

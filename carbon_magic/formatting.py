@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from carbon_magic.measurement import Measurement
 
 
 def round_sig(value: float, digits: int = 2) -> float:
@@ -88,20 +84,3 @@ def format_duration(seconds: float) -> str:
 def format_methods(methods: dict[str, str]) -> str:
     """``{"cpu": "modelled", "ram": "assumed"}`` → ``"cpu modelled, ram assumed"``."""
     return ", ".join(f"{name} {method}" for name, method in methods.items())
-
-
-def format_measurement_line(m: Measurement, title: str | None = None) -> str:
-    """One line summarising a measurement (``title`` defaults to its name)."""
-    parts = [
-        f"{title or m.name or 'cell'}: {format_duration(m.duration_s)}",
-        format_kwh(m.energy_kwh),
-        f"{format_grams_range(m.emissions_g, *m.emissions_range_g)} CO2e",
-    ]
-    if m.embodied_g:
-        parts.append(f"+ embodied {format_grams(m.embodied_g)}")
-    parts.append(f"grid {m.intensity_g_per_kwh:.0f} g/kWh ({m.intensity_source})")
-    if m.methods:
-        parts.append(format_methods(m.methods))
-    if m.status and m.status != "ok":
-        parts.append(m.status)
-    return " · ".join(parts)

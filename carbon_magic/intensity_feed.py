@@ -1,9 +1,10 @@
 """The grid intensity and PUE the tracker accounts with, and when the intensity changed.
 
 The tracker converts each tick's energy at the intensity and PUE in force when the tick
-began (``now``, ``pue``); the provider is asked again only on slow ticks
-(``latest``) and never waits on the network. Every change is kept with its time, so
-that a window can say how the intensity varied while it was open.
+began (``now``, ``pue``); the provider is asked again on slow ticks (``latest``), and
+as soon as a live provider says it has a new value (``has_news``: the tracker is woken,
+and a window opening takes it), never waiting on the network. Every change is kept with
+its time, so that a window can say how the intensity varied while it was open.
 """
 
 from __future__ import annotations
@@ -26,9 +27,16 @@ class IntensityFeed:
     built (the static table is used instead). Not thread-safe: the tracker's lock
     covers it."""
 
-    def __init__(self, settings: Settings, notice: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        notice: Callable[[str], None],
+        wake: Callable[[], None] = lambda: None,
+    ) -> None:
         self.settings = settings
         self._notice = notice
+        self._wake = wake  # makes the tracker tick now (from the provider's thread)
+        self._news = False  # the provider fetched a value not yet taken
         self.provider: IntensityProvider | None = None
         self.now: Intensity = NOT_STARTED
         self.pue = 1.0
@@ -49,7 +57,20 @@ class IntensityFeed:
 
     def _build(self) -> None:
         provider = self.provider = provider_or_static(self.settings, self._notice)
+        on_new_value = getattr(provider, "on_new_value", None)  # live providers have it
+        if on_new_value is not None:  # before reading: a value arriving after is news
+            on_new_value(self._new_value)
         self.now = provider.current()
+
+    def _new_value(self) -> None:
+        """The provider fetched a new value (its worker thread): take it at once."""
+        self._news = True
+        self._wake()
+
+    @property
+    def has_news(self) -> bool:
+        """True when the provider has a value fetched since ``latest`` was last read."""
+        return self._news
 
     def read_pue(self) -> tuple[float, str]:
         """(PUE, where it comes from) for the current settings."""
@@ -59,6 +80,7 @@ class IntensityFeed:
 
     def latest(self) -> Intensity:
         """What the provider has now (``now`` before a provider exists)."""
+        self._news = False  # before asking: a value arriving meanwhile is news again
         return self.provider.current() if self.provider is not None else self.now
 
     def switch(self, intensity: Intensity, t_ns: int) -> None:
@@ -86,4 +108,7 @@ class IntensityFeed:
     def close(self) -> None:
         """Stop the provider's background work (it is kept, closed, for reading)."""
         if self.provider is not None:
+            on_new_value = getattr(self.provider, "on_new_value", None)
+            if on_new_value is not None:
+                on_new_value(None)
             self.provider.close()

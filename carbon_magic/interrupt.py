@@ -27,6 +27,11 @@ SIGNAL_WAIT_S = 1.0  # at most this long for a sent signal to reach its handler
 class BudgetExceeded(KeyboardInterrupt):
     """Raised in the main thread when ``--on-exceed stop`` interrupts a cell."""
 
+    def _render_traceback_(self) -> list[str]:
+        # IPython shows what this returns instead of a traceback: a budget stop is an
+        # outcome the user asked for, one line, not a fault in the library.
+        return [f"{type(self).__name__}: {self}"]
+
 
 def signals_reach_main_thread() -> bool:
     """True when a real SIGINT can be sent to the main thread from here (POSIX, and
@@ -59,6 +64,7 @@ class BudgetStop:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.fired_at: float | None = None  # time.monotonic() when the stop was sent
         self.method = "none"  # how the stop is delivered: signal | flag | cancel
+        self.message = "carbon budget exceeded; cell stopped"  # what the cell shows
 
     @property
     def fired(self) -> bool:
@@ -107,7 +113,7 @@ class BudgetStop:
         if self._fired and not self._taken.is_set():
             self._taken.set()
             if self._active:
-                raise BudgetExceeded("carbon budget exceeded; cell stopped")
+                raise BudgetExceeded(self.message)
             return  # the cell was done: absorbed
         previous = self._previous
         if callable(previous):

@@ -55,6 +55,7 @@ class LiveRun:
         self.predicted_over = False  # the predicted total's low end is over the budget
         self.predicted_on: Prediction | None = None  # the prediction that went over
         self.predicted_text = ""
+        self.stop_message: str | None = None  # the line a notebook or day cap stopped it with
         self._lock = threading.Lock()
         self.hint = carbon_aware_hint(magics.tracker)
 
@@ -115,7 +116,19 @@ class LiveRun:
         if self.budget is not None and self._over_budget(m, prediction):
             if self.stop is not None and not self.stop.fired:
                 self.stop.fire()  # not yet armed: tried again on the next tick
+        if not self.nested:
+            self._check_scope_budgets(m, prediction)
         self.panel.update(*self._render(m, "running", prediction))
+
+    def _check_scope_budgets(self, m: Measurement, prediction: Prediction | None) -> None:
+        """The notebook and day caps against this cell, with its prediction when
+        ``--predict`` or ``budget_scope_predict`` asks; a fault is reported once."""
+        try:
+            settings = self.magics.tracker.settings
+            use_prediction = self.options.predict or settings.get("budget_scope_predict")
+            self.magics.scope_budgets.on_tick(m, prediction if use_prediction else None)
+        except Exception as error:
+            self.magics.tracker.notice(f"notebook/day budget check failed: {error!r}")
 
     def _predict(self, m: Measurement) -> Prediction | None:
         """The cell's predicted total from its progress; a fault here only loses the

@@ -31,6 +31,7 @@ from carbon_magic.measurement import Measurement
 from carbon_magic.prediction import CellForecast
 from carbon_magic.recorder import Recorder, Via, set_kernel_recorder
 from carbon_magic.remote import RemoteCollector
+from carbon_magic.scope_budgets import ScopeBudgets
 from carbon_magic.settings import SPECS, parse_setting
 from carbon_magic.tracker import LiveReading, Tracker, Window, get_tracker
 
@@ -127,6 +128,12 @@ class CarbonMagics(Magics, _SettingTraits):
         self._magic_depth = 0
         self.cluster_reader = ClusterCollector(tracker)
         self.remote_reader = RemoteCollector(self.notice)
+        self.scope_budgets = ScopeBudgets(
+            tracker.settings,
+            self.recorder.ledger_path,
+            self.notebook_path,
+            self.session_uuid,
+        )
         self._sync_traits_from_settings()
         tracker.settings.on_change(self._settings_changed)
 
@@ -180,6 +187,7 @@ class CarbonMagics(Magics, _SettingTraits):
             self._cell.cluster_edge = self.cluster_reader.start()
             self._cell.remote_edge = self.remote_reader.start()
             self.recorder.set_running_cell(first_line(raw), self._cell.forecast)
+            self.scope_budgets.watch()
         except Exception as error:
             self._cell = None
             self.notice(f"cell recording failed: {error!r}")
@@ -190,6 +198,9 @@ class CarbonMagics(Magics, _SettingTraits):
         self.recorder.set_running_cell(None)
         if cell is None:
             return
+        caps = self.scope_budgets.unwatch()
+        for line in caps.warnings:
+            print(line)
         try:
             m = self.tracker.end(cell.window)
             self.cluster_reader.end(cell.cluster_edge, m)
@@ -199,6 +210,8 @@ class CarbonMagics(Magics, _SettingTraits):
             m.cell_id = cell.cell_id
             m.source = first_line(cell.source)
             m.status = _status_of(result)
+            if caps.stopped_by is not None and m.status == "stopped by budget":
+                m.status = f"stopped by budget ({caps.stopped_by})"
             self.record(m, via="auto")
         except Exception as error:
             self.notice(f"cell recording failed: {error!r}")
@@ -208,6 +221,7 @@ class CarbonMagics(Magics, _SettingTraits):
         self.last = m
         self.records.append(m)
         self.n_recorded += 1
+        self.scope_budgets.recorded(m)
         self.recorder.record_cell(m, via=via, budget=budget)
 
     def _on_tick(self, reading: LiveReading) -> None:
@@ -215,11 +229,23 @@ class CarbonMagics(Magics, _SettingTraits):
         follow their own) and heartbeats into the ledger every few seconds."""
         cell = self._cell
         if cell is not None:
+            prediction = None
             try:
-                cell.forecast.update(lambda: self.tracker.peek(cell.window))
+                current = self.tracker.peek(cell.window)
+                prediction = cell.forecast.update(lambda: current)
             except Exception as error:  # only the prediction is lost, never the heartbeat
                 self.tracker.notice(f"progress prediction failed: {error!r}")
+            self._check_scope_budgets(cell.window, prediction)
         self.recorder.on_tick(reading)
+
+    def _check_scope_budgets(self, window: Window, prediction: Any) -> None:
+        """Tracker thread: the day and notebook caps against the running cell (with its
+        prediction when ``budget_scope_predict`` is on); a fault is reported once."""
+        try:
+            predicted = prediction if self.tracker.settings.get("budget_scope_predict") else None
+            self.scope_budgets.on_tick(self.tracker.peek(window), predicted)
+        except Exception as error:
+            self.tracker.notice(f"notebook/day budget check failed: {error!r}")
 
     # ------------------------------------------------------------ %%carbon
 
@@ -229,7 +255,8 @@ class CarbonMagics(Magics, _SettingTraits):
         "--budget",
         "-b",
         metavar="LIMIT",
-        help="a limit: grams CO2e (mg, g, kg, t) or energy (J, kJ, Wh, kWh, MWh), e.g. 5g",
+        help="a limit: grams CO2e (µg, mg, g, kg, Mg, t) or energy (J, kJ, µWh, mWh, Wh, "
+        "kWh, MWh), e.g. 5g; mWh and MWh, mg and Mg differ by case",
     )
     @argument(
         "--on-exceed",

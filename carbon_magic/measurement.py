@@ -6,7 +6,14 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-COMPONENTS = ("cpu", "gpu", "ram")
+from carbon_magic.formatting import (
+    format_duration,
+    format_grams,
+    format_grams_range,
+    format_kwh,
+    format_methods,
+)
+from carbon_magic.vocabulary import COMPONENTS, GPU_VENDORS
 
 J_PER_KWH = 3.6e6
 
@@ -14,7 +21,6 @@ J_PER_KWH = 3.6e6
 # ``psys``, ``apple:cpu``, ``apple:dram``) and GPUs, which carry their vendor
 # (``nvidia:0``, ``amd:1``, ``apple:gpu``, ``apple:ane``). Ledgers written before vendors
 # were told apart hold ``gpu<index>`` for NVIDIA GPUs.
-GPU_VENDORS = ("nvidia", "amd", "apple")
 _LEGACY_GPU_PREFIX = "gpu"
 # Apple's Neural Engine: measured with the accelerators (its energy is GPU energy), but
 # not a GPU, so counts of GPUs (exports' gpu_count, embodied emissions per GPU) leave it out.
@@ -114,7 +120,22 @@ class Measurement:
                 known[key] = tuple(known[key])
         return cls(**known)
 
-    def __repr__(self) -> str:
-        from carbon_magic.formatting import format_measurement_line
+    def summary_line(self, title: str | None = None) -> str:
+        """One line summarising the figures (``title`` defaults to the name), e.g.
+        ``fit: 12 s · 1.2 Wh · ≈ 0.5 g (0.3–0.7 g) CO2e · grid 56 g/kWh (static: FR)``."""
+        parts = [
+            f"{title or self.name or 'cell'}: {format_duration(self.duration_s)}",
+            format_kwh(self.energy_kwh),
+            f"{format_grams_range(self.emissions_g, *self.emissions_range_g)} CO2e",
+        ]
+        if self.embodied_g:
+            parts.append(f"+ embodied {format_grams(self.embodied_g)}")
+        parts.append(f"grid {self.intensity_g_per_kwh:.0f} g/kWh ({self.intensity_source})")
+        if self.methods:
+            parts.append(format_methods(self.methods))
+        if self.status and self.status != "ok":
+            parts.append(self.status)
+        return " · ".join(parts)
 
-        return f"<Measurement {format_measurement_line(self)}>"
+    def __repr__(self) -> str:
+        return f"<Measurement {self.summary_line()}>"

@@ -22,7 +22,6 @@ from carbon_magic.formatting import (
     format_grams,
     format_grams_range,
     format_kwh,
-    format_measurement_line,
     format_watts,
 )
 from carbon_magic.measurement import Measurement
@@ -255,7 +254,7 @@ class Panel:
 
 def text_summary(m: Measurement, note: str | None = None, title: str | None = None) -> str:
     """The one-line summary printed where widgets cannot render."""
-    line = "carbon: " + format_measurement_line(m, title)
+    line = "carbon: " + m.summary_line(title)
     cluster_line = describe_cluster(m.cluster, m)
     if cluster_line:
         line += f" ({cluster_line})"

@@ -10,13 +10,15 @@ been followed (from the first reading of the bar to now):
   the same span, so the rest will cost ``rate × ETA`` and the total is what the window
   has cost so far plus that.
 
-The range is widened twice: by how much the rates vary between ticks (twice the
+The prediction's own range comes from how much the rates vary between ticks (twice the
 relative, time-weighted standard deviation of the per-interval progress rate and of the
 per-tick emission rate, combined, so that even a rest as short as one tick falls inside;
-``DEFAULT_SPREAD`` before there are enough intervals to tell), and by the measurement's
-own range (the low and high ends of the figures so far scale the low and high ends of
-the rest). It is a prediction: it assumes the rest of the work goes as the work so far
-went.
+``DEFAULT_SPREAD`` before there are enough intervals to tell), around the central
+figures. The measurement's own range (CPU model, grid intensity: an uncertainty the work
+so far and the rest share) is kept apart, as the relative low and high ends of the
+figures so far, and shown separately: a budget compares central figures, spent or
+predicted, so it acts on the prediction's own range only. It is a prediction: it assumes
+the rest of the work goes as the work so far went.
 """
 
 from __future__ import annotations
@@ -46,7 +48,10 @@ class Prediction:
 
     Units: ``fraction`` 0..1 done; seconds (``elapsed_s`` of the cell so far, ``eta_s``
     left); grams CO2e (operational, as ``Measurement.emissions_g``); facility kWh.
-    ``spread`` is the relative variability of the rates that widened the range.
+    ``emissions_range_g`` and ``energy_range_kwh`` are the prediction's own range: the
+    central figures with the rest varying as the rates did (``spread``, relative).
+    ``measured_ratio_g`` and ``measured_ratio_kwh`` are the measurement's own range, as
+    (low, high) over central (1.0, 1.0 without one), which applies to the whole total.
     """
 
     fraction: float
@@ -59,37 +64,64 @@ class Prediction:
     energy_range_kwh: tuple[float, float]
     spread: float
     source: str
+    measured_ratio_g: tuple[float, float] = (1.0, 1.0)
+    measured_ratio_kwh: tuple[float, float] = (1.0, 1.0)
 
     def describe(self) -> str:
-        """``≈ 12 g at completion (9.1–16 g) · ETA 14 min`` (grams CO2e)."""
-        low, high = self.emissions_range_g
-        return (
-            f"≈ {format_grams(self.emissions_g)} at completion "
-            f"({format_grams(low)}–{format_grams(high)}) · ETA {format_eta(self.eta_s)}"
+        """``≈ 12 g at completion (11 g–13 g at this pace; measured 7.2 g–18 g) · ETA
+        14 min`` (grams CO2e): the prediction's own range, then the measurement's."""
+        return _describe(
+            format_grams,
+            self.emissions_g,
+            self.emissions_range_g,
+            self.measured_ratio_g,
+            self.eta_s,
         )
 
     def describe_energy(self) -> str:
-        """``≈ 1.2 Wh at completion (0.9–1.6 Wh) · ETA 14 min`` (facility energy)."""
-        low, high = self.energy_range_kwh
-        return (
-            f"≈ {format_kwh(self.energy_kwh)} at completion "
-            f"({format_kwh(low)}–{format_kwh(high)}) · ETA {format_eta(self.eta_s)}"
+        """``≈ 1.2 Wh at completion (1.1 Wh–1.3 Wh at this pace; measured 0.8 Wh–1.6 Wh)
+        · ETA 14 min`` (facility energy)."""
+        return _describe(
+            format_kwh, self.energy_kwh, self.energy_range_kwh, self.measured_ratio_kwh, self.eta_s
         )
 
     def panel_line(self) -> str:
         """The panel's line, which says it is a prediction: ``predicted ≈ 12 g at
-        completion (9.1–16 g) · ETA 14 min · 23 % done (tqdm)``."""
+        completion (11 g–13 g at this pace; measured 7.2 g–18 g) · ETA 14 min · 23 %
+        done (tqdm)``."""
         return f"predicted {self.describe()} · {self.fraction:.0%} done ({self.source})"
+
+    def outer_range_g(self) -> tuple[float, float]:
+        """Both ranges at once, grams CO2e: the prediction's low end at the measurement's
+        low end, its high end at the measurement's high end."""
+        low, high = self.emissions_range_g
+        return low * self.measured_ratio_g[0], high * self.measured_ratio_g[1]
 
     def to_json(self) -> dict[str, Any]:
         """The shape the ledger's heartbeats and the server's kernel document carry:
-        ``{"fraction", "emissions_g", "emissions_range_g": [low, high], "eta_s"}``."""
+        ``{"fraction", "emissions_g", "emissions_range_g": [low, high], "eta_s"}``, the
+        range holding both uncertainties (``outer_range_g``)."""
+        low, high = self.outer_range_g()
         return {
             "fraction": self.fraction,
             "emissions_g": self.emissions_g,
-            "emissions_range_g": [self.emissions_range_g[0], self.emissions_range_g[1]],
+            "emissions_range_g": [low, high],
             "eta_s": self.eta_s,
         }
+
+
+def _describe(
+    unit: Callable[[float], str],
+    central: float,
+    own_range: tuple[float, float],
+    measured_ratio: tuple[float, float],
+    eta_s: float,
+) -> str:
+    ranges = f"{unit(own_range[0])}–{unit(own_range[1])}"
+    if measured_ratio != (1.0, 1.0):
+        low, high = central * measured_ratio[0], central * measured_ratio[1]
+        ranges += f" at this pace; measured {unit(low)}–{unit(high)}"
+    return f"≈ {unit(central)} at completion ({ranges}) · ETA {format_eta(eta_s)}"
 
 
 def format_eta(seconds: float) -> str:
@@ -203,12 +235,8 @@ class Predictor:
         tick_s = ticks.weight / ticks.count if ticks.count else cost_span_s
         margin_s = spread * max(eta_s, tick_s)
         rest_g, rest_kwh = grams_per_s * eta_s, kwh_per_s * eta_s
-        low_g, high_g = _scaled_range(
-            m.emissions_g, m.emissions_range_g, rest_g, grams_per_s * margin_s
-        )
-        low_kwh, high_kwh = _scaled_range(
-            m.energy_kwh, m.energy_range_kwh, rest_kwh, kwh_per_s * margin_s
-        )
+        low_g, high_g = _own_range(m.emissions_g, rest_g, grams_per_s * margin_s)
+        low_kwh, high_kwh = _own_range(m.energy_kwh, rest_kwh, kwh_per_s * margin_s)
         return Prediction(
             fraction=fraction,
             elapsed_s=now_s,
@@ -220,6 +248,8 @@ class Predictor:
             energy_range_kwh=(low_kwh, high_kwh),
             spread=spread,
             source=self._source,
+            measured_ratio_g=_ratios(m.emissions_g, m.emissions_range_g),
+            measured_ratio_kwh=_ratios(m.energy_kwh, m.energy_range_kwh),
         )
 
     def spread(self) -> float:
@@ -232,18 +262,17 @@ class Predictor:
         return min(MAX_SPREAD, max(MIN_SPREAD, combined))
 
 
-def _scaled_range(
-    so_far: float, so_far_range: tuple[float, float], rest: float, margin: float
-) -> tuple[float, float]:
-    """Low and high totals: the measured range so far, plus the rest less or more its
-    ``margin`` (from the rates' spread), scaled by the measurement's own relative range."""
-    low, high = so_far_range
-    low_ratio = low / so_far if so_far > 0 else 1.0
-    high_ratio = high / so_far if so_far > 0 else 1.0
-    return (
-        low + max(0.0, rest - margin) * low_ratio,
-        high + (rest + margin) * high_ratio,
-    )
+def _own_range(so_far: float, rest: float, margin: float) -> tuple[float, float]:
+    """Low and high totals at the central figures: what was spent so far, plus the rest
+    less or more its ``margin`` (from the rates' spread)."""
+    return so_far + max(0.0, rest - margin), so_far + rest + margin
+
+
+def _ratios(central: float, measured_range: tuple[float, float]) -> tuple[float, float]:
+    """The measurement's relative range: (low, high) over ``central``; (1, 1) for 0."""
+    if central <= 0:
+        return 1.0, 1.0
+    return measured_range[0] / central, measured_range[1] / central
 
 
 class CellForecast:

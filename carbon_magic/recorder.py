@@ -74,6 +74,11 @@ class Recorder:
         """The open ledger, or None when it could not be opened (records in memory)."""
         return self._ledger
 
+    def ledger_path(self) -> str | None:
+        """The open ledger's file, or None when there is none (records in memory)."""
+        ledger = self._ledger
+        return str(ledger.path) if ledger is not None else None
+
     def status(self) -> str:
         """The ledger's status line (``ok: <path>``, ``in memory ...``), or
         ``unavailable``."""
@@ -255,6 +260,8 @@ class Recorder:
             try:
                 if self._ledger is not None:
                     old.hand_over_pending(self._ledger)  # nothing recorded is left behind
+                # The session goes on in the new ledger: in the old one it ends here.
+                old.update_session(self.session_uuid, tracker_state="stopped", ended_at=time.time())
                 old.close()
             except Exception as error:
                 self._notice(f"ledger switch failed: {error}")

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from carbon_magic.cell_rows import Row, row_float, row_label, row_tag
 from carbon_magic.formatting import format_grams_range, format_kwh
-from carbon_magic.measurement import COMPONENTS
 from carbon_magic.timeline import TimelinePoint
+from carbon_magic.vocabulary import COMPONENTS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

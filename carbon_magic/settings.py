@@ -12,91 +12,20 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar, cast, overload
 
-from carbon_magic.grid import PROVIDERS
+from carbon_magic.setting_parsers import (
+    boolean,
+    choice,
+    gpu_list,
+    number,
+    optional,
+    positive_number,
+    text,
+)
+from carbon_magic.vocabulary import MODES, PROVIDER_NAMES
 
 ENV_PREFIX = "CARBON_MAGIC_"
-
-_TRUE = {"1", "on", "true", "yes"}
-_FALSE = {"0", "off", "false", "no"}
-
-
-class ChoiceParser:
-    """Parses one of ``choices`` (case-insensitive), kept on it for help texts."""
-
-    def __init__(self, choices: tuple[str, ...]) -> None:
-        self.choices: tuple[str, ...] | None = choices
-
-    def __call__(self, value: Any) -> str:
-        text = str(value).strip().lower()
-        if self.choices is not None and text not in self.choices:
-            raise ValueError(f"must be one of {', '.join(self.choices)} (got {value!r})")
-        return text
-
-
-def _choice(*choices: str) -> ChoiceParser:
-    return ChoiceParser(choices)
-
-
-def _number(low: float | None = None, high: float | None = None) -> Callable[[Any], float]:
-    def parse(value: Any) -> float:
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"must be a number{_range_text(low, high)} (got {value!r})") from None
-        if (
-            number != number
-            or (low is not None and number < low)
-            or (high is not None and number > high)
-        ):
-            raise ValueError(f"must be a number{_range_text(low, high)} (got {value!r})")
-        return number
-
-    return parse
-
-
-def _positive_number(high: float) -> Callable[[Any], float]:
-    """A number above 0 and up to ``high`` (NaN and infinities refused)."""
-
-    def parse(value: Any) -> float:
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            number = float("nan")
-        if isinstance(value, bool) or not (0 < number <= high):
-            raise ValueError(f"must be a number above 0 and up to {high:g} (got {value!r})")
-        return number
-
-    return parse
-
-
-def _range_text(low: float | None, high: float | None) -> str:
-    if low is not None and high is not None:
-        return f" from {low:g} to {high:g}"
-    if low is not None:
-        return f" of at least {low:g}"
-    if high is not None:
-        return f" of at most {high:g}"
-    return ""
-
-
-def _boolean(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ValueError(f"must be on or off (also true/false, yes/no, 1/0) (got {value!r})")
-
-
-def _text(value: Any) -> str:
-    text = str(value).strip()
-    if not text:
-        raise ValueError("must not be empty")
-    return text
 
 
 def _country(value: Any) -> str:
@@ -112,30 +41,18 @@ def _cloud_region(value: Any) -> str:
     return validate_cloud_region(str(value))
 
 
-def _gpus(value: Any) -> str:
-    from carbon_magic.sensors import parse_gpus
+def _scope_budget(value: Any) -> str:
+    """A notebook or day cap, kept as its text, checked the way ``--budget`` is."""
+    from carbon_magic.budget import parse_budget
 
-    return parse_gpus(value)
-
-
-class OptionalParser:
-    """Lets ``None``, ``""``, ``auto`` or ``none`` mean "not set, work it out", else
-    parses with ``parse``; keeps ``parse``'s choices, if it has any."""
-
-    def __init__(self, parse: Callable[[Any], Any]) -> None:
-        self.parse = parse
-        self.choices: tuple[str, ...] | None = getattr(parse, "choices", None)
-
-    def __call__(self, value: Any) -> Any:
-        if value is None or (
-            isinstance(value, str) and value.strip().lower() in {"", "auto", "none"}
-        ):
-            return None
-        return self.parse(value)
+    return parse_budget(str(value)).text
 
 
-def _optional(parse: Callable[[Any], Any]) -> OptionalParser:
-    return OptionalParser(parse)
+def _ledger(value: Any) -> str:
+    # Resolved once, here, so the kernel, the CLI and the server agree on the file.
+    from carbon_magic.ledger.paths import resolve_ledger_path
+
+    return str(resolve_ledger_path(str(value)))
 
 
 @dataclass(frozen=True)
@@ -147,10 +64,11 @@ class SettingSpec:
     default: Any
     doc: str
     secret: bool = False
+    env_name: str | None = None  # the variable, when not CARBON_MAGIC_<NAME>
 
     @property
     def env_var(self) -> str:
-        return ENV_PREFIX + self.name.upper()
+        return self.env_name or ENV_PREFIX + self.name.upper()
 
 
 SPECS: dict[str, SettingSpec] = {
@@ -158,149 +76,179 @@ SPECS: dict[str, SettingSpec] = {
     for spec in [
         SettingSpec(
             "mode",
-            _choice("process", "machine"),
+            choice(*MODES),
             "process",
             "process: charge the kernel its share; machine: charge everything",
         ),
-        SettingSpec("interval", _number(0.1, 60), 1.0, "background sampling interval, seconds"),
+        SettingSpec("interval", number(0.1, 60), 1.0, "background sampling interval, seconds"),
         SettingSpec(
             "country",
-            _optional(_country),
+            optional(_country),
             None,
             "ISO-2 or ISO-3 country code for the grid intensity (auto: guessed from the time zone)",
         ),
         SettingSpec(
             "cloud_region",
-            _optional(_cloud_region),
+            optional(_cloud_region),
             None,
             "cloud region as provider:region, e.g. aws:eu-west-3, gcp:europe-west1",
         ),
         SettingSpec(
             "pue",
-            _optional(_number(1.0, 3.0)),
+            optional(number(1.0, 3.0)),
             None,
             "power usage effectiveness (auto: 1.0, or the cloud provider's figure)",
         ),
         SettingSpec(
             "powercap_root",
-            _text,
+            text,
             "/sys/class/powercap",
             "where the Linux powercap (RAPL) tree is",
         ),
         SettingSpec(
             "rapl_psys",
-            _boolean,
+            boolean,
             False,
             "count RAPL psys (whole SoC) instead of packages + DRAM, where present",
         ),
         SettingSpec(
             "gpus",
-            _gpus,
+            gpu_list,
             "auto",
             "GPUs to measure: auto (where a driver shows), none, or a list of nvidia,amd,apple",
         ),
         SettingSpec(
             "cpu_idle_w",
-            _optional(_number(0, 10000)),
+            optional(number(0, 10000)),
             None,
             "whole visible CPU power when idle, watts (auto: from the CPU model data)",
         ),
         SettingSpec(
             "cpu_max_w",
-            _optional(_number(0, 10000)),
+            optional(number(0, 10000)),
             None,
             "whole visible CPU power at full load, watts (auto: from the CPU model data)",
         ),
         SettingSpec(
             "ram_w_per_gb",
-            _number(0, 10),
+            number(0, 10),
             0.3725,
             "memory power per GB, watts (Green Algorithms: 0.3725)",
         ),
-        SettingSpec("embodied", _boolean, True, "report amortised manufacturing emissions"),
+        SettingSpec("embodied", boolean, True, "report amortised manufacturing emissions"),
         SettingSpec(
             "embodied_server_kg",
-            _number(0, 100000),
+            number(0, 100000),
             1000.0,
             "embodied emissions of the server, kgCO2e",
         ),
         SettingSpec(
-            "embodied_gpu_kg", _number(0, 100000), 150.0, "embodied emissions per GPU, kgCO2e"
+            "embodied_gpu_kg", number(0, 100000), 150.0, "embodied emissions per GPU, kgCO2e"
         ),
         SettingSpec(
-            "lifetime_years", _number(0.5, 20), 4.0, "hardware lifetime for amortisation, years"
+            "lifetime_years", number(0.5, 20), 4.0, "hardware lifetime for amortisation, years"
         ),
         SettingSpec(
             "ledger",
-            _optional(_text),
+            optional(_ledger),
             None,
-            "path of the SQLite ledger (auto: jupyter_data_dir()/carbon_magic/ledger.sqlite3)",
+            "path of the SQLite ledger file (auto: jupyter_data_dir()/carbon_magic/ledger.sqlite3;"
+            " a relative path is taken in that folder)",
         ),
         SettingSpec(
             "ledger_keep_days",
-            _optional(_positive_number(36500)),
+            optional(positive_number(36500)),
             None,
             "days the ledger keeps each cell; older ones are removed (auto: keep every cell)",
         ),
         SettingSpec(
             "intensity",
-            _optional(_choice(*PROVIDERS)),
+            optional(choice(*PROVIDER_NAMES)),
             None,
             "grid intensity provider (auto: electricitymaps when a token is set, else static)",
         ),
         SettingSpec(
             "zone",
-            _optional(_text),
+            optional(text),
             None,
             "Electricity Maps zone, e.g. DE or US-CAL-CISO (auto: the country)",
         ),
         SettingSpec(
             "postcode",
-            _optional(_text),
+            optional(text),
             None,
             "UK outward postcode for regional intensity, e.g. SW1",
         ),
         SettingSpec(
             "electricitymaps_token",
-            _optional(_text),
+            optional(text),
             None,
             "Electricity Maps API token (also ELECTRICITYMAPS_API_TOKEN); never shown or stored",
             secret=True,
         ),
         SettingSpec(
             "electricitymaps_url",
-            _text,
+            text,
             "https://api.electricitymap.org",
             "base URL of the Electricity Maps API",
         ),
         SettingSpec(
             "cluster",
-            _choice("auto", "off"),
+            choice("auto", "off"),
             "auto",
             "auto: measure the workers of the notebook's Dask client with its cells; off: never",
         ),
         SettingSpec(
+            "budget_notebook",
+            optional(_scope_budget),
+            None,
+            "cap for the notebook across kernels and restarts: grams CO2e or energy, as "
+            "--budget (e.g. 50g, 0.5kWh; none: no cap)",
+        ),
+        SettingSpec(
+            "budget_day",
+            optional(_scope_budget),
+            None,
+            "cap for the local calendar day over every session on the ledger: grams CO2e "
+            "or energy, as --budget (none: no cap)",
+        ),
+        SettingSpec(
+            "budget_scope_on_exceed",
+            choice("warn", "stop"),
+            "warn",
+            "warn: one line in the cell that crosses a notebook or day cap; stop: interrupt "
+            "it, and stop each later cell that spends more",
+            env_name=ENV_PREFIX + "BUDGET_ON_EXCEED",
+        ),
+        SettingSpec(
+            "budget_scope_predict",
+            boolean,
+            False,
+            "stop or warn as soon as a running cell's predicted total (central value, from "
+            "its progress) would cross a notebook or day cap; %%carbon --predict does too",
+        ),
+        SettingSpec(
             "ukgrid_url",
-            _text,
+            text,
             "https://api.carbonintensity.org.uk",
             "base URL of the UK Carbon Intensity API",
         ),
         SettingSpec(
             "remote_calls",
-            _choice("auto", "off"),
+            choice("auto", "off"),
             "auto",
             "auto: capture the cells' calls to hosted LLM APIs and estimate them (EcoLogits); "
             "off: never",
         ),
         SettingSpec(
             "budget_remote",
-            _boolean,
+            boolean,
             True,
             "budgets count the estimated emissions (or energy) of the cell's hosted LLM calls",
         ),
         SettingSpec(
             "wue",
-            _optional(_number(0, 20)),
+            optional(number(0, 20)),
             None,
             "on-site water usage effectiveness, litres per kWh of IT energy "
             "(auto: the cloud provider's figure, else 0)",
@@ -379,6 +327,37 @@ def mask_secrets(values: Mapping[str, Any]) -> dict[str, Any]:
     return masked
 
 
+T = TypeVar("T")
+
+
+class SettingLookup(Protocol):
+    """Anything that gives a setting's value by name: ``Settings``, or a plain dict of
+    values (as a session row keeps them)."""
+
+    def get(self, name: str, /) -> Any: ...
+
+
+class SettingValue(Generic[T]):
+    """One setting as a typed, read-only attribute of ``Settings``."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, settings: None, owner: type) -> SettingValue[T]: ...
+
+    @overload
+    def __get__(self, settings: Settings, owner: type) -> T: ...
+
+    def __get__(self, settings: Settings | None, owner: type) -> SettingValue[T] | T:
+        if settings is None:
+            return self
+        return cast(T, settings.get(self.name))
+
+    def __set__(self, settings: Settings, value: object) -> None:
+        raise AttributeError(f"settings change through update(): update({self.name}=...)")
+
+
 class Settings:
     """The current value of every setting, with where it came from.
 
@@ -395,13 +374,39 @@ class Settings:
             self._values[name] = value
             self._origins[name] = "environment"
 
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        try:
-            return self._values[name]
-        except KeyError:
-            raise AttributeError(f"no setting {name!r}") from None
+    # Each setting read as a typed attribute (``settings.interval`` is a float); a
+    # setting added to SPECS gets its line here (tests check that every one has).
+    mode = SettingValue[str]()
+    interval = SettingValue[float]()
+    country = SettingValue[str | None]()
+    cloud_region = SettingValue[str | None]()
+    pue = SettingValue[float | None]()
+    powercap_root = SettingValue[str]()
+    rapl_psys = SettingValue[bool]()
+    gpus = SettingValue[str]()
+    cpu_idle_w = SettingValue[float | None]()
+    cpu_max_w = SettingValue[float | None]()
+    ram_w_per_gb = SettingValue[float]()
+    embodied = SettingValue[bool]()
+    embodied_server_kg = SettingValue[float]()
+    embodied_gpu_kg = SettingValue[float]()
+    lifetime_years = SettingValue[float]()
+    ledger = SettingValue[str | None]()
+    ledger_keep_days = SettingValue[float | None]()
+    intensity = SettingValue[str | None]()
+    zone = SettingValue[str | None]()
+    postcode = SettingValue[str | None]()
+    electricitymaps_token = SettingValue[str | None]()
+    electricitymaps_url = SettingValue[str]()
+    cluster = SettingValue[str]()
+    budget_notebook = SettingValue[str | None]()
+    budget_day = SettingValue[str | None]()
+    budget_scope_on_exceed = SettingValue[str]()
+    budget_scope_predict = SettingValue[bool]()
+    ukgrid_url = SettingValue[str]()
+    remote_calls = SettingValue[str]()
+    budget_remote = SettingValue[bool]()
+    wue = SettingValue[float | None]()
 
     def get(self, name: str) -> Any:
         """The current value of ``name``."""

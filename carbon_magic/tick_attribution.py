@@ -12,9 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from carbon_magic import accounting
-from carbon_magic.measurement import COMPONENTS, is_gpu_key
+from carbon_magic.measurement import is_gpu_key
 from carbon_magic.sensors.base import SHARE_BY_CPU_TIME, EnergySource, GpuUse
 from carbon_magic.settings import Settings
+from carbon_magic.vocabulary import COMPONENTS
 
 # Ticks shorter than this do not update a GPU's idle-power estimate (noise), seconds.
 MIN_IDLE_SAMPLE_S = 0.2

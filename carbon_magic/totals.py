@@ -16,7 +16,8 @@ from datetime import datetime
 
 from carbon_magic import accounting
 from carbon_magic.grid.base import Intensity
-from carbon_magic.measurement import COMPONENTS, Measurement
+from carbon_magic.measurement import Measurement
+from carbon_magic.vocabulary import COMPONENTS
 
 
 def zeros() -> dict[str, float]:

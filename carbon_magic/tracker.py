@@ -39,6 +39,7 @@ from carbon_magic.settings import Settings
 from carbon_magic.tick_attribution import RawCounters, TickAttributor
 from carbon_magic.timeline import Timeline
 from carbon_magic.totals import Totals, accumulate, measurement_between
+from carbon_magic.vocabulary import MODES
 from carbon_magic.wake import IDLE_TICK_S, WakeSchedule
 from carbon_magic.windows import LiveReading, Window, fill
 
@@ -48,7 +49,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "IDLE_TICK_S",
-    "MODES",
     "SLOW_REFRESH_S",
     "LiveReading",
     "Totals",
@@ -59,7 +59,6 @@ __all__ = [
 
 log = logging.getLogger("carbon_magic")
 
-MODES = ("process", "machine")
 # How often the slowly changing inputs are read again: the kernel's descendants, the
 # GPUs they use, resident memory (a level, not a counter) and the grid intensity.
 # Reading them on every tick would cost most of an idle tick.
@@ -103,7 +102,7 @@ class Tracker:
         self._last_watts: dict[str, float] = {}
         self._next_slow_refresh = 0.0
         self._attributor = TickAttributor()
-        self._feed = IntensityFeed(self.settings, self.notice)
+        self._feed = IntensityFeed(self.settings, self.notice, self.wake)
         self.started_at: datetime | None = None
         self.settings.on_change(self._settings_changed)
 
@@ -272,6 +271,8 @@ class Tracker:
             self.sensors.process_tree.refresh_children()
             self._refresh_gpu_use()
             intensity = self._feed.latest()
+        elif self._feed.has_news:  # a live value just arrived: account at it from now
+            intensity = self._feed.latest()
         with self._lock:
             self._advance(with_memory=slow)  # energy so far counts at the previous intensity
             raw = self._now_raw()
@@ -357,6 +358,8 @@ class Tracker:
             self.start()
         with self._lock:
             self._advance()
+            if self._feed.has_news:  # a window starts at the provider's latest value
+                self._feed.switch(self._feed.latest(), self._now_raw().t_ns)
             window = Window(
                 name=name,
                 mode=self.settings.mode,
@@ -450,7 +453,8 @@ class Tracker:
     def intensity(self) -> Intensity:
         """The grid intensity now, as the provider has it (never waits on the network).
 
-        Accounting switches to a new value at the next tick."""
+        Accounting switches to a new value when a live provider fetches it (the thread
+        is woken), or at the next slow tick."""
         return self._feed.current()
 
     def live_watts(self) -> dict[str, float]:

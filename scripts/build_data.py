@@ -35,6 +35,12 @@ CLOUD_FILE = "cloud_region_intensity.csv"
 COEFFICIENT_FILE = "cpu_power_by_microarchitecture.csv"
 TDP_FILE = "cpu_tdp.csv"
 SOURCES_FILE = "SOURCES.md"
+# Packaged files another script builds (listed in SOURCES.md all the same).
+BUILT_ELSEWHERE = {
+    "cpu_load_curves.csv": "scripts/build_cpu_curves.py",
+    "cpu_load_bands.csv": "scripts/build_cpu_curves.py",
+    "cpu_cloud_specs.csv": "kept by hand, a source on every row",
+}
 
 # CCF spells one microarchitecture two ways ("Sky Lake" in the AWS table, "Skylake" in
 # the others); one spelling lets a lookup find it in every table.
@@ -214,6 +220,8 @@ hand. Units are in the column names: g/kWh is grams CO2e per kilowatt-hour, W is
 | `{country_file}` | {countries} | annual average carbon intensity of electricity generation per country (`iso2`, `iso3`, `name`, `year`, `g_per_kwh`) | Our World in Data energy dataset (Ember yearly electricity data, Energy Institute Statistical Review), as compiled in CodeCarbon's `global_energy_mix.json` | latest available per country, mostly 2022–2023 (see `year`) | OWID: CC BY 4.0; CodeCarbon: MIT |
 | `{cloud_file}` | {regions} | grid emission factor per cloud region (`provider`, `region` identifier, `name` as published, `location`, `g_per_kwh`, `origin` of the figure) | Cloud Carbon Footprint (CCF) coefficients, from EPA eGRID, EEA, Google, EMA Singapore and carbonfootprint.com; metric t/kWh converted to g/kWh (× 10⁶) | annual averages of years before 2020 (CCF methodology) | Apache-2.0 |
 | `{coefficient_file}` | {coefficients} | power per vCPU at 0 % (`min_w_per_vcpu`) and 100 % (`max_w_per_vcpu`) CPU load by provider and microarchitecture | Cloud Carbon Footprint coefficients, derived from SPECpower_ssj2008 results | SPECpower results available to CCF around 2021 | Apache-2.0 |
+| `cpu_load_curves.csv`, `cpu_load_bands.csv` | 3, 11 | CPU load-curve figures per family (`idle`, `full`, `k`, `cores_slope`, fractions of TDP) and the range's low/high multipliers per load level | fitted by `scripts/build_cpu_curves.py` (not `build_data.py`) to `benchmarks/data/package_power_sweeps.csv`: CodeCarbon RAPL sweeps, Teads' turbostat mean curve | 2021–2025 | MIT (CodeCarbon); figures |
+| `cpu_cloud_specs.csv` | 12 | cloud-custom CPUs: `tdp_w`, `cores`, `threads` per package, `base_ghz`, `source` per row | Teads AWS EC2 dataset, cpu-world.com, AWS instance types, CodeCarbon, Intel ARK, AMD | 2017–2023 parts | figures, sources per row |
 | `{tdp_file}` | {tdp} | thermal design power by CPU model name (`name`, `tdp_w`) | CodeCarbon `cpu_power.csv` (vendor specification sheets) | snapshot including models released up to late 2024 | MIT |
 
 Credits: Our World in Data and Ember (CC BY 4.0), Energy Institute, CodeCarbon (MIT),

@@ -56,7 +56,8 @@ class JupyterServer:
     """One ``jupyter server`` process for the user ``user`` under ``workdir``: the user's
     default server, or the named server ``server_name`` (``/user/<name>/<server_name>/``).
 
-    ``carbon_config`` holds extra ``CarbonMagicServer`` settings (name -> value).
+    ``carbon_config`` holds extra ``CarbonMagicServer`` settings (name -> value);
+    ``ledger``: the ledger file of the server and its kernels (default: its own).
     """
 
     def __init__(
@@ -65,13 +66,14 @@ class JupyterServer:
         workdir: Path,
         carbon_config: dict[str, Any],
         server_name: str = "",
+        ledger: Path | None = None,
     ) -> None:
         self.user = user
         self.port = free_port()
         self.token = uuid.uuid4().hex
         self.base_url = f"/user/{user}/" + (f"{server_name}/" if server_name else "")
         self.workdir = workdir
-        self.ledger = workdir / "ledger.sqlite3"
+        self.ledger = ledger or workdir / "ledger.sqlite3"  # servers may share one
         self.root_dir = workdir / "notebooks"
         self.root_dir.mkdir(parents=True)
         extra = "\n".join(f"c.CarbonMagicServer.{k} = {v!r}" for k, v in carbon_config.items())

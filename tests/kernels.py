@@ -46,11 +46,15 @@ class Execution:
 class Kernel:
     """A real IPython kernel with its own environment."""
 
-    def __init__(self, ledger: str, extra_env: dict[str, str] | None = None, extra_args=None):
+    def __init__(
+        self, ledger: str, extra_env: dict[str, str] | None = None, extra_args=None, cwd=None
+    ):
         env = {**os.environ, "CARBON_MAGIC_LEDGER": ledger, "CARBON_MAGIC_COUNTRY": "FR"}
         env.pop("CARBON_MAGIC_MODE", None)
         env.update(extra_env or {})
         kwargs = {"env": env}
+        if cwd is not None:
+            kwargs["cwd"] = str(cwd)
         if extra_args:
             kwargs["extra_arguments"] = extra_args
         # Name the connection file as Jupyter Server does: kernel-<id>.json.

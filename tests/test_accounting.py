@@ -1,7 +1,7 @@
 import pytest
 
 from carbon_magic import accounting, cpu_power
-from carbon_magic.measurement import COMPONENTS
+from carbon_magic.vocabulary import COMPONENTS
 
 
 def _user_linear_model():

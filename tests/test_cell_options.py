@@ -23,7 +23,7 @@ from carbon_magic.redact import redact_secrets
         ("-b -5g", "finite and above 0"),
         ("--budget 1e400kWh", "finite and above 0"),
         ("--budget 0g", "finite and above 0"),
-        ("--budget 5apples", "mg, g, kg, t"),
+        ("--budget 5apples", "µg, mg, g, kg, Mg, t"),
         ("--on-exceed explode", "invalid choice"),
         ("--budget", "expected one argument"),
     ],
@@ -40,6 +40,39 @@ def test_good_cell_options():
     assert options.on_exceed == "stop" and options.quiet
     assert parse_options("--budget=5g -n x").budget.grams == 5.0
     assert parse_budget("+2kWh").kwh == 2.0
+
+
+@pytest.mark.parametrize(
+    "text, grams, kwh",
+    [
+        ("1mWh", None, 1e-6),
+        ("1MWh", None, 1e3),
+        ("5mg", 5e-3, None),
+        ("5Mg", 5e6, None),
+        ("2 µWh", None, 2e-9),
+        ("3µg", 3e-6, None),
+        ("2KWH", None, 2.0),  # one unit in any case: kWh
+        ("150wh", None, 0.15),
+        ("1E3J", None, 1e3 / 3.6e6),
+    ],
+)
+def test_budget_units_keep_their_case(text, grams, kwh):
+    budget = parse_budget(text)
+    assert budget.grams == pytest.approx(grams) if grams else budget.grams is None
+    assert budget.kwh == pytest.approx(kwh) if kwh else budget.kwh is None
+
+
+@pytest.mark.parametrize(
+    "line, choices",
+    [
+        ("--budget 1mwh", "mWh (milliwatt-hours) or MWh (megawatt-hours)"),
+        ("--budget 5MG", "mg (milligrams) or Mg (megagrams)"),
+    ],
+)
+def test_ambiguous_budget_units_are_usage_errors_naming_the_choices(line, choices):
+    with pytest.raises(UsageError, match=r"ambiguous budget unit") as raised:
+        parse_options(line)
+    assert choices in str(raised.value) and "\n" not in str(raised.value)
 
 
 def test_redaction_replaces_only_secret_values():

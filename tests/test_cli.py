@@ -265,7 +265,12 @@ def test_status_describes_this_machine(env):
     info = json.loads(run(env, "status", "--json").stdout)
     assert info["location"]["country"] == "FR"
     assert info["methods"]["cpu"] == "modelled"
-    assert info["ledger"] == {"path": env["CARBON_MAGIC_LEDGER"], "exists": False, "problem": None}
+    assert info["ledger"] == {
+        "path": env["CARBON_MAGIC_LEDGER"],
+        "exists": False,
+        "problem": None,
+        "exposed": [],
+    }
     assert {s["component"] for s in info["sensors"]} >= {"cpu", "ram"}
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 
+import pytest
+
 from carbon_magic.ledger import Ledger, read_cell_clusters, read_cells
 from carbon_magic.ledger import schema as ledger_schema
 from carbon_magic.measurement import Measurement
@@ -101,13 +103,28 @@ def test_metrics_show_the_cluster_share(tmp_path):
     path = tmp_path / "ledger.sqlite3"
     with Ledger(path) as ledger:
         open_session(ledger)
-        ledger.record_cell("s1", Measurement(name="a", cluster=CLUSTER), via="auto")
-        ledger.record_cell("s1", Measurement(name="b", cluster=CLUSTER), via="auto")
-        ledger.record_cell("s1", Measurement(name="c"), via="auto")
+        # A cell's figures include its cluster part.
+        for name in ("a", "b"):
+            fanned = Measurement(
+                name=name,
+                energy_kwh=CLUSTER["energy_kwh"] + 1e-5,
+                emissions_g=0.002 + 0.001,
+                embodied_g=0.25 + 0.125,
+                cluster=CLUSTER,
+            )
+            ledger.record_cell("s1", fanned, via="auto")
+        alone = Measurement(name="c", energy_kwh=2e-5, emissions_g=0.003, embodied_g=0.5)
+        ledger.record_cell("s1", alone, via="auto")
     reader = LedgerReader(path)
     snapshot = reader.snapshot(now=1.7e9 + 10, day_start=1.7e9)
     reader.close()
-    assert snapshot.cluster == {"k1": (2 * CLUSTER["energy_kwh"], 2 * 0.002)}
+    (part,) = snapshot.cluster.values()
+    assert list(snapshot.cluster) == ["k1"]
+    assert (part.energy_kwh, part.emissions_g, part.embodied_g) == (
+        2 * CLUSTER["energy_kwh"],
+        2 * 0.002,
+        2 * 0.25,
+    )
     kernels, _ = views.select_kernels(snapshot, ["k1"], lambda interval_s, next_beat_s: 3600.0)
     text = metrics.exposition(snapshot, kernels, lambda interval_s, next_beat_s: 3600.0)
     families = {f.name: f for f in text_string_to_metric_families(text)}
@@ -116,6 +133,17 @@ def test_metrics_show_the_cluster_share(tmp_path):
     assert energy.value == 2 * CLUSTER["energy_kwh"]
     (grams,) = families["carbon_magic_cluster_emissions_grams"].samples
     assert grams.value == 2 * 0.002
+    # The kernel's own counters leave the cluster part out; the ledger's include it.
+    own = {
+        name: families[name].samples[0].value
+        for name in families
+        if name.startswith("carbon_magic_e")
+    }
+    assert own["carbon_magic_energy_kwh"] == pytest.approx(4e-5)
+    assert own["carbon_magic_emissions_grams"] == pytest.approx(0.005)
+    assert own["carbon_magic_embodied_grams"] == pytest.approx(0.75)
+    ledger_grams = families["carbon_magic_ledger_emissions_grams"].samples[0].value
+    assert ledger_grams == pytest.approx(0.009)
 
 
 def test_report_export_and_panel_show_the_cluster_apart(tmp_path):

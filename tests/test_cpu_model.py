@@ -1,19 +1,33 @@
-"""Load curves by family against hand-computed points; bands; fitting; the model's watts."""
+"""Load curves by family against hand-computed points; ranges; fitting and its rebuild;
+fallbacks for CPUs without a TDP; the model's watts."""
 
 from __future__ import annotations
 
 import csv
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from carbon_magic import cpu_power
-from carbon_magic.cpu_model import curves
-from carbon_magic.cpu_model.curves import AMD_ZEN, GENERIC, INTEL_XEON, LINEAR
-from carbon_magic.cpu_model.identify import cpu_family
+from carbon_magic.cpu_model import curves, fit
+from carbon_magic.cpu_model.curves import LINEAR, LoadCurve, families
+from carbon_magic.cpu_model.identify import (
+    base_ghz_from_name,
+    cloud_spec,
+    cores_from_name,
+    cpu_family,
+    tdp_per_core,
+)
 
-SPECPOWER = Path(__file__).parents[1] / "benchmarks" / "data" / "specpower_load_curves.csv"
+AMD_ZEN = families()["amd-zen"]
+INTEL_XEON = families()["intel-xeon"]
+GENERIC = families()["generic"]
+ROOT = Path(__file__).parents[1]
+
+SPECPOWER = ROOT / "benchmarks" / "data" / "specpower_load_curves.csv"
 LOADS = [i / 10 for i in range(11)]
 COLUMNS = ["w_idle"] + [f"w_{p}" for p in range(10, 101, 10)]
 
@@ -43,43 +57,64 @@ def test_shape_against_hand_computed_points(u, k, expected):
     assert curves.shape(u, k) == pytest.approx(expected, abs=1e-6)
 
 
+# A curve with figures of its own, so the points below are worked by hand whatever the
+# packaged fit says: idle 0.1, full 0.9 at 16 cores, +0.1 per doubling of cores, k = 4.
+HAND = LoadCurve(
+    name="hand",
+    label="hand",
+    idle=0.1,
+    full=0.9,
+    k=4.0,
+    band=((0.5, 2.0), (0.6, 1.5), (0.8, 1.25)),
+    basis="worked by hand",
+    cores_slope=0.1,
+    reference_cores=16,
+)
+
+
 @pytest.mark.parametrize(
-    ("curve", "u", "fraction"),
+    ("u", "cores", "fraction"),
     [
-        (AMD_ZEN, 0.0, 0.22),
-        (AMD_ZEN, 0.5, 0.22 + 0.63 * 0.880797),  # 0.774902: most of full load by half load
-        (AMD_ZEN, 1.0, 0.85),
-        (INTEL_XEON, 0.0, 0.12),
-        (INTEL_XEON, 0.5, 0.12 + 0.63 * 0.456361),  # 0.407508: a little below the line
-        (INTEL_XEON, 1.0, 0.75),
-        (GENERIC, 0.5, 0.15 + 0.65 * 0.622459),
+        (0.0, None, 0.1),
+        (0.5, None, 0.1 + 0.8 * 0.880797),  # 0.804638: most of full load by half load
+        (1.0, None, 0.9),
+        (1.0, 64, 1.1),  # 0.9 + 0.1 · log2(64 / 16)
+        (1.0, 4, 0.7),  # 0.9 − 0.1 · 2
+        (0.2, 32, 0.1 + 0.9 * 0.560945),  # full 1.0 at 32 cores
+        (1.0, 100_000, 1.3),  # kept within what measured CPUs span
+        (1.0, 1, 0.5),
     ],
 )
-def test_family_curves_against_hand_computed_points(curve, u, fraction):
-    assert curve.fraction(u) == pytest.approx(fraction, abs=1e-6)
+def test_curve_against_hand_computed_points(u, cores, fraction):
+    assert HAND.fraction(u, cores) == pytest.approx(fraction, abs=1e-6)
 
 
-def test_zen_is_concave_and_xeon_near_linear():
-    assert AMD_ZEN.shape(0.35) > 0.75  # most of the rise by a third of full load
-    assert abs(INTEL_XEON.shape(0.5) - 0.5) < 0.05
+def test_band_is_interpolated_between_its_levels():
+    assert HAND.band_at(0.0) == (0.5, 2.0)
+    assert HAND.band_at(0.25) == pytest.approx((0.55, 1.75))
+    assert HAND.band_at(1.0) == (0.8, 1.25)
+    assert HAND.band_at(7.0) == (0.8, 1.25)  # clamped
+    wider = HAND.widened(0.5, 2.0, "a guess")
+    assert wider.band_at(1.0) == pytest.approx((0.4, 2.5))
+    assert "a guess" in wider.basis
+    assert LINEAR.band_at(0.5) == (0.6, 1.4)
+
+
+def test_packaged_families_are_concave_with_idle_and_full_in_the_measured_bands():
+    for curve in (AMD_ZEN, INTEL_XEON, GENERIC):
+        assert curve.k > 0  # package power rises fastest at low load
+        assert 0.05 <= curve.idle <= 0.3
+        assert 0.6 <= curve.full_for(24) <= 1.3
+        for u in LOADS:
+            low, high = curve.band_at(u)
+            assert 0 < low <= 1.0 <= high  # the low end is never 0
+    assert AMD_ZEN.idle > INTEL_XEON.idle  # the I/O die stays awake
+    # An EPYC holds its package to the TDP; an Intel host may run above it.
+    assert AMD_ZEN.full_for(128) == 1.0
+    assert INTEL_XEON.full_for(64) == pytest.approx(INTEL_XEON.full + 2 * INTEL_XEON.cores_slope)
+    assert INTEL_XEON.full_for(64) > 1.0
     assert curves.mean_shape(0.0) == 0.5
     assert curves.mean_shape(4.0) == pytest.approx(0.768657, abs=1e-6)
-
-
-def test_band_is_bounded_and_contains_the_central_value():
-    for curve in (AMD_ZEN, INTEL_XEON, GENERIC, LINEAR):
-        for u in LOADS:
-            low, high = curve.band(u)
-            assert 1 - curves.MAX_HALF_WIDTH - 1e-12 <= low <= 1.0 <= high
-            assert high <= 1 + curves.MAX_HALF_WIDTH + 1e-12
-
-
-def test_band_from_the_spans():
-    # Intel Xeon at full load: 0.55/0.75 and 0.95/0.75, inside ±40 %.
-    assert INTEL_XEON.band(1.0) == pytest.approx((0.55 / 0.75, 0.95 / 0.75))
-    # At idle the spans (0.07–0.20 of 0.12) are wider than ±40 %: capped.
-    assert INTEL_XEON.band(0.0) == pytest.approx((0.6, 1.4))
-    assert LINEAR.band(0.5) == pytest.approx((0.6, 1.4))
 
 
 @pytest.mark.parametrize(
@@ -104,59 +139,128 @@ def test_cpu_family(name, family):
     assert cpu_family(name) == family
 
 
+def _sweep(cpu: str, k: float, idle: float = 20.0, full: float = 100.0, **kw) -> fit.Sweep:
+    points = tuple((u, idle + (full - idle) * curves.shape(u, k)) for u in LOADS)
+    return fit.Sweep(cpu, "test", "duty", kw.get("sockets", 1), kw.get("tdp", 100.0),
+                     kw.get("cores"), points)  # fmt: skip
+
+
 def test_fit_recovers_a_known_curvature():
-    powers = [20 + 80 * curves.shape(u, 2.5) for u in LOADS]
-    assert curves.fit_curvature(LOADS, powers) == pytest.approx(2.5, abs=0.011)
-    linear = [10 + 5 * u for u in LOADS]
-    assert curves.fit_curvature(LOADS, linear) == pytest.approx(0.0, abs=0.011)
+    assert fit.fit_k(_sweep("Intel Xeon X", 2.5)) == pytest.approx(2.5, abs=0.051)
+    assert fit.fit_k(_sweep("Intel Xeon X", 0.0)) == pytest.approx(0.0, abs=0.051)
 
 
-def test_fit_rejects_a_curve_without_its_ends():
-    with pytest.raises(ValueError, match="points at 0 and 1"):
-        curves.fit_curvature([0.1, 0.5], [1.0, 2.0])
-    with pytest.raises(ValueError):
-        curves.fit_curvature([0.0, 1.0], [5.0, 5.0])
+def test_fit_takes_medians_and_the_cores_slope():
+    sweeps = [
+        _sweep("Intel Xeon A", 1.0, 10, 60, cores=4),  # full 0.6 at 4 cores
+        _sweep("Intel Xeon B", 2.0, 10, 80, cores=16),  # 0.8 at 16
+        _sweep("AMD EPYC C", 3.0, 20, 100, cores=64),  # 1.0 at 64
+    ]
+    fitted = fit.fit(sweeps, use_cores=True)
+    # full = 0.8 + 0.1 · log2(cores / 16) fits all three exactly.
+    assert fitted["intel-xeon"].cores_slope == pytest.approx(0.1)
+    assert fitted["intel-xeon"].full == pytest.approx(0.8)
+    assert fitted["intel-xeon"].k == pytest.approx(2.0, abs=0.051)  # pooled median
+    assert fitted["intel-xeon"].idle == pytest.approx(0.1)
+    assert fitted["amd-zen"].idle == pytest.approx(0.2)
+    plain = fit.fit(sweeps, use_cores=False, family_shape=True)
+    assert plain["intel-xeon"].full == pytest.approx(0.7)  # median of 0.6 and 0.8
+    assert plain["intel-xeon"].cores_slope == 0.0
 
 
-def _fitted(family: str) -> list[float]:
-    with SPECPOWER.open(encoding="utf-8") as handle:
-        rows = [row for row in csv.DictReader(handle) if row["family"] == family]
-    return [curves.fit_curvature(LOADS, [float(row[c]) for c in COLUMNS]) for row in rows]
+def test_a_negative_cores_slope_is_not_believed():
+    sweeps = [
+        _sweep("Intel Xeon A", 1.0, 10, 90, cores=4),
+        _sweep("Intel Xeon B", 1.0, 10, 70, cores=16),
+        _sweep("Intel Xeon C", 1.0, 10, 50, cores=64),
+    ]
+    assert fit.fit(sweeps, use_cores=True)["intel-xeon"].cores_slope == 0.0
 
 
-def test_intel_shape_is_the_median_of_the_specpower_results():
-    fitted = _fitted("intel-xeon")
-    assert len(fitted) >= 25
-    assert INTEL_XEON.k == pytest.approx(statistics.median(fitted), abs=0.01)
-    deciles = statistics.quantiles(fitted, n=10)
-    assert INTEL_XEON.k_span == pytest.approx((deciles[0], deciles[-1]), abs=0.02)
+def test_leave_one_out_judges_each_cpu_by_the_others():
+    sweeps = [
+        _sweep("Intel Xeon A", 2.0, 10, 60),
+        _sweep("Intel Xeon B", 2.0, 10, 80),
+        _sweep("Intel Xeon C", 2.0, 10, 100),
+    ]
+    results = {r.sweep.cpu: r for r in fit.leave_one_cpu_out(sweeps, use_cores=False)}
+    # Without B: full = median(0.6, 1.0) = 0.8, exactly B's curve.
+    assert results["Intel Xeon B"].energy_error == pytest.approx(0.0, abs=0.005)
+    # Without A: full 0.9 against A's 0.6, same idle and shape.
+    mean = curves.mean_shape(2.0)
+    expected = (0.1 + 0.8 * mean) / (0.1 + 0.5 * mean) - 1
+    assert results["Intel Xeon A"].energy_error == pytest.approx(expected, abs=0.01)
+    band = fit.band_from(list(results.values()), 0.0)
+    assert all(low <= 1.0 <= high for low, high in band)
+    assert all(fit.inside(r, band) for r in results.values())
 
 
-def test_zen_shape_span_starts_at_the_least_concave_specpower_results():
-    fitted = _fitted("amd-zen")
-    assert len(fitted) >= 5
-    assert AMD_ZEN.k_span[0] == pytest.approx(statistics.quantiles(fitted, n=10)[0], abs=0.02)
-    assert AMD_ZEN.k > max(fitted)  # package power is more concave than the wall's
+def test_the_rebuild_reproduces_the_packaged_curves():
+    script = ROOT / "scripts" / "build_cpu_curves.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--check"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "match" in done.stdout
+
+
+def test_the_rebuild_notices_a_changed_sweep(tmp_path):
+    rows = (ROOT / "benchmarks" / "data" / "package_power_sweeps.csv").read_text().splitlines()
+    changed = [rows[0]] + [line.replace(",15.91", ",25.91") for line in rows[1:]]
+    sweeps = tmp_path / "sweeps.csv"
+    sweeps.write_text("\n".join(changed) + "\n")
+    script = ROOT / "scripts" / "build_cpu_curves.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--check", "--sweeps", str(sweeps)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "out of date" in done.stdout
+
+
+def test_names_give_cores_frequency_and_cloud_figures():
+    assert cores_from_name("AMD EPYC 7763 64-Core Processor") == 64
+    assert cores_from_name("Intel(R) Xeon(R) Gold 6122 CPU @ 1.80GHz") is None
+    assert base_ghz_from_name("Intel(R) Xeon(R) Gold 6122 CPU @ 1.80GHz") == 1.8
+    assert base_ghz_from_name("AMD EPYC 7R13 Processor") is None
+    spec = cloud_spec("Intel(R) Xeon(R) Platinum 8252C CPU @ 3.80GHz")
+    assert spec is not None and (spec["tdp_w"], spec["cores"]) == ("150", "12")
+    assert cloud_spec("AMD EPYC 9R14 Processor")["name"] == "AMD EPYC 9R14"
+    assert cloud_spec("Intel(R) Xeon(R) Gold 6122") is None
+    median, lowest, highest = tdp_per_core("amd-zen")
+    assert lowest <= median <= highest
+    assert median == pytest.approx(statistics.median([225 / 48, 280 / 48, 360 / 96]))
 
 
 def test_model_watts_for_a_bare_metal_epyc():
     model = cpu_power.cpu_power_model("AMD EPYC 7742 64-Core Processor", 128, is_vm=False)
-    # TDP 225 W: idle 0.22 × 225 = 49.5 W, full 0.85 × 225 = 191.25 W.
-    assert model.idle_w == pytest.approx(49.5)
-    assert model.max_w == pytest.approx(191.25)
-    assert model.power_w(0.5) == pytest.approx(49.5 + 141.75 * 0.880797, abs=1e-3)
+    # TDP 225 W, 64 cores from the name: full = full₁₆ + slope · log2(64 / 16).
+    full = AMD_ZEN.full + 2 * AMD_ZEN.cores_slope
+    assert model.idle_w == pytest.approx(AMD_ZEN.idle * 225)
+    assert model.max_w == pytest.approx(min(1.0, full) * 225)  # PPT: at most the TDP
+    rise = model.max_w - model.idle_w
+    assert model.power_w(0.5) == pytest.approx(
+        model.idle_w + rise * curves.shape(0.5, AMD_ZEN.k), abs=1e-6
+    )
     low, high = model.power_range_w(1.0)
-    assert (low, high) == pytest.approx((0.65 * 225, 1.0 * 225))
+    band_low, band_high = AMD_ZEN.band_at(1.0)
+    assert (low, high) == pytest.approx((band_low * model.max_w, band_high * model.max_w))
+    features = dict((name, value) for name, value, _ in model.features)
+    assert features["cores per package"] == "64"
+    assert features["TDP"] == "225 W"
 
 
 def test_sockets_and_given_tdp():
     two = cpu_power.cpu_power_model("Intel Xeon Mystery", 1, False, sockets=2, tdp_w=100.0)
-    assert (two.idle_w, two.max_w) == pytest.approx((24.0, 150.0))
+    full = INTEL_XEON.full  # the cores of this name are unknown
+    assert (two.idle_w, two.max_w) == pytest.approx((200 * INTEL_XEON.idle, 200 * full))
     assert "TDP 100 W given × 2 packages" in two.source
     assert two.method == cpu_power.METHOD_TDP
     # A given TDP is used on a virtual machine too.
     vm = cpu_power.cpu_power_model("AMD EPYC", 8, True, tdp_w=240.0, threads_per_package=96)
-    assert vm.max_w == pytest.approx(240.0 * 8 / 96 * 0.85)
+    assert vm.max_w == pytest.approx(240.0 * 8 / 96 * AMD_ZEN.full)
 
 
 @pytest.mark.parametrize(
@@ -193,13 +297,13 @@ def test_vm_with_a_known_host_package_shares_its_tdp():
     # Azure names the cores: 64-Core → 128 threads per package; TDP 280 W.
     model = cpu_power.cpu_power_model("AMD EPYC 7763 64-Core Processor", 8, True)
     assert model.method == cpu_power.METHOD_VM_TDP
-    assert model.max_w == pytest.approx(280.0 * 8 / 128 * AMD_ZEN.full)
+    assert model.max_w == pytest.approx(280.0 * 8 / 128 * AMD_ZEN.full_for(64))
     assert "8 of 128 threads" in model.source
     # Intel names do not give the cores: CCF's watts per vCPU unless the size is given.
     name = "Intel(R) Xeon(R) Platinum 8180 CPU @ 2.50GHz"
     assert cpu_power.cpu_power_model(name, 4, True).method == cpu_power.METHOD_VCPU
     given = cpu_power.cpu_power_model(name, 4, True, vm_threads_per_package=56)
-    assert given.max_w == pytest.approx(205.0 * 4 / 56 * INTEL_XEON.full)
+    assert given.max_w == pytest.approx(205.0 * 4 / 56 * INTEL_XEON.full_for(28))
     # The guest's own package size (threads_per_package from its cpuinfo) is not used.
     guest = cpu_power.cpu_power_model(name, 4, True, threads_per_package=4)
     assert guest.method == cpu_power.METHOD_VCPU

@@ -8,7 +8,10 @@ import pytest
 
 from carbon_magic import cpu_power
 from carbon_magic.cli import main
-from carbon_magic.cpu_model.curves import AMD_ZEN
+from carbon_magic.cpu_model.curves import families
+
+AMD_ZEN = families()["amd-zen"]
+INTEL_XEON = families()["intel-xeon"]
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -34,10 +37,15 @@ def test_json_for_a_named_cpu(capsys):
     assert [p["load_pct"] for p in info["points"]] == [0, 10, 50, 100]
     assert '"load_pct": 0,' in out  # whole percentages print as integers
     by_load = {p["load_pct"]: p for p in info["points"]}
-    assert by_load[0]["power_w"] == pytest.approx(0.22 * 225, abs=1e-3)
-    assert by_load[100]["power_w"] == pytest.approx(0.85 * 225, abs=1e-3)
-    assert by_load[100]["low_w"] == pytest.approx(0.65 * 225, abs=1e-3)
-    assert by_load[100]["high_w"] == pytest.approx(225.0, abs=1e-3)
+    full = AMD_ZEN.full  # the core count is not in this name: a mid-size package's
+    assert by_load[0]["power_w"] == pytest.approx(AMD_ZEN.idle * 225, abs=1e-3)
+    assert by_load[100]["power_w"] == pytest.approx(full * 225, abs=1e-3)
+    low, high = AMD_ZEN.band_at(1.0)
+    assert by_load[100]["low_w"] == pytest.approx(low * full * 225, abs=1e-3)
+    assert by_load[100]["high_w"] == pytest.approx(high * full * 225, abs=1e-3)
+    features = {f["name"]: f for f in info["features"]}
+    assert features["cores per package"]["value"] == "?"
+    assert features["TDP"]["origin"] == "TDP table: AMD EPYC 7742 225 W"
     for point in info["points"]:
         assert point["low_w"] <= point["power_w"] <= point["high_w"]
 
@@ -53,9 +61,14 @@ def test_text_lists_method_source_and_each_load(capsys):
     assert "Intel Xeon curve" in out
     lines = [line for line in out.splitlines() if line.strip().endswith(" W") and "%" in line]
     assert len(lines) == 2
-    # Idle: 0.12 × 85 W × 2 = 20.4 W; full load: 0.75 × 170 W = 127.5 W.
-    assert lines[0].split()[:3] == ["0", "%", "20.4"]
-    assert lines[1].split()[:3] == ["100", "%", "127.5"]
+    # Idle: 0.093 × 85 W × 2 = 15.8 W; full load for 6 cores (12 threads):
+    # (0.9234 + 0.1152 · log2(6 / 16)) × 170 W = 137.8 W.
+    idle = INTEL_XEON.idle * 170
+    full = INTEL_XEON.full_for(6) * 170
+    assert lines[0].split()[:3] == ["0", "%", f"{idle:.1f}"]
+    assert lines[1].split()[:3] == ["100", "%", f"{full:.1f}"]
+    assert "features:" in out
+    assert "cores per package = 6 (12 threads per package / 2 (assumed SMT))" in out
 
 
 def test_unknown_cpu_gets_the_generic_curve_labelled(capsys):
@@ -68,8 +81,9 @@ def test_unknown_cpu_gets_the_generic_curve_labelled(capsys):
 
 
 def test_vm_and_cloud_use_watts_per_vcpu(capsys):
+    # An EPYC 7713 without its core count: the host package is unknown.
     status, out, _ = run(
-        capsys, "--cpu", "AMD EPYC 7R13", "--vm", "--threads", "8", "--cloud", "gcp", "--json"
+        capsys, "--cpu", "AMD EPYC 7713", "--vm", "--threads", "8", "--cloud", "gcp", "--json"
     )
     assert status == 0
     info = json.loads(out)
@@ -117,4 +131,8 @@ def test_vm_with_the_host_package_size(capsys):
     assert status == 0
     info = json.loads(out)
     assert info["method"] == cpu_power.METHOD_VM_TDP
-    assert info["points"][0]["power_w"] == pytest.approx(225 * 8 / 128 * 0.85, abs=1e-3)
+    # Cores from --threads-per-package 128 on a VM: 64 (two threads a core).
+    full = AMD_ZEN.full_for(64)
+    assert info["points"][0]["power_w"] == pytest.approx(225 * 8 / 128 * full, abs=1e-3)
+    features = {f["name"]: f["value"] for f in info["features"]}
+    assert features["host package"] == "128 threads"

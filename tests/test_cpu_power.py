@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from math import log2
 from pathlib import Path
 from statistics import fmean
 
 import pytest
 
 from carbon_magic import cpu_power
-from carbon_magic.cpu_model.curves import AMD_ZEN, GENERIC, INTEL_XEON
+from carbon_magic.cpu_model.curves import families
+from carbon_magic.cpu_model.identify import tdp_per_core
 from carbon_magic.cpu_power import CpuPowerModel
+
+AMD_ZEN = families()["amd-zen"]
+GENERIC = families()["generic"]
+INTEL_XEON = families()["intel-xeon"]
 
 EIGHT = range(8)
 WALL = cpu_power.WALL_PER_TDP
@@ -208,7 +214,7 @@ def test_plain_amd_epyc_vm_averages_epyc_generations():
     per_vcpu_w = fmean([first[1], second[1]]) / cpu_power.WALL_PER_TDP
     assert model.idle_w == pytest.approx(2 * per_vcpu_w * AMD_ZEN.idle)
     assert model.max_w == pytest.approx(2 * per_vcpu_w * AMD_ZEN.full)
-    assert model.curve is AMD_ZEN
+    assert model.curve.name == AMD_ZEN.name
     assert model.method == cpu_power.METHOD_VCPU
     assert model.n_cpus == 2
     assert "AMD EPYC of unknown generation" in model.source
@@ -217,8 +223,9 @@ def test_plain_amd_epyc_vm_averages_epyc_generations():
 
 
 def test_provider_table_is_used():
-    aws = cpu_power.cpu_power_model("Intel(R) Xeon(R) Platinum 8175M", 4, True)
-    gcp = cpu_power.cpu_power_model("Intel(R) Xeon(R) Platinum 8175M", 4, True, "gcp")
+    # The 8171M has a TDP but no known host package size: the per-vCPU figures apply.
+    aws = cpu_power.cpu_power_model("Intel(R) Xeon(R) Platinum 8171M", 4, True)
+    gcp = cpu_power.cpu_power_model("Intel(R) Xeon(R) Platinum 8171M", 4, True, "gcp")
     assert aws.max_w == pytest.approx(
         4 * _coefficients("aws", "Skylake")[1] / WALL * INTEL_XEON.full
     )
@@ -230,7 +237,7 @@ def test_provider_table_is_used():
 
 
 def test_architecture_missing_from_provider_table_uses_others():
-    model = cpu_power.cpu_power_model("AMD EPYC 7R13 Processor", 4, True, "aws")
+    model = cpu_power.cpu_power_model("AMD EPYC 7713 Processor", 4, True, "aws")
     expected = fmean(
         [_coefficients("gcp", "EPYC 3rd Gen")[1], _coefficients("azure", "EPYC 3rd Gen")[1]]
     )
@@ -239,7 +246,7 @@ def test_architecture_missing_from_provider_table_uses_others():
 
 
 def test_architecture_missing_everywhere_uses_previous_generation():
-    model = cpu_power.cpu_power_model("Intel(R) Xeon(R) Platinum 8488C", 2, True, "azure")
+    model = cpu_power.cpu_power_model("Intel(R) Xeon(R) Platinum 8480C", 2, True, "azure")
     assert model.max_w == pytest.approx(
         2 * _coefficients("azure", "Cascade Lake")[1] / WALL * INTEL_XEON.full
     )
@@ -251,7 +258,7 @@ def test_unrecognised_cpu_uses_ccf_average_and_generic_curve(provider, high):
     model = cpu_power.cpu_power_model("Mystery CPU 9000", 4, True, provider)
     assert model.idle_w == pytest.approx(4 * high / WALL * GENERIC.idle)
     assert model.max_w == pytest.approx(4 * high / WALL * GENERIC.full)
-    assert model.curve is GENERIC
+    assert model.curve.name == GENERIC.name
     assert "generic load curve ('Mystery CPU 9000' not recognised)" in model.source
     assert "average over all microarchitectures" in model.source
 
@@ -265,7 +272,8 @@ def test_tdp_on_bare_metal():
     assert "TDP table: Intel Xeon Gold 6122 120 W" in whole.source
     assert whole.source.startswith("Intel Xeon load curve")
     share = cpu_power.cpu_power_model(name, 10, is_vm=False, threads_per_package=40)
-    assert share.max_w == pytest.approx(30.0 * INTEL_XEON.full)
+    # 40 threads per package, so 20 cores (two threads each) set the full-load share.
+    assert share.max_w == pytest.approx(30.0 * INTEL_XEON.full_for(20))
     assert "10 of 40 threads" in share.source
 
 
@@ -299,7 +307,7 @@ def test_one_override_keeps_the_other_from_the_model():
     idle = cpu_power.cpu_power_model("AMD EPYC", 2, True, idle_override_w=1.0)
     assert (idle.idle_w, idle.max_w) == (1.0, base.max_w)
     assert idle.source.startswith("idle set by you; max from AMD Zen load curve")
-    assert idle.curve is AMD_ZEN
+    assert idle.curve.name == AMD_ZEN.name
     high = cpu_power.cpu_power_model("AMD EPYC", 2, True, max_override_w=20.0)
     assert (high.idle_w, high.max_w) == (base.idle_w, 20.0)
     assert high.source.startswith("max set by you")
@@ -345,5 +353,40 @@ def test_detect_on_fake_machine(tmp_path, cgroup):
         proc_cgroup=cgroup.parent / "self_cgroup",
     )
     assert model.n_cpus == 1.0
-    assert model.max_w == pytest.approx(120.0 / 40 * INTEL_XEON.full)
+    assert model.max_w == pytest.approx(120.0 / 40 * INTEL_XEON.full_for(20))
     assert "TDP table: Intel Xeon Gold 6122 120 W × 0.025 of a package" in model.source
+
+
+def test_cloud_custom_vm_uses_the_host_package_from_the_cloud_table():
+    # 4 vCPUs of an m5 host: Xeon Platinum 8175M, 240 W, 24 cores / 48 threads a socket.
+    model = cpu_power.cpu_power_model("Intel(R) Xeon(R) Platinum 8175M CPU @ 2.50GHz", 4, True)
+    full = INTEL_XEON.full + INTEL_XEON.cores_slope * log2(24 / 16)
+    assert model.method == cpu_power.METHOD_VM_TDP
+    assert model.max_w == pytest.approx(240 * 4 / 48 * full)
+    assert model.idle_w == pytest.approx(240 * 4 / 48 * INTEL_XEON.idle)
+    features = {name: (value, origin) for name, value, origin in model.features}
+    assert features["host package"][0] == "48 threads"
+    assert features["cores per package"][0] == "24"
+    assert "cloud CPU table" in features["TDP"][1]
+
+
+def test_unknown_cpu_on_bare_metal_estimates_the_tdp_from_its_cores():
+    model = cpu_power.cpu_power_model(
+        "Mystery Server CPU", 8, False, threads_per_package=8, cores_per_package=4
+    )
+    per_core, lowest, highest = tdp_per_core("generic")
+    assert model.method == cpu_power.METHOD_CORES
+    assert model.max_w == pytest.approx(4 * per_core * GENERIC.full_for(4))
+    low, high = model.power_range_w(1.0)
+    base_low, base_high = GENERIC.band_at(1.0)
+    central = model.power_w(1.0)
+    assert low == pytest.approx(central * base_low * lowest / per_core)
+    assert high == pytest.approx(central * base_high * highest / per_core)
+    assert "TDP estimated as 4 cores" in model.source
+
+
+def test_arm_threads_are_cores():
+    model = cpu_power.cpu_power_model("ARM Neoverse-N1", 64, False, threads_per_package=64)
+    features = {name: value for name, value, _ in model.features}
+    assert features["cores per package"] == "64"
+    assert model.method == cpu_power.METHOD_CORES

@@ -106,6 +106,7 @@ class KernelRecord:
     kernel_id: str
     pid: int
     totals: Figures = field(default_factory=Figures)
+    cells: Figures = field(default_factory=Figures)  # sums of its cells: the counters
     today: Figures = field(default_factory=Figures)
     heartbeat_at: float = 0.0
     power_w: dict[str, float] = field(default_factory=dict)
@@ -125,17 +126,19 @@ class LedgerRecord:
     totals: Figures
     today: Figures
     kernels: dict[str, KernelRecord]
+    cells: Figures = field(default_factory=Figures)  # sums of every cell: the counters
 
 
 def read_ledger(path: Path, day_start: float) -> LedgerRecord:
     """Every session's totals: its latest heartbeat's running totals (the sum of its cells
-    when it never beat); today's: the growth since its last heartbeat before ``day_start``."""
+    when it never beat); today's: the growth since its last heartbeat before ``day_start``;
+    and the sums of its cells (what the ``*_total`` counters count)."""
     connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         sessions = connection.execute(
             "SELECT id, kernel_id, pid, started_at, ended_at FROM sessions ORDER BY started_at, id"
         ).fetchall()
-        totals, today, kernels = Figures(), Figures(), {}
+        totals, today, all_cells, kernels = Figures(), Figures(), Figures(), {}
         for session_id, kernel_id, pid, _started, ended_at in sessions:
             beats = connection.execute(
                 "SELECT at, cpu_w, gpu_w, ram_w, energy_kwh, emissions_g, embodied_g, "
@@ -165,10 +168,12 @@ def read_ledger(path: Path, day_start: float) -> LedgerRecord:
                 session_today = Figures(*today_cells)
             totals += session_total
             today += session_today
+            all_cells += Figures(*cells[1:])
             if not kernel_id:
                 continue
             record = kernels.setdefault(kernel_id, KernelRecord(kernel_id, pid))
             record.totals += session_total
+            record.cells += Figures(*cells[1:])
             record.today += session_today
             record.n_cells += cells[0]
             record.pid = pid  # sessions come oldest first: the latest one wins
@@ -177,7 +182,7 @@ def read_ledger(path: Path, day_start: float) -> LedgerRecord:
             record.power_w = dict(zip(COMPONENTS, last[1:4], strict=True)) if last else {}
             record.cell_running = last is not None and last[8] is not None
             record.next_beat_s = last[9] if last else None
-        return LedgerRecord(totals, today, kernels)
+        return LedgerRecord(totals, today, kernels, all_cells)
     finally:
         connection.close()
 
@@ -610,12 +615,12 @@ def expected_results(
 
     def per_notebook(attribute: str) -> dict[tuple[tuple[str, str], ...], float]:
         return {
-            keyed(user=user, notebook=notebook): getattr(kernels[user, notebook].totals, attribute)
+            keyed(user=user, notebook=notebook): getattr(kernels[user, notebook].cells, attribute)
             for user, notebook in kernel_ids
         }
 
     def per_user(attribute: str) -> dict[tuple[tuple[str, str], ...], float]:
-        return {keyed(user=user): getattr(r.totals, attribute) for user, r in ledgers.items()}
+        return {keyed(user=user): getattr(r.cells, attribute) for user, r in ledgers.items()}
 
     return {
         ("Fleet power now", "A"): {(): sum(power.values())},

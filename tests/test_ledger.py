@@ -786,6 +786,7 @@ def test_close_while_locked_keeps_a_journal_imported_once_in_order(path, quick):
         open_session(later, "s2", kernel_id="k2")
     assert not journal.exists()
     journal.write_bytes(journal_copy)  # as if a second kernel had found it at the same time
+    journal.chmod(0o600)  # as its writer left it
     with Ledger(path) as again:
         open_session(again, "s3", kernel_id="k3")
     assert not journal.exists()

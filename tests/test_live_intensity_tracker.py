@@ -4,6 +4,7 @@ import time
 
 import pytest
 
+from carbon_magic import ledger as ledger_module
 from carbon_magic.settings import Settings
 from carbon_magic.tracker import Tracker
 
@@ -63,6 +64,56 @@ def test_switching_provider_by_setting_never_blocks():
             assert m.intensity_source.startswith("static")  # fallback meanwhile
         finally:
             tracker.close()
+
+
+def test_a_live_value_is_taken_as_soon_as_it_arrives():
+    # Ticks are a minute apart: only the arrival itself can bring the live value in.
+    with FakeUKGrid(intensity=320.0) as api:
+        api.delay_s = 1.0  # the first fetch ends after the tracker's first tick
+        tracker = Tracker(Settings(environ={}))
+        tracker.settings.update(
+            country="FR", intensity="ukgrid", ukgrid_url=api.url, interval=60, embodied=False
+        )
+        tracker.start()
+        try:
+            waiting = tracker.begin("open while the first fetch runs")
+            assert tracker.intensity_provider.wait_ready(10)
+            time.sleep(0.3)
+            spanning = tracker.end(waiting)
+            with tracker.measure("after") as after:
+                pass
+        finally:
+            tracker.close()
+    # The window open across the arrival switched to it mid-way, not at a slow tick.
+    assert "varied" in spanning.intensity_source and "320" in spanning.intensity_source
+    # A window opened after the arrival starts at the live value.
+    assert after.intensity_g_per_kwh == pytest.approx(320.0)
+    assert "UK Carbon Intensity" in after.intensity_source
+
+
+@pytest.mark.kernel
+def test_first_cells_use_the_live_value_once_it_has_arrived(tmp_path):
+    with FakeUKGrid(intensity=320.0) as api:
+        api.delay_s = 1.0  # the first fetch ends after the tracker's first (slow) tick
+        ledger = str(tmp_path / "ledger.sqlite3")
+        kernel = Kernel(
+            ledger, {"CARBON_MAGIC_INTENSITY": "ukgrid", "CARBON_MAGIC_UKGRID_URL": api.url}
+        )
+        try:
+            kernel.execute("%load_ext carbon_magic")
+            ready = kernel.execute(
+                "import carbon_magic; carbon_magic.get_tracker().intensity_provider.wait_ready(10)"
+            )
+            assert ready.result == "True"
+            kernel.execute("%%carbon --quiet --name first\nx = sum(range(10**6))")
+            kernel.execute("y = sum(range(10**6))")
+        finally:
+            kernel.shutdown()
+    rows = {row["source"]: row for row in ledger_module.read_cells(ledger)}
+    for source in ("x = sum(range(10**6))", "y = sum(range(10**6))"):
+        row = rows[source]
+        assert row["intensity_g_per_kwh"] == pytest.approx(320.0), row["intensity_source"]
+        assert "UK Carbon Intensity" in row["intensity_source"]
 
 
 @pytest.mark.kernel

@@ -91,6 +91,59 @@ def test_carbon_cell_panel_updates_live_and_returns_value(kernel, ledger_path):
     assert last.result == "('busy', 'ok', 2, 3)"
 
 
+TREE_CPU = (
+    "import psutil, carbon_magic\n"
+    "def _tree_cpu():\n"
+    "    t = psutil.Process().cpu_times()\n"
+    "    return t.user + t.system + t.children_user + t.children_system\n"
+    "_counter = carbon_magic.get_tracker().sensors.process_tree\n"
+)
+BURN = "def _burn(s):\n    import time\n    e = time.process_time() + s\n    while time.process_time() < e: pass\n"
+
+
+def test_reaped_children_count_once_and_the_kernel_after_them_in_full(kernel, ledger_path):
+    # CPU seconds of the tracker's process-tree counter against psutil's, over cells
+    # whose children are seen alive by the tracker (a cell over 5 s) and then reaped.
+    kernel.execute("%load_ext carbon_magic\n" + TREE_CPU + BURN)
+    deltas = "_counter.cpu_s() - _c0, _tree_cpu() - _p0"
+    kernel.execute("%%carbon --quiet --name clean\n" + BUSY.format(s=3))
+    pool = kernel.execute(
+        "_c0, _p0 = _counter.cpu_s(), _tree_cpu()\n"
+        "import multiprocessing, time\n"
+        "with multiprocessing.get_context('fork').Pool(2) as _pool:\n"
+        "    _pool.map(_burn, [1.0, 1.0])\n"
+        "    time.sleep(6)\n"
+        "    _pool.close()\n"
+        "    _pool.join()\n" + deltas,
+        timeout=90,
+    )
+    counted, spent = eval(pool.result)
+    assert counted == pytest.approx(spent, abs=0.3), pool.text
+    busy = kernel.execute(
+        "_c0, _p0 = _counter.cpu_s(), _tree_cpu()\n"
+        + BUSY.format(s=3)
+        + "time.sleep(5.5)\n"
+        + deltas
+    )
+    counted, spent = eval(busy.result)
+    assert spent > 1 and counted == pytest.approx(spent, abs=0.3), busy.text
+    popen = kernel.execute(
+        "_c0, _p0 = _counter.cpu_s(), _tree_cpu()\n"
+        "import subprocess, sys\n"
+        "_child = subprocess.Popen([sys.executable, '-c', 'import time\\n"
+        "e = time.process_time() + 1.5\\nwhile time.process_time() < e: pass\\n"
+        "time.sleep(6)'])\n"
+        "_child.wait()\n" + deltas,
+        timeout=60,
+    )
+    counted, spent = eval(popen.result)
+    assert spent > 1 and counted == pytest.approx(spent, abs=0.3), popen.text
+    # The same busy work as in a clean kernel costs about the same energy after them.
+    kernel.execute("%%carbon --quiet --name after\n" + BUSY.format(s=3))
+    rows = {r["name"]: r for r in ledger_module.read_cells(ledger_path) if r["name"]}
+    assert rows["after"]["cpu_j"] > 0.5 * rows["clean"]["cpu_j"], rows
+
+
 def test_errors_are_recorded_and_reraised_with_traceback(kernel, ledger_path):
     kernel.execute("%load_ext carbon_magic")
     run = kernel.execute(
@@ -155,6 +208,26 @@ def test_budget_stop_ends_sleeps_and_socket_waits(kernel, ledger_path):
     assert rows["sleeper"]["duration_s"] < 8
 
 
+def test_milliwatt_hour_budget_stops_the_cell(kernel, ledger_path):
+    # A budget of about 2 s of this work, in mWh as the panel prints it: the cell stops
+    # long before its 30 s (a megawatt-hour would never be reached).
+    kernel.execute("%load_ext carbon_magic")
+    kernel.execute("%%carbon --quiet --name calibrate\n" + BUSY.format(s=2))
+    watts = float(kernel.execute("_m = %carbon last\n_m.energy_kwh * 3.6e6 / _m.duration_s").result)
+    budget = f"{watts * 2 / 3.6:.4g}mWh"
+    started = time.monotonic()
+    run = kernel.execute(
+        f"%%carbon --name mwh --budget {budget} --on-exceed stop\n" + BUSY.format(s=30)
+    )
+    assert time.monotonic() - started < 15
+    assert run.error and run.error["ename"] == "BudgetExceeded", run.text
+    row = [r for r in ledger_module.read_cells(ledger_path) if r["name"] == "mwh"][0]
+    assert row["status"] == "stopped by budget" and row["budget"].startswith(budget)
+    ambiguous = kernel.execute("%%carbon --budget 1mwh\n1")
+    assert "write mWh (milliwatt-hours) or MWh (megawatt-hours)" in ambiguous.text
+    assert ambiguous.result is None
+
+
 def test_budget_warn_marks_and_prints_once(kernel):
     kernel.execute("%load_ext carbon_magic")
     run = kernel.execute("%%carbon --budget 0.1J\n" + BUSY.format(s=1.5))
@@ -174,6 +247,7 @@ def test_bad_options_change_nothing(kernel):
         ("%carbon bogus", "valid: status, config"),
         ("%carbon config pue=9", "from 1 to 3"),
         ("%carbon config colour=red", "valid settings"),
+        ("%carbon config country=$(id)", "grid_intensity_by_country.csv"),
         ("%carbon config mode", "key=value"),
         ("%carbon auto maybe", "on|off"),
         ("%config CarbonMagics.interval = 1000", "from 0.1 to 60"),
@@ -184,6 +258,7 @@ def test_bad_options_change_nothing(kernel):
         "import carbon_magic; carbon_magic.current_settings()['pue'], carbon_magic.current_settings()['interval']"
     )
     assert config.result == "(None, 0.5)"
+    assert kernel.execute("carbon_magic.current_settings()['country']").result == "'FR'"
 
 
 def test_config_via_magic_and_traitlets(kernel, ledger_path):

@@ -44,20 +44,25 @@ def test_steady_work_predicts_its_total_and_eta():
     assert p.eta_s == pytest.approx(80, rel=1e-6)
     assert p.emissions_g == pytest.approx(2 + 0.5 * 100, rel=1e-6)
     assert p.energy_kwh == pytest.approx((2 + 50) / 1000, rel=1e-6)
-    # Steady rates: the range is the measurement's ±20 % widened by the minimum spread.
+    # Steady rates: the prediction's own range is the rest at the minimum spread, around
+    # the central figures; the measurement's ±20 % is kept apart.
     assert p.spread == MIN_SPREAD
     low, high = p.emissions_range_g
     so_far = 2 + 0.5 * 20
     rest = 0.5 * 80
-    assert low == pytest.approx(so_far * 0.8 + rest * (1 - MIN_SPREAD) * 0.8)
-    assert high == pytest.approx(so_far * 1.2 + rest * (1 + MIN_SPREAD) * 1.2)
+    assert low == pytest.approx(so_far + rest * (1 - MIN_SPREAD))
+    assert high == pytest.approx(so_far + rest * (1 + MIN_SPREAD))
     assert low < p.emissions_g < high
-    assert p.describe().startswith("≈ 52 g at completion (")
-    assert p.describe().endswith("· ETA 1 min")
+    assert p.measured_ratio_g == pytest.approx((0.8, 1.2))
+    assert p.measured_ratio_kwh == pytest.approx((0.8, 1.2))
+    assert p.describe() == (
+        "≈ 52 g at completion (50 g–54 g at this pace; measured 42 g–62 g) · ETA 1 min"
+    )
+    # The server and the sidebar get one range holding both.
     assert p.to_json() == {
         "fraction": p.fraction,
         "emissions_g": p.emissions_g,
-        "emissions_range_g": [low, high],
+        "emissions_range_g": [pytest.approx(low * 0.8), pytest.approx(high * 1.2)],
         "eta_s": p.eta_s,
     }
 
@@ -157,11 +162,32 @@ def test_budget_acts_on_the_low_end_once_there_is_enough_to_go_on():
     assert grams.describe_prediction(prediction()).startswith("≈ 8 g at completion (6 g")
 
 
+def test_a_gram_budget_stops_on_the_central_prediction_whatever_the_measured_range():
+    # The work would cost twice the budget; the grid intensity and the CPU model make the
+    # measured figures uncertain by -60 %/+80 %, for the spent and the predicted alike.
+    budget = parse_budget("50g")
+    predictor = Predictor()
+    for s in range(0, 21):  # 100 s of work at 1 %/s and 1 g/s: 100 g
+        m = window(s, s)
+        m.emissions_range_g = (0.4 * s, 1.8 * s)
+        p = predictor.observe(ProgressReading(s / 100, T0 + s, "tqdm"), m, T0)
+    assert p.emissions_g == pytest.approx(100) and p.fraction == pytest.approx(0.2)
+    assert p.measured_ratio_g == pytest.approx((0.4, 1.8))
+    assert p.emissions_range_g[0] > 90  # the rates were steady
+    assert budget.predicted_exceeded(p)
+    assert "measured 40 g–180 g" in budget.describe_prediction(p)
+
+
 def test_panel_shows_the_prediction_under_the_emissions():
     m = window(10, 2.0)
     m.methods = {"cpu": "modelled"}
     line = prediction().panel_line()
     assert line == "predicted ≈ 8 g at completion (6 g–11 g) · ETA 40 s · 20% done (tqdm)"
+    measured = Prediction(**{**prediction().__dict__, "measured_ratio_g": (0.5, 2.0)})
+    assert measured.panel_line() == (
+        "predicted ≈ 8 g at completion (6 g–11 g at this pace; measured 4 g–16 g) · ETA 40 s"
+        " · 20% done (tqdm)"
+    )
     page = panel_html(m, {"cpu": 10.0}, "running", prediction=line)
     assert page.index("cm-emissions") < page.index("cm-prediction") < page.index("cm-embodied")
     assert "cm-prediction" not in panel_html(m, {"cpu": 10.0}, "running")

@@ -186,6 +186,30 @@ def test_predicted_stop_before_the_budget_is_spent(kernel, ledger_path):
     assert kernel.execute("1 + 1").result == "2"
 
 
+def test_gram_budget_stops_on_the_central_prediction(kernel, ledger_path):
+    # The loop would cost twice its budget. The measured figures' own range (the grid
+    # intensity's and the CPU model's) is wide, but the spent and the predicted share it:
+    # the cell stops on the prediction, long before the budget is spent.
+    run = kernel.execute("%%carbon --quiet --name calibrate\nimport time\n" + busy(3))
+    assert run.reply["content"]["status"] == "ok"
+    grams_per_s = float(kernel.execute("_m = %carbon last\n_m.emissions_g / _m.duration_s").result)
+    budget_g = grams_per_s * 30
+    budget = f"{budget_g:.6g}g"
+    run = kernel.execute(
+        f"%%carbon --name capped-g --budget {budget} --on-exceed stop --predict\n"
+        + loop("tqdm(range({n}))", 600),
+        timeout=120,
+    )
+    assert run.error and run.error["ename"] == "BudgetExceeded", run.text
+    row = [r for r in ledger_module.read_cells(ledger_path) if r["name"] == "capped-g"][0]
+    assert row["status"] == "stopped by budget (predicted)", row["budget"]
+    assert row["emissions_g"] < 0.8 * budget_g
+    assert row["duration_s"] < 24
+    # The panel shows the prediction's own range and, apart, the measurement's.
+    final = run.of_type("update_display_data")[-1]["content"]["data"]["text/html"]
+    assert "at this pace; measured" in final
+
+
 def test_predicted_warning_is_given_once(kernel):
     # The cell says it starts at 10 % and reaches 20 % after 4 s, where it stops: the
     # predicted total, over 30 s of this work, is far over a budget of 10 s of it, which

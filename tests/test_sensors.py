@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from carbon_magic.cpu_power import ModelledEnergy
-from carbon_magic.sensors import CoveredByPsys, detect, parse_gpus
+from carbon_magic.sensors import CoveredByPsys, detect
 from carbon_magic.sensors.base import GpuUse
 from carbon_magic.sensors.cputime import PsutilProcessTreeCounter, PsutilSystemCpuCounter
+from carbon_magic.setting_parsers import gpu_list
 from carbon_magic.settings import Settings
 from carbon_magic.tracker import Tracker
 from tests.sources import CounterSource, FakeCpuTimes, make_sensors
@@ -113,7 +114,7 @@ def test_unknown_gpus_value_names_the_choices_and_changes_nothing(value: str) ->
 
 def test_gpus_setting_from_the_environment() -> None:
     assert Settings(environ={"CARBON_MAGIC_GPUS": "AMD, nvidia"}).gpus == "amd,nvidia"
-    assert parse_gpus("none") == "none"
+    assert gpu_list("none") == "none"
     with pytest.raises(ValueError, match="CARBON_MAGIC_GPUS"):
         Settings(environ={"CARBON_MAGIC_GPUS": "tpu"})
 

@@ -23,6 +23,7 @@ ledger_path = server_tests.ledger_path
 builder = server_tests.builder
 carbon_config = server_tests.carbon_config
 jp_server_config = server_tests.jp_server_config
+served = server_tests.served
 
 # Where the frontend's unit tests find a real answer of the server (see labextension/test).
 FIXTURES = Path(__file__).resolve().parent.parent / "build" / "api-fixtures"
@@ -98,7 +99,7 @@ def record(
     builder.ledger.record_cell(session_uuid, measurement, via="auto")
 
 
-async def test_kernel_cells_carry_the_ledgers_figures(jp_fetch, builder):
+async def test_kernel_cells_carry_the_ledgers_figures(jp_fetch, builder, served):
     now = time.time()
     kernel_id = new_kernel_id()
     session = builder.session(kernel_id, started_at=now - 100)
@@ -157,7 +158,7 @@ async def test_kernel_cells_carry_the_ledgers_figures(jp_fetch, builder):
     (FIXTURES / "cells.json").write_text(json.dumps(data, indent=1))
 
 
-async def test_kernel_cells_span_restarts_and_pages(jp_fetch, builder):
+async def test_kernel_cells_span_restarts_and_pages(jp_fetch, builder, served):
     now = time.time()
     kernel_id = new_kernel_id()
     old = builder.session(kernel_id, started_at=now - 500)
@@ -225,10 +226,12 @@ async def test_notebook_cells_by_path_include_absolute_and_current_names(
     assert [cell["cell_id"] for cell in data["cells"]] == ["one", "two", "three"]
 
 
-async def test_nothing_recorded_is_an_empty_page(jp_fetch, ledger_path):
+async def test_nothing_recorded_is_an_empty_page(jp_fetch, jp_serverapp, ledger_path, monkeypatch):
     assert not ledger_path.exists()
+    kernel_id = new_kernel_id()  # runs on this server, nothing recorded
+    monkeypatch.setattr(jp_serverapp.kernel_manager, "list_kernel_ids", lambda: [kernel_id])
 
-    by_kernel = await get_json(jp_fetch, *API, "kernels", new_kernel_id(), "cells")
+    by_kernel = await get_json(jp_fetch, *API, "kernels", kernel_id, "cells")
     by_path = await get_json(jp_fetch, *API, "cells", params={"path": "nb.ipynb"})
 
     assert by_kernel["cells"] == [] and by_kernel["more"] is False

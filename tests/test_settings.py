@@ -76,8 +76,10 @@ def test_secret_is_masked_and_token_env_is_read():
 
 
 def test_every_setting_has_an_env_var_and_doc():
+    # The scope caps' reaction is CARBON_MAGIC_BUDGET_ON_EXCEED, beside the caps' variables.
+    named = {"budget_scope_on_exceed": "CARBON_MAGIC_BUDGET_ON_EXCEED"}
     for name, spec in SPECS.items():
-        assert spec.env_var == "CARBON_MAGIC_" + name.upper()
+        assert spec.env_var == named.get(name, "CARBON_MAGIC_" + name.upper())
         assert spec.doc
 
 
@@ -159,3 +161,16 @@ def test_configure_returns_secrets_masked():
         assert tracker.settings.get("electricitymaps_token") == "t0ken-value"
     finally:
         tracker.settings.update(electricitymaps_token=before)
+
+
+def test_every_setting_reads_as_a_typed_attribute():
+    from carbon_magic.settings import SettingValue
+
+    declared = {name for name, value in vars(Settings).items() if isinstance(value, SettingValue)}
+    assert declared == set(SPECS)
+    settings = Settings(environ={"CARBON_MAGIC_INTERVAL": "2.5"})
+    assert settings.interval == 2.5 and settings.mode == "process"
+    with pytest.raises(AttributeError, match="update"):
+        settings.interval = 3.0
+    with pytest.raises(AttributeError):
+        settings.no_such_setting  # noqa: B018

@@ -7,10 +7,10 @@ import time
 import pytest
 
 from carbon_magic.grid.base import Intensity
-from carbon_magic.measurement import COMPONENTS
 from carbon_magic.sensors.cputime import ProcessTreeCounter, read_proc_stat_cpu_s
 from carbon_magic.settings import Settings
 from carbon_magic.tracker import Tracker
+from carbon_magic.vocabulary import COMPONENTS
 from tests.sources import CounterSource, FakeCpuTimes, make_sensors
 
 
@@ -162,6 +162,83 @@ def test_running_children_are_seen_after_refresh():
     # Reaped: its time moved into our children_* times; the total never goes down.
     counter.refresh_children()
     assert counter.cpu_s() >= before
+
+
+def tree_cpu_s() -> float:
+    """This process's CPU seconds and its reaped children's, as the OS counts them."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+def test_a_reaped_child_counts_once_and_later_work_still_counts():
+    counter = ProcessTreeCounter()
+    # The child burns 0.6 s of CPU, then waits for its stdin to close.
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\ne=time.process_time()+0.6\n"
+            "while time.process_time()<e: pass\nsys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+    )
+    try:
+        while counter.refresh_children() or child.pid not in counter.pids():
+            time.sleep(0.05)
+        counter_before, os_before = counter.cpu_s(), tree_cpu_s()
+        while counter.cpu_s() - counter_before < 0.55:  # its burn, read while it lives
+            time.sleep(0.05)
+        child.stdin.close()
+        child.wait()  # reaped: its time moves into our children times
+        # Read before and after the child list is refreshed, as the tracker does.
+        after_reap = counter.cpu_s()
+        counter.refresh_children()
+        after_refresh = counter.cpu_s()
+    finally:
+        child.kill()
+        child.wait()
+    os_spent = tree_cpu_s() - os_before
+    assert after_reap - counter_before == pytest.approx(os_spent, abs=0.05)
+    assert after_refresh - counter_before == pytest.approx(os_spent, abs=0.05)
+    # The process's own work after the reap counts in full (no inflated high-water
+    # mark to catch up with).
+    before, os_before = counter.cpu_s(), tree_cpu_s()
+    spin(0.5)
+    assert counter.cpu_s() - before == pytest.approx(tree_cpu_s() - os_before, abs=0.05)
+
+
+def test_a_child_that_leaves_the_tree_alive_keeps_its_time():
+    # A daemon: the child starts a grandchild and exits; the grandchild, re-parented
+    # outside the tree, burns before and after. What it burnt while ours stays counted.
+    counter = ProcessTreeCounter()
+    script = (
+        "import os, sys, time\n"
+        "if os.fork() == 0:\n"
+        "    e = time.process_time() + 0.4\n"
+        "    while time.process_time() < e: pass\n"
+        "    os.write(1, b'burnt\\n')\n"
+        "    time.sleep(1.5)\n"
+        "    os._exit(0)\n"
+        "sys.stdin.read()\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert child.stdout.readline() == b"burnt\n"
+        counter.refresh_children()
+        assert len(counter.pids()) == 3  # us, the child, the grandchild
+        seen = counter.cpu_s()
+        child.stdin.close()
+        child.wait()
+        counter.refresh_children()  # the grandchild lives on, outside the tree
+        assert counter.cpu_s() >= seen
+        os_before = tree_cpu_s()
+        spin(0.3)
+        assert counter.cpu_s() - seen == pytest.approx(tree_cpu_s() - os_before, abs=0.05)
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_intensity_change_mid_window_is_integrated():

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from carbon_magic.cluster.identity import ProcessIdentity, covered_by, this_process
-from carbon_magic.measurement import COMPONENTS
 from carbon_magic.settings import Settings
+from carbon_magic.vocabulary import COMPONENTS
 
 # Kernel settings a worker's tracker follows unless its own environment sets them.
 # Hardware settings (powercap_root, CPU watts, ...) describe the kernel's machine and

@@ -4,7 +4,8 @@
 
 Without ``--cpu`` it describes this machine as the tracker sees it (model name,
 visible CPUs, virtual machine or not, package size). Prints the method, the source of
-the figures and, per load, the modelled power with its low and high. Bad numbers are
+the figures, the features used (family, cores per package, TDP, host package) and
+where each came from, and per load the modelled power with its low and high. Bad numbers are
 usage errors (exit status 2) naming the valid range.
 """
 
@@ -126,11 +127,13 @@ def build_model(args: argparse.Namespace) -> tuple[str, cpu_power.CpuPowerModel,
     machine without ``--cpu``. Raises ``ValueError`` when the figures are inconsistent.
     """
     per_package = args.threads_per_package
+    cores = None
     if args.cpu is None:
         name = cpu_power.read_cpu_model_name()
         threads = args.threads or cpu_power.visible_cpu_count()
         is_vm = args.vm or cpu_power.is_virtual_machine()
         per_package = per_package or cpu_power.read_threads_per_package()
+        cores = cpu_power.read_cores_per_package()
     else:
         name, is_vm = args.cpu, args.vm
         threads = args.threads
@@ -155,6 +158,7 @@ def build_model(args: argparse.Namespace) -> tuple[str, cpu_power.CpuPowerModel,
         sockets=args.sockets,
         tdp_w=args.tdp,
         vm_threads_per_package=args.threads_per_package if is_vm else None,
+        cores_per_package=cores,
     )
     return name, model, is_vm, scope
 
@@ -188,6 +192,10 @@ def describe(
             "k": curve.k,
             "basis": curve.describe(),
         },
+        "features": [
+            {"name": name, "value": value, "origin": origin}
+            for name, value, origin in model.features
+        ],
         "points": points,
     }
 
@@ -199,6 +207,8 @@ def _text(info: dict) -> str:
         f"method:  {info['method']}",
         f"source:  {info['source']}",
         f"curve:   {info['curve']['basis']}",
+        "features:" if info["features"] else "features: none (the figures are yours)",
+        *(f"  {f['name']} = {f['value']} ({f['origin']})" for f in info["features"]),
         "",
         f"{'load':>6}  {'power':>9}  {'low – high':>21}",
     ]

@@ -320,3 +320,55 @@ def package_threads_from_name(model_name: str) -> int | None:
     if match is None or cpu_family(model_name) != ZEN_FAMILY:
         return None
     return 2 * int(match.group(1))
+
+
+# ------------------------------------------------------------- what else a name says
+
+
+def cores_from_name(model_name: str) -> int | None:
+    """Cores of one package when the name gives them (``"AMD EPYC 7763 64-Core
+    Processor"`` → 64), else None."""
+    match = re.search(r"\b(\d{1,3})-core\b", model_name.casefold())
+    return int(match.group(1)) if match else None
+
+
+def base_ghz_from_name(model_name: str) -> float | None:
+    """Base frequency in GHz from an ``@ 2.40GHz`` in the name, else None."""
+    match = re.search(r"@\s*(\d+(?:\.\d+)?)\s*ghz", model_name.casefold())
+    return float(match.group(1)) if match else None
+
+
+@functools.cache
+def cloud_specs() -> dict[str, dict[str, str]]:
+    """Reduced model name → row of the cloud CPU table (cloud-custom SKUs: TDP, cores,
+    threads, base GHz and where each comes from), read once."""
+    from carbon_magic.data import CLOUD_CPU_FILE, read_table
+
+    return {_tdp_key(row["name"]): row for row in read_table(CLOUD_CPU_FILE)}
+
+
+def cloud_spec(model_name: str) -> dict[str, str] | None:
+    """The cloud CPU table's row for a model name (``"Intel(R) Xeon(R) Platinum 8252C
+    CPU @ 3.80GHz"``), or None."""
+    key = _tdp_key(model_name)
+    specs = cloud_specs()
+    if key in specs:
+        return specs[key]
+    padded = f" {key} "
+    matches = [listed for listed in specs if f" {listed} " in padded]
+    return specs[max(matches, key=len)] if matches else None
+
+
+def tdp_per_core(family: str) -> tuple[float, float, float]:
+    """(median, lowest, highest) TDP per core in watts over the cloud CPU table, for the
+    family (``cpu_family``) or over all rows when the family has none."""
+    ratios = {
+        name: float(row["tdp_w"]) / float(row["cores"]) for name, row in cloud_specs().items()
+    }
+    chosen = [r for name, r in ratios.items() if cpu_family(name) == family] or list(
+        ratios.values()
+    )
+    chosen.sort()
+    middle = len(chosen) // 2
+    median = chosen[middle] if len(chosen) % 2 else (chosen[middle - 1] + chosen[middle]) / 2
+    return median, chosen[0], chosen[-1]

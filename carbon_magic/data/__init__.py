@@ -14,6 +14,9 @@ COUNTRY_FILE = "grid_intensity_by_country.csv"
 CLOUD_FILE = "cloud_region_intensity.csv"
 COEFFICIENT_FILE = "cpu_power_by_microarchitecture.csv"
 TDP_FILE = "cpu_tdp.csv"
+CURVE_FILE = "cpu_load_curves.csv"
+CURVE_BAND_FILE = "cpu_load_bands.csv"
+CLOUD_CPU_FILE = "cpu_cloud_specs.csv"
 
 
 def read_text(name: str) -> str:

@@ -15,9 +15,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from carbon_magic.grid.base import ForecastPoint, Intensity, IntensityProvider
+
+if TYPE_CHECKING:
+    from carbon_magic.settings import Settings
 
 __all__ = [
     "PROVIDERS",
@@ -46,12 +49,14 @@ class ProviderEntry:
     settings: frozenset[str]
 
 
-def _static(settings: Any, static: IntensityProvider, options: dict[str, Any]) -> IntensityProvider:
+def _static(
+    settings: Settings, static: IntensityProvider, options: dict[str, Any]
+) -> IntensityProvider:
     return static
 
 
 def _electricitymaps(
-    settings: Any, static: IntensityProvider, options: dict[str, Any]
+    settings: Settings, static: IntensityProvider, options: dict[str, Any]
 ) -> IntensityProvider:
     from carbon_magic.grid.electricitymaps import DEFAULT_URL, ElectricityMapsProvider
 
@@ -64,7 +69,9 @@ def _electricitymaps(
     )
 
 
-def _ukgrid(settings: Any, static: IntensityProvider, options: dict[str, Any]) -> IntensityProvider:
+def _ukgrid(
+    settings: Settings, static: IntensityProvider, options: dict[str, Any]
+) -> IntensityProvider:
     from carbon_magic.grid.ukgrid import DEFAULT_URL, UKGridProvider
 
     return UKGridProvider(
@@ -94,7 +101,7 @@ def provider_settings() -> frozenset[str]:
     return SELECTION_SETTINGS.union(*(entry.settings for entry in PROVIDERS.values()))
 
 
-def make_provider(settings: Any, **live_options: Any) -> IntensityProvider:
+def make_provider(settings: Settings, **live_options: Any) -> IntensityProvider:
     """The provider the settings ask for, created at once without touching the network.
 
     ``intensity`` chooses (a name in ``PROVIDERS``); when it is not set,
@@ -119,7 +126,7 @@ def make_provider(settings: Any, **live_options: Any) -> IntensityProvider:
     return entry.factory(settings, StaticProvider(settings), live_options)
 
 
-def provider_or_static(settings: Any, notice: Callable[[str], None]) -> IntensityProvider:
+def provider_or_static(settings: Settings, notice: Callable[[str], None]) -> IntensityProvider:
     """``make_provider(settings)``, or the static table when that fails (an unknown
     ``intensity`` value, a broken provider), with one ``notice(message)`` saying why."""
     try:
@@ -131,11 +138,11 @@ def provider_or_static(settings: Any, notice: Callable[[str], None]) -> Intensit
         return StaticProvider(settings)
 
 
-def _setting(settings: Any, name: str) -> Any:
+def _setting(settings: Settings, name: str) -> Any:
     return getattr(settings, name, None)
 
 
-def _electricitymaps_zone(settings: Any, static: IntensityProvider) -> str | None:
+def _electricitymaps_zone(settings: Settings, static: IntensityProvider) -> str | None:
     """The ``zone`` setting, else the country (set, or resolved by the static table)."""
     zone = _setting(settings, "zone")
     if zone:

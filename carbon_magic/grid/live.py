@@ -206,6 +206,7 @@ class LiveProvider:
         self._attempts = 0
         self._fetching = False
         self._thread: threading.Thread | None = None
+        self._on_value: Callable[[], None] | None = None
 
     # Subclass hooks -------------------------------------------------------------------
 
@@ -281,6 +282,13 @@ class LiveProvider:
                 return False
             return self._cond.wait_for(lambda: self._done >= target, timeout=wait_s)
 
+    def on_new_value(self, callback: Callable[[], None] | None) -> None:
+        """Call ``callback()`` (from the worker thread) after each good fetch, once
+        ``current()`` answers with it; ``None`` stops the calls. A callback that raises
+        is ignored."""
+        with self._cond:
+            self._on_value = callback
+
     def wait_ready(self, timeout: float = 5.0) -> bool:
         """Wait up to ``timeout`` seconds until the first fetch attempt has finished.
 
@@ -338,6 +346,12 @@ class LiveProvider:
             if forecast is not None:
                 self._forecast = forecast
             self._forecast_note = note
+            callback = self._on_value
+        if callback is not None:
+            try:
+                callback()
+            except Exception:  # the tracker's business: never stop the worker
+                pass
 
     def _try_forecast(self) -> tuple[list[ForecastPoint] | None, str | None]:
         """(new points or None to keep the old ones, a note for the status)."""

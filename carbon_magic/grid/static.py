@@ -24,7 +24,7 @@ import threading
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
 from carbon_magic.grid.base import ForecastPoint, Intensity
 from carbon_magic.grid.timezone import (
@@ -178,17 +178,32 @@ def _fold(text: str) -> str:
     return text.removeprefix("the ")
 
 
+# What a country's name may be written with: letters, spaces and the punctuation found in
+# names (Côte d'Ivoire, Guinea-Bissau, St. Lucia). Anything else (``$(id)``, ``fr;``,
+# ``germany!!``) is not a name, even if its letters spell one.
+_NAME_CHARACTERS = re.compile(r"[^\W\d_]+(?:[\s'’.,&()-]+[^\W\d_]*)*")
+
+
 @functools.cache
 def _country_lookup() -> dict[str, str]:
-    """ISO-2, ISO-3 (lower case) and folded country names → ISO-2."""
+    """ISO-2, ISO-3 codes, aliases and unfolded names (lower case) → ISO-2."""
     exact: dict[str, str] = {}
     for row in countries().values():
         exact[row.iso2.casefold()] = row.iso2
         exact[row.iso3.casefold()] = row.iso2
-        exact.setdefault(_fold(row.name), row.iso2)
+        exact.setdefault(row.name.casefold(), row.iso2)
     for alias, iso2 in _COUNTRY_ALIASES.items():
         exact.setdefault(alias.casefold(), iso2)
     return exact
+
+
+@functools.cache
+def _country_names() -> dict[str, str]:
+    """Folded country names (no case, accents or punctuation) → ISO-2."""
+    names: dict[str, str] = {}
+    for row in countries().values():
+        names.setdefault(_fold(row.name), row.iso2)
+    return names
 
 
 def _close_countries(text: str, limit: int = 5) -> list[str]:
@@ -222,16 +237,22 @@ def validate_country(code: str) -> str:
 
     Raises ``ValueError`` naming close matches when the country is not in the table.
     """
+    from carbon_magic.data import COUNTRY_FILE
+
     text = str(code).strip()
-    folded = _fold(text)
     exact = _country_lookup()
-    found = exact.get(text.casefold()) or exact.get(folded)
+    found = exact.get(text.casefold())
+    if found is None and _NAME_CHARACTERS.fullmatch(text):
+        found = _country_names().get(_fold(text))
     if found is not None:
         return found
     table = countries()
     close = [f"{iso2} ({table[iso2].name})" for iso2 in _close_countries(text)]
     hint = f"; did you mean {', '.join(close)}?" if close else "."
-    raise ValueError(f"unknown country {text!r}{hint} Use an ISO-2 or ISO-3 code.")
+    raise ValueError(
+        f"unknown country {text!r}{hint} Use an ISO-2 or ISO-3 code or a country name, "
+        f"as listed in carbon_magic/data/{COUNTRY_FILE} ({len(table)} countries)."
+    )
 
 
 def _region_key(text: str) -> str:
@@ -289,7 +310,20 @@ def validate_cloud_region(text: str) -> str:
     raise ValueError(f"unknown {provider} region {region.strip()!r}; {hint}")
 
 
-def default_pue(settings: Any) -> tuple[float, str]:
+class LocationSettings(Protocol):
+    """The settings the static tables follow (``Settings`` has them)."""
+
+    @property
+    def country(self) -> str | None: ...
+
+    @property
+    def cloud_region(self) -> str | None: ...
+
+    @property
+    def pue(self) -> float | None: ...
+
+
+def default_pue(settings: LocationSettings) -> tuple[float, str]:
     """(PUE, where it came from) for the current settings.
 
     ``settings.pue`` wins ("set by you"); with a cloud region, the provider's fleet
@@ -383,7 +417,7 @@ class StaticProvider:
 
     def __init__(
         self,
-        settings: Any,
+        settings: LocationSettings,
         timezone_name: str | None = None,
         *,
         root: str | os.PathLike[str] = "/",

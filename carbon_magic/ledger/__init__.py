@@ -30,6 +30,7 @@ from __future__ import annotations
 from carbon_magic.ledger.cluster import CLUSTER_SHARE_COLUMNS, read_cell_clusters
 from carbon_magic.ledger.connection import LedgerWarning
 from carbon_magic.ledger.housekeeping import HEARTBEAT_KEEP_S, KEEP_DAYS_MAX
+from carbon_magic.ledger.journal import import_waiting_journals
 from carbon_magic.ledger.paths import LEDGER_ENV, default_ledger_path
 from carbon_magic.ledger.read import (
     BUSY_TIMEOUT_S,
@@ -86,6 +87,7 @@ __all__ = [
     "cell_row",
     "connect_readonly",
     "default_ledger_path",
+    "import_waiting_journals",
     "latest_heartbeat",
     "ledger_problem",
     "measurement_from_row",

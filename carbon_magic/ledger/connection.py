@@ -24,7 +24,14 @@ from carbon_magic.ledger import schema
 from carbon_magic.ledger.paths import default_ledger_path
 from carbon_magic.ledger.schema import NewerSchemaError, describe_error, error_kind
 
-__all__ = ["MAX_BACKOFF_S", "RETRY_AFTER_S", "LedgerFile", "LedgerWarning"]
+__all__ = [
+    "MAX_BACKOFF_S",
+    "RETRY_AFTER_S",
+    "LedgerFile",
+    "LedgerWarning",
+    "create_private",
+    "read_only_cause",
+]
 
 RETRY_AFTER_S = 5.0  # first back-off after a failed write; doubles up to MAX_BACKOFF_S
 MAX_BACKOFF_S = 60.0
@@ -56,6 +63,8 @@ class LedgerFile:
     ) -> None:
         self.path: Path = (default_ledger_path() if path is None else Path(path)).expanduser()
         self.path = self.path.absolute()
+        if self.path.is_dir():  # refused before anything is written anywhere
+            raise ValueError(f"the ledger must be a file, not the folder {self.path}")
         self._busy_timeout_s = float(busy_timeout_s)
         self._retry_after_s = float(retry_after_s)
         self._conn: sqlite3.Connection | None = None
@@ -115,10 +124,8 @@ class LedgerFile:
             raise OSError(
                 exc.errno, f"cannot create the directory: {exc.strerror}", str(self.path.parent)
             ) from exc
-        try:  # SQLite gives its -wal and -shm files the database file's permissions
-            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        except FileExistsError:
-            pass
+        create_private(self.path)
+        self._check_folder()
         timeout = self._busy_timeout_s if busy_timeout_s is None else busy_timeout_s
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE). The lock
         # makes the connection safe to share between the main and tracker threads.
@@ -135,6 +142,20 @@ class LedgerFile:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
         schema.migrate(conn)
+
+    def _check_folder(self) -> None:
+        """Warn (once) when others may write the ledger's folder: they could replace the
+        file or plant journals there (journals not owned by us are never imported)."""
+        try:
+            mode = os.stat(self.path.parent).st_mode
+        except OSError:
+            return
+        if mode & 0o022:
+            self._warn(
+                "folder",
+                f"its folder {self.path.parent} is writable by other users (mode "
+                f"{mode & 0o777:o}); keep the ledger in a private folder (chmod go-w)",
+            )
 
     def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
@@ -252,7 +273,9 @@ class LedgerFile:
     def _fault(self, exc: BaseException, extra: str = "") -> None:
         """Go (or stay) in memory after ``exc``; the next attempt waits for the back-off."""
         self._drop_connection()
-        self._fail(error_kind(exc), f"{describe_error(exc)}{extra}")
+        kind = error_kind(exc)
+        cause = read_only_cause(self.path) if kind in ("read-only", "unavailable") else None
+        self._fail(kind, f"{describe_error(exc)}{f' ({cause})' if cause else ''}{extra}")
 
     def _fail(self, kind: str, reason: str) -> None:
         self._reason = reason
@@ -276,6 +299,43 @@ class LedgerFile:
             warnings.warn(text, LedgerWarning, stacklevel=_stacklevel_outside_package())
         except Exception:  # a filter turned warnings into errors: the ledger goes on
             log.warning("%s", text)
+
+
+def read_only_cause(path: Path) -> str | None:
+    """Why this process cannot write the ledger at ``path``, in words, when that is the
+    storage's doing: a read-only file system, a folder it cannot write (SQLite creates
+    the ``-wal`` and ``-shm`` files beside the ledger), or a read-only file. None when
+    none of these holds."""
+    folder = path.parent
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return f"{folder} is on a read-only file system"
+    except (OSError, AttributeError):  # no statvfs on Windows
+        pass
+    if folder.is_dir() and not os.access(folder, os.W_OK):
+        return (
+            f"this user cannot write its folder {folder}, where SQLite keeps "
+            f"{path.name}-wal and {path.name}-shm"
+        )
+    if path.is_file() and not os.access(path, os.W_OK):
+        return "this user cannot write the file"
+    return None
+
+
+def create_private(path: Path) -> None:
+    """Create the ledger file 0600 when it does not exist, also when ``path`` is a
+    symbolic link to a file not there yet (SQLite would create that with the umask's
+    mode). An existing file is left as it is. SQLite gives its -wal and -shm files the
+    database file's permissions. Raises OSError when the file cannot be created."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    try:
+        os.close(os.open(path, flags, 0o600))
+    except FileExistsError:
+        if os.path.islink(path) and not os.path.exists(path):  # a link to nothing yet
+            try:
+                os.close(os.open(os.path.realpath(path), flags, 0o600))
+            except FileExistsError:
+                pass  # created meanwhile by another kernel
 
 
 def _stacklevel_outside_package() -> int:

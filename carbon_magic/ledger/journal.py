@@ -7,6 +7,11 @@ writer of that ledger imports every journal inside one of its own transactions a
 records the journal's id in the ``meta`` table in the same transaction, so a journal is
 imported exactly once even when several kernels start together; the file is deleted
 after the commit.
+
+Only a journal this user could have written is imported: a regular file (not a link)
+owned by the ledger file's owner, readable by nobody else (0600), whose every key is a
+column of the ledger. Anything else is reported and left where it is (it is not ours to
+delete): in a folder others can write, someone else's file must never reach the reports.
 """
 
 from __future__ import annotations
@@ -19,16 +24,26 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
-from carbon_magic.ledger.cluster import insert_cell
+from carbon_magic.ledger.cluster import CLUSTER_KEY, insert_cell
+from carbon_magic.ledger.remote_calls import REMOTE_KEY
 from carbon_magic.ledger.rows import SessionState, write_session
-from carbon_magic.ledger.tables import HEARTBEAT_LATER_COLUMNS, INSERT_HEARTBEAT
+from carbon_magic.ledger.schema import SCHEMA_VERSION, Transaction, schema_version
+from carbon_magic.ledger.tables import (
+    CELL_COLUMNS,
+    HEARTBEAT_COLUMNS,
+    HEARTBEAT_LATER_COLUMNS,
+    INSERT_HEARTBEAT,
+    SESSION_COLUMNS,
+)
 
 __all__ = [
     "FORMAT",
     "Journal",
     "import_journals",
+    "import_waiting_journals",
     "journal_key",
     "journal_paths",
     "read_journal",
@@ -116,10 +131,15 @@ def write_journal(
     return target
 
 
-def read_journal(path: Path) -> Journal:
+def read_journal(path: Path, owner_uid: int | None = None) -> Journal:
     """The journal in ``path``. Raises OSError when it cannot be read (or is gone) and
-    ValueError when it is not a journal this code understands."""
-    with open(path, encoding="utf-8") as stream:
+    ValueError when it is not a journal this code understands, or (with ``owner_uid``)
+    not a private regular file of that user: a link, another owner, or a mode that lets
+    others read or write it."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, encoding="utf-8") as stream:
+        if owner_uid is not None:
+            _check_private(path, os.fstat(fd), owner_uid)
         try:
             document = json.load(stream)
         except ValueError as error:
@@ -138,6 +158,37 @@ def read_journal(path: Path) -> Journal:
         raise ValueError(f"{path.name} is not a complete journal: {error!r}") from None
 
 
+def _check_private(path: Path, stat: os.stat_result, owner_uid: int) -> None:
+    """ValueError unless ``stat`` is of a regular file of ``owner_uid``, mode 0600 or less."""
+    if not S_ISREG(stat.st_mode):
+        raise ValueError(f"{path.name} is not a regular file")
+    if stat.st_uid != owner_uid:
+        raise ValueError(
+            f"{path.name} belongs to user {stat.st_uid}, not to the ledger's owner {owner_uid}"
+        )
+    if stat.st_mode & 0o077:
+        raise ValueError(f"{path.name} has mode {stat.st_mode & 0o777:o}; only 600 is imported")
+
+
+_ALLOWED_KEYS = {
+    "session": frozenset(SESSION_COLUMNS),
+    "session change": frozenset(SESSION_COLUMNS) - {"session_uuid"},
+    "cell": frozenset({*CELL_COLUMNS, CLUSTER_KEY, REMOTE_KEY}),
+    "heartbeat": frozenset(HEARTBEAT_COLUMNS),
+}
+
+
+def _check_keys(what: str, row: Any) -> dict[str, Any]:
+    """``row`` as a dict whose keys are all columns of ``what``'s table; ValueError
+    naming the first that is not (a key never reaches SQL text unchecked)."""
+    if not isinstance(row, dict):
+        raise ValueError(f"a {what} is not an object")
+    unknown = sorted(str(key) for key in row.keys() - _ALLOWED_KEYS[what])
+    if unknown:
+        raise ValueError(f"a {what} has unknown field {unknown[0]!r}")
+    return row
+
+
 def import_journals(
     conn: sqlite3.Connection, ledger_path: Path, warn: Callable[[str, str], None]
 ) -> list[Path]:
@@ -147,9 +198,13 @@ def import_journals(
     place and reported through ``warn(kind, message)``. Raises sqlite3.OperationalError
     (locked, I/O) for the caller's transaction to roll back."""
     done: list[Path] = []
+    try:
+        owner = os.stat(ledger_path).st_uid
+    except OSError:
+        owner = os.geteuid()
     for path in journal_paths(ledger_path):
         try:
-            journal = read_journal(path)
+            journal = read_journal(path, owner)
         except FileNotFoundError:
             continue  # another writer imported and removed it meanwhile
         except (OSError, ValueError) as exc:
@@ -171,22 +226,60 @@ def import_journals(
     return done
 
 
+def import_waiting_journals(
+    ledger_path: Path, warn: Callable[[str, str], None], busy_timeout_s: float = 1.0
+) -> int:
+    """Write the journals waiting beside the ledger at ``ledger_path`` into it now, as
+    the next kernel would (so readers see those records, and the sessions they end
+    read ended), in one transaction of a connection of its own; returns how many
+    journals were done with. Nothing happens (0) without journals or ledger, when the
+    ledger's schema is not this code's (a kernel migrates it first), or when it cannot
+    be written now (read-only, or locked for ``busy_timeout_s`` seconds): the next
+    writer imports them then. ``warn(kind, message)`` hears of journals left alone.
+    Never raises."""
+    if not journal_paths(ledger_path) or not ledger_path.is_file():
+        return 0
+    try:
+        conn = sqlite3.connect(ledger_path, timeout=busy_timeout_s, isolation_level=None)
+    except sqlite3.Error:
+        return 0
+    try:
+        if schema_version(conn) != SCHEMA_VERSION:
+            return 0
+        with Transaction(conn):
+            done = import_journals(conn, ledger_path, warn)
+    except (sqlite3.Error, OSError):
+        return 0
+    finally:
+        conn.close()
+    for path in done:
+        try:
+            path.unlink()
+        except OSError:
+            pass  # its id is in meta: a later writer removes it
+    return len(done)
+
+
 def _insert(conn: sqlite3.Connection, journal: Journal) -> None:
     """The sessions, cells and heartbeats of ``journal``, in their order."""
     ids: dict[str, int] = {}
     kernels: dict[str, Any] = {}
     for entry in journal.sessions:
         session = SessionState(
-            row=dict(entry["row"]), opened=bool(entry["opened"]), changes=dict(entry["changes"])
+            row=dict(_check_keys("session", entry["row"])),
+            opened=bool(entry["opened"]),
+            changes=dict(_check_keys("session change", entry["changes"])),
         )
         uuid_ = session.row["session_uuid"]
         ids[uuid_] = write_session(conn, session)
         kernels[uuid_] = session.row["kernel_id"]
     for uuid_, row in journal.cells:
+        row = _check_keys("cell", row)
         insert_cell(conn, {**row, "session_id": ids[uuid_], "kernel_id": kernels[uuid_]})
     # A journal written before a later column was added has no value for it: NULL.
     later = dict.fromkeys(HEARTBEAT_LATER_COLUMNS)
     for uuid_, row in journal.heartbeats:
+        row = _check_keys("heartbeat", row)
         conn.execute(
             INSERT_HEARTBEAT,
             {**later, **row, "session_id": ids[uuid_], "kernel_id": kernels[uuid_]},

@@ -33,13 +33,29 @@ LOST_AFTER_S = 300.0
 def connect_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
     """A read-only connection (``mode=ro`` URI) with ``sqlite3.Row`` rows and the busy
     timeout. Raises FileNotFoundError when the file does not exist (SQLite would only say
-    "unable to open database file")."""
+    "unable to open database file").
+
+    A ledger on read-only storage (a read-only mount, an archived file in a folder this
+    user cannot write) has no ``-shm`` file and none can be made, so ``mode=ro`` cannot
+    read it: it is then opened ``immutable=1``, which needs none. No writer can be at
+    work on such a file; what a killed writer left in a ``-wal`` there is not seen."""
     path = Path(path).expanduser().absolute()
     if not path.is_file():
         raise FileNotFoundError(f"no ledger at {path}")
     conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+    try:
+        conn.execute("PRAGMA schema_version").fetchone()  # opens the WAL index (-shm)
+    except sqlite3.DatabaseError as error:
+        # Other faults (a corrupt file, a lock) show in the caller's first query, as ever.
+        if (getattr(error, "sqlite_errorcode", 0) & 0xFF) in _NO_SHM_CODES:
+            conn.close()
+            conn = sqlite3.connect(f"{path.as_uri()}?immutable=1", uri=True, timeout=BUSY_TIMEOUT_S)
     conn.row_factory = sqlite3.Row
     return conn
+
+
+# SQLITE_READONLY (_DIRECTORY, _CANTINIT...) and SQLITE_CANTOPEN: the -shm cannot be made.
+_NO_SHM_CODES = {8, 14}
 
 
 def query(

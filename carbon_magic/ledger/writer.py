@@ -50,6 +50,7 @@ WRITER_SLICE_S = 0.25  # the background writer waits for a lock in slices this l
 # a journal: jupyter_client terminates a kernel that is still alive after half its
 # shutdown_wait_time (5 s by default), and a terminated kernel writes nothing.
 EXIT_WAIT_S = 1.5
+CLOSE_RETRY_S = 0.05  # between a closing writer's attempts within its wait, seconds
 PRUNE_BATCH_CELLS = 200  # cells removed per retention transaction (the lock is let go between)
 RETENTION_EVERY_S = 3600.0  # how often old cells are looked for, seconds
 RETENTION_RETRY_S = 60.0  # after a retention pass could not run (file busy or failing)
@@ -318,10 +319,11 @@ class Ledger(PendingStore):
         return len(cells)
 
     def close(self, timeout_s: float | None = None) -> None:
-        """Write what is pending (waiting up to ``timeout_s``, default the busy timeout,
-        for a lock) and close the connection. Records that still cannot be written are
-        kept in a journal beside the ledger, written by the next writer of this ledger,
-        and reported with one LedgerWarning. A later write reopens the file."""
+        """Write what is pending (trying for up to ``timeout_s``, default the busy
+        timeout, whatever the back-off) and close the connection. Records that still
+        cannot be written are kept in a journal beside the ledger, written by the next
+        writer of this ledger, and reported with one LedgerWarning. A later write
+        reopens the file."""
         limit = self._busy_timeout_s if timeout_s is None else max(0.0, float(timeout_s))
         deadline = time.monotonic() + limit
         writer = self._writer
@@ -333,8 +335,15 @@ class Ledger(PendingStore):
             return
         try:
             self._drain()
-            if self._has_pending() and not self._permanent:
+            # The ledger first, whatever the back-off, again and again until the time is
+            # up: a fault that clears meanwhile (a lock let go, a folder made) still
+            # lets everything in. Only what is left then goes to a journal.
+            while self._has_pending() and not self._permanent:
                 self._write(max(0.001, deadline - time.monotonic()), force=True)
+                remaining = deadline - time.monotonic()
+                if not self._has_pending() or remaining <= 0:
+                    break
+                time.sleep(min(CLOSE_RETRY_S, remaining))
             if self._has_pending():
                 self._journal_pending()
             self._settle()

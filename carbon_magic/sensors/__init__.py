@@ -24,6 +24,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from carbon_magic.setting_parsers import gpu_list
+from carbon_magic.vocabulary import GPU_VENDORS
+
 from .base import (
     MEASURED,
     MODELLED,
@@ -38,10 +41,9 @@ from .base import (
 
 if TYPE_CHECKING:
     from carbon_magic.cpu_power import CpuPowerModel
+    from carbon_magic.settings import Settings
 
 log = logging.getLogger("carbon_magic")
-
-GPU_VENDORS = ("nvidia", "amd", "apple")
 
 
 # Where the amdgpu/ROCm driver shows itself: its kernel fusion driver node and module.
@@ -52,24 +54,6 @@ _AMD_DRIVER_MARKERS = ("dev/kfd", "sys/module/amdgpu")
 def amd_driver_present(root: str = "/") -> bool:
     """True when this system shows an amdgpu/ROCm driver (cheap: a few stats)."""
     return any(os.path.exists(os.path.join(root, marker)) for marker in _AMD_DRIVER_MARKERS)
-
-
-def parse_gpus(value: Any) -> str:
-    """Validate a ``gpus`` setting: ``auto``, ``none`` or a comma list of vendors.
-
-    Returns the normalised text (``"nvidia,amd"``). Raises ``ValueError`` naming the
-    choices for anything else.
-    """
-    text = str(value).strip().lower()
-    if text in ("auto", "none"):
-        return text
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in GPU_VENDORS]
-    if not names or unknown:
-        raise ValueError(
-            f"must be auto, none or a comma list of {', '.join(GPU_VENDORS)} (got {value!r})"
-        )
-    return ",".join(dict.fromkeys(names))
 
 
 class CoveredByPsys(Unavailable):
@@ -185,7 +169,7 @@ class Sensors:
 
 
 def detect(
-    settings: Any,
+    settings: Settings,
     *,
     proc_root: str = "/proc",
     modules: Mapping[str, Any] | None = None,
@@ -243,7 +227,7 @@ def detect(
         n_cpus=n_cpus,
         total_memory_bytes=ram_model.total_bytes,
     )
-    wanted = parse_gpus(getattr(settings, "gpus", "auto"))
+    wanted = gpu_list(getattr(settings, "gpus", "auto"))
     vendors = () if wanted in ("auto", "none") else tuple(wanted.split(","))
     if apple_silicon is None:
         from .apple import is_apple_silicon
@@ -281,7 +265,7 @@ def detect(
     return sensors
 
 
-def _detect_rapl(settings: Any, sensors: Sensors, rapl_class: Any) -> None:
+def _detect_rapl(settings: Settings, sensors: Sensors, rapl_class: Any) -> None:
     root, psys = settings.powercap_root, settings.rapl_psys
     cpu = rapl_class(root=root, use_psys=psys, domain="cpu")
     if not cpu.available:

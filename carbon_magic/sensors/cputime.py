@@ -121,8 +121,8 @@ def read_pid_stat(pid: int, proc_root: str = "/proc") -> tuple[float, int]:
     return ticks / _CLOCK_TICKS, int(fields[21]) * _PAGE_BYTES
 
 
-def list_descendants(pid: int, proc_root: str = "/proc") -> set[int]:
-    """All descendants of ``pid``.
+def list_descendants(pid: int, proc_root: str = "/proc") -> list[int]:
+    """All descendants of ``pid``, each after its parent.
 
     Uses ``/proc/<pid>/task/<tid>/children`` (a few small reads) and falls back to
     psutil's full ``/proc`` walk where the kernel does not offer that file.
@@ -131,10 +131,10 @@ def list_descendants(pid: int, proc_root: str = "/proc") -> set[int]:
         import psutil
 
         try:
-            return {child.pid for child in psutil.Process(pid).children(recursive=True)}
+            return [child.pid for child in psutil.Process(pid).children(recursive=True)]
         except psutil.Error:
-            return set()
-    found: set[int] = set()
+            return []
+    found: dict[int, None] = {}  # insertion-ordered: a child is found after its parent
     todo = [pid]
     while todo:
         parent = todo.pop()
@@ -150,9 +150,9 @@ def list_descendants(pid: int, proc_root: str = "/proc") -> set[int]:
                 continue  # the thread exited meanwhile
             for child in children:
                 if child not in found:
-                    found.add(child)
+                    found[child] = None
                     todo.append(child)
-    return found
+    return list(found)
 
 
 def _children_files_supported(proc_root: str) -> bool:
@@ -163,25 +163,32 @@ def _children_files_supported(proc_root: str) -> bool:
 class ProcessTreeCounter:
     """Cumulative CPU seconds and memory of a process and all its descendants.
 
-    Children that exit and are waited for by their parent move into the parent's
-    ``children_user/children_system`` times, so finished multiprocessing, subprocess
-    and joblib workers keep counting. The total is kept monotonic: when a descendant
-    disappears without being reaped inside the tree (re-parented to init), its last
-    seen time stays counted instead of the total going down.
+    The tree's CPU time is the process's own time plus its reaped children's
+    (``children_user/children_system``) plus each live descendant's own and reaped
+    children's time. A child counts once: while it lives through its own ``stat``, and
+    once waited for by a parent in the tree through that parent's reaped time. So each
+    read takes the process's times first, then the descendants, parents before children;
+    a child reaped in between is missed by that one read (the high-water mark keeps the
+    total from going down) and never counted twice. A descendant that leaves the tree
+    alive (re-parented outside it) keeps its time seen so far.
     """
 
     def __init__(self, pid: int | None = None, proc_root: str = "/proc") -> None:
         self.pid = os.getpid() if pid is None else pid
         self.proc_root = proc_root
-        self._children: set[int] = set()
+        self._children: list[int] = []  # each after its parent
         self._children_cpu_s: dict[int, float] = {}
         self._children_rss_b: dict[int, int] = {}
+        self._left_tree_s = 0.0  # time of descendants re-parented outside the tree
         self._high_water_s = 0.0
         self._lock = threading.Lock()
+        # One read of the tree at a time: a read of a child started before it was reaped
+        # must not land after another read has found it gone.
+        self._read_lock = threading.Lock()
 
     # -- what differs between /proc and psutil ------------------------------------
 
-    def _list_children(self) -> set[int]:
+    def _list_children(self) -> list[int]:
         return list_descendants(self.pid, self.proc_root)
 
     def _read_child(self, pid: int) -> tuple[float, int] | None:
@@ -211,26 +218,37 @@ class ProcessTreeCounter:
     def refresh_children(self) -> None:
         """Re-list descendants (call every few seconds, not on every read)."""
         found = self._list_children()
-        with self._lock:
-            self._children = found
-            for pid in list(self._children_cpu_s):
-                if pid not in found:
-                    del self._children_cpu_s[pid]
+        with self._read_lock:
+            with self._lock:
+                listed = set(found)
+                gone = [pid for pid in self._children_cpu_s if pid not in listed]
+                self._children = found
+            for pid in gone:
+                # Alive outside the tree: no parent of ours will reap it, so its time so
+                # far stays counted. Gone: a parent reaped it (its time is in that
+                # parent's reaped time) or it was never ours to count again.
+                left_alive = self._read_child(pid) is not None
+                with self._lock:
+                    last_s = self._children_cpu_s.pop(pid, 0.0)
                     self._children_rss_b.pop(pid, None)
-        self._read_children()
+                    if left_alive:
+                        self._left_tree_s += last_s
+            self._read_children()
 
     def _read_children(self) -> None:
+        """Read each known descendant, parents first; forget those that are gone (their
+        time is now in their reaper's reaped time). Called with ``_read_lock`` held."""
         with self._lock:
             children = list(self._children)
-        readings = {}
-        for pid in children:
-            reading = self._read_child(pid)
-            if reading is not None:  # else it exited since the last refresh
-                readings[pid] = reading
+        readings = {pid: self._read_child(pid) for pid in children}
         with self._lock:
-            for pid, (cpu_s, rss_b) in readings.items():
-                self._children_cpu_s[pid] = cpu_s
-                self._children_rss_b[pid] = rss_b
+            for pid, reading in readings.items():
+                if reading is None:
+                    self._children_cpu_s.pop(pid, None)
+                    self._children_rss_b.pop(pid, None)
+                else:
+                    self._children_cpu_s[pid], self._children_rss_b[pid] = reading
+            self._children = [pid for pid in self._children if readings.get(pid) is not None]
 
     def pids(self) -> set[int]:
         """The kernel's pid and the descendants known at the last refresh."""
@@ -239,13 +257,16 @@ class ProcessTreeCounter:
 
     def cpu_s(self, include_children: bool = True) -> float:
         """Cumulative CPU seconds of the tree (monotonic)."""
-        own = self._own_cpu_s()
-        if include_children and self._children:
-            self._read_children()
-        with self._lock:
-            total = own + sum(self._children_cpu_s.values())
-            self._high_water_s = max(self._high_water_s, total)
-            return self._high_water_s
+        with self._read_lock:
+            own = self._own_cpu_s()  # first: see the class docstring
+            if include_children and self._children:
+                self._read_children()
+            with self._lock:
+                total = own + self._left_tree_s
+                if include_children:
+                    total += sum(self._children_cpu_s.values())
+                self._high_water_s = max(self._high_water_s, total)
+                return self._high_water_s
 
     def rss_bytes(self) -> int:
         """Resident memory of the kernel now plus its children at their last read, bytes."""
@@ -311,11 +332,11 @@ class PsutilProcessTreeCounter(ProcessTreeCounter):
         self._psutil: Any = psutil_module or importlib.import_module("psutil")
         self._process = self._psutil.Process(self.pid)
 
-    def _list_children(self) -> set[int]:
+    def _list_children(self) -> list[int]:
         try:
-            return {child.pid for child in self._process.children(recursive=True)}
+            return [child.pid for child in self._process.children(recursive=True)]
         except self._psutil.Error:
-            return set()
+            return []
 
     def _read_child(self, pid: int) -> tuple[float, int] | None:
         try:

@@ -11,6 +11,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
+from carbon_magic.vocabulary import COMPONENTS
+
 __all__ = [
     "CELL_PAGE_DEFAULT",
     "CELL_PAGE_MAX",
@@ -21,7 +23,6 @@ __all__ = [
     "cell_record",
 ]
 
-COMPONENTS = ("cpu", "gpu", "ram")
 
 CELL_PAGE_DEFAULT = 100  # cells per page when the client does not say
 CELL_PAGE_MAX = 1000

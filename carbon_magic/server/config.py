@@ -10,12 +10,11 @@ or on the command line: ``jupyter lab --CarbonMagicServer.kernels=ledger``.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from traitlets import Bool, Enum, Float, Unicode, default, validate
+from traitlets import Bool, Enum, Float, TraitError, Unicode, default, validate
 from traitlets.config import Configurable
 
 from carbon_magic.ledger import LEDGER_ENV, default_ledger_path
+from carbon_magic.ledger.paths import resolve_ledger_path
 
 __all__ = ["HEARTBEAT_PERIOD_S", "LEDGER_ENV", "CarbonMagicServer", "default_ledger_path"]
 
@@ -30,7 +29,8 @@ class CarbonMagicServer(Configurable):
     ledger = Unicode(
         help=(
             "Path of the SQLite ledger the kernels write. Default: $CARBON_MAGIC_LEDGER, "
-            "else jupyter_data_dir()/carbon_magic/ledger.sqlite3 (the kernels' default)."
+            "else jupyter_data_dir()/carbon_magic/ledger.sqlite3 (the kernels' default). "
+            "'auto' means that default; a relative path is taken in its folder."
         ),
     ).tag(config=True)
 
@@ -40,8 +40,12 @@ class CarbonMagicServer(Configurable):
 
     @validate("ledger")
     def _expand_ledger(self, proposal: dict) -> str:
-        value = str(proposal["value"]).strip()
-        return str(Path(value).expanduser()) if value else str(default_ledger_path())
+        # Read as the kernels read the ledger setting: auto, ~, relative to the default
+        # ledger's folder; a folder is refused.
+        try:
+            return str(resolve_ledger_path(str(proposal["value"])))
+        except ValueError as error:
+            raise TraitError(f"CarbonMagicServer.ledger {error}") from None
 
     metrics_allow_unauthenticated = Bool(
         False,

@@ -13,8 +13,9 @@ Every endpoint requires an authenticated user allowed to read kernels (403 other
 except ``/metrics`` when ``CarbonMagicServer.metrics_allow_unauthenticated`` is set.
 Ledger reads run on one worker thread so the event loop never waits on SQLite. A busy
 or corrupt ledger answers 503 with a JSON message; ``/metrics`` then answers 200 with
-``carbon_magic_ledger_up 0``. ``kernels/{kernel_id}`` answers only for this server's
-kernels, unless ``CarbonMagicServer.kernels = "ledger"``.
+``carbon_magic_ledger_up 0``. ``kernels/{kernel_id}`` and ``kernels/{kernel_id}/cells``
+answer only for this server's kernels (404 for others), unless
+``CarbonMagicServer.kernels = "ledger"``; kernel ids match whatever their case, as UUIDs do.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from tornado import web
 from tornado.ioloop import IOLoop
 
 from carbon_magic.server import metrics, views
+from carbon_magic.server.budgets import KernelBudgets
 from carbon_magic.server.cell_pages import CELL_PAGE_DEFAULT, CELL_PAGE_MAX, CellPage
 from carbon_magic.server.config import CarbonMagicServer
 from carbon_magic.server.reader import LedgerReader, LedgerSnapshot, LedgerUnavailable
@@ -78,6 +80,7 @@ class ExtensionState:
     config: CarbonMagicServer
     reader: LedgerReader
     executor: ThreadPoolExecutor
+    budgets: KernelBudgets | None = None
 
     def stale_after(self, interval_s: float, next_beat_s: float | None) -> float:
         return self.config.stale_after_s(interval_s, next_beat_s)
@@ -100,12 +103,22 @@ class CarbonMagicHandler(APIHandler):
         except sqlite3.Error as error:
             raise LedgerUnreadable(error) from None
 
-    def serves_kernel(self, kernel_id: str) -> bool:
-        """Whether this server answers for ``kernel_id``: one of its own kernels, or
-        any kernel of the ledger with ``CarbonMagicServer.kernels = "ledger"``."""
+    def served_kernel_id(self, kernel_id: str) -> str:
+        """``kernel_id`` as this server and its kernels spell it, when this server
+        answers for it: one of its own kernels (matched as UUIDs match, whatever the
+        case), or any kernel of the ledger with ``CarbonMagicServer.kernels = "ledger"``.
+        Raises a 404 HTTPError otherwise, on every kernel endpoint alike."""
+        wanted = kernel_id.lower()
         if self.state.config.kernels == "ledger":
-            return True
-        return kernel_id in set(self.kernel_manager.list_kernel_ids())
+            return wanted  # kernels write their ids as the kernel manager makes them
+        for own in self.kernel_manager.list_kernel_ids():
+            if own.lower() == wanted:
+                return own
+        raise web.HTTPError(
+            404,
+            f"kernel {kernel_id} is not running on this server (CarbonMagicServer.kernels "
+            '= "ledger" answers for every kernel in the ledger)',
+        )
 
     async def notebook_paths(self) -> dict[str, str]:
         """The notebook path now of each kernel this server runs (follows renames)."""
@@ -135,12 +148,7 @@ class KernelHandler(CarbonMagicHandler):
     @web.authenticated
     @authorized
     async def get(self, kernel_id: str) -> None:
-        if not self.serves_kernel(kernel_id):
-            raise web.HTTPError(
-                404,
-                f"kernel {kernel_id} is not running on this server (CarbonMagicServer.kernels "
-                '= "ledger" answers for every kernel in the ledger)',
-            )
+        kernel_id = self.served_kernel_id(kernel_id)
         try:
             figures = await self.read_ledger(self.state.reader.kernel, kernel_id)
         except LedgerUnavailable:
@@ -152,7 +160,22 @@ class KernelHandler(CarbonMagicHandler):
             )
         paths = await self.notebook_paths()
         document = views.kernel_json(kernel_id, figures, time.time(), self.state.stale_after, paths)
+        document["budgets"] = await self._budgets(
+            figures.session.session_uuid, figures.session.notebook_path
+        )
         self.finish(json.dumps(document))
+
+    async def _budgets(self, session_uuid: str, notebook_path: str | None) -> list[dict[str, Any]]:
+        """The kernel's notebook and day caps (the notebook as the kernel's session row
+        names it, as its cells are counted); a fault reading them loses only them."""
+        state = self.state
+        if state.budgets is None:
+            state.budgets = KernelBudgets(state.reader.path)
+        try:
+            return await self.read_ledger(state.budgets.states_json, session_uuid, notebook_path)
+        except Exception as error:
+            self.log.debug("carbon_magic: no budgets: %s", error)
+            return []
 
 
 class InvalidKernelHandler(CarbonMagicHandler):
@@ -242,6 +265,7 @@ class CellsHandler(CarbonMagicHandler):
             ids = [kernel for kernel, where in paths.items() if where == path]
             query.update(notebook_paths=self._path_spellings(path), kernel_ids=ids)
         else:
+            kernel_id = self.served_kernel_id(kernel_id)
             query["kernel_id"] = kernel_id
         try:
             page = await self.read_ledger(lambda: self.state.reader.cells(**query))

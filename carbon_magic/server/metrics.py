@@ -5,17 +5,24 @@ Per kernel (labels ``kernel_id``, ``notebook``; power also ``component``):
 - ``carbon_magic_power_watts`` gauge: watts now, only for live kernels (running tracker,
   fresh heartbeat); a kernel whose figures are stale has no power sample.
 - ``carbon_magic_energy_kwh_total``, ``carbon_magic_emissions_grams_total``,
-  ``carbon_magic_embodied_grams_total`` counters: all sessions of the kernel id.
+  ``carbon_magic_embodied_grams_total`` counters: the recorded cells of all sessions of
+  the kernel id, less their Dask cluster part.
 - ``carbon_magic_cluster_energy_kwh_total``, ``carbon_magic_cluster_emissions_grams_total``
   counters: the part of the kernel's recorded cells that ran on Dask workers (already
   inside the cells' figures; the kernel's own counters above do not include it).
+
+Every ``*_total`` counter is a sum of recorded cells, which the ledger only appends: a
+mode switch or ``%carbon reset`` rewrites the tracker's running totals (the REST API's
+``all_time``), never the cells, so the counters never go down. Only the retention
+setting (``ledger_keep_days``), removing old cells, lowers them, which Prometheus reads
+as a counter reset.
 - ``carbon_magic_grid_intensity_grams_per_kwh`` gauge (label ``source``),
   ``carbon_magic_heartbeat_age_seconds`` gauge, ``carbon_magic_tracker_live`` gauge (1/0).
 
 Server (no kernel labels): ``carbon_magic_server_power_watts{component}`` (sum over the
 live kernels listed), ``carbon_magic_ledger_energy_kwh_total``,
 ``carbon_magic_ledger_emissions_grams_total``, ``carbon_magic_ledger_embodied_grams_total``
-(everything the ledger recorded), ``carbon_magic_ledger_energy_day_kwh{day}`` and
+(every cell the ledger recorded, Dask cluster parts included), ``carbon_magic_ledger_energy_day_kwh{day}`` and
 ``carbon_magic_ledger_emissions_day_grams{day}`` (what the ledger recorded since midnight
 UTC of ``day``, an ISO date; the label moves on at midnight, so each day's last scrape
 keeps that day's figure), ``carbon_magic_kernels`` (kernels listed) and
@@ -31,7 +38,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from carbon_magic.server.reader import COMPONENTS, LedgerSnapshot, Totals
+from carbon_magic.server.reader import LedgerSnapshot, Totals
 from carbon_magic.server.views import (
     KernelSummary,
     Paths,
@@ -42,6 +49,7 @@ from carbon_magic.server.views import (
     notebook_path,
     power_json,
 )
+from carbon_magic.vocabulary import COMPONENTS
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -81,17 +89,17 @@ class LedgerCollector(Collector):
         )
         energy = CounterMetricFamily(
             "carbon_magic_energy_kwh",
-            "Facility energy of the kernel (all its tracker sessions), kWh.",
+            "Facility energy of the kernel's recorded cells (all its sessions), kWh.",
             labels=KERNEL_LABELS,
         )
         emissions = CounterMetricFamily(
             "carbon_magic_emissions_grams",
-            "Operational emissions of the kernel (all its tracker sessions), grams CO2e.",
+            "Operational emissions of the kernel's recorded cells, grams CO2e.",
             labels=KERNEL_LABELS,
         )
         embodied = CounterMetricFamily(
             "carbon_magic_embodied_grams",
-            "Amortised embodied emissions of the kernel's hardware use, grams CO2e.",
+            "Amortised embodied emissions of the kernel's recorded cells, grams CO2e.",
             labels=KERNEL_LABELS,
         )
         cluster_energy = CounterMetricFamily(
@@ -131,13 +139,14 @@ class LedgerCollector(Collector):
                 for name in COMPONENTS:
                     power.add_metric([*labels, name], watts[name])
                     server_power[name] += watts[name]
-            energy.add_metric(labels, summary.all_time.energy_kwh)
-            emissions.add_metric(labels, summary.all_time.emissions_g)
-            embodied.add_metric(labels, summary.all_time.embodied_g)
-            if summary.kernel_id in cluster:
-                cluster_kwh, cluster_g = cluster[summary.kernel_id]
-                cluster_energy.add_metric(labels, cluster_kwh)
-                cluster_emissions.add_metric(labels, cluster_g)
+            cluster_part = cluster.get(summary.kernel_id)
+            own = summary.cells.since(cluster_part or Totals())
+            energy.add_metric(labels, own.energy_kwh)
+            emissions.add_metric(labels, own.emissions_g)
+            embodied.add_metric(labels, own.embodied_g)
+            if cluster_part is not None:
+                cluster_energy.add_metric(labels, cluster_part.energy_kwh)
+                cluster_emissions.add_metric(labels, cluster_part.emissions_g)
             grid = intensity_json(latest)
             intensity.add_metric([*labels, grid["source"]], grid["g_per_kwh"])
             age.add_metric(labels, state.age_s)
@@ -155,20 +164,23 @@ class LedgerCollector(Collector):
 
     def _ledger_families(self) -> Iterator[Metric]:
         snapshot = self.snapshot
-        today, totals = ledger_totals(snapshot) if snapshot is not None else (Totals(), Totals())
+        today, totals = Totals(), Totals()
+        if snapshot is not None:
+            today = ledger_totals(snapshot)[0]
+            totals = sum((figures.cells for figures in snapshot.sessions), Totals())
         yield CounterMetricFamily(
             "carbon_magic_ledger_energy_kwh",
-            "Facility energy of everything the ledger recorded, kWh.",
+            "Facility energy of every cell the ledger recorded, kWh.",
             value=totals.energy_kwh,
         )
         yield CounterMetricFamily(
             "carbon_magic_ledger_emissions_grams",
-            "Operational emissions of everything the ledger recorded, grams CO2e.",
+            "Operational emissions of every cell the ledger recorded, grams CO2e.",
             value=totals.emissions_g,
         )
         yield CounterMetricFamily(
             "carbon_magic_ledger_embodied_grams",
-            "Amortised embodied emissions of everything the ledger recorded, grams CO2e.",
+            "Amortised embodied emissions of every cell the ledger recorded, grams CO2e.",
             value=totals.embodied_g,
         )
         day_energy = GaugeMetricFamily(

@@ -43,8 +43,9 @@ from carbon_magic.server.heartbeat_columns import (
     heartbeat_select,
     missing_later_columns,
 )
+from carbon_magic.server.journals import JournalCatchUp
+from carbon_magic.vocabulary import COMPONENTS
 
-COMPONENTS = ("cpu", "gpu", "ram")
 MAX_DAY_CACHES = 4  # day starts whose cell sums are kept (clients in a few time zones)
 
 
@@ -129,6 +130,9 @@ class SessionFigures:
     today: Totals
     n_cells: int | None = None
     totals_from: str = "heartbeat"  # heartbeat | cells
+    # The sums of the session's recorded cells: unlike the tracker's running totals
+    # (which a mode switch or ``%carbon reset`` rewrites), these only grow.
+    cells: Totals = field(default_factory=Totals)
     # The session's calls to hosted LLM APIs, estimated, NOT in the totals above
     # (session_remote()); None without any. Read for one kernel only.
     remote: dict[str, Any] | None = None
@@ -194,8 +198,8 @@ class LedgerSnapshot:
     now: float
     day_start: float
     sessions: list[SessionFigures] = field(default_factory=list)
-    # Per kernel id: the Dask cluster part of its cells (facility kWh, grams CO2e).
-    cluster: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # Per kernel id: the Dask cluster part of its cells (no ranges).
+    cluster: dict[str, Totals] = field(default_factory=dict)
 
 
 # Rows are read by column name (sqlite3.Row). Heartbeat columns are named h_<column>,
@@ -334,14 +338,15 @@ def _prediction(text: str | None) -> dict[str, Any] | None:
 
 
 _CLUSTER_SUMS = (
-    "SELECT c.kernel_id, TOTAL(cc.energy_kwh) AS energy_kwh, TOTAL(cc.emissions_g) AS emissions_g "
+    "SELECT c.kernel_id, TOTAL(cc.energy_kwh) AS energy_kwh, TOTAL(cc.emissions_g) AS emissions_g, "
+    "TOTAL(cc.embodied_g) AS embodied_g "
     "FROM cell_clusters AS cc JOIN cells AS c ON c.id = cc.cell_ref GROUP BY c.kernel_id"
 )
 
 
-def _cluster_sums(connection: sqlite3.Connection) -> dict[str, tuple[float, float]]:
-    """Per kernel id, the cluster part of its cells (kWh, g); empty for a ledger written
-    before the cluster tables existed."""
+def _cluster_sums(connection: sqlite3.Connection) -> dict[str, Totals]:
+    """Per kernel id, the cluster part of its cells (kWh, g; no ranges); empty for a
+    ledger written before the cluster tables existed."""
     try:
         rows = connection.execute(_CLUSTER_SUMS).fetchall()
     except sqlite3.OperationalError as error:
@@ -349,7 +354,9 @@ def _cluster_sums(connection: sqlite3.Connection) -> dict[str, tuple[float, floa
             return {}
         raise
     return {
-        row["kernel_id"]: (row["energy_kwh"], row["emissions_g"])
+        row["kernel_id"]: Totals(
+            row["energy_kwh"], row["emissions_g"], embodied_g=row["embodied_g"]
+        )
         for row in rows
         if row["kernel_id"]
     }
@@ -397,6 +404,7 @@ class LedgerReader:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._local = threading.local()
+        self._journals = JournalCatchUp(self.path)
 
     def close(self) -> None:
         """Close this thread's connection (a later call reopens it)."""
@@ -465,6 +473,7 @@ class LedgerReader:
     @contextmanager
     def _snapshot(self) -> Iterator[sqlite3.Connection]:
         """A connection inside one read transaction: every query sees the same state."""
+        self._journals.run()
         connection = self._connect()
         try:
             connection.execute("BEGIN")
@@ -501,13 +510,7 @@ class LedgerReader:
         else:
             totals, source = cell_totals, "cells"
         return SessionFigures(
-            session,
-            heartbeat,
-            all_time=totals,
-            today=totals,
-            n_cells=n_cells,
-            totals_from=source,
-            remote=remote,
+            session, heartbeat, totals, totals, n_cells, source, cell_totals, remote
         )
 
     def snapshot(self, now: float, day_start: float) -> LedgerSnapshot:
@@ -542,7 +545,7 @@ class LedgerReader:
                 else:
                     today = all_time.since(baselines.get(session.id, Totals()))
             result.sessions.append(
-                SessionFigures(session, heartbeat, all_time, today, n_cells, source)
+                SessionFigures(session, heartbeat, all_time, today, n_cells, source, cell_totals)
             )
         return result
 

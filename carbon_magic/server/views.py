@@ -7,13 +7,14 @@ Times are seconds since the epoch (UTC), ages seconds, power watts, energy kWh
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from carbon_magic.ledger import LOST_AFTER_S, session_state
 from carbon_magic.server.cell_pages import CellPage, CellRecord
-from carbon_magic.server.reader import COMPONENTS, LedgerSnapshot, SessionFigures, Totals
+from carbon_magic.server.reader import LedgerSnapshot, SessionFigures, Totals
+from carbon_magic.vocabulary import COMPONENTS
 
 StaleAfter = Callable[[float, "float | None"], float]  # interval_s, next_beat_s -> seconds
 Paths = Mapping[str, str]  # kernel id -> notebook path now, from the server's sessions
@@ -163,6 +164,7 @@ class KernelSummary:
     today: Totals
     all_time: Totals
     n_sessions: int
+    cells: Totals = field(default_factory=Totals)  # sums of the recorded cells: only grow
 
 
 def group_by_kernel(sessions: Iterable[SessionFigures]) -> dict[str, KernelSummary]:
@@ -175,11 +177,12 @@ def group_by_kernel(sessions: Iterable[SessionFigures]) -> dict[str, KernelSumma
         summary = kernels.get(kernel_id)
         if summary is None:
             kernels[kernel_id] = KernelSummary(
-                kernel_id, figures, figures.today, figures.all_time, 1
+                kernel_id, figures, figures.today, figures.all_time, 1, figures.cells
             )
             continue
         summary.today += figures.today
         summary.all_time += figures.all_time
+        summary.cells += figures.cells
         summary.n_sessions += 1
         key = (figures.session.started_at, figures.session.id)
         if key > (summary.latest.session.started_at, summary.latest.session.id):

@@ -142,6 +142,19 @@ export interface IHeartbeat {
 }
 
 /** `GET carbon-magic/api/v1/kernels/{kernel_id}`. */
+/** A notebook or day cap of the kernel, with what every session on the ledger spent on
+ * it (grams CO2e or facility kWh, as `unit` says). */
+export interface IScopeBudget {
+  scope: 'day' | 'notebook';
+  budget: string;
+  limit: number;
+  spent: number;
+  remaining: number;
+  fraction: number;
+  unit: 'g' | 'kWh';
+  on_exceed: 'warn' | 'stop';
+}
+
 export interface IKernelFigures {
   kernel_id: string;
   notebook_path: string | null;
@@ -161,6 +174,8 @@ export interface IKernelFigures {
   hint: IKernelHint | null;
   heartbeat: IHeartbeat | null;
   session: IKernelSession;
+  /** The kernel's notebook and day caps (empty when none is set). */
+  budgets: IScopeBudget[];
   /** The session's hosted LLM calls, estimated; not in `totals`. */
   remote: IRemoteTotals | null;
   /** Whether `totals` include `remote` (never, today). */
@@ -403,6 +418,18 @@ const kernelFigures = object<IKernelFigures>({
     methods: stringMap,
     gpus: recordOf(object<IGpu>({ vendor: string, model: string }))
   }),
+  budgets: array(
+    object<IScopeBudget>({
+      scope: oneOf('day', 'notebook'),
+      budget: string,
+      limit: number,
+      spent: number,
+      remaining: number,
+      fraction: number,
+      unit: oneOf('g', 'kWh'),
+      on_exceed: oneOf('warn', 'stop')
+    })
+  ),
   remote: nullable(
     object<IRemoteTotals>({
       count: integer,
