@@ -46,18 +46,28 @@ ACCEPTED = (
 
 @dataclass(frozen=True)
 class Budget:
-    """A limit on a cell's operational emissions (grams) or facility energy (kWh)."""
+    """A limit on a cell's operational emissions (grams) or facility energy (kWh);
+    ``count_remote``: whether the estimated figures of the cell's calls to hosted models
+    (``m.remote``) count too (the ``budget_remote`` setting)."""
 
     text: str
     grams: float | None = None
     kwh: float | None = None
+    count_remote: bool = True
 
     def used_fraction(self, m: Measurement) -> float:
         """How much of the budget ``m`` has used (1.0 = all of it)."""
+        remote = m.remote if self.count_remote and m.remote else None
         if self.grams is not None:
-            return m.emissions_g / self.grams if self.grams > 0 else float("inf")
+            grams = m.emissions_g + (remote["emissions_g"] if remote else 0.0)
+            return grams / self.grams if self.grams > 0 else float("inf")
         assert self.kwh is not None
-        return m.energy_kwh / self.kwh if self.kwh > 0 else float("inf")
+        kwh = m.energy_kwh + (remote["energy_kwh"] if remote else 0.0)
+        return kwh / self.kwh if self.kwh > 0 else float("inf")
+
+    def scope(self) -> str:
+        """What the budget counts, for the panel: ``"local + remote (estimated)"``."""
+        return "local + remote (estimated)" if self.count_remote else "local only"
 
     def exceeded(self, m: Measurement) -> bool:
         """True once ``m`` is over the budget."""

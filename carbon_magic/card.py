@@ -23,6 +23,7 @@ from carbon_magic.formatting import (
     format_kwh,
     round_sig,
 )
+from carbon_magic.remote.describe import remote_totals
 from carbon_magic.report import Row, row_hardware, row_methods, row_settings
 
 _RANGE = re.compile(r"^(\d+)\s*(?:-\s*(\d+))?$")
@@ -213,6 +214,23 @@ def _methods_sentence(rows: Sequence[Row]) -> str:
     return "; ".join(parts) + "."
 
 
+def _remote_sentence(remote: Mapping[str, Any]) -> str:
+    """The sentence on hosted LLM calls: estimated, on the providers' grids, not added."""
+    count = remote["count"]
+    calls = f"{count} call{'s' if count != 1 else ''} to hosted LLM APIs"
+    if not remote["estimated"]:
+        return f"The cells also made {calls}, with no estimate available; not included above."
+    low, high = remote["emissions_range_g"]
+    text = (
+        f"The cells also made {calls}, remote (estimated) at about "
+        f"{format_kwh(remote['energy_kwh'])} and {format_grams_range(remote['emissions_g'], low, high)} "
+        f"CO2e on the providers' grids ({remote['method']}), not included above"
+    )
+    if remote["unestimated"]:
+        text += f"; {remote['unestimated']} of the calls have no estimate"
+    return text + "."
+
+
 def model_card(
     rows: Sequence[Row],
     training_type: str | None = None,
@@ -293,6 +311,9 @@ def model_card(
             f"Amortised embodied (manufacturing) emissions of the hardware add an estimated "
             f"{format_grams(embodied)} CO2e, not included above."
         )
+    remote = remote_totals(chosen)
+    if remote is not None:
+        sentences.append(_remote_sentence(remote))
     sentences.append(f"Measured with carbon_magic {__version__}.")
     return Card(
         yaml=yaml_text,

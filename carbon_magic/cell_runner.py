@@ -369,6 +369,7 @@ def _begin(magics: CarbonMagics, options: CellOptions, cell: str) -> LiveRun | N
         run = LiveRun(magics, window, options, Panel(name, use_widgets), nested)
         run.names_outer = role == NAMES_OUTER
         run.cluster_edge = magics.cluster_reader.start()
+        run.remote_edge = magics.remote_reader.start()
         if not nested:
             magics.recorder.set_running_cell(name, run.forecast)
             magics.scope_budgets.watch()
@@ -407,6 +408,7 @@ def _end(
         tracker.remove_listener(run.on_tick)
         m = tracker.end(run.window)
         magics.cluster_reader.end(run.cluster_edge, m)
+        magics.remote_reader.end(run.remote_edge, m)
         m.name = run.options.name or ""  # the ledger's name column holds explicit names
         m.execution_count = count if count is not None else current_execution_count(magics.shell)
         m.cell_id = current_cell_id(magics.shell)

@@ -138,6 +138,7 @@ def status_lines(magics: CarbonMagics) -> list[str]:
     )
     lines.append(f"ledger: {magics.recorder.status()}")
     lines.extend(budget_lines([s.describe() for s in magics.scope_budgets.states(refresh=True)]))
+    lines.extend(magics.remote_reader.doctor_lines())
     for notice in tracker.notices:
         lines.append(f"note: {notice}")
     return lines

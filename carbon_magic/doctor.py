@@ -74,6 +74,9 @@ def machine_status(ledger_path: Path, notebook_path: str | None = None) -> dict[
     finally:
         tracker.close()
     info["ledger"] = ledger_status(ledger_path)
+    from carbon_magic.remote.status import capture_status
+
+    info["remote"] = capture_status()
     path = ledger_path
     caps = ScopeBudgets(
         settings, lambda: str(path) if path.is_file() else None, notebook_path, None
@@ -296,8 +299,24 @@ def doctor_findings(info: dict[str, Any]) -> list[Finding]:
     for exposed in info["ledger"].get("exposed", []):
         fix = f"chmod 600 {ledger}" if "readable" in exposed else f"chmod go-w {ledger.parent}"
         findings.append(Finding("ledger", exposed, fix))
+    findings.extend(_remote_findings(info.get("remote")))
     for notice in info.get("notices", []):
         findings.append(Finding("note", notice))
+    return findings
+
+
+def _remote_findings(remote: dict[str, Any] | None) -> list[Finding]:
+    """One line per LLM SDK version the capture does not know, and for EcoLogits."""
+    if not remote or not remote["sdks"]:
+        return []
+    findings = [Finding("remote calls", p["message"], p["fix"]) for p in remote["problems"]]
+    if not findings:
+        sdks = ", ".join(f"{name} {version}" for name, version in remote["sdks"].items())
+        findings.append(
+            Finding(
+                "remote calls", f"captured ({sdks}); estimated by EcoLogits {remote['ecologits']}"
+            )
+        )
     return findings
 
 

@@ -8,6 +8,7 @@ CodeCarbon).
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import platform
@@ -21,11 +22,12 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from carbon_magic._version import __version__
-from carbon_magic.ledger import CELL_COLUMNS, CLUSTER_SHARE_COLUMNS
+from carbon_magic.ledger import CELL_COLUMNS, CLUSTER_SHARE_COLUMNS, REMOTE_SHARE_COLUMNS
 from carbon_magic.measurement import J_PER_KWH, is_gpu_key
 from carbon_magic.redact import redact_secrets
 from carbon_magic.report import Row, row_devices, row_hardware, row_methods, row_settings
 from carbon_magic.vocabulary import COMPONENTS
+from carbon_magic.water import WaterFactors, water_factors
 
 if TYPE_CHECKING:
     import pandas
@@ -89,6 +91,8 @@ FLAT_COLUMNS = (
     "budget",
     # The Dask cluster's share of the figures above (empty for cells without one):
     *CLUSTER_SHARE_COLUMNS,
+    # Calls to hosted LLM APIs, estimated, NOT in the figures above (empty without any):
+    *REMOTE_SHARE_COLUMNS,
 )
 
 _JSON_COLUMNS = ("methods", "devices", "hardware", "settings")
@@ -156,6 +160,23 @@ def _location(row: Row) -> dict[str, str]:
         "cloud_region": region,
         "on_cloud": "Y" if cloud else "N",
     }
+
+
+@functools.lru_cache(maxsize=64)
+def _water_factors(country: Any, cloud_region: Any, wue: Any) -> WaterFactors:
+    return water_factors({"country": country, "cloud_region": cloud_region, "wue": wue})
+
+
+def _water(row: Row) -> dict[str, float]:
+    """CodeCarbon's ``wue`` (on-site, L/kWh) and ``water_consumed`` (L): on-site cooling
+    water plus the grid's (see :mod:`carbon_magic.water`)."""
+    settings = row_settings(row)
+    factors = _water_factors(
+        settings.get("country"), settings.get("cloud_region"), settings.get("wue")
+    )
+    it_kwh = sum(_num(row.get(f"{component}_j")) for component in COMPONENTS) / J_PER_KWH
+    litres = factors.litres(it_kwh, _num(row.get("energy_kwh")))
+    return {"wue": factors.wue_l_per_kwh, "water_consumed": litres}
 
 
 def _resolve_target(path: str | os.PathLike[str], fmt: str, force: bool) -> Path:
@@ -232,6 +253,7 @@ def codecarbon_record(
         record[f"{component}_power"] = joules / duration if duration > 0 else 0.0
         record[f"{component}_energy"] = joules * pue / J_PER_KWH
     record.update(_location(row))
+    record.update(_water(row))
     host = row.get("host")
     if hw.get("os") or hw.get("python_version"):
         record["os"] = _text(hw.get("os"))
@@ -333,6 +355,8 @@ def _write_json(rows: list[Row], hardware: Mapping[str, Any], stream: IO[str]) -
             "emissions_g": "g CO2e, operational",
             "embodied_g": "g CO2e, amortised manufacturing",
             "intensity_g_per_kwh": "g CO2e/kWh",
+            "remote_*": "hosted LLM calls, estimated (EcoLogits), not included above: "
+            "kWh, g CO2e (providers' grids), L",
         },
         "records": [json_record(row) for row in rows],
     }

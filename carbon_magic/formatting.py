@@ -55,6 +55,14 @@ def format_kwh(kwh: float, digits: int = 2) -> str:
     return format_energy_j(kwh * 3.6e6, digits)
 
 
+_LITRES = [(1e3, "m³"), (1.0, "L"), (1e-3, "mL"), (1e-6, "µL")]
+
+
+def format_litres(litres: float, digits: int = 2) -> str:
+    """``0.0076`` → ``"7.6 mL"``; ``2500`` → ``"2.5 m³"``."""
+    return _scaled(litres, _LITRES, digits)
+
+
 def format_grams_range(grams: float, low: float, high: float) -> str:
     """``≈ 12 g (8.1–17 g)``: the central value and its range, two significant figures."""
     return f"≈ {format_grams(grams)} ({format_grams(low)}–{format_grams(high)})"

@@ -3,6 +3,7 @@ from the tracker thread by ``LiveRun.on_tick``."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 import time
@@ -37,6 +38,9 @@ class LiveRun:
         self.window = window
         self.options = options
         self.budget = options.budget
+        if self.budget is not None:
+            counts = bool(magics.tracker.settings.budget_remote)
+            self.budget = dataclasses.replace(self.budget, count_remote=counts)
         self.panel = panel
         self.nested = nested
         self.names_outer = False  # nested in a cell recorded automatically: names that record
@@ -47,6 +51,7 @@ class LiveRun:
         )
         self.forecast = CellForecast(window.started_at.timestamp())
         self.cluster_edge: Any = None  # the cluster's counters at the cell's start
+        self.remote_edge: int | None = None  # the cell's place in the remote call log
         self.predicted_over = False  # the predicted total's low end is over the budget
         self.predicted_on: Prediction | None = None  # the prediction that went over
         self.predicted_text = ""
@@ -73,7 +78,9 @@ class LiveRun:
         used = None
         if self.budget is not None:
             used = self.budget.used_fraction(m)
-            budget_text = f"budget {self.budget.describe()}: {used:.0%} used"
+            budget_text = (
+                f"budget {self.budget.describe()} ({self.budget.scope()}): {used:.0%} used"
+            )
             stopping = ": stopping the cell" if self.stop else ""
             if self.exceeded:
                 note = "budget exceeded" + stopping
@@ -110,6 +117,7 @@ class LiveRun:
     def on_tick(self, reading: LiveReading) -> None:
         """Tracker listener: predict, check the budget, update the panel."""
         m = self.magics.tracker.peek(self.window)
+        m.remote = self.magics.remote_reader.peek(self.remote_edge)
         prediction = self._predict(m)
         if self.budget is not None and self._over_budget(m, prediction):
             if self.stop is not None and not self.stop.fired:
@@ -178,7 +186,10 @@ class LiveRun:
         if self.budget is None or self.stop is not None or not self.panel.use_widgets:
             return
         if self.exceeded:
-            print(f"carbon budget {self.budget.describe()} exceeded: {text}", file=sys.stdout)
+            print(
+                f"carbon budget {self.budget.describe()} ({self.budget.scope()}) exceeded: {text}",
+                file=sys.stdout,
+            )
         elif self.predicted_over:
             print(
                 f"carbon budget {self.budget.describe()} predicted to be exceeded "

@@ -38,6 +38,7 @@ from carbon_magic.log_routing import route_log_messages, route_warnings, show_in
 from carbon_magic.measurement import Measurement
 from carbon_magic.prediction import CellForecast
 from carbon_magic.recorder import Recorder, Via, set_kernel_recorder
+from carbon_magic.remote import RemoteCollector
 from carbon_magic.running_cells import AutoRecord, RunningCell, RunningCells
 from carbon_magic.scope_budgets import ScopeBudgets
 from carbon_magic.settings import SPECS, parse_setting
@@ -124,6 +125,7 @@ class CarbonMagics(Magics, _SettingTraits):
         self.running_cells = RunningCells()
         self._magic_depth = 0
         self.cluster_reader = ClusterCollector(tracker)
+        self.remote_reader = RemoteCollector(self.notice)
         self.scope_budgets = ScopeBudgets(
             tracker.settings,
             self.recorder.ledger_path,
@@ -153,6 +155,11 @@ class CarbonMagics(Magics, _SettingTraits):
             return
         self._sync_traits_from_settings()
         self.recorder.settings_changed(changed)
+        if "remote_calls" in changed and _state.get("magics") is self:  # loaded: on or off now
+            if changed["remote_calls"] == "off":
+                self.remote_reader.close()
+            else:
+                self.remote_reader.install()
 
     def _sync_traits_from_settings(self) -> None:
         self._syncing = True
@@ -188,6 +195,7 @@ class CarbonMagics(Magics, _SettingTraits):
             cell.auto = auto
             auto.cluster_edge = self.cluster_reader.start()
             self.recorder.set_running_cell(first_line(raw), auto.forecast)
+            auto.remote_edge = self.remote_reader.start()
             self.scope_budgets.watch()
         except Exception as error:
             self.notice(f"cell recording failed: {error!r}")
@@ -218,6 +226,7 @@ class CarbonMagics(Magics, _SettingTraits):
         try:
             m = self.tracker.end(auto.window)
             self.cluster_reader.end(auto.cluster_edge, m)
+            self.remote_reader.end(auto.remote_edge, m)
             m.name = ""  # auto-recorded cells have no name; reports show the first line
             m.execution_count = getattr(result, "execution_count", None)
             m.cell_id = auto.cell_id
@@ -449,6 +458,8 @@ def load(ipython: Any) -> None:
     set_kernel_recorder(magics.recorder)
     atexit.register(_end_at_exit, magics)
     magics.cluster_reader.poll()  # a Dask client made before %load_ext: install the plugins now
+    if tracker.settings.remote_calls != "off":
+        magics.remote_reader.install()  # wraps the LLM SDKs imported now and later
     magics.recorder.write_heartbeat()
 
 
@@ -486,6 +497,7 @@ def unload(ipython: Any) -> None:
     tracker.remove_listener(magics._on_tick)
     tracker.settings.remove_listener(magics._settings_changed)
     magics.cluster_reader.close()
+    magics.remote_reader.close()  # the SDKs are exactly as before %load_ext
     tracker.stop()
     magics.recorder.write_heartbeat()
     magics.recorder.end_session()

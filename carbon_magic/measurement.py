@@ -81,6 +81,10 @@ class Measurement:
     # "energy_j": {cpu, gpu, ram}, "embodied_g", "methods"}}, "missing_workers": n,
     # "energy_kwh", "emissions_g", "embodied_g"} (see carbon_magic.cluster).
     cluster: dict[str, Any] | None = None
+    # Calls to hosted model APIs, estimated and NOT included in the figures above: None
+    # without any, else carbon_magic.remote.summary's dict ("calls", "count",
+    # "energy_kwh", "emissions_g" with ranges, "embodied_g", "water_l", "method"...).
+    remote: dict[str, Any] | None = None
 
     @property
     def energy_total_j(self) -> float:

@@ -25,6 +25,7 @@ from carbon_magic.formatting import (
     format_watts,
 )
 from carbon_magic.measurement import Measurement
+from carbon_magic.remote.describe import describe_remote
 
 _STYLE = (
     "font-family: var(--jp-ui-font-family, sans-serif); font-size: 12px; "
@@ -97,6 +98,9 @@ def panel_html(
     cluster_line = describe_cluster(m.cluster, m)
     if cluster_line:
         rows.append(("cm-cluster", html.escape(cluster_line)))
+    remote_line = describe_remote(m.remote)
+    if remote_line:
+        rows.append(("cm-remote", html.escape(remote_line)))
     if budget_text:
         bar = "" if budget_fraction is None else budget_bar_html(budget_fraction)
         rows.append(("cm-budget", bar + html.escape(budget_text)))
@@ -254,6 +258,9 @@ def text_summary(m: Measurement, note: str | None = None, title: str | None = No
     cluster_line = describe_cluster(m.cluster, m)
     if cluster_line:
         line += f" ({cluster_line})"
+    remote_line = describe_remote(m.remote)
+    if remote_line:
+        line += f" · {remote_line}"
     return f"{line} · {note}" if note else line
 
 

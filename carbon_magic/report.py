@@ -36,6 +36,7 @@ from carbon_magic.formatting import (
     format_grams_range,
     format_kwh,
 )
+from carbon_magic.remote.describe import describe_remote, remote_totals
 from carbon_magic.session_plot import plot_session, read_heartbeats, timeline_from_heartbeats
 
 __all__ = [
@@ -108,6 +109,8 @@ class ReportTotals:
     cluster_kwh: float = 0.0
     cluster_emissions_g: float = 0.0
     cluster_cells: int = 0
+    # Calls to hosted LLM APIs, estimated, not in the figures above (remote_totals()).
+    remote: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,10 @@ class Report:
                     f"Embodied (hardware manufacturing, amortised): {format_grams(t.embodied_g)} "
                     "CO2e, not included above."
                 )
+            remote_line = describe_remote(t.remote)
+            if remote_line:
+                lines[0] += " (local; remote LLM calls not included)"
+                lines.append(remote_line + ".")
             if t.cluster_cells:
                 share = t.cluster_emissions_g / t.emissions_g if t.emissions_g > 0 else 0.0
                 lines.append(
@@ -286,6 +293,7 @@ def build_report(
         cluster_kwh=sum(row_float(r, "cluster_kwh") for r in rows),
         cluster_emissions_g=sum(row_float(r, "cluster_emissions_g") for r in rows),
         cluster_cells=sum(1 for r in rows if r.get("cluster_hosts") is not None),
+        remote=remote_totals(rows),
     )
     shown = report_rows[:top] if top is not None else report_rows
     return Report(rows=shown, totals=totals, hint=hint, pending=max(0, int(pending)))

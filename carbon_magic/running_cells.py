@@ -26,6 +26,7 @@ class AutoRecord:
     source: str
     forecast: CellForecast
     cluster_edge: Any = None
+    remote_edge: int | None = None  # its place in the log of hosted-model API calls
     magic: Measurement | None = None  # the first %%carbon inside: its name, source, status
     magic_budget: str | None = None  # and its budget, as the ledger's budget column holds
 

@@ -233,6 +233,26 @@ SPECS: dict[str, SettingSpec] = {
             "https://api.carbonintensity.org.uk",
             "base URL of the UK Carbon Intensity API",
         ),
+        SettingSpec(
+            "remote_calls",
+            choice("auto", "off"),
+            "auto",
+            "auto: capture the cells' calls to hosted LLM APIs and estimate them (EcoLogits); "
+            "off: never",
+        ),
+        SettingSpec(
+            "budget_remote",
+            boolean,
+            True,
+            "budgets count the estimated emissions (or energy) of the cell's hosted LLM calls",
+        ),
+        SettingSpec(
+            "wue",
+            optional(number(0, 20)),
+            None,
+            "on-site water usage effectiveness, litres per kWh of IT energy "
+            "(auto: the cloud provider's figure, else 0)",
+        ),
     ]
 }
 
@@ -384,6 +404,9 @@ class Settings:
     budget_scope_on_exceed = SettingValue[str]()
     budget_scope_predict = SettingValue[bool]()
     ukgrid_url = SettingValue[str]()
+    remote_calls = SettingValue[str]()
+    budget_remote = SettingValue[bool]()
+    wue = SettingValue[float | None]()
 
     def get(self, name: str) -> Any:
         """The current value of ``name``."""

@@ -15,6 +15,7 @@ from carbon_magic.export import (
     read_json_records,
     to_dataframe,
 )
+from carbon_magic.water import grid_water_intensity
 from tests.test_report import make_row
 
 # CodeCarbon's emissions.csv header, written out here rather than imported, so that a
@@ -87,7 +88,12 @@ def test_codecarbon_columns_order_and_units(tmp_path):
     assert sum(float(got[f"{c}_energy"]) for c in ("cpu", "gpu", "ram")) == pytest.approx(
         float(got["energy_consumed"])
     )
-    assert got["water_consumed"] == ""
+    # Water: no cooling water off a data centre (wue 0), the French grid's water.
+    grid_l_per_kwh, _ = grid_water_intensity("FR")
+    assert float(got["wue"]) == 0.0
+    assert float(got["water_consumed"]) == pytest.approx(
+        (grid_l_per_kwh or 0.0) * float(got["energy_consumed"])
+    )
     assert (got["country_name"], got["country_iso_code"]) == ("France", "FRA")
     assert (got["region"], got["cloud_provider"], got["cloud_region"]) == ("", "", "")
     assert got["os"] == platform.platform()  # same host as the row
@@ -105,7 +111,6 @@ def test_codecarbon_columns_order_and_units(tmp_path):
     assert (got["ram_utilization_percent"], got["ram_used_gb"]) == ("", "")
     assert got["on_cloud"] == "N"
     assert float(got["pue"]) == 1.5
-    assert got["wue"] == ""
 
 
 def test_codecarbon_defaults_cloud_and_hardware_argument(tmp_path):

@@ -122,8 +122,7 @@ def test_reaped_children_count_once_and_the_kernel_after_them_in_full(kernel, le
     busy = kernel.execute(
         "_c0, _p0 = _counter.cpu_s(), _tree_cpu()\n"
         "_burn(2.0)\n"  # CPU seconds, however busy the machine is
-        "time.sleep(5.5)\n"
-        + deltas
+        "time.sleep(5.5)\n" + deltas
     )
     counted, spent = eval(busy.result)
     assert spent > 1 and counted == pytest.approx(spent, abs=0.3), busy.text

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from carbon_magic.ledger.remote_calls import summarise_rows
 from carbon_magic.measurement import Measurement
 from carbon_magic.server import cell_pages
 from tests import test_server as server_tests
@@ -28,6 +29,37 @@ served = server_tests.served
 FIXTURES = Path(__file__).resolve().parent.parent / "build" / "api-fixtures"
 
 
+def _remote_call(model: str, estimated: bool) -> dict:
+    figures = {
+        "energy_low_kwh": 0.001,
+        "energy_high_kwh": 0.002,
+        "emissions_low_g": 0.2,
+        "emissions_high_g": 0.3,
+        "embodied_low_g": 0.01,
+        "embodied_high_g": 0.02,
+        "water_low_l": 0.005,
+        "water_high_l": 0.015,
+    }
+    return {
+        "sdk": "openai",
+        "api": "chat.completions",
+        "provider": "openai",
+        "model": model,
+        "streamed": False,
+        "status": "ok",
+        "error": None,
+        "output_tokens": 40,
+        "latency_s": 1.2,
+        **{k: (v if estimated else None) for k, v in figures.items()},
+        "method": "estimated (EcoLogits 0.11)" if estimated else None,
+        "note": None if estimated else "model unknown to EcoLogits",
+    }
+
+
+# A cell's calls to hosted models, as carbon_magic.remote.summary makes them.
+REMOTE_PART = summarise_rows([_remote_call("gpt-4o-mini", True), _remote_call("mine", False)])
+
+
 def record(
     builder: LedgerBuilder,
     session_uuid: str,
@@ -39,6 +71,7 @@ def record(
     emissions_g: float = 0.5,
     source: str = "x = 1",
     status: str = "ok",
+    remote: dict | None = None,
 ) -> None:
     """A cell recorded as the magics record an auto-measured cell."""
     energy_kwh = cpu_j * 1.1 / 3.6e6  # PUE 1.1
@@ -61,6 +94,7 @@ def record(
         cell_id=cell_id,
         status=status,
         source=source,
+        remote=remote,
     )
     builder.ledger.record_cell(session_uuid, measurement, via="auto")
 
@@ -79,6 +113,7 @@ async def test_kernel_cells_carry_the_ledgers_figures(jp_fetch, builder, served)
         emissions_g=2.0,
         source="<img src=x onerror=alert(1)>",
         status="error",
+        remote=REMOTE_PART,
     )
     other = builder.session(new_kernel_id(), started_at=now - 100)
     record(builder, other, cell_id="elsewhere", started_at=now - 45)
@@ -111,6 +146,14 @@ async def test_kernel_cells_carry_the_ledgers_figures(jp_fetch, builder, served)
     assert first["execution_count"] == 3
     assert second["source"] == "<img src=x onerror=alert(1)>"  # text; the client escapes
     assert second["status"] == "error"
+    assert first["remote"] is None and first["totals_include_remote"] is False
+    remote = second["remote"]
+    assert remote["count"] == 2 and remote["unestimated"] == 1
+    assert remote["emissions_range_g"] == pytest.approx([0.2, 0.3])
+    assert remote["energy_kwh"] == pytest.approx(0.0015) and remote["water_l"] == pytest.approx(
+        0.01
+    )
+    assert remote["method"] == "estimated (EcoLogits 0.11)" and "calls" not in remote
     FIXTURES.mkdir(parents=True, exist_ok=True)
     (FIXTURES / "cells.json").write_text(json.dumps(data, indent=1))
 

@@ -12,7 +12,7 @@ import pytest
 from carbon_magic.server.gpus import key_vendor, session_gpus
 from tests import test_server as server_tests
 from tests.test_server import API, METHODS, get_json, new_kernel_id
-from tests.test_server_cells import FIXTURES
+from tests.test_server_cells import FIXTURES, REMOTE_PART, record
 
 # The server fixtures of test_server: a ledger written by the package, served by a real
 # Jupyter Server with the extension.
@@ -31,6 +31,7 @@ async def test_kernel_document_carries_gpus_heartbeat_and_prediction(jp_fetch, b
     kernel_id = new_kernel_id()
     session = builder.session(kernel_id, started_at=now - 120, gpus=GPUS)
     builder.cell(session, started_at=now - 100, energy_kwh=0.001, emissions_g=0.05)
+    record(builder, session, cell_id="llm", started_at=now - 90, remote=REMOTE_PART)
     builder.beat(
         session,
         at=now - 1,
@@ -56,6 +57,11 @@ async def test_kernel_document_carries_gpus_heartbeat_and_prediction(jp_fetch, b
     assert data["heartbeat"]["running_cell_started_at"] == pytest.approx(now - 4)
     assert data["power_w"]["gpu"] == 212.0
     assert data["tracker_state"] == "running"
+    # The session's LLM calls, apart: 2 calls, one without an estimate.
+    assert data["totals_include_remote"] is False
+    assert data["remote"]["count"] == 2 and data["remote"]["unestimated"] == 1
+    assert data["remote"]["emissions_range_g"] == pytest.approx([0.2, 0.3])
+    assert data["remote"]["water_l"] == pytest.approx(0.01)
     FIXTURES.mkdir(parents=True, exist_ok=True)
     (FIXTURES / "kernel.json").write_text(json.dumps(data, indent=1))
 

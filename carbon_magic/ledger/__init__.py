@@ -42,6 +42,7 @@ from carbon_magic.ledger.read import (
     read_sessions,
     session_state,
 )
+from carbon_magic.ledger.remote_calls import REMOTE_SHARE_COLUMNS
 from carbon_magic.ledger.rows import SOURCE_MAX_CHARS, cell_row, measurement_from_row
 from carbon_magic.ledger.schema import MIGRATIONS, SCHEMA_VERSION
 from carbon_magic.ledger.tables import (
@@ -72,6 +73,7 @@ __all__ = [
     "LEDGER_ENV",
     "LOST_AFTER_S",
     "MIGRATIONS",
+    "REMOTE_SHARE_COLUMNS",
     "SCHEMA_VERSION",
     "SESSION_COLUMNS",
     "SOURCE_MAX_CHARS",

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from carbon_magic.ledger.read import query
+from carbon_magic.ledger.remote_calls import REMOTE_KEY, write_remote_calls
 from carbon_magic.ledger.rows import compact_json
 from carbon_magic.ledger.tables import (
     INSERT_CELL,
@@ -44,11 +45,15 @@ CLUSTER_SHARE_COLUMNS = (
 
 def insert_cell(conn: sqlite3.Connection, params: Mapping[str, Any]) -> None:
     """Insert one ``cells`` row (``params``: its columns plus ``session_id`` and
-    ``kernel_id``) and, when it carries ``CLUSTER_KEY``, its cluster rows."""
+    ``kernel_id``) and, when it carries ``CLUSTER_KEY``, its cluster rows (and, under
+    ``REMOTE_KEY``, its calls to hosted models)."""
     cursor = conn.execute(INSERT_CELL, dict(params))
     cluster = params.get(CLUSTER_KEY)
     if cluster is not None and cursor.lastrowid is not None:
         _write_cluster(conn, int(cursor.lastrowid), cluster)
+    remote_calls = params.get(REMOTE_KEY)
+    if remote_calls and cursor.lastrowid is not None:
+        write_remote_calls(conn, int(cursor.lastrowid), remote_calls)
 
 
 def _write_cluster(conn: sqlite3.Connection, cell_ref: int, cluster: Mapping[str, Any]) -> None:

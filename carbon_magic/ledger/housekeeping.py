@@ -69,8 +69,8 @@ def prune_session_heartbeats(
 
 def prune_cells(conn: sqlite3.Connection, before: float, limit: int) -> int:
     """Remove up to ``limit`` cells that started before ``before`` (oldest first, found
-    through the ``cells_started`` index), with their ``cell_clusters`` and ``cell_hosts``
-    rows; returns how many cells went."""
+    through the ``cells_started`` index), with their ``cell_clusters``, ``cell_hosts``
+    and ``cell_remote_calls`` rows; returns how many cells went."""
     ids = [
         row[0]
         for row in conn.execute(
@@ -83,5 +83,6 @@ def prune_cells(conn: sqlite3.Connection, before: float, limit: int) -> int:
     marks = ", ".join("?" * len(ids))
     conn.execute(f"DELETE FROM cell_hosts WHERE cell_ref IN ({marks})", ids)
     conn.execute(f"DELETE FROM cell_clusters WHERE cell_ref IN ({marks})", ids)
+    conn.execute(f"DELETE FROM cell_remote_calls WHERE cell_ref IN ({marks})", ids)
     conn.execute(f"DELETE FROM cells WHERE id IN ({marks})", ids)
     return len(ids)

@@ -28,6 +28,7 @@ from stat import S_ISREG
 from typing import Any
 
 from carbon_magic.ledger.cluster import CLUSTER_KEY, insert_cell
+from carbon_magic.ledger.remote_calls import REMOTE_KEY
 from carbon_magic.ledger.rows import SessionState, write_session
 from carbon_magic.ledger.schema import SCHEMA_VERSION, Transaction, schema_version
 from carbon_magic.ledger.tables import (
@@ -172,7 +173,7 @@ def _check_private(path: Path, stat: os.stat_result, owner_uid: int) -> None:
 _ALLOWED_KEYS = {
     "session": frozenset(SESSION_COLUMNS),
     "session change": frozenset(SESSION_COLUMNS) - {"session_uuid"},
-    "cell": frozenset({*CELL_COLUMNS, CLUSTER_KEY}),
+    "cell": frozenset({*CELL_COLUMNS, CLUSTER_KEY, REMOTE_KEY}),
     "heartbeat": frozenset(HEARTBEAT_COLUMNS),
 }
 

@@ -129,8 +129,10 @@ def read_cells(
         params.append(int(limit))
     # Imported here: the cluster module reads through this one.
     from carbon_magic.ledger.cluster import with_cluster_share
+    from carbon_magic.ledger.remote_calls import with_remote_share
 
-    return with_cluster_share(path_or_conn, query(path_or_conn, sql, params))
+    rows = with_cluster_share(path_or_conn, query(path_or_conn, sql, params))
+    return with_remote_share(query, path_or_conn, rows)
 
 
 def session_state(

@@ -113,6 +113,38 @@ def _migration_5_heartbeat_next_beat(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE heartbeats ADD COLUMN next_beat_s REAL")
 
 
+def _migration_6_remote_calls(conn: sqlite3.Connection) -> None:
+    """Version 6: the calls a cell made to hosted model APIs (LLM providers), one row each,
+    with their EcoLogits estimate (NULL where there is none). Not part of the cell's own
+    figures. kWh facility energy as EcoLogits counts it, grams CO2e, litres, seconds."""
+    conn.execute(
+        """CREATE TABLE IF NOT EXISTS cell_remote_calls (
+            cell_ref         INTEGER NOT NULL REFERENCES cells (id),
+            seq              INTEGER NOT NULL,  -- order of the call within the cell
+            sdk              TEXT NOT NULL,     -- openai | anthropic | mistralai | ...
+            api              TEXT NOT NULL,     -- e.g. chat.completions, messages
+            provider         TEXT,              -- EcoLogits' provider; NULL if unmatched
+            model            TEXT,
+            streamed         INTEGER NOT NULL,
+            status           TEXT NOT NULL,     -- ok | error | abandoned | running
+            error            TEXT,              -- the exception's type, for errors
+            output_tokens    INTEGER,
+            latency_s        REAL,
+            energy_low_kwh   REAL,
+            energy_high_kwh  REAL,
+            emissions_low_g  REAL,              -- usage phase, the provider's grid
+            emissions_high_g REAL,
+            embodied_low_g   REAL,
+            embodied_high_g  REAL,
+            water_low_l      REAL,
+            water_high_l     REAL,
+            method           TEXT,              -- e.g. estimated (EcoLogits 0.11)
+            note             TEXT,              -- why there is no estimate
+            PRIMARY KEY (cell_ref, seq)
+        )"""
+    )
+
+
 # Migration N (1-based) brings a file from version N-1 to N, inside the transaction that
 # also records the new version, so a failure leaves the file as it was. To change the
 # schema, append one function here; never edit an existing entry.
@@ -122,6 +154,7 @@ MIGRATIONS: list[Migration] = [
     _migration_3_cluster,
     _migration_4_heartbeat_hint,
     _migration_5_heartbeat_next_beat,
+    _migration_6_remote_calls,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -21,17 +21,20 @@ __all__ = [
     "CELL_CLUSTER_COLUMNS",
     "CELL_COLUMNS",
     "CELL_HOST_COLUMNS",
+    "CELL_REMOTE_CALL_COLUMNS",
     "HEARTBEAT_COLUMNS",
     "HEARTBEAT_LATER_COLUMNS",
     "INSERT_CELL",
     "INSERT_CELL_CLUSTER",
     "INSERT_CELL_HOST",
+    "INSERT_CELL_REMOTE_CALL",
     "INSERT_HEARTBEAT",
     "INSERT_SESSION",
     "LINK_COLUMNS",
     "SESSION_COLUMNS",
     "CellClusterRow",
     "CellHostRow",
+    "CellRemoteCallRow",
     "CellRow",
     "HeartbeatRow",
     "SessionRow",
@@ -155,6 +158,34 @@ class CellHostRow(_Row):
     methods_json: str
 
 
+@dataclass(frozen=True)
+class CellRemoteCallRow(_Row):
+    """``cell_remote_calls``: one call the cell made to a hosted model API, with its
+    EcoLogits estimate (``None`` where there is none; ``note`` says why)."""
+
+    cell_ref: int  # cells.id
+    seq: int  # order of the call within the cell
+    sdk: str
+    api: str
+    provider: str | None
+    model: str | None
+    streamed: bool
+    status: str  # ok | error | abandoned | running
+    error: str | None
+    output_tokens: int | None
+    latency_s: float | None
+    energy_low_kwh: float | None
+    energy_high_kwh: float | None
+    emissions_low_g: float | None
+    emissions_high_g: float | None
+    embodied_low_g: float | None
+    embodied_high_g: float | None
+    water_low_l: float | None
+    water_high_l: float | None
+    method: str | None
+    note: str | None
+
+
 def column_names(table: type[_Row]) -> tuple[str, ...]:
     """The column names of a row dataclass, in schema order."""
     return tuple(f.name for f in fields(table))  # type: ignore[arg-type]
@@ -174,9 +205,11 @@ HEARTBEAT_COLUMNS = column_names(HeartbeatRow)
 HEARTBEAT_LATER_COLUMNS = ("prediction_json", "hint", "next_beat_s")
 CELL_CLUSTER_COLUMNS = column_names(CellClusterRow)
 CELL_HOST_COLUMNS = column_names(CellHostRow)
+CELL_REMOTE_CALL_COLUMNS = column_names(CellRemoteCallRow)
 
 INSERT_SESSION = _insert_sql("sessions", SESSION_COLUMNS, "INSERT OR IGNORE")
 INSERT_CELL = _insert_sql("cells", (*LINK_COLUMNS, *CELL_COLUMNS))
 INSERT_HEARTBEAT = _insert_sql("heartbeats", (*LINK_COLUMNS, *HEARTBEAT_COLUMNS))
 INSERT_CELL_CLUSTER = _insert_sql("cell_clusters", CELL_CLUSTER_COLUMNS)
 INSERT_CELL_HOST = _insert_sql("cell_hosts", CELL_HOST_COLUMNS)
+INSERT_CELL_REMOTE_CALL = _insert_sql("cell_remote_calls", CELL_REMOTE_CALL_COLUMNS)

@@ -29,6 +29,7 @@ from carbon_magic.ledger.cluster import CLUSTER_KEY
 from carbon_magic.ledger.connection import RETRY_AFTER_S
 from carbon_magic.ledger.housekeeping import keep_seconds, prune_cells
 from carbon_magic.ledger.read import BUSY_TIMEOUT_S, read_cells
+from carbon_magic.ledger.remote_calls import REMOTE_KEY, pending_remote_share
 from carbon_magic.ledger.rows import (
     SessionState,
     cell_row,
@@ -193,6 +194,8 @@ class Ledger(PendingStore):
         row = cell_row(m, via=via, budget=budget)
         if m.cluster is not None:
             row[CLUSTER_KEY] = m.cluster  # not a column: written to the cluster tables
+        if m.remote is not None:
+            row[REMOTE_KEY] = m.remote["calls"]  # written to cell_remote_calls
         self._submit(("cell", session_uuid, (row, m)))
 
     def heartbeat(
@@ -274,6 +277,7 @@ class Ledger(PendingStore):
                     "kernel_id": self._sessions[uuid].row["kernel_id"],
                     "notebook_path": self._sessions[uuid].row["notebook_path"],
                     "host": self._sessions[uuid].row["host"],
+                    **pending_remote_share(row),
                 }
                 for uuid, row in self._cells
                 if (session_uuid is None or uuid == session_uuid)

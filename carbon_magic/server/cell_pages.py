@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass
+from typing import Any
 
 from carbon_magic.vocabulary import COMPONENTS
 
@@ -56,6 +57,9 @@ class CellRecord:
     mode: str
     methods: dict[str, str]
     budget: str | None
+    # Its calls to hosted LLM APIs, estimated and not in the figures above: the totals of
+    # carbon_magic.ledger.remote_calls.summarise_rows (without the calls), or None.
+    remote: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -105,8 +109,9 @@ def _json_object(text: str | None) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def cell_record(row: sqlite3.Row) -> CellRecord:
-    """A row of ``KERNEL_CELLS_SQL`` / ``NOTEBOOK_CELLS_SQL``, read by column name."""
+def cell_record(row: sqlite3.Row, remote: dict[str, Any] | None = None) -> CellRecord:
+    """A row of ``KERNEL_CELLS_SQL`` / ``NOTEBOOK_CELLS_SQL``, read by column name, with
+    its remote part (``read_cell_remote``) when it has one."""
     return CellRecord(
         id=row["id"],
         cell_id=row["cell_id"],
@@ -132,4 +137,5 @@ def cell_record(row: sqlite3.Row) -> CellRecord:
         mode=row["mode"],
         methods=_json_object(row["methods_json"]),
         budget=row["budget"],
+        remote={k: v for k, v in remote.items() if k != "calls"} if remote else None,
     )

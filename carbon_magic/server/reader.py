@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from carbon_magic import ledger
+from carbon_magic.ledger.read import query
+from carbon_magic.ledger.remote_calls import read_cell_remote
 from carbon_magic.server.cell_pages import (
     CELL_PAGE_DEFAULT,
     CELL_PAGE_MAX,
@@ -131,6 +133,9 @@ class SessionFigures:
     # The sums of the session's recorded cells: unlike the tracker's running totals
     # (which a mode switch or ``%carbon reset`` rewrites), these only grow.
     cells: Totals = field(default_factory=Totals)
+    # The session's calls to hosted LLM APIs, estimated, NOT in the totals above
+    # (session_remote()); None without any. Read for one kernel only.
+    remote: dict[str, Any] | None = None
 
     @property
     def last_seen(self) -> float:
@@ -357,6 +362,37 @@ def _cluster_sums(connection: sqlite3.Connection) -> dict[str, Totals]:
     }
 
 
+_SESSION_REMOTE = """
+SELECT COUNT(*) AS count, COUNT(r.energy_low_kwh) AS estimated,
+       TOTAL(r.energy_low_kwh) AS energy_low_kwh, TOTAL(r.energy_high_kwh) AS energy_high_kwh,
+       TOTAL(r.emissions_low_g) AS emissions_low_g, TOTAL(r.emissions_high_g) AS emissions_high_g,
+       TOTAL(r.water_low_l) AS water_low_l, TOTAL(r.water_high_l) AS water_high_l
+FROM cells AS c INDEXED BY cells_session JOIN cell_remote_calls AS r ON r.cell_ref = c.id
+WHERE c.session_id = ?
+"""
+
+
+def session_remote(connection: sqlite3.Connection, session_id: int) -> dict[str, Any] | None:
+    """A session's calls to hosted LLM APIs added up (kWh, g CO2e, L; middles of the
+    ranges), None without any or in a ledger older than the table."""
+    try:
+        row = connection.execute(_SESSION_REMOTE, (session_id,)).fetchone()
+    except sqlite3.OperationalError as error:
+        if "no such table" in str(error):
+            return None
+        raise
+    if row is None or not row["count"]:
+        return None
+    return {
+        "count": row["count"],
+        "unestimated": row["count"] - row["estimated"],
+        "energy_kwh": (row["energy_low_kwh"] + row["energy_high_kwh"]) / 2,
+        "emissions_g": (row["emissions_low_g"] + row["emissions_high_g"]) / 2,
+        "emissions_range_g": [row["emissions_low_g"], row["emissions_high_g"]],
+        "water_l": (row["water_low_l"] + row["water_high_l"]) / 2,
+    }
+
+
 class LedgerReader:
     """Answers the server's questions from the ledger, read-only.
 
@@ -468,11 +504,14 @@ class LedgerReader:
                 connection.execute(self._heartbeat_queries(connection)[0], (session.id,)).fetchone()
             )
             n_cells, cell_totals = self._cell_sums(connection).get(session.id)
+            remote = session_remote(connection, session.id)
         if heartbeat is not None:
             totals, source = heartbeat.totals, "heartbeat"
         else:
             totals, source = cell_totals, "cells"
-        return SessionFigures(session, heartbeat, totals, totals, n_cells, source, cell_totals)
+        return SessionFigures(
+            session, heartbeat, totals, totals, n_cells, source, cell_totals, remote
+        )
 
     def snapshot(self, now: float, day_start: float) -> LedgerSnapshot:
         """Every session with its latest heartbeat, its all-time totals and its growth
@@ -543,5 +582,6 @@ class LedgerReader:
                 names, ids = json.dumps(list(notebook_paths or ())), json.dumps(list(kernel_ids))
                 params = (names, ids, int(after), since_s)
                 rows = connection.execute(NOTEBOOK_CELLS_SQL, (*params, limit + 1)).fetchall()
-        records = [cell_record(row) for row in rows[:limit]]
+            remote = read_cell_remote(query, connection, [row["id"] for row in rows[:limit]])
+        records = [cell_record(row, remote.get(row["id"])) for row in rows[:limit]]
         return CellPage(records, more=len(rows) > limit)

@@ -131,6 +131,9 @@ def kernel_json(
         "intensity": intensity_json(figures),
         "prediction": prediction_json(figures),
         "hint": hint_json(figures, state.live),
+        # Hosted LLM calls of the session, estimated (EcoLogits), not in the totals.
+        "remote": figures.remote,
+        "totals_include_remote": False,
         "heartbeat": None
         if heartbeat is None
         else {
@@ -344,6 +347,9 @@ def cell_json(record: CellRecord) -> dict[str, Any]:
         "mode": record.mode,
         "methods": dict(record.methods),
         "budget": record.budget,
+        # Hosted LLM calls, estimated (EcoLogits), never added to the figures above.
+        "remote": record.remote,
+        "totals_include_remote": False,
     }
 
 

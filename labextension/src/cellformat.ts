@@ -11,7 +11,7 @@ import {
   formatPercent,
   formatWatts
 } from './format';
-import { ICellRecord, IPrediction } from './schema';
+import { ICellRecord, IPrediction, IRemotePart } from './schema';
 
 /** How footers are shown (the plugin settings of the same names). */
 export interface IFooterSettings {
@@ -73,8 +73,22 @@ export function footerTitle(cell: ICellRecord, now?: number): string {
     `Grid ${Math.round(cell.intensity.g_per_kwh)} g/kWh · ${cell.intensity.source}`,
     `Embodied ${formatGrams(cell.embodied_g)} CO₂e (manufacturing, amortised; ${share} of operational + embodied), not in the figure above`,
     `${formatDuration(cell.duration_s)}, ${cell.status}, ${cell.mode} mode, ended ${ended}`,
+    ...(cell.remote ? [remoteLine(cell.remote)] : []),
     'From the carbon_magic ledger (cell recorded by the kernel).'
   ].join('\n');
+}
+
+/** The remote (estimated) line: hosted LLM calls, never added to the local figures. */
+export function remoteLine(remote: IRemotePart): string {
+  const [low, high] = remote.emissions_range_g;
+  const calls = `${remote.count} LLM call${remote.count === 1 ? '' : 's'}`;
+  const figures = remote.estimated
+    ? ` · ${formatKwh(remote.energy_kwh)} · ${formatGramsRange(remote.emissions_g, low, high)} CO₂e`
+    : '';
+  const missing = remote.unestimated
+    ? ` · ${remote.unestimated} without estimate`
+    : '';
+  return `Remote (estimated, not included above): ${calls}${figures}${missing}`;
 }
 
 /** A running cell's prediction: `≈ 42% · ≈ 3.1 g (2.5–4 g) CO₂e at the end · 1 min 5 s left`. */

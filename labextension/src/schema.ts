@@ -52,6 +52,25 @@ export interface ICellRecord {
   /** How each component was obtained: measured, modelled, assumed. */
   methods: Record<string, string>;
   budget: string | null;
+  /** Hosted LLM calls the cell made, estimated (EcoLogits); not in the figures above. */
+  remote: IRemotePart | null;
+  /** Whether the figures above include `remote` (never, today). */
+  totals_include_remote: boolean;
+}
+
+/** A cell's calls to hosted LLM APIs: kWh, grams CO2e (providers' grids), litres. */
+export interface IRemotePart {
+  count: number;
+  estimated: number;
+  unestimated: number;
+  energy_kwh: number;
+  energy_range_kwh: [number, number];
+  emissions_g: number;
+  emissions_range_g: [number, number];
+  embodied_g: number;
+  water_l: number;
+  water_range_l: [number, number];
+  method: string;
 }
 
 /** A page of cells: `GET …/kernels/{id}/cells` or `GET …/cells?path=`. */
@@ -157,6 +176,20 @@ export interface IKernelFigures {
   session: IKernelSession;
   /** The kernel's notebook and day caps (empty when none is set). */
   budgets: IScopeBudget[];
+  /** The session's hosted LLM calls, estimated; not in `totals`. */
+  remote: IRemoteTotals | null;
+  /** Whether `totals` include `remote` (never, today). */
+  totals_include_remote: boolean;
+}
+
+/** A session's calls to hosted LLM APIs: kWh, grams CO2e, litres. */
+export interface IRemoteTotals {
+  count: number;
+  unestimated: number;
+  energy_kwh: number;
+  emissions_g: number;
+  emissions_range_g: [number, number];
+  water_l: number;
 }
 
 /** Thrown when an answer does not have the shape its interface says. */
@@ -301,7 +334,23 @@ const cellRecord = object<ICellRecord>({
   pue: number,
   mode: string,
   methods: stringMap,
-  budget: nullable(string)
+  budget: nullable(string),
+  remote: nullable(
+    object<IRemotePart>({
+      count: integer,
+      estimated: integer,
+      unestimated: integer,
+      energy_kwh: number,
+      energy_range_kwh: pair,
+      emissions_g: number,
+      emissions_range_g: pair,
+      embodied_g: number,
+      water_l: number,
+      water_range_l: pair,
+      method: string
+    })
+  ),
+  totals_include_remote: boolean
 });
 
 const cellsPage = object<ICellsPage>({
@@ -380,7 +429,18 @@ const kernelFigures = object<IKernelFigures>({
       unit: oneOf('g', 'kWh'),
       on_exceed: oneOf('warn', 'stop')
     })
-  })
+  ),
+  remote: nullable(
+    object<IRemoteTotals>({
+      count: integer,
+      unestimated: integer,
+      energy_kwh: number,
+      emissions_g: number,
+      emissions_range_g: pair,
+      water_l: number
+    })
+  ),
+  totals_include_remote: boolean
 });
 
 /**

@@ -187,6 +187,18 @@ function kernelRows(figures: IKernelFigures): Row[] {
   if (prediction) {
     rows.push(['Predicted', predictionText(prediction), 'cm-prediction']);
   }
+  const remote = figures.remote;
+  if (remote) {
+    const [low, high] = remote.emissions_range_g;
+    const missing = remote.unestimated
+      ? ` · ${remote.unestimated} without estimate`
+      : '';
+    rows.push([
+      'Remote (estimated)',
+      `${remote.count} LLM calls · ${formatGramsRange(remote.emissions_g, low, high)} CO₂e, not in the figures above${missing}`,
+      'cm-remote'
+    ]);
+  }
   return rows;
 }
 

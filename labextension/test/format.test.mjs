@@ -38,6 +38,8 @@ function record(overrides = {}) {
     mode: 'process',
     methods: { cpu: 'modelled', gpu: 'measured', ram: 'assumed' },
     budget: null,
+    remote: null,
+    totals_include_remote: false,
     ...overrides
   };
 }
@@ -83,6 +85,27 @@ test('the footer tooltip says how the figures were obtained', () => {
   // 0.42 mg of 4.2 + 0.42 mg: 9%.
   assert.match(title, /Embodied 420 µg CO₂e \(manufacturing, amortised; 9% of/);
   assert.match(title, /ended 1 min 15 s ago/);
+});
+
+test('the footer tooltip shows LLM calls apart, as estimated', () => {
+  assert.doesNotMatch(cells.footerTitle(record(), 1100), /Remote/);
+  const remote = {
+    count: 3,
+    estimated: 2,
+    unestimated: 1,
+    energy_kwh: 0.0012,
+    energy_range_kwh: [0.001, 0.0014],
+    emissions_g: 0.5,
+    emissions_range_g: [0.4, 0.6],
+    embodied_g: 0.05,
+    water_l: 0.004,
+    water_range_l: [0.003, 0.005],
+    method: 'estimated (EcoLogits 0.11)'
+  };
+  assert.match(
+    cells.footerTitle(record({ remote }), 1100),
+    /Remote \(estimated, not included above\): 3 LLM calls · 1\.2 Wh · ≈ 500 mg \(400 mg–600 mg\) CO₂e · 1 without estimate/
+  );
 });
 
 test('footers hide below the threshold and when switched off', () => {

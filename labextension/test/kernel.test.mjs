@@ -52,6 +52,9 @@ function kernel(overrides = {}, session = {}) {
       gpus: { 'nvidia:0': H200 },
       ...session
     },
+    budgets: [],
+    remote: null,
+    totals_include_remote: false,
     ...overrides
   };
 }
