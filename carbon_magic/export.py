@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
+from operator import itemgetter
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -211,6 +212,49 @@ def _session_fields(row: Row, hardware: Mapping[str, Any] | None) -> dict[str, A
     return fields
 
 
+_CC_AT = {name: index for index, name in enumerate(CODECARBON_COLUMNS)}
+_CC_COMPONENTS = [
+    (f"{component}_j", _CC_AT[f"{component}_power"], _CC_AT[f"{component}_energy"])
+    for component in COMPONENTS
+]
+
+
+def _codecarbon_template(session_fields: Mapping[str, Any]) -> list[Any]:
+    """A CodeCarbon row with the session's columns filled in and the cell's left empty."""
+    values: list[Any] = [""] * len(CODECARBON_COLUMNS)
+    values[_CC_AT["codecarbon_version"]] = GENERATOR
+    for name, value in session_fields.items():
+        values[_CC_AT[name]] = value
+    return values
+
+
+def _codecarbon_values(row: Row, template: list[Any]) -> list[Any]:
+    """The CodeCarbon row of one cell (``CODECARBON_COLUMNS`` order) on its session's
+    ``template``. Called once per exported cell, so written for speed."""
+    get = row.get
+    values = template.copy()
+    duration = _num(get("duration_s"))
+    pue = _num(get("pue")) or 1.0
+    emissions_kg = _num(get("emissions_g")) / 1000.0
+    ended = get("ended_at")
+    if ended is not None:
+        moment = datetime.fromtimestamp(float(ended), tz=timezone.utc)
+        values[_CC_AT["timestamp"]] = moment.isoformat(timespec="seconds")[:19]
+    values[_CC_AT["project_name"]] = get("notebook_path") or "carbon_magic"
+    values[_CC_AT["run_id"]] = _text(get("session_uuid"))
+    values[_CC_AT["duration"]] = duration
+    values[_CC_AT["emissions"]] = emissions_kg
+    values[_CC_AT["emissions_rate"]] = emissions_kg / duration if duration > 0 else 0.0
+    values[_CC_AT["energy_consumed"]] = _num(get("energy_kwh"))
+    values[_CC_AT["tracking_mode"]] = _text(get("mode"))
+    values[_CC_AT["pue"]] = pue
+    for column, power_at, energy_at in _CC_COMPONENTS:
+        joules = _num(get(column))
+        values[power_at] = joules / duration if duration > 0 else 0.0
+        values[energy_at] = joules * pue / J_PER_KWH
+    return values
+
+
 def codecarbon_record(
     row: Row,
     hardware: Mapping[str, Any] | None = None,
@@ -225,33 +269,9 @@ def codecarbon_record(
     used when the row does not carry its session's hardware; ``session_fields`` are the
     session's columns when already worked out for another cell of the session.
     """
-    duration = _num(row.get("duration_s"))
-    pue = _num(row.get("pue")) or 1.0
-    emissions_kg = _num(row.get("emissions_g")) / 1000.0
-    record: dict[str, str | float | int] = dict.fromkeys(CODECARBON_COLUMNS, "")
-    ended = row.get("ended_at")
-    record.update(
-        timestamp=(
-            datetime.fromtimestamp(float(ended), tz=timezone.utc).isoformat(timespec="seconds")[:19]
-            if ended is not None
-            else ""
-        ),
-        project_name=row.get("notebook_path") or "carbon_magic",
-        run_id=_text(row.get("session_uuid")),
-        duration=duration,
-        emissions=emissions_kg,
-        emissions_rate=emissions_kg / duration if duration > 0 else 0.0,
-        energy_consumed=_num(row.get("energy_kwh")),
-        codecarbon_version=GENERATOR,
-        tracking_mode=_text(row.get("mode")),
-        pue=pue,
-    )
-    for component in COMPONENTS:
-        joules = _num(row.get(f"{component}_j"))
-        record[f"{component}_power"] = joules / duration if duration > 0 else 0.0
-        record[f"{component}_energy"] = joules * pue / J_PER_KWH
-    record.update(session_fields if session_fields is not None else _session_fields(row, hardware))
-    return record
+    fields = session_fields if session_fields is not None else _session_fields(row, hardware)
+    values = _codecarbon_values(row, _codecarbon_template(fields))
+    return dict(zip(CODECARBON_COLUMNS, values, strict=True))
 
 
 @lru_cache(maxsize=1024)
@@ -261,29 +281,48 @@ def _methods_of(methods_json: str) -> tuple[str, ...]:
     return tuple(methods.get(component, "") for component in COMPONENTS)
 
 
-_FLAT_INDEX = {name: index for index, name in enumerate(FLAT_COLUMNS)}
-_FLAT_METHODS = [_FLAT_INDEX[f"method_{component}"] for component in COMPONENTS]
+_FLAT_METHODS_AT = FLAT_COLUMNS.index(f"method_{COMPONENTS[0]}")
+_FLAT_HEAD = FLAT_COLUMNS[:_FLAT_METHODS_AT]  # the row's own columns, then methods...
+_FLAT_TAIL = FLAT_COLUMNS[_FLAT_METHODS_AT + len(COMPONENTS) + 1 :]  # ...devices, the rest
+_flat_head, _flat_tail = itemgetter(*_FLAT_HEAD), itemgetter(*_FLAT_TAIL)
+_SOURCE_AT, _STARTED_AT, _ENDED_AT = (
+    _FLAT_HEAD.index(name) for name in ("source", "started_at", "ended_at")
+)
+
+
+def _devices_text(row: Row) -> str:
+    """The devices column: the ledger's JSON text as stored (compact JSON, written by the
+    ledger's own writer: not decoded again, which would cost more than the rest of the
+    row), else the devices encoded."""
+    text = row.get("devices_json")
+    if isinstance(text, str) and "devices" not in row and text.startswith("{"):
+        return text
+    return json.dumps(row_devices(row), sort_keys=True)
 
 
 def _flat_values(row: Row) -> list[Any]:
-    """The values of :func:`flat_record`, in ``FLAT_COLUMNS`` order."""
-    get = row.get
-    values = [get(name) for name in FLAT_COLUMNS]
-    source = values[_FLAT_INDEX["source"]]
+    """The values of :func:`flat_record`, in ``FLAT_COLUMNS`` order. Called once per
+    exported cell, so written for speed: rows from ``iter_cells`` carry every column."""
+    try:
+        head, tail = list(_flat_head(row)), _flat_tail(row)
+    except KeyError:  # a row from elsewhere, without some columns
+        head = [row.get(name) for name in _FLAT_HEAD]
+        tail = tuple(row.get(name) for name in _FLAT_TAIL)
+    source = head[_SOURCE_AT]
     if isinstance(source, str):  # rows written before redaction
-        values[_FLAT_INDEX["source"]] = redacted_source(source)
-    values[_FLAT_INDEX["started_at"]] = _utc_iso(get("started_at"))
-    values[_FLAT_INDEX["ended_at"]] = _utc_iso(get("ended_at"))
-    methods_json = get("methods_json")
+        head[_SOURCE_AT] = redacted_source(source)
+    head[_STARTED_AT] = _utc_iso(head[_STARTED_AT])
+    head[_ENDED_AT] = _utc_iso(head[_ENDED_AT])
+    methods_json = row.get("methods_json")
     if isinstance(methods_json, str) and "methods" not in row:
         methods = _methods_of(methods_json)
     else:
         decoded = row_methods(row)
         methods = tuple(decoded.get(component, "") for component in COMPONENTS)
-    for index, method in zip(_FLAT_METHODS, methods, strict=True):
-        values[index] = method
-    values[_FLAT_INDEX["devices"]] = json.dumps(row_devices(row), sort_keys=True)
-    return values
+    head += methods
+    head.append(_devices_text(row))
+    head += tail
+    return head
 
 
 def flat_record(row: Row) -> dict[str, Any]:
@@ -313,15 +352,17 @@ class ExportFormat:
 def _write_codecarbon(rows: Iterable[Row], hardware: Mapping[str, Any], stream: IO[str]) -> None:
     writer = csv.writer(stream, lineterminator="\n")
     writer.writerow(CODECARBON_COLUMNS)
-    sessions: dict[tuple[Any, ...], dict[str, Any]] = {}
+    # The session's columns, worked out once per session (by its hardware, settings, host).
+    templates: dict[tuple[Any, ...], list[Any]] = {}
     for row in rows:
-        key = (row.get("hardware_json"), row.get("settings_json"), row.get("host"))
         if "hardware" in row or "settings" in row:  # decoded by the caller: not cached
-            fields = _session_fields(row, hardware)
-        elif (fields := sessions.get(key)) is None:  # type: ignore[assignment]
-            fields = sessions[key] = _session_fields(row, hardware)
-        record = codecarbon_record(row, hardware, fields)
-        writer.writerow([record[name] for name in CODECARBON_COLUMNS])
+            template = _codecarbon_template(_session_fields(row, hardware))
+        else:
+            key = (row.get("hardware_json"), row.get("settings_json"), row.get("host"))
+            template = templates.get(key)  # type: ignore[assignment]
+            if template is None:
+                template = templates[key] = _codecarbon_template(_session_fields(row, hardware))
+        writer.writerow(_codecarbon_values(row, template))
 
 
 def _write_flat(rows: Iterable[Row], hardware: Mapping[str, Any], stream: IO[str]) -> None:

@@ -152,12 +152,15 @@ def iter_cells(
     ``batch_rows`` at a time: memory stays the same however many cells match.
 
     ``conn`` must stay open until the iteration ends. Raises as :func:`read_cells`."""
-    from carbon_magic.ledger.cluster import with_cluster_share
+    from carbon_magic.ledger.cluster import CLUSTER_SHARE_COLUMNS, with_cluster_share
 
     where, params = cell_filters(**filters)
+    # Every row has the cluster share columns (NULL without a cluster), so rows all
+    # have the same keys.
+    no_cluster = ", ".join(f"NULL AS {name}" for name in CLUSTER_SHARE_COLUMNS)
     sql = (
         f"SELECT c.*, s.session_uuid, s.notebook_path, s.host, s.hardware_json, "
-        f"s.settings_json {_CELLS_FROM}{where} ORDER BY c.started_at, c.id"
+        f"s.settings_json, {no_cluster} {_CELLS_FROM}{where} ORDER BY c.started_at, c.id"
     )
     try:
         cursor = conn.execute(sql, params)

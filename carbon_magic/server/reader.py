@@ -155,6 +155,8 @@ class CellSums:
     watermark: int = 0
     first_id: int = 0
     per_session: dict[int, tuple[int, Totals]] = field(default_factory=dict)
+    # All time only: per kernel id, the Dask cluster part of its cells (kWh, g).
+    cluster: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def get(self, session_id: int) -> tuple[int, Totals]:
         """(number of cells, their totals) of one session; (0, zeros) without cells."""
@@ -165,11 +167,13 @@ class CellSums:
         table's smallest and largest ids in the caller's read transaction). Starts over
         when cells were removed (a replaced file, or old cells past the retention time)."""
         if max_id < self.watermark or (self.watermark and min_id != self.first_id):
-            self.watermark, self.per_session = 0, {}  # old cells were removed (retention)
+            # Old cells were removed (retention): start over.
+            self.watermark, self.per_session, self.cluster = 0, {}, {}
         self.first_id = min_id
         if max_id == self.watermark:
             return
         if self.day_start is None:
+            self._add_cluster(connection)
             rows = connection.execute(_CELLS_AFTER, (self.watermark,))
         elif self.watermark == 0:
             rows = connection.execute(_CELLS_SINCE, (self.day_start,))
@@ -180,6 +184,23 @@ class CellSums:
             known_count, known = self.get(session_id)
             self.per_session[session_id] = (known_count + row["n_cells"], known + _totals(row))
         self.watermark = max_id
+
+    def _add_cluster(self, connection: sqlite3.Connection) -> None:
+        """Add the cluster part of the cells after ``watermark`` (written with them, in
+        their transaction); nothing for a ledger from before the cluster tables."""
+        try:
+            rows = connection.execute(_CLUSTERS_AFTER, (self.watermark,)).fetchall()
+        except sqlite3.OperationalError as error:
+            if "no such table" in str(error):
+                return
+            raise
+        for row in rows:
+            if row["kernel_id"]:
+                kwh, grams = self.cluster.get(row["kernel_id"], (0.0, 0.0))
+                self.cluster[row["kernel_id"]] = (
+                    kwh + row["energy_kwh"],
+                    grams + row["emissions_g"],
+                )
 
 
 @dataclass
@@ -271,6 +292,14 @@ def _totals(row: sqlite3.Row, prefix: str = "") -> Totals:
 
 
 def _session(row: sqlite3.Row) -> Session:
+    return _session_of(tuple(row[name] for name in _SESSION_NAMES))
+
+
+@functools.lru_cache(maxsize=4096)
+def _session_of(values: tuple[Any, ...]) -> Session:
+    """The Session of a row's ``_SESSION_NAMES`` values. A session row seldom changes,
+    and every request reads every session: its JSON is decoded once, not per request."""
+    row = dict(zip(_SESSION_NAMES, values, strict=True))
     try:
         methods = json.loads(row["methods_json"]) if row["methods_json"] else {}
     except ValueError:
@@ -328,26 +357,14 @@ def _prediction(text: str | None) -> dict[str, Any] | None:
     return {key: value[key] for key in ("fraction", "emissions_g", "emissions_range_g", "eta_s")}
 
 
-_CLUSTER_SUMS = (
+# The cluster part of the cells after a known id, per kernel id: a range of
+# cell_clusters' primary key, each row's cell found by its id (CROSS JOIN keeps that
+# order: SQLite would otherwise scan every cell).
+_CLUSTERS_AFTER = (
     "SELECT c.kernel_id, TOTAL(cc.energy_kwh) AS energy_kwh, TOTAL(cc.emissions_g) AS emissions_g "
-    "FROM cell_clusters AS cc JOIN cells AS c ON c.id = cc.cell_ref GROUP BY c.kernel_id"
+    "FROM cell_clusters AS cc CROSS JOIN cells AS c ON c.id = cc.cell_ref "
+    "WHERE cc.cell_ref > ? GROUP BY c.kernel_id"
 )
-
-
-def _cluster_sums(connection: sqlite3.Connection) -> dict[str, tuple[float, float]]:
-    """Per kernel id, the cluster part of its cells (kWh, g); empty for a ledger written
-    before the cluster tables existed."""
-    try:
-        rows = connection.execute(_CLUSTER_SUMS).fetchall()
-    except sqlite3.OperationalError as error:
-        if "no such table" in str(error):
-            return {}
-        raise
-    return {
-        row["kernel_id"]: (row["energy_kwh"], row["emissions_g"])
-        for row in rows
-        if row["kernel_id"]
-    }
 
 
 class LedgerReader:
@@ -444,6 +461,15 @@ class LedgerReader:
             self.close()  # corrupt or replaced underneath us: reopen next time
             raise
 
+    def warm_up(self, now: float, day_start: float) -> None:
+        """Read the ledger once (:meth:`snapshot`), so that the first request finds the
+        cell sums of a long ledger in memory rather than summing a million cells itself.
+        Run on the reading thread when the server starts; never raises."""
+        try:
+            self.snapshot(now, day_start)
+        except Exception:  # no ledger yet, or unreadable: the requests will say so
+            pass
+
     def kernel(self, kernel_id: str) -> SessionFigures | None:
         """The latest session of ``kernel_id`` with its live heartbeat and totals.
 
@@ -484,7 +510,7 @@ class LedgerReader:
             }
             all_cells = self._cell_sums(connection)
             cells_today = self._cell_sums(connection, day_start)
-            result.cluster = _cluster_sums(connection)
+            result.cluster = dict(all_cells.cluster)
         for row in rows:
             session = _session(row)
             heartbeat = _heartbeat(row)
