@@ -114,19 +114,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from carbon_magic.ledger import cell_totals, connect_readonly, heaviest_cells, read_cells
-    from carbon_magic.report import heaviest_needed, report_from_totals
+    from carbon_magic.ledger import connect_readonly
+    from carbon_magic.report import ledger_parts, report_from_totals
 
     connection = connect_readonly(_existing_ledger(args))
     try:
         # In one read transaction, so the totals and the rows describe the same cells.
         connection.execute("BEGIN")
-        totals = cell_totals(connection, **_filters(args))
-        if args.top is None:  # every cell is listed
-            heaviest = read_cells(connection, **_filters(args))
-            heaviest.sort(key=lambda row: -row["emissions_g"])  # stable: ties stay in order
-        else:
-            heaviest = heaviest_cells(connection, heaviest_needed(args.top), **_filters(args))
+        totals, heaviest = ledger_parts(connection, args.top, **_filters(args))
     finally:
         connection.close()
     report = report_from_totals(totals, heaviest, top=args.top)

@@ -262,8 +262,11 @@ def _rows_and_pending(
     ),
 )
 def cmd_report(magics: CarbonMagics, options: argparse.Namespace) -> Any:
-    """``%carbon report [--top N] [--all-sessions] [--since WHEN]``."""
-    from carbon_magic import report
+    """``%carbon report [--top N] [--all-sessions] [--since WHEN]``.
+
+    Computed off the cell's path: the cell waits at most ``REPORT_WAIT_S`` seconds, and
+    a longer report replaces a placeholder when it is ready."""
+    from carbon_magic import report, report_run
 
     if options.top is not None and options.top < 1:
         raise UsageError("%carbon report: --top must be a positive whole number")
@@ -273,31 +276,9 @@ def cmd_report(magics: CarbonMagics, options: argparse.Namespace) -> Any:
             since = report.parse_since(options.since)
         except ValueError as error:
             raise UsageError(str(error)) from None
-    rows, pending = _rows_and_pending(magics, options.all_sessions, since)
-    hint = _report_hint(magics, rows)
-    return report.build_report(rows, top=options.top, hint=hint, pending=pending)
-
-
-def _report_hint(magics: CarbonMagics, rows: list[dict]) -> str | None:
-    try:
-        from carbon_magic.grid.hints import carbon_aware_hint, emissions_if_run_at
-
-        tracker = magics.tracker
-        provider = tracker.intensity_provider
-        if provider is None:  # the tracker has not started: no forecast yet
-            return None
-        hint = carbon_aware_hint(tracker.intensity(), provider.forecast())
-        if hint is None:
-            return None
-        heaviest = sorted(rows, key=lambda row: row["emissions_g"], reverse=True)[:3]
-        total = sum(row["emissions_g"] for row in heaviest)
-        then = emissions_if_run_at(total, hint.now_g, hint.best_g)
-        return (
-            f"{hint.text}; the {len(heaviest)} heaviest cells ({format_grams(total)}) "
-            f"would have emitted ≈ {format_grams(then)} then"
-        )
-    except Exception:
-        return None
+    return report_run.run_bounded(
+        lambda: report_run.ledger_report(magics, options.top, options.all_sessions, since)
+    )
 
 
 @subcommand(

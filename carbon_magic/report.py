@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import re
+import sqlite3
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ __all__ = [
     "build_report",
     "heaviest_first",
     "heaviest_needed",
+    "ledger_parts",
     "parse_since",
     "pending_note",
     "plot_session",
@@ -266,6 +268,21 @@ def sum_cells(rows: Iterable[Row]) -> dict[str, float]:
 def heaviest_first(rows: Iterable[Row]) -> list[Row]:
     """``rows`` sorted by emissions, heaviest first; ties keep their order."""
     return sorted(rows, key=lambda r: (-row_float(r, "emissions_g"), row_float(r, "started_at")))
+
+
+def ledger_parts(
+    connection: sqlite3.Connection, top: int | None, **filters: Any
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """What :func:`report_from_totals` needs, read from a ledger connection: the sums over
+    the cells ``filters`` select (``carbon_magic.ledger.cell_filters``), computed by
+    SQLite, and the heaviest of them, heaviest first (every one when ``top`` is None).
+    Run it inside one read transaction for both to describe the same cells."""
+    from carbon_magic.ledger import cell_totals, heaviest_cells, read_cells
+
+    totals = cell_totals(connection, **filters)
+    if top is None:  # every cell is listed
+        return totals, heaviest_first(read_cells(connection, **filters))
+    return totals, heaviest_cells(connection, heaviest_needed(top), **filters)
 
 
 def build_report(
