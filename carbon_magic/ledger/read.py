@@ -145,7 +145,7 @@ def read_cells(
 
 
 def iter_cells(
-    conn: sqlite3.Connection, *, batch_rows: int = 2000, **filters: Any
+    conn: sqlite3.Connection, *, batch_rows: int = 500, **filters: Any
 ) -> Iterator[dict[str, Any]]:
     """The rows of :func:`read_cells` (``filters``: its keyword filters, no ``limit``),
     each with its session's ``hardware_json`` and ``settings_json`` too, read
