@@ -272,7 +272,7 @@ def heaviest_first(rows: Iterable[Row]) -> list[Row]:
 
 def ledger_parts(
     connection: sqlite3.Connection, top: int | None, **filters: Any
-) -> tuple[dict[str, float], list[dict[str, Any]]]:
+) -> tuple[dict[str, float], Sequence[Row]]:
     """What :func:`report_from_totals` needs, read from a ledger connection: the sums over
     the cells ``filters`` select (``carbon_magic.ledger.cell_filters``), computed by
     SQLite, and the heaviest of them, heaviest first (every one when ``top`` is None).

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,7 +75,7 @@ def ledger_report(
     }
     connection, pending = recorder.read_ledger(_snapshot, all_sessions=all_sessions, since=since)
     totals = report.sum_cells(())
-    heaviest: list[Any] = []
+    heaviest: Sequence[Mapping[str, Any]] = []
     if connection is not None:
         try:
             totals, heaviest = report.ledger_parts(connection, top, **filters)
@@ -99,7 +99,7 @@ def ledger_report(
     return report.report_from_totals(totals, heaviest, top=top, hint=hint, pending=len(pending))
 
 
-def report_hint(magics: CarbonMagics, rows: list[dict]) -> str | None:
+def report_hint(magics: CarbonMagics, rows: Sequence[Mapping[str, Any]]) -> str | None:
     """The carbon-aware line under a report: what the three heaviest of ``rows`` would
     have emitted at the forecast's best time. None without a forecast; never raises."""
     try:
@@ -135,17 +135,17 @@ def run_bounded(compute: Callable[[], Any], wait_s: float | None = None) -> Any:
     outcome: dict[str, Any] = {}
 
     def work() -> None:
+        failure: Exception | None = None
         try:
             result: Any = compute()
         except Exception as error:  # shown in place of the report, or raised by the cell
-            result, outcome["error"] = None, error
+            result, failure = None, error
         with lock:
-            outcome["result"] = result
+            outcome["result"], outcome["error"] = result, failure
             done.set()
             handle = outcome.get("handle")
         if handle is not None:
-            error = outcome.get("error")
-            handle.update(result if error is None else f"%carbon report failed: {error}")
+            handle.update(result if failure is None else f"%carbon report failed: {failure}")
 
     threading.Thread(target=work, name="carbon-magic-report", daemon=True).start()
     done.wait(wait)
@@ -153,6 +153,6 @@ def run_bounded(compute: Callable[[], Any], wait_s: float | None = None) -> Any:
         if not done.is_set():
             outcome["handle"] = display(PendingReport(), display_id=True)
             return None
-    if "error" in outcome:
+    if outcome["error"] is not None:
         raise outcome["error"]
     return outcome["result"]

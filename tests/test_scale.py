@@ -186,6 +186,12 @@ def test_server_reads_do_not_grow_with_the_cells(old_ledger, tmp_path, monkeypat
     # Summing the 20,000 cells once took this many thousand steps; a request must not.
     assert before > 50, before
     assert per_request < 20, f"{per_request}k SQLite steps for one request over {N_CELLS} cells"
+    # Nothing committed since: the same figures, read again from memory, at a new time.
+    before = steps["n"]
+    third = reader.snapshot(now + 2, day_start)
+    assert steps["n"] - before < 1
+    assert third.now == now + 2 and third.sessions == second.sessions
+    assert third.cluster == second.cluster
 
 
 def iopub_until(kernel, predicate, timeout_s):
