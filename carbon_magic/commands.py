@@ -9,6 +9,8 @@ described once, here.
 from __future__ import annotations
 
 import argparse
+import itertools
+import sqlite3
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -353,16 +355,34 @@ def _ensure_figure_display(shell: Any) -> None:
 def cmd_export(magics: CarbonMagics, options: argparse.Namespace) -> Any:
     """``%carbon export PATH [--format FORMAT] [--force] [--all-sessions]``."""
     from carbon_magic import export
+    from carbon_magic import ledger as ledger_module
 
-    rows, pending = _rows_and_pending(magics, options.all_sessions)
+    # The ledger's rows are read one batch at a time from one snapshot, followed by the
+    # cells not yet written to it: memory stays the same however long the ledger.
+    session = None if options.all_sessions else magics.recorder.session_uuid
+    connection, pending_rows = magics.recorder.read_ledger(
+        ledger_module.open_snapshot, all_sessions=options.all_sessions
+    )
     try:
-        path = export.export_records(
+        stored = 0
+        if connection is not None:
+            stored = int(ledger_module.cell_totals(connection, session_uuid=session)["n_cells"])
+        rows: Any = pending_rows
+        if stored and connection is not None:
+            rows = itertools.chain(
+                ledger_module.iter_cells(connection, session_uuid=session), pending_rows
+            )
+        elif not pending_rows:
+            rows = _rows(magics, options.all_sessions)  # the kernel's memory, without a ledger
+        path, count = export.write_export(
             rows,
             options.path,
             fmt=options.format,
             force=options.force,
             hardware=magics.tracker.hardware(),
         )
+    except sqlite3.Error as error:
+        raise UsageError(f"%carbon export: cannot read the ledger: {error}") from None
     except (FileExistsError, ValueError) as error:
         raise UsageError(str(error)) from None
     except OSError as error:
@@ -370,8 +390,12 @@ def cmd_export(magics: CarbonMagics, options: argparse.Namespace) -> Any:
         if options.path not in reason:
             reason = f"cannot write {options.path}: {reason}"
         raise UsageError(f"%carbon export: {reason}") from None
+    finally:
+        if connection is not None:
+            connection.close()
+    pending = len(pending_rows)
     note = f"; {pending} of them not yet written to the ledger (it is busy)" if pending else ""
-    print(f"wrote {len(rows)} records to {path} ({options.format}){note}")
+    print(f"wrote {count} records to {path} ({options.format}){note}")
     return None
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from carbon_magic.formatting import format_grams
@@ -44,21 +43,6 @@ class PendingReport:
         return f'<div class="carbon-magic-report"><p>{self.text}</p></div>'
 
 
-def _snapshot(path: Path) -> sqlite3.Connection:
-    """A read-only connection inside a read transaction whose snapshot is taken now
-    (SQLite takes it at the transaction's first read)."""
-    from carbon_magic.ledger import connect_readonly
-
-    connection = connect_readonly(path)
-    try:
-        connection.execute("BEGIN")
-        connection.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
-    except BaseException:
-        connection.close()
-        raise
-    return connection
-
-
 def ledger_report(
     magics: CarbonMagics, top: int | None, all_sessions: bool, since: float | None
 ) -> Report:
@@ -73,7 +57,9 @@ def ledger_report(
         "session_uuid": None if all_sessions else recorder.session_uuid,
         "since": since,
     }
-    connection, pending = recorder.read_ledger(_snapshot, all_sessions=all_sessions, since=since)
+    connection, pending = recorder.read_ledger(
+        ledger_module.open_snapshot, all_sessions=all_sessions, since=since
+    )
     totals = report.sum_cells(())
     heaviest: Sequence[Mapping[str, Any]] = []
     if connection is not None:

@@ -210,7 +210,7 @@ def iopub_until(kernel, predicate, timeout_s):
 
 
 @pytest.mark.kernel
-def test_a_slow_report_leaves_the_cell_and_replaces_its_placeholder(old_ledger, tmp_path):
+def test_kernel_reports_off_the_cell_and_exports_in_constant_memory(old_ledger, tmp_path):
     path = tmp_path / "ledger.sqlite3"
     path.write_bytes(old_ledger.read_bytes())
     kernel = Kernel(str(path))
@@ -227,8 +227,17 @@ def test_a_slow_report_leaves_the_cell_and_replaces_its_placeholder(old_ledger, 
         updates = cell.of_type("update_display_data") or iopub_until(
             kernel, lambda m: m["msg_type"] == "update_display_data", timeout_s=60
         )
+        # An export from the kernel streams the ledger's rows too.
+        target = tmp_path / "all.csv"
+        kernel.execute("import tracemalloc; tracemalloc.start()")
+        export = kernel.execute(f"%carbon export {target} --format csv --all-sessions").text
+        peak = kernel.execute("print(tracemalloc.get_traced_memory()[1])").text
     finally:
         kernel.shutdown()
     update = updates[-1]["content"]
     assert update["transient"]["display_id"] == display_id
     assert "Showing the 3 heaviest of 200" in update["data"]["text/plain"]
+    assert export.startswith("wrote 200") and "records to" in export, export
+    with open(target, newline="", encoding="utf-8") as stream:
+        assert sum(1 for _ in csv.reader(stream)) > N_CELLS
+    assert int(peak) < 5_000_000, f"%carbon export of {N_CELLS} cells peaked at {peak} bytes"

@@ -22,6 +22,7 @@ __all__ = [
     "connect_readonly",
     "heaviest_cells",
     "iter_cells",
+    "open_snapshot",
     "latest_heartbeat",
     "ledger_problem",
     "read_cells",
@@ -45,6 +46,21 @@ def connect_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
     conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
     conn.row_factory = sqlite3.Row
     return conn
+
+
+def open_snapshot(path: str | os.PathLike[str]) -> sqlite3.Connection:
+    """A read-only connection (:func:`connect_readonly`) inside a read transaction whose
+    snapshot is taken now (SQLite takes it at the transaction's first read): whatever it
+    reads later, however long that takes, is the ledger as it is now. Raises as
+    :func:`connect_readonly`."""
+    connection = connect_readonly(path)
+    try:
+        connection.execute("BEGIN")
+        connection.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    except BaseException:
+        connection.close()
+        raise
+    return connection
 
 
 def query(
