@@ -238,16 +238,11 @@ def _rows_and_pending(
 ) -> tuple[list, int]:
     """As :func:`_rows`, with the cells recorded but not yet written to the ledger file
     (included), and how many those are."""
-    from carbon_magic import ledger as ledger_module
+    from carbon_magic.report_run import memory_rows
 
     rows, pending = magics.recorder.cells(all_sessions=all_sessions, since=since)
     if not rows and not all_sessions:
-        rows = [
-            ledger_module.cell_row(m, via="memory", budget=None)
-            | {"session_uuid": magics.session_uuid, "notebook_path": magics.notebook_path}
-            for m in magics.records
-            if since is None or (m.started_at and m.started_at.timestamp() >= since)
-        ]
+        rows = memory_rows(magics, since)
     return rows, pending
 
 

@@ -23,7 +23,14 @@ if TYPE_CHECKING:
     from carbon_magic.magics import CarbonMagics
     from carbon_magic.report import Report
 
-__all__ = ["REPORT_WAIT_S", "PendingReport", "ledger_report", "report_hint", "run_bounded"]
+__all__ = [
+    "REPORT_WAIT_S",
+    "PendingReport",
+    "ledger_report",
+    "memory_rows",
+    "report_hint",
+    "run_bounded",
+]
 
 REPORT_WAIT_S = 0.8  # the longest a cell waits for its report, seconds
 
@@ -74,15 +81,24 @@ def ledger_report(
         totals = {name: totals[name] + extra[name] for name in totals}
     heaviest = report.heaviest_first([*heaviest, *pending])
     if not totals["n_cells"] and not all_sessions:
-        rows = [
-            ledger_module.cell_row(m, via="memory", budget=None)
-            | {"session_uuid": magics.session_uuid, "notebook_path": magics.notebook_path}
-            for m in magics.records
-            if since is None or (m.started_at and m.started_at.timestamp() >= since)
-        ]
+        rows = memory_rows(magics, since)
         return report.build_report(rows, top=top, hint=report_hint(magics, rows))
     hint = report_hint(magics, heaviest)
     return report.report_from_totals(totals, heaviest, top=top, hint=hint, pending=len(pending))
+
+
+def memory_rows(magics: CarbonMagics, since: float | None = None) -> list[dict[str, Any]]:
+    """The session's cells the kernel keeps in memory (its latest records), as ledger
+    rows, started at or after ``since`` (UTC epoch seconds): what reports and exports
+    show when the ledger cannot be used."""
+    from carbon_magic import ledger as ledger_module
+
+    return [
+        ledger_module.cell_row(m, via="memory", budget=None)
+        | {"session_uuid": magics.session_uuid, "notebook_path": magics.notebook_path}
+        for m in magics.records
+        if since is None or (m.started_at and m.started_at.timestamp() >= since)
+    ]
 
 
 def report_hint(magics: CarbonMagics, rows: Sequence[Mapping[str, Any]]) -> str | None:
