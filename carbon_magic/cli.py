@@ -63,10 +63,8 @@ def _ledger_path(option: str | None) -> Path:
     return path
 
 
-def _read_rows(args: argparse.Namespace) -> tuple[Path, list[dict[str, Any]]]:
-    """Cell rows matching the filters, each with its session's hardware and settings."""
-    from carbon_magic.ledger import connect_readonly, read_cells, read_sessions
-
+def _existing_ledger(args: argparse.Namespace) -> Path:
+    """The ledger file of ``--ledger`` (or the default); CliError when there is none."""
     path = _ledger_path(args.ledger)
     if not path.is_file():
         raise CliError(
@@ -74,24 +72,30 @@ def _read_rows(args: argparse.Namespace) -> tuple[Path, list[dict[str, Any]]]:
             f"or pass --ledger PATH or set {LEDGER_ENV})"
         )
     _import_journals(path)
+    return path
+
+
+def _filters(args: argparse.Namespace) -> dict[str, Any]:
+    """The cell filters of the command line, as the ledger readers take them."""
+    return {
+        "kernel_id": args.kernel,
+        "session_uuid": args.session,
+        "notebook_path": args.notebook,
+        "since": args.since,
+        "until": args.until,
+    }
+
+
+def _read_rows(args: argparse.Namespace) -> tuple[Path, list[dict[str, Any]]]:
+    """Cell rows matching the filters, each with its session's hardware and settings."""
+    from carbon_magic.ledger import connect_readonly, iter_cells
+
+    path = _existing_ledger(args)
     connection = connect_readonly(path)
     try:
-        rows = read_cells(
-            connection,
-            kernel_id=args.kernel,
-            session_uuid=args.session,
-            notebook_path=args.notebook,
-            since=args.since,
-            until=args.until,
-        )
-        sessions = {s["session_uuid"]: s for s in read_sessions(connection)}
+        return path, list(iter_cells(connection, **_filters(args)))
     finally:
         connection.close()
-    for row in rows:
-        session = sessions.get(row.get("session_uuid"), {})
-        for key in ("hardware_json", "settings_json"):
-            row.setdefault(key, session.get(key))
-    return path, rows
 
 
 def _import_journals(path: Path) -> None:
@@ -128,20 +132,35 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from carbon_magic.report import build_report
+    from carbon_magic.ledger import connect_readonly
+    from carbon_magic.report import ledger_parts, report_from_totals
 
-    _, rows = _read_rows(args)
-    report = build_report(rows, top=args.top)
+    connection = connect_readonly(_existing_ledger(args))
+    try:
+        # In one read transaction, so the totals and the rows describe the same cells.
+        connection.execute("BEGIN")
+        totals, heaviest = ledger_parts(connection, args.top, **_filters(args))
+    finally:
+        connection.close()
+    report = report_from_totals(totals, heaviest, top=args.top)
     print(report._repr_html_() if args.html else str(report))
     return EXIT_OK
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from carbon_magic.export import export_records
+    from carbon_magic.export import write_export
+    from carbon_magic.ledger import connect_readonly, iter_cells
 
-    _, rows = _read_rows(args)
-    written = export_records(rows, args.path, fmt=args.format, force=args.force)
-    print(f"wrote {len(rows)} cell{'s' if len(rows) != 1 else ''} to {written} ({args.format})")
+    connection = connect_readonly(_existing_ledger(args))
+    try:
+        connection.execute("BEGIN")  # one consistent state, however long the export takes
+        rows = iter_cells(connection, **_filters(args))
+        written, count = write_export(rows, args.path, fmt=args.format, force=args.force)
+    finally:
+        connection.close()
+    # Written to standard output, the export is followed by nothing else there.
+    where = sys.stderr if str(written) == "-" else sys.stdout
+    print(f"wrote {count} cell{'s' if count != 1 else ''} to {written} ({args.format})", file=where)
     return EXIT_OK
 
 
@@ -259,7 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="write cells to CodeCarbon CSV, CSV or JSON",
         description=f"Write recorded cells to a file. {export_formats.describe_formats()}.",
     )
-    export.add_argument("path", metavar="PATH", help="file to write (a folder gets a default name)")
+    export.add_argument(
+        "path",
+        metavar="PATH",
+        help="file to write (a folder gets a default name; - is standard output; a character "
+        "device or FIFO is written through, never replaced)",
+    )
     export.add_argument(
         "--format",
         choices=export_formats.FORMATS,

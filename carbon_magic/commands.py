@@ -9,6 +9,8 @@ described once, here.
 from __future__ import annotations
 
 import argparse
+import itertools
+import sqlite3
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -239,16 +241,11 @@ def _rows_and_pending(
 ) -> tuple[list, int]:
     """As :func:`_rows`, with the cells recorded but not yet written to the ledger file
     (included), and how many those are."""
-    from carbon_magic import ledger as ledger_module
+    from carbon_magic.report_run import memory_rows
 
     rows, pending = magics.recorder.cells(all_sessions=all_sessions, since=since)
     if not rows and not all_sessions:
-        rows = [
-            ledger_module.cell_row(m, via="memory", budget=None)
-            | {"session_uuid": magics.session_uuid, "notebook_path": magics.notebook_path}
-            for m in magics.records
-            if since is None or (m.started_at and m.started_at.timestamp() >= since)
-        ]
+        rows = memory_rows(magics, since)
     return rows, pending
 
 
@@ -265,8 +262,11 @@ def _rows_and_pending(
     ),
 )
 def cmd_report(magics: CarbonMagics, options: argparse.Namespace) -> Any:
-    """``%carbon report [--top N] [--all-sessions] [--since WHEN]``."""
-    from carbon_magic import report
+    """``%carbon report [--top N] [--all-sessions] [--since WHEN]``.
+
+    Computed off the cell's path: the cell waits at most ``REPORT_WAIT_S`` seconds, and
+    a longer report replaces a placeholder when it is ready."""
+    from carbon_magic import report, report_run
 
     if options.top is not None and options.top < 1:
         raise UsageError("%carbon report: --top must be a positive whole number")
@@ -276,31 +276,9 @@ def cmd_report(magics: CarbonMagics, options: argparse.Namespace) -> Any:
             since = report.parse_since(options.since)
         except ValueError as error:
             raise UsageError(str(error)) from None
-    rows, pending = _rows_and_pending(magics, options.all_sessions, since)
-    hint = _report_hint(magics, rows)
-    return report.build_report(rows, top=options.top, hint=hint, pending=pending)
-
-
-def _report_hint(magics: CarbonMagics, rows: list[dict]) -> str | None:
-    try:
-        from carbon_magic.grid.hints import carbon_aware_hint, emissions_if_run_at
-
-        tracker = magics.tracker
-        provider = tracker.intensity_provider
-        if provider is None:  # the tracker has not started: no forecast yet
-            return None
-        hint = carbon_aware_hint(tracker.intensity(), provider.forecast())
-        if hint is None:
-            return None
-        heaviest = sorted(rows, key=lambda row: row["emissions_g"], reverse=True)[:3]
-        total = sum(row["emissions_g"] for row in heaviest)
-        then = emissions_if_run_at(total, hint.now_g, hint.best_g)
-        return (
-            f"{hint.text}; the {len(heaviest)} heaviest cells ({format_grams(total)}) "
-            f"would have emitted ≈ {format_grams(then)} then"
-        )
-    except Exception:
-        return None
+    return report_run.run_bounded(
+        lambda: report_run.ledger_report(magics, options.top, options.all_sessions, since)
+    )
 
 
 @subcommand(
@@ -375,16 +353,34 @@ def _ensure_figure_display(shell: Any) -> None:
 def cmd_export(magics: CarbonMagics, options: argparse.Namespace) -> Any:
     """``%carbon export PATH [--format FORMAT] [--force] [--all-sessions]``."""
     from carbon_magic import export
+    from carbon_magic import ledger as ledger_module
 
-    rows, pending = _rows_and_pending(magics, options.all_sessions)
+    # The ledger's rows are read one batch at a time from one snapshot, followed by the
+    # cells not yet written to it: memory stays the same however long the ledger.
+    session = None if options.all_sessions else magics.recorder.session_uuid
+    connection, pending_rows = magics.recorder.read_ledger(
+        ledger_module.open_snapshot, all_sessions=options.all_sessions
+    )
     try:
-        path = export.export_records(
+        stored = 0
+        if connection is not None:
+            stored = int(ledger_module.cell_totals(connection, session_uuid=session)["n_cells"])
+        rows: Any = pending_rows
+        if stored and connection is not None:
+            rows = itertools.chain(
+                ledger_module.iter_cells(connection, session_uuid=session), pending_rows
+            )
+        elif not pending_rows:
+            rows = _rows(magics, options.all_sessions)  # the kernel's memory, without a ledger
+        path, count = export.write_export(
             rows,
             options.path,
             fmt=options.format,
             force=options.force,
             hardware=magics.tracker.hardware(),
         )
+    except sqlite3.Error as error:
+        raise UsageError(f"%carbon export: cannot read the ledger: {error}") from None
     except (FileExistsError, ValueError) as error:
         raise UsageError(str(error)) from None
     except OSError as error:
@@ -392,8 +388,12 @@ def cmd_export(magics: CarbonMagics, options: argparse.Namespace) -> Any:
         if options.path not in reason:
             reason = f"cannot write {options.path}: {reason}"
         raise UsageError(f"%carbon export: {reason}") from None
+    finally:
+        if connection is not None:
+            connection.close()
+    pending = len(pending_rows)
     note = f"; {pending} of them not yet written to the ledger (it is busy)" if pending else ""
-    print(f"wrote {len(rows)} records to {path} ({options.format}){note}")
+    print(f"wrote {count} records to {path} ({options.format}){note}")
     return None
 
 

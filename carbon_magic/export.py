@@ -8,23 +8,31 @@ CodeCarbon).
 from __future__ import annotations
 
 import csv
-import functools
 import json
 import os
 import platform
-import secrets
 import socket
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import lru_cache
+from operator import itemgetter
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from carbon_magic._version import __version__
+from carbon_magic.export_json import (
+    GENERATOR,
+    JSON_FORMAT,
+    JSON_FORMAT_VERSION,
+    json_record,
+    read_json_records,
+    redacted_source,
+    write_json,
+)
+from carbon_magic.export_target import resolve_target, write_to
 from carbon_magic.ledger import CELL_COLUMNS, CLUSTER_SHARE_COLUMNS, REMOTE_SHARE_COLUMNS
 from carbon_magic.measurement import J_PER_KWH, is_gpu_key
-from carbon_magic.redact import redact_secrets
 from carbon_magic.report import Row, row_devices, row_hardware, row_methods, row_settings
 from carbon_magic.vocabulary import COMPONENTS
 from carbon_magic.water import WaterFactors, water_factors
@@ -32,7 +40,30 @@ from carbon_magic.water import WaterFactors, water_factors
 if TYPE_CHECKING:
     import pandas
 
-GENERATOR = f"carbon_magic {__version__}"
+# The JSON format lives in ``export_json``; importers of this module keep its names.
+__all__ = [
+    "CODECARBON_COLUMNS",
+    "DEFAULT_FILE_NAMES",
+    "DEFAULT_FORMAT",
+    "EXPORT_FORMATS",
+    "FLAT_COLUMNS",
+    "FORMATS",
+    "GENERATOR",
+    "JSON_FORMAT",
+    "JSON_FORMAT_VERSION",
+    "ExportFormat",
+    "codecarbon_record",
+    "describe_formats",
+    "describe_gpus",
+    "export_format",
+    "export_records",
+    "flat_record",
+    "json_record",
+    "read_json_records",
+    "to_dataframe",
+    "write_export",
+]
+
 
 # CodeCarbon's emissions.csv header, in its order (EmissionsData in
 # codecarbon/output_methods/emissions_data.py). Units: s, kg, kg/s, W, kWh, L, GB.
@@ -94,11 +125,6 @@ FLAT_COLUMNS = (
     # Calls to hosted LLM APIs, estimated, NOT in the figures above (empty without any):
     *REMOTE_SHARE_COLUMNS,
 )
-
-_JSON_COLUMNS = ("methods", "devices", "hardware", "settings")
-JSON_FORMAT = "carbon_magic.cells"
-JSON_FORMAT_VERSION = 1
-
 
 # ---------------------------------------------------------------- helpers
 
@@ -162,61 +188,113 @@ def _location(row: Row) -> dict[str, str]:
     }
 
 
-@functools.lru_cache(maxsize=64)
+@lru_cache(maxsize=64)
 def _water_factors(country: Any, cloud_region: Any, wue: Any) -> WaterFactors:
     return water_factors({"country": country, "cloud_region": cloud_region, "wue": wue})
 
 
-def _water(row: Row) -> dict[str, float]:
-    """CodeCarbon's ``wue`` (on-site, L/kWh) and ``water_consumed`` (L): on-site cooling
-    water plus the grid's (see :mod:`carbon_magic.water`)."""
-    settings = row_settings(row)
-    factors = _water_factors(
+@lru_cache(maxsize=64)
+def _water_of_settings_text(text: str) -> WaterFactors:
+    """The water factors of a session's settings JSON (the same for all its cells)."""
+    settings = row_settings({"settings_json": text})
+    return _water_factors(
         settings.get("country"), settings.get("cloud_region"), settings.get("wue")
     )
-    it_kwh = sum(_num(row.get(f"{component}_j")) for component in COMPONENTS) / J_PER_KWH
-    litres = factors.litres(it_kwh, _num(row.get("energy_kwh")))
-    return {"wue": factors.wue_l_per_kwh, "water_consumed": litres}
 
 
-def _resolve_target(path: str | os.PathLike[str], fmt: str, force: bool) -> Path:
-    target = Path(path).expanduser()
-    if target.is_dir():
-        target = target / DEFAULT_FILE_NAMES[fmt]
-    if not target.parent.is_dir():
-        raise FileNotFoundError(
-            f"cannot write {target}: the folder {target.parent} does not exist "
-            "(create it, or give a path in an existing folder)"
-        )
-    if target.exists() and not force:
-        raise FileExistsError(f"{target} already exists; use --force to overwrite it")
-    return target
-
-
-def _write_atomically(target: Path, write: Any) -> None:
-    """Write through a temporary file in the same folder, so a failure leaves no half file.
-
-    The temporary file is created with ``open(..., "x")`` so that it gets the usual
-    permissions (umask), unlike ``tempfile.mkstemp``'s private 0600.
-    """
-    temp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(temp, "x", encoding="utf-8", newline="") as stream:
-            write(stream)
-        os.replace(temp, target)
-    except OSError as error:  # named by the path asked for, not the temporary file's
-        temp.unlink(missing_ok=True)
-        raise type(error)(error.errno, f"cannot write {target}: {error.strerror}") from None
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+def _water(row: Row) -> WaterFactors:
+    """The water factors of the cell's session (on-site WUE and the grid's water; see
+    :mod:`carbon_magic.water`), from its settings."""
+    text = row.get("settings_json")
+    if isinstance(text, str) and "settings" not in row:
+        return _water_of_settings_text(text)
+    settings = row_settings(row)
+    return _water_factors(
+        settings.get("country"), settings.get("cloud_region"), settings.get("wue")
+    )
 
 
 # ---------------------------------------------------------------- records
 
 
+def _session_fields(row: Row, hardware: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The CodeCarbon columns that come from the cell's session, not the cell: location,
+    OS, Python and hardware. The same for every cell of a session, so computed once."""
+    hw = row_hardware(row) or dict(hardware or {})
+    fields: dict[str, Any] = dict(_location(row))
+    host = row.get("host")
+    if hw.get("os") or hw.get("python_version"):
+        fields["os"] = _text(hw.get("os"))
+        fields["python_version"] = _text(hw.get("python_version"))
+    elif host is None or host == socket.gethostname():
+        # The ledger is local, so this machine is the measured one.
+        fields["os"] = platform.platform()
+        fields["python_version"] = platform.python_version()
+    if hw.get("n_cpus") is not None:
+        fields["cpu_count"] = hw["n_cpus"]
+    fields["cpu_model"] = _text(hw.get("cpu_model"))
+    gpu_names = _gpu_names(hw)
+    if gpu_names is not None:
+        fields["gpu_count"] = len(gpu_names)
+        fields["gpu_model"] = describe_gpus(hw)
+    if hw.get("ram_gb") is not None:
+        fields["ram_total_size"] = hw["ram_gb"]
+    return fields
+
+
+_CC_AT = {name: index for index, name in enumerate(CODECARBON_COLUMNS)}
+_CC_COMPONENTS = [
+    (f"{component}_j", _CC_AT[f"{component}_power"], _CC_AT[f"{component}_energy"])
+    for component in COMPONENTS
+]
+
+
+def _codecarbon_template(session_fields: Mapping[str, Any]) -> list[Any]:
+    """A CodeCarbon row with the session's columns filled in and the cell's left empty."""
+    values: list[Any] = [""] * len(CODECARBON_COLUMNS)
+    values[_CC_AT["codecarbon_version"]] = GENERATOR
+    for name, value in session_fields.items():
+        values[_CC_AT[name]] = value
+    return values
+
+
+def _codecarbon_values(row: Row, template: list[Any]) -> list[Any]:
+    """The CodeCarbon row of one cell (``CODECARBON_COLUMNS`` order) on its session's
+    ``template``. Called once per exported cell, so written for speed."""
+    get = row.get
+    values = template.copy()
+    duration = _num(get("duration_s"))
+    pue = _num(get("pue")) or 1.0
+    emissions_kg = _num(get("emissions_g")) / 1000.0
+    ended = get("ended_at")
+    if ended is not None:
+        moment = datetime.fromtimestamp(float(ended), tz=timezone.utc)
+        values[_CC_AT["timestamp"]] = moment.isoformat(timespec="seconds")[:19]
+    values[_CC_AT["project_name"]] = get("notebook_path") or "carbon_magic"
+    values[_CC_AT["run_id"]] = _text(get("session_uuid"))
+    values[_CC_AT["duration"]] = duration
+    values[_CC_AT["emissions"]] = emissions_kg
+    values[_CC_AT["emissions_rate"]] = emissions_kg / duration if duration > 0 else 0.0
+    values[_CC_AT["energy_consumed"]] = _num(get("energy_kwh"))
+    values[_CC_AT["tracking_mode"]] = _text(get("mode"))
+    values[_CC_AT["pue"]] = pue
+    it_joules = 0.0
+    for column, power_at, energy_at in _CC_COMPONENTS:
+        joules = _num(get(column))
+        it_joules += joules
+        values[power_at] = joules / duration if duration > 0 else 0.0
+        values[energy_at] = joules * pue / J_PER_KWH
+    # CodeCarbon's wue (on-site, L/kWh) and water_consumed (L): cooling water plus the grid's.
+    water = _water(row)
+    values[_CC_AT["wue"]] = water.wue_l_per_kwh
+    values[_CC_AT["water_consumed"]] = water.litres(it_joules / J_PER_KWH, _num(get("energy_kwh")))
+    return values
+
+
 def codecarbon_record(
-    row: Row, hardware: Mapping[str, Any] | None = None
+    row: Row,
+    hardware: Mapping[str, Any] | None = None,
+    session_fields: Mapping[str, Any] | None = None,
 ) -> dict[str, str | float | int]:
     """One ``emissions.csv`` row for a ledger cell row, in CodeCarbon's units.
 
@@ -224,117 +302,82 @@ def codecarbon_record(
     (their sum is ``energy_consumed``, kWh), powers are the IT mean over the cell (W),
     ``emissions`` is in kg and ``emissions_rate`` in kg/s. ``timestamp`` is the cell's
     end, UTC. Unknown fields are left empty. ``hardware`` (``Tracker.hardware()``) is
-    used when the row does not carry its session's hardware.
+    used when the row does not carry its session's hardware; ``session_fields`` are the
+    session's columns when already worked out for another cell of the session.
     """
-    hw = row_hardware(row) or dict(hardware or {})
-    duration = _num(row.get("duration_s"))
-    pue = _num(row.get("pue")) or 1.0
-    emissions_kg = _num(row.get("emissions_g")) / 1000.0
-    record: dict[str, str | float | int] = dict.fromkeys(CODECARBON_COLUMNS, "")
-    ended = row.get("ended_at")
-    record.update(
-        timestamp=(
-            datetime.fromtimestamp(float(ended), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-            if ended is not None
-            else ""
-        ),
-        project_name=row.get("notebook_path") or "carbon_magic",
-        run_id=_text(row.get("session_uuid")),
-        duration=duration,
-        emissions=emissions_kg,
-        emissions_rate=emissions_kg / duration if duration > 0 else 0.0,
-        energy_consumed=_num(row.get("energy_kwh")),
-        codecarbon_version=GENERATOR,
-        tracking_mode=_text(row.get("mode")),
-        pue=pue,
-    )
-    for component in COMPONENTS:
-        joules = _num(row.get(f"{component}_j"))
-        record[f"{component}_power"] = joules / duration if duration > 0 else 0.0
-        record[f"{component}_energy"] = joules * pue / J_PER_KWH
-    record.update(_location(row))
-    record.update(_water(row))
-    host = row.get("host")
-    if hw.get("os") or hw.get("python_version"):
-        record["os"] = _text(hw.get("os"))
-        record["python_version"] = _text(hw.get("python_version"))
-    elif host is None or host == socket.gethostname():
-        # The ledger is local, so this machine is the measured one.
-        record["os"] = platform.platform()
-        record["python_version"] = platform.python_version()
-    if hw.get("n_cpus") is not None:
-        record["cpu_count"] = hw["n_cpus"]
-    record["cpu_model"] = _text(hw.get("cpu_model"))
-    gpu_names = _gpu_names(hw)
-    if gpu_names is not None:
-        record["gpu_count"] = len(gpu_names)
-        record["gpu_model"] = describe_gpus(hw)
-    if hw.get("ram_gb") is not None:
-        record["ram_total_size"] = hw["ram_gb"]
-    return record
+    fields = session_fields if session_fields is not None else _session_fields(row, hardware)
+    values = _codecarbon_values(row, _codecarbon_template(fields))
+    return dict(zip(CODECARBON_COLUMNS, values, strict=True))
+
+
+@lru_cache(maxsize=1024)
+def _methods_of(methods_json: str) -> tuple[str, ...]:
+    """The method of each component (``COMPONENTS`` order) in a methods JSON text."""
+    methods = row_methods({"methods_json": methods_json})
+    return tuple(methods.get(component, "") for component in COMPONENTS)
+
+
+_FLAT_METHODS_AT = FLAT_COLUMNS.index(f"method_{COMPONENTS[0]}")
+_FLAT_HEAD = FLAT_COLUMNS[:_FLAT_METHODS_AT]  # the row's own columns, then methods...
+_FLAT_TAIL = FLAT_COLUMNS[_FLAT_METHODS_AT + len(COMPONENTS) + 1 :]  # ...devices, the rest
+_flat_head, _flat_tail = itemgetter(*_FLAT_HEAD), itemgetter(*_FLAT_TAIL)
+_SOURCE_AT, _STARTED_AT, _ENDED_AT = (
+    _FLAT_HEAD.index(name) for name in ("source", "started_at", "ended_at")
+)
+
+
+def _devices_text(row: Row) -> str:
+    """The devices column: the ledger's JSON text as stored (compact JSON, written by the
+    ledger's own writer: not decoded again, which would cost more than the rest of the
+    row), else the devices encoded."""
+    text = row.get("devices_json")
+    if isinstance(text, str) and "devices" not in row and text.startswith("{"):
+        return text
+    return json.dumps(row_devices(row), sort_keys=True)
+
+
+def _flat_values(row: Row) -> list[Any]:
+    """The values of :func:`flat_record`, in ``FLAT_COLUMNS`` order. Called once per
+    exported cell, so written for speed: rows from ``iter_cells`` carry every column."""
+    try:
+        head, tail = list(_flat_head(row)), _flat_tail(row)
+    except KeyError:  # a row from elsewhere, without some columns
+        head = [row.get(name) for name in _FLAT_HEAD]
+        tail = tuple(row.get(name) for name in _FLAT_TAIL)
+    source = head[_SOURCE_AT]
+    if isinstance(source, str):  # rows written before redaction
+        head[_SOURCE_AT] = redacted_source(source)
+    head[_STARTED_AT] = _utc_iso(head[_STARTED_AT])
+    head[_ENDED_AT] = _utc_iso(head[_ENDED_AT])
+    methods_json = row.get("methods_json")
+    if isinstance(methods_json, str) and "methods" not in row:
+        methods = _methods_of(methods_json)
+    else:
+        decoded = row_methods(row)
+        methods = tuple(decoded.get(component, "") for component in COMPONENTS)
+    head += methods
+    head.append(_devices_text(row))
+    head += tail
+    return head
 
 
 def flat_record(row: Row) -> dict[str, Any]:
     """Our flat record of a ledger cell row (``FLAT_COLUMNS``), with ranges and methods;
     secret settings in the source are redacted (:func:`carbon_magic.redact.redact_secrets`)."""
-    methods = row_methods(row)
-    record: dict[str, Any] = {name: row.get(name) for name in FLAT_COLUMNS}
-    record["source"] = redact_secrets(record["source"])  # rows written before redaction
-    record["started_at"] = _utc_iso(row.get("started_at"))
-    record["ended_at"] = _utc_iso(row.get("ended_at"))
-    for component in COMPONENTS:
-        record[f"method_{component}"] = methods.get(component, "")
-    record["devices"] = json.dumps(row_devices(row), sort_keys=True)
-    return record
-
-
-def json_record(row: Row) -> dict[str, Any]:
-    """Every column of the row, its JSON columns decoded (``methods``, ``devices``...);
-    secret settings in the source are redacted."""
-    record: dict[str, Any] = {}
-    for key, value in row.items():
-        base = key[: -len("_json")] if key.endswith("_json") else None
-        if base in _JSON_COLUMNS and isinstance(value, str):
-            try:
-                record[base] = json.loads(value)
-                continue
-            except ValueError:
-                pass
-        record[key] = redact_secrets(value) if key == "source" else value
-    return record
-
-
-def read_json_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Rows from a JSON export, in ledger form again (``methods_json``... as text).
-
-    The result feeds ``carbon_magic.ledger.measurement_from_row``. Raises ``ValueError``
-    when the file is not a carbon_magic JSON export.
-    """
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    if not isinstance(data, dict) or data.get("format") != JSON_FORMAT:
-        raise ValueError(f"{path} is not a carbon_magic JSON export")
-    rows = []
-    for record in data.get("records", []):
-        row = {}
-        for key, value in record.items():
-            if key in _JSON_COLUMNS and not isinstance(value, str):
-                row[f"{key}_json"] = json.dumps(value, sort_keys=True, separators=(",", ":"))
-            else:
-                row[key] = value
-        rows.append(row)
-    return rows
+    return dict(zip(FLAT_COLUMNS, _flat_values(row), strict=True))
 
 
 # ---------------------------------------------------------------- export
 
-Writer = Callable[[list[Row], Mapping[str, Any], IO[str]], None]
+Writer = Callable[[Iterable[Row], Mapping[str, Any], IO[str]], None]
 
 
 @dataclass(frozen=True)
 class ExportFormat:
     """One export format: its name (``--format NAME``), the file name a folder gets,
     a one-line description for help texts, and the function writing rows to a text
-    stream (rows, the session's hardware, the stream)."""
+    stream (rows, the session's hardware, the stream). Writers take the rows one at a
+    time: an export of millions of cells holds one batch of them in memory."""
 
     name: str
     default_file_name: str
@@ -342,43 +385,26 @@ class ExportFormat:
     write: Writer
 
 
-def _write_json(rows: list[Row], hardware: Mapping[str, Any], stream: IO[str]) -> None:
-    document = {
-        "format": JSON_FORMAT,
-        "format_version": JSON_FORMAT_VERSION,
-        "generator": GENERATOR,
-        "exported_at": datetime.now(timezone.utc).isoformat(),
-        "units": {
-            "time": "UTC seconds since the epoch",
-            "cpu_j, gpu_j, ram_j": "J, IT energy before PUE",
-            "energy_kwh": "kWh, facility energy after PUE",
-            "emissions_g": "g CO2e, operational",
-            "embodied_g": "g CO2e, amortised manufacturing",
-            "intensity_g_per_kwh": "g CO2e/kWh",
-            "remote_*": "hosted LLM calls, estimated (EcoLogits), not included above: "
-            "kWh, g CO2e (providers' grids), L",
-        },
-        "records": [json_record(row) for row in rows],
-    }
-    json.dump(document, stream, indent=1, ensure_ascii=False)
-    stream.write("\n")
+def _write_codecarbon(rows: Iterable[Row], hardware: Mapping[str, Any], stream: IO[str]) -> None:
+    writer = csv.writer(stream, lineterminator="\n")
+    writer.writerow(CODECARBON_COLUMNS)
+    # The session's columns, worked out once per session (by its hardware, settings, host).
+    templates: dict[tuple[Any, ...], list[Any]] = {}
+    for row in rows:
+        if "hardware" in row or "settings" in row:  # decoded by the caller: not cached
+            template = _codecarbon_template(_session_fields(row, hardware))
+        else:
+            key = (row.get("hardware_json"), row.get("settings_json"), row.get("host"))
+            template = templates.get(key)  # type: ignore[assignment]
+            if template is None:
+                template = templates[key] = _codecarbon_template(_session_fields(row, hardware))
+        writer.writerow(_codecarbon_values(row, template))
 
 
-def _write_csv(
-    columns: tuple[str, ...], records: Iterable[Mapping[str, Any]], stream: IO[str]
-) -> None:
-    writer = csv.DictWriter(stream, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for record in records:
-        writer.writerow({k: "" if v is None else v for k, v in record.items()})
-
-
-def _write_codecarbon(rows: list[Row], hardware: Mapping[str, Any], stream: IO[str]) -> None:
-    _write_csv(CODECARBON_COLUMNS, (codecarbon_record(row, hardware) for row in rows), stream)
-
-
-def _write_flat(rows: list[Row], hardware: Mapping[str, Any], stream: IO[str]) -> None:
-    _write_csv(FLAT_COLUMNS, (flat_record(row) for row in rows), stream)
+def _write_flat(rows: Iterable[Row], hardware: Mapping[str, Any], stream: IO[str]) -> None:
+    writer = csv.writer(stream, lineterminator="\n")  # None is written as ""
+    writer.writerow(FLAT_COLUMNS)
+    writer.writerows(_flat_values(row) for row in rows)
 
 
 # The formats, in the order help texts list them; the first is the default. A new
@@ -394,7 +420,7 @@ EXPORT_FORMATS: dict[str, ExportFormat] = {
             _write_codecarbon,
         ),
         ExportFormat("csv", "carbon_cells.csv", "our columns with ranges and methods", _write_flat),
-        ExportFormat("json", "carbon_cells.json", "every column", _write_json),
+        ExportFormat("json", "carbon_cells.json", "every column", write_json),
     )
 }
 FORMATS = tuple(EXPORT_FORMATS)
@@ -416,6 +442,45 @@ def export_format(name: str) -> ExportFormat:
     return spec
 
 
+def write_export(
+    rows: Iterable[Row],
+    path: str | os.PathLike[str],
+    fmt: str = DEFAULT_FORMAT,
+    force: bool = False,
+    hardware: Mapping[str, Any] | None = None,
+) -> tuple[Path, int]:
+    """Write ``rows`` to ``path`` in format ``fmt`` (one of :data:`FORMATS`); returns the
+    path written and how many rows it holds. The rows are read one at a time, so an
+    iterator (:func:`carbon_magic.ledger.iter_cells`) exports in constant memory.
+
+    Formats: ``codecarbon`` (CodeCarbon's ``emissions.csv`` columns and units, one row
+    per cell), ``csv`` (our flat columns with ranges and methods), ``json`` (every
+    column, read back with ``read_json_records``). A directory ``path`` gets the
+    format's default file name; ``-`` is standard output. ``hardware``
+    (``Tracker.hardware()``) fills CodeCarbon's hardware columns for rows that do not
+    carry their session's.
+
+    Raises ``ValueError`` for an unknown format (naming the valid ones),
+    ``FileExistsError`` when the file exists and ``force`` is false, and ``OSError`` for a
+    path that is not a regular file, a character device or a FIFO; nothing is written
+    then. A file is replaced atomically; a character device or FIFO (``/dev/stdout``, a
+    named pipe) is written through, never replaced. A failed write raises ``OSError``.
+    """
+    spec = export_format(fmt)
+    target = resolve_target(path, spec.default_file_name, force)
+    machine = dict(hardware or {})
+    count = 0
+
+    def counted(source: Iterable[Row]) -> Iterator[Row]:
+        nonlocal count
+        for row in source:
+            count += 1
+            yield row
+
+    write_to(target, lambda stream: spec.write(counted(rows), machine, stream))
+    return target.path, count
+
+
 def export_records(
     rows: Iterable[Row],
     path: str | os.PathLike[str],
@@ -423,25 +488,8 @@ def export_records(
     force: bool = False,
     hardware: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write ``rows`` to ``path`` in format ``fmt`` (one of :data:`FORMATS`) and return
-    the path written.
-
-    Formats: ``codecarbon`` (CodeCarbon's ``emissions.csv`` columns and units, one row
-    per cell), ``csv`` (our flat columns with ranges and methods), ``json`` (every
-    column, read back with ``read_json_records``). A directory ``path`` gets the
-    format's default file name. ``hardware`` (``Tracker.hardware()``) fills CodeCarbon's
-    hardware columns for rows that do not carry their session's.
-
-    Raises ``ValueError`` for an unknown format (naming the valid ones) and
-    ``FileExistsError`` when the file exists and ``force`` is false; nothing is written
-    then. The file is replaced atomically.
-    """
-    spec = export_format(fmt)
-    target = _resolve_target(path, spec.name, force)
-    listed = list(rows)
-    machine = dict(hardware or {})
-    _write_atomically(target, lambda stream: spec.write(listed, machine, stream))
-    return target
+    """:func:`write_export`, returning only the path written."""
+    return write_export(rows, path, fmt, force, hardware)[0]
 
 
 def to_dataframe(rows: Iterable[Row]) -> pandas.DataFrame:

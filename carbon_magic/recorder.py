@@ -20,7 +20,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from carbon_magic.beat_hint import HintCache
 from carbon_magic.measurement import Measurement
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from carbon_magic.ledger import Ledger
     from carbon_magic.prediction import CellForecast
     from carbon_magic.tracker import LiveReading, Tracker
+
+T = TypeVar("T")
 
 Via = Literal["auto", "magic", "api"]
 TrackerState = Literal["running", "stopped"]
@@ -221,6 +224,26 @@ class Recorder:
             )
         except Exception:
             return [], 0
+
+    def read_ledger(
+        self,
+        read: Callable[[Path], T],
+        *,
+        all_sessions: bool = False,
+        since: float | None = None,
+    ) -> tuple[T | None, list[dict[str, Any]]]:
+        """``read(path)`` of the ledger file and the cells of this session (or of all)
+        started at or after ``since`` not yet written to it, each cell in exactly one of
+        the two. ``(None, [])`` without a ledger; ``None`` when the file cannot be read."""
+        ledger = self._ledger
+        if ledger is None:
+            return None, []
+        try:
+            return ledger.read_with_pending(
+                read, session_uuid=None if all_sessions else self.session_uuid, since=since
+            )
+        except Exception:
+            return None, []
 
     # --------------------------------------------------------------- private
 

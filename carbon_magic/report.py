@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import html
 import re
+import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -36,6 +37,7 @@ from carbon_magic.formatting import (
     format_grams_range,
     format_kwh,
 )
+from carbon_magic.ledger.read import CELL_SUM_COLUMNS
 from carbon_magic.remote.describe import describe_remote, remote_totals
 from carbon_magic.session_plot import plot_session, read_heartbeats, timeline_from_heartbeats
 
@@ -48,16 +50,21 @@ __all__ = [
     "ReportTotals",
     "Row",
     "build_report",
+    "heaviest_first",
+    "heaviest_needed",
+    "ledger_parts",
     "parse_since",
     "pending_note",
     "plot_session",
     "read_heartbeats",
+    "report_from_totals",
     "row_devices",
     "row_hardware",
     "row_label",
     "row_methods",
     "row_settings",
     "row_tag",
+    "sum_cells",
     "timeline_from_heartbeats",
 ]
 
@@ -240,6 +247,53 @@ def pending_note(pending: int) -> str:
     )
 
 
+def _check_top(top: int | None) -> None:
+    if top is not None and (isinstance(top, bool) or int(top) != top or top < 1):
+        raise ValueError(f"top must be a positive integer (got {top!r})")
+
+
+def heaviest_needed(top: int | None) -> int:
+    """How many of the heaviest cells a report with ``top`` needs (its table and the
+    heaviest cells' share)."""
+    return max(top or 0, HEAVIEST_DEFAULT)
+
+
+def sum_cells(rows: Iterable[Row]) -> dict[str, Any]:
+    """The sums of :func:`carbon_magic.ledger.cell_totals`, over ``rows`` in memory."""
+    rows = list(rows)
+    totals: dict[str, Any] = dict.fromkeys(
+        ("n_cells", *CELL_SUM_COLUMNS, "cluster_cells", "cluster_kwh", "cluster_emissions_g"),
+        0.0,
+    )
+    for row in rows:
+        totals["n_cells"] += 1
+        for name in (*CELL_SUM_COLUMNS, "cluster_kwh", "cluster_emissions_g"):
+            totals[name] += row_float(row, name)
+        totals["cluster_cells"] += row.get("cluster_hosts") is not None
+    totals["remote"] = remote_totals(rows)
+    return totals
+
+
+def heaviest_first(rows: Iterable[Row]) -> list[Row]:
+    """``rows`` sorted by emissions, heaviest first; ties keep their order."""
+    return sorted(rows, key=lambda r: (-row_float(r, "emissions_g"), row_float(r, "started_at")))
+
+
+def ledger_parts(
+    connection: sqlite3.Connection, top: int | None, **filters: Any
+) -> tuple[dict[str, float], Sequence[Row]]:
+    """What :func:`report_from_totals` needs, read from a ledger connection: the sums over
+    the cells ``filters`` select (``carbon_magic.ledger.cell_filters``), computed by
+    SQLite, and the heaviest of them, heaviest first (every one when ``top`` is None).
+    Run it inside one read transaction for both to describe the same cells."""
+    from carbon_magic.ledger import cell_totals, heaviest_cells, read_cells
+
+    totals = cell_totals(connection, **filters)
+    if top is None:  # every cell is listed
+        return totals, heaviest_first(read_cells(connection, **filters))
+    return totals, heaviest_cells(connection, heaviest_needed(top), **filters)
+
+
 def build_report(
     rows: Iterable[Row], top: int | None = None, hint: str | None = None, pending: int = 0
 ) -> Report:
@@ -250,15 +304,33 @@ def build_report(
     of ``rows`` are not yet written to the ledger file (a line says so). Raises
     ``ValueError`` when ``top`` is not a positive integer.
     """
-    if top is not None and (isinstance(top, bool) or int(top) != top or top < 1):
-        raise ValueError(f"top must be a positive integer (got {top!r})")
+    _check_top(top)
     rows = list(rows)
-    total_g = sum(row_float(r, "emissions_g") for r in rows)
-    ordered = sorted(rows, key=lambda r: (-row_float(r, "emissions_g"), row_float(r, "started_at")))
+    return report_from_totals(sum_cells(rows), heaviest_first(rows), top, hint, pending)
+
+
+def report_from_totals(
+    totals: Mapping[str, Any],
+    heaviest: Sequence[Row],
+    top: int | None = None,
+    hint: str | None = None,
+    pending: int = 0,
+) -> Report:
+    """A report from sums over the cells (``n_cells`` and the other keys of
+    :func:`sum_cells`, as :func:`carbon_magic.ledger.cell_totals` computes them in SQL)
+    and the heaviest cells, heaviest first: at least :func:`heaviest_needed` of them, or
+    every cell when ``top`` is None. Nothing here looks at the other cells, so a ledger
+    of millions of cells costs what its ``top`` rows cost. Raises ``ValueError`` when
+    ``top`` is not a positive integer."""
+    _check_top(top)
+    total_g = float(totals["emissions_g"])
 
     def share(grams: float) -> float:
         return grams / total_g if total_g > 0 else 0.0
 
+    shown = heaviest[:top] if top is not None else heaviest
+    n_cells = int(totals["n_cells"])
+    heaviest_n = min(top if top is not None else HEAVIEST_DEFAULT, n_cells)
     report_rows = [
         ReportRow(
             execution_count=r.get("execution_count"),
@@ -275,28 +347,26 @@ def build_report(
             started_at=r.get("started_at"),
             text=row_label(r, width=10_000),
         )
-        for r in ordered
+        for r in shown
     ]
-    heaviest_n = min(top if top is not None else HEAVIEST_DEFAULT, len(report_rows))
-    totals = ReportTotals(
-        n_cells=len(rows),
-        duration_s=sum(row_float(r, "duration_s") for r in rows),
-        energy_kwh=sum(row_float(r, "energy_kwh") for r in rows),
-        energy_low_kwh=sum(row_float(r, "energy_low_kwh") for r in rows),
-        energy_high_kwh=sum(row_float(r, "energy_high_kwh") for r in rows),
+    report_totals = ReportTotals(
+        n_cells=n_cells,
+        duration_s=float(totals["duration_s"]),
+        energy_kwh=float(totals["energy_kwh"]),
+        energy_low_kwh=float(totals["energy_low_kwh"]),
+        energy_high_kwh=float(totals["energy_high_kwh"]),
         emissions_g=total_g,
-        emissions_low_g=sum(row_float(r, "emissions_low_g") for r in rows),
-        emissions_high_g=sum(row_float(r, "emissions_high_g") for r in rows),
-        embodied_g=sum(row_float(r, "embodied_g") for r in rows),
+        emissions_low_g=float(totals["emissions_low_g"]),
+        emissions_high_g=float(totals["emissions_high_g"]),
+        embodied_g=float(totals["embodied_g"]),
         heaviest_n=heaviest_n,
-        heaviest_share=sum(r.share for r in report_rows[:heaviest_n]),
-        cluster_kwh=sum(row_float(r, "cluster_kwh") for r in rows),
-        cluster_emissions_g=sum(row_float(r, "cluster_emissions_g") for r in rows),
-        cluster_cells=sum(1 for r in rows if r.get("cluster_hosts") is not None),
-        remote=remote_totals(rows),
+        heaviest_share=sum(share(row_float(r, "emissions_g")) for r in heaviest[:heaviest_n]),
+        cluster_kwh=float(totals["cluster_kwh"]),
+        cluster_emissions_g=float(totals["cluster_emissions_g"]),
+        cluster_cells=int(totals["cluster_cells"]),
+        remote=totals.get("remote"),
     )
-    shown = report_rows[:top] if top is not None else report_rows
-    return Report(rows=shown, totals=totals, hint=hint, pending=max(0, int(pending)))
+    return Report(rows=report_rows, totals=report_totals, hint=hint, pending=max(0, int(pending)))
 
 
 # ---------------------------------------------------------------- --since

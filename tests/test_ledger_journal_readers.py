@@ -4,6 +4,7 @@ the ledger before they read, so their cells count and the sessions they end read
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import subprocess
@@ -14,8 +15,10 @@ import warnings
 from pathlib import Path
 
 import pytest
+from tornado.httpclient import HTTPClientError
 
 from carbon_magic.ledger import Ledger, LedgerWarning, read_cells, read_sessions
+from carbon_magic.server.journals import JOURNAL_CHECK_S
 from tests import test_server as server_tests
 from tests.test_server import API, get_json
 
@@ -115,7 +118,17 @@ async def test_the_server_answers_with_journalled_cells_and_ended_sessions(
     journal_of_an_ended_session(ledger_path)
     monkeypatch.setattr(jp_serverapp.kernel_manager, "list_kernel_ids", lambda: [KERNEL_ID])
 
-    kernel = await get_json(jp_fetch, *API, "kernels", KERNEL_ID)
+    # The server looks for journals at most every JOURNAL_CHECK_S (it read the ledger
+    # once as it started): the kernel shows within that.
+    deadline = time.monotonic() + JOURNAL_CHECK_S + 2
+    while True:
+        try:
+            kernel = await get_json(jp_fetch, *API, "kernels", KERNEL_ID)
+            break
+        except HTTPClientError as error:
+            if error.code != 404 or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
     page = await get_json(jp_fetch, *API, "kernels", KERNEL_ID, "cells")
 
     assert kernel["tracker_state"] == "stopped", kernel

@@ -16,6 +16,7 @@ from tornado.httpclient import HTTPClientError
 
 from carbon_magic.ledger import Ledger
 from carbon_magic.measurement import Measurement
+from carbon_magic.server import cell_sums as cell_sums_module
 from carbon_magic.server import reader as reader_module
 from carbon_magic.server.heartbeat_columns import decode_next_beat
 from carbon_magic.server.reader import LedgerReader
@@ -727,9 +728,10 @@ async def test_a_real_kernel_is_listed_under_its_current_notebook_path(jp_fetch,
         reader_module._CELL_ID_RANGE,
         reader_module._ALL_SESSIONS,
         reader_module._DAY_BASELINES,
-        reader_module._CELLS_AFTER,
-        reader_module._CELLS_SINCE,
-        reader_module._CELLS_AFTER_SINCE,
+        cell_sums_module._CELLS_AFTER,
+        cell_sums_module._CELLS_SINCE,
+        cell_sums_module._CELLS_AFTER_SINCE,
+        cell_sums_module._CLUSTERS_AFTER,
     ],
 )
 def test_queries_never_scan_cells_or_heartbeats(builder, sql):

@@ -9,14 +9,20 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "BUSY_TIMEOUT_S",
+    "CELL_SUM_COLUMNS",
     "LOST_AFTER_S",
+    "cell_filters",
+    "cell_totals",
     "connect_readonly",
+    "heaviest_cells",
+    "iter_cells",
+    "open_snapshot",
     "latest_heartbeat",
     "ledger_problem",
     "read_cells",
@@ -54,6 +60,21 @@ def connect_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
     return conn
 
 
+def open_snapshot(path: str | os.PathLike[str]) -> sqlite3.Connection:
+    """A read-only connection (:func:`connect_readonly`) inside a read transaction whose
+    snapshot is taken now (SQLite takes it at the transaction's first read): whatever it
+    reads later, however long that takes, is the ledger as it is now. Raises as
+    :func:`connect_readonly`."""
+    connection = connect_readonly(path)
+    try:
+        connection.execute("BEGIN")
+        connection.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
 # SQLITE_READONLY (_DIRECTORY, _CANTINIT...) and SQLITE_CANTOPEN: the -shm cannot be made.
 _NO_SHM_CODES = {8, 14}
 
@@ -82,6 +103,42 @@ def query(
             conn.close()
 
 
+def cell_filters(
+    *,
+    kernel_id: str | None = None,
+    session_uuid: str | None = None,
+    notebook_path: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+) -> tuple[str, list[Any]]:
+    """The ``WHERE`` clause (``""`` without filters) and its parameters selecting cells
+    (alias ``c``): ``since <= started_at < until`` (UTC epoch seconds), and the kernel,
+    session and notebook when given. Session columns are matched in a subquery, so a
+    query that needs no session column scans ``cells`` alone (a join to ``sessions``
+    costs more than the scan over a million cells)."""
+    where: list[str] = []
+    params: list[Any] = []
+    for condition, value in (
+        ("c.kernel_id = ?", kernel_id),
+        ("c.session_id IN (SELECT id FROM sessions WHERE session_uuid = ?)", session_uuid),
+        ("c.session_id IN (SELECT id FROM sessions WHERE notebook_path = ?)", notebook_path),
+    ):
+        if value is not None:
+            where.append(condition)
+            params.append(value)
+    if since is not None:
+        where.append("c.started_at >= ?")
+        params.append(float(since))
+    if until is not None:
+        where.append("c.started_at < ?")
+        params.append(float(until))
+    return (" WHERE " + " AND ".join(where) if where else ""), params
+
+
+_CELLS_FROM = "FROM cells c JOIN sessions s ON s.id = c.session_id"
+_CELLS_SELECT = f"SELECT c.*, s.session_uuid, s.notebook_path, s.host {_CELLS_FROM}"
+
+
 def read_cells(
     path_or_conn: str | os.PathLike[str] | sqlite3.Connection,
     *,
@@ -99,28 +156,14 @@ def read_cells(
     the most recent ``limit`` rows. Raises FileNotFoundError for a missing file and
     sqlite3.Error for an unreadable one.
     """
-    where: list[str] = []
-    params: list[Any] = []
-    for column, value in (
-        ("c.kernel_id", kernel_id),
-        ("s.session_uuid", session_uuid),
-        ("s.notebook_path", notebook_path),
-    ):
-        if value is not None:
-            where.append(f"{column} = ?")
-            params.append(value)
-    if since is not None:
-        where.append("c.started_at >= ?")
-        params.append(float(since))
-    if until is not None:
-        where.append("c.started_at < ?")
-        params.append(float(until))
-    sql = (
-        "SELECT c.*, s.session_uuid, s.notebook_path, s.host "
-        "FROM cells c JOIN sessions s ON s.id = c.session_id"
+    where, params = cell_filters(
+        kernel_id=kernel_id,
+        session_uuid=session_uuid,
+        notebook_path=notebook_path,
+        since=since,
+        until=until,
     )
-    if where:
-        sql += " WHERE " + " AND ".join(where)
+    sql = _CELLS_SELECT + where
     if limit is None:
         sql += " ORDER BY c.started_at, c.id"
     else:
@@ -132,6 +175,102 @@ def read_cells(
     from carbon_magic.ledger.remote_calls import with_remote_share
 
     rows = with_cluster_share(path_or_conn, query(path_or_conn, sql, params))
+    return with_remote_share(query, path_or_conn, rows)
+
+
+def iter_cells(
+    conn: sqlite3.Connection, *, batch_rows: int = 500, **filters: Any
+) -> Iterator[dict[str, Any]]:
+    """The rows of :func:`read_cells` (``filters``: its keyword filters, no ``limit``),
+    each with its session's ``hardware_json`` and ``settings_json`` too, read
+    ``batch_rows`` at a time: memory stays the same however many cells match.
+
+    ``conn`` must stay open until the iteration ends. Raises as :func:`read_cells`."""
+    from carbon_magic.ledger.cluster import CLUSTER_SHARE_COLUMNS, with_cluster_share
+    from carbon_magic.ledger.remote_calls import REMOTE_SHARE_COLUMNS, with_remote_share
+
+    where, params = cell_filters(**filters)
+    # Every row has the cluster and remote share columns (NULL without a cluster or
+    # calls to hosted models), so rows all have the same keys.
+    no_parts = ", ".join(
+        f"NULL AS {name}" for name in (*CLUSTER_SHARE_COLUMNS, *REMOTE_SHARE_COLUMNS)
+    )
+    sql = (
+        f"SELECT c.*, s.session_uuid, s.notebook_path, s.host, s.hardware_json, "
+        f"s.settings_json, {no_parts} {_CELLS_FROM}{where} ORDER BY c.started_at, c.id"
+    )
+    try:
+        cursor = conn.execute(sql, params)
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return
+        raise
+    names = [column[0] for column in cursor.description]
+    while batch := cursor.fetchmany(batch_rows):
+        rows = with_cluster_share(conn, [dict(zip(names, row, strict=True)) for row in batch])
+        yield from with_remote_share(query, conn, rows)
+
+
+# The columns a report sums over cells (and the count), in the units of the ledger.
+CELL_SUM_COLUMNS = (
+    "duration_s",
+    "energy_kwh",
+    "energy_low_kwh",
+    "energy_high_kwh",
+    "emissions_g",
+    "emissions_low_g",
+    "emissions_high_g",
+    "embodied_g",
+)
+_CLUSTER_SUMS = (
+    "SELECT COUNT(*) AS cluster_cells, TOTAL(cc.energy_kwh) AS cluster_kwh, "
+    "TOTAL(cc.emissions_g) AS cluster_emissions_g FROM cell_clusters cc "
+    # CROSS JOIN keeps the (small) cluster table outside: SQLite would scan every cell.
+    "CROSS JOIN cells c ON c.id = cc.cell_ref"
+)
+
+
+def cell_totals(
+    path_or_conn: str | os.PathLike[str] | sqlite3.Connection, **filters: Any
+) -> dict[str, Any]:
+    """Sums over the cells that ``filters`` (those of :func:`cell_filters`) select,
+    computed by SQLite in one pass (nothing per row in Python): ``n_cells``, each of
+    ``CELL_SUM_COLUMNS`` (seconds, kWh, grams CO2e), and the Dask cluster part
+    ``cluster_cells``, ``cluster_kwh``, ``cluster_emissions_g``, and ``remote``: the calls
+    to hosted models added up (None without any). Raises as :func:`read_cells`."""
+    from carbon_magic.ledger.remote_calls import remote_totals_in
+
+    where, params = cell_filters(**filters)
+    sums = ", ".join(f"TOTAL(c.{name}) AS {name}" for name in CELL_SUM_COLUMNS)
+    rows = query(path_or_conn, f"SELECT COUNT(*) AS n_cells, {sums} FROM cells c{where}", params)
+    totals: dict[str, Any] = dict.fromkeys(("n_cells", *CELL_SUM_COLUMNS), 0.0)
+    totals.update(rows[0] if rows else {})
+    # A ledger from before the cluster tables (schema 3) has no cluster part.
+    cluster = query(path_or_conn, _CLUSTER_SUMS + where, params)
+    totals.update(
+        cluster[0]
+        if cluster
+        else {"cluster_cells": 0, "cluster_kwh": 0.0, "cluster_emissions_g": 0.0}
+    )
+    totals["remote"] = remote_totals_in(query, path_or_conn, where, params)
+    return totals
+
+
+def heaviest_cells(
+    path_or_conn: str | os.PathLike[str] | sqlite3.Connection, limit: int, **filters: Any
+) -> list[dict[str, Any]]:
+    """The ``limit`` cells with the highest emissions among those ``filters`` select
+    (rows as :func:`read_cells`), heaviest first, ties in recording order. SQLite keeps
+    only the ``limit`` heaviest while it scans. Raises as :func:`read_cells`."""
+    from carbon_magic.ledger.cluster import with_cluster_share
+    from carbon_magic.ledger.remote_calls import with_remote_share
+
+    where, params = cell_filters(**filters)
+    # The ids first (the sort keeps small records), then their rows with the session's.
+    order = "ORDER BY c.emissions_g DESC, c.started_at, c.id"
+    ids = f"SELECT c.id FROM cells c{where} {order} LIMIT ?"
+    sql = f"{_CELLS_SELECT} WHERE c.id IN ({ids}) {order}"
+    rows = with_cluster_share(path_or_conn, query(path_or_conn, sql, [*params, int(limit)]))
     return with_remote_share(query, path_or_conn, rows)
 
 

@@ -169,3 +169,45 @@ def pending_remote_share(row: Mapping[str, Any]) -> dict[str, Any]:
     ``REMOTE_KEY``), as :func:`with_remote_share` adds them to written ones."""
     part = summarise_rows(row.get(REMOTE_KEY) or ())
     return remote_share(part) if part is not None else {}
+
+
+_REMOTE_SUMS = (
+    "SELECT COUNT(DISTINCT r.cell_ref) AS cells, COUNT(*) AS count, "
+    "COUNT(r.energy_low_kwh) AS estimated, "
+    "TOTAL(r.energy_low_kwh) AS energy_low_kwh, TOTAL(r.energy_high_kwh) AS energy_high_kwh, "
+    "TOTAL(r.emissions_low_g) AS emissions_low_g, TOTAL(r.emissions_high_g) AS emissions_high_g, "
+    "TOTAL(r.embodied_low_g) AS embodied_low_g, TOTAL(r.embodied_high_g) AS embodied_high_g, "
+    "TOTAL(r.water_low_l) AS water_low_l, TOTAL(r.water_high_l) AS water_high_l, "
+    "GROUP_CONCAT(DISTINCT r.method) AS methods "
+    # CROSS JOIN keeps the (small) calls table outside: SQLite would scan every cell.
+    "FROM cell_remote_calls r CROSS JOIN cells c ON c.id = r.cell_ref"
+)
+
+
+def remote_totals_in(
+    query: Query,
+    path_or_conn: str | os.PathLike[str] | sqlite3.Connection,
+    where: str,
+    params: list[Any],
+) -> dict[str, Any] | None:
+    """The calls to hosted models of the cells ``where`` selects (a ``cells c`` filter)
+    added up by SQLite, in the shape of the report's remote totals (kWh, g CO2e, L;
+    middles of the ranges); None without any, or in a ledger older than the table."""
+    rows = query(path_or_conn, _REMOTE_SUMS + where, params)
+    row = rows[0] if rows else None
+    if row is None or not row["count"]:
+        return None
+    methods = sorted(m for m in str(row["methods"] or "").split(",") if m)
+    return {
+        "cells": row["cells"],
+        "count": row["count"],
+        "estimated": row["estimated"],
+        "unestimated": row["count"] - row["estimated"],
+        "energy_kwh": (row["energy_low_kwh"] + row["energy_high_kwh"]) / 2,
+        "energy_range_kwh": [row["energy_low_kwh"], row["energy_high_kwh"]],
+        "emissions_g": (row["emissions_low_g"] + row["emissions_high_g"]) / 2,
+        "emissions_range_g": [row["emissions_low_g"], row["emissions_high_g"]],
+        "embodied_g": (row["embodied_low_g"] + row["embodied_high_g"]) / 2,
+        "water_l": (row["water_low_l"] + row["water_high_l"]) / 2,
+        "method": "; ".join(methods),
+    }

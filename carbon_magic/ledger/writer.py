@@ -23,7 +23,9 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
 
 from carbon_magic.ledger.cluster import CLUSTER_KEY
 from carbon_magic.ledger.connection import RETRY_AFTER_S
@@ -41,6 +43,8 @@ from carbon_magic.ledger.rows import (
 from carbon_magic.ledger.schema import Transaction
 from carbon_magic.ledger.store import PendingStore
 from carbon_magic.measurement import Measurement
+
+T = TypeVar("T")
 
 __all__ = ["CELL_WAIT_S", "EXIT_WAIT_S", "Ledger"]
 
@@ -268,7 +272,25 @@ class Ledger(PendingStore):
         """The file's cell rows (as :func:`read_cells`, filtered by ``session_uuid`` and
         ``since``) followed by the recorded cells not yet written, and how many of those
         there are. Never raises: an unreadable file gives only the pending ones."""
-        with self._lock:  # no commit of ours between the two reads: each row once
+        rows, pending = self.read_with_pending(
+            lambda path: read_cells(path, session_uuid=session_uuid, since=since),
+            session_uuid=session_uuid,
+            since=since,
+        )
+        return (rows or []) + pending, len(pending)
+
+    def read_with_pending(
+        self,
+        read: Callable[[Path], T],
+        *,
+        session_uuid: str | None = None,
+        since: float | None = None,
+    ) -> tuple[T | None, list[dict[str, Any]]]:
+        """``read(path)`` of the ledger file (``None`` when it cannot be read), and the
+        recorded cells not yet written to it (rows as :func:`read_cells` gives, filtered
+        by ``session_uuid`` and ``since``). No commit of ours happens between the two, so
+        each cell is in exactly one of them. Never raises for the file."""
+        with self._lock:
             self._drain()
             pending = [
                 {
@@ -284,10 +306,10 @@ class Ledger(PendingStore):
                 and (since is None or row["started_at"] >= since)
             ]
             try:
-                rows = read_cells(self.path, session_uuid=session_uuid, since=since)
+                result: T | None = read(self.path)
             except (OSError, sqlite3.Error):
-                rows = []
-        return rows + pending, len(pending)
+                result = None
+        return result, pending
 
     def hand_over_pending(self, other: Ledger) -> int:
         """Move every record not yet written here to ``other`` (another ledger file),

@@ -3,10 +3,10 @@
 Every query goes through an index of ``schema.sql``: a kernel's latest session
 (``sessions_kernel``), a session's latest heartbeat (``heartbeats_session``), today's
 cells (``cells_started``). Per-session cell counts and sums are kept in memory and
-brought up to date from the cells added since the last read (a range of the primary key:
-the ledger only appends cells, and removes the oldest ones when a retention time is set,
-which starts the sums over), so no request scans the cells or heartbeats tables whole,
-however long the ledger grows.
+brought up to date from the cells added since the last read
+(:mod:`carbon_magic.server.cell_sums`), so no request scans the cells or heartbeats
+tables whole, however long the ledger grows; and a snapshot is read again only when
+something was committed since the last (SQLite's ``data_version``).
 
 Units: seconds since the epoch (UTC) for times, watts, kWh, grams CO2e, gCO2e/kWh.
 """
@@ -21,7 +21,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,9 @@ from carbon_magic.server.cell_pages import (
     CellPage,
     cell_record,
 )
+
+# Totals moved to cell_sums; importers of this module keep the name.
+from carbon_magic.server.cell_sums import TOTALS_NAMES, CellSums, Totals, totals_of
 from carbon_magic.server.gpus import session_gpus
 from carbon_magic.server.heartbeat_columns import (
     decode_hint,
@@ -51,30 +54,6 @@ MAX_DAY_CACHES = 4  # day starts whose cell sums are kept (clients in a few time
 
 class LedgerUnavailable(Exception):
     """The ledger file does not exist (yet) or has no tables: nothing was recorded."""
-
-
-@dataclass(frozen=True)
-class Totals:
-    """Cumulative figures: facility energy (kWh), operational emissions with their range
-    and amortised embodied emissions (grams CO2e)."""
-
-    energy_kwh: float = 0.0
-    emissions_g: float = 0.0
-    emissions_low_g: float = 0.0
-    emissions_high_g: float = 0.0
-    embodied_g: float = 0.0
-
-    def __add__(self, other: Totals) -> Totals:
-        return Totals(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
-
-    def since(self, baseline: Totals) -> Totals:
-        """The growth from ``baseline`` to these totals, never negative."""
-        return Totals(
-            *(max(0.0, getattr(self, f.name) - getattr(baseline, f.name)) for f in fields(self))
-        )
-
-    def to_json(self) -> dict[str, float]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass(frozen=True)
@@ -155,43 +134,6 @@ class SessionFigures:
 
 
 @dataclass
-class CellSums:
-    """Cell counts and totals per session id, of the cells from id ``first_id`` up to
-    ``watermark``; with a
-    ``day_start``, only of the cells that started since then (seconds since the epoch)."""
-
-    day_start: float | None = None
-    watermark: int = 0
-    first_id: int = 0
-    per_session: dict[int, tuple[int, Totals]] = field(default_factory=dict)
-
-    def get(self, session_id: int) -> tuple[int, Totals]:
-        """(number of cells, their totals) of one session; (0, zeros) without cells."""
-        return self.per_session.get(session_id, (0, Totals()))
-
-    def refresh(self, connection: sqlite3.Connection, min_id: int, max_id: int) -> None:
-        """Add the cells after ``watermark`` up to ``max_id`` (``min_id``, ``max_id``: the
-        table's smallest and largest ids in the caller's read transaction). Starts over
-        when cells were removed (a replaced file, or old cells past the retention time)."""
-        if max_id < self.watermark or (self.watermark and min_id != self.first_id):
-            self.watermark, self.per_session = 0, {}  # old cells were removed (retention)
-        self.first_id = min_id
-        if max_id == self.watermark:
-            return
-        if self.day_start is None:
-            rows = connection.execute(_CELLS_AFTER, (self.watermark,))
-        elif self.watermark == 0:
-            rows = connection.execute(_CELLS_SINCE, (self.day_start,))
-        else:
-            rows = connection.execute(_CELLS_AFTER_SINCE, (self.watermark, self.day_start))
-        for row in rows:
-            session_id = row["session_id"]
-            known_count, known = self.get(session_id)
-            self.per_session[session_id] = (known_count + row["n_cells"], known + _totals(row))
-        self.watermark = max_id
-
-
-@dataclass
 class LedgerSnapshot:
     """Every session of the ledger with its figures, read in one read transaction."""
 
@@ -210,8 +152,6 @@ _SESSION_NAMES = (
 ).split()
 _SESSION_COLUMNS = ", ".join(f"s.{name}" for name in _SESSION_NAMES)
 _HEARTBEAT_COLUMNS = heartbeat_select()
-_TOTALS_NAMES = tuple(f.name for f in fields(Totals))
-_TOTALS_SUMS = ", ".join(f"TOTAL({name}) AS {name}" for name in _TOTALS_NAMES)
 # The id of a session's latest heartbeat: one seek in heartbeats_session (session_id, at).
 _LATEST_HEARTBEAT = "(SELECT id FROM heartbeats WHERE session_id = s.id ORDER BY at DESC LIMIT 1)"
 _BASELINE_HEARTBEAT = (
@@ -232,23 +172,6 @@ _SESSION_LATEST_HEARTBEAT = _SESSION_LATEST_HEARTBEAT_SQL.format(columns=_HEARTB
 _CELL_ID_RANGE = (
     "SELECT (SELECT MIN(id) FROM cells) AS min_id, (SELECT MAX(id) FROM cells) AS max_id"
 )
-# Cell counts and sums per session: of the cells added after a known id (a range of the
-# primary key), of the cells started since a day start (cells_started), and of both
-# (the unary + keeps SQLite on the primary key range).
-_CELLS_AFTER = f"""
-SELECT session_id, COUNT(*) AS n_cells, {_TOTALS_SUMS} FROM cells WHERE id > ?
-GROUP BY +session_id
-"""
-_CELLS_SINCE = f"""
-SELECT session_id, COUNT(*) AS n_cells, {_TOTALS_SUMS} FROM cells WHERE started_at >= ?
-GROUP BY +session_id
-"""
-_CELLS_AFTER_SINCE = f"""
-SELECT session_id, COUNT(*) AS n_cells, {_TOTALS_SUMS} FROM cells
-WHERE id > ? AND +started_at >= ?
-GROUP BY +session_id
-"""
-
 _ALL_SESSIONS_SQL = f"""
 SELECT {_SESSION_COLUMNS}, {{columns}}
 FROM sessions AS s LEFT JOIN heartbeats AS h ON h.id = {_LATEST_HEARTBEAT}
@@ -268,18 +191,21 @@ def _older_queries(missing: frozenset[str]) -> tuple[str, str]:
 
 # Running totals at the last heartbeat before the day started, for sessions alive then.
 _DAY_BASELINES = f"""
-SELECT s.id AS session_id, {", ".join(f"h.{name}" for name in _TOTALS_NAMES)}
+SELECT s.id AS session_id, {", ".join(f"h.{name}" for name in TOTALS_NAMES)}
 FROM sessions AS s JOIN heartbeats AS h ON h.id = {_BASELINE_HEARTBEAT}
 WHERE s.started_at < :day_start AND (s.ended_at IS NULL OR s.ended_at >= :day_start)
 """
 
 
-def _totals(row: sqlite3.Row, prefix: str = "") -> Totals:
-    """The Totals in a row's columns named ``<prefix><field>``."""
-    return Totals(*(row[prefix + name] for name in _TOTALS_NAMES))
-
-
 def _session(row: sqlite3.Row) -> Session:
+    return _session_of(tuple(row[name] for name in _SESSION_NAMES))
+
+
+@functools.lru_cache(maxsize=4096)
+def _session_of(values: tuple[Any, ...]) -> Session:
+    """The Session of a row's ``_SESSION_NAMES`` values. A session row seldom changes,
+    and every request reads every session: its JSON is decoded once, not per request."""
+    row = dict(zip(_SESSION_NAMES, values, strict=True))
     try:
         methods = json.loads(row["methods_json"]) if row["methods_json"] else {}
     except ValueError:
@@ -311,7 +237,7 @@ def _heartbeat(row: sqlite3.Row | None) -> Heartbeat | None:
     return Heartbeat(
         at=row["h_at"],
         power_w={component: row[f"h_{component}_w"] for component in COMPONENTS},
-        totals=_totals(row, "h_"),
+        totals=totals_of(row, "h_"),
         intensity_g_per_kwh=row["h_intensity_g_per_kwh"],
         intensity_source=row["h_intensity_source"],
         tracker_state=row["h_tracker_state"],
@@ -335,31 +261,6 @@ def _prediction(text: str | None) -> dict[str, Any] | None:
     if not isinstance(value, dict) or not keys <= value.keys():
         return None
     return {key: value[key] for key in ("fraction", "emissions_g", "emissions_range_g", "eta_s")}
-
-
-_CLUSTER_SUMS = (
-    "SELECT c.kernel_id, TOTAL(cc.energy_kwh) AS energy_kwh, TOTAL(cc.emissions_g) AS emissions_g, "
-    "TOTAL(cc.embodied_g) AS embodied_g "
-    "FROM cell_clusters AS cc JOIN cells AS c ON c.id = cc.cell_ref GROUP BY c.kernel_id"
-)
-
-
-def _cluster_sums(connection: sqlite3.Connection) -> dict[str, Totals]:
-    """Per kernel id, the cluster part of its cells (kWh, g; no ranges); empty for a
-    ledger written before the cluster tables existed."""
-    try:
-        rows = connection.execute(_CLUSTER_SUMS).fetchall()
-    except sqlite3.OperationalError as error:
-        if "no such table" in str(error):
-            return {}
-        raise
-    return {
-        row["kernel_id"]: Totals(
-            row["energy_kwh"], row["emissions_g"], embodied_g=row["embodied_g"]
-        )
-        for row in rows
-        if row["kernel_id"]
-    }
 
 
 _SESSION_REMOTE = """
@@ -416,6 +317,7 @@ class LedgerReader:
         self._local.all_cells = CellSums()
         self._local.cells_by_day = {}
         self._local.has_later_columns = False
+        self._local.last_snapshot = None
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -489,6 +391,15 @@ class LedgerReader:
             self.close()  # corrupt or replaced underneath us: reopen next time
             raise
 
+    def warm_up(self, now: float, day_start: float) -> None:
+        """Read the ledger once (:meth:`snapshot`), so that the first request finds the
+        cell sums of a long ledger in memory rather than summing a million cells itself.
+        Run on the reading thread when the server starts; never raises."""
+        try:
+            self.snapshot(now, day_start)
+        except Exception:  # no ledger yet, or unreadable: the requests will say so
+            pass
+
     def kernel(self, kernel_id: str) -> SessionFigures | None:
         """The latest session of ``kernel_id`` with its live heartbeat and totals.
 
@@ -523,14 +434,20 @@ class LedgerReader:
         """
         result = LedgerSnapshot(now=now, day_start=day_start)
         with self._snapshot() as connection:
+            # Read before anything else: the figures read next are at least this recent.
+            version = connection.execute("PRAGMA data_version").fetchone()[0]
+            known = getattr(self._local, "last_snapshot", None)
+            if known is not None and known[0] == (version, day_start):
+                # Nothing was committed since: the same figures, at a new ``now``.
+                return replace(known[1], now=now, sessions=list(known[1].sessions))
             rows = connection.execute(self._heartbeat_queries(connection)[1]).fetchall()
             baselines = {
-                row["session_id"]: _totals(row)
+                row["session_id"]: totals_of(row)
                 for row in connection.execute(_DAY_BASELINES, {"day_start": day_start})
             }
             all_cells = self._cell_sums(connection)
             cells_today = self._cell_sums(connection, day_start)
-            result.cluster = _cluster_sums(connection)
+            result.cluster = dict(all_cells.cluster)
         for row in rows:
             session = _session(row)
             heartbeat = _heartbeat(row)
@@ -547,7 +464,8 @@ class LedgerReader:
             result.sessions.append(
                 SessionFigures(session, heartbeat, all_time, today, n_cells, source, cell_totals)
             )
-        return result
+        self._local.last_snapshot = ((version, day_start), result)
+        return replace(result, sessions=list(result.sessions))
 
     def cells(
         self,
