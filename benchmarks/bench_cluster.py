@@ -3,7 +3,7 @@
 worker's tracker costs while the worker is idle.
 
 Latency is timed inside a real kernel around ``run_cell("pass")`` with the extension
-loaded, ``cluster=off`` against ``cluster=auto`` (target: ≤ 20 ms added at p95). The idle
+loaded, ``cluster=none`` against ``cluster=auto`` (target: ≤ 20 ms added at p95). The idle
 cost is the CPU time of a ``dask worker`` process (not the kernel's child, so its tracker
 runs) over an idle period, without and with the plugin. Prints medians and p95.
 
@@ -82,7 +82,7 @@ def cell_latency(runs: int, scheduler: str | None = None) -> None:
                 "assert current_magics().cluster_reader.wait_ready(60)"
             )
             results = {}
-            for setting in ("off", "auto", "off", "auto"):  # interleaved against drift
+            for setting in ("none", "auto", "none", "auto"):  # interleaved against drift
                 kernel.execute(f"%carbon config cluster={setting}")
                 samples(kernel, "pass", 20)  # warm-up
                 results.setdefault(setting, []).extend(samples(kernel, "pass", runs // 2))
@@ -90,7 +90,7 @@ def cell_latency(runs: int, scheduler: str | None = None) -> None:
             cluster = json.loads(check.text.strip().splitlines()[-1])
         finally:
             kernel.shutdown()
-    off, on = results["off"], results["auto"]
+    off, on = results["none"], results["auto"]
     (host,) = cluster["hosts"].values()
     kind = (
         "4-worker LocalCluster (processes, the kernel's children: confirmed, not read)"
@@ -98,7 +98,7 @@ def cell_latency(runs: int, scheduler: str | None = None) -> None:
         else "4 dask worker processes started apart (each read at both edges)"
     )
     print(f"recorded empty cell, {kind}, {len(on)} cells each:")
-    print(f"  cluster=off: median {median(off):.2f} ms, p95 {p95(off):.2f} ms")
+    print(f"  cluster=none: median {median(off):.2f} ms, p95 {p95(off):.2f} ms")
     print(f"  cluster=auto: median {median(on):.2f} ms, p95 {p95(on):.2f} ms")
     print(
         f"  added per cell: median {median(on) - median(off):+.2f} ms, "

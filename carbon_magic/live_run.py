@@ -101,8 +101,10 @@ class LiveRun:
         self.panel.last_text = text
 
     def on_tick(self, reading: LiveReading) -> None:
-        """Tracker listener: predict, check the budget, update the panel."""
+        """Tracker listener: predict, check the budget, update the panel. The figures
+        include the cluster's part so far, so a budget also stops cluster work."""
         m = self.magics.tracker.peek(self.window)
+        self.magics.cluster_reader.add_live(self.cluster_edge, m)
         prediction = self._predict(m)
         if self.budget is not None and self._over_budget(m, prediction):
             if self.stop is not None and not self.stop.fired:

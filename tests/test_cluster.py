@@ -228,13 +228,13 @@ def test_local_cluster_is_not_counted_twice(tmp_path, kernels):
         "burn(0.5)\nclient.gather(futures)"
     )
     results = {}
-    for setting in ("off", "auto"):
+    for setting in ("none", "auto"):
         ok(kernel.execute(f"%carbon config cluster={setting}"))
         before = cpu_s(kernel_pid)
         ok(kernel.execute(work))
         measured = cpu_s(kernel_pid) - before
         results[setting] = (last(kernel), measured)
-    off, off_measured = results["off"]
+    off, off_measured = results["none"]
     on, on_measured = results["auto"]
     assert off["cluster"] is None
     (host,) = on["cluster"]["hosts"].values()
