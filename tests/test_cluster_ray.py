@@ -238,7 +238,7 @@ def test_shutdown_in_a_cell_then_a_reconnect_keeps_the_node_trackers(cluster, ke
 def test_a_node_killed_mid_cell_is_missing_and_said_so(cluster, kernels):
     """Runs last: a node dies while a cell runs. The cell is not held up, the kernel
     part and the other nodes are recorded, the dead node is counted missing."""
-    kernel = kernels("killed", mode="machine")
+    kernel = kernels("killed")  # process mode: the dead node's part is lost to the cell
     raylet = cluster.raylet_pid("n2")
     started = time.monotonic()
     ok(
@@ -257,8 +257,7 @@ def test_a_node_killed_mid_cell_is_missing_and_said_so(cluster, kernels):
     assert m["cluster"]["missing_workers"] == 1, m["cluster"]
     assert "1 node missing" in m["cluster"]["partial"]
     _, host_b = hosts_by_kind(m)
-    assert host_b["workers"] == 1 and host_b["energy_j"]["cpu"] > 0
+    assert host_b["workers"] == 1
     assert elapsed - m["duration_s"] < 3.5
     panel = ok(kernel.execute("%%carbon --quiet\ntime.sleep(0.2)"))
-    assert "Traceback" not in panel.text
-    assert json.dumps(last(kernel)["cluster"]) is not None
+    assert "Traceback" not in panel.text and "· cluster " in panel.text, panel.text
