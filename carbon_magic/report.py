@@ -104,10 +104,12 @@ class ReportTotals:
     embodied_g: float
     heaviest_n: int
     heaviest_share: float
-    # The part of the figures above that Dask workers used (cells that fanned out).
+    # The part of the figures above that cluster workers or nodes used (cells that
+    # fanned out), and the engines those cells used (``dask``, ``ray``).
     cluster_kwh: float = 0.0
     cluster_emissions_g: float = 0.0
     cluster_cells: int = 0
+    cluster_engines: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -157,8 +159,9 @@ class Report:
                 )
             if t.cluster_cells:
                 share = t.cluster_emissions_g / t.emissions_g if t.emissions_g > 0 else 0.0
+                engines = " and ".join(e.capitalize() for e in t.cluster_engines) or "Cluster"
                 lines.append(
-                    f"Dask workers (in {t.cluster_cells} "
+                    f"{engines} cluster (in {t.cluster_cells} "
                     f"{'cell' if t.cluster_cells == 1 else 'cells'}): "
                     f"{format_kwh(t.cluster_kwh)}, {format_grams(t.cluster_emissions_g)} CO2e, "
                     f"{share:.0%} of operational emissions (included above)."
@@ -286,6 +289,9 @@ def build_report(
         cluster_kwh=sum(row_float(r, "cluster_kwh") for r in rows),
         cluster_emissions_g=sum(row_float(r, "cluster_emissions_g") for r in rows),
         cluster_cells=sum(1 for r in rows if r.get("cluster_hosts") is not None),
+        cluster_engines=tuple(
+            sorted({r["cluster_engine"] for r in rows if r.get("cluster_engine")})
+        ),
     )
     shown = report_rows[:top] if top is not None else report_rows
     return Report(rows=shown, totals=totals, hint=hint, pending=max(0, int(pending)))

@@ -297,7 +297,7 @@ class ClusterCollector:
         else:
             end = self.collect(ending, now + EDGE_TIMEOUT_S - time.monotonic())
         cluster = cluster_figures(start, end, self.kernel_identity(), edge.mode, self._known)
-        cluster.update(engine=connection.engine, unit=connection.unit)
+        cluster["engine"] = connection.engine
         partial = gone
         if partial is None and cluster["missing_workers"]:
             partial = partial_reason(start, end, connection.unit)
@@ -341,7 +341,7 @@ class ClusterCollector:
             cluster = cluster_figures(
                 edge.start, edge.latest, self.kernel_identity(), edge.mode, self._known
             )
-            cluster.update(engine=edge.connection.engine, unit=edge.connection.unit)
+            cluster["engine"] = edge.connection.engine
             add_cluster(m, cluster, self.tracker.intensity())
 
     # --------------------------------------------------------------- notices

@@ -213,7 +213,9 @@ def describe(cluster: Mapping[str, Any] | None, m: Measurement) -> str | None:
 
     cluster_kwh = float(cluster.get("energy_kwh", 0.0))
     kernel_kwh = max(m.energy_kwh - cluster_kwh, 0.0)
-    unit = str(cluster.get("unit") or "worker")
+    from carbon_magic.cluster.engine import unit_of
+
+    unit = unit_of(cluster.get("engine"))
     hosts = cluster.get("hosts", {})
     workers = sum(entry["workers"] for entry in hosts.values())
     in_kernel = sum(entry["in_kernel"] for entry in hosts.values())

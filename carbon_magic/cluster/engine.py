@@ -78,6 +78,14 @@ def engines(setting: str) -> list[ModuleType]:
     return [importlib.import_module(ENGINE_MODULES[name]) for name in names]
 
 
+def unit_of(engine: str | None) -> str:
+    """What one of an engine's trackers is about (``worker``, ``node``); ``worker`` for
+    an unknown engine or none (records from before engines were named are Dask's)."""
+    if engine not in ENGINE_MODULES:
+        return "worker"
+    return str(importlib.import_module(ENGINE_MODULES[engine]).UNIT)
+
+
 def find_connection(setting: str, current: Any) -> Any:
     """The notebook's cluster connection now (``current`` when unchanged), from the
     first allowed engine that has one; None without a cluster. Cheap: an engine whose

@@ -189,7 +189,7 @@ class LedgerSnapshot:
     now: float
     day_start: float
     sessions: list[SessionFigures] = field(default_factory=list)
-    # Per kernel id: the Dask cluster part of its cells (facility kWh, grams CO2e).
+    # Per kernel id: the cluster part (Dask, Ray) of its cells (facility kWh, grams CO2e).
     cluster: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
