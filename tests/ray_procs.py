@@ -16,22 +16,12 @@ from pathlib import Path
 
 import psutil
 
-from .dask_procs import base_env
+from .dask_procs import base_env, blocking
 
 # Put first on the PYTHONPATH of every Ray process and of kernels that import ray:
 # ``import ray`` asks amdsmi for AMD GPUs, and amdsmi installed without its ROCm library
 # raises KeyError (not ImportError) on import, which breaks ``import ray`` outright.
-NO_AMDSMI = """
-import sys
-
-class _NoAmdsmi:
-    def find_spec(self, name, path=None, target=None):
-        if name == "amdsmi" or name.startswith("amdsmi."):
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return None
-
-sys.meta_path.insert(0, _NoAmdsmi())
-"""
+NO_AMDSMI = blocking("amdsmi")
 SMALL = [
     "--num-cpus",
     "1",
