@@ -89,7 +89,7 @@ def cluster(tmp_path_factory):
 def kernels(tmp_path, cluster):
     started = []
 
-    def start(name: str = "k", mode: str = "process") -> Kernel:
+    def start(name: str = "k", mode: str = "process", connect: bool = True) -> Kernel:
         env = ray_env(
             tmp_path,
             CARBON_MAGIC_INTERVAL="0.5",
@@ -100,6 +100,8 @@ def kernels(tmp_path, cluster):
         started.append(kernel)
         ok(kernel.execute("%load_ext carbon_magic"))
         ok(kernel.execute(BURN))
+        if not connect:
+            return kernel
         ok(
             kernel.execute(
                 f"import ray\nray.init(address={cluster.address!r}, logging_level='ERROR')"
@@ -233,6 +235,32 @@ def test_shutdown_in_a_cell_then_a_reconnect_keeps_the_node_trackers(cluster, ke
     ok(kernel.execute("time.sleep(1)"))
     m = last(kernel)
     assert m["cluster"]["missing_workers"] == 0 and "partial" not in m["cluster"], m["cluster"]
+
+
+def test_a_ray_without_the_needed_api_marks_the_cluster_part_partial(cluster, kernels):
+    """A Ray that lacks NodeAffinitySchedulingStrategy (before 2.1): no trackers, no
+    traceback; each cell's cluster part is empty and says why."""
+    kernel = kernels("old", connect=False)
+    ok(
+        kernel.execute(
+            "import ray, ray.util.scheduling_strategies as _strategies\n"
+            "del _strategies.NodeAffinitySchedulingStrategy\n"
+            f"ray.init(address={cluster.address!r}, logging_level='ERROR')"
+        )
+    )
+    ready = ok(
+        kernel.execute(
+            "from carbon_magic.magics import current_magics\n"
+            "print(current_magics().cluster_reader.wait_ready(60))"
+        )
+    )
+    assert ready.text.strip().splitlines()[-1] == "False"
+    run = ok(kernel.execute("burn(0.2)"))
+    assert "Traceback" not in run.text
+    m = last(kernel)
+    assert m["status"] == "ok" and m["energy_j"]["cpu"] > 0
+    assert m["cluster"]["hosts"] == {} and m["cluster"]["engine"] == "ray"
+    assert "NodeAffinitySchedulingStrategy" in m["cluster"]["partial"]
 
 
 def test_a_node_killed_mid_cell_is_missing_and_said_so(cluster, kernels):

@@ -58,6 +58,7 @@ class CellEdge:
     live: Any = None  # the live read in flight
     live_sent_at: float = 0.0
     latest: dict[str, Any] | None = None  # the last live read's replies
+    failed: str | None = None  # why the cluster cannot be read at all (nothing was sent)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -76,6 +77,7 @@ class ClusterCollector:
         self._kernel: ProcessIdentity | None = None
         self._connection: Any = None
         self._state = "none"  # none | registering | ready | failed
+        self._failure: str | None = None  # why, when failed
         self._thread: threading.Thread | None = None
         self._known: dict[str, ProcessIdentity] = {}
         self._told: set[str] = set()
@@ -145,10 +147,8 @@ class ClusterCollector:
                 self._notice(notice)
             state = "ready"
         except Exception as error:
-            self._notice(
-                f"{connection.engine} cluster not measured: cannot put the trackers on it "
-                f"({error!r})"
-            )
+            self._failure = f"cannot put the trackers on the {connection.engine} cluster: {error}"
+            self._notice(f"{connection.engine} cluster not measured: {self._failure}")
             state = "failed"
         with self._lock:
             if self._connection is connection:
@@ -252,10 +252,12 @@ class ClusterCollector:
             if self._state == "registering":
                 self.wait_ready(EDGE_TIMEOUT_S)
             connection = self._live_connection()
-            if self._state != "ready" or connection is None:
+            if connection is None or self._state not in ("ready", "failed"):
                 return None
             mode, settings = self.tracker.settings.get("mode"), self._settings()
             now = time.monotonic()
+            if self._state == "failed":  # the cell gets a cluster part that says why
+                return CellEdge(connection, mode, settings, None, now, failed=self._failure)
             return CellEdge(connection, mode, settings, self.send(mode, settings), now)
         except Exception as error:
             self._notice(f"cluster reading failed: {error!r}")
@@ -282,6 +284,10 @@ class ClusterCollector:
 
     def _end(self, edge: CellEdge, m: Measurement) -> None:
         connection = edge.connection
+        if edge.failed is not None:
+            failed = {"hosts": {}, "missing_workers": 0, "engine": connection.engine}
+            add_cluster(m, {**failed, "partial": edge.failed}, self.tracker.intensity())
+            return
         gone = None
         if connection is not self._connection or not connection.alive():
             gone = f"the {connection.engine} connection was closed during the cell"
@@ -321,6 +327,8 @@ class ClusterCollector:
             self._notice(f"live cluster reading failed: {error!r}")
 
     def _add_live(self, edge: CellEdge, m: Measurement) -> None:
+        if edge.failed is not None:
+            return
         if edge.start is None:
             if edge.pending is not None and not edge.pending.done():
                 return
