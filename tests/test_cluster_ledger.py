@@ -211,6 +211,8 @@ def test_a_version_5_file_gains_the_engine_columns(tmp_path, monkeypatch):
             " embodied_g) SELECT id, 0, 0.001, 0.5, 0.0 FROM cells"
         )
     monkeypatch.undo()
+    # Read as it is (the server reads without migrating), then written to by this version.
+    assert [r.get("cluster_engine") for r in read_cells(path)] == ["dask"]
     with Ledger(path) as ledger:
         ledger.record_cell("s1", Measurement(name="new", cluster=RAY_CLUSTER), via="auto")
     engines = {r["name"]: r.get("cluster_engine") for r in read_cells(path)}

@@ -130,9 +130,10 @@ def read_cell_clusters(
                 "energy_kwh": row["energy_kwh"],
                 "emissions_g": row["emissions_g"],
                 "embodied_g": row["embodied_g"],
-                "engine": row["engine"] or "dask",
+                # A file of version 5 read without migrating (read-only) lacks both.
+                "engine": row.get("engine") or "dask",
             }
-            if row["partial"]:
+            if row.get("partial"):
                 found[row["cell_ref"]]["partial"] = row["partial"]
     if not found:
         return found
