@@ -1,13 +1,15 @@
-"""Dask cluster benchmarks: the latency a recorded cell gains when the notebook has a
-4-worker ``LocalCluster`` (two RPC rounds through the scheduler per cell), and what a
-worker's tracker costs while the worker is idle.
+"""Cluster benchmarks: the latency a recorded cell gains when the notebook has a
+4-worker Dask ``LocalCluster`` (two RPC rounds through the scheduler per cell), 4 Dask
+workers started apart, or a 2-node Ray cluster (a head and a worker node started apart,
+one read of each node's tracker actor per edge); and what a Dask worker's tracker costs
+while the worker is idle.
 
 Latency is timed inside a real kernel around ``run_cell("pass")`` with the extension
-loaded, ``cluster=off`` against ``cluster=auto`` (target: ≤ 20 ms added at p95). The idle
+loaded, ``cluster=none`` against ``cluster=auto`` (target: ≤ 20 ms added at p95). The idle
 cost is the CPU time of a ``dask worker`` process (not the kernel's child, so its tracker
 runs) over an idle period, without and with the plugin. Prints medians and p95.
 
-    python benchmarks/bench_cluster.py [--runs N] [--idle-s S]
+    python benchmarks/bench_cluster.py [--runs N] [--idle-s S] [--engines dask,ray]
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from tests.dask_procs import DaskProcesses  # noqa: E402
 from tests.kernels import Kernel  # noqa: E402
+from tests.ray_procs import RayProcesses, ray_env  # noqa: E402
 
 # The cells are timed after the cell that asks for them has ended, from the kernel's
 # event loop, so each is a recorded cell of its own (a cell run by a running cell is
@@ -68,15 +71,26 @@ def p95(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
 
 
-def cell_latency(runs: int, scheduler: str | None = None) -> None:
+def cell_latency(
+    runs: int,
+    scheduler: str | None = None,
+    ray_address: str | None = None,
+    env: dict[str, str] | None = None,
+) -> None:
     """With ``scheduler``, connect to it (workers started apart, all read at each edge);
+    with ``ray_address``, connect to that Ray cluster (every node read at each edge);
     else start a LocalCluster in the kernel (its workers are the kernel's children)."""
     with tempfile.TemporaryDirectory() as home:
-        kernel = Kernel(os.path.join(home, "ledger.sqlite3"))
+        kernel = Kernel(os.path.join(home, "ledger.sqlite3"), env)
         try:
             kernel.execute(TIME_CELLS)
             kernel.execute("%load_ext carbon_magic")
-            if scheduler is None:
+            if ray_address is not None:
+                kernel.execute(
+                    f"import ray\nray.init(address={ray_address!r}, logging_level='ERROR')",
+                    timeout=180,
+                )
+            elif scheduler is None:
                 kernel.execute(START_CLUSTER, timeout=180)
             else:
                 kernel.execute(
@@ -86,10 +100,11 @@ def cell_latency(runs: int, scheduler: str | None = None) -> None:
                 )
             kernel.execute(
                 "from carbon_magic.magics import current_magics\n"
-                "assert current_magics().cluster_reader.wait_ready(60)"
+                "assert current_magics().cluster_reader.wait_ready(120)",
+                timeout=180,
             )
             results = {}
-            for setting in ("off", "auto", "off", "auto"):  # interleaved against drift
+            for setting in ("none", "auto", "none", "auto"):  # interleaved against drift
                 kernel.execute(f"%carbon config cluster={setting}")
                 samples(kernel, "pass", 20)  # warm-up
                 results.setdefault(setting, []).extend(samples(kernel, "pass", runs // 2))
@@ -97,23 +112,40 @@ def cell_latency(runs: int, scheduler: str | None = None) -> None:
             cluster = json.loads(check.text.strip().splitlines()[-1])
         finally:
             kernel.shutdown()
-    off, on = results["off"], results["auto"]
+    off, on = results["none"], results["auto"]
     (host,) = cluster["hosts"].values()
-    kind = (
-        "4-worker LocalCluster (processes, the kernel's children: confirmed, not read)"
-        if scheduler is None
-        else "4 dask worker processes started apart (each read at both edges)"
-    )
+    if ray_address is not None:
+        kind = "Ray cluster of 2 nodes started apart (each node's actor read at both edges)"
+    elif scheduler is None:
+        kind = "4-worker LocalCluster (processes, the kernel's children: confirmed, not read)"
+    else:
+        kind = "4 dask worker processes started apart (each read at both edges)"
     print(f"recorded empty cell, {kind}, {len(on)} cells each:")
-    print(f"  cluster=off: median {median(off):.2f} ms, p95 {p95(off):.2f} ms")
+    print(f"  cluster=none: median {median(off):.2f} ms, p95 {p95(off):.2f} ms")
     print(f"  cluster=auto: median {median(on):.2f} ms, p95 {p95(on):.2f} ms")
     print(
         f"  added per cell: median {median(on) - median(off):+.2f} ms, "
         f"p95 {p95(on) - p95(off):+.2f} ms (p95 on − p95 off; target ≤ 20 ms)"
     )
+    unit = "nodes" if ray_address is not None else "workers"
     print(
-        f"  (the last cell read {host['workers']} workers, {host['in_kernel']} in the kernel's tree)"
+        f"  (the last cell read {host['workers']} {unit}, {host['in_kernel']} in the kernel's tree)"
     )
+
+
+def ray_cell_latency(runs: int) -> None:
+    """A head and one worker node, each started with ``ray start`` apart from the kernel."""
+    with tempfile.TemporaryDirectory() as tmp:
+        procs = RayProcesses(Path(tmp))
+        env = ray_env(Path(tmp))
+        try:
+            procs.start_head(env)
+            procs.wait_nodes(1, env)
+            procs.start_node("n1", env)
+            procs.wait_nodes(2, env)
+            cell_latency(runs, ray_address=procs.address, env=env)
+        finally:
+            procs.stop()
 
 
 def tracker_thread_cpu_s() -> float:
@@ -193,18 +225,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=400)
     parser.add_argument("--idle-s", type=float, default=30.0)
+    parser.add_argument("--engines", default="dask,ray", help="dask, ray or both")
     options = parser.parse_args()
-    cell_latency(options.runs)
-    with tempfile.TemporaryDirectory() as tmp:
-        procs = DaskProcesses(Path(tmp))
-        try:
-            address = procs.start_scheduler()
-            for n in range(4):
-                procs.start_worker(f"w{n}")
-            cell_latency(options.runs, address)
-        finally:
-            procs.stop()
-    idle_cost(options.idle_s)
+    engines = options.engines.split(",")
+    if "dask" in engines:
+        cell_latency(options.runs)
+        with tempfile.TemporaryDirectory() as tmp:
+            procs = DaskProcesses(Path(tmp))
+            try:
+                address = procs.start_scheduler()
+                for n in range(4):
+                    procs.start_worker(f"w{n}")
+                cell_latency(options.runs, address)
+            finally:
+                procs.stop()
+    if "ray" in engines:
+        ray_cell_latency(options.runs)
+    if "dask" in engines:
+        idle_cost(options.idle_s)
 
 
 if __name__ == "__main__":

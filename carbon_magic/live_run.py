@@ -115,9 +115,11 @@ class LiveRun:
         self.panel.last_text = text
 
     def on_tick(self, reading: LiveReading) -> None:
-        """Tracker listener: predict, check the budget, update the panel."""
+        """Tracker listener: predict, check the budget, update the panel. The figures
+        include the cluster's part so far, so a budget also stops cluster work."""
         m = self.magics.tracker.peek(self.window)
         m.remote = self.magics.remote_reader.peek(self.remote_edge)
+        self.magics.cluster_reader.add_live(self.cluster_edge, m)
         prediction = self._predict(m)
         if self.budget is not None and self._over_budget(m, prediction):
             if self.stop is not None and not self.stop.fired:

@@ -76,10 +76,11 @@ class Measurement:
     cell_id: str | None = None
     status: str = "ok"
     source: str | None = None
-    # Work the cell sent to a Dask cluster, already included in the figures above:
-    # None without a cluster, else {"hosts": {host_id: {"name", "workers", "in_kernel",
-    # "energy_j": {cpu, gpu, ram}, "embodied_g", "methods"}}, "missing_workers": n,
-    # "energy_kwh", "emissions_g", "embodied_g"} (see carbon_magic.cluster).
+    # Work the cell sent to a cluster, already included in the figures above: None
+    # without a cluster, else {"engine": "dask" | "ray", "hosts": {host_id: {"name",
+    # "workers" (Ray: nodes), "in_kernel", "energy_j": {cpu, gpu, ram}, "embodied_g",
+    # "methods"}}, "missing_workers": n, "energy_kwh", "emissions_g", "embodied_g"}, and
+    # "partial": why, where some of it could not be measured (see carbon_magic.cluster).
     cluster: dict[str, Any] | None = None
     # Calls to hosted model APIs, estimated and NOT included in the figures above: None
     # without any, else carbon_magic.remote.summary's dict ("calls", "count",

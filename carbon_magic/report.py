@@ -112,12 +112,14 @@ class ReportTotals:
     embodied_g: float
     heaviest_n: int
     heaviest_share: float
-    # The part of the figures above that Dask workers used (cells that fanned out).
+    # The part of the figures above that cluster workers or nodes used (cells that
+    # fanned out), and the engines those cells used (``dask``, ``ray``).
     cluster_kwh: float = 0.0
     cluster_emissions_g: float = 0.0
     cluster_cells: int = 0
     # Calls to hosted LLM APIs, estimated, not in the figures above (remote_totals()).
     remote: dict[str, Any] | None = None
+    cluster_engines: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -171,8 +173,9 @@ class Report:
                 lines.append(remote_line + ".")
             if t.cluster_cells:
                 share = t.cluster_emissions_g / t.emissions_g if t.emissions_g > 0 else 0.0
+                engines = " and ".join(e.capitalize() for e in t.cluster_engines) or "Cluster"
                 lines.append(
-                    f"Dask workers (in {t.cluster_cells} "
+                    f"{engines} cluster (in {t.cluster_cells} "
                     f"{'cell' if t.cluster_cells == 1 else 'cells'}): "
                     f"{format_kwh(t.cluster_kwh)}, {format_grams(t.cluster_emissions_g)} CO2e, "
                     f"{share:.0%} of operational emissions (included above)."
@@ -271,6 +274,9 @@ def sum_cells(rows: Iterable[Row]) -> dict[str, Any]:
             totals[name] += row_float(row, name)
         totals["cluster_cells"] += row.get("cluster_hosts") is not None
     totals["remote"] = remote_totals(rows)
+    totals["cluster_engines"] = tuple(
+        sorted({r["cluster_engine"] for r in rows if r.get("cluster_engine")})
+    )
     return totals
 
 
@@ -365,6 +371,7 @@ def report_from_totals(
         cluster_emissions_g=float(totals["cluster_emissions_g"]),
         cluster_cells=int(totals["cluster_cells"]),
         remote=totals.get("remote"),
+        cluster_engines=tuple(totals.get("cluster_engines") or ()),
     )
     return Report(rows=report_rows, totals=report_totals, hint=hint, pending=max(0, int(pending)))
 

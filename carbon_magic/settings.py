@@ -194,9 +194,10 @@ SPECS: dict[str, SettingSpec] = {
         ),
         SettingSpec(
             "cluster",
-            choice("auto", "off"),
+            choice("auto", "dask", "ray", "none"),
             "auto",
-            "auto: measure the workers of the notebook's Dask client with its cells; off: never",
+            "measure the cluster a cell fans out to: auto (the notebook's Dask client, else its "
+            "Ray connection), dask, ray, or none",
         ),
         SettingSpec(
             "budget_notebook",

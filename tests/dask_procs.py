@@ -15,19 +15,26 @@ from pathlib import Path
 
 from .test_rapl import FakePowercap
 
-# Put first on a worker's PYTHONPATH: carbon_magic then cannot be imported there, as on a
-# worker whose environment lacks it (the editable install would otherwise be found).
-BLOCK_IMPORT = """
+
+def blocking(package: str) -> str:
+    """A ``sitecustomize.py`` that makes ``package`` (and its submodules) unimportable in
+    a process whose PYTHONPATH starts with its folder."""
+    return f"""
 import sys
 
-class _NoCarbonMagic:
+class _Blocked:
     def find_spec(self, name, path=None, target=None):
-        if name == "carbon_magic" or name.startswith("carbon_magic."):
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        if name == {package!r} or name.startswith({package + "."!r}):
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
         return None
 
-sys.meta_path.insert(0, _NoCarbonMagic())
+sys.meta_path.insert(0, _Blocked())
 """
+
+
+# Put first on a worker's PYTHONPATH: carbon_magic then cannot be imported there, as on a
+# worker whose environment lacks it (the editable install would otherwise be found).
+BLOCK_IMPORT = blocking("carbon_magic")
 
 
 def base_env(**extra: str) -> dict[str, str]:

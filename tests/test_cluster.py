@@ -228,13 +228,13 @@ def test_local_cluster_is_not_counted_twice(tmp_path, kernels):
         "burn(0.5)\nclient.gather(futures)"
     )
     results = {}
-    for setting in ("off", "auto"):
+    for setting in ("none", "auto"):
         ok(kernel.execute(f"%carbon config cluster={setting}"))
         before = cpu_s(kernel_pid)
         ok(kernel.execute(work))
         measured = cpu_s(kernel_pid) - before
         results[setting] = (last(kernel), measured)
-    off, off_measured = results["off"]
+    off, off_measured = results["none"]
     on, on_measured = results["auto"]
     assert off["cluster"] is None
     (host,) = on["cluster"]["hosts"].values()
@@ -392,3 +392,28 @@ def test_worker_without_carbon_magic_is_named_once(tmp_path, dask_procs, kernels
         )
     )
     assert gone.result == "False"
+
+
+def test_a_budget_stops_a_cell_whose_work_runs_on_the_workers(tmp_path, dask_procs, kernels):
+    """The live figures include the workers' part so far: an energy budget stops a
+    cell that only waits for a task burning on a worker, well before it would end."""
+    env = calibrated_model()
+    address = dask_procs.start_scheduler()
+    dask_procs.start_worker("w1", base_env(**env))
+    kernel = kernels(str(tmp_path / "ledger.sqlite3"), env)
+    ok(kernel.execute("%load_ext carbon_magic"))
+    connect(kernel, address, 1)
+    ok(kernel.execute("client.submit(burn, 0.1, pure=False).result()"))
+    started = time.monotonic()
+    run = kernel.execute(
+        "%%carbon --budget 1.5J --on-exceed stop\nclient.submit(burn, 40.0, pure=False).result()",
+        timeout=120,
+    )
+    elapsed = time.monotonic() - started
+    m = last(kernel)
+    assert m["status"] == "stopped by budget", run.text
+    assert elapsed < 30
+    (host,) = m["cluster"]["hosts"].values()
+    assert host["workers"] == 1
+    # Most of what stopped it ran on the worker, not in the waiting kernel.
+    assert m["cluster"]["energy_kwh"] > 0.5 * m["energy_kwh"]

@@ -153,3 +153,17 @@ def test_worker_settings_follow_the_kernel_unless_the_worker_sets_them():
     assert settings.interval == 2.0  # the worker's own environment wins
     assert settings.powercap_root == "/worker/tree"  # hardware is never the kernel's
     assert settings.intensity == "static"  # the kernel converts; workers call no grid API
+
+
+def test_the_cluster_setting_picks_the_engines():
+    import pytest
+
+    from carbon_magic.cluster.engine import engines, unit_of
+    from carbon_magic.settings import parse_setting
+
+    assert [module.NAME for module in engines("auto")] == ["dask", "ray"]
+    assert [module.NAME for module in engines(parse_setting("cluster", "Ray"))] == ["ray"]
+    assert engines("none") == []
+    assert (unit_of("dask"), unit_of("ray"), unit_of(None)) == ("worker", "node", "worker")
+    with pytest.raises(ValueError, match="auto, dask, ray, none"):
+        parse_setting("cluster", "off")

@@ -33,6 +33,26 @@ CLUSTER = {
     "energy_kwh": 155.0 / 3.6e6,
     "emissions_g": 0.002,
     "embodied_g": 0.25,
+    "engine": "dask",
+    "partial": "1 worker missing: tcp://10.0.0.9:4000 at the end: timeout",
+}
+# A Ray cell's part: one node on another host, complete.
+RAY_CLUSTER = {
+    "hosts": {
+        "h2": {
+            "name": "gpu-box",
+            "workers": 2,
+            "in_kernel": 0,
+            "energy_j": {"cpu": 36.0, "gpu": 0.0, "ram": 0.0},
+            "embodied_g": 0.0,
+            "methods": {"cpu": "modelled"},
+        }
+    },
+    "missing_workers": 0,
+    "energy_kwh": 36.0 / 3.6e6,
+    "emissions_g": 0.001,
+    "embodied_g": 0.0,
+    "engine": "ray",
 }
 
 
@@ -103,14 +123,14 @@ def test_metrics_show_the_cluster_share(tmp_path):
     path = tmp_path / "ledger.sqlite3"
     with Ledger(path) as ledger:
         open_session(ledger)
-        # A cell's figures include its cluster part.
-        for name in ("a", "b"):
+        # A cell's figures include its cluster part: one Dask cell, one Ray cell.
+        for name, part in (("a", CLUSTER), ("b", RAY_CLUSTER)):
             fanned = Measurement(
                 name=name,
-                energy_kwh=CLUSTER["energy_kwh"] + 1e-5,
-                emissions_g=0.002 + 0.001,
-                embodied_g=0.25 + 0.125,
-                cluster=CLUSTER,
+                energy_kwh=part["energy_kwh"] + 1e-5,
+                emissions_g=part["emissions_g"] + 0.001,
+                embodied_g=part["embodied_g"] + 0.125,
+                cluster=part,
             )
             ledger.record_cell("s1", fanned, via="auto")
         alone = Measurement(name="c", energy_kwh=2e-5, emissions_g=0.003, embodied_g=0.5)
@@ -118,21 +138,20 @@ def test_metrics_show_the_cluster_share(tmp_path):
     reader = LedgerReader(path)
     snapshot = reader.snapshot(now=1.7e9 + 10, day_start=1.7e9)
     reader.close()
+    both_kwh = CLUSTER["energy_kwh"] + RAY_CLUSTER["energy_kwh"]
     (part,) = snapshot.cluster.values()
     assert list(snapshot.cluster) == ["k1"]
-    assert (part.energy_kwh, part.emissions_g, part.embodied_g) == (
-        2 * CLUSTER["energy_kwh"],
-        2 * 0.002,
-        2 * 0.25,
+    assert (part.energy_kwh, part.emissions_g, part.embodied_g) == pytest.approx(
+        (both_kwh, 0.003, 0.25)
     )
     kernels, _ = views.select_kernels(snapshot, ["k1"], lambda interval_s, next_beat_s: 3600.0)
     text = metrics.exposition(snapshot, kernels, lambda interval_s, next_beat_s: 3600.0)
     families = {f.name: f for f in text_string_to_metric_families(text)}
     (energy,) = families["carbon_magic_cluster_energy_kwh"].samples
     assert energy.labels["kernel_id"] == "k1"
-    assert energy.value == 2 * CLUSTER["energy_kwh"]
+    assert energy.value == pytest.approx(both_kwh)  # the Dask and the Ray cell
     (grams,) = families["carbon_magic_cluster_emissions_grams"].samples
-    assert grams.value == 2 * 0.002
+    assert grams.value == pytest.approx(0.003)
     # The kernel's own counters leave the cluster part out; the ledger's include it.
     own = {
         name: families[name].samples[0].value
@@ -143,7 +162,7 @@ def test_metrics_show_the_cluster_share(tmp_path):
     assert own["carbon_magic_emissions_grams"] == pytest.approx(0.005)
     assert own["carbon_magic_embodied_grams"] == pytest.approx(0.75)
     ledger_grams = families["carbon_magic_ledger_emissions_grams"].samples[0].value
-    assert ledger_grams == pytest.approx(0.009)
+    assert ledger_grams == pytest.approx(0.008)
 
 
 def test_report_export_and_panel_show_the_cluster_apart(tmp_path):
@@ -161,7 +180,7 @@ def test_report_export_and_panel_show_the_cluster_apart(tmp_path):
         ledger.record_cell("s1", Measurement(name="alone", emissions_g=0.004), via="auto")
     rows = read_cells(path)
     text = str(build_report(rows))
-    assert "Dask workers (in 1 cell)" in text and "25% of operational emissions" in text
+    assert "Dask cluster (in 1 cell)" in text and "25% of operational emissions" in text
     records = {r["name"]: flat_record(r) for r in rows}
     assert records["fan-out"]["cluster_hosts"] == 2
     assert records["fan-out"]["cluster_missing_workers"] == 1
@@ -170,3 +189,55 @@ def test_report_export_and_panel_show_the_cluster_apart(tmp_path):
     assert line in panel_html(fanned, {"cpu": 1.0}, "ok")
     assert line in text_summary(fanned)
     assert "cluster" not in text_summary(Measurement(name="alone"))
+
+
+def test_a_ray_part_is_carried_like_a_dask_part(tmp_path):
+    """The engine and why a part is partial reach the ledger, the report, the export and
+    the panel line (Ray counts nodes); a file of version 5 gains the columns."""
+    from carbon_magic.export import flat_record
+    from carbon_magic.panel import text_summary
+    from carbon_magic.report import build_report
+
+    path = tmp_path / "ledger.sqlite3"
+    ray_cell = Measurement(
+        name="ray", energy_kwh=2 * RAY_CLUSTER["energy_kwh"], cluster=RAY_CLUSTER
+    )
+    dask_cell = Measurement(name="dask", energy_kwh=2 * CLUSTER["energy_kwh"], cluster=CLUSTER)
+    with Ledger(path) as ledger:
+        open_session(ledger)
+        ledger.record_cell("s1", ray_cell, via="auto")
+        ledger.record_cell("s1", dask_cell, via="auto")
+    rows = {row["name"]: row for row in read_cells(path)}
+    stored = read_cell_clusters(path, [rows["ray"]["id"], rows["dask"]["id"]])
+    assert stored[rows["ray"]["id"]] == RAY_CLUSTER
+    assert stored[rows["dask"]["id"]]["partial"] == CLUSTER["partial"]
+    ray_record, dask_record = flat_record(rows["ray"]), flat_record(rows["dask"])
+    assert (ray_record["cluster_engine"], ray_record["cluster_partial"]) == ("ray", None)
+    assert (dask_record["cluster_engine"], dask_record["cluster_partial"]) == (
+        "dask",
+        CLUSTER["partial"],
+    )
+    assert "Dask and Ray cluster (in 2 cells)" in str(build_report(list(rows.values())))
+    assert "cluster 10 mWh, 2 nodes on 1 host" in text_summary(ray_cell)
+    assert "1 worker not measured" in text_summary(dask_cell)
+
+
+def test_a_version_5_file_gains_the_engine_columns(tmp_path, monkeypatch):
+    """A cluster row written before engines were named reads as Dask's."""
+    path = tmp_path / "v5.sqlite3"
+    monkeypatch.setattr(ledger_schema, "MIGRATIONS", ledger_schema.MIGRATIONS[:5])
+    with Ledger(path) as ledger:
+        open_session(ledger)
+        ledger.record_cell("s1", Measurement(name="old"), via="auto")
+    with sqlite3.connect(path) as conn:  # as version 5 wrote it: no engine, no partial
+        conn.execute(
+            "INSERT INTO cell_clusters (cell_ref, missing_workers, energy_kwh, emissions_g,"
+            " embodied_g) SELECT id, 0, 0.001, 0.5, 0.0 FROM cells"
+        )
+    monkeypatch.undo()
+    # Read as it is (the server reads without migrating), then written to by this version.
+    assert [r.get("cluster_engine") for r in read_cells(path)] == ["dask"]
+    with Ledger(path) as ledger:
+        ledger.record_cell("s1", Measurement(name="new", cluster=RAY_CLUSTER), via="auto")
+    engines = {r["name"]: r.get("cluster_engine") for r in read_cells(path)}
+    assert engines == {"old": "dask", "new": "ray"}

@@ -11,8 +11,8 @@ import pytest
 from distributed import Scheduler
 from distributed.protocol.pickle import dumps
 
-from carbon_magic.cluster import plugins
-from carbon_magic.cluster.agent import MAX_TRACKERS, WorkerAgent
+from carbon_magic.cluster import dask_plugins as plugins
+from carbon_magic.cluster.agent import MAX_TRACKERS, CounterAgent
 from carbon_magic.cluster.identity import ProcessIdentity, this_process
 from carbon_magic.wake import IDLE_TICK_S
 
@@ -180,7 +180,7 @@ def embodied_rate(agent, settings, seconds=0.6):
 
 
 def test_each_kernel_gets_embodied_figures_for_its_own_settings(isolated_env):
-    agent = WorkerAgent(ELSEWHERE, SETTINGS)
+    agent = CounterAgent(ELSEWHERE, SETTINGS)
     try:
         rate_a, token_a = embodied_rate(agent, SETTINGS)
         heavier = {**SETTINGS, "embodied_server_kg": 3000.0, "lifetime_years": 2.0}
@@ -201,7 +201,7 @@ def test_each_kernel_gets_embodied_figures_for_its_own_settings(isolated_env):
 
 
 def test_mode_is_chosen_per_read_on_one_tracker(isolated_env):
-    agent = WorkerAgent(ELSEWHERE, SETTINGS)
+    agent = CounterAgent(ELSEWHERE, SETTINGS)
     try:
         machine = agent.read("machine", ELSEWHERE, SETTINGS)
         process = agent.read("process", ELSEWHERE, {**SETTINGS, "mode": "process"})
@@ -219,7 +219,7 @@ def test_mode_is_chosen_per_read_on_one_tracker(isolated_env):
 def test_reads_leave_the_workers_tracker_idle(isolated_env):
     """Reads at cell edges open no window: between cells a worker's tracker sleeps its
     idle tick, as a kernel's does."""
-    agent = WorkerAgent(ELSEWHERE, SETTINGS)
+    agent = CounterAgent(ELSEWHERE, SETTINGS)
     try:
         for _ in range(3):
             agent.read("machine", ELSEWHERE, SETTINGS)
@@ -232,7 +232,7 @@ def test_reads_leave_the_workers_tracker_idle(isolated_env):
 
 def test_trackers_are_bounded_and_a_kernel_that_counts_the_worker_starts_none(isolated_env):
     here = this_process().to_dict()
-    agent = WorkerAgent(here, SETTINGS)  # installed by the kernel this process is
+    agent = CounterAgent(here, SETTINGS)  # installed by the kernel this process is
     try:
         assert agent.read("machine", here, SETTINGS) == {
             "identity": agent.identity.to_dict(),

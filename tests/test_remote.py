@@ -83,7 +83,7 @@ def test_version_6_adds_the_remote_calls_table_to_a_version_5_file(tmp_path):
         migration(conn)
     conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', '5')")
     migrate(conn)
-    assert schema_version(conn) == SCHEMA_VERSION == 6
+    assert schema_version(conn) == SCHEMA_VERSION == 7
     names = {row[1] for row in conn.execute("PRAGMA table_info(cell_remote_calls)")}
     assert {"cell_ref", "seq", "model", "output_tokens", "energy_low_kwh", "note"} <= names
     conn.close()

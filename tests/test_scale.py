@@ -78,7 +78,7 @@ def test_report_top_is_the_report_of_every_row(old_ledger, capsys, filters):
     )
     assert rows, "the filter selects some cells"
     assert text == str(build_report(rows, top=5)) + "\n"
-    assert "Dask workers" in text or filters  # the cluster part of an old ledger
+    assert "Dask cluster" in text or filters  # the cluster part of an old ledger
 
 
 def test_report_top_memory_does_not_grow_with_the_cells(old_ledger, capsys):

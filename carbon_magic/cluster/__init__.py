@@ -1,12 +1,20 @@
-"""Work a cell sends to a Dask cluster, measured with the cell.
+"""Work a cell sends to a cluster (Dask, Ray), measured with the cell.
+
+Shared, naming no engine:
 
 - ``identity``: hosts by machine identity, processes by pid and ancestry.
-- ``plugins``: the worker and scheduler plugins (sent by value, see there why).
-- ``agent``: inside a worker, its tracker and the counters it reports.
+- ``agent``: inside a worker or node, its trackers and the counters they report.
 - ``combine``: pure: two edges' replies → the cell's cluster figures, nothing twice.
-- ``collect``: in the kernel: client discovery, installation, reading at cell edges.
+- ``engine``: the seam: what an engine module provides, and the list of engines.
+- ``collect``: in the kernel: discovery, installation, reading at cell edges and live.
 
-Install with ``pip install carbon_magic[dask]``; the workers need carbon_magic too.
+One module per engine:
+
+- ``dask_engine`` (with ``dask_plugins``, sent by value): a tracker in each Dask worker.
+- ``ray_engine`` (with ``ray_node``): a tracker per Ray node, in a detached actor.
+
+Install with ``pip install carbon_magic[dask]`` or ``carbon_magic[ray]``; the workers
+and nodes need carbon_magic too.
 """
 
 from carbon_magic.cluster.collect import ClusterCollector

@@ -207,24 +207,29 @@ def add_cluster(m: Measurement, cluster: dict[str, Any], intensity: Intensity) -
 
 def describe(cluster: Mapping[str, Any] | None, m: Measurement) -> str | None:
     """One line, kernel and cluster apart: ``kernel 0.3 Wh · cluster 4.1 Wh, 8 workers on
-    2 hosts`` (facility energy); None without a cluster."""
+    2 hosts`` (facility energy; Ray clusters count ``nodes``); None without a cluster."""
     if not cluster:
         return None
     from carbon_magic.formatting import format_kwh
 
     cluster_kwh = float(cluster.get("energy_kwh", 0.0))
     kernel_kwh = max(m.energy_kwh - cluster_kwh, 0.0)
+    from carbon_magic.cluster.engine import unit_of
+
+    unit = unit_of(cluster.get("engine"))
     hosts = cluster.get("hosts", {})
     workers = sum(entry["workers"] for entry in hosts.values())
     in_kernel = sum(entry["in_kernel"] for entry in hosts.values())
     text = (
         f"kernel {format_kwh(kernel_kwh)} · cluster {format_kwh(cluster_kwh)}, "
-        f"{workers} worker{'s' if workers != 1 else ''} on {len(hosts)} "
+        f"{workers} {unit}{'s' if workers != 1 else ''} on {len(hosts)} "
         f"host{'s' if len(hosts) != 1 else ''}"
     )
     if in_kernel:
         text += f" ({in_kernel} counted with the kernel)"
     missing = int(cluster.get("missing_workers", 0))
     if missing:
-        text += f" · {missing} worker{'s' if missing != 1 else ''} not measured"
+        text += f" · {missing} {unit}{'s' if missing != 1 else ''} not measured"
+    elif cluster.get("partial"):
+        text += " · partial"
     return text

@@ -1,4 +1,4 @@
-"""The Dask cluster part of recorded cells: written with the cell, read back by cell id.
+"""The cluster part (Dask, Ray) of recorded cells: written with the cell, read back by cell id.
 
 A cell row that used a cluster carries ``Measurement.cluster`` under ``CLUSTER_KEY`` (not
 a column); ``insert_cell`` writes the ``cells`` row and then its ``cell_clusters`` and
@@ -40,6 +40,8 @@ CLUSTER_SHARE_COLUMNS = (
     "cluster_workers",
     "cluster_hosts",
     "cluster_missing_workers",
+    "cluster_engine",
+    "cluster_partial",
 )
 
 
@@ -63,6 +65,8 @@ def _write_cluster(conn: sqlite3.Connection, cell_ref: int, cluster: Mapping[str
         energy_kwh=float(cluster.get("energy_kwh", 0.0)),
         emissions_g=float(cluster.get("emissions_g", 0.0)),
         embodied_g=float(cluster.get("embodied_g", 0.0)),
+        engine=cluster.get("engine"),
+        partial=cluster.get("partial"),
     )
     conn.execute(INSERT_CELL_CLUSTER, row.params())
     for host_id, host in cluster.get("hosts", {}).items():
@@ -85,8 +89,9 @@ def _write_cluster(conn: sqlite3.Connection, cell_ref: int, cluster: Mapping[str
 def with_cluster_share(
     path_or_conn: str | os.PathLike[str] | sqlite3.Connection, rows: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """Add the ``CLUSTER_SHARE_COLUMNS`` to the rows of cells that used a Dask cluster
-    (kWh facility, grams CO2e; counts), from the cluster tables."""
+    """Add the ``CLUSTER_SHARE_COLUMNS`` to the rows of cells that used a cluster (kWh
+    facility, grams CO2e; counts; the engine and why it is partial), from the cluster
+    tables."""
     if not rows:
         return rows
     clusters = read_cell_clusters(path_or_conn, (row["id"] for row in rows))
@@ -100,6 +105,8 @@ def with_cluster_share(
                 cluster_workers=sum(host["workers"] for host in hosts),
                 cluster_hosts=len(cluster["hosts"]),
                 cluster_missing_workers=cluster["missing_workers"],
+                cluster_engine=cluster["engine"],
+                cluster_partial=cluster.get("partial"),
             )
     return rows
 
@@ -107,10 +114,11 @@ def with_cluster_share(
 def read_cell_clusters(
     path_or_conn: str | os.PathLike[str] | sqlite3.Connection, cell_ids: Iterable[int]
 ) -> dict[int, dict[str, Any]]:
-    """The Dask cluster part of the given cells (``cells.id``), as ``Measurement.cluster``
+    """The cluster part of the given cells (``cells.id``), as ``Measurement.cluster``
     holds it: ``{cell id: {"hosts": {host_id: {"name", "workers", "in_kernel", "energy_j",
     "embodied_g", "methods"}}, "missing_workers", "energy_kwh", "emissions_g",
-    "embodied_g"}}``. Cells without a cluster are absent. Raises as ``read_cells``."""
+    "embodied_g", "engine", "partial" (only where some is missing)}}``. Cells
+    without a cluster are absent. Raises as ``read_cells``."""
     wanted = {int(i) for i in cell_ids}
     found: dict[int, dict[str, Any]] = {}
     if not wanted:
@@ -127,7 +135,11 @@ def read_cell_clusters(
                 "energy_kwh": row["energy_kwh"],
                 "emissions_g": row["emissions_g"],
                 "embodied_g": row["embodied_g"],
+                # A file of version 5 read without migrating (read-only) lacks both.
+                "engine": row.get("engine") or "dask",
             }
+            if row.get("partial"):
+                found[row["cell_ref"]]["partial"] = row["partial"]
     if not found:
         return found
     for row in query(path_or_conn, f"SELECT * FROM cell_hosts {where}", span):

@@ -222,11 +222,11 @@ CELL_SUM_COLUMNS = (
     "emissions_high_g",
     "embodied_g",
 )
+# CROSS JOIN keeps the (small) cluster table outside: SQLite would scan every cell.
+_CLUSTER_FROM = " FROM cell_clusters cc CROSS JOIN cells c ON c.id = cc.cell_ref"
 _CLUSTER_SUMS = (
     "SELECT COUNT(*) AS cluster_cells, TOTAL(cc.energy_kwh) AS cluster_kwh, "
-    "TOTAL(cc.emissions_g) AS cluster_emissions_g FROM cell_clusters cc "
-    # CROSS JOIN keeps the (small) cluster table outside: SQLite would scan every cell.
-    "CROSS JOIN cells c ON c.id = cc.cell_ref"
+    "TOTAL(cc.emissions_g) AS cluster_emissions_g" + _CLUSTER_FROM
 )
 
 
@@ -252,8 +252,24 @@ def cell_totals(
         if cluster
         else {"cluster_cells": 0, "cluster_kwh": 0.0, "cluster_emissions_g": 0.0}
     )
+    totals["cluster_engines"] = _cluster_engines(path_or_conn, where, params)
     totals["remote"] = remote_totals_in(query, path_or_conn, where, params)
     return totals
+
+
+def _cluster_engines(
+    path_or_conn: str | os.PathLike[str] | sqlite3.Connection, where: str, params: list[Any]
+) -> tuple[str, ...]:
+    """The cluster engines (``dask``, ``ray``) of the cells ``where`` selects; a file
+    from before engines were named (schema 6 or older, read without migrating) is Dask's."""
+    sql = "SELECT DISTINCT {engine} AS engine" + _CLUSTER_FROM
+    try:
+        rows = query(path_or_conn, sql.format(engine="COALESCE(cc.engine, 'dask')") + where, params)
+    except sqlite3.OperationalError as error:
+        if "no such column" not in str(error):
+            raise
+        rows = query(path_or_conn, sql.format(engine="'dask'") + where, params)
+    return tuple(sorted(str(row["engine"]) for row in rows))
 
 
 def heaviest_cells(

@@ -145,6 +145,16 @@ def _migration_6_remote_calls(conn: sqlite3.Connection) -> None:
     )
 
 
+def _migration_7_cluster_engine(conn: sqlite3.Connection) -> None:
+    """Version 7: a cell's cluster part names its engine (``dask``, ``ray``) and, when
+    some of it could not be measured, why (``partial``: trackers missing at an edge, a
+    connection closed during the cell). Older rows read NULL: Dask, complete or not."""
+    names = {row[1] for row in conn.execute("PRAGMA table_info(cell_clusters)")}
+    for column in ("engine", "partial"):
+        if column not in names:
+            conn.execute(f"ALTER TABLE cell_clusters ADD COLUMN {column} TEXT")
+
+
 # Migration N (1-based) brings a file from version N-1 to N, inside the transaction that
 # also records the new version, so a failure leaves the file as it was. To change the
 # schema, append one function here; never edit an existing entry.
@@ -155,6 +165,7 @@ MIGRATIONS: list[Migration] = [
     _migration_4_heartbeat_hint,
     _migration_5_heartbeat_next_beat,
     _migration_6_remote_calls,
+    _migration_7_cluster_engine,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -133,18 +133,20 @@ class HeartbeatRow(_Row):
 
 @dataclass(frozen=True)
 class CellClusterRow(_Row):
-    """``cell_clusters``: the Dask cluster part of a cell (already in its figures)."""
+    """``cell_clusters``: the cluster part of a cell (already in its figures)."""
 
     cell_ref: int  # cells.id
-    missing_workers: int  # workers whose energy this cell lacks
+    missing_workers: int  # workers (Ray: nodes) whose energy this cell lacks
     energy_kwh: float  # the cluster's share of cells.energy_kwh
     emissions_g: float  # its share of cells.emissions_g
     embodied_g: float  # its share of cells.embodied_g
+    engine: str | None = None  # dask | ray (NULL: written before engines were named: Dask)
+    partial: str | None = None  # why some of it is missing; NULL when complete
 
 
 @dataclass(frozen=True)
 class CellHostRow(_Row):
-    """``cell_hosts``: one host the cell's Dask workers ran on."""
+    """``cell_hosts``: one host the cell's workers (or Ray nodes) ran on."""
 
     cell_ref: int  # cells.id
     host_id: str  # machine identity (boot id or machine id hash)

@@ -104,12 +104,12 @@ class LedgerCollector(Collector):
         )
         cluster_energy = CounterMetricFamily(
             "carbon_magic_cluster_energy_kwh",
-            "Facility energy of the kernel's cells spent on Dask workers, kWh.",
+            "Facility energy of the kernel's cells spent on cluster workers (Dask, Ray), kWh.",
             labels=KERNEL_LABELS,
         )
         cluster_emissions = CounterMetricFamily(
             "carbon_magic_cluster_emissions_grams",
-            "Operational emissions of the kernel's cells on Dask workers, grams CO2e.",
+            "Operational emissions of the kernel's cells on cluster workers (Dask, Ray), g CO2e.",
             labels=KERNEL_LABELS,
         )
         cluster = self.snapshot.cluster if self.snapshot is not None else {}

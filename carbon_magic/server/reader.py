@@ -140,7 +140,7 @@ class LedgerSnapshot:
     now: float
     day_start: float
     sessions: list[SessionFigures] = field(default_factory=list)
-    # Per kernel id: the Dask cluster part of its cells (no ranges).
+    # Per kernel id: the cluster part (Dask, Ray) of its cells (no ranges).
     cluster: dict[str, Totals] = field(default_factory=dict)
 
 

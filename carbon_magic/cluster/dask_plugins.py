@@ -60,7 +60,7 @@ class CarbonWorkerPlugin(WorkerPlugin):
         worker.handlers[READ_OP] = self.read
         try:
             agent_module = importlib.import_module("carbon_magic.cluster.agent")
-            self.agent = agent_module.WorkerAgent(self.kernel, self.settings)
+            self.agent = agent_module.CounterAgent(self.kernel, self.settings)
         except Exception as error:  # a missing or broken install must not stop the worker
             self.error = f"{type(error).__name__}: {error}"
 
