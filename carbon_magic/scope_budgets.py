@@ -22,7 +22,7 @@ from typing import Any
 
 from carbon_magic.budget import PREDICT_MIN_ELAPSED_S, PREDICT_MIN_FRACTION, Budget, parse_budget
 from carbon_magic.interrupt import BudgetStop
-from carbon_magic.ledger.read import query
+from carbon_magic.ledger.sql import query
 from carbon_magic.measurement import Measurement
 from carbon_magic.prediction import Prediction
 from carbon_magic.settings import SettingLookup

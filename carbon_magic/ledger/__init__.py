@@ -33,16 +33,13 @@ from carbon_magic.ledger.housekeeping import HEARTBEAT_KEEP_S, KEEP_DAYS_MAX
 from carbon_magic.ledger.journal import import_waiting_journals
 from carbon_magic.ledger.paths import LEDGER_ENV, default_ledger_path
 from carbon_magic.ledger.read import (
-    BUSY_TIMEOUT_S,
     CELL_SUM_COLUMNS,
     LOST_AFTER_S,
     cell_totals,
-    connect_readonly,
     heaviest_cells,
     iter_cells,
     latest_heartbeat,
     ledger_problem,
-    open_snapshot,
     read_cells,
     read_sessions,
     session_state,
@@ -50,6 +47,7 @@ from carbon_magic.ledger.read import (
 from carbon_magic.ledger.remote_calls import REMOTE_SHARE_COLUMNS
 from carbon_magic.ledger.rows import SOURCE_MAX_CHARS, cell_row, measurement_from_row
 from carbon_magic.ledger.schema import MIGRATIONS, SCHEMA_VERSION
+from carbon_magic.ledger.sql import BUSY_TIMEOUT_S, connect_readonly, open_snapshot
 from carbon_magic.ledger.tables import (
     CELL_CLUSTER_COLUMNS,
     CELL_COLUMNS,

@@ -14,9 +14,9 @@ import sqlite3
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from carbon_magic.ledger.read import query
 from carbon_magic.ledger.remote_calls import REMOTE_KEY, write_remote_calls
 from carbon_magic.ledger.rows import compact_json
+from carbon_magic.ledger.sql import query
 from carbon_magic.ledger.tables import (
     INSERT_CELL,
     INSERT_CELL_CLUSTER,

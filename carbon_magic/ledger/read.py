@@ -1,4 +1,5 @@
-"""Reading the ledger: read-only connections and the ``read_*`` functions.
+"""Reading the ledger: the ``read_*`` functions, cell filters and sums (connections and
+the row query are in :mod:`carbon_magic.ledger.sql`).
 
 Readers never block the writers (WAL mode) and never write. Units as in
 :mod:`carbon_magic.ledger`: UTC epoch seconds, joules, kWh, grams CO2e.
@@ -9,20 +10,25 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from carbon_magic.ledger.cluster import CLUSTER_SHARE_COLUMNS, with_cluster_share
+from carbon_magic.ledger.remote_calls import (
+    REMOTE_SHARE_COLUMNS,
+    remote_totals_in,
+    with_remote_share,
+)
+from carbon_magic.ledger.sql import connect_readonly, query
+
 __all__ = [
-    "BUSY_TIMEOUT_S",
     "CELL_SUM_COLUMNS",
     "LOST_AFTER_S",
     "cell_filters",
     "cell_totals",
-    "connect_readonly",
     "heaviest_cells",
     "iter_cells",
-    "open_snapshot",
     "latest_heartbeat",
     "ledger_problem",
     "read_cells",
@@ -30,77 +36,9 @@ __all__ = [
     "session_state",
 ]
 
-BUSY_TIMEOUT_S = 5.0  # how long a write waits for another process's transaction
 # A session silent for this long (no heartbeat) reads as ended, lost: its kernel was
 # killed. Far above the heartbeat period (seconds), so a busy kernel is never lost.
 LOST_AFTER_S = 300.0
-
-
-def connect_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
-    """A read-only connection (``mode=ro`` URI) with ``sqlite3.Row`` rows and the busy
-    timeout. Raises FileNotFoundError when the file does not exist (SQLite would only say
-    "unable to open database file").
-
-    A ledger on read-only storage (a read-only mount, an archived file in a folder this
-    user cannot write) has no ``-shm`` file and none can be made, so ``mode=ro`` cannot
-    read it: it is then opened ``immutable=1``, which needs none. No writer can be at
-    work on such a file; what a killed writer left in a ``-wal`` there is not seen."""
-    path = Path(path).expanduser().absolute()
-    if not path.is_file():
-        raise FileNotFoundError(f"no ledger at {path}")
-    conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
-    try:
-        conn.execute("PRAGMA schema_version").fetchone()  # opens the WAL index (-shm)
-    except sqlite3.DatabaseError as error:
-        # Other faults (a corrupt file, a lock) show in the caller's first query, as ever.
-        if (getattr(error, "sqlite_errorcode", 0) & 0xFF) in _NO_SHM_CODES:
-            conn.close()
-            conn = sqlite3.connect(f"{path.as_uri()}?immutable=1", uri=True, timeout=BUSY_TIMEOUT_S)
-    conn.row_factory = sqlite3.Row
-    return conn
-
-
-def open_snapshot(path: str | os.PathLike[str]) -> sqlite3.Connection:
-    """A read-only connection (:func:`connect_readonly`) inside a read transaction whose
-    snapshot is taken now (SQLite takes it at the transaction's first read): whatever it
-    reads later, however long that takes, is the ledger as it is now. Raises as
-    :func:`connect_readonly`."""
-    connection = connect_readonly(path)
-    try:
-        connection.execute("BEGIN")
-        connection.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
-    except BaseException:
-        connection.close()
-        raise
-    return connection
-
-
-# SQLITE_READONLY (_DIRECTORY, _CANTINIT...) and SQLITE_CANTOPEN: the -shm cannot be made.
-_NO_SHM_CODES = {8, 14}
-
-
-def query(
-    path_or_conn: str | os.PathLike[str] | sqlite3.Connection, sql: str, params: Iterable[Any]
-) -> list[dict[str, Any]]:
-    """Rows as dicts, from a connection (left open) or a path (opened read-only, closed).
-    A file without the table yet (nothing written so far) gives no rows."""
-    own = not isinstance(path_or_conn, sqlite3.Connection)
-    conn = (
-        path_or_conn
-        if isinstance(path_or_conn, sqlite3.Connection)
-        else connect_readonly(path_or_conn)
-    )
-    try:
-        cursor = conn.execute(sql, tuple(params))
-        names = [column[0] for column in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor]
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return []
-        raise
-    finally:
-        if own:
-            conn.close()
 
 
 def cell_filters(
@@ -170,9 +108,6 @@ def read_cells(
         sql = f"SELECT * FROM ({sql} ORDER BY c.started_at DESC, c.id DESC LIMIT ?) "
         sql += "ORDER BY started_at, id"
         params.append(int(limit))
-    # Imported here: the cluster module reads through this one.
-    from carbon_magic.ledger.cluster import with_cluster_share
-    from carbon_magic.ledger.remote_calls import with_remote_share
 
     rows = with_cluster_share(path_or_conn, query(path_or_conn, sql, params))
     return with_remote_share(query, path_or_conn, rows)
@@ -186,8 +121,6 @@ def iter_cells(
     ``batch_rows`` at a time: memory stays the same however many cells match.
 
     ``conn`` must stay open until the iteration ends. Raises as :func:`read_cells`."""
-    from carbon_magic.ledger.cluster import CLUSTER_SHARE_COLUMNS, with_cluster_share
-    from carbon_magic.ledger.remote_calls import REMOTE_SHARE_COLUMNS, with_remote_share
 
     where, params = cell_filters(**filters)
     # Every row has the cluster and remote share columns (NULL without a cluster or
@@ -238,7 +171,6 @@ def cell_totals(
     ``CELL_SUM_COLUMNS`` (seconds, kWh, grams CO2e), and the Dask cluster part
     ``cluster_cells``, ``cluster_kwh``, ``cluster_emissions_g``, and ``remote``: the calls
     to hosted models added up (None without any). Raises as :func:`read_cells`."""
-    from carbon_magic.ledger.remote_calls import remote_totals_in
 
     where, params = cell_filters(**filters)
     sums = ", ".join(f"TOTAL(c.{name}) AS {name}" for name in CELL_SUM_COLUMNS)
@@ -278,8 +210,6 @@ def heaviest_cells(
     """The ``limit`` cells with the highest emissions among those ``filters`` select
     (rows as :func:`read_cells`), heaviest first, ties in recording order. SQLite keeps
     only the ``limit`` heaviest while it scans. Raises as :func:`read_cells`."""
-    from carbon_magic.ledger.cluster import with_cluster_share
-    from carbon_magic.ledger.remote_calls import with_remote_share
 
     where, params = cell_filters(**filters)
     # The ids first (the sort keeps small records), then their rows with the session's.

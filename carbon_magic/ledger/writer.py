@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 from carbon_magic.ledger.cluster import CLUSTER_KEY
 from carbon_magic.ledger.connection import RETRY_AFTER_S
 from carbon_magic.ledger.housekeeping import keep_seconds, prune_cells
-from carbon_magic.ledger.read import BUSY_TIMEOUT_S, read_cells
+from carbon_magic.ledger.read import read_cells
 from carbon_magic.ledger.remote_calls import REMOTE_KEY, pending_remote_share
 from carbon_magic.ledger.rows import (
     SessionState,
@@ -41,6 +41,7 @@ from carbon_magic.ledger.rows import (
     session_row,
 )
 from carbon_magic.ledger.schema import Transaction
+from carbon_magic.ledger.sql import BUSY_TIMEOUT_S
 from carbon_magic.ledger.store import PendingStore
 from carbon_magic.measurement import Measurement
 

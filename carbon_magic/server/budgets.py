@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from carbon_magic.ledger.read import query
+from carbon_magic.ledger.sql import query
 from carbon_magic.scope_budgets import ScopeBudgets
 
 __all__ = ["KernelBudgets"]

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from carbon_magic import ledger
-from carbon_magic.ledger.read import query
 from carbon_magic.ledger.remote_calls import read_cell_remote
+from carbon_magic.ledger.sql import query
 from carbon_magic.server.cell_pages import (
     CELL_PAGE_DEFAULT,
     CELL_PAGE_MAX,
