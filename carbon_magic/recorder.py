@@ -33,7 +33,9 @@ if TYPE_CHECKING:
 Via = Literal["auto", "magic", "api"]
 TrackerState = Literal["running", "stopped"]
 
-HEARTBEAT_MIN_S = 2.0  # heartbeat period is max(2 s, interval)
+# Heartbeat period while a cell runs: max(1 s, interval), so the status bar, the popup
+# and the running cell's footer are at most about one interval behind the live panel.
+HEARTBEAT_MIN_S = 1.0
 
 
 class Recorder:
