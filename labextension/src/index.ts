@@ -10,16 +10,17 @@ import {
 } from '@jupyterlab/application';
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
-import { IStatusBar, showPopup } from '@jupyterlab/statusbar';
+import { IStatusBar } from '@jupyterlab/statusbar';
 
 import { DEFAULT_FOOTER_SETTINGS, IFooterSettings } from './cellformat';
 import { NotebookCells } from './cells';
 import { CellFooters } from './footers';
 import { carbonIcon } from './icon';
 import { CarbonModel, DEFAULT_REFRESH_MS } from './model';
-import { readPrediction } from './schema';
+import { ILiveFigures } from './live';
 import { CarbonSidebar, SIDEBAR_ID } from './sidebar';
-import { CarbonPopupBody, CarbonStatusItem } from './widgets';
+import { StatusPopup } from './statuspopup';
+import { CarbonStatusItem } from './widgets';
 
 const PLUGIN_ID = 'carbon_magic:plugin';
 
@@ -91,7 +92,7 @@ function followNotebooks(
       if (watched) {
         watched.sessionContext.kernelChanged.disconnect(update);
         watched.sessionContext.statusChanged.disconnect(onStatus);
-        showPrediction(watched, null);
+        showLive(watched, null);
       }
       watched = panel;
       if (panel) {
@@ -118,31 +119,27 @@ function followNotebooks(
     }
   };
 
-  const showPrediction = (
-    panel: NotebookPanel,
-    value: ReturnType<typeof readPrediction>
-  ) => {
+  const showLive = (panel: NotebookPanel, value: ILiveFigures | null) => {
     const entry = notebooks.get(panel);
     if (entry) {
-      entry.footers.prediction = value;
+      entry.footers.live = value;
     }
   };
 
-  // The running cell's footer shows the kernel's prediction, where it sends one.
-  model.changed.connect(() => {
+  // The running cell's footer shows the kernel's live figures: the same power,
+  // progress and time left as the status item, carried forward each second.
+  const onLive = () => {
     if (!watched) {
       return;
     }
-    const status = model.status;
-    const figures =
-      status.kind === 'figures' && status.figures.kernel_id === model.kernelId
-        ? status.figures
-        : null;
-    showPrediction(
+    const live = model.live;
+    showLive(
       watched,
-      figures ? readPrediction(figures.prediction) : null
+      live && live.figures.kernel_id === model.kernelId ? live : null
     );
-  });
+  };
+  model.changed.connect(onLive);
+  model.clock.connect(onLive);
 
   tracker.widgetAdded.connect((_, panel) => {
     notebooks.add(panel);
@@ -162,7 +159,9 @@ function footerSettings(settings: ISettingRegistry.ISettings): IFooterSettings {
   return {
     footers: get<boolean>('footers'),
     footerMinEmissionsG: Math.max(0, get<number>('footerMinEmissionsG') || 0),
-    footerLead: get<string>('footerLead') === 'energy' ? 'energy' : 'emissions'
+    footerLead: get<string>('footerLead') === 'energy' ? 'energy' : 'emissions',
+    footerMinSeconds: Math.max(0, get<number>('footerMinSeconds') || 0),
+    footerHideMagics: get<boolean>('footerHideMagics')
   };
 }
 
@@ -190,15 +189,10 @@ const plugin: JupyterFrontEndPlugin<void> = {
 
     if (statusBar) {
       // JupyterLab: the status bar, with a popup of details.
-      item.node.addEventListener('click', () => {
-        const body = new CarbonPopupBody(model);
-        const popup = showPopup({ body, anchor: item, align: 'left' });
-        model.wantSummary = true;
-        popup.disposed.connect(() => {
-          model.wantSummary = false;
-          body.dispose();
-        });
-      });
+      const popup = new StatusPopup(item, model);
+      item.node.setAttribute('aria-haspopup', 'dialog');
+      item.node.setAttribute('aria-expanded', 'false');
+      item.node.addEventListener('click', () => popup.toggle());
       statusBar.registerStatusItem(PLUGIN_ID, {
         item,
         align: 'left',

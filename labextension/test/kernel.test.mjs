@@ -109,13 +109,13 @@ test("the popup's GPU row gives watts, method and the GPUs", () => {
     gpus.gpuRowText(
       kernel({}, { gpus: { 'nvidia:0': H200, 'nvidia:1': H200 } })
     ),
-    '210 W (measured) · NVIDIA H200 ×2'
+    '210\u00a0W (measured) · NVIDIA H200 ×2'
   );
   assert.equal(
     gpus.gpuRowText(kernel({}, { methods: {}, gpus: { 'nvidia:0': H200 } })),
-    '210 W · NVIDIA H200'
+    '210\u00a0W · NVIDIA H200'
   );
-  assert.equal(gpus.gpuRowText(kernel({}, { gpus: {} })), '210 W (measured)');
+  assert.equal(gpus.gpuRowText(kernel({}, { gpus: {} })), '210\u00a0W (measured)');
   assert.equal(gpus.gpuRowText(kernel({}, { methods: {}, gpus: {} })), null);
 });
 
