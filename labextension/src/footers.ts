@@ -96,11 +96,16 @@ export class CellFooters implements IDisposable {
     }
     // One unit for the notebook's footers, chosen for the largest of them.
     const units = cellUnits(shown.map(([, record]) => record));
+    const largest = Math.max(
+      0,
+      ...shown.map(([, record]) => record.emissions_g)
+    );
     for (const [cell, record] of shown) {
       const node = this._show(
         cell,
         footerText(record, this._settings.footerLead, units),
-        footerTitle(record)
+        footerTitle(record),
+        largest > 0 ? record.emissions_g / largest : 0
       );
       node.classList.remove('cm-mod-running');
       node.setAttribute('data-record-id', String(record.id));
@@ -148,7 +153,14 @@ export class CellFooters implements IDisposable {
     node.removeAttribute('data-record-id');
   }
 
-  private _show(cell: Cell, text: string, title: string): HTMLElement {
+  /** Show `text` under `cell`, after a bar of its `share` of the notebook's
+   * largest cell (none while it runs). */
+  private _show(
+    cell: Cell,
+    text: string,
+    title: string,
+    share: number | null = null
+  ): HTMLElement {
     let node = footerOf(cell);
     if (!node) {
       node = document.createElement('div');
@@ -156,11 +168,26 @@ export class CellFooters implements IDisposable {
       node.setAttribute('role', 'note');
       node.addEventListener('keydown', event => this._onKey(event));
       node.addEventListener('focus', () => this._rove(node!));
+      const bar = document.createElement('span');
+      bar.className = 'cm-Share';
+      bar.setAttribute('aria-hidden', 'true');
+      bar.appendChild(document.createElement('span')).className =
+        'cm-Share-fill';
+      const words = document.createElement('span');
+      words.className = 'cm-CellFooter-text';
+      node.append(bar, words);
       cell.node.appendChild(node);
       this._rove(null);
     }
-    if (node.textContent !== text) {
-      node.textContent = text;
+    const bar = node.querySelector<HTMLElement>(':scope > .cm-Share')!;
+    bar.hidden = share === null;
+    const fill = bar.firstElementChild as HTMLElement;
+    fill.style.width = `${Math.round(Math.min(1, Math.max(0, share ?? 0)) * 1000) / 10}%`;
+    const words = node.querySelector<HTMLElement>(
+      ':scope > .cm-CellFooter-text'
+    )!;
+    if (words.textContent !== text) {
+      words.textContent = text;
     }
     node.title = title;
     node.setAttribute('aria-label', `Carbon of this cell: ${text}`);

@@ -5,12 +5,21 @@
  */
 import {
   ILabShell,
+  ILayoutRestorer,
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
+import { ICommandPalette } from '@jupyterlab/apputils';
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
+import {
+  refreshIcon,
+  settingsIcon,
+  SidePanel,
+  ToolbarButton
+} from '@jupyterlab/ui-components';
+import { Widget } from '@lumino/widgets';
 
 import { DEFAULT_FOOTER_SETTINGS, IFooterSettings } from './cellformat';
 import { NotebookCells } from './cells';
@@ -23,6 +32,7 @@ import { StatusPopup } from './statuspopup';
 import { CarbonStatusItem } from './widgets';
 
 const PLUGIN_ID = 'carbon_magic:plugin';
+const OPEN_SIDEBAR = 'carbon-magic:open-sidebar';
 
 /** What each open notebook gets: its recorded cells and their footers. */
 interface INotebookCarbon {
@@ -141,8 +151,11 @@ function followNotebooks(
   model.changed.connect(onLive);
   model.clock.connect(onLive);
 
-  tracker.widgetAdded.connect((_, panel) => {
-    notebooks.add(panel);
+  // Each notebook gets its footers as a document widget extension, when it opens.
+  app.docRegistry.addWidgetExtension('Notebook', {
+    createNew: (panel: NotebookPanel) => {
+      notebooks.add(panel);
+    }
   });
   tracker.forEach(panel => notebooks.add(panel));
   tracker.currentChanged.connect(update);
@@ -165,27 +178,77 @@ function footerSettings(settings: ISettingRegistry.ISettings): IFooterSettings {
   };
 }
 
+/** The sidebar in JupyterLab's standard side panel: a header, a toolbar (refresh,
+ * settings) and the content. */
+function sidebarPanel(app: JupyterFrontEnd, content: CarbonSidebar): SidePanel {
+  const panel = new SidePanel();
+  panel.id = SIDEBAR_ID;
+  panel.addClass('cm-SidePanel');
+  panel.title.icon = carbonIcon;
+  panel.title.caption = 'Carbon: the cost of this notebook’s cells';
+  const heading = new Widget({ node: document.createElement('h2') });
+  heading.node.textContent = 'Carbon';
+  heading.addClass('jp-text-truncated');
+  panel.header.addWidget(heading);
+  panel.toolbar.addItem(
+    'refresh',
+    new ToolbarButton({
+      icon: refreshIcon,
+      tooltip: 'Fetch the cells and the kernel’s figures now',
+      onClick: () => content.refresh()
+    })
+  );
+  panel.toolbar.addItem(
+    'settings',
+    new ToolbarButton({
+      icon: settingsIcon,
+      tooltip: 'Carbon settings (footers, thresholds, refresh rate)',
+      onClick: () =>
+        void app.commands.execute('settingeditor:open', { query: 'Carbon' })
+    })
+  );
+  panel.addWidget(content);
+  return panel;
+}
+
 const plugin: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,
   description:
     'Energy and carbon of notebook cells: footers, a sidebar and a status item.',
   autoStart: true,
   requires: [INotebookTracker],
-  optional: [IStatusBar, ILabShell, ISettingRegistry],
+  optional: [
+    IStatusBar,
+    ILabShell,
+    ISettingRegistry,
+    ILayoutRestorer,
+    ICommandPalette
+  ],
   activate: (
     app: JupyterFrontEnd,
     tracker: INotebookTracker,
     statusBar: IStatusBar | null,
     labShell: ILabShell | null,
-    settingRegistry: ISettingRegistry | null
+    settingRegistry: ISettingRegistry | null,
+    restorer: ILayoutRestorer | null,
+    palette: ICommandPalette | null
   ) => {
     const model = new CarbonModel();
     const item = new CarbonStatusItem(model);
     const notebooks = new Notebooks(DEFAULT_FOOTER_SETTINGS);
 
     const sidebar = new CarbonSidebar(model);
-    sidebar.title.icon = carbonIcon;
-    app.shell.add(sidebar, 'right', { rank: 900 });
+    const panel = sidebarPanel(app, sidebar);
+    app.shell.add(panel, 'right', { rank: 900 });
+    // Open again after a reload if it was open (JupyterLab's layout restorer).
+    restorer?.add(panel, SIDEBAR_ID);
+    app.commands.addCommand(OPEN_SIDEBAR, {
+      label: 'Show Carbon Sidebar',
+      caption: 'What the cells of the current notebook cost in energy and CO₂e',
+      icon: carbonIcon,
+      execute: () => app.shell.activateById(SIDEBAR_ID)
+    });
+    palette?.addItem({ command: OPEN_SIDEBAR, category: 'Carbon' });
 
     if (statusBar) {
       // JupyterLab: the status bar, with a popup of details.

@@ -34,7 +34,11 @@ export function predictionNow(
     const used = Math.min(1, elapsed / prediction.eta_s);
     fraction = Math.min(0.99, fraction + (1 - fraction) * used);
   }
-  return { ...prediction, fraction: Math.max(prediction.fraction, fraction), eta_s: left };
+  return {
+    ...prediction,
+    fraction: Math.max(prediction.fraction, fraction),
+    eta_s: left
+  };
 }
 
 /**

@@ -67,7 +67,10 @@ test('percentages are clamped', () => {
 });
 
 test('the footer line leads with emissions or energy', () => {
-  assert.equal(cells.footerText(record()), nb('⚡ 4.2 mg CO₂e · 11 mWh · 12.1 s'));
+  assert.equal(
+    cells.footerText(record()),
+    nb('⚡ 4.2 mg CO₂e · 11 mWh · 12.1 s')
+  );
   assert.equal(
     cells.footerText(record(), 'energy'),
     nb('⚡ 11 mWh · 4.2 mg CO₂e · 12.1 s')
@@ -81,14 +84,20 @@ test('the footer line leads with emissions or energy', () => {
 test('the footer tooltip says how the figures were obtained', () => {
   const title = cells.footerTitle(record(), 1012.1 + 75);
   assert.match(title, /Emissions ≈ 4\.2\smg \(2\.9\smg–5\.9\smg\) CO₂e/);
-  assert.match(title, /Energy 11\smWh \(8\.8\smWh–14\smWh\), facility, PUE 1\.1/);
+  assert.match(
+    title,
+    /Energy 11\smWh \(8\.8\smWh–14\smWh\), facility, PUE 1\.1/
+  );
   assert.match(
     title,
     /CPU 2\.5\sW modelled · GPU 0\smW measured · RAM 500\smW assumed/
   );
   assert.match(title, /Grid 382 g\/kWh · static: DE \(2023\)/);
   // 0.42 mg of 4.2 + 0.42 mg: 9%.
-  assert.match(title, /Embodied 0\.42\smg CO₂e \(manufacturing, amortised; 9% of/);
+  assert.match(
+    title,
+    /Embodied 0\.42\smg CO₂e \(manufacturing, amortised; 9% of/
+  );
   assert.match(title, /ended 1\smin 15\ss ago/);
 });
 

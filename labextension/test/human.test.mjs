@@ -92,10 +92,16 @@ test('one unit per view, chosen for its largest value', () => {
   assert.deepEqual(units.grams, [1, 'g']);
   assert.deepEqual(units.kwh, [1e-3, 'Wh']);
   const lines = view.map(r => cells.footerText(r, 'emissions', units));
-  assert.match(lines[0], /^⚡ <\u00a00\.01\u00a0g CO₂e · <\u00a00\.01\u00a0Wh · /);
+  assert.match(
+    lines[0],
+    /^⚡ <\u00a00\.01\u00a0g CO₂e · <\u00a00\.01\u00a0Wh · /
+  );
   assert.match(lines[1], /^⚡ 2\.4\u00a0g CO₂e · 6\.3\u00a0Wh · /);
   // A view of small cells keeps the small unit.
-  const small = cells.cellUnits([record(0.0042, 0.000011), record(0.012, 0.00003)]);
+  const small = cells.cellUnits([
+    record(0.0042, 0.000011),
+    record(0.012, 0.00003)
+  ]);
   assert.deepEqual(small.grams, [1e-3, 'mg']);
   assert.equal(
     cells.footerText(record(0.0042, 0.000011), 'emissions', small),
@@ -133,7 +139,12 @@ test('trivial cells and magic-only cells get no footer by default', () => {
     cells.showsFooter(record(0.004, 1e-5, 3), settings, '%carbon report\n'),
     false
   );
-  assert.equal(cells.isPureMagic('# set up\n%load_ext carbon_magic\n\n%carbon config country=DE'), true);
+  assert.equal(
+    cells.isPureMagic(
+      '# set up\n%load_ext carbon_magic\n\n%carbon config country=DE'
+    ),
+    true
+  );
   assert.equal(cells.isPureMagic('%%carbon\nfit()'), false);
   assert.equal(cells.isPureMagic('%time fit()\nx = 1'), false);
   assert.equal(cells.isPureMagic(''), false);
@@ -160,9 +171,18 @@ function figures(overrides = {}) {
       n_cells: 2
     },
     intensity: { g_per_kwh: 380, source: 'static' },
-    prediction: { fraction: 0.4, emissions_g: 3, emissions_range_g: [2, 4], eta_s: 6 },
+    prediction: {
+      fraction: 0.4,
+      emissions_g: 3,
+      emissions_range_g: [2, 4],
+      eta_s: 6
+    },
     hint: null,
-    heartbeat: { at: 1009.5, running_cell: 'fit()', running_cell_started_at: 1006 },
+    heartbeat: {
+      at: 1009.5,
+      running_cell: 'fit()',
+      running_cell_started_at: 1006
+    },
     session: {},
     ...overrides
   };
@@ -185,7 +205,13 @@ test('the time left counts down and progress moves on between answers', () => {
   assert.equal(over.prediction.fraction, 0.99);
   // Nothing running: no prediction and no running time, whatever the JSON holds.
   const idle = live.liveFigures(
-    figures({ heartbeat: { at: 1009.5, running_cell: null, running_cell_started_at: null } }),
+    figures({
+      heartbeat: {
+        at: 1009.5,
+        running_cell: null,
+        running_cell_started_at: null
+      }
+    }),
     1
   );
   assert.equal(idle.running, false);

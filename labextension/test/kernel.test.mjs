@@ -115,7 +115,10 @@ test("the popup's GPU row gives watts, method and the GPUs", () => {
     gpus.gpuRowText(kernel({}, { methods: {}, gpus: { 'nvidia:0': H200 } })),
     '210\u00a0W · NVIDIA H200'
   );
-  assert.equal(gpus.gpuRowText(kernel({}, { gpus: {} })), '210\u00a0W (measured)');
+  assert.equal(
+    gpus.gpuRowText(kernel({}, { gpus: {} })),
+    '210\u00a0W (measured)'
+  );
   assert.equal(gpus.gpuRowText(kernel({}, { methods: {}, gpus: {} })), null);
 });
 
