@@ -97,3 +97,28 @@ def format_measurement_line(m: Measurement, title: str | None = None) -> str:
     if m.status and m.status != "ok":
         parts.append(m.status)
     return " · ".join(parts)
+
+
+def loaded_line(methods: dict[str, str], intensity_g_per_kwh: float, source: str) -> str:
+    """The confirmation printed by ``%load_ext carbon_magic``: what is measured how, and
+    the grid intensity (gCO2e/kWh) in use, with its source."""
+    return (
+        f"carbon_magic: recording every cell from now on ({format_methods(methods)}; "
+        f"grid {intensity_g_per_kwh:.0f} g/kWh, {source}). "
+        "%carbon status for details, %carbon config to change settings."
+    )
+
+
+def config_changed_line(
+    before: dict[str, object], after: dict[str, object], keys: list[str]
+) -> str:
+    """The confirmation of ``%carbon config key=value ...``: each setting's new value,
+    and its old one where it changed."""
+    parts = []
+    for key in keys:
+        if key not in after:
+            continue
+        old, new = before.get(key), after[key]
+        was = "not set" if old is None else old
+        parts.append(f"{key} = {new}" + (f" (was {was})" if old != new else " (unchanged)"))
+    return "carbon_magic config: " + ", ".join(parts) if parts else "carbon_magic config: no change"

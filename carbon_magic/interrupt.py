@@ -133,3 +133,28 @@ class BudgetStop:
         if self._installed:
             self._installed = False
             signal.signal(signal.SIGINT, self._previous)
+
+
+def budget_stop_traceback(
+    shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None
+) -> list[str]:
+    """IPython's traceback for a budget stop: the one line that says why the cell
+    stopped (``carbon budget 5g exceeded; cell stopped``), not the library's frames.
+    Shown here, as IPython leaves showing to a custom handler (the kernel sends it as
+    the cell's error, with its name)."""
+    lines = [f"{etype.__name__}: {value}"]
+    shell._showtraceback(etype, value, lines)
+    return lines
+
+
+def install_budget_stop_message(shell: Any) -> None:
+    """Show budget stops in ``shell`` as one line (``budget_stop_traceback``), unless
+    the shell already has its own handler for custom exceptions."""
+    if getattr(shell, "custom_exceptions", None) == ():
+        shell.set_custom_exc((BudgetExceeded,), budget_stop_traceback)
+
+
+def remove_budget_stop_message(shell: Any) -> None:
+    """Undo ``install_budget_stop_message`` (nothing when the handler is not ours)."""
+    if getattr(shell, "custom_exceptions", None) == (BudgetExceeded,):
+        shell.custom_exceptions = ()

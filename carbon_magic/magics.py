@@ -25,7 +25,12 @@ from carbon_magic.argparsing import HelpShown, parse_words, split_words
 from carbon_magic.cell_runner import CARBON_CELL, ON_EXCEED, CellTransformer, first_line
 from carbon_magic.cluster import ClusterCollector
 from carbon_magic.commands import SUBCOMMANDS, subcommands
-from carbon_magic.interrupt import BudgetExceeded
+from carbon_magic.formatting import loaded_line
+from carbon_magic.interrupt import (
+    BudgetExceeded,
+    install_budget_stop_message,
+    remove_budget_stop_message,
+)
 from carbon_magic.log_routing import route_log_messages, route_warnings, show_in_cell
 from carbon_magic.measurement import Measurement
 from carbon_magic.prediction import CellForecast
@@ -369,6 +374,9 @@ def load(ipython: Any) -> None:
     atexit.register(_end_at_exit, magics)
     magics.cluster_reader.poll()  # a Dask client made before %load_ext: install the plugins now
     magics.recorder.write_heartbeat()
+    install_budget_stop_message(ipython)
+    session = tracker.session()
+    print(loaded_line(session.methods, session.intensity_g_per_kwh, session.intensity_source))
 
 
 def _end_at_exit(magics: CarbonMagics) -> None:
@@ -404,6 +412,7 @@ def unload(ipython: Any) -> None:
     tracker.remove_listener(magics._on_tick)
     tracker.settings.remove_listener(magics._settings_changed)
     magics.cluster_reader.close()
+    remove_budget_stop_message(ipython)
     tracker.stop()
     magics.recorder.write_heartbeat()
     magics.recorder.end_session()
