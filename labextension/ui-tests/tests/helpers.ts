@@ -94,3 +94,28 @@ export function latestByCellId(cells: any[]): Map<string, any> {
   }
   return latest;
 }
+
+/**
+ * The footers the extension's own rules call for, by cell index: the cells whose
+ * record shows a footer under the default settings (threshold, magic-only cells), each
+ * in the notebook's one unit.
+ */
+export function expectedFooterTexts(
+  cells: { index: number; record: any; source: string }[]
+): [number, string][] {
+  const settings = cellformat.DEFAULT_FOOTER_SETTINGS;
+  const shown = cells.filter(
+    ({ record, source }) =>
+      record && cellformat.showsFooter(record, settings, source)
+  );
+  const units = cellformat.cellUnits(shown.map(({ record }) => record));
+  return shown.map(({ index, record }) => [
+    index,
+    cellformat.footerText(record, settings.footerLead, units)
+  ]);
+}
+
+/** `text` with each no-break space as a plain one (for regular expressions). */
+export function plain(text: string | null): string {
+  return (text ?? '').replace(/\u00a0/g, ' ');
+}
