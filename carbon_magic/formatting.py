@@ -16,13 +16,21 @@ def round_sig(value: float, digits: int = 2) -> float:
     return round(value, -int(math.floor(math.log10(abs(value)))) + (digits - 1))
 
 
+# Below this much of the smallest unit a figure reads ``< 0.01 mg``: no µg, no µWh.
+_FLOOR = 0.01
+
+
 def _scaled(value: float, units: list[tuple[float, str]], digits: int) -> str:
     magnitude = abs(value)
     for factor, unit in units:
         if magnitude >= factor:
             return f"{_number(value / factor, digits)} {unit}"
     factor, unit = units[-1]
-    return f"{_number(value / factor, digits)} {unit}"
+    amount = value / factor
+    if amount != 0 and abs(amount) < _FLOOR:
+        return f"< {_FLOOR:g} {unit}"
+    # Two significant figures, at most two decimals: 0.042 → 0.04.
+    return f"{round(round_sig(amount, digits), 2):g} {unit}"
 
 
 def _number(value: float, digits: int) -> str:
@@ -34,9 +42,9 @@ def _number(value: float, digits: int) -> str:
     return f"{rounded:.{digits}g}"
 
 
-_GRAMS = [(1e6, "t"), (1e3, "kg"), (1.0, "g"), (1e-3, "mg"), (1e-6, "µg")]
+_GRAMS = [(1e6, "t"), (1e3, "kg"), (1.0, "g"), (1e-3, "mg")]
 _WATTS = [(1e3, "kW"), (1.0, "W"), (1e-3, "mW")]
-_JOULES_AS_KWH = [(3.6e9, "MWh"), (3.6e6, "kWh"), (3.6e3, "Wh"), (3.6, "mWh"), (3.6e-3, "µWh")]
+_JOULES_AS_KWH = [(3.6e9, "MWh"), (3.6e6, "kWh"), (3.6e3, "Wh"), (3.6, "mWh")]
 
 
 def format_grams(grams: float, digits: int = 2) -> str:
@@ -60,7 +68,10 @@ def format_kwh(kwh: float, digits: int = 2) -> str:
 
 
 def format_grams_range(grams: float, low: float, high: float) -> str:
-    """``≈ 12 g (8.1–17 g)``: the central value and its range, two significant figures."""
+    """``≈ 12 g (8.1–17 g)``: the central value and its range, two significant figures;
+    nothing yet reads ``0 mg``."""
+    if grams == 0 and low == 0 and high == 0:
+        return format_grams(0.0)
     return f"≈ {format_grams(grams)} ({format_grams(low)}–{format_grams(high)})"
 
 
