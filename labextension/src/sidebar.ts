@@ -335,13 +335,22 @@ export class CarbonSidebar extends Widget {
     if (index < 0) {
       return;
     }
-    // As the table of contents does: select the cell in command mode, and give the
-    // notebook the focus, so the keys that follow act on the cell, not in its editor.
+    // Select the cell in command mode, and give the notebook the focus, so the keys
+    // that follow act on the cell, not in its editor. Command mode first: a notebook in
+    // edit mode would focus the new active cell's editor.
+    notebook.mode = 'command';
     notebook.activeCellIndex = index;
     notebook.deselectAll();
-    notebook.mode = 'command';
     void notebook.scrollToCell(cell, 'center');
     notebook.node.focus();
+    // The focus makes the shell activate the notebook, which asks (in the next frame)
+    // its active cell to take the focus: command mode again after that.
+    requestAnimationFrame(() => {
+      if (!notebook.isDisposed && notebook.activeCellIndex === index) {
+        notebook.mode = 'command';
+        notebook.node.focus();
+      }
+    });
   }
 
   private _panel: NotebookPanel | null = null;
