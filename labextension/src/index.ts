@@ -19,7 +19,7 @@ import {
   SidePanel,
   ToolbarButton
 } from '@jupyterlab/ui-components';
-import { Widget } from '@lumino/widgets';
+import { Panel, Widget } from '@lumino/widgets';
 
 import { DEFAULT_FOOTER_SETTINGS, IFooterSettings } from './cellformat';
 import { NotebookCells } from './cells';
@@ -181,7 +181,8 @@ function footerSettings(settings: ISettingRegistry.ISettings): IFooterSettings {
 /** The sidebar in JupyterLab's standard side panel: a header, a toolbar (refresh,
  * settings) and the content. */
 function sidebarPanel(app: JupyterFrontEnd, content: CarbonSidebar): SidePanel {
-  const panel = new SidePanel();
+  // A plain panel as content (the default, an accordion, would add a title bar).
+  const panel = new SidePanel({ content: new Panel() });
   panel.id = SIDEBAR_ID;
   panel.addClass('cm-SidePanel');
   panel.title.icon = carbonIcon;

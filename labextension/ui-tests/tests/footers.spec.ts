@@ -247,4 +247,22 @@ test('footers and the sidebar show what each cell cost', async ({
   await expect.poll(() => footers(page)).toEqual(expected);
   // The layout restorer opened the sidebar again.
   await expect(page.locator(SIDEBAR)).toBeVisible();
+
+  // Run again in the restarted kernel, before %load_ext: the cell is not measured, so
+  // its footer goes (it would show an earlier run's figures).
+  // (JupyterLab may ask which kernel the reopened notebook uses.)
+  await page
+    .locator('.jp-Dialog .jp-mod-accept')
+    .click({ timeout: 5_000 })
+    .catch(() => undefined);
+  await page.evaluate(async () => {
+    const panel = (window as any).jupyterapp.shell.currentWidget;
+    await panel.sessionContext.ready;
+    panel.content.activeCellIndex = 4;
+    await (window as any).jupyterapp.commands.execute('notebook:run-cell');
+  });
+  await expect(
+    (await page.notebook.getCellLocator(4))!.locator(`:scope > ${FOOTER}`)
+  ).toHaveCount(0, { timeout: 10_000 });
+  await expect(page.locator(FOOTER)).toHaveCount(1);
 });

@@ -10,6 +10,7 @@ import * as path from 'path';
 import {
   SCREENSHOTS,
   busyCell,
+  contrasts,
   expectedFooterTexts,
   latestByCellId,
   ledgerCells,
@@ -131,6 +132,46 @@ test('Notebook 7 shows the indicator, the footers and the sidebar', async ({
       '[5]'
     ]);
     await page.screenshot({ path: path.join(SCREENSHOTS, 'notebook7.png') });
+
+    // Every text at least 4.5:1 against what it is drawn on, light and dark.
+    const texts = [
+      `${FOOTER} .cm-CellFooter-text`,
+      TOP_ITEM,
+      '#carbon-magic-sidebar .cm-Sidebar-index',
+      '#carbon-magic-sidebar .cm-Sidebar-figures',
+      '#carbon-magic-sidebar .cm-Timeline-label'
+    ];
+    for (const theme of ['JupyterLab Light', 'JupyterLab Dark']) {
+      // Settings → Theme, as a user switches it.
+      await page
+        .locator('.lm-MenuBar-itemLabel', { hasText: /^Settings$/ })
+        .click();
+      await page.locator('.lm-Menu-itemLabel', { hasText: /^Theme$/ }).hover();
+      await page
+        .locator('.lm-Menu-itemLabel', { hasText: new RegExp(`^${theme}$`) })
+        .click();
+      await expect(page.locator('body')).toHaveAttribute(
+        'data-jp-theme-name',
+        theme
+      );
+      const ratios = await contrasts(page, texts);
+      for (const selector of texts) {
+        expect(
+          ratios[selector],
+          `${theme}: ${selector}`
+        ).toBeGreaterThanOrEqual(4.5);
+      }
+    }
+    await page.screenshot({
+      path: path.join(SCREENSHOTS, 'notebook7-dark.png')
+    });
+    await page
+      .locator('.lm-MenuBar-itemLabel', { hasText: /^Settings$/ })
+      .click();
+    await page.locator('.lm-Menu-itemLabel', { hasText: /^Theme$/ }).hover();
+    await page
+      .locator('.lm-Menu-itemLabel', { hasText: /^JupyterLab Light$/ })
+      .click();
 
     expect(errors).toEqual([]);
 
