@@ -15,16 +15,18 @@ export interface IComparison {
   source: string;
 }
 
-/** `≈ 12 m by car` for `grams` CO₂e (cm below a metre, km from 1 km); null for
- * nothing or less than a centimetre. */
+/** `≈ 12 m by car` for `grams` CO₂e (mm and cm below a metre, km from 1 km); null
+ * for nothing or less than a millimetre. */
 export function everydayComparison(grams: number): IComparison | null {
   if (!Number.isFinite(grams) || grams <= 0) {
     return null;
   }
   const metres = grams / CAR_G_PER_M;
   let distance: string;
-  if (metres < 0.01) {
+  if (metres < 0.001) {
     return null;
+  } else if (metres < 0.01) {
+    distance = `${significant(metres * 1000)}${NBSP}mm`;
   } else if (metres < 1) {
     distance = `${significant(metres * 100)}${NBSP}cm`;
   } else if (metres < 1000) {

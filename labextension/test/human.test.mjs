@@ -231,6 +231,10 @@ test('an everyday comparison at notebook scale, with its source', () => {
   assert.equal(comparison.everydayComparison(0), null);
   assert.equal(comparison.everydayComparison(1e-6), null);
   assert.equal(
+    comparison.everydayComparison(0.0016).text,
+    `≈ 6.4${NBSP}mm by car`
+  );
+  assert.equal(
     comparison.everydayComparison(3).text,
     `≈ ${format.significant(metres(3))}${NBSP}m by car`
   );

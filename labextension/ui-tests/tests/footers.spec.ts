@@ -144,6 +144,10 @@ test('footers and the sidebar show what each cell cost', async ({
     '[5]'
   ]);
   await expect(sidebar.locator('.cm-Share')).toHaveCount(3);
+  // The notebook's cost as an everyday comparison, with its source.
+  const comparison = sidebar.locator('.cm-Sidebar-comparison');
+  await expect(comparison).toHaveText(/^≈ [\d.,]+\s(mm|cm|m|km) by car$/);
+  await expect(comparison).toHaveAttribute('title', /US EPA/);
   await expect(sidebar.locator('.cm-Timeline-cell')).toHaveCount(3);
   // A cell's first line is shown as text, never as HTML.
   await expect(sidebar.locator('.cm-Sidebar-source').first()).toHaveText(
