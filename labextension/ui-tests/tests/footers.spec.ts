@@ -114,7 +114,20 @@ test('footers and the sidebar show what each cell cost', async ({
     new Set(expected.map(([, text]) => text.split(' ')[1].split('\u00a0')[1]))
       .size
   ).toBe(1);
+  // One tab stop for all the footers; the arrow keys move between them.
+  const tabbable = await page.evaluate(
+    (selector: string) =>
+      Array.from(document.querySelectorAll<HTMLElement>(selector)).map(
+        node => node.tabIndex
+      ),
+    FOOTER
+  );
+  expect(tabbable.sort()).toEqual([-1, 0]);
   const first = page.locator(FOOTER).first();
+  await first.focus();
+  await page.keyboard.press('ArrowDown');
+  await expect(page.locator(FOOTER).nth(1)).toBeFocused();
+  await expect(page.locator(FOOTER).nth(1)).toHaveAttribute('tabindex', '0');
   await expect(first).toHaveAttribute('title', /Emissions ≈ .* CO₂e/);
   await expect(first).toHaveAttribute('title', /Grid \d+ g\/kWh · /);
   await expect(first).toHaveAttribute('title', /CPU .* (measured|modelled)/);
