@@ -87,13 +87,17 @@ def panel_html(
     if budget_text:
         bar = "" if budget_fraction is None else budget_bar_html(budget_fraction)
         rows.append(("cm-budget", bar + html.escape(budget_text)))
-    rows.append(
-        (
-            "cm-watts",
-            f"power now <b style='white-space: nowrap'>{format_watts(total_w)}</b> "
-            f"<span style='{_QUIET}'>({html.escape(watts_text)})</span>",
+    if state == "running" and power is not None and not power:
+        # No reading of this cell yet: not the 0 W of a reading that did not happen.
+        rows.append(("cm-watts", "power now <b>measuring…</b>"))
+    else:
+        rows.append(
+            (
+                "cm-watts",
+                f"power now <b style='white-space: nowrap'>{format_watts(total_w)}</b> "
+                f"<span style='{_QUIET}'>({html.escape(watts_text)})</span>",
+            )
         )
-    )
     if power is not None:
         rows.append(("cm-sparkline", sparkline_svg(power)))
     if note:

@@ -105,6 +105,15 @@ def test_the_panel_leads_with_the_emissions_and_folds_the_provenance():
     assert "aria-label='carbon budget used'" in page
 
 
+def test_a_panel_without_a_reading_yet_says_measuring_not_zero():
+    m = Measurement(name="fit", duration_s=0.001, intensity_source="s")
+    page = panel_html(m, {"cpu": 0.0, "ram": 0.0}, "running", power=[])
+    assert "power now <b>measuring…</b>" in page and "0 mW " not in page
+    assert "≈ 0" not in page  # the emissions read 0 mg, not a range of zeros
+    later = panel_html(m, {"cpu": 2.0}, "running", power=[(0.0, 2.0)])
+    assert "power now <b style='white-space: nowrap'>2 W</b>" in later
+
+
 def test_python_figures_follow_the_floor_and_have_no_micro_units():
     from carbon_magic.formatting import format_grams, format_grams_range, format_kwh
 
