@@ -12,6 +12,7 @@ const format = require('../../build/ts-unit/format.js');
 const cells = require('../../build/ts-unit/cellformat.js');
 const live = require('../../build/ts-unit/live.js');
 const comparison = require('../../build/ts-unit/comparison.js');
+const timeline = require('../../build/ts-unit/timeline.js');
 
 const NBSP = '\u00a0';
 // A number, then an ordinary (breakable) space, then a unit: what must never appear.
@@ -242,4 +243,17 @@ test('an everyday comparison at notebook scale, with its source', () => {
   assert.equal(comparison.everydayComparison(0.1).text, `≈ 40${NBSP}cm by car`);
   assert.equal(comparison.everydayComparison(500).text, `≈ 2${NBSP}km by car`);
   assert.match(comparison.everydayComparison(3).source, /EPA/);
+});
+
+test('the live line breaks where the kernel was silent', () => {
+  const at = [0, 1, 2, 40, 41, 70];
+  const runs = timeline.sampleRuns(
+    at.map(t => ({ at: t, watts: 1 })),
+    3
+  );
+  assert.deepEqual(
+    runs.map(run => run.map(s => s.at)),
+    [[0, 1, 2], [40, 41], [70]]
+  );
+  assert.deepEqual(timeline.sampleRuns([], 3), []);
 });

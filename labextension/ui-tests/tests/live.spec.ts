@@ -255,6 +255,14 @@ test('every text of the extension has a contrast of at least 4.5:1', async ({
     `${SIDEBAR} .cm-Sidebar-notebook`,
     `${SIDEBAR} .cm-Timeline-label`
   ];
+  // The timeline is drawn at its width in pixels: text keeps its size (scale 1:1).
+  const scale = await sidebar
+    .locator('svg.cm-Timeline')
+    .evaluate(
+      (svg: any) =>
+        svg.getBoundingClientRect().width / svg.viewBox.baseVal.width
+    );
+  expect(Math.abs(scale - 1)).toBeLessThan(0.02);
   for (const theme of ['light', 'dark']) {
     if (theme === 'dark') {
       await page.theme.setDarkTheme();
