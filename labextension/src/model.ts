@@ -61,15 +61,10 @@ export class CarbonModel implements IDisposable {
   /**
    * The figures as of now, the one source every live surface reads: the latest
    * answer, with the running cell's time left and progress carried forward since.
+   * Taken once per `changed` or `clock` signal, so every surface shows one snapshot.
    */
   get live(): ILiveFigures | null {
-    if (this._status.kind !== 'figures') {
-      return null;
-    }
-    return liveFigures(
-      this._status.figures,
-      (this._clockNow() - this._answeredAt) / 1000
-    );
+    return this._live;
   }
 
   /** Emitted every second while a cell runs, between answers (a countdown). */
@@ -112,7 +107,7 @@ export class CarbonModel implements IDisposable {
       this._status = { kind: 'idle' };
       this._followCell();
     }
-    this._changed.emit();
+    this._emit(this._changed);
     void this.refresh();
   }
 
@@ -155,13 +150,28 @@ export class CarbonModel implements IDisposable {
     Signal.clearData(this);
   }
 
+  /** Take the live snapshot now, then tell the surfaces. */
+  private _emit(signal: Signal<this, void>): void {
+    this._live =
+      this._status.kind === 'figures'
+        ? liveFigures(
+            this._status.figures,
+            (this._clockNow() - this._answeredAt) / 1000
+          )
+        : null;
+    signal.emit();
+  }
+
   /**
    * While a cell runs: ask at the kernel's sampling interval (not slower than the
    * refresh rate), so every surface is about one interval behind the kernel at most,
    * and tick the clock; otherwise the refresh rate, and no clock.
    */
   private _followCell(): void {
-    const live = this.live;
+    const live =
+      this._status.kind === 'figures'
+        ? liveFigures(this._status.figures, 0)
+        : null;
     const running = live?.running ?? false;
     const interval = Math.max(
       500,
@@ -177,7 +187,7 @@ export class CarbonModel implements IDisposable {
       };
     }
     if (running && this._ticker === undefined) {
-      this._ticker = setInterval(() => this._clock.emit(), CLOCK_MS);
+      this._ticker = setInterval(() => this._emit(this._clock), CLOCK_MS);
     } else if (!running && this._ticker !== undefined) {
       clearInterval(this._ticker);
       this._ticker = undefined;
@@ -228,7 +238,7 @@ export class CarbonModel implements IDisposable {
       this._summary = summary;
       this._answeredAt = this._clockNow();
       this._followCell();
-      this._changed.emit();
+      this._emit(this._changed);
     } catch (error) {
       if (error instanceof SchemaError) {
         // A server whose JSON this frontend does not understand: say so once, show nothing.
@@ -241,13 +251,13 @@ export class CarbonModel implements IDisposable {
         }
         if (kernelId === this._kernelId && this._status.kind !== 'idle') {
           this._status = { kind: 'idle' };
-          this._changed.emit();
+          this._emit(this._changed);
         }
       } else if (kernelId === this._kernelId) {
         const message =
           error instanceof Error ? error.message : String(error ?? 'error');
         this._status = { kind: 'error', message };
-        this._changed.emit();
+        this._emit(this._changed);
       }
       this._followCell();
       throw error;
@@ -266,6 +276,7 @@ export class CarbonModel implements IDisposable {
   private _followUp: ReturnType<typeof setTimeout> | undefined = undefined;
   private _ticker: ReturnType<typeof setInterval> | undefined = undefined;
   private _clock = new Signal<this, void>(this);
+  private _live: ILiveFigures | null = null;
   private _refreshMs = DEFAULT_REFRESH_MS;
   // Monotonic milliseconds: ages carried forward do not jump with the wall clock.
   private _clockNow = (): number => performance.now();
