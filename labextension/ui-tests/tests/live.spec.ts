@@ -199,7 +199,11 @@ test('the sidebar opens from the palette and is restored after a reload', async 
   await openNotebook(page, tmpPath, 'palette.ipynb');
   const sidebar = page.locator(SIDEBAR);
   await expect(sidebar).toBeHidden();
-  await page.keyboard.press('Control+Shift+C');
+  await page.evaluate(() =>
+    (window as any).jupyterapp.commands.execute(
+      'apputils:activate-command-palette'
+    )
+  );
   await page.locator('.lm-CommandPalette-input').fill('Show Carbon Sidebar');
   // The layout is saved to the workspace once the sidebar is open.
   const saved = page.waitForRequest(
