@@ -42,8 +42,43 @@ def parse_words(parser: argparse.ArgumentParser, words: Sequence[str], prog: str
     if extra:  # named by the subcommand they were given to, when there is one
         subcommand = getattr(options, "subcommand", None)
         where = f"{prog} {subcommand}" if subcommand else prog
+        joined = unit_given_apart(list(words), extra[0])
+        if joined is not None:
+            raise UsageError(f"{where}: attach the unit to the number: {joined}")
         raise UsageError(f"{where}: unrecognized arguments: {' '.join(extra)}")
     return options
+
+
+# Unit words people type after a number, and the symbol the option takes.
+_UNIT_WORDS = {
+    "gram": "g",
+    "grams": "g",
+    "milligram": "mg",
+    "milligrams": "mg",
+    "kilogram": "kg",
+    "kilograms": "kg",
+    "joule": "J",
+    "joules": "J",
+}
+
+
+def unit_given_apart(words: list[str], stray: str) -> str | None:
+    """``--budget 5 grams``: an option's number and its unit given as two words, the
+    unit left over. The joined form to suggest (``--budget 5g``), else None."""
+    for at in range(2, len(words)):
+        option, number = words[at - 2], words[at - 1]
+        if words[at] == stray and option.startswith("-") and _is_number(number):
+            unit = _UNIT_WORDS.get(stray.lower(), stray)
+            return f"{option} {number}{unit}"
+    return None
+
+
+def _is_number(word: str) -> bool:
+    try:
+        float(word)
+    except ValueError:
+        return False
+    return True
 
 
 def split_words(line: str, prog: str) -> list[str]:

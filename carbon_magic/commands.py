@@ -22,6 +22,7 @@ from IPython.core.magic_arguments import ArgDecorator, argument
 from carbon_magic.argparsing import CarbonArgumentParser
 from carbon_magic.export import DEFAULT_FORMAT, FORMATS, describe_formats
 from carbon_magic.formatting import (
+    config_changed_line,
     format_duration,
     format_grams,
     format_grams_range,
@@ -184,11 +185,12 @@ def cmd_config(magics: CarbonMagics, options: argparse.Namespace) -> StatusText 
                 f"valid keys: {', '.join(SPECS)}"
             )
         changes[key.strip()] = value
+    before = settings.as_dict()
     try:
         settings.update(**changes)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    return None
+    return StatusText(config_changed_line(before, settings.as_dict(), list(changes)))
 
 
 @subcommand("start", "start the tracker")

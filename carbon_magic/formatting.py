@@ -12,13 +12,21 @@ def round_sig(value: float, digits: int = 2) -> float:
     return round(value, -int(math.floor(math.log10(abs(value)))) + (digits - 1))
 
 
+# Below this much of the smallest unit a figure reads ``< 0.01 mg``: no µg, no µWh.
+_FLOOR = 0.01
+
+
 def _scaled(value: float, units: list[tuple[float, str]], digits: int) -> str:
     magnitude = abs(value)
     for factor, unit in units:
         if magnitude >= factor:
             return f"{_number(value / factor, digits)} {unit}"
     factor, unit = units[-1]
-    return f"{_number(value / factor, digits)} {unit}"
+    amount = value / factor
+    if amount != 0 and abs(amount) < _FLOOR:
+        return f"< {_FLOOR:g} {unit}"
+    # Two significant figures, at most two decimals: 0.042 → 0.04.
+    return f"{round(round_sig(amount, digits), 2):g} {unit}"
 
 
 def _number(value: float, digits: int) -> str:
@@ -30,9 +38,9 @@ def _number(value: float, digits: int) -> str:
     return f"{rounded:.{digits}g}"
 
 
-_GRAMS = [(1e6, "t"), (1e3, "kg"), (1.0, "g"), (1e-3, "mg"), (1e-6, "µg")]
+_GRAMS = [(1e6, "t"), (1e3, "kg"), (1.0, "g"), (1e-3, "mg")]
 _WATTS = [(1e3, "kW"), (1.0, "W"), (1e-3, "mW")]
-_JOULES_AS_KWH = [(3.6e9, "MWh"), (3.6e6, "kWh"), (3.6e3, "Wh"), (3.6, "mWh"), (3.6e-3, "µWh")]
+_JOULES_AS_KWH = [(3.6e9, "MWh"), (3.6e6, "kWh"), (3.6e3, "Wh"), (3.6, "mWh")]
 
 
 def format_grams(grams: float, digits: int = 2) -> str:
@@ -64,7 +72,10 @@ def format_litres(litres: float, digits: int = 2) -> str:
 
 
 def format_grams_range(grams: float, low: float, high: float) -> str:
-    """``≈ 12 g (8.1–17 g)``: the central value and its range, two significant figures."""
+    """``≈ 12 g (8.1–17 g)``: the central value and its range, two significant figures;
+    nothing yet reads ``0 mg``."""
+    if grams == 0 and low == 0 and high == 0:
+        return format_grams(0.0)
     return f"≈ {format_grams(grams)} ({format_grams(low)}–{format_grams(high)})"
 
 
@@ -84,3 +95,28 @@ def format_duration(seconds: float) -> str:
 def format_methods(methods: dict[str, str]) -> str:
     """``{"cpu": "modelled", "ram": "assumed"}`` → ``"cpu modelled, ram assumed"``."""
     return ", ".join(f"{name} {method}" for name, method in methods.items())
+
+
+def loaded_line(methods: dict[str, str], intensity_g_per_kwh: float, source: str) -> str:
+    """The confirmation printed by ``%load_ext carbon_magic``: what is measured how, and
+    the grid intensity (gCO2e/kWh) in use, with its source."""
+    return (
+        f"carbon_magic: recording every cell from now on ({format_methods(methods)}; "
+        f"grid {intensity_g_per_kwh:.0f} g/kWh, {source}). "
+        "%carbon status for details, %carbon config to change settings."
+    )
+
+
+def config_changed_line(
+    before: dict[str, object], after: dict[str, object], keys: list[str]
+) -> str:
+    """The confirmation of ``%carbon config key=value ...``: each setting's new value,
+    and its old one where it changed."""
+    parts = []
+    for key in keys:
+        if key not in after:
+            continue
+        old, new = before.get(key), after[key]
+        was = "not set" if old is None else old
+        parts.append(f"{key} = {new}" + (f" (was {was})" if old != new else " (unchanged)"))
+    return "carbon_magic config: " + ", ".join(parts) if parts else "carbon_magic config: no change"

@@ -33,6 +33,7 @@ from carbon_magic.cell_runner import (
 )
 from carbon_magic.cluster import ClusterCollector
 from carbon_magic.commands import SUBCOMMANDS, subcommands
+from carbon_magic.formatting import loaded_line
 from carbon_magic.interrupt import STOPPED, BudgetExceeded, status_of
 from carbon_magic.log_routing import route_log_messages, route_warnings, show_in_cell, unroute
 from carbon_magic.measurement import Measurement
@@ -461,6 +462,8 @@ def load(ipython: Any) -> None:
     if tracker.settings.remote_calls != "off":
         magics.remote_reader.install()  # wraps the LLM SDKs imported now and later
     magics.recorder.write_heartbeat()
+    session = tracker.session()
+    print(loaded_line(session.methods, session.intensity_g_per_kwh, session.intensity_source))
 
 
 def _end_at_exit(magics: CarbonMagics) -> None:

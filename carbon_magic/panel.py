@@ -27,11 +27,21 @@ from carbon_magic.formatting import (
 from carbon_magic.measurement import Measurement
 from carbon_magic.remote.describe import describe_remote
 
+# JupyterLab's theme variables (with fallbacks for other frontends), so the panel
+# follows every theme: the same ink, sizes and accent colours as the rest of the page.
 _STYLE = (
-    "font-family: var(--jp-ui-font-family, sans-serif); font-size: 12px; "
+    "font-family: var(--jp-ui-font-family, sans-serif); "
+    "font-size: var(--jp-ui-font-size1, 13px); color: var(--jp-ui-font-color1, inherit); "
     "border-left: 3px solid {colour}; padding: 4px 8px; margin: 2px 0; line-height: 1.5"
 )
-_COLOURS = {"running": "#2e7d32", "ok": "#2e7d32", "warning": "#ef6c00", "error": "#c62828"}
+_COLOURS = {
+    "running": "var(--jp-brand-color1, #1976d2)",
+    "ok": "var(--jp-brand-color1, #1976d2)",
+    "warning": "var(--jp-warn-color1, #ef6c00)",
+    "error": "var(--jp-error-color1, #c62828)",
+}
+_HEADLINE = "font-size: var(--jp-ui-font-size3, 16px); white-space: nowrap"
+_QUIET = "color: var(--jp-ui-font-color1, inherit); font-size: var(--jp-ui-font-size0, 11px)"
 
 
 def panel_html(
@@ -50,7 +60,11 @@ def panel_html(
     ``title`` defaults to the measurement's name; ``prediction`` is the line predicting
     the total at completion, shown under the emissions. ``power`` is the window's total
     power over time, ``(UTC epoch seconds, watts)`` (see :func:`window_power`), drawn as a
-    sparkline; ``budget_fraction`` the share of the budget used, drawn as a bar."""
+    sparkline; ``budget_fraction`` the share of the budget used, drawn as a bar.
+
+    Shape before text: the emissions are the headline, then the prediction and the
+    budget, then the power now and over time; how the figures were obtained (energy,
+    embodied share, grid, methods, cluster) sits in a collapsed details part."""
     colour = _COLOURS["warning" if note else ("ok" if state in ("running", "ok") else "error")]
     watts_text = " · ".join(f"{name.upper()} {format_watts(w)}" for name, w in watts.items())
     total_w = sum(watts.values())
@@ -58,23 +72,44 @@ def panel_html(
     rows = [
         (
             "cm-header",
-            f"<b>⚡ {html.escape(title or m.name or 'cell')}</b> · "
+            f"⚡ <b>{html.escape(title or m.name or 'cell')}</b> · "
             f"<span class='cm-state'>{html.escape(state)}</span> · "
             f"<span class='cm-elapsed'>{format_duration(m.duration_s)}</span>",
         ),
         (
-            "cm-watts",
-            f"power now <b>{format_watts(total_w)}</b> ({html.escape(watts_text)})",
+            "cm-emissions",
+            f"<span style='{_HEADLINE}'><b>"
+            f"{html.escape(format_grams_range(m.emissions_g, low, high))}</b> CO₂e</span>",
         ),
+    ]
+    if prediction:
+        rows.append(("cm-prediction", html.escape(prediction)))
+    if budget_text:
+        bar = "" if budget_fraction is None else budget_bar_html(budget_fraction)
+        rows.append(("cm-budget", bar + html.escape(budget_text)))
+    if state == "running" and power is not None and not power:
+        # No reading of this cell yet: not the 0 W of a reading that did not happen.
+        rows.append(("cm-watts", "power now <b>measuring…</b>"))
+    else:
+        rows.append(
+            (
+                "cm-watts",
+                f"power now <b style='white-space: nowrap'>{format_watts(total_w)}</b> "
+                f"<span style='{_QUIET}'>({html.escape(watts_text)})</span>",
+            )
+        )
+    if power is not None:
+        rows.append(("cm-sparkline", sparkline_svg(power)))
+    if note:
+        rows.append(("cm-note", f"<b>{html.escape(note)}</b>"))
+    if hint:
+        rows.append(("cm-hint", html.escape(hint)))
+    details = [
         (
             "cm-energy",
             f"energy <b>{format_kwh(m.energy_kwh)}</b> "
             f"({format_kwh(m.energy_range_kwh[0])}–{format_kwh(m.energy_range_kwh[1])}, "
             f"PUE {m.pue:g})",
-        ),
-        (
-            "cm-emissions",
-            f"<b>{html.escape(format_grams_range(m.emissions_g, low, high))}</b> CO₂e",
         ),
         (
             "cm-embodied",
@@ -90,25 +125,18 @@ def panel_html(
             + f" · {html.escape(m.mode)} mode",
         ),
     ]
-    if power is not None:
-        rows.insert(2, ("cm-sparkline", sparkline_svg(power)))
-    if prediction:
-        at = next(i for i, (cls, _) in enumerate(rows) if cls == "cm-emissions") + 1
-        rows.insert(at, ("cm-prediction", html.escape(prediction)))
     cluster_line = describe_cluster(m.cluster, m)
     if cluster_line:
-        rows.append(("cm-cluster", html.escape(cluster_line)))
+        details.append(("cm-cluster", html.escape(cluster_line)))
     remote_line = describe_remote(m.remote)
-    if remote_line:
-        rows.append(("cm-remote", html.escape(remote_line)))
-    if budget_text:
-        bar = "" if budget_fraction is None else budget_bar_html(budget_fraction)
-        rows.append(("cm-budget", bar + html.escape(budget_text)))
-    if note:
-        rows.append(("cm-note", f"<b>{html.escape(note)}</b>"))
-    if hint:
-        rows.append(("cm-hint", html.escape(hint)))
+    if remote_line:  # beside the local figures, never in them
+        rows.insert(2, ("cm-remote", html.escape(remote_line)))
     body = "".join(f"<div class='{cls}'>{content}</div>" for cls, content in rows)
+    inner = "".join(f"<div class='{cls}'>{content}</div>" for cls, content in details)
+    body += (
+        f"<details class='cm-details' style='{_QUIET}'><summary style='cursor: pointer'>"
+        f"energy, grid and methods</summary>{inner}</details>"
+    )
     return (
         f"<div class='carbon-magic-panel' data-state='{html.escape(state)}' "
         f"style='{_STYLE.format(colour=colour)}'>{body}</div>"
@@ -133,10 +161,11 @@ def sparkline_svg(power: Sequence[tuple[float, float]], width: int = 180, height
     from 0 W to its peak, with the peak and mean in its title; static, so that a saved
     notebook keeps it. Fewer than two points draw an empty frame."""
     finite = [(t, w) for t, w in power if math.isfinite(t) and math.isfinite(w)]
+    # A framed chart (a background and a baseline), not a line that reads as an underline.
     frame = (
         f"<svg class='cm-spark' width='{width}' height='{height}' "
         f"viewBox='0 0 {width} {height}' role='img' style='vertical-align: middle; "
-        f"border-bottom: 1px solid {_TRACK}'"
+        f"background: var(--jp-layout-color2, #eee); border-radius: 2px'"
     )
     if len(finite) < 2:
         return frame + " aria-label='power over the cell: no samples yet'></svg>"
@@ -155,6 +184,10 @@ def sparkline_svg(power: Sequence[tuple[float, float]], width: int = 180, height
     return (
         f"{frame} aria-label='{html.escape(label)}'><title>{html.escape(label)}</title>"
         f"<polyline points='{coords}' fill='none' stroke='{_BRAND}' stroke-width='1.5'/>"
+        f"<polygon points='1,{height - 1} {coords} {width - 1},{height - 1}' "
+        f"fill='{_BRAND}' fill-opacity='0.2' stroke='none'/>"
+        f"<line x1='0' x2='{width}' y1='{height - 0.5}' y2='{height - 0.5}' "
+        f"stroke='{_TRACK}'/>"
         f"</svg> <span class='cm-spark-peak'>peak {format_watts(peak)}</span>"
     )
 
@@ -167,7 +200,8 @@ def budget_bar_html(fraction: float, width: int = 180) -> str:
     colour = _WARN if exceeded else _BRAND
     filled = min(used, 1.0) * 100
     return (
-        f"<span class='cm-budget-bar' role='progressbar' aria-valuemin='0' "
+        f"<span class='cm-budget-bar' role='progressbar' aria-label='carbon budget used' "
+        f"aria-valuetext='{used * 100:.0f}% of the budget' aria-valuemin='0' "
         f"aria-valuemax='100' aria-valuenow='{min(used, 9.99) * 100:.0f}' "
         f"data-exceeded='{str(exceeded).lower()}' style='display: inline-block; "
         f"width: {width}px; height: 6px; margin-right: 6px; vertical-align: middle; "

@@ -276,15 +276,7 @@ class Tracker:
             self._feed.switch(intensity, raw.t_ns)
             mode = self.settings.mode
             totals = self._totals[mode]
-            dt_s = (raw.t_ns - self._last_tick_ns) / 1e9
-            if dt_s > 0:
-                self._last_watts = {
-                    name: (totals.energy_j[name] - self._last_tick_energy_j[name]) / dt_s
-                    for name in self.components()
-                }
-                self.timeline.add(time.time(), dt_s, self._last_watts)
-            self._last_tick_energy_j = dict(totals.energy_j)
-            self._last_tick_ns = raw.t_ns
+            self._close_power_segment()
             if not with_reading:
                 return None
             session = self._measurement_between(
@@ -296,6 +288,24 @@ class Tracker:
                 self.started_at,
             )
         return LiveReading(datetime.now(timezone.utc), dict(self._last_watts), session)
+
+    def _close_power_segment(self) -> None:
+        """The mean power since the last segment ended becomes the live power (and a
+        timeline entry); a new segment starts now. Ticks end segments, and so do window
+        edges, so that a cell's first beat shows the cell's power and the first beat
+        after it the idle power, never an average across the edge. Caller holds the
+        lock, after ``_advance``."""
+        raw = self._now_raw()
+        totals = self._totals[self.settings.mode]
+        dt_s = (raw.t_ns - self._last_tick_ns) / 1e9
+        if dt_s > 0:
+            self._last_watts = {
+                name: (totals.energy_j[name] - self._last_tick_energy_j.get(name, 0.0)) / dt_s
+                for name in self.components()
+            }
+            self.timeline.add(time.time(), dt_s, self._last_watts)
+        self._last_tick_energy_j = dict(totals.energy_j)
+        self._last_tick_ns = raw.t_ns
 
     def _refresh_gpu_use(self) -> None:
         use = self._reading().gpu_use()
@@ -357,6 +367,7 @@ class Tracker:
             self._advance()
             if self._feed.has_news:  # a window starts at the provider's latest value
                 self._feed.switch(self._feed.latest(), self._now_raw().t_ns)
+            self._close_power_segment()
             window = Window(
                 name=name,
                 mode=self.settings.mode,
@@ -396,6 +407,7 @@ class Tracker:
         with self._lock:
             if self._running:
                 self._advance()
+                self._close_power_segment()
             result = self._measurement_between(
                 window.totals_at_start,
                 self._totals[window.mode],
@@ -413,8 +425,8 @@ class Tracker:
             if not window.closed:
                 window.closed = True
                 self._schedule.window_closed(self.settings.interval)
-        # No wake-up needed: the thread's next tick is at most an interval away, and
-        # that tick (which heartbeats show) finds the window closed.
+        # The thread's next tick comes one interval from now (``window_closed``): its
+        # reading, which the heartbeat after the cell shows, is the idle power since.
         return target
 
     @contextmanager

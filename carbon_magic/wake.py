@@ -1,8 +1,8 @@
 """When the tracker's background thread ticks, and who hears each tick.
 
 The thread wakes only when someone looks: every ``interval`` while watched (a window is
-open, a live listener is attached, a task waits, or a window closed less than half an
-interval ago), else every ``IDLE_TICK_S`` (heartbeats for the status bar), and always
+open, a live listener is attached, a task waits, or a window closed less than one and a
+half intervals ago), else every ``IDLE_TICK_S`` (heartbeats for the status bar), and always
 before any counter could wrap (a source's ``poll_interval_s``).
 
 The thread never runs while the process forks: a fork with another thread running may
@@ -46,6 +46,7 @@ class WakeSchedule:
         self._wake_event = threading.Event()
         self._lock = threading.Lock()
         self._tick_now = False
+        self._restart_cadence = False  # the next tick one full cadence from now
         # A window that just closed keeps the interval cadence until then (monotonic s).
         self._active_until = 0.0
         self.open_windows = 0
@@ -122,7 +123,7 @@ class WakeSchedule:
 
     def watched(self) -> bool:
         """Whether someone looks: an open window, a live listener, a pending task, or a
-        window closed less than half an interval ago."""
+        window closed less than one and a half intervals ago."""
         return bool(
             self.open_windows > 0
             or self.watchers
@@ -153,10 +154,13 @@ class WakeSchedule:
         return was_idle
 
     def window_closed(self, interval_s: float) -> None:
-        """Count a window closed: the interval cadence holds for half an interval more,
-        so the next tick (which heartbeats show) finds it closed."""
+        """Count a window closed: the next tick comes one interval from now (the
+        cadence starts over), so its reading covers only the time after the window,
+        and the interval cadence holds until then."""
         self.open_windows = max(0, self.open_windows - 1)
-        self._active_until = time.monotonic() + interval_s / 2
+        self._active_until = time.monotonic() + interval_s * 1.5
+        self._restart_cadence = True
+        self._wake_event.set()
 
     def wake(self) -> None:
         """Make the thread tick now."""
@@ -191,8 +195,11 @@ class WakeSchedule:
             if self.stop_event.is_set():
                 break
             if woken and not self._tick_now:
-                # Rescheduled: tick no later than the new cadence allows from now.
-                deadline = min(deadline, time.monotonic() + sleep_s())
+                # Rescheduled: tick no later than the new cadence allows from now (or
+                # exactly one cadence from now, after a window closed).
+                restart, self._restart_cadence = self._restart_cadence, False
+                later = time.monotonic() + sleep_s()
+                deadline = later if restart else min(deadline, later)
                 continue
             self._tick_now = False
             deadline = time.monotonic() + sleep_s()

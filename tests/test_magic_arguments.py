@@ -85,3 +85,16 @@ def test_help_and_bad_format_in_a_real_kernel(tmp_path):
         assert kernel.execute("%carbon auto OFF").error is None
     finally:
         kernel.shutdown()
+
+
+def test_a_unit_given_apart_from_its_number_is_named_with_the_fix():
+    from carbon_magic.cell_runner import parse_options
+
+    with pytest.raises(UsageError) as raised:
+        parse_options("--budget 5 grams")
+    assert str(raised.value) == "%%carbon: attach the unit to the number: --budget 5g"
+    with pytest.raises(UsageError, match="attach the unit to the number: --budget 2kWh"):
+        parse_options("--name fit --budget 2 kWh")
+    # Other strays are still named as such.
+    with pytest.raises(UsageError, match="unrecognized arguments: extra"):
+        parse_options("--name fit extra")

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from carbon_magic import ledger as ledger_module
+from carbon_magic.recorder import HEARTBEAT_MIN_S
 
 from .kernels import Kernel
 
@@ -32,7 +33,11 @@ def kernel(ledger_path):
 def test_every_cell_is_recorded_silently(kernel, ledger_path):
     load = kernel.execute("%load_ext carbon_magic")
     assert load.reply["content"]["status"] == "ok"
-    assert not load.of_type("stream", "display_data", "error")
+    # One line confirms the load: what is measured how, and the grid in use.
+    [line] = load.text.splitlines()
+    assert line.startswith("carbon_magic: recording every cell from now on (cpu modelled")
+    assert "g/kWh" in line and "%carbon status" in line
+    assert not load.of_type("display_data", "error")
     quiet = kernel.execute("x = sum(range(10**7))\nx")
     assert quiet.result == str(sum(range(10**7)))
     assert not quiet.of_type("display_data", "stream")
@@ -175,6 +180,14 @@ def test_budget_stop_interrupts_and_records(kernel, ledger_path):
     )
     assert time.monotonic() - started < 10
     assert run.error["ename"] == "BudgetExceeded"
+    # One line says why, not a traceback through the library.
+    [line] = run.error["traceback"]
+    assert line.startswith("BudgetExceeded: carbon budget ")
+    assert line.endswith(" exceeded; cell stopped") and "\n" not in line
+    changed = kernel.execute("%carbon config pue=1.2 interval=0.5")
+    assert changed.text.strip() == (
+        "carbon_magic config: pue = 1.2 (was not set), interval = 0.5 (unchanged)"
+    )
     row = [r for r in ledger_module.read_cells(ledger_path) if r["name"] == "capped"][0]
     assert row["status"] == "stopped by budget"
     # The record says how far over the budget the cell ran, and how soon it stopped.
@@ -375,7 +388,8 @@ def test_an_idle_kernel_beats_seldom_and_a_cell_shows_within_two_seconds(kernel,
         ledger_path, kernel.kernel_id, lambda b: b["running_cell"] is not None, timeout_s=2
     )
     assert time.monotonic() - started < 2.0
-    assert busy["running_cell"].startswith("import time") and busy["next_beat_s"] == 2.0
+    assert busy["running_cell"].startswith("import time")
+    assert busy["next_beat_s"] == HEARTBEAT_MIN_S  # a beat each second while a cell runs
     ended = wait_for_beat(
         ledger_path,
         kernel.kernel_id,

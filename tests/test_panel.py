@@ -71,6 +71,61 @@ def test_the_panel_carries_the_sparkline_and_the_bar_and_escapes_names():
     assert "cm-sparkline" not in plain and "progressbar" not in plain
 
 
+def test_the_panel_leads_with_the_emissions_and_folds_the_provenance():
+    m = Measurement(
+        name="fit",
+        duration_s=2.0,
+        emissions_g=0.0035,
+        emissions_range_g=(0.00027, 0.0093),
+        intensity_source="static: DE (2023)",
+        methods={"cpu": "modelled"},
+    )
+    page = panel_html(
+        m,
+        {"cpu": 2.0},
+        "running",
+        prediction="≈ 40% · ≈ 9 mg at the end",
+        budget_text="budget 5 mg CO2e: 70% used",
+        budget_fraction=0.7,
+        power=[(0.0, 1.0), (1.0, 2.0)],
+    )
+    # Headline, prediction, budget, power now and over time; then the details.
+    order = ["cm-emissions", "cm-prediction", "cm-budget", "cm-watts", "cm-sparkline"]
+    assert [page.index(f"class='{name}'") for name in order] == sorted(
+        page.index(f"class='{name}'") for name in order
+    )
+    details = page[page.index("<details class='cm-details'") :]
+    for name in ("cm-energy", "cm-embodied", "cm-intensity", "cm-methods"):
+        assert f"class='{name}'" in details and f"class='{name}'" not in page[: -len(details)]
+    assert "<details class='cm-details'" in page and " open" not in details.split(">")[0]
+    # Theme variables, not a fixed size or colour.
+    assert "12px" not in page and "#2e7d32" not in page
+    assert "var(--jp-ui-font-size1" in page and "var(--jp-brand-color1" in page
+    assert "≈ 3.5 mg (0.27 mg–9.3 mg)" in page  # no µg
+    assert "aria-label='carbon budget used'" in page
+
+
+def test_a_panel_without_a_reading_yet_says_measuring_not_zero():
+    m = Measurement(name="fit", duration_s=0.001, intensity_source="s")
+    page = panel_html(m, {"cpu": 0.0, "ram": 0.0}, "running", power=[])
+    assert "power now <b>measuring…</b>" in page and "0 mW " not in page
+    assert "≈ 0" not in page  # the emissions read 0 mg, not a range of zeros
+    later = panel_html(m, {"cpu": 2.0}, "running", power=[(0.0, 2.0)])
+    assert "power now <b style='white-space: nowrap'>2 W</b>" in later
+
+
+def test_python_figures_follow_the_floor_and_have_no_micro_units():
+    from carbon_magic.formatting import format_grams, format_grams_range, format_kwh
+
+    assert format_grams(6.2e-9) == "< 0.01 mg"
+    assert format_grams(0.000042) == "0.04 mg"
+    assert format_grams(0.0042) == "4.2 mg"
+    assert format_kwh(1.6e-11) == "< 0.01 mWh"
+    assert format_grams_range(0.0, 0.0, 0.0) == "0 mg"  # not "0 µg (0 µg–0 µg)"
+    for value in (1e-12, 1e-9, 1e-6):
+        assert "µ" not in format_grams(value) + format_kwh(value)
+
+
 # --- in a real kernel ----------------------------------------------------------------------
 
 

@@ -164,3 +164,22 @@ def test_a_ledger_that_cannot_be_opened_is_one_notice_and_nothing_raises(tmp_pat
     recorder.end_session()
     assert recorder.cells() == ([], 0)
     assert len(notices) == 1 and "no hardware today" in notices[0]
+
+
+def test_ticks_an_interval_apart_each_beat_while_a_cell_runs(tmp_path, monkeypatch):
+    """The tracker ticks about an interval apart, sometimes a little less: each tick of
+    a running cell beats, so the status bar is never two intervals behind."""
+    tracker = Tracker()
+    tracker.settings.update(ledger=str(tmp_path / "a.sqlite3"), interval=1.0)
+    recorder = Recorder(tracker, kernel_id="k1", notice=lambda _: None)
+    clock = [1000.0]
+    monkeypatch.setattr("carbon_magic.recorder.time.monotonic", lambda: clock[0])
+    recorder.set_running_cell("fit()")
+    tick = LiveReading(datetime.now(timezone.utc), {"cpu": 3.0}, tracker.session())
+    for step in (0.0, 0.97, 0.98, 0.96):  # the cell's start, then three ticks
+        clock[0] += step
+        recorder.on_tick(tick)
+    recorder.on_tick(tick)  # at once again: no beat
+    with ledger_module.connect_readonly(tmp_path / "a.sqlite3") as conn:
+        beats = conn.execute("SELECT running_cell FROM heartbeats").fetchall()
+    assert [b[0] for b in beats] == ["fit()"] * 4

@@ -9,8 +9,13 @@ import {
   formatGramsRange,
   formatKwh,
   formatPercent,
-  formatWatts
+  formatWatts,
+  GRAMS,
+  KWH,
+  Unit,
+  unitFor
 } from './format';
+import { ILiveFigures } from './live';
 import { ICellRecord, IPrediction, IRemotePart } from './schema';
 
 /** How footers are shown (the plugin settings of the same names). */
@@ -21,31 +26,82 @@ export interface IFooterSettings {
   footerMinEmissionsG: number;
   /** Which figure comes first: emissions (CO₂e) or energy. */
   footerLead: 'emissions' | 'energy';
+  /** Hide the footer of cells that ran for less than this many seconds. */
+  footerMinSeconds: number;
+  /** Hide the footer of cells that are only line magics (`%load_ext`, `%carbon …`). */
+  footerHideMagics: boolean;
 }
 
 export const DEFAULT_FOOTER_SETTINGS: IFooterSettings = {
   footers: true,
   footerMinEmissionsG: 0,
-  footerLead: 'emissions'
+  footerLead: 'emissions',
+  footerMinSeconds: 1,
+  footerHideMagics: true
 };
+
+/** One unit for the emissions and one for the energy of a view of several cells,
+ * each chosen for the view's largest value. */
+export interface ICellUnits {
+  grams: Unit;
+  kwh: Unit;
+}
+
+/** The units of a view showing `cells`. */
+export function cellUnits(cells: Iterable<ICellRecord>): ICellUnits {
+  const list = Array.from(cells);
+  return {
+    grams: unitFor(
+      GRAMS,
+      list.map(cell => cell.emissions_g)
+    ),
+    kwh: unitFor(
+      KWH,
+      list.map(cell => cell.energy_kwh)
+    )
+  };
+}
+
+/** Whether `source` is only line magics and comments (`%load_ext carbon_magic`,
+ * `%carbon config …`): configuration, not work. A cell magic (`%%carbon`, `%%time`)
+ * runs its body, so it is not. */
+export function isPureMagic(source: string): boolean {
+  const lines = source
+    .split('\n')
+    .map(line => line.trim())
+    .filter(line => line && !line.startsWith('#'));
+  return (
+    lines.length > 0 &&
+    lines.every(line => line.startsWith('%') && !line.startsWith('%%'))
+  );
+}
 
 const COMPONENT_NAMES = ['cpu', 'gpu', 'ram'] as const;
 
-/** Whether `cell` gets a footer under `settings`. */
+/** Whether `cell` gets a footer under `settings`; `source` is the cell's source in
+ * the notebook (else the ledger's first line is judged). */
 export function showsFooter(
   cell: ICellRecord,
-  settings: IFooterSettings
+  settings: IFooterSettings,
+  source: string | null = cell.source
 ): boolean {
-  return settings.footers && cell.emissions_g >= settings.footerMinEmissionsG;
+  return (
+    settings.footers &&
+    cell.emissions_g >= settings.footerMinEmissionsG &&
+    cell.duration_s >= settings.footerMinSeconds &&
+    !(settings.footerHideMagics && source !== null && isPureMagic(source))
+  );
 }
 
-/** The footer line: `⚡ 4.2 mg CO₂e · 11 mWh · 12.1 s` (or energy first). */
+/** The footer line: `⚡ 4.2 mg CO₂e · 11 mWh · 12.1 s` (or energy first), in the
+ * view's `units` where given (else each figure's own). */
 export function footerText(
   cell: ICellRecord,
-  lead: IFooterSettings['footerLead'] = 'emissions'
+  lead: IFooterSettings['footerLead'] = 'emissions',
+  units?: ICellUnits
 ): string {
-  const grams = `${formatGrams(cell.emissions_g)} CO₂e`;
-  const energy = formatKwh(cell.energy_kwh);
+  const grams = `${formatGrams(cell.emissions_g, units?.grams)} CO₂e`;
+  const energy = formatKwh(cell.energy_kwh, units?.kwh);
   const figures = lead === 'energy' ? [energy, grams] : [grams, energy];
   const status = cell.status === 'ok' ? [] : [cell.status];
   return `⚡ ${[...figures, formatDuration(cell.duration_s), ...status].join(' · ')}`;
@@ -104,3 +160,20 @@ export function predictionText(prediction: IPrediction): string {
 /** The tooltip of a prediction: how it was obtained. */
 export const PREDICTION_TITLE =
   'Predicted by the kernel from this cell so far: the fraction done, the emissions of the whole cell with their range, and the time left.';
+
+/** The running cell's footer: `⚡ running · 12 s · 2.5 W now`, then its prediction
+ * (`· ≈ 42% · … · 6 s left`) where the kernel makes one; `live` is null when the
+ * kernel's figures are not this cell's (another notebook's kernel, not yet known). */
+export function runningText(
+  elapsedS: number,
+  live: ILiveFigures | null
+): string {
+  const parts = [`⚡ running · ${formatDuration(Math.max(0, elapsedS))}`];
+  if (live) {
+    parts.push(`${formatWatts(live.figures.power_w.total)} now`);
+    if (live.prediction) {
+      parts.push(predictionText(live.prediction));
+    }
+  }
+  return parts.join(' · ');
+}

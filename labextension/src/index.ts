@@ -5,23 +5,34 @@
  */
 import {
   ILabShell,
+  ILayoutRestorer,
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
+import { ICommandPalette } from '@jupyterlab/apputils';
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
-import { IStatusBar, showPopup } from '@jupyterlab/statusbar';
+import { IStatusBar } from '@jupyterlab/statusbar';
+import {
+  refreshIcon,
+  settingsIcon,
+  SidePanel,
+  ToolbarButton
+} from '@jupyterlab/ui-components';
+import { Panel, Widget } from '@lumino/widgets';
 
 import { DEFAULT_FOOTER_SETTINGS, IFooterSettings } from './cellformat';
 import { NotebookCells } from './cells';
 import { CellFooters } from './footers';
 import { carbonIcon } from './icon';
 import { CarbonModel, DEFAULT_REFRESH_MS } from './model';
-import { readPrediction } from './schema';
+import { ILiveFigures } from './live';
 import { CarbonSidebar, SIDEBAR_ID } from './sidebar';
-import { CarbonPopupBody, CarbonStatusItem } from './widgets';
+import { StatusPopup } from './statuspopup';
+import { CarbonStatusItem } from './widgets';
 
 const PLUGIN_ID = 'carbon_magic:plugin';
+const OPEN_SIDEBAR = 'carbon-magic:open-sidebar';
 
 /** What each open notebook gets: its recorded cells and their footers. */
 interface INotebookCarbon {
@@ -91,7 +102,7 @@ function followNotebooks(
       if (watched) {
         watched.sessionContext.kernelChanged.disconnect(update);
         watched.sessionContext.statusChanged.disconnect(onStatus);
-        showPrediction(watched, null);
+        showLive(watched, null);
       }
       watched = panel;
       if (panel) {
@@ -118,34 +129,33 @@ function followNotebooks(
     }
   };
 
-  const showPrediction = (
-    panel: NotebookPanel,
-    value: ReturnType<typeof readPrediction>
-  ) => {
+  const showLive = (panel: NotebookPanel, value: ILiveFigures | null) => {
     const entry = notebooks.get(panel);
     if (entry) {
-      entry.footers.prediction = value;
+      entry.footers.live = value;
     }
   };
 
-  // The running cell's footer shows the kernel's prediction, where it sends one.
-  model.changed.connect(() => {
+  // The running cell's footer shows the kernel's live figures: the same power,
+  // progress and time left as the status item, carried forward each second.
+  const onLive = () => {
     if (!watched) {
       return;
     }
-    const status = model.status;
-    const figures =
-      status.kind === 'figures' && status.figures.kernel_id === model.kernelId
-        ? status.figures
-        : null;
-    showPrediction(
+    const live = model.live;
+    showLive(
       watched,
-      figures ? readPrediction(figures.prediction) : null
+      live && live.figures.kernel_id === model.kernelId ? live : null
     );
-  });
+  };
+  model.changed.connect(onLive);
+  model.clock.connect(onLive);
 
-  tracker.widgetAdded.connect((_, panel) => {
-    notebooks.add(panel);
+  // Each notebook gets its footers as a document widget extension, when it opens.
+  app.docRegistry.addWidgetExtension('Notebook', {
+    createNew: (panel: NotebookPanel) => {
+      notebooks.add(panel);
+    }
   });
   tracker.forEach(panel => notebooks.add(panel));
   tracker.currentChanged.connect(update);
@@ -162,8 +172,44 @@ function footerSettings(settings: ISettingRegistry.ISettings): IFooterSettings {
   return {
     footers: get<boolean>('footers'),
     footerMinEmissionsG: Math.max(0, get<number>('footerMinEmissionsG') || 0),
-    footerLead: get<string>('footerLead') === 'energy' ? 'energy' : 'emissions'
+    footerLead: get<string>('footerLead') === 'energy' ? 'energy' : 'emissions',
+    footerMinSeconds: Math.max(0, get<number>('footerMinSeconds') || 0),
+    footerHideMagics: get<boolean>('footerHideMagics')
   };
+}
+
+/** The sidebar in JupyterLab's standard side panel: a header, a toolbar (refresh,
+ * settings) and the content. */
+function sidebarPanel(app: JupyterFrontEnd, content: CarbonSidebar): SidePanel {
+  // A plain panel as content (the default, an accordion, would add a title bar).
+  const panel = new SidePanel({ content: new Panel() });
+  panel.id = SIDEBAR_ID;
+  panel.addClass('cm-SidePanel');
+  panel.title.icon = carbonIcon;
+  panel.title.caption = 'Carbon: the cost of this notebook’s cells';
+  const heading = new Widget({ node: document.createElement('h2') });
+  heading.node.textContent = 'Carbon';
+  heading.addClass('jp-text-truncated');
+  panel.header.addWidget(heading);
+  panel.toolbar.addItem(
+    'refresh',
+    new ToolbarButton({
+      icon: refreshIcon,
+      tooltip: 'Fetch the cells and the kernel’s figures now',
+      onClick: () => content.refresh()
+    })
+  );
+  panel.toolbar.addItem(
+    'settings',
+    new ToolbarButton({
+      icon: settingsIcon,
+      tooltip: 'Carbon settings (footers, thresholds, refresh rate)',
+      onClick: () =>
+        void app.commands.execute('settingeditor:open', { query: 'Carbon' })
+    })
+  );
+  panel.addWidget(content);
+  return panel;
 }
 
 const plugin: JupyterFrontEndPlugin<void> = {
@@ -172,33 +218,45 @@ const plugin: JupyterFrontEndPlugin<void> = {
     'Energy and carbon of notebook cells: footers, a sidebar and a status item.',
   autoStart: true,
   requires: [INotebookTracker],
-  optional: [IStatusBar, ILabShell, ISettingRegistry],
+  optional: [
+    IStatusBar,
+    ILabShell,
+    ISettingRegistry,
+    ILayoutRestorer,
+    ICommandPalette
+  ],
   activate: (
     app: JupyterFrontEnd,
     tracker: INotebookTracker,
     statusBar: IStatusBar | null,
     labShell: ILabShell | null,
-    settingRegistry: ISettingRegistry | null
+    settingRegistry: ISettingRegistry | null,
+    restorer: ILayoutRestorer | null,
+    palette: ICommandPalette | null
   ) => {
     const model = new CarbonModel();
     const item = new CarbonStatusItem(model);
     const notebooks = new Notebooks(DEFAULT_FOOTER_SETTINGS);
 
     const sidebar = new CarbonSidebar(model);
-    sidebar.title.icon = carbonIcon;
-    app.shell.add(sidebar, 'right', { rank: 900 });
+    const panel = sidebarPanel(app, sidebar);
+    app.shell.add(panel, 'right', { rank: 900 });
+    // Open again after a reload if it was open (JupyterLab's layout restorer).
+    restorer?.add(panel, SIDEBAR_ID);
+    app.commands.addCommand(OPEN_SIDEBAR, {
+      label: 'Show Carbon Sidebar',
+      caption: 'What the cells of the current notebook cost in energy and CO₂e',
+      icon: carbonIcon,
+      execute: () => app.shell.activateById(SIDEBAR_ID)
+    });
+    palette?.addItem({ command: OPEN_SIDEBAR, category: 'Carbon' });
 
     if (statusBar) {
       // JupyterLab: the status bar, with a popup of details.
-      item.node.addEventListener('click', () => {
-        const body = new CarbonPopupBody(model);
-        const popup = showPopup({ body, anchor: item, align: 'left' });
-        model.wantSummary = true;
-        popup.disposed.connect(() => {
-          model.wantSummary = false;
-          body.dispose();
-        });
-      });
+      const popup = new StatusPopup(item, model);
+      item.node.setAttribute('aria-haspopup', 'dialog');
+      item.node.setAttribute('aria-expanded', 'false');
+      item.node.addEventListener('click', () => popup.toggle());
       statusBar.registerStatusItem(PLUGIN_ID, {
         item,
         align: 'left',

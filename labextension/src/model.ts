@@ -10,6 +10,7 @@ import { ISignal, Signal } from '@lumino/signaling';
 import { IDisposable } from '@lumino/disposable';
 
 import { fetchKernel, fetchSummary, IKernelFigures, ISummary } from './api';
+import { ILiveFigures, liveFigures } from './live';
 import { SchemaError } from './schema';
 
 /** What the status item shows. */
@@ -29,6 +30,8 @@ const UNTRACKED_RECHECK_MS = 15_000;
 // follow-up fetch waits that long and this much more (the ledger write, the server read).
 const FOLLOW_UP_MARGIN_MS = 250;
 const MAX_FOLLOW_UP_MS = 5_000;
+// While a cell runs the live figures are carried forward (time left, elapsed) this often.
+const CLOCK_MS = 1000;
 
 export class CarbonModel implements IDisposable {
   constructor(
@@ -55,6 +58,20 @@ export class CarbonModel implements IDisposable {
     return this._status;
   }
 
+  /**
+   * The figures as of now, the one source every live surface reads: the latest
+   * answer, with the running cell's time left and progress carried forward since.
+   * Taken once per `changed` or `clock` signal, so every surface shows one snapshot.
+   */
+  get live(): ILiveFigures | null {
+    return this._live;
+  }
+
+  /** Emitted every second while a cell runs, between answers (a countdown). */
+  get clock(): ISignal<this, void> {
+    return this._clock;
+  }
+
   /** The server summary, fetched while `wantSummary` is set (the popup is open). */
   get summary(): ISummary | null {
     return this._summary;
@@ -74,15 +91,8 @@ export class CarbonModel implements IDisposable {
 
   /** Poll every `ms` milliseconds (errors back off from this). */
   set refreshRate(ms: number) {
-    const interval = Math.max(500, ms || DEFAULT_REFRESH_MS);
-    if (interval === this._poll.frequency.interval) {
-      return;
-    }
-    this._poll.frequency = {
-      interval,
-      backoff: true,
-      max: Math.max(MAX_BACKOFF_MS, interval)
-    };
+    this._refreshMs = Math.max(500, ms || DEFAULT_REFRESH_MS);
+    this._followCell();
   }
 
   /** Follow a notebook (its kernel id may be null while it starts) or nothing. */
@@ -95,8 +105,9 @@ export class CarbonModel implements IDisposable {
     this._kernelId = kernelId;
     if (kernelChanged) {
       this._status = { kind: 'idle' };
+      this._followCell();
     }
-    this._changed.emit();
+    this._emit(this._changed);
     void this.refresh();
   }
 
@@ -134,8 +145,53 @@ export class CarbonModel implements IDisposable {
       return;
     }
     clearTimeout(this._followUp);
+    clearInterval(this._ticker);
     this._poll.dispose();
     Signal.clearData(this);
+  }
+
+  /** Take the live snapshot now, then tell the surfaces. */
+  private _emit(signal: Signal<this, void>): void {
+    this._live =
+      this._status.kind === 'figures'
+        ? liveFigures(
+            this._status.figures,
+            (this._clockNow() - this._answeredAt) / 1000
+          )
+        : null;
+    signal.emit();
+  }
+
+  /**
+   * While a cell runs: ask at the kernel's sampling interval (not slower than the
+   * refresh rate), so every surface is about one interval behind the kernel at most,
+   * and tick the clock; otherwise the refresh rate, and no clock.
+   */
+  private _followCell(): void {
+    const live =
+      this._status.kind === 'figures'
+        ? liveFigures(this._status.figures, 0)
+        : null;
+    const running = live?.running ?? false;
+    const interval = Math.max(
+      500,
+      running
+        ? Math.min(this._refreshMs, live!.figures.session.interval_s * 1000)
+        : this._refreshMs
+    );
+    if (interval !== this._poll.frequency.interval) {
+      this._poll.frequency = {
+        interval,
+        backoff: true,
+        max: Math.max(MAX_BACKOFF_MS, interval)
+      };
+    }
+    if (running && this._ticker === undefined) {
+      this._ticker = setInterval(() => this._emit(this._clock), CLOCK_MS);
+    } else if (!running && this._ticker !== undefined) {
+      clearInterval(this._ticker);
+      this._ticker = undefined;
+    }
   }
 
   private _createPoll(interval: number): Poll {
@@ -158,7 +214,7 @@ export class CarbonModel implements IDisposable {
     }
     const untrackedRecently =
       this._status.kind === 'untracked' &&
-      Date.now() - this._answeredAt < UNTRACKED_RECHECK_MS;
+      this._clockNow() - this._answeredAt < UNTRACKED_RECHECK_MS;
     if (
       untrackedRecently &&
       state.phase !== 'refreshed' &&
@@ -180,8 +236,9 @@ export class CarbonModel implements IDisposable {
         ? { kind: 'figures', figures }
         : { kind: 'untracked' };
       this._summary = summary;
-      this._answeredAt = Date.now();
-      this._changed.emit();
+      this._answeredAt = this._clockNow();
+      this._followCell();
+      this._emit(this._changed);
     } catch (error) {
       if (error instanceof SchemaError) {
         // A server whose JSON this frontend does not understand: say so once, show nothing.
@@ -194,14 +251,15 @@ export class CarbonModel implements IDisposable {
         }
         if (kernelId === this._kernelId && this._status.kind !== 'idle') {
           this._status = { kind: 'idle' };
-          this._changed.emit();
+          this._emit(this._changed);
         }
       } else if (kernelId === this._kernelId) {
         const message =
           error instanceof Error ? error.message : String(error ?? 'error');
         this._status = { kind: 'error', message };
-        this._changed.emit();
+        this._emit(this._changed);
       }
+      this._followCell();
       throw error;
     }
   }
@@ -216,4 +274,10 @@ export class CarbonModel implements IDisposable {
   private _answeredAt = 0;
   private _warnedSchema = false;
   private _followUp: ReturnType<typeof setTimeout> | undefined = undefined;
+  private _ticker: ReturnType<typeof setInterval> | undefined = undefined;
+  private _clock = new Signal<this, void>(this);
+  private _live: ILiveFigures | null = null;
+  private _refreshMs = DEFAULT_REFRESH_MS;
+  // Monotonic milliseconds: ages carried forward do not jump with the wall clock.
+  private _clockNow = (): number => performance.now();
 }

@@ -8,8 +8,11 @@ import { Cell } from '@jupyterlab/cells';
 import { NotebookPanel } from '@jupyterlab/notebook';
 import { Widget } from '@lumino/widgets';
 
-import { footerTitle } from './cellformat';
+import type { Message } from '@lumino/messaging';
+
+import { cellUnits, footerTitle } from './cellformat';
 import { NotebookCells } from './cells';
+import { everydayComparison } from './comparison';
 import {
   formatDuration,
   formatGrams,
@@ -22,6 +25,7 @@ import { CarbonModel } from './model';
 import { ICellRecord } from './schema';
 import { IPowerSample, timelineSvg } from './timeline';
 
+/** The id of the sidebar panel (its tab, the layout restorer, the palette command). */
 export const SIDEBAR_ID = 'carbon-magic-sidebar';
 const MAX_SAMPLES = 300;
 
@@ -36,10 +40,8 @@ interface IRow {
 export class CarbonSidebar extends Widget {
   constructor(private readonly _model: CarbonModel) {
     super();
-    this.id = SIDEBAR_ID;
+    this.id = `${SIDEBAR_ID}-content`;
     this.addClass('cm-Sidebar');
-    this.title.caption = 'Carbon: the cost of this notebook’s cells';
-    this.node.setAttribute('role', 'region');
     this.node.setAttribute('aria-label', 'Carbon of the notebook');
     this._model.changed.connect(this._onFigures, this);
     this._render();
@@ -57,6 +59,22 @@ export class CarbonSidebar extends Widget {
     this._samples = [];
     cells?.changed.connect(this._schedule, this);
     panel?.content.model?.cells.changed.connect(this._schedule, this);
+    this._schedule();
+  }
+
+  /** Fetch the cells and the kernel's figures again now. */
+  refresh(): void {
+    void this._cells?.refresh();
+    void this._model.refresh();
+  }
+
+  protected onResize(msg: Widget.ResizeMessage): void {
+    super.onResize(msg);
+    this._schedule(); // the timeline is drawn at the sidebar's width
+  }
+
+  protected onAfterShow(msg: Message): void {
+    super.onAfterShow(msg);
     this._schedule();
   }
 
@@ -112,7 +130,7 @@ export class CarbonSidebar extends Widget {
   }
 
   private _render(): void {
-    const heading = document.createElement('h2');
+    const heading = document.createElement('h3');
     heading.className = 'cm-Sidebar-heading';
     const panel = this._panel;
     const where = panel?.context.localPath ?? '';
@@ -201,6 +219,12 @@ export class CarbonSidebar extends Widget {
     line.title =
       'The sum of the latest recorded run of each cell listed below (from the ledger).';
     section.appendChild(line);
+    const comparison = everydayComparison(sum.g);
+    if (comparison) {
+      const compared = paragraph('cm-Sidebar-comparison', comparison.text);
+      compared.title = `The notebook's cells, as a car trip. ${comparison.source}`;
+      section.appendChild(compared);
+    }
     if (this._cells?.error) {
       section.appendChild(
         paragraph(
@@ -222,7 +246,12 @@ export class CarbonSidebar extends Widget {
       status.figures.session.session_uuid === session
         ? this._samples
         : [];
-    return timelineSvg(cells, samples, label);
+    const width = Math.max(160, Math.round(this.node.clientWidth - 22));
+    return timelineSvg(cells, samples, label, {
+      width,
+      intervalS:
+        status.kind === 'figures' ? status.figures.session.interval_s : 1
+    });
   }
 
   private _sortControls(): HTMLElement {
@@ -260,24 +289,35 @@ export class CarbonSidebar extends Widget {
       item.textContent = 'No recorded cells in this notebook yet.';
       list.appendChild(item);
     }
-    for (const { index, cell, record } of rows) {
+    // One unit per view: the rows' figures in the units of the largest of them.
+    const units = cellUnits(rows.map(({ record }) => record));
+    const largest = Math.max(
+      0,
+      ...rows.map(({ record }) => record.emissions_g)
+    );
+    for (const { cell, record } of rows) {
       const item = document.createElement('li');
       const button = document.createElement('button');
       button.type = 'button';
       button.className = 'cm-Sidebar-cell';
       button.dataset.cellId = cell.model.id;
       button.title = `${footerTitle(record)}\nClick to go to the cell.`;
-      const where = span('cm-Sidebar-index', `[${index + 1}]`);
+      // The kernel's execution count of this record, as the notebook's prompt shows it.
+      const count = record.execution_count;
+      const where = span(
+        'cm-Sidebar-index',
+        count === null ? '[ ]' : `[${count}]`
+      );
       const source = span('cm-Sidebar-source', label(record));
-      const [low, high] = record.emissions_range_g;
+      const share = shareBar(largest > 0 ? record.emissions_g / largest : 0);
       const figures = span(
         'cm-Sidebar-figures',
-        `${formatGramsRange(record.emissions_g, low, high)} · ${formatKwh(record.energy_kwh)} · ${formatDuration(record.duration_s)}`
+        `${formatGrams(record.emissions_g, units.grams)} CO₂e · ${formatKwh(record.energy_kwh, units.kwh)} · ${formatDuration(record.duration_s)}`
       );
-      button.append(where, source, figures);
+      button.append(where, source, share, figures);
       button.setAttribute(
         'aria-label',
-        `Cell ${index + 1}, ${label(record)}: ${figures.textContent}. Go to the cell.`
+        `Cell${count === null ? '' : ` [${count}]`}, ${label(record)}: ${figures.textContent}. Go to the cell.`
       );
       button.addEventListener('click', () => this._goTo(cell));
       item.appendChild(button);
@@ -295,8 +335,22 @@ export class CarbonSidebar extends Widget {
     if (index < 0) {
       return;
     }
+    // Select the cell in command mode, and give the notebook the focus, so the keys
+    // that follow act on the cell, not in its editor. Command mode first: a notebook in
+    // edit mode would focus the new active cell's editor.
+    notebook.mode = 'command';
     notebook.activeCellIndex = index;
+    notebook.deselectAll();
     void notebook.scrollToCell(cell, 'center');
+    notebook.node.focus();
+    // The focus makes the shell activate the notebook, which asks (in the next frame)
+    // its active cell to take the focus: command mode again after that.
+    requestAnimationFrame(() => {
+      if (!notebook.isDisposed && notebook.activeCellIndex === index) {
+        notebook.mode = 'command';
+        notebook.node.focus();
+      }
+    });
   }
 
   private _panel: NotebookPanel | null = null;
@@ -308,6 +362,17 @@ export class CarbonSidebar extends Widget {
 
 function label(record: ICellRecord): string {
   return record.name || record.source || `cell ${record.execution_count ?? ''}`;
+}
+
+/** A bar of `share` (0–1) of the largest row's emissions; decoration only (the
+ * figures beside it say the same in words). */
+function shareBar(share: number): HTMLElement {
+  const track = span('cm-Share', '');
+  track.setAttribute('aria-hidden', 'true');
+  const fill = span('cm-Share-fill', '');
+  fill.style.width = `${Math.round(Math.min(1, Math.max(0, share)) * 1000) / 10}%`;
+  track.appendChild(fill);
+  return track;
 }
 
 function paragraph(className: string, text: string): HTMLElement {

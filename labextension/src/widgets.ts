@@ -3,9 +3,10 @@
  */
 import { Widget } from '@lumino/widgets';
 
-import { IKernelFigures, ISummary } from './api';
+import { ISummary } from './api';
 import {
   formatAge,
+  formatDuration,
   formatGrams,
   formatGramsRange,
   formatKwh,
@@ -14,13 +15,18 @@ import {
 } from './format';
 import { predictionText } from './cellformat';
 import { gpuRowText } from './gpus';
+import { ILiveFigures, liveFigures } from './live';
 import { CarbonModel, Status } from './model';
-import { readPrediction } from './schema';
 
 export const LOAD_HINT = 'carbon: %load_ext carbon_magic';
 
-/** The one-line text and tooltip for a status. */
-export function statusText(status: Status): { text: string; title: string } {
+/** The one-line text and tooltip for a status; `live` carries its figures to now. */
+export function statusText(
+  status: Status,
+  live: ILiveFigures | null = status.kind === 'figures'
+    ? liveFigures(status.figures, 0)
+    : null
+): { text: string; title: string } {
   switch (status.kind) {
     case 'idle':
       return { text: '', title: '' };
@@ -36,11 +42,12 @@ export function statusText(status: Status): { text: string; title: string } {
         title: `The carbon figures are unavailable: ${status.message}`
       };
     case 'figures':
-      return figuresText(status.figures);
+      return figuresText(live ?? liveFigures(status.figures, 0));
   }
 }
 
-function figuresText(figures: IKernelFigures): { text: string; title: string } {
+function figuresText(live: ILiveFigures): { text: string; title: string } {
+  const figures = live.figures;
   const grams = `${formatGrams(figures.totals.emissions_g)} CO₂e`;
   if (figures.tracker_state === 'lost') {
     return {
@@ -60,7 +67,7 @@ function figuresText(figures: IKernelFigures): { text: string; title: string } {
       title: `No news from the kernel's tracker for ${formatAge(figures.age_s)}: the kernel may be busy or gone. Click for details.`
     };
   }
-  const prediction = readPrediction(figures.prediction);
+  const prediction = live.prediction;
   const running = prediction ? ` · ${formatPercent(prediction.fraction)}` : '';
   return {
     text: `⚡ ${formatWatts(figures.power_w.total)} · ${grams}${running}`,
@@ -81,11 +88,12 @@ export class CarbonStatusItem extends Widget {
     this.addClass('cm-StatusItem');
     this.addClass('jp-mod-highlighted');
     this._model.changed.connect(this._update, this);
+    this._model.clock.connect(this._update, this);
     this._update();
   }
 
   private _update(): void {
-    const { text, title } = statusText(this._model.status);
+    const { text, title } = statusText(this._model.status, this._model.live);
     const status = this._model.status;
     this.node.textContent = text;
     this.node.title = title;
@@ -110,11 +118,13 @@ export class CarbonPopupBody extends Widget {
     super();
     this.addClass('cm-Popup');
     this._model.changed.connect(this._update, this);
+    this._model.clock.connect(this._update, this);
     this._update();
   }
 
   dispose(): void {
     this._model.changed.disconnect(this._update, this);
+    this._model.clock.disconnect(this._update, this);
     super.dispose();
   }
 
@@ -123,8 +133,9 @@ export class CarbonPopupBody extends Widget {
     const rows: Row[] = [];
     let heading = 'Carbon of this kernel';
     let fullPath = '';
-    if (status.kind === 'figures') {
-      rows.push(...kernelRows(status.figures));
+    const live = this._model.live;
+    if (status.kind === 'figures' && live) {
+      rows.push(...kernelRows(live));
       fullPath = status.figures.notebook_path ?? '';
       heading = fullPath.split('/').pop() || heading;
     } else if (status.kind === 'untracked') {
@@ -140,7 +151,8 @@ export class CarbonPopupBody extends Widget {
   }
 }
 
-function kernelRows(figures: IKernelFigures): Row[] {
+function kernelRows(live: ILiveFigures): Row[] {
+  const figures = live.figures;
   const power = figures.power_w;
   const totals = figures.totals;
   const methods = figures.session.methods;
@@ -152,9 +164,10 @@ function kernelRows(figures: IKernelFigures): Row[] {
   } else if (figures.tracker_state !== 'running') {
     state = 'stopped';
   } else if (figures.stale) {
-    state = `stale: no heartbeat for ${formatAge(figures.age_s)}`;
+    state = `stale: no heartbeat for ${formatAge(live.ageS)}`;
   } else {
-    state = `live (updated ${formatAge(figures.age_s)} ago)`;
+    // Within the wait the kernel declared for its next heartbeat: current, no age.
+    state = live.running ? 'live' : 'live (kernel idle)';
   }
   const rows: Row[] = [
     ['Power now', formatWatts(power.total), 'cm-watts'],
@@ -180,10 +193,16 @@ function kernelRows(figures: IKernelFigures): Row[] {
     ],
     ['Tracker', state, 'cm-state']
   ];
-  if (figures.heartbeat?.running_cell) {
-    rows.push(['Running', figures.heartbeat.running_cell, 'cm-running']);
+  if (live.running && figures.heartbeat?.running_cell) {
+    const since =
+      live.runningForS === null ? '' : ` · ${formatDuration(live.runningForS)}`;
+    rows.push([
+      'Running',
+      figures.heartbeat.running_cell + since,
+      'cm-running'
+    ]);
   }
-  const prediction = readPrediction(figures.prediction);
+  const prediction = live.prediction;
   if (prediction) {
     rows.push(['Predicted', predictionText(prediction), 'cm-prediction']);
   }

@@ -11,6 +11,13 @@ const format = require('../../build/ts-unit/format.js');
 const cells = require('../../build/ts-unit/cellformat.js');
 const schema = require('../../build/ts-unit/schema.js');
 
+/** `text` with a no-break space between each number and its unit, as shown. */
+const nb = text =>
+  text.replace(
+    /(\d|<) (?=(ms|s|min|h|µg|mg|g|kg|t|mW|W|kW|mWh|Wh|kWh|MWh|cm|m|km|0\.01)(\b|\s|$|\)|–))/g,
+    '$1\u00a0'
+  );
+
 /** A cell record as the server sends it (see tests/test_server_cells.py). */
 function record(overrides = {}) {
   return {
@@ -45,12 +52,12 @@ function record(overrides = {}) {
 }
 
 test('durations', () => {
-  assert.equal(format.formatDuration(0.45), '450 ms');
-  assert.equal(format.formatDuration(12.1), '12.1 s');
-  assert.equal(format.formatDuration(12.149), '12.1 s');
-  assert.equal(format.formatDuration(59.99), '60 s');
-  assert.equal(format.formatDuration(125), '2 min 5 s');
-  assert.equal(format.formatDuration(3780), '1 h 3 min');
+  assert.equal(format.formatDuration(0.45), nb('450 ms'));
+  assert.equal(format.formatDuration(12.1), nb('12.1 s'));
+  assert.equal(format.formatDuration(12.149), nb('12.1 s'));
+  assert.equal(format.formatDuration(59.99), nb('60 s'));
+  assert.equal(format.formatDuration(125), nb('2 min 5 s'));
+  assert.equal(format.formatDuration(3780), nb('1 h 3 min'));
   assert.equal(format.formatDuration(-1), '—');
 });
 
@@ -62,29 +69,38 @@ test('percentages are clamped', () => {
 });
 
 test('the footer line leads with emissions or energy', () => {
-  assert.equal(cells.footerText(record()), '⚡ 4.2 mg CO₂e · 11 mWh · 12.1 s');
+  assert.equal(
+    cells.footerText(record()),
+    nb('⚡ 4.2 mg CO₂e · 11 mWh · 12.1 s')
+  );
   assert.equal(
     cells.footerText(record(), 'energy'),
-    '⚡ 11 mWh · 4.2 mg CO₂e · 12.1 s'
+    nb('⚡ 11 mWh · 4.2 mg CO₂e · 12.1 s')
   );
   assert.equal(
     cells.footerText(record({ status: 'error' })),
-    '⚡ 4.2 mg CO₂e · 11 mWh · 12.1 s · error'
+    nb('⚡ 4.2 mg CO₂e · 11 mWh · 12.1 s · error')
   );
 });
 
 test('the footer tooltip says how the figures were obtained', () => {
   const title = cells.footerTitle(record(), 1012.1 + 75);
-  assert.match(title, /Emissions ≈ 4\.2 mg \(2\.9 mg–5\.9 mg\) CO₂e/);
-  assert.match(title, /Energy 11 mWh \(8\.8 mWh–14 mWh\), facility, PUE 1\.1/);
+  assert.match(title, /Emissions ≈ 4\.2\smg \(2\.9\smg–5\.9\smg\) CO₂e/);
   assert.match(
     title,
-    /CPU 2\.5 W modelled · GPU 0 mW measured · RAM 500 mW assumed/
+    /Energy 11\smWh \(8\.8\smWh–14\smWh\), facility, PUE 1\.1/
+  );
+  assert.match(
+    title,
+    /CPU 2\.5\sW modelled · GPU 0\smW measured · RAM 500\smW assumed/
   );
   assert.match(title, /Grid 382 g\/kWh · static: DE \(2023\)/);
   // 0.42 mg of 4.2 + 0.42 mg: 9%.
-  assert.match(title, /Embodied 420 µg CO₂e \(manufacturing, amortised; 9% of/);
-  assert.match(title, /ended 1 min 15 s ago/);
+  assert.match(
+    title,
+    /Embodied 0\.42\smg CO₂e \(manufacturing, amortised; 9% of/
+  );
+  assert.match(title, /ended 1\smin 15\ss ago/);
 });
 
 test('the footer tooltip shows LLM calls apart, as estimated', () => {
@@ -104,7 +120,7 @@ test('the footer tooltip shows LLM calls apart, as estimated', () => {
   };
   assert.match(
     cells.footerTitle(record({ remote }), 1100),
-    /Remote \(estimated, not included above\): 3 LLM calls · 1\.2 Wh · ≈ 500 mg \(400 mg–600 mg\) CO₂e · 1 without estimate/
+    /Remote \(estimated, not included above\): 3 LLM calls · 1\.2\sWh · ≈ 500\smg \(400\smg–600\smg\) CO₂e · 1 without estimate/
   );
 });
 
@@ -135,7 +151,7 @@ test('a prediction reads as fraction, final emissions and time left', () => {
   assert.deepEqual(schema.readPrediction(prediction), prediction);
   assert.equal(
     cells.predictionText(prediction),
-    '≈ 42% · ≈ 3.1 g (2.5 g–4 g) CO₂e at the end · 1 min 5 s left'
+    nb('≈ 42% · ≈ 3.1 g (2.5 g–4 g) CO₂e at the end · 1 min 5 s left')
   );
   assert.equal(schema.readPrediction(null), null);
   assert.equal(schema.readPrediction(undefined), null);

@@ -112,13 +112,16 @@ test("the popup's GPU row gives watts, method and the GPUs", () => {
     gpus.gpuRowText(
       kernel({}, { gpus: { 'nvidia:0': H200, 'nvidia:1': H200 } })
     ),
-    '210 W (measured) · NVIDIA H200 ×2'
+    '210\u00a0W (measured) · NVIDIA H200 ×2'
   );
   assert.equal(
     gpus.gpuRowText(kernel({}, { methods: {}, gpus: { 'nvidia:0': H200 } })),
-    '210 W · NVIDIA H200'
+    '210\u00a0W · NVIDIA H200'
   );
-  assert.equal(gpus.gpuRowText(kernel({}, { gpus: {} })), '210 W (measured)');
+  assert.equal(
+    gpus.gpuRowText(kernel({}, { gpus: {} })),
+    '210\u00a0W (measured)'
+  );
   assert.equal(gpus.gpuRowText(kernel({}, { methods: {}, gpus: {} })), null);
 });
 
@@ -224,6 +227,54 @@ test('kernel activity fetches again one sampling interval later, once', async ()
     assert.ok(waited >= 400 && waited < 1500, `followed up after ${waited} ms`);
     await new Promise(resolve => setTimeout(resolve, 600));
     assert.equal(server.requests, asked + 1, 'no second follow-up');
+  } finally {
+    model.dispose();
+  }
+});
+
+test('while a cell runs every surface reads one snapshot, and the clock moves it on', async () => {
+  const prediction = {
+    fraction: 0.5,
+    emissions_g: 1,
+    emissions_range_g: [0.5, 2],
+    eta_s: 30
+  };
+  // Sampling every 5 s: the page asks every 2 s (its refresh rate), the clock ticks
+  // every second in between.
+  const running = kernel(
+    {
+      prediction,
+      heartbeat: {
+        at: 1999,
+        running_cell: 'fit()',
+        running_cell_started_at: 1990
+      }
+    },
+    { interval_s: 5 }
+  );
+  const server = { body: running, requests: 0 };
+  const model = modelOf(server);
+  try {
+    model.setTarget(true, 'k');
+    await until(() => model.live?.running);
+    const first = model.live;
+    assert.ok(first.prediction.eta_s <= 29 && first.prediction.eta_s > 28);
+    // Between signals the snapshot stays the same object: no surface sees another.
+    await new Promise(resolve => setTimeout(resolve, 50));
+    assert.equal(model.live, first);
+    // The clock ticks each second while a cell runs: the time left counts down.
+    let ticked = 0;
+    model.clock.connect(() => (ticked += 1));
+    await new Promise(resolve => setTimeout(resolve, 1_150));
+    assert.ok(ticked >= 1, 'the clock ticked');
+    assert.ok(model.live.prediction.eta_s < first.prediction.eta_s);
+    // No cell running: the clock stops.
+    server.body = kernel();
+    await model.refresh();
+    await until(() => model.live && !model.live.running);
+    const stopped = ticked;
+    await new Promise(resolve => setTimeout(resolve, 1_150));
+    assert.equal(ticked, stopped, 'no clock while idle');
   } finally {
     model.dispose();
   }

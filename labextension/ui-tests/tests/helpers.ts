@@ -94,3 +94,84 @@ export function latestByCellId(cells: any[]): Map<string, any> {
   }
   return latest;
 }
+
+/**
+ * The footers the extension's own rules call for, by cell index: the cells whose
+ * record shows a footer under the default settings (threshold, magic-only cells), each
+ * in the notebook's one unit.
+ */
+export function expectedFooterTexts(
+  cells: { index: number; record: any; source: string }[]
+): [number, string][] {
+  const settings = cellformat.DEFAULT_FOOTER_SETTINGS;
+  const shown = cells.filter(
+    ({ record, source }) =>
+      record && cellformat.showsFooter(record, settings, source)
+  );
+  const units = cellformat.cellUnits(shown.map(({ record }) => record));
+  return shown.map(({ index, record }) => [
+    index,
+    cellformat.footerText(record, settings.footerLead, units)
+  ]);
+}
+
+/** `text` with each no-break space as a plain one (for regular expressions). */
+export function plain(text: string | null): string {
+  return (text ?? '').replace(/\u00a0/g, ' ');
+}
+
+/** The contrast ratio (WCAG) of each listed element's text against its background. */
+export async function contrasts(page: any, selectors: string[]) {
+  return page.evaluate((wanted: string[]) => {
+    const rgba = (value: string) => {
+      const parts = value.match(/[\d.]+/g)!.map(Number);
+      return { r: parts[0], g: parts[1], b: parts[2], a: parts[3] ?? 1 };
+    };
+    const over = (top: any, bottom: any) => ({
+      r: top.r * top.a + bottom.r * (1 - top.a),
+      g: top.g * top.a + bottom.g * (1 - top.a),
+      b: top.b * top.a + bottom.b * (1 - top.a),
+      a: 1
+    });
+    const background = (node: Element): any => {
+      const layers: any[] = [];
+      for (let at: Element | null = node; at; at = at.parentElement) {
+        const colour = rgba(getComputedStyle(at).backgroundColor);
+        if (colour.a > 0) {
+          layers.push(colour);
+          if (colour.a >= 1) {
+            break;
+          }
+        }
+      }
+      return layers.reverse().reduce((below, layer) => over(layer, below), {
+        r: 255,
+        g: 255,
+        b: 255,
+        a: 1
+      });
+    };
+    const luminance = ({ r, g, b }: any) => {
+      const channel = (v: number) => {
+        const s = v / 255;
+        return s <= 0.03928 ? s / 12.92 : ((s + 0.055) / 1.055) ** 2.4;
+      };
+      return 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b);
+    };
+    const result: Record<string, number> = {};
+    for (const selector of wanted) {
+      const node = document.querySelector(selector);
+      if (!node) {
+        result[selector] = -1;
+        continue;
+      }
+      const style = getComputedStyle(node);
+      const isSvgText = node instanceof SVGElement;
+      const back = background(isSvgText ? node.closest('svg')! : node);
+      const ink = over(rgba(isSvgText ? style.fill : style.color), back);
+      const [hi, lo] = [luminance(ink), luminance(back)].sort((a, b) => b - a);
+      result[selector] = (hi + 0.05) / (lo + 0.05);
+    }
+    return result;
+  }, selectors);
+}

@@ -10,7 +10,8 @@ import * as path from 'path';
 import {
   SCREENSHOTS,
   busyCell,
-  cellformat,
+  contrasts,
+  expectedFooterTexts,
   latestByCellId,
   ledgerCells,
   notebookJson
@@ -21,7 +22,8 @@ test.use({ baseURL: process.env.TARGET_URL ?? 'http://localhost:8888' });
 
 const TOP_ITEM = '.cm-StatusItem.cm-mod-top';
 const FOOTER = '.cm-CellFooter';
-const WATTS_AND_GRAMS = /^⚡ [\d.,]+ (mW|W|kW) · [\d.,]+ (µg|mg|g|kg|t) CO₂e$/;
+const WATTS_AND_GRAMS =
+  /^⚡ [\d.,]+\s(mW|W|kW) · (<\s)?[\d.,]+\s(mg|g|kg|t) CO₂e$/;
 
 test('Notebook 7 shows the indicator, the footers and the sidebar', async ({
   page,
@@ -34,7 +36,7 @@ test('Notebook 7 shows the indicator, the footers and the sidebar', async ({
     'x = 1',
     '%load_ext carbon_magic',
     busyCell(0.5),
-    busyCell(1),
+    busyCell(1.5),
     busyCell(2)
   ]);
   const ids: string[] = JSON.parse(json).cells.map((cell: any) => cell.id);
@@ -81,17 +83,36 @@ test('Notebook 7 shows the indicator, the footers and the sidebar', async ({
       .locator('.lm-Menu-itemLabel', { hasText: /^Run All Cells$/ })
       .click();
 
+    // Footers under the cells of a second or more (the half-second one is below the
+    // threshold), in one unit.
     const cells = page.locator('.jp-Notebook .jp-Cell');
-    await expect(page.locator(FOOTER)).toHaveCount(3, { timeout: 60_000 });
+    // (Recorded footers: a running cell's footer shows once it has run a second.)
+    await expect(page.locator(`${FOOTER}:not(.cm-mod-running)`)).toHaveCount(
+      2,
+      {
+        timeout: 60_000
+      }
+    );
     const latest = latestByCellId(await ledgerCells(page, notebook));
-    for (const [index, id] of ids.entries()) {
+    expect(latest.get(ids[0])).toBeUndefined();
+    expect(latest.get(ids[1])).toBeUndefined();
+    const sources = JSON.parse(json).cells.map((cell: any) => cell.source);
+    const expected = new Map(
+      expectedFooterTexts(
+        ids.map((id, index) => ({
+          index,
+          record: latest.get(id),
+          source: sources[index]
+        }))
+      )
+    );
+    expect([...expected.keys()]).toEqual([3, 4]);
+    for (const index of ids.keys()) {
       const footer = cells.nth(index).locator(`:scope > ${FOOTER}`);
-      const record = latest.get(id);
-      if (index < 2) {
-        expect(record).toBeUndefined();
-        await expect(footer).toHaveCount(0);
+      if (expected.has(index)) {
+        await expect(footer).toHaveText(expected.get(index)!);
       } else {
-        await expect(footer).toHaveText(cellformat.footerText(record));
+        await expect(footer).toHaveCount(0);
       }
     }
 
@@ -112,13 +133,53 @@ test('Notebook 7 shows the indicator, the footers and the sidebar', async ({
     ]);
     await page.screenshot({ path: path.join(SCREENSHOTS, 'notebook7.png') });
 
+    // Every text at least 4.5:1 against what it is drawn on, light and dark.
+    const texts = [
+      `${FOOTER} .cm-CellFooter-text`,
+      TOP_ITEM,
+      '#carbon-magic-sidebar .cm-Sidebar-index',
+      '#carbon-magic-sidebar .cm-Sidebar-figures',
+      '#carbon-magic-sidebar .cm-Timeline-label'
+    ];
+    for (const theme of ['JupyterLab Light', 'JupyterLab Dark']) {
+      // Settings → Theme, as a user switches it.
+      await page
+        .locator('.lm-MenuBar-itemLabel', { hasText: /^Settings$/ })
+        .click();
+      await page.locator('.lm-Menu-itemLabel', { hasText: /^Theme$/ }).hover();
+      await page
+        .locator('.lm-Menu-itemLabel', { hasText: new RegExp(`^${theme}$`) })
+        .click();
+      await expect(page.locator('body')).toHaveAttribute(
+        'data-jp-theme-name',
+        theme
+      );
+      const ratios = await contrasts(page, texts);
+      for (const selector of texts) {
+        expect(
+          ratios[selector],
+          `${theme}: ${selector}`
+        ).toBeGreaterThanOrEqual(4.5);
+      }
+    }
+    await page.screenshot({
+      path: path.join(SCREENSHOTS, 'notebook7-dark.png')
+    });
+    await page
+      .locator('.lm-MenuBar-itemLabel', { hasText: /^Settings$/ })
+      .click();
+    await page.locator('.lm-Menu-itemLabel', { hasText: /^Theme$/ }).hover();
+    await page
+      .locator('.lm-Menu-itemLabel', { hasText: /^JupyterLab Light$/ })
+      .click();
+
     expect(errors).toEqual([]);
 
     // A reload: the footers come back from the ledger.
     await page.reload();
-    await expect(page.locator(FOOTER)).toHaveCount(3, { timeout: 60_000 });
+    await expect(page.locator(FOOTER)).toHaveCount(2, { timeout: 60_000 });
     await expect(cells.nth(4).locator(`:scope > ${FOOTER}`)).toHaveText(
-      cellformat.footerText(latest.get(ids[4]))
+      expected.get(4)!
     );
   } finally {
     const sessions = await (await request.get('/api/sessions')).json();
