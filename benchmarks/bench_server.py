@@ -152,6 +152,7 @@ def build_ledger(path: Path, n_kernels: int, n_cells: int) -> list[str]:
                     None,  # running_cell_started_at
                     None,  # prediction_json
                     None,  # hint
+                    HEARTBEAT_PERIOD_S,  # next_beat_s: a running cell's beat period
                 )
 
     with connection:
