@@ -38,7 +38,7 @@ from carbon_magic.formatting import (
     format_kwh,
 )
 from carbon_magic.ledger.read import CELL_SUM_COLUMNS
-from carbon_magic.remote.describe import describe_remote, remote_totals
+from carbon_magic.remote.describe import add_remote_totals, describe_remote, remote_totals
 from carbon_magic.session_plot import plot_session, read_heartbeats, timeline_from_heartbeats
 
 __all__ = [
@@ -278,6 +278,19 @@ def sum_cells(rows: Iterable[Row]) -> dict[str, Any]:
         sorted({r["cluster_engine"] for r in rows if r.get("cluster_engine")})
     )
     return totals
+
+
+def add_totals(first: Mapping[str, Any], second: Mapping[str, Any]) -> dict[str, Any]:
+    """Two :func:`sum_cells` results (of different cells) added up."""
+    total: dict[str, Any] = {}
+    for name, value in first.items():
+        if name == "remote":
+            total[name] = add_remote_totals(value, second.get(name))
+        elif name == "cluster_engines":
+            total[name] = tuple(sorted({*value, *second.get(name, ())}))
+        else:
+            total[name] = value + second.get(name, 0)
+    return total
 
 
 def heaviest_first(rows: Iterable[Row]) -> list[Row]:

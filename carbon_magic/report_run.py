@@ -77,8 +77,7 @@ def ledger_report(
         finally:
             connection.close()
     if pending:
-        extra = report.sum_cells(pending)
-        totals = {name: totals[name] + extra[name] for name in totals}
+        totals = report.add_totals(totals, report.sum_cells(pending))
     heaviest = report.heaviest_first([*heaviest, *pending])
     if not totals["n_cells"] and not all_sessions:
         rows = memory_rows(magics, since)

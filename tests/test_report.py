@@ -352,3 +352,41 @@ def test_read_heartbeats_filters_a_real_ledger(tmp_path):
     assert [p.duration_s for p in points] == [2.0, 10.0, 10.0]
     with pytest.raises(FileNotFoundError):
         read_heartbeats(tmp_path / "missing.sqlite3")
+
+
+def test_totals_of_written_and_pending_cells_add_up_with_their_remote_and_cluster_parts():
+    from carbon_magic.report import add_totals, sum_cells
+
+    written = sum_cells(
+        [
+            {"emissions_g": 2.0, "cluster_engine": "ray", "cluster_hosts": 1, "cluster_kwh": 0.1},
+            {
+                "emissions_g": 1.0,
+                "remote_calls": 2,
+                "remote_unestimated": 0,
+                "remote_emissions_g": 4.0,
+                "remote_emissions_low_g": 3.0,
+                "remote_emissions_high_g": 5.0,
+                "remote_method": "estimated (EcoLogits 0.11)",
+            },
+        ]
+    )
+    pending = sum_cells(
+        [
+            {
+                "emissions_g": 0.5,
+                "remote_calls": 1,
+                "remote_unestimated": 1,
+                "cluster_engine": "dask",
+                "cluster_hosts": 2,
+            }
+        ]
+    )
+    total = add_totals(written, pending)
+    assert total["n_cells"] == 3 and total["emissions_g"] == 3.5
+    assert total["cluster_engines"] == ("dask", "ray") and total["cluster_cells"] == 2
+    remote = total["remote"]
+    assert remote["count"] == 3 and remote["unestimated"] == 1 and remote["cells"] == 2
+    assert remote["emissions_range_g"] == [3.0, 5.0]
+    assert remote["method"] == "estimated (EcoLogits 0.11)"
+    assert add_totals(sum_cells([]), sum_cells([]))["remote"] is None

@@ -80,3 +80,22 @@ def remote_totals(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
         "water_l": total("remote_water_l"),
         "method": "; ".join(methods),
     }
+
+
+def add_remote_totals(
+    first: dict[str, Any] | None, second: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """Two :func:`remote_totals` (of different cells) added up; None when both are."""
+    if first is None or second is None:
+        return first if second is None else second
+    total: dict[str, Any] = {}
+    for name, value in first.items():
+        other = second.get(name)
+        if name == "method":
+            methods = {m for text in (value, other) for m in str(text or "").split("; ") if m}
+            total[name] = "; ".join(sorted(methods))
+        elif isinstance(value, list):
+            total[name] = [a + b for a, b in zip(value, other or [0.0] * len(value), strict=True)]
+        else:
+            total[name] = value + (other or 0)
+    return total
