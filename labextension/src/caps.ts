@@ -4,7 +4,7 @@
  * 80 % spent, `spent` at 100 %), and a bar per cap with its accessible name.
  * The words are pure (no DOM) so they are unit-tested; `capBar` builds the bar.
  */
-import { formatIn, GRAMS, KWH, Unit, unitFor } from './format';
+import { formatGrams, formatKwh } from './format';
 import { IScopeBudget } from './schema';
 
 /** How near a cap is: well within it, near it (`WARN_FRACTION` spent), or spent. */
@@ -26,14 +26,15 @@ export function capLevel(fraction: number): CapLevel {
   return fraction >= WARN_FRACTION ? 'warn' : 'ok';
 }
 
-/** One unit for a cap's figures: that of its limit, so spent and left read alike. */
-function capUnit(cap: IScopeBudget): Unit {
-  return unitFor(cap.unit === 'g' ? GRAMS : KWH, [cap.limit]);
+/** A figure of a cap on its own scale, so that the 5 g left of a 1 kg cap read `5 g`,
+ * not `< 0.01 kg`: `5 g`, `150 Wh`. */
+function scaled(value: number, cap: IScopeBudget): string {
+  return cap.unit === 'g' ? formatGrams(value) : formatKwh(value);
 }
 
-/** A cap's amount with its quantity: `12 g CO₂e` or `150 Wh`. */
-function amount(value: number, cap: IScopeBudget, unit: Unit): string {
-  const text = formatIn(value, unit);
+/** A cap's figure with its quantity: `12 g CO₂e` or `150 Wh`. */
+function amount(value: number, cap: IScopeBudget): string {
+  const text = scaled(value, cap);
   return cap.unit === 'g' ? `${text} CO₂e` : text;
 }
 
@@ -57,39 +58,36 @@ export interface IDayLeft {
 
 /** `12 g left today` (or `no budget left today` once spent), with its sentence. */
 export function dayLeft(cap: IScopeBudget): IDayLeft {
-  const unit = capUnit(cap);
   const level = capLevel(cap.fraction);
   const text =
     level === 'spent'
       ? 'no budget left today'
-      : `${formatIn(cap.remaining, unit)} left today`;
+      : `${scaled(cap.remaining, cap)} left today`;
   return { text, label: `${capSentence(cap)}.`, level };
 }
 
 /** `Day budget: 38 g CO₂e spent of 50 g CO₂e (76%), 12 g CO₂e left, near the cap`. */
 export function capSentence(cap: IScopeBudget): string {
-  const unit = capUnit(cap);
   const level = capLevel(cap.fraction);
   const state =
     level === 'spent'
       ? `spent${cap.on_exceed === 'stop' ? ': cells that spend more are stopped' : ''}`
-      : `${amount(cap.remaining, cap, unit)} left${level === 'warn' ? ', near the cap' : ''}`;
+      : `${amount(cap.remaining, cap)} left${level === 'warn' ? ', near the cap' : ''}`;
   return (
-    `${SCOPE_NAMES[cap.scope]}: ${amount(cap.spent, cap, unit)} spent ` +
-    `of ${amount(cap.limit, cap, unit)} (${percent(cap.fraction)}), ${state}`
+    `${SCOPE_NAMES[cap.scope]}: ${amount(cap.spent, cap)} spent ` +
+    `of ${amount(cap.limit, cap)} (${percent(cap.fraction)}), ${state}`
   );
 }
 
 /** The words beside a cap's bar: `38 g of 50 g CO₂e · 12 g left` (or `· 2 g over`). */
 export function capFigures(cap: IScopeBudget): string {
-  const unit = capUnit(cap);
   const quantity = cap.unit === 'g' ? ' CO₂e' : '';
   const over = cap.spent - cap.limit;
   const rest =
     over > 0
-      ? `${formatIn(over, unit)} over`
-      : `${formatIn(cap.remaining, unit)} left`;
-  return `${formatIn(cap.spent, unit)} of ${formatIn(cap.limit, unit)}${quantity} · ${rest}`;
+      ? `${scaled(over, cap)} over`
+      : `${scaled(cap.remaining, cap)} left`;
+  return `${scaled(cap.spent, cap)} of ${scaled(cap.limit, cap)}${quantity} · ${rest}`;
 }
 
 /** The name a cap's row or bar shows: `Day budget` or `Notebook budget`. */

@@ -40,7 +40,7 @@ test('the level turns to warn at 80 % spent and to spent at 100 %', () => {
   assert.equal(caps.capLevel(NaN), 'spent');
 });
 
-test('what is left today, in the unit of the cap, at each level', () => {
+test('what is left today, at each level', () => {
   assert.deepEqual(caps.dayLeft(cap('day', 50, 38)), {
     text: nb('12 g left today'),
     level: 'ok',
@@ -55,10 +55,11 @@ test('what is left today, in the unit of the cap, at each level', () => {
       'Day budget: 46 g CO₂e spent of 50 g CO₂e (91%), 4.5 g CO₂e left, near the cap.'
     )
   );
-  // A kilogram cap keeps kilograms, however little is left.
+  // Each figure on its own scale: grams left of a kilogram cap read in grams.
+  assert.equal(caps.dayLeft(cap('day', 2000, 1995)).text, nb('5 g left today'));
   assert.equal(
-    caps.dayLeft(cap('day', 2000, 1900)).text,
-    nb('0.1 kg left today')
+    caps.capFigures(cap('day', 2000, 3)),
+    nb('3 g of 2 kg CO₂e · 2 kg left')
   );
   const over = caps.dayLeft(cap('day', 50, 52, 'g', 'stop'));
   assert.equal(over.text, 'no budget left today');
