@@ -103,9 +103,21 @@ class LiveRun:
                     self.magics.tracker.timeline, self.window.started_at.timestamp()
                 ),
                 budget_fraction=used,
+                caps=self._caps(m, state),
             ),
             text_summary(m, note, title=title),
         )
+
+    def _caps(self, m: Measurement, state: str) -> list[Any]:
+        """The notebook and day caps with this cell so far; once the cell is recorded
+        (its final state, unless nested in a cell recorded later) it is in them already.
+        A fault only loses the caps line (reported once)."""
+        try:
+            counted = m if state == "running" or self.nested else None
+            return list(self.magics.scope_budgets.states(counted))
+        except Exception as error:
+            self.magics.tracker.notice(f"notebook/day budgets unavailable: {error!r}")
+            return []
 
     def show(self) -> None:
         """Show the panel as the cell starts."""

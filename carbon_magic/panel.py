@@ -26,6 +26,7 @@ from carbon_magic.formatting import (
 )
 from carbon_magic.measurement import Measurement
 from carbon_magic.remote.describe import describe_remote
+from carbon_magic.scope_budgets import ScopeState
 
 # JupyterLab's theme variables (with fallbacks for other frontends), so the panel
 # follows every theme: the same ink, sizes and accent colours as the rest of the page.
@@ -55,12 +56,14 @@ def panel_html(
     prediction: str | None = None,
     power: Sequence[tuple[float, float]] | None = None,
     budget_fraction: float | None = None,
+    caps: Sequence[ScopeState] = (),
 ) -> str:
     """The panel's HTML for a window so far (``state``: running or the final status);
     ``title`` defaults to the measurement's name; ``prediction`` is the line predicting
     the total at completion, shown under the emissions. ``power`` is the window's total
     power over time, ``(UTC epoch seconds, watts)`` (see :func:`window_power`), drawn as a
-    sparkline; ``budget_fraction`` the share of the budget used, drawn as a bar.
+    sparkline; ``budget_fraction`` the share of the budget used, drawn as a bar; ``caps``
+    the notebook and day caps, a small bar each, under the cell budget.
 
     Shape before text: the emissions are the headline, then the prediction and the
     budget, then the power now and over time; how the figures were obtained (energy,
@@ -87,6 +90,8 @@ def panel_html(
     if budget_text:
         bar = "" if budget_fraction is None else budget_bar_html(budget_fraction)
         rows.append(("cm-budget", bar + html.escape(budget_text)))
+    if caps:
+        rows.append(("cm-caps", caps_html(caps)))
     if state == "running" and power is not None and not power:
         # No reading of this cell yet: not the 0 W of a reading that did not happen.
         rows.append(("cm-watts", "power now <b>measuring…</b>"))
@@ -197,18 +202,68 @@ def budget_bar_html(fraction: float, width: int = 180) -> str:
     colour once exceeded; the bar is capped at full width."""
     used = max(0.0, fraction) if math.isfinite(fraction) else 1.0
     exceeded = used > 1.0
-    colour = _WARN if exceeded else _BRAND
-    filled = min(used, 1.0) * 100
-    return (
-        f"<span class='cm-budget-bar' role='progressbar' aria-label='carbon budget used' "
+    return _bar_html(
+        used,
+        _WARN if exceeded else _BRAND,
+        width,
+        f"class='cm-budget-bar' role='progressbar' aria-label='carbon budget used' "
         f"aria-valuetext='{used * 100:.0f}% of the budget' aria-valuemin='0' "
         f"aria-valuemax='100' aria-valuenow='{min(used, 9.99) * 100:.0f}' "
-        f"data-exceeded='{str(exceeded).lower()}' style='display: inline-block; "
+        f"data-exceeded='{str(exceeded).lower()}'",
+    )
+
+
+def _bar_html(used: float, colour: str, width: int, attributes: str) -> str:
+    """A thin bar filled to ``used`` (1.0: full; more is capped) in ``colour``."""
+    filled = min(used, 1.0) * 100
+    return (
+        f"<span {attributes} style='display: inline-block; "
         f"width: {width}px; height: 6px; margin-right: 6px; vertical-align: middle; "
         f"background: {_TRACK}; border-radius: 3px; overflow: hidden'>"
         f"<span style='display: block; height: 100%; width: {filled:.1f}%; "
         f"background: {colour}'></span></span>"
     )
+
+
+CAP_WARN_FRACTION = 0.8  # from this share of a cap spent, its bar is in the warning colour
+_CAP_COLOURS = {"ok": _BRAND, "warn": _WARN, "spent": _COLOURS["error"]}
+
+
+def cap_level(fraction: float) -> str:
+    """``ok``, ``warn`` (``CAP_WARN_FRACTION`` of the cap spent) or ``spent`` (all of it,
+    or a fraction that is not a number)."""
+    if not fraction < 1.0:
+        return "spent"
+    return "warn" if fraction >= CAP_WARN_FRACTION else "ok"
+
+
+def caps_html(caps: Sequence[ScopeState], width: int = 60) -> str:
+    """The notebook and day caps on one line, a small bar each with its figures, e.g.
+    ``day 38 g of 50 g CO₂e · 12 g left``; the bar in the warning colour from 80 % spent
+    and the error colour once spent (the words say it too: ``2 g over``)."""
+    parts = []
+    for cap in caps:
+        level = cap_level(cap.fraction)
+        grams = cap.budget.grams is not None
+        figure = format_grams if grams else format_kwh
+        quantity = " CO₂e" if grams else ""
+        over = cap.spent - cap.limit
+        rest = f"{figure(over)} over" if over > 0 else f"{figure(cap.remaining)} left"
+        text = f"{cap.scope} {figure(cap.spent)} of {figure(cap.limit)}{quantity} · {rest}"
+        used = cap.fraction if math.isfinite(cap.fraction) else 1.0
+        bar = _bar_html(
+            max(0.0, used),
+            _CAP_COLOURS[level],
+            width,
+            f"class='cm-cap-bar' role='progressbar' aria-label='{cap.scope} budget spent' "
+            f"aria-valuetext='{html.escape(text)} ({used:.0%})' aria-valuemin='0' "
+            f"aria-valuemax='100' aria-valuenow='{min(max(used, 0.0), 1.0) * 100:.0f}'",
+        )
+        parts.append(
+            f"<span class='cm-cap' data-scope='{html.escape(cap.scope)}' data-level='{level}' "
+            f"style='white-space: nowrap; margin-right: 12px'>{bar}{html.escape(text)}</span>"
+        )
+    return "".join(parts)
 
 
 def widgets_available(shell: Any) -> bool:

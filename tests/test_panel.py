@@ -6,8 +6,17 @@ import re
 
 import pytest
 
+from carbon_magic.budget import parse_budget
 from carbon_magic.measurement import Measurement
-from carbon_magic.panel import budget_bar_html, panel_html, sparkline_svg, window_power
+from carbon_magic.panel import (
+    budget_bar_html,
+    cap_level,
+    caps_html,
+    panel_html,
+    sparkline_svg,
+    window_power,
+)
+from carbon_magic.scope_budgets import ScopeState
 from carbon_magic.timeline import Timeline
 
 
@@ -105,6 +114,47 @@ def test_the_panel_leads_with_the_emissions_and_folds_the_provenance():
     assert "aria-label='carbon budget used'" in page
 
 
+def test_the_caps_line_has_a_bar_per_cap_coloured_by_how_much_is_spent():
+    day = ScopeState("day", parse_budget("50g"), 38.0, "warn")
+    near = ScopeState("notebook", parse_budget("5g"), 4.2, "stop")
+    over = ScopeState("day", parse_budget("0.2kWh"), 0.25, "warn")
+
+    line = caps_html([day, near, over])
+
+    spans = re.findall(r"<span class='cm-cap' [^>]*>.*?</span></span>[^<]*</span>", line)
+    assert len(spans) == 3, line
+    assert "data-scope='day' data-level='ok'" in spans[0]
+    assert "day 38 g of 50 g CO₂e · 12 g left" in spans[0]
+    assert "--jp-brand-color1" in spans[0] and "width: 76.0%" in spans[0]
+    assert "data-scope='notebook' data-level='warn'" in spans[1] and "--jp-warn-color1" in spans[1]
+    assert "notebook 4.2 g of 5 g CO₂e · 800 mg left" in spans[1]
+    # An energy cap reads in energy; overspent, the bar is full, in the error colour.
+    assert "data-level='spent'" in spans[2] and "--jp-error-color1" in spans[2]
+    assert "day 250 Wh of 200 Wh · 50 Wh over" in spans[2] and "CO₂e" not in spans[2]
+    assert "width: 100.0%" in spans[2] and "aria-valuenow='100'" in spans[2]
+    assert "role='progressbar' aria-label='day budget spent'" in spans[2]
+    assert [cap_level(f) for f in (0.0, 0.79, 0.8, 0.99, 1.0, float("inf"), float("nan"))] == [
+        "ok",
+        "ok",
+        "warn",
+        "warn",
+        "spent",
+        "spent",
+        "spent",
+    ]
+
+
+def test_the_caps_sit_under_the_cell_budget_and_only_when_set():
+    m = Measurement(name="fit", duration_s=2.0, emissions_g=1.0, intensity_source="s")
+    day = ScopeState("day", parse_budget("50g"), 38.0, "warn")
+
+    page = panel_html(m, {"cpu": 3.0}, "running", "budget 5 g CO2e: 20% used", caps=[day])
+
+    assert page.index("class='cm-budget'") < page.index("class='cm-caps'")
+    assert page.index("class='cm-caps'") < page.index("class='cm-watts'")
+    assert "cm-caps" not in panel_html(m, {"cpu": 3.0}, "running")
+
+
 def test_a_panel_without_a_reading_yet_says_measuring_not_zero():
     m = Measurement(name="fit", duration_s=0.001, intensity_source="s")
     page = panel_html(m, {"cpu": 0.0, "ram": 0.0}, "running", power=[])
@@ -168,3 +218,48 @@ def test_the_live_panel_draws_power_and_budget_and_keeps_them_when_saved(kernel)
     assert "role='progressbar'" in html_text and "data-exceeded='true'" in html_text
     assert "--jp-warn-color1" in html_text
     assert final["text/plain"].startswith("carbon: ")
+
+
+@pytest.mark.kernel
+def test_the_live_panel_shows_the_day_and_notebook_caps_counting_the_cell_once(tmp_path):
+    from carbon_magic.formatting import format_grams
+    from carbon_magic.ledger.sql import query
+    from tests.kernels import Kernel
+
+    ledger = str(tmp_path / "ledger.sqlite3")
+    caps = {
+        "CARBON_MAGIC_INTERVAL": "0.25",
+        "CARBON_MAGIC_MODE": "machine",
+        "JPY_SESSION_NAME": str(tmp_path / "caps.ipynb"),
+        "CARBON_MAGIC_BUDGET_DAY": "1kg",
+        "CARBON_MAGIC_BUDGET_NOTEBOOK": "1ug",
+    }
+    kernel = Kernel(ledger, caps)
+    try:
+        kernel.execute("%load_ext carbon_magic")
+        busy = "import time\n_end = time.time() + 1.5\nwhile time.time() < _end:\n    pass\n"
+        run = kernel.execute("%%carbon --name capped\n" + busy)
+    finally:
+        kernel.shutdown()
+
+    assert run.reply["content"]["status"] == "ok"
+    live = [
+        m["content"]["data"]["state"]["value"]
+        for m in run.of_type("comm_msg")
+        if "value" in m["content"]["data"].get("state", {})
+    ]
+    assert any("class='cm-caps'" in value for value in live), live
+    final = run.of_type("update_display_data")[-1]["content"]["data"]["text/html"]
+    day = re.search(
+        r"<span class='cm-cap' data-scope='day' data-level='ok'.*?</span></span>(.*?)</span>", final
+    )
+    notebook = re.search(
+        r"data-scope='notebook' data-level='spent'.*?</span></span>(.*?)</span>", final
+    )
+    assert day and notebook, final
+    # The final panel counts the recorded cell once: what the ledger holds for it.
+    spent = sum(row["emissions_g"] for row in query(ledger, "SELECT emissions_g FROM cells", ()))
+    assert spent > 0
+    assert day.group(1).startswith(f"day {format_grams(spent)} of 1 kg CO₂e · "), day.group(1)
+    assert notebook.group(1).startswith(f"notebook {format_grams(spent)} of ")
+    assert notebook.group(1).endswith(" over")

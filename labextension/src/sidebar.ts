@@ -10,6 +10,7 @@ import { Widget } from '@lumino/widgets';
 
 import type { Message } from '@lumino/messaging';
 
+import { capBar } from './caps';
 import { cellUnits, footerTitle } from './cellformat';
 import { NotebookCells } from './cells';
 import { everydayComparison } from './comparison';
@@ -185,6 +186,14 @@ export class CarbonSidebar extends Widget {
       );
       line.title = `Since the tracker started in this kernel (${totals.source === 'heartbeat' ? 'its latest heartbeat' : 'the sum of its cells'}); grid ${Math.round(status.figures.intensity.g_per_kwh)} g/kWh · ${status.figures.intensity.source}.`;
       section.appendChild(line);
+      if (status.figures.budgets.length) {
+        const caps = document.createElement('div');
+        caps.className = 'cm-Sidebar-caps';
+        caps.setAttribute('role', 'group');
+        caps.setAttribute('aria-label', 'Notebook and day budgets');
+        caps.append(...status.figures.budgets.map(cap => capBar(cap, true)));
+        section.appendChild(caps);
+      }
       const hint = hintView(status.figures);
       if (hint) {
         // Text only: the hint comes from the ledger, never as markup.

@@ -4,6 +4,7 @@
 import { Widget } from '@lumino/widgets';
 
 import { ISummary } from './api';
+import { capBar, capName, dayCap, dayLeft, IDayLeft } from './caps';
 import {
   formatAge,
   formatDuration,
@@ -95,8 +96,20 @@ export class CarbonStatusItem extends Widget {
   private _update(): void {
     const { text, title } = statusText(this._model.status, this._model.live);
     const status = this._model.status;
+    const left = dayLeftOf(status);
     this.node.textContent = text;
-    this.node.title = title;
+    this.node.title = left ? `${title}\n${left.label}` : title;
+    if (left) {
+      // The day cap's part in its own span: coloured near the cap and once spent.
+      this.node.append(' · ');
+      const part = document.createElement('span');
+      part.className = `cm-StatusItem-day cm-mod-${left.level}`;
+      part.textContent = left.text;
+      this.node.appendChild(part);
+      this.node.setAttribute('aria-label', `${text} · ${left.label}`);
+    } else {
+      this.node.removeAttribute('aria-label');
+    }
     this.toggleClass(
       'cm-mod-stale',
       status.kind === 'figures' && !status.figures.live
@@ -110,7 +123,16 @@ export class CarbonStatusItem extends Widget {
   }
 }
 
-type Row = [label: string, value: string, className?: string];
+/** What the status item says of the day cap: only for a running tracker with one. */
+export function dayLeftOf(status: Status): IDayLeft | null {
+  if (status.kind !== 'figures' || status.figures.tracker_state !== 'running') {
+    return null;
+  }
+  const cap = dayCap(status.figures.budgets);
+  return cap ? dayLeft(cap) : null;
+}
+
+type Row = [label: string, value: string | HTMLElement, className?: string];
 
 /** The popup body: every figure of the kernel, and the server's total today. */
 export class CarbonPopupBody extends Widget {
@@ -218,6 +240,10 @@ function kernelRows(live: ILiveFigures): Row[] {
       'cm-remote'
     ]);
   }
+  // The notebook and day caps, as bars, next to the day's total below.
+  for (const cap of figures.budgets) {
+    rows.push([capName(cap), capBar(cap), 'cm-cap']);
+  }
   return rows;
 }
 
@@ -249,7 +275,12 @@ function render(node: HTMLElement, heading: string, rows: Row[]): void {
     const th = document.createElement('th');
     th.textContent = label;
     row.appendChild(th);
-    row.insertCell().textContent = value;
+    const cell = row.insertCell();
+    if (typeof value === 'string') {
+      cell.textContent = value;
+    } else {
+      cell.appendChild(value);
+    }
   }
   node.replaceChildren(title, table);
 }

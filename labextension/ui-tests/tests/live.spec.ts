@@ -4,7 +4,9 @@
  * and the live panel the same power within a beat; once the cell ends the status item
  * shows the idle kernel within 2 s. The popup toggles and closes on Escape, the sidebar
  * opens from the command palette and comes back after a reload, and every text drawn
- * by the extension has a contrast of at least 4.5:1 in the light and dark themes.
+ * by the extension has a contrast of at least 4.5:1 in the light and dark themes (with
+ * a day cap set: the status item says what is left today, the sidebar and the popup
+ * show the cap as a meter).
  */
 import { expect, test } from '@jupyterlab/galata';
 import * as path from 'path';
@@ -233,8 +235,10 @@ test('every text of the extension has a contrast of at least 4.5:1', async ({
   const notebook = `${tmpPath}/contrast.ipynb`;
   await page.contents.uploadContent(
     notebookJson([
-      '%load_ext carbon_magic',
-      'import time\ndeadline = time.monotonic() + 1.5\nwhile time.monotonic() < deadline:\n    sum(i * i for i in range(10_000))'
+      // A day cap, well within; then one long spent (the ledger holds every test's cells).
+      '%load_ext carbon_magic\n%carbon config budget_day=10kg',
+      'import time\ndeadline = time.monotonic() + 1.5\nwhile time.monotonic() < deadline:\n    sum(i * i for i in range(10_000))',
+      '%carbon config budget_day=1ug'
     ]),
     'text',
     notebook
@@ -246,14 +250,49 @@ test('every text of the extension has a contrast of at least 4.5:1', async ({
   await expect(page.locator('.cm-CellFooter')).toHaveCount(1, {
     timeout: 20_000
   });
+  // The status item says what is left of the day cap, and names it for screen readers.
+  const day = page.locator(`${STATUS_ITEM} .cm-StatusItem-day`);
+  await expect(day).toHaveText(/^10\skg left today$/, { timeout: 10_000 });
+  await expect(day).toHaveClass(/cm-mod-ok/);
+  await expect(page.locator(STATUS_ITEM)).toHaveAttribute(
+    'aria-label',
+    /· Day budget: .* spent of 10\skg CO₂e \(0%\), 10\skg CO₂e left\.$/
+  );
   await page.evaluate(() =>
     (window as any).jupyterapp.commands.execute('carbon-magic:open-sidebar')
   );
   const sidebar = page.locator(SIDEBAR);
   await expect(sidebar.locator('.cm-Sidebar-cell')).toHaveCount(1);
+  await page.notebook.runCell(2);
+  // The server reads what was spent from the ledger at most every 10 s.
+  await expect(day).toHaveText('no budget left today', { timeout: 30_000 });
+  await expect(day).toHaveClass(/cm-mod-spent/);
+  // The sidebar and the popup show the cap as a meter.
+  const meter = sidebar.locator('.cm-Cap [role="meter"]');
+  await expect(meter).toHaveAttribute('aria-label', 'Day budget');
+  await expect(meter).toHaveAttribute(
+    'aria-valuetext',
+    /^Day budget: .*, spent$/
+  );
+  await page.locator(STATUS_ITEM).click();
+  await expect(
+    page.locator(`${POPUP} tr.cm-cap [role="meter"]`)
+  ).toHaveAttribute('aria-valuemax', '0.000001');
+  await page.keyboard.press('Escape');
+  // The chip near the cap (a copy beside the item: the item redraws on each answer).
+  await page.evaluate(() => {
+    const chip = document.querySelector('.cm-StatusItem-day')!;
+    const probe = chip.cloneNode(true) as HTMLElement;
+    probe.id = 'cm-warn-probe';
+    probe.className = 'cm-StatusItem-day cm-mod-warn';
+    chip.closest('.cm-StatusItem')!.parentElement!.appendChild(probe);
+  });
   const selectors = [
     '.cm-CellFooter .cm-CellFooter-text',
     STATUS_ITEM,
+    `${STATUS_ITEM} .cm-StatusItem-day`,
+    '#cm-warn-probe',
+    `${SIDEBAR} .cm-Cap-figures`,
     `${SIDEBAR} .cm-Sidebar-index`,
     `${SIDEBAR} .cm-Sidebar-figures`,
     `${SIDEBAR} .cm-Sidebar-notebook`,
