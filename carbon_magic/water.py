@@ -24,10 +24,11 @@ __all__ = ["ON_SITE_WUE", "WaterFactors", "grid_water_intensity", "water_factors
 # Provider → (WUE, low, high in L/kWh, source). Provider-wide annual figures.
 ON_SITE_WUE: dict[str, tuple[float, float, float, str]] = {
     "aws": (
+        0.12,
+        0.12,
         0.18,
-        0.15,
-        0.18,
-        "AWS sustainability reports: global data-centre WUE 0.18 L/kWh (2023), 0.15 (2024)",
+        "Amazon sustainability reports: AWS global data-centre WUE 0.12 L/kWh (2025), "
+        "0.15 (2024), 0.18 (2023)",
     ),
     "azure": (
         0.30,

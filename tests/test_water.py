@@ -26,7 +26,7 @@ def test_the_grid_water_comes_from_ecologits_for_the_country():
 def test_on_site_wue_from_the_setting_the_cloud_provider_or_none():
     assert water_factors({"wue": 1.1}).wue_l_per_kwh == 1.1
     aws = water_factors({"cloud_region": "aws:eu-west-3"})
-    assert aws.wue_l_per_kwh == ON_SITE_WUE["aws"][0] and aws.wue_range == (0.15, 0.18)
+    assert aws.wue_l_per_kwh == ON_SITE_WUE["aws"][0] and aws.wue_range == (0.12, 0.18)
     assert "AWS" in aws.wue_source
     gcp = water_factors({"cloud_region": "gcp:europe-west1"})
     assert gcp.wue_l_per_kwh == 0.0 and "gcp publishes no WUE" in gcp.wue_source
@@ -63,8 +63,8 @@ def test_codecarbon_columns_carry_wue_and_water_consumed():
     }
     record = codecarbon_record(row)
     grid, _ = grid_water_intensity("US")
-    assert record["wue"] == 0.18
-    assert record["water_consumed"] == pytest.approx(0.18 * 1.0 + grid * 1.2)
+    assert record["wue"] == 0.12
+    assert record["water_consumed"] == pytest.approx(0.12 * 1.0 + grid * 1.2)
 
 
 def test_a_bad_wue_is_refused_with_the_range():
