@@ -23,3 +23,7 @@ c.ServerApp.allow_root = True
 # that the server extension reads.
 os.environ["CARBON_MAGIC_LEDGER"] = str(_root / "ledger.sqlite3")
 c.CarbonMagicServer.ledger = os.environ["CARBON_MAGIC_LEDGER"]
+
+# Notebook 7 offers its app as `window.jupyterapp` too (Galata sets this for JupyterLab
+# only), so the tests run its cells with its own commands.
+c.JupyterNotebookApp.expose_app_in_browser = True

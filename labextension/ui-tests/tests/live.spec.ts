@@ -11,33 +11,23 @@
 import { expect, test } from '@jupyterlab/galata';
 import * as path from 'path';
 
-import { SCREENSHOTS, contrasts, notebookJson, plain } from './helpers';
+import {
+  LAB_SURFACES,
+  LIVE_CELL_STEPS,
+  SCREENSHOTS,
+  contrasts,
+  expectOneSetOfLiveFigures,
+  notebookJson,
+  tqdmCell
+} from './helpers';
 
 test.use({ autoGoto: true });
 
-const STATUS_ITEM = '#jp-main-statusbar .cm-StatusItem';
+const STATUS_ITEM = LAB_SURFACES.status;
 const POPUP = '.cm-Popup';
 const SIDEBAR = '#carbon-magic-sidebar';
 
-const TQDM_CELL = [
-  '%%carbon --name fit',
-  'import time',
-  'from tqdm import tqdm',
-  'for step in tqdm(range(60)):',
-  '    deadline = time.monotonic() + 0.2',
-  '    while time.monotonic() < deadline:',
-  '        sum(i * i for i in range(10_000))'
-].join('\n');
-
-/** Watts in a text (`2.5 W`, `500 mW`), or null. */
-function watts(text: string): number | null {
-  const match = /([\d.,]+)\s(mW|W|kW)\b/.exec(plain(text));
-  if (!match) {
-    return null;
-  }
-  const scale: Record<string, number> = { mW: 1e-3, W: 1, kW: 1e3 };
-  return Number(match[1].replace(/,/g, '')) * scale[match[2]];
-}
+const TQDM_CELL = tqdmCell(LIVE_CELL_STEPS);
 
 async function openNotebook(page: any, tmpPath: string, name: string) {
   const notebook = `${tmpPath}/${name}`;
@@ -82,109 +72,11 @@ test('the four live surfaces agree, and the idle kernel shows within 2 s', async
   });
   await item.click();
   await expect(page.locator(POPUP)).toHaveCount(1);
-  const ran = page.evaluate(() =>
-    (window as any).jupyterapp.commands
-      .execute('notebook:run-cell')
-      .then(() => ((window as any).__cmDoneAt = performance.now()))
+  await expectOneSetOfLiveFigures(page, LAB_SURFACES, 1, () =>
+    page.locator(POPUP).screenshot({
+      path: path.join(SCREENSHOTS, 'popup.png')
+    })
   );
-
-  // Sample every surface together, in one task of the page, four times a second.
-  const samples: any[] = await page.evaluate(async () => {
-    const text = (selector: string) =>
-      document.querySelector(selector)?.textContent ?? null;
-    const taken: any[] = [];
-    const until = performance.now() + 9_000;
-    while (performance.now() < until) {
-      const tqdmText = Array.from(
-        document.querySelectorAll('.jp-OutputArea-output[data-mime-type]')
-      )
-        .map(node => node.textContent ?? '')
-        .filter(t => /\d+%\|/.test(t))
-        .pop();
-      taken.push({
-        at: performance.now(),
-        status: text('#jp-main-statusbar .cm-StatusItem'),
-        popupPower: text('.cm-Popup tr.cm-watts td'),
-        popupPredicted: text('.cm-Popup tr.cm-prediction td'),
-        footer: text('.cm-CellFooter.cm-mod-running .cm-CellFooter-text'),
-        panel: text('.carbon-magic-panel .cm-watts b'),
-        tqdm: tqdmText ?? null
-      });
-      await new Promise(resolve => setTimeout(resolve, 250));
-    }
-    return taken;
-  });
-  await page.locator(POPUP).screenshot({
-    path: path.join(SCREENSHOTS, 'popup.png')
-  });
-
-  // Samples once the kernel's figures say the cell runs (the footer shows its power).
-  const running = samples.filter(
-    s => s.footer?.includes(' now') && s.popupPower && s.status
-  );
-  expect(running.length).toBeGreaterThan(10);
-  let predicted = 0;
-  for (const s of running) {
-    // Status item, popup and footer: one source, the same figures at the same moment.
-    const power = watts(s.status);
-    expect(power).not.toBeNull();
-    expect(watts(s.popupPower)).toBe(power);
-    expect(watts(s.footer)).toBe(power);
-    const percent = /· (\d+)%$/.exec(s.status)?.[1];
-    if (percent) {
-      predicted += 1;
-      expect(s.footer).toContain(`≈ ${percent}%`);
-      expect(s.popupPredicted).toContain(`≈ ${percent}%`);
-      const left = /([^·]+) left$/.exec(plain(s.footer))?.[1].trim();
-      expect(plain(s.popupPredicted)).toContain(`${left} left`);
-      // tqdm's own count, at most a beat and a poll (2 s of 12 s: 17 points) apart.
-      const tqdm = [...(s.tqdm ?? '').matchAll(/(\d+)%\|/g)].pop()?.[1];
-      if (tqdm) {
-        expect(Math.abs(Number(tqdm) - Number(percent))).toBeLessThanOrEqual(
-          17
-        );
-      }
-    }
-    // The live panel showed the same reading at most one beat and one poll before.
-    const seen = samples
-      .filter(o => o.at <= s.at && o.at >= s.at - 3_000 && o.panel)
-      .map(o => watts(o.panel));
-    if (seen.length) {
-      expect(seen).toContain(power);
-    }
-  }
-  expect(predicted).toBeGreaterThan(3);
-  // The time left counts down between answers: it changes more often than once a beat.
-  const lefts = running
-    .map(s => /([^·]+) left$/.exec(plain(s.footer))?.[1].trim())
-    .filter(Boolean);
-  expect(new Set(lefts).size).toBeGreaterThan(4);
-  await ran;
-
-  // The cell ended: within 2 s of its reply the status item shows the idle
-  // kernel (well under the busy power), and the popup no running cell.
-  const busy = Math.max(...running.map(s => watts(s.status) ?? 0));
-  const idleAfterMs: number = await page.evaluate(async busyWatts => {
-    // The cell's end, as the page learnt it (its execute reply).
-    const idleAt: number = (window as any).__cmDoneAt;
-    const parse = (text: string) => {
-      const m = /([\d.,]+)\s(mW|W|kW)\b/.exec(text.replace(/\u00a0/g, ' '));
-      const scale: Record<string, number> = { mW: 1e-3, W: 1, kW: 1e3 };
-      return m ? Number(m[1].replace(/,/g, '')) * scale[m[2]] : NaN;
-    };
-    while (performance.now() - idleAt < 10_000) {
-      const status =
-        document.querySelector('#jp-main-statusbar .cm-StatusItem')
-          ?.textContent ?? '';
-      const runningRow = document.querySelector('.cm-Popup tr.cm-running');
-      if (parse(status) < busyWatts / 2 && !runningRow) {
-        return performance.now() - idleAt;
-      }
-      await new Promise(resolve => setTimeout(resolve, 50));
-    }
-    return Infinity;
-  }, busy);
-  expect(idleAfterMs).toBeLessThan(2_000);
   await page.keyboard.press('Escape');
 
   const cell = await page.notebook.getCellLocator(1);

@@ -1,6 +1,9 @@
 /**
  * Notebook 7: the status indicator in the top area, footers under auto-recorded cells
- * with the ledger's figures (after a reload too), and the sidebar it opens.
+ * with the ledger's figures (after a reload too), and the sidebar it opens. Notebook 7
+ * has no status bar: its live surfaces are the indicator in the top area (no popup: it
+ * opens the sidebar), the running cell's footer and the %%carbon panel, and they show
+ * one set of figures during a tqdm cell, and the idle kernel within 2 s of its end.
  *
  * Plain Playwright (Galata drives JupyterLab): the same server serves /notebooks/.
  */
@@ -8,13 +11,18 @@ import { expect, test } from '@playwright/test';
 import * as path from 'path';
 
 import {
+  ILiveSurfaces,
+  LIVE_CELL_STEPS,
   SCREENSHOTS,
   busyCell,
   contrasts,
+  expectOneSetOfLiveFigures,
   expectedFooterTexts,
   latestByCellId,
   ledgerCells,
-  notebookJson
+  notebookJson,
+  runCellMarkingEnd,
+  tqdmCell
 } from './helpers';
 
 // The server Playwright starts (webServer in playwright.config.js).
@@ -24,6 +32,65 @@ const TOP_ITEM = '.cm-StatusItem.cm-mod-top';
 const FOOTER = '.cm-CellFooter';
 const WATTS_AND_GRAMS =
   /^⚡ [\d.,]+\s(mW|W|kW) · (<\s)?[\d.,]+\s(mg|g|kg|t) CO₂e$/;
+/** The indicator in the top area, and no popup. */
+const TOP_SURFACES: ILiveSurfaces = {
+  status: TOP_ITEM,
+  popupPower: null,
+  popupPredicted: null,
+  popupRunning: null
+};
+
+/** Uploads `json` as `notebook`, in a new folder `folder`. */
+async function uploadNotebook(
+  request: any,
+  folder: string,
+  notebook: string,
+  json: string
+): Promise<void> {
+  expect(
+    (
+      await request.put(`/api/contents/${folder}`, {
+        data: { type: 'directory' }
+      })
+    ).ok()
+  ).toBe(true);
+  const upload = await request.put(`/api/contents/${notebook}`, {
+    data: { type: 'notebook', format: 'json', content: JSON.parse(json) }
+  });
+  expect(upload.ok()).toBe(true);
+}
+
+/** Shuts down the kernels of `folder`'s notebooks, and deletes `notebook` and it. */
+async function removeNotebook(
+  request: any,
+  folder: string,
+  notebook: string
+): Promise<void> {
+  const sessions = await (await request.get('/api/sessions')).json();
+  for (const session of sessions) {
+    if (session.path.startsWith(folder)) {
+      await request.delete(`/api/sessions/${session.id}`);
+    }
+  }
+  await request.delete(`/api/contents/${notebook}`);
+  await request.delete(`/api/contents/${folder}`);
+}
+
+/** Opens `notebook` and waits for its idle kernel and the app's commands. */
+async function openNotebook(page: any, notebook: string, cells: number) {
+  await page.goto(`/notebooks/${notebook}`);
+  await expect(page.locator('.jp-Notebook .jp-Cell')).toHaveCount(cells, {
+    timeout: 60_000
+  });
+  await expect(
+    page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]')
+  ).toBeAttached({ timeout: 60_000 });
+  await page.waitForFunction(
+    () => (window as any).jupyterapp?.shell?.currentWidget?.content,
+    null,
+    { timeout: 30_000 }
+  );
+}
 
 test('Notebook 7 shows the indicator, the footers and the sidebar', async ({
   page,
@@ -40,17 +107,7 @@ test('Notebook 7 shows the indicator, the footers and the sidebar', async ({
     busyCell(2)
   ]);
   const ids: string[] = JSON.parse(json).cells.map((cell: any) => cell.id);
-  expect(
-    (
-      await request.put(`/api/contents/${folder}`, {
-        data: { type: 'directory' }
-      })
-    ).ok()
-  ).toBe(true);
-  const upload = await request.put(`/api/contents/${notebook}`, {
-    data: { type: 'notebook', format: 'json', content: JSON.parse(json) }
-  });
-  expect(upload.ok()).toBe(true);
+  await uploadNotebook(request, folder, notebook, json);
 
   // Errors thrown from this extension's code (Notebook 7's own core throws one on load
   // here, extension or not).
@@ -69,13 +126,7 @@ test('Notebook 7 shows the indicator, the footers and the sidebar', async ({
     });
     await expect(page.locator(TOP_ITEM)).toBeHidden();
 
-    await page.goto(`/notebooks/${notebook}`);
-    await expect(page.locator('.jp-Notebook .jp-Cell')).toHaveCount(5, {
-      timeout: 60_000
-    });
-    await expect(
-      page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]')
-    ).toBeAttached({ timeout: 60_000 });
+    await openNotebook(page, notebook, 5);
 
     // Run every cell from the Run menu.
     await page.locator('.lm-MenuBar-itemLabel', { hasText: /^Run$/ }).click();
@@ -182,13 +233,32 @@ test('Notebook 7 shows the indicator, the footers and the sidebar', async ({
       expected.get(4)!
     );
   } finally {
-    const sessions = await (await request.get('/api/sessions')).json();
-    for (const session of sessions) {
-      if (session.path.startsWith(folder)) {
-        await request.delete(`/api/sessions/${session.id}`);
-      }
-    }
-    await request.delete(`/api/contents/${notebook}`);
-    await request.delete(`/api/contents/${folder}`);
+    await removeNotebook(request, folder, notebook);
+  }
+});
+
+test('Notebook 7: the live surfaces agree, and the idle kernel shows within 2 s', async ({
+  page,
+  request
+}) => {
+  test.setTimeout(180_000);
+  const folder = `notebook7-live-${Date.now()}`;
+  const notebook = `${folder}/live.ipynb`;
+  await uploadNotebook(
+    request,
+    folder,
+    notebook,
+    notebookJson(['%load_ext carbon_magic', tqdmCell(LIVE_CELL_STEPS)])
+  );
+  try {
+    await openNotebook(page, notebook, 2);
+    await runCellMarkingEnd(page, 0);
+    await expect(page.locator(TOP_ITEM)).toHaveText(/^⚡ /, {
+      timeout: 30_000
+    });
+    // The top indicator, the running cell's footer and the panel: one set of figures.
+    await expectOneSetOfLiveFigures(page, TOP_SURFACES, 1);
+  } finally {
+    await removeNotebook(request, folder, notebook);
   }
 });
