@@ -88,7 +88,7 @@ def test_help_and_bad_format_in_a_real_kernel(tmp_path):
 
 
 def test_a_unit_given_apart_from_its_number_is_named_with_the_fix():
-    from carbon_magic.cell_runner import parse_options
+    from carbon_magic.cell_options import parse_options
 
     with pytest.raises(UsageError) as raised:
         parse_options("--budget 5 grams")
