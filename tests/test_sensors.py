@@ -269,7 +269,7 @@ def test_failing_gpu_is_dropped_with_one_line() -> None:
 
 
 def test_idle_tracker_sleeps_until_watched() -> None:
-    from carbon_magic.tracker import IDLE_TICK_S
+    from carbon_magic.wake import IDLE_TICK_S
 
     times = FakeCpuTimes()
     tracker = injected(make_sensors(times), interval=0.5)
