@@ -31,7 +31,7 @@ from carbon_magic.formatting import (
     format_watts,
 )
 from carbon_magic.scope_budgets import budget_lines
-from carbon_magic.settings import SPECS
+from carbon_magic.setting_specs import SPECS
 
 if TYPE_CHECKING:
     from carbon_magic.kernel_session import KernelSession

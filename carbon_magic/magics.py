@@ -29,7 +29,8 @@ from carbon_magic.formatting import loaded_line
 from carbon_magic.kernel_session import KernelSession
 from carbon_magic.log_routing import route_log_messages, route_warnings, unroute
 from carbon_magic.recorder import set_kernel_recorder
-from carbon_magic.settings import SPECS, parse_setting
+from carbon_magic.setting_specs import SPECS
+from carbon_magic.settings import parse_setting
 from carbon_magic.tracker import Tracker, get_tracker
 
 log = logging.getLogger("carbon_magic")
