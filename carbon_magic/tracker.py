@@ -215,20 +215,27 @@ class Tracker:
 
     # ------------------------------------------------------------- the thread
 
-    def _sleep_s(self) -> float:
-        """Seconds until the next tick (see ``wake.WakeSchedule.sleep_s``)."""
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The background thread (None before the first start)."""
+        return self._schedule.thread
+
+    def next_sleep_s(self) -> float:
+        """Seconds the background thread sleeps before its next tick, as things are now:
+        ``interval`` while watched, the idle heartbeat otherwise (``wake.WakeSchedule``)."""
         return self._schedule.sleep_s(self.settings.interval, self.sensors.sources())
 
     def _run(self) -> None:
-        self._schedule.run(self._sleep_s, self._tick_listened, self.notice)
+        self._schedule.run(self.next_sleep_s, self._tick_listened, self.notice)
 
     def _tick_listened(self, listening: bool) -> LiveReading | None:
-        return self._tick(with_reading=listening)
+        return self.tick_now(with_reading=listening)
 
-    def _tick(self, with_reading: bool = True, slow: bool | None = None) -> LiveReading | None:
-        """Advance and record the power since the last tick. Every ``SLOW_REFRESH_S``
-        (or when ``slow`` is True) also re-read the slowly changing inputs. The live
-        reading is built only when someone listens."""
+    def tick_now(self, with_reading: bool = True, slow: bool | None = None) -> LiveReading | None:
+        """One tick, here and now, as the background thread ticks: advance and record the
+        power since the last tick. Every ``SLOW_REFRESH_S`` (or when ``slow`` is True)
+        also re-read the slowly changing inputs (True: now, False: not now). The live
+        reading is built only ``with_reading`` (someone listens); None otherwise."""
         now = time.monotonic()
         if slow is None:
             slow = now >= self._next_slow_refresh
