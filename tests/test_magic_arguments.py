@@ -98,3 +98,11 @@ def test_a_unit_given_apart_from_its_number_is_named_with_the_fix():
     # Other strays are still named as such.
     with pytest.raises(UsageError, match="unrecognized arguments: extra"):
         parse_options("--name fit extra")
+
+
+def test_the_cell_magic_and_its_line_parser_share_one_option_declaration():
+    from carbon_magic.cell_options import CELL_ARGUMENTS, cell_parser
+
+    usage = cell_parser().format_usage()
+    assert usage == CarbonMagics.carbon.parser.format_usage()
+    assert usage.count("[--") == len(CELL_ARGUMENTS) == 5
