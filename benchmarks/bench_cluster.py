@@ -108,7 +108,9 @@ def cell_latency(
                 kernel.execute(f"%carbon config cluster={setting}")
                 samples(kernel, "pass", 20)  # warm-up
                 results.setdefault(setting, []).extend(samples(kernel, "pass", runs // 2))
-            check = kernel.execute("import json\nprint(json.dumps(current_magics().session.last.cluster))")
+            check = kernel.execute(
+                "import json\nprint(json.dumps(current_magics().session.last.cluster))"
+            )
             cluster = json.loads(check.text.strip().splitlines()[-1])
         finally:
             kernel.shutdown()
