@@ -100,7 +100,7 @@ def cell_latency(
                 )
             kernel.execute(
                 "from carbon_magic.magics import current_magics\n"
-                "assert current_magics().cluster_reader.wait_ready(120)",
+                "assert current_magics().session.cluster_reader.wait_ready(120)",
                 timeout=180,
             )
             results = {}
@@ -108,7 +108,9 @@ def cell_latency(
                 kernel.execute(f"%carbon config cluster={setting}")
                 samples(kernel, "pass", 20)  # warm-up
                 results.setdefault(setting, []).extend(samples(kernel, "pass", runs // 2))
-            check = kernel.execute("import json\nprint(json.dumps(current_magics().last.cluster))")
+            check = kernel.execute(
+                "import json\nprint(json.dumps(current_magics().session.last.cluster))"
+            )
             cluster = json.loads(check.text.strip().splitlines()[-1])
         finally:
             kernel.shutdown()
@@ -190,7 +192,7 @@ def idle_cost(idle_s: float) -> None:
             kernel.execute(
                 f"from distributed import Client\nclient = Client({address!r})\n"
                 "from carbon_magic.magics import current_magics\n"
-                "assert current_magics().cluster_reader.wait_ready(60)",
+                "assert current_magics().session.cluster_reader.wait_ready(60)",
                 timeout=180,
             )
             time.sleep(5)

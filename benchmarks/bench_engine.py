@@ -39,7 +39,7 @@ import carbon_magic
 tracker = carbon_magic.get_tracker()
 tracker.start()
 time.sleep(1.0)
-clock = time.pthread_getcpuclockid(tracker._thread.ident)  # the thread's own CPU clock, ns
+clock = time.pthread_getcpuclockid(tracker.thread.ident)  # the thread's own CPU clock, ns
 def thread_cpu_s():
     return time.clock_gettime(clock)
 c0, t0 = thread_cpu_s(), time.monotonic()

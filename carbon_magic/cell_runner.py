@@ -1,4 +1,4 @@
-"""The ``%%carbon`` cell: options, running the body, the live panel, budgets.
+"""The ``%%carbon`` cell: running the body, the live panel, budgets.
 
 A ``%%carbon`` cell's body takes the cell's place (``cell_code``): it is parsed, run,
 displayed and its errors shown as a plain cell's, and a body with top-level ``await``
@@ -19,12 +19,10 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from IPython.core.error import UsageError
 
-from carbon_magic.argparsing import join_value_options, parse_words, split_words
-from carbon_magic.budget import Budget, parse_budget
 from carbon_magic.cell_code import (
     TOP_LEVEL_AWAIT,
     cell_source,
@@ -35,7 +33,9 @@ from carbon_magic.cell_code import (
     run_to_end,
     stops_shown,
 )
+from carbon_magic.cell_options import CellOptions, parse_options
 from carbon_magic.interrupt import STOPPED, BudgetExceeded, BudgetStop, status_of
+from carbon_magic.kernel_session import NAMES_OUTER, RECORDS, KernelSession
 from carbon_magic.live_run import PREDICTED_STOP, LiveRun
 from carbon_magic.panel import (
     Panel,
@@ -43,9 +43,6 @@ from carbon_magic.panel import (
     widgets_available,
 )
 from carbon_magic.redact import redact_secrets
-
-if TYPE_CHECKING:
-    from carbon_magic.magics import CarbonMagics
 
 CARBON_CELL = re.compile(r"^\s*%%carbon\b")
 
@@ -57,41 +54,6 @@ def first_line(source: str, limit: int = 120) -> str:
         if line.strip():
             return redact_secrets(line.strip())[:limit]
     return ""
-
-
-ON_EXCEED = ("warn", "stop")  # what a budget does when exceeded; the first is the default
-
-
-@dataclass
-class CellOptions:
-    """``%%carbon``'s parsed options."""
-
-    name: str | None
-    budget: Budget | None
-    on_exceed: str
-    quiet: bool
-    predict: bool = False  # act on the predicted total (needs a budget)
-
-
-def parse_options(line: str) -> CellOptions:
-    """Parse ``%%carbon``'s line with the options declared on the magic
-    (``magic_arguments``); every bad option is a one-line ``UsageError``."""
-    from carbon_magic.magics import CarbonMagics
-
-    words = join_value_options(split_words(line, "%%carbon"), ("--budget", "-b"))
-    args = parse_words(CarbonMagics.carbon.parser, words, "%%carbon")
-    budget = None
-    if args.budget is not None:
-        try:
-            budget = parse_budget(args.budget)
-        except ValueError as error:
-            raise UsageError(f"%%carbon: {error}") from None
-    if args.predict and budget is None:
-        raise UsageError(
-            "%%carbon: --predict acts on a budget: give --budget too, e.g. "
-            "--budget 5g --predict (the prediction itself is shown without any option)"
-        )
-    return CellOptions(args.name, budget, args.on_exceed, args.quiet, args.predict)
 
 
 # ------------------------------------------------------------------- compiling
@@ -134,80 +96,80 @@ def compile_cell(shell: Any, cell: str, number: int) -> CompiledCell:
 # --------------------------------------------------------------------- running
 
 
-def _shell(magics: CarbonMagics) -> Any:
-    """The shell the magics run in (a ``%%carbon`` cell only runs inside one)."""
-    if magics.shell is None:
+def _shell(session: KernelSession) -> Any:
+    """The shell the session runs in (a ``%%carbon`` cell only runs inside one)."""
+    if session.shell is None:
         raise UsageError("%%carbon runs in IPython only")
-    return magics.shell
+    return session.shell
 
 
-def run_cell(magics: CarbonMagics, line: str, cell: str) -> Any:
+def run_cell(session: KernelSession, line: str, cell: str) -> Any:
     """Run a ``%%carbon`` cell: measure, show, record. As its cell's only statement the
     body runs as the cell itself (a coroutine to await when IPython has the cell await
     it); called from other code, the cell's error is re-raised to it."""
     __tracebackhide__ = True  # noqa: F841 - IPython hides this frame in tracebacks
     options = parse_options(line)
-    shell = _shell(magics)
-    running = magics.claim_cell()
+    shell = _shell(session)
+    running = session.claim_cell()
     if running is not None:
         if running.awaited:
-            return _run_in_place_async(magics, options, cell, running.result)
-        _run_in_place(magics, options, cell, running.result)
+            return _run_in_place_async(session, options, cell, running.result)
+        _run_in_place(session, options, cell, running.result)
         return None
     compiled = compile_cell(shell, cell, current_execution_count(shell) or 0)
     if compiled.is_async:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return shell.loop_runner(_run(magics, options, compiled, cell))
+            return shell.loop_runner(_run(session, options, compiled, cell))
         raise UsageError("%%carbon: top-level await runs when %%carbon is the cell's first line")
-    return _finish(*_run_sync(magics, options, compiled, cell))
+    return _finish(*_run_sync(session, options, compiled, cell))
 
 
-def _run_in_place(magics: CarbonMagics, options: CellOptions, cell: str, result: Any) -> None:
+def _run_in_place(session: KernelSession, options: CellOptions, cell: str, result: Any) -> None:
     """The body run as the cell of ``result``, here (no event loop needed)."""
-    run = _begin(magics, options, cell)
+    run = _begin(session, options, cell)
     stop = run.stop if run is not None else None
     status = "error"
     try:
-        prepared = prepare(magics.shell, cell, result)
+        prepared = prepare(session.shell, cell, result)
         if prepared is not None:
-            with stops_shown(magics.shell, stop):
+            with stops_shown(session.shell, stop):
                 _guarded(
-                    magics.shell,
+                    session.shell,
                     run,
                     stop,
                     result,
-                    lambda: run_to_end(magics.shell, prepared, result),
+                    lambda: run_to_end(session.shell, prepared, result),
                 )
         status = _result_status(run, stop, result)
     finally:
-        _end(magics, run, cell, status, result.execution_count)
+        _end(session, run, cell, status, result.execution_count)
 
 
 async def _run_in_place_async(
-    magics: CarbonMagics, options: CellOptions, cell: str, result: Any
+    session: KernelSession, options: CellOptions, cell: str, result: Any
 ) -> None:
     """The body run as the cell of ``result``, awaited in the kernel's event loop."""
-    run = _begin(magics, options, cell)
+    run = _begin(session, options, cell)
     stop = run.stop if run is not None else None
     task = asyncio.current_task()
     status = "error"
     try:
-        prepared = prepare(magics.shell, cell, result)
+        prepared = prepare(session.shell, cell, result)
         if prepared is not None:
-            with stops_shown(magics.shell, stop):
+            with stops_shown(session.shell, stop):
                 if stop is not None and task is not None:
                     stop.arm(task)
                 try:
-                    await run_nodes(magics.shell, prepared, result)
+                    await run_nodes(session.shell, prepared, result)
                 finally:
                     _disarm(run, stop)
             if stop is not None and stop.fired and task is not None and hasattr(task, "uncancel"):
                 task.uncancel()  # the cancel was the budget's, taken by the cell
         status = _result_status(run, stop, result)
     finally:
-        _end(magics, run, cell, status, result.execution_count)
+        _end(session, run, cell, status, result.execution_count)
 
 
 def _guarded(
@@ -250,10 +212,10 @@ def _result_status(run: LiveRun | None, stop: BudgetStop | None, result: Any) ->
 
 
 def _run_sync(
-    magics: CarbonMagics, options: CellOptions, compiled: CompiledCell, cell: str
+    session: KernelSession, options: CellOptions, compiled: CompiledCell, cell: str
 ) -> tuple[Any, str, BaseException | None, CellOptions, str | None]:
     __tracebackhide__ = True  # noqa: F841
-    run = _begin(magics, options, cell)
+    run = _begin(session, options, cell)
     status, result = "ok", None
     error: BaseException | None = None
     stop = run.stop if run is not None else None
@@ -262,7 +224,7 @@ def _run_sync(
             if stop is not None:
                 stop.arm()
             try:
-                namespace = _shell(magics).user_ns
+                namespace = _shell(session).user_ns
                 exec(compiled.body, namespace)
                 if compiled.last_expr is not None:
                     result = eval(compiled.last_expr, namespace)
@@ -282,16 +244,16 @@ def _run_sync(
                 stop.disarm()
     finally:
         status = _stop_status(run, status)
-        status = _end(magics, run, cell, status)  # always: nesting, heartbeat, caps stay right
+        status = _end(session, run, cell, status)  # always: nesting, heartbeat, caps stay right
     stop_message = run.scope_stop_message if run is not None else None
     return result if not compiled.quiet else None, status, error, options, stop_message
 
 
 async def _run(
-    magics: CarbonMagics, options: CellOptions, compiled: CompiledCell, cell: str
+    session: KernelSession, options: CellOptions, compiled: CompiledCell, cell: str
 ) -> Any:
     __tracebackhide__ = True  # noqa: F841
-    run = _begin(magics, options, cell)
+    run = _begin(session, options, cell)
     status, result = "ok", None
     error: BaseException | None = None
     stop = run.stop if run is not None else None
@@ -300,7 +262,7 @@ async def _run(
         if stop is not None and task is not None:
             stop.arm(task)
         try:
-            namespace = _shell(magics).user_ns
+            namespace = _shell(session).user_ns
             value = eval(compiled.body, namespace)
             if inspect.isawaitable(value):
                 await value
@@ -326,7 +288,7 @@ async def _run(
             stop.disarm()
     finally:
         status = _stop_status(run, status)
-        status = _end(magics, run, cell, status)
+        status = _end(session, run, cell, status)
     stop_message = run.scope_stop_message if run is not None else None
     return _finish(result if not compiled.quiet else None, status, error, options, stop_message)
 
@@ -355,34 +317,34 @@ def _finish(
     return result
 
 
-def _begin(magics: CarbonMagics, options: CellOptions, cell: str) -> LiveRun | None:
+def _begin(session: KernelSession, options: CellOptions, cell: str) -> LiveRun | None:
     """Open the window and show the panel; on any fault, None (the cell still runs)."""
-    tracker = magics.tracker
+    tracker = session.tracker
     try:
-        role = magics.enter_magic_cell()
+        role = session.enter_magic_cell()
         nested = role != RECORDS
         if not tracker.running:
             tracker.start()
         name = options.name or first_line(cell) or "cell"
         window = tracker.begin(name)
-        use_widgets = not options.quiet and widgets_available(magics.shell)
-        run = LiveRun(magics, window, options, Panel(name, use_widgets), nested)
+        use_widgets = not options.quiet and widgets_available(session.shell)
+        run = LiveRun(session, window, options, Panel(name, use_widgets), nested)
         run.names_outer = role == NAMES_OUTER
-        run.cluster_edge = magics.cluster_reader.start()
-        run.remote_edge = magics.remote_reader.start()
+        run.cluster_edge = session.cluster_reader.start()
+        run.remote_edge = session.remote_reader.start()
         if not nested:
-            magics.recorder.set_running_cell(name, run.forecast)
-            magics.scope_budgets.watch()
+            session.recorder.set_running_cell(name, run.forecast)
+            session.scope_budgets.watch()
         run.show()
         tracker.add_listener(run.on_tick)
         return run
     except Exception as failure:
-        magics.notice(f"%%carbon could not start measuring: {failure!r}")
+        session.notice(f"%%carbon could not start measuring: {failure!r}")
         return None
 
 
 def _end(
-    magics: CarbonMagics,
+    session: KernelSession,
     run: LiveRun | None,
     cell: str,
     status: str,
@@ -392,13 +354,13 @@ def _end(
     cell, name that cell's record), freeze the panel (never raises). ``count``: the cell's
     execution count, when known. Returns the cell's status, naming the notebook or day cap
     that stopped it."""
-    magics.leave_magic_cell()
+    session.leave_magic_cell()
     if run is None:
         return status
-    tracker = magics.tracker
+    tracker = session.tracker
     if not run.nested:
-        magics.recorder.set_running_cell(None)
-        caps = magics.scope_budgets.unwatch()
+        session.recorder.set_running_cell(None)
+        caps = session.scope_budgets.unwatch()
         for warning in caps.warnings:
             print(warning)
         if caps.stopped_by is not None and status.startswith(STOPPED):
@@ -407,20 +369,20 @@ def _end(
     try:
         tracker.remove_listener(run.on_tick)
         m = tracker.end(run.window)
-        magics.cluster_reader.end(run.cluster_edge, m)
-        magics.remote_reader.end(run.remote_edge, m)
+        session.cluster_reader.end(run.cluster_edge, m)
+        session.remote_reader.end(run.remote_edge, m)
         m.name = run.options.name or ""  # the ledger's name column holds explicit names
-        m.execution_count = count if count is not None else current_execution_count(magics.shell)
-        m.cell_id = current_cell_id(magics.shell)
+        m.execution_count = count if count is not None else current_execution_count(session.shell)
+        m.cell_id = current_cell_id(session.shell)
         m.source = first_line(cell)
         m.status = status
         if not run.nested:
-            magics.record(m, via="magic", budget=run.budget_record(m))
+            session.record(m, via="magic", budget=run.budget_record(m))
         elif run.names_outer:
-            magics.name_outer_record(m, run.budget_record(m))
+            session.name_outer_record(m, run.budget_record(m))
         run.finish(m, status)
     except Exception as failure:
-        magics.notice(f"%%carbon recording failed: {failure!r}")
+        session.notice(f"%%carbon recording failed: {failure!r}")
     if run.panel.use_widgets:
         # The next panel's widget, prepared in the tracker thread once this cell is
         # done, so the next %%carbon cell does not wait for a widget to be created.
@@ -448,9 +410,3 @@ def current_cell_id(shell: Any) -> str | None:
     except Exception:
         return None
     return cell_id if isinstance(cell_id, str) else None
-
-
-# What a %%carbon does with its record (``CarbonMagics.enter_magic_cell``).
-RECORDS = "records"  # its own record
-NESTED = "nested"  # none: inside another %%carbon, or its cell has its record already
-NAMES_OUTER = "names outer"  # names the record of the automatically recorded cell it is in

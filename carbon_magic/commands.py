@@ -1,7 +1,7 @@
 """The ``%carbon`` subcommands, in one registry: name, arguments, handler.
 
-Each handler takes the magics object and its parsed options (an ``argparse.Namespace``).
-``%carbon``'s parser, its subparsers, ``%carbon?`` and ``%carbon <sub> --help`` are all
+Each handler takes the kernel's session (``KernelSession``) and its parsed options (an
+``argparse.Namespace``). ``%carbon``'s parser, its subparsers, ``%carbon?`` and ``%carbon <sub> --help`` are all
 built from :data:`SUBCOMMANDS` (IPython's ``magic_arguments``), so a subcommand is
 described once, here.
 """
@@ -20,6 +20,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic_arguments import ArgDecorator, argument
 
 from carbon_magic.argparsing import CarbonArgumentParser
+from carbon_magic.beat_hint import tracker_hint
 from carbon_magic.export import DEFAULT_FORMAT, FORMATS, describe_formats
 from carbon_magic.formatting import (
     config_changed_line,
@@ -30,13 +31,13 @@ from carbon_magic.formatting import (
     format_watts,
 )
 from carbon_magic.scope_budgets import budget_lines
-from carbon_magic.settings import SPECS
+from carbon_magic.setting_specs import SPECS
 
 if TYPE_CHECKING:
-    from carbon_magic.magics import CarbonMagics
+    from carbon_magic.kernel_session import KernelSession
 
 
-Handler = Callable[["CarbonMagics", argparse.Namespace], Any]
+Handler = Callable[["KernelSession", argparse.Namespace], Any]
 
 
 @dataclass(frozen=True)
@@ -97,11 +98,11 @@ class StatusText(str):
         printer.text(str(self))
 
 
-def status_lines(magics: CarbonMagics) -> list[str]:
+def status_lines(session: KernelSession) -> list[str]:
     """The lines of ``%carbon status``."""
-    tracker = magics.tracker
+    tracker = session.tracker
     settings = tracker.settings
-    session = tracker.session()
+    totals = tracker.session()
     intensity = tracker.intensity()
     pue, pue_source = tracker.pue()
     lines = [
@@ -112,7 +113,7 @@ def status_lines(magics: CarbonMagics) -> list[str]:
             if settings.mode == "process"
             else "(the whole machine)"
         ),
-        f"recording: {'every cell' if magics.auto else 'only %%carbon cells'}",
+        f"recording: {'every cell' if session.auto else 'only %%carbon cells'}",
         "sensors:",
     ]
     for sensor in tracker.sensor_statuses():
@@ -124,24 +125,22 @@ def status_lines(magics: CarbonMagics) -> list[str]:
     provider = getattr(tracker, "intensity_provider", None)
     if provider is not None:
         lines.append(f"  provider: {provider.status()}")
-    from carbon_magic.live_run import carbon_aware_hint
-
-    hint = carbon_aware_hint(tracker)
+    hint = tracker_hint(tracker)
     if hint:
         lines.append(f"  {hint}")
     lines.append(f"PUE: {pue:g} ({pue_source})")
     lines.append(
-        f"session: {format_duration(session.duration_s)}, {format_kwh(session.energy_kwh)}, "
-        f"{format_grams_range(session.emissions_g, *session.emissions_range_g)} CO2e, "
-        f"embodied {format_grams(session.embodied_g)}, {magics.n_recorded} cells recorded"
+        f"session: {format_duration(totals.duration_s)}, {format_kwh(totals.energy_kwh)}, "
+        f"{format_grams_range(totals.emissions_g, *totals.emissions_range_g)} CO2e, "
+        f"embodied {format_grams(totals.embodied_g)}, {session.n_recorded} cells recorded"
     )
     watts = tracker.live_watts()
     lines.append(
         "power now: " + ", ".join(f"{name} {format_watts(w)}" for name, w in watts.items())
     )
-    lines.append(f"ledger: {magics.recorder.status()}")
-    lines.extend(budget_lines([s.describe() for s in magics.scope_budgets.states(refresh=True)]))
-    lines.extend(magics.remote_reader.doctor_lines())
+    lines.append(f"ledger: {session.recorder.status()}")
+    lines.extend(budget_lines([s.describe() for s in session.scope_budgets.states(refresh=True)]))
+    lines.extend(session.remote_reader.doctor_lines())
     for notice in tracker.notices:
         lines.append(f"note: {notice}")
     return lines
@@ -152,9 +151,9 @@ def status_lines(magics: CarbonMagics) -> list[str]:
     "tracker state, sensors and how each measures (or why not), attribution mode, "
     "location and intensity source, session totals",
 )
-def cmd_status(magics: CarbonMagics, options: argparse.Namespace) -> StatusText:
+def cmd_status(session: KernelSession, options: argparse.Namespace) -> StatusText:
     """``%carbon status``."""
-    return StatusText("\n".join(status_lines(magics)))
+    return StatusText("\n".join(status_lines(session)))
 
 
 @subcommand(
@@ -163,9 +162,9 @@ def cmd_status(magics: CarbonMagics, options: argparse.Namespace) -> StatusText:
     "also as traits: %config CarbonMagics.pue = 1.2",
     argument("changes", nargs="*", metavar="key=value", help="settings to change"),
 )
-def cmd_config(magics: CarbonMagics, options: argparse.Namespace) -> StatusText | None:
+def cmd_config(session: KernelSession, options: argparse.Namespace) -> StatusText | None:
     """``%carbon config [key=value ...]``: show, or validate-then-apply changes."""
-    settings = magics.tracker.settings
+    settings = session.tracker.settings
     args: list[str] = options.changes
     if not args:
         values = settings.as_dict()
@@ -194,27 +193,27 @@ def cmd_config(magics: CarbonMagics, options: argparse.Namespace) -> StatusText 
 
 
 @subcommand("start", "start the tracker")
-def cmd_start(magics: CarbonMagics, options: argparse.Namespace) -> None:
+def cmd_start(session: KernelSession, options: argparse.Namespace) -> None:
     """``%carbon start``."""
-    magics.tracker.start()
-    magics.recorder.set_tracker_state("running")
-    magics.recorder.write_heartbeat()
+    session.tracker.start()
+    session.recorder.set_tracker_state("running")
+    session.recorder.write_heartbeat()
 
 
 @subcommand("stop", "stop the tracker; cells are not recorded until start")
-def cmd_stop(magics: CarbonMagics, options: argparse.Namespace) -> None:
+def cmd_stop(session: KernelSession, options: argparse.Namespace) -> None:
     """``%carbon stop``: the tracker stops; cells are no longer recorded until start."""
-    magics.tracker.stop()
-    magics.recorder.set_tracker_state("stopped")
-    magics.recorder.write_heartbeat()
+    session.tracker.stop()
+    session.recorder.set_tracker_state("stopped")
+    session.recorder.write_heartbeat()
 
 
 @subcommand("reset", "zero the session totals and the timeline (the ledger keeps its records)")
-def cmd_reset(magics: CarbonMagics, options: argparse.Namespace) -> None:
+def cmd_reset(session: KernelSession, options: argparse.Namespace) -> None:
     """``%carbon reset``: zero the session totals and timeline (the ledger keeps its records)."""
-    magics.tracker.reset()
-    magics.records.clear()
-    magics.n_recorded = 0
+    session.tracker.reset()
+    session.records.clear()
+    session.n_recorded = 0
 
 
 @subcommand(
@@ -222,32 +221,32 @@ def cmd_reset(magics: CarbonMagics, options: argparse.Namespace) -> None:
     "record every cell automatically (on, the default) or only %%carbon cells (off)",
     argument("state", type=str.lower, choices=("on", "off"), metavar="on|off"),
 )
-def cmd_auto(magics: CarbonMagics, options: argparse.Namespace) -> None:
+def cmd_auto(session: KernelSession, options: argparse.Namespace) -> None:
     """``%carbon auto on|off``."""
-    magics.auto = options.state == "on"
+    session.auto = options.state == "on"
 
 
 @subcommand("last", "the last recorded cell's Measurement")
-def cmd_last(magics: CarbonMagics, options: argparse.Namespace) -> Any:
+def cmd_last(session: KernelSession, options: argparse.Namespace) -> Any:
     """``%carbon last``: the last recorded cell's Measurement (None before any)."""
-    return magics.last
+    return session.last
 
 
-def _rows(magics: CarbonMagics, all_sessions: bool = False, since: float | None = None) -> list:
+def _rows(session: KernelSession, all_sessions: bool = False, since: float | None = None) -> list:
     """Ledger rows of this session (or all), falling back to the in-memory records."""
-    return _rows_and_pending(magics, all_sessions, since)[0]
+    return _rows_and_pending(session, all_sessions, since)[0]
 
 
 def _rows_and_pending(
-    magics: CarbonMagics, all_sessions: bool = False, since: float | None = None
+    session: KernelSession, all_sessions: bool = False, since: float | None = None
 ) -> tuple[list, int]:
     """As :func:`_rows`, with the cells recorded but not yet written to the ledger file
     (included), and how many those are."""
     from carbon_magic.report_run import memory_rows
 
-    rows, pending = magics.recorder.cells(all_sessions=all_sessions, since=since)
+    rows, pending = session.recorder.cells(all_sessions=all_sessions, since=since)
     if not rows and not all_sessions:
-        rows = memory_rows(magics, since)
+        rows = memory_rows(session, since)
     return rows, pending
 
 
@@ -263,7 +262,7 @@ def _rows_and_pending(
         "30m, 1h, 7d",
     ),
 )
-def cmd_report(magics: CarbonMagics, options: argparse.Namespace) -> Any:
+def cmd_report(session: KernelSession, options: argparse.Namespace) -> Any:
     """``%carbon report [--top N] [--all-sessions] [--since WHEN]``.
 
     Computed off the cell's path: the cell waits at most ``REPORT_WAIT_S`` seconds, and
@@ -279,7 +278,7 @@ def cmd_report(magics: CarbonMagics, options: argparse.Namespace) -> Any:
         except ValueError as error:
             raise UsageError(str(error)) from None
     return report_run.run_bounded(
-        lambda: report_run.ledger_report(magics, options.top, options.all_sessions, since)
+        lambda: report_run.ledger_report(session, options.top, options.all_sessions, since)
     )
 
 
@@ -288,19 +287,19 @@ def cmd_report(magics: CarbonMagics, options: argparse.Namespace) -> Any:
     "power timeline and per-cell emissions (a Figure)",
     argument("--save", metavar="PATH", help="also write the figure to PATH (.png, .svg, .pdf)"),
 )
-def cmd_plot(magics: CarbonMagics, options: argparse.Namespace) -> Any:
+def cmd_plot(session: KernelSession, options: argparse.Namespace) -> Any:
     """``%carbon plot [--save PATH]``: returns the matplotlib Figure."""
     from carbon_magic import report
 
-    rows = _rows(magics)
+    rows = _rows(session)
     if options.save is not None:
         _check_save_path(options.save)
     try:
-        figure = report.plot_session(magics.tracker.timeline.points(), rows, save=options.save)
+        figure = report.plot_session(session.tracker.timeline.points(), rows, save=options.save)
     except (OSError, ValueError) as error:
         reason = error.strerror if isinstance(error, OSError) and error.strerror else error
         raise UsageError(f"%carbon plot: cannot save {options.save}: {reason}") from None
-    _ensure_figure_display(magics.shell)
+    _ensure_figure_display(session.shell)
     return figure
 
 
@@ -352,34 +351,36 @@ def _ensure_figure_display(shell: Any) -> None:
     argument("--force", action="store_true", help="overwrite an existing file"),
     argument("--all-sessions", action="store_true", help="every session in the ledger"),
 )
-def cmd_export(magics: CarbonMagics, options: argparse.Namespace) -> Any:
+def cmd_export(session: KernelSession, options: argparse.Namespace) -> Any:
     """``%carbon export PATH [--format FORMAT] [--force] [--all-sessions]``."""
     from carbon_magic import export
     from carbon_magic import ledger as ledger_module
 
     # The ledger's rows are read one batch at a time from one snapshot, followed by the
     # cells not yet written to it: memory stays the same however long the ledger.
-    session = None if options.all_sessions else magics.recorder.session_uuid
-    connection, pending_rows = magics.recorder.read_ledger(
+    session_uuid = None if options.all_sessions else session.recorder.session_uuid
+    connection, pending_rows = session.recorder.read_ledger(
         ledger_module.open_snapshot, all_sessions=options.all_sessions
     )
     try:
         stored = 0
         if connection is not None:
-            stored = int(ledger_module.cell_totals(connection, session_uuid=session)["n_cells"])
+            stored = int(
+                ledger_module.cell_totals(connection, session_uuid=session_uuid)["n_cells"]
+            )
         rows: Any = pending_rows
         if stored and connection is not None:
             rows = itertools.chain(
-                ledger_module.iter_cells(connection, session_uuid=session), pending_rows
+                ledger_module.iter_cells(connection, session_uuid=session_uuid), pending_rows
             )
         elif not pending_rows:
-            rows = _rows(magics, options.all_sessions)  # the kernel's memory, without a ledger
+            rows = _rows(session, options.all_sessions)  # the kernel's memory, without a ledger
         path, count = export.write_export(
             rows,
             options.path,
             fmt=options.format,
             force=options.force,
-            hardware=magics.tracker.hardware(),
+            hardware=session.tracker.hardware(),
         )
     except sqlite3.Error as error:
         raise UsageError(f"%carbon export: cannot read the ledger: {error}") from None
@@ -404,12 +405,12 @@ def cmd_export(magics: CarbonMagics, options: argparse.Namespace) -> Any:
     "the records as a pandas DataFrame",
     argument("--all-sessions", action="store_true", help="every session in the ledger"),
 )
-def cmd_df(magics: CarbonMagics, options: argparse.Namespace) -> Any:
+def cmd_df(session: KernelSession, options: argparse.Namespace) -> Any:
     """``%carbon df``: a pandas DataFrame of this session's records."""
     from carbon_magic import export
 
     try:
-        return export.to_dataframe(_rows(magics, options.all_sessions))
+        return export.to_dataframe(_rows(session, options.all_sessions))
     except ImportError as error:
         raise UsageError(str(error)) from None
 
@@ -421,16 +422,16 @@ def cmd_df(magics: CarbonMagics, options: argparse.Namespace) -> Any:
     argument("--hardware", metavar="TEXT", help="hardware used (default: this machine's)"),
     argument("--cells", metavar="SPEC", help="execution counts, e.g. 3,5-8 (default: all)"),
 )
-def cmd_card(magics: CarbonMagics, options: argparse.Namespace) -> Any:
+def cmd_card(session: KernelSession, options: argparse.Namespace) -> Any:
     """``%carbon card [--training-type TEXT] [--hardware TEXT] [--cells SPEC]``."""
     from carbon_magic import card
 
-    intensity = magics.tracker.intensity()
+    intensity = session.tracker.intensity()
     try:
         return card.model_card(
-            _rows(magics),
+            _rows(session),
             training_type=options.training_type,
-            hardware=options.hardware or magics.tracker.hardware(),
+            hardware=options.hardware or session.tracker.hardware(),
             cells=options.cells,
             location=None if intensity.provider == "world-average" else intensity.zone,
         )

@@ -7,18 +7,17 @@ import dataclasses
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from carbon_magic.beat_hint import tracker_hint
 from carbon_magic.budget import overshoot_note
+from carbon_magic.cell_options import CellOptions
 from carbon_magic.interrupt import STOPPED, BudgetStop
+from carbon_magic.kernel_session import KernelSession
 from carbon_magic.measurement import Measurement
 from carbon_magic.panel import Panel, panel_html, text_summary, window_power
 from carbon_magic.prediction import CellForecast, Prediction
-from carbon_magic.tracker import LiveReading, Tracker, Window
-
-if TYPE_CHECKING:
-    from carbon_magic.cell_runner import CellOptions
-    from carbon_magic.magics import CarbonMagics
+from carbon_magic.windows import LiveReading, Window
 
 PREDICTED_STOP = "stopped by budget (predicted)"
 
@@ -28,18 +27,18 @@ class LiveRun:
 
     def __init__(
         self,
-        magics: CarbonMagics,
+        session: KernelSession,
         window: Window,
         options: CellOptions,
         panel: Panel,
         nested: bool = False,
     ) -> None:
-        self.magics = magics
+        self.session = session
         self.window = window
         self.options = options
         self.budget = options.budget
         if self.budget is not None:
-            counts = bool(magics.tracker.settings.budget_remote)
+            counts = bool(session.tracker.settings.budget_remote)
             self.budget = dataclasses.replace(self.budget, count_remote=counts)
         self.panel = panel
         self.nested = nested
@@ -57,7 +56,7 @@ class LiveRun:
         self.predicted_text = ""
         self.scope_stop_message: str | None = None  # the line a notebook or day cap stopped it with
         self._lock = threading.Lock()
-        self.hint = carbon_aware_hint(magics.tracker)
+        self.hint = tracker_hint(session.tracker)
 
     @property
     def stop_status(self) -> str:
@@ -86,7 +85,7 @@ class LiveRun:
                 note = "budget exceeded" + stopping
             elif self.predicted_over:
                 note = "budget predicted to be exceeded" + stopping
-        watts = self.magics.tracker.live_watts()
+        watts = self.session.tracker.live_watts()
         title = self.window.name
         line = prediction.panel_line() if prediction is not None else None
         return (
@@ -100,7 +99,7 @@ class LiveRun:
                 title=title,
                 prediction=line,
                 power=window_power(
-                    self.magics.tracker.timeline, self.window.started_at.timestamp()
+                    self.session.tracker.timeline, self.window.started_at.timestamp()
                 ),
                 budget_fraction=used,
                 caps=self._caps(m, state),
@@ -114,14 +113,14 @@ class LiveRun:
         A fault only loses the caps line (reported once)."""
         try:
             counted = m if state == "running" or self.nested else None
-            return list(self.magics.scope_budgets.states(counted))
+            return list(self.session.scope_budgets.states(counted))
         except Exception as error:
-            self.magics.tracker.notice(f"notebook/day budgets unavailable: {error!r}")
+            self.session.tracker.notice(f"notebook/day budgets unavailable: {error!r}")
             return []
 
     def show(self) -> None:
         """Show the panel as the cell starts."""
-        m = self.magics.tracker.peek(self.window)
+        m = self.session.tracker.peek(self.window)
         html_text, text = self._render(m, "running")
         self.panel.show(html_text)
         self.panel.last_text = text
@@ -129,9 +128,9 @@ class LiveRun:
     def on_tick(self, reading: LiveReading) -> None:
         """Tracker listener: predict, check the budget, update the panel. The figures
         include the cluster's part so far, so a budget also stops cluster work."""
-        m = self.magics.tracker.peek(self.window)
-        m.remote = self.magics.remote_reader.peek(self.remote_edge)
-        self.magics.cluster_reader.add_live(self.cluster_edge, m)
+        m = self.session.tracker.peek(self.window)
+        m.remote = self.session.remote_reader.peek(self.remote_edge)
+        self.session.cluster_reader.add_live(self.cluster_edge, m)
         prediction = self._predict(m)
         if self.budget is not None and self._over_budget(m, prediction):
             if self.stop is not None and not self.stop.fired:
@@ -144,11 +143,11 @@ class LiveRun:
         """The notebook and day caps against this cell, with its prediction when
         ``--predict`` or ``budget_scope_predict`` asks; a fault is reported once."""
         try:
-            settings = self.magics.tracker.settings
+            settings = self.session.tracker.settings
             use_prediction = self.options.predict or settings.get("budget_scope_predict")
-            self.magics.scope_budgets.on_tick(m, prediction if use_prediction else None)
+            self.session.scope_budgets.on_tick(m, prediction if use_prediction else None)
         except Exception as error:
-            self.magics.tracker.notice(f"notebook/day budget check failed: {error!r}")
+            self.session.tracker.notice(f"notebook/day budget check failed: {error!r}")
 
     def _predict(self, m: Measurement) -> Prediction | None:
         """The cell's predicted total from its progress; a fault here only loses the
@@ -156,7 +155,7 @@ class LiveRun:
         try:
             return self.forecast.update(lambda: m)
         except Exception as error:
-            self.magics.tracker.notice(f"progress prediction failed: {error!r}")
+            self.session.tracker.notice(f"progress prediction failed: {error!r}")
             return None
 
     def _over_budget(self, m: Measurement, prediction: Prediction | None) -> bool:
@@ -210,10 +209,3 @@ class LiveRun:
                 f"({self.predicted_text}): {text}",
                 file=sys.stdout,
             )
-
-
-def carbon_aware_hint(tracker: Tracker) -> str | None:
-    """The carbon-aware hint for the panel, when a forecast is available."""
-    from carbon_magic.beat_hint import tracker_hint
-
-    return tracker_hint(tracker)

@@ -11,53 +11,31 @@ import atexit
 import logging
 import os
 import re
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments
+from IPython.core.magic_arguments import magic_arguments
 from traitlets import All, TraitError, TraitType, observe
 from traitlets.config import Configurable
 
 from carbon_magic import cell_runner
 from carbon_magic.argparsing import HelpShown, parse_words, split_words
 from carbon_magic.async_cells import AsyncCells
-from carbon_magic.cell_runner import (
-    CARBON_CELL,
-    NAMES_OUTER,
-    NESTED,
-    ON_EXCEED,
-    RECORDS,
-    first_line,
-)
-from carbon_magic.cluster import ClusterCollector
+from carbon_magic.cell_events import CellEvents
+from carbon_magic.cell_options import cell_arguments
 from carbon_magic.commands import SUBCOMMANDS, subcommands
 from carbon_magic.formatting import loaded_line
-from carbon_magic.interrupt import STOPPED, BudgetExceeded, status_of
-from carbon_magic.log_routing import route_log_messages, route_warnings, show_in_cell, unroute
-from carbon_magic.measurement import Measurement
-from carbon_magic.prediction import CellForecast
-from carbon_magic.recorder import Recorder, Via, set_kernel_recorder
-from carbon_magic.remote import RemoteCollector
-from carbon_magic.running_cells import AutoRecord, RunningCell, RunningCells
-from carbon_magic.scope_budgets import ScopeBudgets
-from carbon_magic.settings import SPECS, parse_setting
-from carbon_magic.tracker import LiveReading, Tracker, get_tracker
-from carbon_magic.windows import Window
+from carbon_magic.kernel_session import KernelSession
+from carbon_magic.log_routing import route_log_messages, route_warnings, unroute
+from carbon_magic.recorder import set_kernel_recorder
+from carbon_magic.setting_specs import SPECS
+from carbon_magic.settings import parse_setting
+from carbon_magic.tracker import Tracker, get_tracker
 
 log = logging.getLogger("carbon_magic")
 
-__all__ = [
-    "BudgetExceeded",
-    "CarbonMagics",
-    "current_magics",
-    "first_line",
-    "load",
-    "unload",
-]
-
-RECORDS_KEPT = 1000  # recent records kept in memory; the ledger has them all
+__all__ = ["CarbonMagics", "current_magics", "load", "unload"]
 
 
 class SettingTrait(TraitType):
@@ -111,28 +89,8 @@ class CarbonMagics(Magics, _SettingTraits):
         self.tracker = tracker
         self._syncing = False
         super().__init__(shell=shell, parent=shell)
-        self.auto = True
-        self.last: Measurement | None = None
-        self.records: deque[Measurement] = deque(maxlen=RECORDS_KEPT)  # the latest ones
-        self.n_recorded = 0  # since load or %carbon reset (records keeps the latest)
-        self.recorder = Recorder(
-            tracker,
-            kernel_id=kernel_id_from_connection_file(),
-            notebook_path=os.environ.get("JPY_SESSION_NAME") or None,
-        )
-        self.session_uuid = self.recorder.session_uuid
-        self.kernel_id = self.recorder.kernel_id
-        self.notebook_path = self.recorder.notebook_path
-        self.running_cells = RunningCells()
-        self._magic_depth = 0
-        self.cluster_reader = ClusterCollector(tracker)
-        self.remote_reader = RemoteCollector(self.notice)
-        self.scope_budgets = ScopeBudgets(
-            tracker.settings,
-            self.recorder.ledger_path,
-            self.notebook_path,
-            self.session_uuid,
-        )
+        self.session = KernelSession(shell, tracker, kernel_id_from_connection_file())
+        self.events = CellEvents(self.session)
         self._sync_traits_from_settings()
         tracker.settings.on_change(self._settings_changed)
 
@@ -155,12 +113,12 @@ class CarbonMagics(Magics, _SettingTraits):
         if self._syncing:
             return
         self._sync_traits_from_settings()
-        self.recorder.settings_changed(changed)
+        self.session.recorder.settings_changed(changed)
         if "remote_calls" in changed and _state.get("magics") is self:  # loaded: on or off now
             if changed["remote_calls"] == "off":
-                self.remote_reader.close()
+                self.session.remote_reader.close()
             else:
-                self.remote_reader.install()
+                self.session.remote_reader.install()
 
     def _sync_traits_from_settings(self) -> None:
         self._syncing = True
@@ -172,140 +130,10 @@ class CarbonMagics(Magics, _SettingTraits):
         finally:
             self._syncing = False
 
-    # ----------------------------------------------------------- cell events
-
-    def pre_run_cell(self, info: Any) -> None:
-        """IPython ``pre_run_cell``: open a window for the user's cell (never raises); a
-        cell run by a running cell is part of it."""
-        try:
-            raw = getattr(info, "raw_cell", "") or ""
-            cell, stale = self.running_cells.started(info, bool(CARBON_CELL.match(raw)))
-            for left in stale:
-                self._close_auto(left.auto, None)
-            if cell is not self.running_cells.outermost or cell.carbon:
-                return
-            if not self.auto or not self.tracker.running:
-                return
-            window = self.tracker.begin(first_line(raw))
-            auto = AutoRecord(
-                window,
-                getattr(info, "cell_id", None),
-                raw,
-                CellForecast(window.started_at.timestamp()),
-            )
-            cell.auto = auto
-            auto.cluster_edge = self.cluster_reader.start()
-            self.recorder.set_running_cell(first_line(raw), auto.forecast)
-            auto.remote_edge = self.remote_reader.start()
-            self.scope_budgets.watch()
-        except Exception as error:
-            self.notice(f"cell recording failed: {error!r}")
-
-    def post_run_cell(self, result: Any) -> None:
-        """IPython ``post_run_cell``: close the window and record the cell (never raises)."""
-        try:
-            ended = self.running_cells.ended(getattr(result, "info", None))
-        except Exception as error:
-            self.notice(f"cell recording failed: {error!r}")
-            return
-        for cell in ended:
-            self._close_auto(cell.auto, result if cell is ended[-1] else None)
-        if ended and ended[-1].claimed and result is not None and self.shell is not None:
-            # The cell's only statement, the magic, returned: IPython counts that a success;
-            # the cell's own error (in its result) says otherwise, as for a plain cell.
-            self.shell.last_execution_succeeded = bool(getattr(result, "success", True))
-
-    def _close_auto(self, auto: AutoRecord | None, result: Any) -> None:
-        """Close an automatic record's window and record it (``result``: the cell's
-        ``ExecutionResult``, None for a cell whose end IPython never announced)."""
-        if auto is None:
-            return
-        self.recorder.set_running_cell(None)
-        caps = self.scope_budgets.unwatch()
-        for line in caps.warnings:
-            print(line)
-        try:
-            m = self.tracker.end(auto.window)
-            self.cluster_reader.end(auto.cluster_edge, m)
-            self.remote_reader.end(auto.remote_edge, m)
-            m.name = ""  # auto-recorded cells have no name; reports show the first line
-            m.execution_count = getattr(result, "execution_count", None)
-            m.cell_id = auto.cell_id
-            m.source = first_line(auto.source)
-            m.status = _status_of(result)
-            via: Via = "auto"
-            budget = None
-            if auto.magic is not None:  # a %%carbon inside names the record
-                via, budget = "magic", auto.magic_budget
-                m.name, m.source = auto.magic.name, auto.magic.source
-                if auto.magic.status.startswith(STOPPED):
-                    m.status = auto.magic.status
-            if caps.stopped_by is not None and m.status.startswith(STOPPED):
-                m.status = f"{STOPPED} ({caps.stopped_by})"
-            self.record(m, via=via, budget=budget)
-        except Exception as error:
-            self.notice(f"cell recording failed: {error!r}")
-
-    def record(self, m: Measurement, via: Via, budget: str | None = None) -> None:
-        """Keep ``m`` as the last record and write it to the ledger."""
-        self.last = m
-        self.records.append(m)
-        self.n_recorded += 1
-        self.scope_budgets.recorded(m)
-        self.recorder.record_cell(m, via=via, budget=budget)
-
-    def _on_tick(self, reading: LiveReading) -> None:
-        """Tracker listener: follows the running cell's progress (``%%carbon`` cells
-        follow their own) and heartbeats into the ledger every few seconds."""
-        outermost = self.running_cells.outermost
-        cell = outermost.auto if outermost is not None else None
-        if cell is not None:
-            prediction = None
-            try:
-                current = self.tracker.peek(cell.window)
-                prediction = cell.forecast.update(lambda: current)
-            except Exception as error:  # only the prediction is lost, never the heartbeat
-                self.tracker.notice(f"progress prediction failed: {error!r}")
-            self._check_scope_budgets(cell.window, prediction)
-        self.recorder.on_tick(reading)
-
-    def _check_scope_budgets(self, window: Window, prediction: Any) -> None:
-        """Tracker thread: the day and notebook caps against the running cell (with its
-        prediction when ``budget_scope_predict`` is on); a fault is reported once."""
-        try:
-            predicted = prediction if self.tracker.settings.get("budget_scope_predict") else None
-            self.scope_budgets.on_tick(self.tracker.peek(window), predicted)
-        except Exception as error:
-            self.tracker.notice(f"notebook/day budget check failed: {error!r}")
-
     # ------------------------------------------------------------ %%carbon
 
     @magic_arguments("%carbon")  # usage shows as %%carbon
-    @argument("--name", "-n", help="a name for the cell in reports")
-    @argument(
-        "--budget",
-        "-b",
-        metavar="LIMIT",
-        help="a limit: grams CO2e (µg, mg, g, kg, Mg, t) or energy (J, kJ, µWh, mWh, Wh, "
-        "kWh, MWh), e.g. 5g; mWh and MWh, mg and Mg differ by case",
-    )
-    @argument(
-        "--on-exceed",
-        choices=ON_EXCEED,
-        default=ON_EXCEED[0],
-        help="warn (default): mark the panel and print once; stop: interrupt the cell (a "
-        "SIGINT, as a kernel interrupt: sleeps and I/O end too; a native call ends first) "
-        'and record "stopped by budget" and how far over it ran',
-    )
-    @argument(
-        "--predict",
-        "-p",
-        action="store_true",
-        help="act on the budget as soon as the low end of the predicted total is over it "
-        '(after 10 %% of the work or 30 s); a stop is recorded as "stopped by budget '
-        '(predicted)". Needs --budget.',
-    )
-    @argument("--quiet", "-q", action="store_true", help="no panel; one summary line at the end")
+    @cell_arguments()
     @cell_magic
     def carbon(self, line: str, cell: str) -> Any:
         """Measure this cell with a live panel.
@@ -319,58 +147,7 @@ class CarbonMagics(Magics, _SettingTraits):
         then re-raised. Nested %%carbon cells are recorded once, by the outermost.
         """
         __tracebackhide__ = True  # noqa: F841 - IPython hides this frame in tracebacks
-        return cell_runner.run_cell(self, line, cell)
-
-    def claim_cell(self) -> RunningCell | None:
-        """The running cell, when the ``%%carbon`` starting now is that cell itself (its
-        only statement, run by IPython); it then runs the body as the cell. None when
-        the magic is called from other code."""
-        cell = self.running_cells.innermost
-        result = getattr(getattr(self.shell, "displayhook", None), "exec_result", None)
-        if cell is None or not cell.carbon or cell.claimed:
-            return None
-        if result is None or getattr(result, "info", None) is not cell.info:
-            return None
-        cell.claimed, cell.result = True, result
-        return cell
-
-    def enter_magic_cell(self) -> str:
-        """A ``%%carbon`` cell starts: what it does with its record (``cell_runner``'s
-        RECORDS, NESTED or NAMES_OUTER). One cell has one record: a ``%%carbon`` nested
-        in another is shown, not recorded; one in a cell recorded automatically (``%%time``
-        or ``%%timeit`` around it) names that cell's record."""
-        self._magic_depth += 1
-        if self._magic_depth > 1:
-            return NESTED
-        outermost = self.running_cells.outermost
-        if outermost is None:
-            return RECORDS  # called outside any cell
-        if outermost.auto is not None:
-            return NAMES_OUTER
-        if outermost.recorded:
-            return NESTED
-        outermost.recorded = True
-        return RECORDS
-
-    def name_outer_record(self, m: Measurement, budget: str | None) -> None:
-        """A ``%%carbon`` inside an automatically recorded cell has ended: the first one
-        names the cell's record and gives it its budget."""
-        outermost = self.running_cells.outermost
-        auto = outermost.auto if outermost is not None else None
-        if auto is not None and auto.magic is None:
-            auto.magic, auto.magic_budget = m, budget
-
-    def leave_magic_cell(self) -> None:
-        """A ``%%carbon`` cell has ended."""
-        self._magic_depth = max(0, self._magic_depth - 1)
-
-    def notice(self, message: str) -> None:
-        """Report a fault met on the cell's own path: once in the server log and in
-        ``%carbon status``, and one line in the cell where it first happened."""
-        new = message not in self.tracker.notices
-        self.tracker.notice(message)
-        if new:
-            show_in_cell(message)
+        return cell_runner.run_cell(self.session, line, cell)
 
     # ------------------------------------------------------------ %carbon
 
@@ -395,12 +172,7 @@ class CarbonMagics(Magics, _SettingTraits):
             options = parse_words(CarbonMagics.carbon_line.parser, words, "%carbon")
         except HelpShown:
             return None
-        return options.handler(self, options)
-
-
-def _status_of(result: Any) -> str:
-    error = getattr(result, "error_in_exec", None) or getattr(result, "error_before_exec", None)
-    return status_of(error)
+        return options.handler(self.session, options)
 
 
 CarbonMagics.carbon_line.__doc__ = (
@@ -447,23 +219,24 @@ def load(ipython: Any) -> None:
     except ValueError as error:  # conflicting settings, e.g. from CARBON_MAGIC_* variables
         raise UsageError(f"carbon_magic not loaded: {error}{_origin_note(error)}") from None
     magics = CarbonMagics(ipython, tracker)
+    session = magics.session
     ipython.register_magics(magics)
-    async_cells = AsyncCells(ipython, magics.running_cells)
+    async_cells = AsyncCells(ipython, session.running_cells)
     async_cells.install()
     if magics not in ipython.configurables:
         ipython.configurables.append(magics)
-    ipython.events.register("pre_run_cell", magics.pre_run_cell)
-    ipython.events.register("post_run_cell", magics.post_run_cell)
-    tracker.add_listener(magics._on_tick, watching=False)
+    ipython.events.register("pre_run_cell", magics.events.pre_run_cell)
+    ipython.events.register("post_run_cell", magics.events.post_run_cell)
+    tracker.add_listener(magics.events.on_tick, watching=False)
     _state.update(shell=ipython, magics=magics, async_cells=async_cells)
-    set_kernel_recorder(magics.recorder)
+    set_kernel_recorder(session.recorder)
     atexit.register(_end_at_exit, magics)
-    magics.cluster_reader.poll()  # a Dask client made before %load_ext: install the plugins now
+    session.cluster_reader.poll()  # a Dask client made before %load_ext: install the plugins now
     if tracker.settings.remote_calls != "off":
-        magics.remote_reader.install()  # wraps the LLM SDKs imported now and later
-    magics.recorder.write_heartbeat()
-    session = tracker.session()
-    print(loaded_line(session.methods, session.intensity_g_per_kwh, session.intensity_source))
+        session.remote_reader.install()  # wraps the LLM SDKs imported now and later
+    session.recorder.write_heartbeat()
+    totals = tracker.session()
+    print(loaded_line(totals.methods, totals.intensity_g_per_kwh, totals.intensity_source))
 
 
 def _end_at_exit(magics: CarbonMagics) -> None:
@@ -473,7 +246,7 @@ def _end_at_exit(magics: CarbonMagics) -> None:
 
     if _state.get("magics") is not magics:
         return
-    magics.recorder.end_session(EXIT_WAIT_S)
+    magics.session.recorder.end_session(EXIT_WAIT_S)
 
 
 def unload(ipython: Any) -> None:
@@ -489,21 +262,21 @@ def unload(ipython: Any) -> None:
     unroute()
     atexit.unregister(_end_at_exit)
     for event, callback in (
-        ("pre_run_cell", magics.pre_run_cell),
-        ("post_run_cell", magics.post_run_cell),
+        ("pre_run_cell", magics.events.pre_run_cell),
+        ("post_run_cell", magics.events.post_run_cell),
     ):
         try:
             ipython.events.unregister(event, callback)
         except ValueError:
             pass
-    tracker = magics.tracker
-    tracker.remove_listener(magics._on_tick)
+    tracker, session = magics.tracker, magics.session
+    tracker.remove_listener(magics.events.on_tick)
     tracker.settings.remove_listener(magics._settings_changed)
-    magics.cluster_reader.close()
-    magics.remote_reader.close()  # the SDKs are exactly as before %load_ext
+    session.cluster_reader.close()
+    session.remote_reader.close()  # the SDKs are exactly as before %load_ext
     tracker.stop()
-    magics.recorder.write_heartbeat()
-    magics.recorder.end_session()
+    session.recorder.write_heartbeat()
+    session.recorder.end_session()
     set_kernel_recorder(None)
     if magics in ipython.configurables:
         ipython.configurables.remove(magics)

@@ -29,7 +29,8 @@ from carbon_magic.measurement import Measurement
 if TYPE_CHECKING:
     from carbon_magic.ledger import Ledger
     from carbon_magic.prediction import CellForecast
-    from carbon_magic.tracker import LiveReading, Tracker
+    from carbon_magic.tracker import Tracker
+    from carbon_magic.windows import LiveReading
 
 T = TypeVar("T")
 

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable
 from functools import lru_cache
 
-from carbon_magic.settings import ENV_PREFIX, SPECS
+from carbon_magic.setting_specs import ENV_PREFIX, SPECS
 
 __all__ = ["MASK", "MIN_KNOWN_VALUE_CHARS", "mask_values", "redact_secrets", "secret_names"]
 

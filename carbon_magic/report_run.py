@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from carbon_magic.formatting import format_grams
 
 if TYPE_CHECKING:
-    from carbon_magic.magics import CarbonMagics
+    from carbon_magic.kernel_session import KernelSession
     from carbon_magic.report import Report
 
 __all__ = [
@@ -51,7 +51,7 @@ class PendingReport:
 
 
 def ledger_report(
-    magics: CarbonMagics, top: int | None, all_sessions: bool, since: float | None
+    session: KernelSession, top: int | None, all_sessions: bool, since: float | None
 ) -> Report:
     """The report of this session's cells (or all sessions'), started since ``since``
     (UTC epoch seconds); the kernel's in-memory records when the ledger has none of
@@ -59,7 +59,7 @@ def ledger_report(
     from carbon_magic import ledger as ledger_module
     from carbon_magic import report
 
-    recorder = magics.recorder
+    recorder = session.recorder
     filters: dict[str, Any] = {
         "session_uuid": None if all_sessions else recorder.session_uuid,
         "since": since,
@@ -80,13 +80,13 @@ def ledger_report(
         totals = report.add_totals(totals, report.sum_cells(pending))
     heaviest = report.heaviest_first([*heaviest, *pending])
     if not totals["n_cells"] and not all_sessions:
-        rows = memory_rows(magics, since)
-        return report.build_report(rows, top=top, hint=report_hint(magics, rows))
-    hint = report_hint(magics, heaviest)
+        rows = memory_rows(session, since)
+        return report.build_report(rows, top=top, hint=report_hint(session, rows))
+    hint = report_hint(session, heaviest)
     return report.report_from_totals(totals, heaviest, top=top, hint=hint, pending=len(pending))
 
 
-def memory_rows(magics: CarbonMagics, since: float | None = None) -> list[dict[str, Any]]:
+def memory_rows(session: KernelSession, since: float | None = None) -> list[dict[str, Any]]:
     """The session's cells the kernel keeps in memory (its latest records), as ledger
     rows, started at or after ``since`` (UTC epoch seconds): what reports and exports
     show when the ledger cannot be used."""
@@ -94,19 +94,19 @@ def memory_rows(magics: CarbonMagics, since: float | None = None) -> list[dict[s
 
     return [
         ledger_module.cell_row(m, via="memory", budget=None)
-        | {"session_uuid": magics.session_uuid, "notebook_path": magics.notebook_path}
-        for m in magics.records
+        | {"session_uuid": session.session_uuid, "notebook_path": session.notebook_path}
+        for m in session.records
         if since is None or (m.started_at and m.started_at.timestamp() >= since)
     ]
 
 
-def report_hint(magics: CarbonMagics, rows: Sequence[Mapping[str, Any]]) -> str | None:
+def report_hint(session: KernelSession, rows: Sequence[Mapping[str, Any]]) -> str | None:
     """The carbon-aware line under a report: what the three heaviest of ``rows`` would
     have emitted at the forecast's best time. None without a forecast; never raises."""
     try:
         from carbon_magic.grid.hints import carbon_aware_hint, emissions_if_run_at
 
-        tracker = magics.tracker
+        tracker = session.tracker
         provider = tracker.intensity_provider
         if provider is None:  # the tracker has not started: no forecast yet
             return None

@@ -11,6 +11,7 @@ Devices come from ``sensors.detect(settings)`` behind one protocol, so the track
 names a vendor. Here is the state the thread and the windows share; the parts are:
 
 - ``sensor_reading``: every counter at one instant, failing sources taken out;
+- ``counter_accounts``: the raw counters, the totals they advance and the live power;
 - ``tick_attribution``: a tick's counter differences charged to each mode;
 - ``intensity_feed``: the grid intensity and PUE each tick is converted at;
 - ``totals``: the cumulative totals, and the ``Measurement`` between two of them;
@@ -29,6 +30,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
+from carbon_magic.counter_accounts import CounterAccounts
 from carbon_magic.grid import provider_settings
 from carbon_magic.grid.base import Intensity, IntensityProvider
 from carbon_magic.intensity_feed import IntensityFeed
@@ -36,26 +38,16 @@ from carbon_magic.measurement import Measurement
 from carbon_magic.sensor_reading import SensorReader
 from carbon_magic.sensors.base import SensorStatus
 from carbon_magic.settings import Settings
-from carbon_magic.tick_attribution import RawCounters, TickAttributor
 from carbon_magic.timeline import Timeline
-from carbon_magic.totals import Totals, accumulate, measurement_between
-from carbon_magic.vocabulary import MODES
-from carbon_magic.wake import IDLE_TICK_S, WakeSchedule
+from carbon_magic.totals import Totals
+from carbon_magic.wake import WakeSchedule
 from carbon_magic.windows import LiveReading, Window, fill
 
 if TYPE_CHECKING:
     from carbon_magic.cpu_power import CpuPowerModel
     from carbon_magic.sensors import Sensors
 
-__all__ = [
-    "IDLE_TICK_S",
-    "SLOW_REFRESH_S",
-    "LiveReading",
-    "Totals",
-    "Tracker",
-    "Window",
-    "get_tracker",
-]
+__all__ = ["SLOW_REFRESH_S", "Tracker", "get_tracker"]
 
 log = logging.getLogger("carbon_magic")
 
@@ -91,18 +83,9 @@ class Tracker:
         self.timeline = Timeline()
         self._reader: SensorReader | None = None
         self._running = False
-        # Cumulative totals per mode, the session's base and the last raw reading: set
-        # by the first start (``_init_totals``), kept across stop and start.
-        self._totals: dict[str, Totals] = {}
-        self._session_base: dict[str, Totals] = {}
-        self._raw: RawCounters | None = None
-        self._started_ns = 0
-        self._last_tick_ns = 0
-        self._last_tick_energy_j: dict[str, float] = {}
-        self._last_watts: dict[str, float] = {}
         self._next_slow_refresh = 0.0
-        self._attributor = TickAttributor()
         self._feed = IntensityFeed(self.settings, self.notice, self.wake)
+        self._accounts = CounterAccounts(self.settings, self._feed, self._reading, self.timeline)
         self.started_at: datetime | None = None
         self.settings.on_change(self._settings_changed)
 
@@ -119,8 +102,7 @@ class Tracker:
 
             sensors = detect(self.settings)
         self._reader = SensorReader(sensors, self.notice, time.monotonic_ns)
-        # GPU use by the kernel's processes is learnt again (refreshed slowly).
-        self._attributor = TickAttributor()
+        self._accounts.forget_gpu_use()  # learnt again (refreshed slowly)
         return self._reader
 
     def _reading(self) -> SensorReader:
@@ -158,12 +140,12 @@ class Tracker:
                 return self
             self._reading()  # sensors detected on first start
             self._feed.start()
-            if not self._totals:
-                self._init_totals()
+            if not self._accounts.opened:
+                self._accounts.open(self.components())
+                self.started_at = datetime.now(timezone.utc)
+                self._next_slow_refresh = 0.0
             else:
-                # Resume: the stopped period is not measured.
-                self._raw = self._read_raw()
-                self._last_tick_ns = self._raw.t_ns
+                self._accounts.resume()  # the stopped period is not measured
             self._running = True
             self._schedule.start_thread(self._run)
         return self
@@ -177,7 +159,7 @@ class Tracker:
         with self._lock:
             if not self._running:
                 return
-            self._advance()
+            self._accounts.advance()
             self._running = False
         self._schedule.join_thread(timeout_s=5)
         self._feed.close()
@@ -186,25 +168,13 @@ class Tracker:
         """Zero the session totals and the timeline. Open windows are unaffected: the
         cumulative totals keep running and the session is counted from a new base."""
         with self._lock:
-            if not self._totals:
+            if not self._accounts.opened:
                 return
             if self._running:
-                self._advance()
-            self._session_base = {mode: totals.copy() for mode, totals in self._totals.items()}
+                self._accounts.advance()
+            self._accounts.rebase_session()
             self.started_at = datetime.now(timezone.utc)
-            self._started_ns = self._now_raw().t_ns
             self.timeline.clear()
-
-    def _init_totals(self) -> None:
-        raw = self._raw = self._read_raw(with_memory=True)
-        self.started_at = datetime.now(timezone.utc)
-        self._started_ns = raw.t_ns
-        self._totals = {mode: Totals() for mode in MODES}
-        self._session_base = {mode: Totals() for mode in MODES}
-        self._last_tick_energy_j = dict(self._totals[self.settings.mode].energy_j)
-        self._last_tick_ns = raw.t_ns
-        self._last_watts = dict.fromkeys(self.components(), 0.0)
-        self._next_slow_refresh = 0.0
 
     def close(self) -> None:
         """Stop and release sensors (vendor libraries, kept-open files)."""
@@ -245,20 +215,27 @@ class Tracker:
 
     # ------------------------------------------------------------- the thread
 
-    def _sleep_s(self) -> float:
-        """Seconds until the next tick (see ``wake.WakeSchedule.sleep_s``)."""
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The background thread (None before the first start)."""
+        return self._schedule.thread
+
+    def next_sleep_s(self) -> float:
+        """Seconds the background thread sleeps before its next tick, as things are now:
+        ``interval`` while watched, the idle heartbeat otherwise (``wake.WakeSchedule``)."""
         return self._schedule.sleep_s(self.settings.interval, self.sensors.sources())
 
     def _run(self) -> None:
-        self._schedule.run(self._sleep_s, self._tick_listened, self.notice)
+        self._schedule.run(self.next_sleep_s, self._tick_listened, self.notice)
 
     def _tick_listened(self, listening: bool) -> LiveReading | None:
-        return self._tick(with_reading=listening)
+        return self.tick_now(with_reading=listening)
 
-    def _tick(self, with_reading: bool = True, slow: bool | None = None) -> LiveReading | None:
-        """Advance and record the power since the last tick. Every ``SLOW_REFRESH_S``
-        (or when ``slow`` is True) also re-read the slowly changing inputs. The live
-        reading is built only when someone listens."""
+    def tick_now(self, with_reading: bool = True, slow: bool | None = None) -> LiveReading | None:
+        """One tick, here and now, as the background thread ticks: advance and record the
+        power since the last tick. Every ``SLOW_REFRESH_S`` (or when ``slow`` is True)
+        also re-read the slowly changing inputs (True: now, False: not now). The live
+        reading is built only ``with_reading`` (someone listens); None otherwise."""
         now = time.monotonic()
         if slow is None:
             slow = now >= self._next_slow_refresh
@@ -271,70 +248,19 @@ class Tracker:
         elif self._feed.has_news:  # a live value just arrived: account at it from now
             intensity = self._feed.latest()
         with self._lock:
-            self._advance(with_memory=slow)  # energy so far counts at the previous intensity
-            raw = self._now_raw()
-            self._feed.switch(intensity, raw.t_ns)
-            mode = self.settings.mode
-            totals = self._totals[mode]
-            self._close_power_segment()
+            self._accounts.advance(with_memory=slow)  # so far at the previous intensity
+            self._feed.switch(intensity, self._accounts.now_raw().t_ns)
+            self._accounts.close_power_segment(self.components())
             if not with_reading:
                 return None
-            session = self._measurement_between(
-                self._session_base[mode],
-                totals,
-                mode,
-                (raw.t_ns - self._started_ns) / 1e9,
-                "session",
-                self.started_at,
-            )
-        return LiveReading(datetime.now(timezone.utc), dict(self._last_watts), session)
-
-    def _close_power_segment(self) -> None:
-        """The mean power since the last segment ended becomes the live power (and a
-        timeline entry); a new segment starts now. Ticks end segments, and so do window
-        edges, so that a cell's first beat shows the cell's power and the first beat
-        after it the idle power, never an average across the edge. Caller holds the
-        lock, after ``_advance``."""
-        raw = self._now_raw()
-        totals = self._totals[self.settings.mode]
-        dt_s = (raw.t_ns - self._last_tick_ns) / 1e9
-        if dt_s > 0:
-            self._last_watts = {
-                name: (totals.energy_j[name] - self._last_tick_energy_j.get(name, 0.0)) / dt_s
-                for name in self.components()
-            }
-            self.timeline.add(time.time(), dt_s, self._last_watts)
-        self._last_tick_energy_j = dict(totals.energy_j)
-        self._last_tick_ns = raw.t_ns
+            session = self._session_so_far()
+        return LiveReading(datetime.now(timezone.utc), dict(self._accounts.last_watts), session)
 
     def _refresh_gpu_use(self) -> None:
         use = self._reading().gpu_use()
         if use is not None:
             with self._lock:
-                self._attributor.set_gpu_use(use)
-
-    # ------------------------------------------------------------ accounting
-
-    def _read_raw(self, with_memory: bool = False) -> RawCounters:
-        return self._reading().read(self._raw, with_memory)
-
-    def _now_raw(self) -> RawCounters:
-        """The last raw reading (there is one once the tracker has started)."""
-        if self._raw is None:
-            self._raw = self._read_raw(with_memory=True)
-        return self._raw
-
-    def _advance(self, with_memory: bool = False) -> None:
-        """Read counters now and add the attributed differences to both modes' totals."""
-        previous, raw = self._now_raw(), self._read_raw(with_memory)
-        self._raw = raw
-        attributed = self._attributor.attribute(
-            previous, raw, self.sensors.total_memory_bytes, self.settings
-        )
-        if attributed is not None:
-            accumulate(
-                self._totals, attributed, self._feed.now, self._feed.pue, self.settings.embodied
-            )
+                self._accounts.set_gpu_use(use)
 
     def _measurement_between(
         self,
@@ -345,16 +271,20 @@ class Tracker:
         name: str,
         started_at: datetime | None,
     ) -> Measurement:
-        return measurement_between(
-            start,
-            end,
-            name=name,
-            started_at=started_at,
-            mode=mode,
-            duration_s=duration_s,
-            methods=self.methods(),
-            intensity=self._feed.now,
-            pue=self._feed.pue,
+        return self._accounts.measurement_between(
+            start, end, mode, duration_s, name, started_at, self.methods()
+        )
+
+    def _session_so_far(self) -> Measurement:
+        """The session's figures at the last reading, in the current mode (lock held)."""
+        mode, accounts = self.settings.mode, self._accounts
+        return self._measurement_between(
+            accounts.session_base[mode],
+            accounts.totals[mode],
+            mode,
+            (accounts.now_raw().t_ns - accounts.started_ns) / 1e9,
+            "session",
+            self.started_at,
         )
 
     # ---------------------------------------------------------------- windows
@@ -363,17 +293,18 @@ class Tracker:
         """Open a window now. Windows may nest and overlap. Starts the tracker if needed."""
         if not self._running:
             self.start()
+        accounts = self._accounts
         with self._lock:
-            self._advance()
+            accounts.advance()
             if self._feed.has_news:  # a window starts at the provider's latest value
-                self._feed.switch(self._feed.latest(), self._now_raw().t_ns)
-            self._close_power_segment()
+                self._feed.switch(self._feed.latest(), accounts.now_raw().t_ns)
+            accounts.close_power_segment(self.components())
             window = Window(
                 name=name,
                 mode=self.settings.mode,
-                started_ns=self._now_raw().t_ns,
+                started_ns=accounts.now_raw().t_ns,
                 started_at=datetime.now(timezone.utc),
-                totals_at_start=self._totals[self.settings.mode].copy(),
+                totals_at_start=accounts.totals[self.settings.mode].copy(),
                 measurement=Measurement(name=name),
                 intensity_at_start_g_per_kwh=self._feed.now.g_per_kwh,
             )
@@ -392,7 +323,7 @@ class Tracker:
         with self._lock:
             measurement = self._measurement_between(
                 window.totals_at_start,
-                self._totals[window.mode],
+                self._accounts.totals[window.mode],
                 window.mode,
                 (time.monotonic_ns() - window.started_ns) / 1e9,
                 window.name,
@@ -406,13 +337,13 @@ class Tracker:
             return window.measurement
         with self._lock:
             if self._running:
-                self._advance()
-                self._close_power_segment()
+                self._accounts.advance()
+                self._accounts.close_power_segment(self.components())
             result = self._measurement_between(
                 window.totals_at_start,
-                self._totals[window.mode],
+                self._accounts.totals[window.mode],
                 window.mode,
-                (self._now_raw().t_ns - window.started_ns) / 1e9,
+                (self._accounts.now_raw().t_ns - window.started_ns) / 1e9,
                 window.name,
                 window.started_at,
             )
@@ -474,28 +405,19 @@ class Tracker:
     def live_watts(self) -> dict[str, float]:
         """Attributed power per component over the last tick, watts."""
         with self._lock:
-            return dict(self._last_watts)
+            return dict(self._accounts.last_watts)
 
     def session(self) -> Measurement:
         """Totals since start (or the last reset), in the current mode, read now.
 
         The counters are read at the call (a fraction of a millisecond), so the figures
         are current even while the idle thread sleeps between heartbeats."""
-        mode = self.settings.mode
         with self._lock:
-            if not self._totals:
-                return Measurement(name="session", mode=mode, methods={})
+            if not self._accounts.opened:
+                return Measurement(name="session", mode=self.settings.mode, methods={})
             if self._running:
-                self._advance()
-            measurement = self._measurement_between(
-                self._session_base[mode],
-                self._totals[mode],
-                mode,
-                (self._now_raw().t_ns - self._started_ns) / 1e9,
-                "session",
-                self.started_at,
-            )
-        return measurement
+                self._accounts.advance()
+            return self._session_so_far()
 
     def sensor_statuses(self) -> list[SensorStatus]:
         """Every sensor: what it measures and how, or why it is unavailable."""
@@ -516,15 +438,15 @@ class Tracker:
         with self._lock:
             if keys & SENSOR_SETTINGS and self._reader is not None:
                 if self._running:
-                    self._advance()
+                    self._accounts.advance()
                 self._setup()
-                self._raw = self._read_raw()
+                self._accounts.raw = self._accounts.read_raw()
             if keys & provider_settings() and self._running:
                 self._feed.rebuild()
         if keys & {"pue", "cloud_region"}:
             with self._lock:
                 if self._running:
-                    self._advance()  # energy so far at the old PUE
+                    self._accounts.advance()  # energy so far at the old PUE
                 self._feed.pue = self._feed.read_pue()[0]
         if "interval" in keys:
             self.wake()

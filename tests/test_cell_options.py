@@ -10,7 +10,8 @@ import pytest
 from IPython.core.error import UsageError
 
 from carbon_magic.budget import parse_budget
-from carbon_magic.cell_runner import first_line, parse_options
+from carbon_magic.cell_options import parse_options
+from carbon_magic.cell_runner import first_line
 from carbon_magic.interrupt import BudgetExceeded, BudgetStop
 from carbon_magic.redact import redact_secrets
 

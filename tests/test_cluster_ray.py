@@ -56,7 +56,7 @@ def on(port, seconds):
 """
 READY = (
     "from carbon_magic.magics import current_magics\n"
-    "assert current_magics().cluster_reader.wait_ready(120), current_magics().cluster_reader.notices"
+    "assert current_magics().session.cluster_reader.wait_ready(120), current_magics().session.cluster_reader.notices"
 )
 
 
@@ -251,7 +251,7 @@ def test_a_ray_without_the_needed_api_marks_the_cluster_part_partial(cluster, ke
     ready = ok(
         kernel.execute(
             "from carbon_magic.magics import current_magics\n"
-            "print(current_magics().cluster_reader.wait_ready(60))"
+            "print(current_magics().session.cluster_reader.wait_ready(60))"
         )
     )
     assert ready.text.strip().splitlines()[-1] == "False"

@@ -174,7 +174,7 @@ def test_plugins_of_another_protocol_are_replaced_and_said_so(tmp_path, dask_pro
     ok(kernel.execute("%load_ext carbon_magic"))  # the client came first: joins now
     ok(kernel.execute(test_cluster.READY))
     notices = printed(
-        kernel, "import json\nprint(json.dumps(current_magics().cluster_reader.notices))"
+        kernel, "import json\nprint(json.dumps(current_magics().session.cluster_reader.notices))"
     )
     assert any("of protocol 1" in notice for notice in notices), notices
     protocols = printed(

@@ -119,7 +119,7 @@ def _window(tracker: Tracker, clock: FakeTime, seconds: float, ticks: int):
     step_ns = int(seconds * 1e9 / (ticks + 1))
     for _ in range(ticks):
         clock.now_ns += step_ns
-        tracker._tick(with_reading=False, slow=False)
+        tracker.tick_now(with_reading=False, slow=False)
     clock.now_ns += int(seconds * 1e9) - step_ns * ticks
     return tracker.end(window)
 

@@ -3,7 +3,8 @@
 import pytest
 
 from carbon_magic.grid import PROVIDERS, make_provider, provider_settings
-from carbon_magic.settings import Settings, parse_setting, setting_names
+from carbon_magic.setting_specs import setting_names
+from carbon_magic.settings import Settings, parse_setting
 from carbon_magic.tracker import Tracker
 
 

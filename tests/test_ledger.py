@@ -663,7 +663,8 @@ def test_pending_cells_are_bounded(path, quick, monkeypatch):
         for i in range(5):
             ledger.record_cell("s1", measurement(i), via="auto")
         assert ledger.status().startswith("in memory (3 pending)")
-    assert [row["execution_count"] for _, row in ledger._cells] == [3, 4, 5]
+    rows, pending = ledger.cells_with_pending()
+    assert pending == 3 and [row["execution_count"] for row in rows] == [3, 4, 5]
 
 
 # --- several processes ------------------------------------------------------------------

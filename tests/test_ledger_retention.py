@@ -25,7 +25,7 @@ from carbon_magic.ledger import (
     read_cells,
     read_sessions,
 )
-from carbon_magic.ledger import writer as ledger_writer
+from carbon_magic.ledger import retention as ledger_retention
 from carbon_magic.measurement import Measurement
 from carbon_magic.settings import Settings, parse_setting
 
@@ -154,7 +154,7 @@ def test_without_a_retention_time_every_cell_stays(tmp_path):
 
 
 def test_many_old_cells_go_in_batches_while_cells_are_recorded(tmp_path, monkeypatch):
-    monkeypatch.setattr(ledger_writer, "PRUNE_BATCH_CELLS", 5)
+    monkeypatch.setattr(ledger_retention, "PRUNE_BATCH_CELLS", 5)
     path = tmp_path / "ledger.sqlite3"
     with Ledger(path) as ledger:
         open_session(ledger)
@@ -174,7 +174,7 @@ def test_pruning_never_holds_a_cell_up_nor_loses_it(tmp_path, monkeypatch):
         open_session(ledger)
         ledger.record_cell("s1", cell("old", 10), via="auto")
     pruning, release, threads = threading.Event(), threading.Event(), []
-    real_prune = ledger_writer.prune_cells
+    real_prune = ledger_retention.prune_cells
 
     def slow_prune(conn, before, limit):
         threads.append(threading.current_thread().name)
@@ -182,7 +182,7 @@ def test_pruning_never_holds_a_cell_up_nor_loses_it(tmp_path, monkeypatch):
         release.wait(5)  # a long delete, holding the writer's lock
         return real_prune(conn, before, limit)
 
-    monkeypatch.setattr(ledger_writer, "prune_cells", slow_prune)
+    monkeypatch.setattr(ledger_retention, "prune_cells", slow_prune)
     with Ledger(path, keep_days=1) as ledger:
         assert pruning.wait(5)
         started = time.monotonic()
@@ -215,7 +215,7 @@ def test_bad_retention_times_are_refused_and_change_nothing(tmp_path, bad):
     with Ledger(path, keep_days=1000) as ledger:
         with pytest.raises(ValueError, match=r"above 0 and up to 36500"):
             ledger.set_keep_days(bad)
-        assert ledger._keep_s == 1000 * DAY_S
+        assert ledger.keep_s == 1000 * DAY_S
 
 
 def test_the_server_counts_follow_removed_cells(tmp_path):

@@ -29,14 +29,14 @@ def test_cell_spanning_an_intensity_change_integrates_it():
         try:
             provider = tracker.intensity_provider
             assert provider.wait_ready(5)
-            tracker._tick(slow=True)
+            tracker.tick_now(slow=True)
             assert tracker.intensity().g_per_kwh == 100.0
             window = tracker.begin("cell")
             time.sleep(0.4)
-            tracker._tick(slow=True)  # the first part of the cell at 100 g/kWh
+            tracker.tick_now(slow=True)  # the first part of the cell at 100 g/kWh
             api.intensity = 300.0
             assert provider.refresh(wait_s=5)
-            tracker._tick(slow=True)  # picks up 300 g/kWh for what follows
+            tracker.tick_now(slow=True)  # picks up 300 g/kWh for what follows
             time.sleep(0.4)
             m = tracker.end(window)
         finally:

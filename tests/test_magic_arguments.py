@@ -88,7 +88,7 @@ def test_help_and_bad_format_in_a_real_kernel(tmp_path):
 
 
 def test_a_unit_given_apart_from_its_number_is_named_with_the_fix():
-    from carbon_magic.cell_runner import parse_options
+    from carbon_magic.cell_options import parse_options
 
     with pytest.raises(UsageError) as raised:
         parse_options("--budget 5 grams")
@@ -98,3 +98,11 @@ def test_a_unit_given_apart_from_its_number_is_named_with_the_fix():
     # Other strays are still named as such.
     with pytest.raises(UsageError, match="unrecognized arguments: extra"):
         parse_options("--name fit extra")
+
+
+def test_the_cell_magic_and_its_line_parser_share_one_option_declaration():
+    from carbon_magic.cell_options import CELL_ARGUMENTS, cell_parser
+
+    usage = cell_parser().format_usage()
+    assert usage == CarbonMagics.carbon.parser.format_usage()
+    assert usage.count("[--") == len(CELL_ARGUMENTS) == 5

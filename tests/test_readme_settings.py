@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from carbon_magic.settings import SPECS
+from carbon_magic.setting_specs import SPECS
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 ROW = re.compile(r"^\| `([a-z_]+)` \| `([A-Z_]+)` \| [^|]+ \| (.+) \|$", re.M)

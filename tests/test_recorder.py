@@ -11,7 +11,9 @@ import pytest
 from carbon_magic import ledger as ledger_module
 from carbon_magic.measurement import Measurement
 from carbon_magic.recorder import HEARTBEAT_MIN_S, Recorder
-from carbon_magic.tracker import IDLE_TICK_S, LiveReading, Tracker
+from carbon_magic.tracker import Tracker
+from carbon_magic.wake import IDLE_TICK_S
+from carbon_magic.windows import LiveReading
 
 from .kernels import Kernel
 

@@ -330,13 +330,13 @@ def test_budgets_count_remote_emissions_and_the_panel_says_so(kernel, api, ledge
     )
     counted = ok(kernel, cell)
     # The local part alone (a few µg) is under the budget; with the calls it is over.
-    assert "carbon budget 50 µg CO2e (local + remote (estimated)) exceeded" in counted.text
+    assert "carbon budget 0.05 mg CO2e (local + remote (estimated)) exceeded" in counted.text
     assert "remote (estimated), not in the local figures: 3 LLM calls" in counted.text
     panel = json.dumps(counted.messages, ensure_ascii=False, default=str)
-    assert "budget 50 µg CO2e (local + remote (estimated))" in panel
+    assert "budget 0.05 mg CO2e (local + remote (estimated))" in panel
     ok(kernel, "%carbon config budget_remote=false")
     local = ok(kernel, cell)
-    assert "budget 50 µg CO2e (local only)" in json.dumps(
+    assert "budget 0.05 mg CO2e (local only)" in json.dumps(
         local.messages, ensure_ascii=False, default=str
     )
     assert "exceeded" not in local.text

@@ -233,11 +233,11 @@ def test_shared_gpu_charges_the_kernel_its_sm_share_above_idle() -> None:
     tracker = injected(make_sensors(times, gpus=[gpu]))
     tracker.start()
     try:
-        tracker._tick(slow=True)  # learns how the kernel uses the GPUs
+        tracker.tick_now(slow=True)  # learns how the kernel uses the GPUs
         time.sleep(0.25)
         gpu.add("nvidia:0", 0.25 * 40)  # an idle-looking tick: the idle estimate
         gpu.add("nvidia:1", 50.0)
-        tracker._tick(slow=False)
+        tracker.tick_now(slow=False)
         window = tracker.begin("w")
         time.sleep(0.3)
         gpu.add("nvidia:0", 100.0)
@@ -269,24 +269,24 @@ def test_failing_gpu_is_dropped_with_one_line() -> None:
 
 
 def test_idle_tracker_sleeps_until_watched() -> None:
-    from carbon_magic.tracker import IDLE_TICK_S
+    from carbon_magic.wake import IDLE_TICK_S
 
     times = FakeCpuTimes()
     tracker = injected(make_sensors(times), interval=0.5)
-    assert tracker._sleep_s() == IDLE_TICK_S
+    assert tracker.next_sleep_s() == IDLE_TICK_S
     window = tracker.begin("w")
-    assert tracker._sleep_s() == 0.5
+    assert tracker.next_sleep_s() == 0.5
     tracker.end(window)
-    assert tracker._sleep_s() == 0.5  # one more tick shows the window ended
-    time.sleep(0.3)
-    assert tracker._sleep_s() == IDLE_TICK_S
+    assert tracker.next_sleep_s() == 0.5  # one more tick shows the window ended
+    time.sleep(0.8)  # the interval cadence holds for 1.5 intervals after a window
+    assert tracker.next_sleep_s() == IDLE_TICK_S
     tracker.add_listener(lambda reading: None, watching=False)
-    assert tracker._sleep_s() == IDLE_TICK_S
+    assert tracker.next_sleep_s() == IDLE_TICK_S
     panel = lambda reading: None  # noqa: E731
     tracker.add_listener(panel)
-    assert tracker._sleep_s() == 0.5
+    assert tracker.next_sleep_s() == 0.5
     tracker.remove_listener(panel)
-    assert tracker._sleep_s() == IDLE_TICK_S
+    assert tracker.next_sleep_s() == IDLE_TICK_S
     tracker.close()
 
 

@@ -1,7 +1,8 @@
 import pytest
 
 import carbon_magic
-from carbon_magic.settings import SPECS, Settings, parse_setting
+from carbon_magic.setting_specs import SPECS
+from carbon_magic.settings import Settings, parse_setting
 
 
 def test_defaults():

@@ -42,7 +42,7 @@ def live_tracker(ledger: Path, url: str) -> Tracker:
     provider = tracker.intensity_provider
     assert provider is not None and provider.wait_ready(5)
     assert provider.refresh(wait_s=5) and provider.forecast()
-    tracker._tick(slow=True)  # the tracker takes the live value
+    tracker.tick_now(slow=True)  # the tracker takes the live value
     return tracker
 
 

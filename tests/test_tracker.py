@@ -75,9 +75,9 @@ def test_measure_fills_the_contract(tracker):
 
 def test_start_stop_idempotent_and_thread_daemon(tracker):
     tracker.start()
-    thread = tracker._schedule.thread
+    thread = tracker.thread
     tracker.start()
-    assert tracker._schedule.thread is thread and thread.daemon
+    assert tracker.thread is thread and thread.daemon
     tracker.stop()
     tracker.stop()
     assert not tracker.running and not thread.is_alive()
@@ -248,13 +248,13 @@ def test_intensity_change_mid_window_is_integrated():
     tracker.start()
     provider = FixedProvider(100.0)
     tracker.intensity_provider = provider
-    tracker._tick(slow=True)  # accounts at 100 g/kWh from now
+    tracker.tick_now(slow=True)  # accounts at 100 g/kWh from now
     try:
         window = tracker.begin("w")
         time.sleep(0.3)
-        tracker._tick(slow=True)  # energy so far at 100 g/kWh
+        tracker.tick_now(slow=True)  # energy so far at 100 g/kWh
         provider.value = 300.0
-        tracker._tick(slow=True)  # at 300 g/kWh from now
+        tracker.tick_now(slow=True)  # at 300 g/kWh from now
         time.sleep(0.3)
         m = tracker.end(window)
     finally:

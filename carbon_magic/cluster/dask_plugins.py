@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
+from collections.abc import Mapping
 from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
@@ -72,7 +73,10 @@ class CarbonWorkerPlugin(WorkerPlugin):
             self.agent = None
 
     def read(
-        self, mode: str = "process", kernel: Any = None, settings: Any = None
+        self,
+        mode: str = "process",
+        kernel: Any = None,
+        settings: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """The worker handler: the agent's cumulative figures for the asking kernel's
         ``mode`` and ``settings``, or ``{"error": why}``."""
@@ -162,7 +166,7 @@ class CarbonSchedulerPlugin(SchedulerPlugin):
         kernel: Any = None,
         timeout: float = 0.8,
         skip: Any = (),
-        settings: Any = None,
+        settings: Mapping[str, Any] | None = None,
     ) -> dict[str, dict[str, Any]]:
         """``{worker address: reply}`` for every worker; a worker that does not answer
         within ``timeout`` seconds, or fails, gets ``{"error": why}``. Workers in ``skip``

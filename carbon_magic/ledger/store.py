@@ -25,6 +25,7 @@ from carbon_magic.ledger.housekeeping import (
     prune_session_heartbeats,
 )
 from carbon_magic.ledger.journal import import_journals, write_journal
+from carbon_magic.ledger.remote_calls import pending_remote_share
 from carbon_magic.ledger.rows import SessionState, write_session
 from carbon_magic.ledger.schema import Transaction, describe_error
 from carbon_magic.ledger.tables import INSERT_HEARTBEAT
@@ -150,6 +151,25 @@ class PendingStore(LedgerFile):
                 conn, session_id, row["at"] - HEARTBEAT_KEEP_S, keep_id=cursor.lastrowid
             )
             self._last_prune[uuid] = row["at"]
+
+    def _pending_cell_rows(
+        self, session_uuid: str | None, since: float | None
+    ) -> list[dict[str, Any]]:
+        """The pending cells as rows that :func:`~carbon_magic.ledger.read.read_cells`
+        gives, of session ``session_uuid`` (None: all) started at or after ``since``."""
+        return [
+            {
+                **row,
+                "session_uuid": uuid,
+                "kernel_id": self._sessions[uuid].row["kernel_id"],
+                "notebook_path": self._sessions[uuid].row["notebook_path"],
+                "host": self._sessions[uuid].row["host"],
+                **pending_remote_share(row),
+            }
+            for uuid, row in self._cells
+            if (session_uuid is None or uuid == session_uuid)
+            and (since is None or row["started_at"] >= since)
+        ]
 
     def _bound_pending(self) -> None:
         """Drop the oldest pending cells beyond MAX_PENDING_CELLS (memory is finite)."""

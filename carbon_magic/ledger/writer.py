@@ -29,9 +29,9 @@ from typing import Any, TypeVar
 
 from carbon_magic.ledger.cluster import CLUSTER_KEY
 from carbon_magic.ledger.connection import RETRY_AFTER_S
-from carbon_magic.ledger.housekeeping import keep_seconds, prune_cells
 from carbon_magic.ledger.read import read_cells
-from carbon_magic.ledger.remote_calls import REMOTE_KEY, pending_remote_share
+from carbon_magic.ledger.remote_calls import REMOTE_KEY
+from carbon_magic.ledger.retention import Retention
 from carbon_magic.ledger.rows import (
     SessionState,
     cell_row,
@@ -40,7 +40,6 @@ from carbon_magic.ledger.rows import (
     session_fields,
     session_row,
 )
-from carbon_magic.ledger.schema import Transaction
 from carbon_magic.ledger.sql import BUSY_TIMEOUT_S
 from carbon_magic.ledger.store import PendingStore
 from carbon_magic.measurement import Measurement
@@ -56,10 +55,6 @@ WRITER_SLICE_S = 0.25  # the background writer waits for a lock in slices this l
 # shutdown_wait_time (5 s by default), and a terminated kernel writes nothing.
 EXIT_WAIT_S = 1.5
 CLOSE_RETRY_S = 0.05  # between a closing writer's attempts within its wait, seconds
-PRUNE_BATCH_CELLS = 200  # cells removed per retention transaction (the lock is let go between)
-RETENTION_EVERY_S = 3600.0  # how often old cells are looked for, seconds
-RETENTION_RETRY_S = 60.0  # after a retention pass could not run (file busy or failing)
-RETENTION_PAUSE_S = 0.05  # between two batches, so records and other kernels get the file
 
 # What callers hand to the writer, applied in order under the lock:
 # ("session", uuid, SessionState) | ("update", uuid, columns) | ("cell", uuid, (row, m))
@@ -104,12 +99,11 @@ class Ledger(PendingStore):
         cell_wait_s: float = CELL_WAIT_S,
         keep_days: float | None = None,
     ) -> None:
-        keep_s = keep_seconds(keep_days)  # raises before anything is opened
+        retention = Retention(keep_days)  # raises before anything is opened
         super().__init__(path, busy_timeout_s=busy_timeout_s, retry_after_s=retry_after_s)
         self._cell_wait_s = min(float(cell_wait_s), self._busy_timeout_s)
         self._lock = threading.Lock()
-        self._keep_s = keep_s  # retention of cells, seconds; None keeps everything
-        self._retention_at = 0.0  # time.monotonic() of the next retention pass
+        self._retention = retention
         # Records not yet applied (deque appends are atomic: no lock needed to add one).
         self._inbox: deque[_Op] = deque()
         self._backlog = False  # records wait for the background writer
@@ -121,7 +115,7 @@ class Ledger(PendingStore):
         self._stopping = False
         with self._lock:
             self._open(defer_locked=True)  # a lock held now is waited out by the writes
-        if keep_s is not None:
+        if retention.keep_s is not None:
             self._start_writer()
 
     # public API ---------------------------------------------------------------------
@@ -293,19 +287,7 @@ class Ledger(PendingStore):
         each cell is in exactly one of them. Never raises for the file."""
         with self._lock:
             self._drain()
-            pending = [
-                {
-                    **row,
-                    "session_uuid": uuid,
-                    "kernel_id": self._sessions[uuid].row["kernel_id"],
-                    "notebook_path": self._sessions[uuid].row["notebook_path"],
-                    "host": self._sessions[uuid].row["host"],
-                    **pending_remote_share(row),
-                }
-                for uuid, row in self._cells
-                if (session_uuid is None or uuid == session_uuid)
-                and (since is None or row["started_at"] >= since)
-            ]
+            pending = self._pending_cell_rows(session_uuid, since)
             try:
                 result: T | None = read(self.path)
             except (OSError, sqlite3.Error):
@@ -479,7 +461,7 @@ class Ledger(PendingStore):
                 if self._has_pending():
                     self._write(min(WRITER_SLICE_S, self._busy_timeout_s), defer_locked=True)
                 if self._settle():
-                    delay = self._retention_pass()
+                    delay = self._retention.run(self._usable_connection, WRITER_SLICE_S)
                 elif self._permanent:
                     delay = None
                 elif self._reason is not None:
@@ -489,39 +471,22 @@ class Ledger(PendingStore):
 
     # retention ----------------------------------------------------------------------
 
+    @property
+    def keep_s(self) -> float | None:
+        """How long cells are kept, seconds (None: all of them)."""
+        return self._retention.keep_s
+
     def set_keep_days(self, keep_days: float | None) -> None:
         """Keep cells for ``keep_days`` days (a positive number), or all of them (None).
         The background writer removes older ones soon after, never a call that records.
         Raises ValueError for any other value, and nothing changes then."""
-        keep_s = keep_seconds(keep_days)
         with self._lock:
-            self._keep_s = keep_s
-            self._retention_at = 0.0
-        if keep_s is not None:
+            self._retention.set_keep_days(keep_days)
+        if self._retention.keep_s is not None:
             self._start_writer()
 
-    def _retention_pass(self) -> float | None:
-        """Remove one batch of cells that started before the retention time; returns the
-        seconds until the next pass (None: no retention). A busy or failing file is left
-        alone until later: the writes report its faults. Caller holds the lock."""
-        if self._keep_s is None:
-            return None
-        now = time.monotonic()
-        if now < self._retention_at:
-            return self._retention_at - now
+    def _usable_connection(self) -> sqlite3.Connection | None:
+        """The writer's connection, unless the file is busy or failing (lock held)."""
         if self._reason is not None or not self._connection_current():
-            self._retention_at = now + RETENTION_RETRY_S
-            return RETENTION_RETRY_S
-        conn = self._conn
-        assert conn is not None
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {int(WRITER_SLICE_S * 1000)}")
-            with Transaction(conn):
-                removed = prune_cells(conn, time.time() - self._keep_s, PRUNE_BATCH_CELLS)
-        except (sqlite3.Error, OSError):
-            self._retention_at = now + RETENTION_RETRY_S
-            return RETENTION_RETRY_S
-        if removed >= PRUNE_BATCH_CELLS:
-            return RETENTION_PAUSE_S  # more to remove: records and other writers go first
-        self._retention_at = now + RETENTION_EVERY_S
-        return RETENTION_EVERY_S
+            return None
+        return self._conn

@@ -41,7 +41,8 @@ from carbon_magic.server import metrics, views
 from carbon_magic.server.budgets import KernelBudgets
 from carbon_magic.server.cell_pages import CELL_PAGE_DEFAULT, CELL_PAGE_MAX, CellPage
 from carbon_magic.server.config import CarbonMagicServer
-from carbon_magic.server.reader import LedgerReader, LedgerSnapshot, LedgerUnavailable
+from carbon_magic.server.ledger_records import LedgerSnapshot
+from carbon_magic.server.reader import LedgerReader, LedgerUnavailable
 from carbon_magic.server.views import KernelSummary
 
 try:

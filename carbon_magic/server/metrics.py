@@ -38,7 +38,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from carbon_magic.server.reader import LedgerSnapshot, Totals
+from carbon_magic.server.cell_sums import Totals
+from carbon_magic.server.ledger_records import LedgerSnapshot
 from carbon_magic.server.views import (
     KernelSummary,
     Paths,

@@ -21,7 +21,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +36,6 @@ from carbon_magic.server.cell_pages import (
     CellPage,
     cell_record,
 )
-
-# Totals moved to cell_sums; importers of this module keep the name.
 from carbon_magic.server.cell_sums import TOTALS_NAMES, CellSums, Totals, totals_of
 from carbon_magic.server.gpus import session_gpus
 from carbon_magic.server.heartbeat_columns import (
@@ -47,6 +45,7 @@ from carbon_magic.server.heartbeat_columns import (
     missing_later_columns,
 )
 from carbon_magic.server.journals import JournalCatchUp
+from carbon_magic.server.ledger_records import Heartbeat, LedgerSnapshot, Session, SessionFigures
 from carbon_magic.vocabulary import COMPONENTS
 
 MAX_DAY_CACHES = 4  # day starts whose cell sums are kept (clients in a few time zones)
@@ -54,94 +53,6 @@ MAX_DAY_CACHES = 4  # day starts whose cell sums are kept (clients in a few time
 
 class LedgerUnavailable(Exception):
     """The ledger file does not exist (yet) or has no tables: nothing was recorded."""
-
-
-@dataclass(frozen=True)
-class Heartbeat:
-    """A tracker's latest sign of life: live power per component and running totals."""
-
-    at: float
-    power_w: dict[str, float]
-    totals: Totals
-    intensity_g_per_kwh: float
-    intensity_source: str
-    tracker_state: str
-    running_cell: str | None
-    running_cell_started_at: float | None
-    # The running cell's predicted total at completion: {"fraction": 0..1, "emissions_g",
-    # "emissions_range_g": [low, high], "eta_s"}, or None.
-    prediction: dict[str, Any] | None = None
-    hint: str | None = None  # the carbon-aware hint of the grid forecast, or None
-    # The longest the tracker said it may take to write the next heartbeat (seconds);
-    # None for heartbeats written before ledger schema 5.
-    next_beat_s: float | None = None
-
-
-@dataclass(frozen=True)
-class Session:
-    """One tracker lifetime in one kernel process (a kernel restart starts a new one)."""
-
-    id: int
-    session_uuid: str
-    kernel_id: str | None
-    notebook_path: str | None
-    host: str
-    pid: int
-    started_at: float
-    ended_at: float | None
-    tracker_state: str
-    interval_s: float
-    mode: str
-    methods: dict[str, str]
-    intensity_g_per_kwh: float
-    intensity_source: str
-    # The machine's GPUs: {device key: {"vendor": "nvidia", "model": "NVIDIA H200"}}.
-    gpus: dict[str, dict[str, str]] = field(default_factory=dict)
-
-
-@dataclass
-class SessionFigures:
-    """A session with its latest heartbeat and its totals, all time and since a day start."""
-
-    session: Session
-    heartbeat: Heartbeat | None
-    all_time: Totals
-    today: Totals
-    n_cells: int | None = None
-    totals_from: str = "heartbeat"  # heartbeat | cells
-    # The sums of the session's recorded cells: unlike the tracker's running totals
-    # (which a mode switch or ``%carbon reset`` rewrites), these only grow.
-    cells: Totals = field(default_factory=Totals)
-    # The session's calls to hosted LLM APIs, estimated, NOT in the totals above
-    # (session_remote()); None without any. Read for one kernel only.
-    remote: dict[str, Any] | None = None
-
-    @property
-    def last_seen(self) -> float:
-        """When this session last wrote anything we read (seconds since the epoch)."""
-        if self.heartbeat is not None:
-            return self.heartbeat.at
-        return self.session.started_at
-
-    @property
-    def tracker_state(self) -> str:
-        """``running`` or ``stopped``; a session with ``ended_at`` set is stopped."""
-        if self.session.ended_at is not None:
-            return "stopped"
-        if self.heartbeat is not None:
-            return self.heartbeat.tracker_state
-        return self.session.tracker_state
-
-
-@dataclass
-class LedgerSnapshot:
-    """Every session of the ledger with its figures, read in one read transaction."""
-
-    now: float
-    day_start: float
-    sessions: list[SessionFigures] = field(default_factory=list)
-    # Per kernel id: the cluster part (Dask, Ray) of its cells (no ranges).
-    cluster: dict[str, Totals] = field(default_factory=dict)
 
 
 # Rows are read by column name (sqlite3.Row). Heartbeat columns are named h_<column>,

@@ -13,7 +13,8 @@ from typing import Any
 
 from carbon_magic.ledger import LOST_AFTER_S, session_state
 from carbon_magic.server.cell_pages import CellPage, CellRecord
-from carbon_magic.server.reader import LedgerSnapshot, SessionFigures, Totals
+from carbon_magic.server.cell_sums import Totals
+from carbon_magic.server.ledger_records import LedgerSnapshot, SessionFigures
 from carbon_magic.vocabulary import COMPONENTS
 
 StaleAfter = Callable[[float, "float | None"], float]  # interval_s, next_beat_s -> seconds
