@@ -10,6 +10,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -206,9 +207,31 @@ def iter_cells(
             return
         raise
     names = [column[0] for column in cursor.description]
+    # The cluster and remote parts are looked up only for batches that may have some:
+    # most ledgers have none, or only for their newer cells.
+    cluster_from = _lowest_ref(conn, "cell_clusters")
+    remote_from = _lowest_ref(conn, "cell_remote_calls")
+    newest_of = itemgetter(names.index("id"))
     while batch := cursor.fetchmany(batch_rows):
-        rows = with_cluster_share(conn, [dict(zip(names, row, strict=True)) for row in batch])
-        yield from with_remote_share(query, conn, rows)
+        newest = max(map(newest_of, batch))
+        rows = [dict(zip(names, row, strict=False)) for row in batch]
+        if cluster_from is not None and newest >= cluster_from:
+            rows = with_cluster_share(conn, rows)
+        if remote_from is not None and newest >= remote_from:
+            rows = with_remote_share(query, conn, rows)
+        yield from rows
+
+
+def _lowest_ref(conn: sqlite3.Connection, table: str) -> int | None:
+    """The lowest ``cell_ref`` in ``table`` (a table of parts of cells), None when it is
+    empty or absent (a ledger from before it)."""
+    try:
+        found = conn.execute(f"SELECT MIN(cell_ref) FROM {table}").fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return None
+        raise
+    return None if found is None or found[0] is None else int(found[0])
 
 
 # The columns a report sums over cells (and the count), in the units of the ledger.
