@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from carbon_magic._version import __version__
-from carbon_magic.export import describe_gpus
+from carbon_magic.export_codecarbon import describe_gpus
 from carbon_magic.formatting import (
     format_duration,
     format_grams,

@@ -1,4 +1,6 @@
-"""Exports of recorded cells: CodeCarbon's ``emissions.csv``, a flat CSV, JSON, pandas.
+"""Exports of recorded cells: the formats (CodeCarbon's ``emissions.csv`` in
+``export_codecarbon``, JSON in ``export_json``, and here a flat CSV and pandas), where
+they are written, and how.
 
 Input rows are ledger cell rows (see ``carbon_magic.report``): joules, kWh, grams,
 UTC epoch seconds. Units change only here, where a format wants them (kg and kWh for
@@ -10,103 +12,39 @@ from __future__ import annotations
 import csv
 import json
 import os
-import platform
-import socket
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from functools import lru_cache
 from operator import itemgetter
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from carbon_magic.export_json import (
-    GENERATOR,
-    JSON_FORMAT,
-    JSON_FORMAT_VERSION,
-    json_record,
-    read_json_records,
-    redacted_source,
-    write_json,
-)
+from carbon_magic.export_codecarbon import write_codecarbon
+from carbon_magic.export_json import redacted_source, write_json
 from carbon_magic.export_target import resolve_target, write_to
+from carbon_magic.export_times import utc_iso
 from carbon_magic.ledger import CELL_COLUMNS, CLUSTER_SHARE_COLUMNS, REMOTE_SHARE_COLUMNS
-from carbon_magic.measurement import J_PER_KWH, is_gpu_key
-from carbon_magic.report import Row, row_devices, row_hardware, row_methods, row_settings
+from carbon_magic.report import Row, row_devices, row_methods
 from carbon_magic.vocabulary import COMPONENTS
-from carbon_magic.water import WaterFactors, water_factors
 
 if TYPE_CHECKING:
     import pandas
 
-# The JSON format lives in ``export_json``; importers of this module keep its names.
 __all__ = [
-    "CODECARBON_COLUMNS",
     "DEFAULT_FILE_NAMES",
     "DEFAULT_FORMAT",
     "EXPORT_FORMATS",
     "FLAT_COLUMNS",
     "FORMATS",
-    "GENERATOR",
-    "JSON_FORMAT",
-    "JSON_FORMAT_VERSION",
     "ExportFormat",
-    "codecarbon_record",
     "describe_formats",
-    "describe_gpus",
     "export_format",
     "export_records",
     "flat_record",
-    "json_record",
-    "read_json_records",
     "to_dataframe",
     "write_export",
 ]
 
-
-# CodeCarbon's emissions.csv header, in its order (EmissionsData in
-# codecarbon/output_methods/emissions_data.py). Units: s, kg, kg/s, W, kWh, L, GB.
-CODECARBON_COLUMNS = (
-    "timestamp",
-    "project_name",
-    "run_id",
-    "experiment_id",
-    "duration",
-    "emissions",
-    "emissions_rate",
-    "cpu_power",
-    "gpu_power",
-    "ram_power",
-    "cpu_energy",
-    "gpu_energy",
-    "ram_energy",
-    "energy_consumed",
-    "water_consumed",
-    "country_name",
-    "country_iso_code",
-    "region",
-    "cloud_provider",
-    "cloud_region",
-    "os",
-    "python_version",
-    "codecarbon_version",
-    "cpu_count",
-    "cpu_model",
-    "gpu_count",
-    "gpu_model",
-    "longitude",
-    "latitude",
-    "ram_total_size",
-    "tracking_mode",
-    "cpu_utilization_percent",
-    "gpu_utilization_percent",
-    "ram_utilization_percent",
-    "ram_used_gb",
-    "on_cloud",
-    "pue",
-    "wue",
-)
 
 # Our flat CSV / DataFrame columns. Times are ISO 8601 UTC; energy per component in
 # joules (IT, before PUE); energy_* in kWh (facility, after PUE); emissions in grams.
@@ -127,187 +65,6 @@ FLAT_COLUMNS = (
 )
 
 # ---------------------------------------------------------------- helpers
-
-
-def _utc_iso(epoch_s: Any) -> str:
-    if epoch_s is None:
-        return ""
-    return datetime.fromtimestamp(float(epoch_s), tz=timezone.utc).isoformat()
-
-
-def _num(value: Any) -> float:
-    return float(value) if value is not None else 0.0
-
-
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)
-
-
-def _gpu_names(hardware: Mapping[str, Any]) -> list[str] | None:
-    """The names of the GPUs in a hardware summary, other accelerators (Apple's Neural
-    Engine) left out; ``None`` where the summary has no ``gpus``."""
-    gpus = hardware.get("gpus")
-    if gpus is None:
-        return None
-    if isinstance(gpus, Mapping):
-        return [str(name) for key, name in gpus.items() if is_gpu_key(str(key))]
-    return [str(g.get("name", g)) if isinstance(g, Mapping) else str(g) for g in gpus]
-
-
-def describe_gpus(hardware: Mapping[str, Any]) -> str:
-    """``"2 x NVIDIA H200"`` (CodeCarbon's style) from a hardware summary; ``""`` if none.
-    GPUs only: Apple's Neural Engine is not listed."""
-    names = _gpu_names(hardware) or []
-    return ", ".join(f"{count} x {name}" for name, count in Counter(names).items())
-
-
-def _country(code: str) -> tuple[str, str]:
-    """(ISO-3 code, name) as CodeCarbon writes them, from our ISO-2 setting."""
-    try:
-        from carbon_magic.grid.static import countries, validate_country
-
-        row = countries()[validate_country(code)]
-    except (ImportError, KeyError, ValueError):
-        return code.upper(), ""
-    return row.iso3, row.name
-
-
-def _location(row: Row) -> dict[str, str]:
-    """Country and cloud fields known from the session's settings (set by the user)."""
-    settings = row_settings(row)
-    country = _text(settings.get("country"))
-    iso3, name = _country(country) if country else ("", "")
-    cloud = _text(settings.get("cloud_region"))
-    provider, _, region = cloud.partition(":") if cloud else ("", "", "")
-    return {
-        "country_name": name,
-        "country_iso_code": iso3,
-        "cloud_provider": provider,
-        "cloud_region": region,
-        "on_cloud": "Y" if cloud else "N",
-    }
-
-
-@lru_cache(maxsize=64)
-def _water_factors(country: Any, cloud_region: Any, wue: Any) -> WaterFactors:
-    return water_factors({"country": country, "cloud_region": cloud_region, "wue": wue})
-
-
-@lru_cache(maxsize=64)
-def _water_of_settings_text(text: str) -> WaterFactors:
-    """The water factors of a session's settings JSON (the same for all its cells)."""
-    settings = row_settings({"settings_json": text})
-    return _water_factors(
-        settings.get("country"), settings.get("cloud_region"), settings.get("wue")
-    )
-
-
-def _water(row: Row) -> WaterFactors:
-    """The water factors of the cell's session (on-site WUE and the grid's water; see
-    :mod:`carbon_magic.water`), from its settings."""
-    text = row.get("settings_json")
-    if isinstance(text, str) and "settings" not in row:
-        return _water_of_settings_text(text)
-    settings = row_settings(row)
-    return _water_factors(
-        settings.get("country"), settings.get("cloud_region"), settings.get("wue")
-    )
-
-
-# ---------------------------------------------------------------- records
-
-
-def _session_fields(row: Row, hardware: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The CodeCarbon columns that come from the cell's session, not the cell: location,
-    OS, Python and hardware. The same for every cell of a session, so computed once."""
-    hw = row_hardware(row) or dict(hardware or {})
-    fields: dict[str, Any] = dict(_location(row))
-    host = row.get("host")
-    if hw.get("os") or hw.get("python_version"):
-        fields["os"] = _text(hw.get("os"))
-        fields["python_version"] = _text(hw.get("python_version"))
-    elif host is None or host == socket.gethostname():
-        # The ledger is local, so this machine is the measured one.
-        fields["os"] = platform.platform()
-        fields["python_version"] = platform.python_version()
-    if hw.get("n_cpus") is not None:
-        fields["cpu_count"] = hw["n_cpus"]
-    fields["cpu_model"] = _text(hw.get("cpu_model"))
-    gpu_names = _gpu_names(hw)
-    if gpu_names is not None:
-        fields["gpu_count"] = len(gpu_names)
-        fields["gpu_model"] = describe_gpus(hw)
-    if hw.get("ram_gb") is not None:
-        fields["ram_total_size"] = hw["ram_gb"]
-    return fields
-
-
-_CC_AT = {name: index for index, name in enumerate(CODECARBON_COLUMNS)}
-_CC_COMPONENTS = [
-    (f"{component}_j", _CC_AT[f"{component}_power"], _CC_AT[f"{component}_energy"])
-    for component in COMPONENTS
-]
-
-
-def _codecarbon_template(session_fields: Mapping[str, Any]) -> list[Any]:
-    """A CodeCarbon row with the session's columns filled in and the cell's left empty."""
-    values: list[Any] = [""] * len(CODECARBON_COLUMNS)
-    values[_CC_AT["codecarbon_version"]] = GENERATOR
-    for name, value in session_fields.items():
-        values[_CC_AT[name]] = value
-    return values
-
-
-def _codecarbon_values(row: Row, template: list[Any]) -> list[Any]:
-    """The CodeCarbon row of one cell (``CODECARBON_COLUMNS`` order) on its session's
-    ``template``. Called once per exported cell, so written for speed."""
-    get = row.get
-    values = template.copy()
-    duration = _num(get("duration_s"))
-    pue = _num(get("pue")) or 1.0
-    emissions_kg = _num(get("emissions_g")) / 1000.0
-    ended = get("ended_at")
-    if ended is not None:
-        moment = datetime.fromtimestamp(float(ended), tz=timezone.utc)
-        values[_CC_AT["timestamp"]] = moment.isoformat(timespec="seconds")[:19]
-    values[_CC_AT["project_name"]] = get("notebook_path") or "carbon_magic"
-    values[_CC_AT["run_id"]] = _text(get("session_uuid"))
-    values[_CC_AT["duration"]] = duration
-    values[_CC_AT["emissions"]] = emissions_kg
-    values[_CC_AT["emissions_rate"]] = emissions_kg / duration if duration > 0 else 0.0
-    values[_CC_AT["energy_consumed"]] = _num(get("energy_kwh"))
-    values[_CC_AT["tracking_mode"]] = _text(get("mode"))
-    values[_CC_AT["pue"]] = pue
-    it_joules = 0.0
-    for column, power_at, energy_at in _CC_COMPONENTS:
-        joules = _num(get(column))
-        it_joules += joules
-        values[power_at] = joules / duration if duration > 0 else 0.0
-        values[energy_at] = joules * pue / J_PER_KWH
-    # CodeCarbon's wue (on-site, L/kWh) and water_consumed (L): cooling water plus the grid's.
-    water = _water(row)
-    values[_CC_AT["wue"]] = water.wue_l_per_kwh
-    values[_CC_AT["water_consumed"]] = water.litres(it_joules / J_PER_KWH, _num(get("energy_kwh")))
-    return values
-
-
-def codecarbon_record(
-    row: Row,
-    hardware: Mapping[str, Any] | None = None,
-    session_fields: Mapping[str, Any] | None = None,
-) -> dict[str, str | float | int]:
-    """One ``emissions.csv`` row for a ledger cell row, in CodeCarbon's units.
-
-    As CodeCarbon does, ``cpu_energy``/``gpu_energy``/``ram_energy`` include the PUE
-    (their sum is ``energy_consumed``, kWh), powers are the IT mean over the cell (W),
-    ``emissions`` is in kg and ``emissions_rate`` in kg/s. ``timestamp`` is the cell's
-    end, UTC. Unknown fields are left empty. ``hardware`` (``Tracker.hardware()``) is
-    used when the row does not carry its session's hardware; ``session_fields`` are the
-    session's columns when already worked out for another cell of the session.
-    """
-    fields = session_fields if session_fields is not None else _session_fields(row, hardware)
-    values = _codecarbon_values(row, _codecarbon_template(fields))
-    return dict(zip(CODECARBON_COLUMNS, values, strict=True))
 
 
 @lru_cache(maxsize=1024)
@@ -347,8 +104,8 @@ def _flat_values(row: Row) -> list[Any]:
     source = head[_SOURCE_AT]
     if isinstance(source, str):  # rows written before redaction
         head[_SOURCE_AT] = redacted_source(source)
-    head[_STARTED_AT] = _utc_iso(head[_STARTED_AT])
-    head[_ENDED_AT] = _utc_iso(head[_ENDED_AT])
+    head[_STARTED_AT] = utc_iso(head[_STARTED_AT])
+    head[_ENDED_AT] = utc_iso(head[_ENDED_AT])
     methods_json = row.get("methods_json")
     if isinstance(methods_json, str) and "methods" not in row:
         methods = _methods_of(methods_json)
@@ -385,22 +142,6 @@ class ExportFormat:
     write: Writer
 
 
-def _write_codecarbon(rows: Iterable[Row], hardware: Mapping[str, Any], stream: IO[str]) -> None:
-    writer = csv.writer(stream, lineterminator="\n")
-    writer.writerow(CODECARBON_COLUMNS)
-    # The session's columns, worked out once per session (by its hardware, settings, host).
-    templates: dict[tuple[Any, ...], list[Any]] = {}
-    for row in rows:
-        if "hardware" in row or "settings" in row:  # decoded by the caller: not cached
-            template = _codecarbon_template(_session_fields(row, hardware))
-        else:
-            key = (row.get("hardware_json"), row.get("settings_json"), row.get("host"))
-            template = templates.get(key)  # type: ignore[assignment]
-            if template is None:
-                template = templates[key] = _codecarbon_template(_session_fields(row, hardware))
-        writer.writerow(_codecarbon_values(row, template))
-
-
 def _write_flat(rows: Iterable[Row], hardware: Mapping[str, Any], stream: IO[str]) -> None:
     writer = csv.writer(stream, lineterminator="\n")  # None is written as ""
     writer.writerow(FLAT_COLUMNS)
@@ -417,7 +158,7 @@ EXPORT_FORMATS: dict[str, ExportFormat] = {
             "codecarbon",
             "emissions.csv",
             "CodeCarbon's emissions.csv columns and units (kg, kWh, W, s)",
-            _write_codecarbon,
+            write_codecarbon,
         ),
         ExportFormat("csv", "carbon_cells.csv", "our columns with ranges and methods", _write_flat),
         ExportFormat("json", "carbon_cells.json", "every column", write_json),

@@ -71,6 +71,9 @@ def _json_fragment(text: str) -> str | None:
 
 
 _SESSION_JSON_COLUMNS = ("methods_json", "hardware_json", "settings_json")
+# json.dumps(..., ensure_ascii=False) makes an encoder per call; one does for every record.
+_encode = json.JSONEncoder(ensure_ascii=False).encode
+_decode = json.JSONDecoder().decode
 
 
 def _json_record_text(row: Row) -> str:
@@ -86,14 +89,14 @@ def _json_record_text(row: Row) -> str:
     devices = record.get("devices_json")
     if isinstance(devices, str):
         try:
-            record["devices"] = json.loads(devices)
+            record["devices"] = _decode(devices)
             del record["devices_json"]
         except ValueError:
             pass
     source = record.get("source")
     if isinstance(source, str):
         record["source"] = redacted_source(source)
-    text = json.dumps(record, ensure_ascii=False)
+    text = _encode(record)
     if not fragments:
         return text
     return text[:-1] + (", " if record else "") + ", ".join(fragments) + "}"

@@ -229,7 +229,7 @@ def test_export_codecarbon_then_refuse_then_force(env, ledger_path, tmp_path):
 
 
 def test_export_json_round_trips(env, ledger_path, tmp_path):
-    from carbon_magic.export import read_json_records
+    from carbon_magic.export_json import read_json_records
     from carbon_magic.ledger import measurement_from_row
 
     result = run(env, "export", tmp_path, "--format", "json", "--ledger", ledger_path)

@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from carbon_magic.ledger import Ledger, read_cell_clusters, read_cells
+from carbon_magic.ledger import CLUSTER_SHARE_COLUMNS, Ledger, read_cell_clusters, read_cells
 from carbon_magic.ledger import schema as ledger_schema
 from carbon_magic.measurement import Measurement
 
@@ -189,6 +189,29 @@ def test_report_export_and_panel_show_the_cluster_apart(tmp_path):
     assert line in panel_html(fanned, {"cpu": 1.0}, "ok")
     assert line in text_summary(fanned)
     assert "cluster" not in text_summary(Measurement(name="alone"))
+
+
+@pytest.mark.parametrize("with_part", [(0,), (2,), (0, 2)])
+def test_iter_cells_adds_the_cluster_part_in_every_batch_that_has_one(tmp_path, with_part):
+    from carbon_magic.ledger import connect_readonly, iter_cells
+
+    path = tmp_path / "ledger.sqlite3"
+    with Ledger(path) as ledger:
+        open_session(ledger)
+        for number in range(3):
+            cluster = CLUSTER if number in with_part else None
+            ledger.record_cell("s1", Measurement(name=f"c{number}", cluster=cluster), via="auto")
+    connection = connect_readonly(path)
+    try:
+        # One cell a batch: batches without a part before and after one with it.
+        rows = list(iter_cells(connection, batch_rows=1))
+    finally:
+        connection.close()
+    assert [row["cluster_hosts"] for row in rows] == [
+        2 if number in with_part else None for number in range(3)
+    ]
+    shares = [{name: row.get(name) for name in CLUSTER_SHARE_COLUMNS} for row in read_cells(path)]
+    assert [{name: row[name] for name in CLUSTER_SHARE_COLUMNS} for row in rows] == shares
 
 
 def test_a_ray_part_is_carried_like_a_dask_part(tmp_path):

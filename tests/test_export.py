@@ -9,12 +9,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from carbon_magic.export import (
-    FLAT_COLUMNS,
-    export_records,
-    read_json_records,
-    to_dataframe,
-)
+from carbon_magic.export import FLAT_COLUMNS, export_records, to_dataframe
+from carbon_magic.export_json import read_json_records
 from carbon_magic.water import grid_water_intensity
 from tests.test_report import make_row
 
@@ -188,6 +184,33 @@ def test_flat_csv_keeps_ranges_and_methods(tmp_path):
     assert json.loads(got["devices"]) == {"package-0": 100.0}
     assert datetime.fromisoformat(got["started_at"]).timestamp() == pytest.approx(row["started_at"])
     assert got["budget"] == ""
+
+
+# Times where rounding to the microsecond matters: a whole second, a fraction that rounds
+# up into the next second, halves (rounded to even, as datetime does), a negative time.
+EDGE_TIMES = [
+    1.7e9,
+    1.7e9 + 0.9999996,
+    1.7e9 + 0.0000005,
+    1.7e9 + 0.0000015,
+    1796658165.4893057,
+    1796658164.611508,
+    0.0,
+    -1.5,
+    -0.0000004,
+]
+
+
+@pytest.mark.parametrize("moment", EDGE_TIMES)
+def test_exported_times_are_those_of_datetime(moment):
+    from carbon_magic.export import flat_record
+    from carbon_magic.export_codecarbon import codecarbon_record
+
+    row = make_row(1, 2.0, started_at=moment, duration_s=0.0)
+    expected = datetime.fromtimestamp(moment, tz=timezone.utc)
+    record = flat_record(row)
+    assert record["started_at"] == record["ended_at"] == expected.isoformat()
+    assert codecarbon_record(row)["timestamp"] == expected.isoformat(timespec="seconds")[:19]
 
 
 def test_refuses_to_overwrite_without_force(tmp_path):

@@ -20,7 +20,7 @@ import pytest
 
 from carbon_magic import cli
 from carbon_magic import ledger as ledger_module
-from carbon_magic.export import read_json_records
+from carbon_magic.export_json import read_json_records
 from carbon_magic.ledger import measurement_from_row, read_cells
 from carbon_magic.report import build_report
 from carbon_magic.server.reader import LedgerReader

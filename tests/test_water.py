@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from carbon_magic.export import codecarbon_record
+from carbon_magic.export_codecarbon import codecarbon_record
 from carbon_magic.settings import parse_setting
 from carbon_magic.water import NO_DATA_CENTRE, ON_SITE_WUE, grid_water_intensity, water_factors
 

@@ -11,6 +11,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -123,25 +124,68 @@ def iter_cells(
     ``conn`` must stay open until the iteration ends. Raises as :func:`read_cells`."""
 
     where, params = cell_filters(**filters)
-    # Every row has the cluster and remote share columns (NULL without a cluster or
-    # calls to hosted models), so rows all have the same keys.
-    no_parts = ", ".join(
-        f"NULL AS {name}" for name in (*CLUSTER_SHARE_COLUMNS, *REMOTE_SHARE_COLUMNS)
-    )
-    sql = (
-        f"SELECT c.*, s.session_uuid, s.notebook_path, s.host, s.hardware_json, "
-        f"s.settings_json, {no_parts} {_CELLS_FROM}{where} ORDER BY c.started_at, c.id"
-    )
+    # The session's columns are read once per session, not with every cell (five texts
+    # a cell cost more than the rest of its row); the join keeps the same cells.
+    cursor = conn.cursor()
+    cursor.row_factory = None  # plain tuples: a row is made into a dict once, below
     try:
-        cursor = conn.execute(sql, params)
+        cursor.execute(f"SELECT c.* {_CELLS_FROM}{where} ORDER BY c.started_at, c.id", params)
     except sqlite3.OperationalError as exc:
         if "no such table" in str(exc):
             return
         raise
-    names = [column[0] for column in cursor.description]
+    # Every row has the cluster and remote share columns (None without a cluster or
+    # calls to hosted models), so rows all have the same keys.
+    no_parts = (None,) * (len(CLUSTER_SHARE_COLUMNS) + len(REMOTE_SHARE_COLUMNS))
+    cell_names = [column[0] for column in cursor.description]
+    names = [*cell_names, *_ITER_SESSION_COLUMNS, *CLUSTER_SHARE_COLUMNS, *REMOTE_SHARE_COLUMNS]
+    session_at, newest_of = cell_names.index("session_id"), itemgetter(cell_names.index("id"))
+    tails = _SessionTails(conn, no_parts)
+    # The cluster and remote parts are looked up only for batches that may have some:
+    # most ledgers have none, or only for their newer cells.
+    cluster_from = _lowest_ref(conn, "cell_clusters")
+    remote_from = _lowest_ref(conn, "cell_remote_calls")
     while batch := cursor.fetchmany(batch_rows):
-        rows = with_cluster_share(conn, [dict(zip(names, row, strict=True)) for row in batch])
-        yield from with_remote_share(query, conn, rows)
+        rows = [dict(zip(names, row + tails[row[session_at]], strict=True)) for row in batch]
+        newest = max(map(newest_of, batch))
+        if cluster_from is not None and newest >= cluster_from:
+            rows = with_cluster_share(conn, rows)
+        if remote_from is not None and newest >= remote_from:
+            rows = with_remote_share(query, conn, rows)
+        yield from rows
+
+
+# The session columns each row of iter_cells carries, after the cell's own.
+_ITER_SESSION_COLUMNS = ("session_uuid", "notebook_path", "host", "hardware_json", "settings_json")
+
+
+class _SessionTails(dict[int, tuple[Any, ...]]):
+    """Session id: the ``_ITER_SESSION_COLUMNS`` of the session, then ``no_parts``; each
+    session read when its first cell comes (it exists: the cell was joined to it)."""
+
+    def __init__(self, conn: sqlite3.Connection, no_parts: tuple[None, ...]) -> None:
+        super().__init__()
+        self.conn, self.no_parts = conn, no_parts
+
+    def __missing__(self, session_id: int) -> tuple[Any, ...]:
+        found = self.conn.execute(
+            f"SELECT {', '.join(_ITER_SESSION_COLUMNS)} FROM sessions WHERE id = ?",
+            (session_id,),
+        ).fetchone()
+        tail = self[session_id] = (*found, *self.no_parts)
+        return tail
+
+
+def _lowest_ref(conn: sqlite3.Connection, table: str) -> int | None:
+    """The lowest ``cell_ref`` in ``table`` (a table of parts of cells), None when it is
+    empty or absent (a ledger from before it)."""
+    try:
+        found = conn.execute(f"SELECT MIN(cell_ref) FROM {table}").fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return None
+        raise
+    return None if found is None or found[0] is None else int(found[0])
 
 
 # The columns a report sums over cells (and the count), in the units of the ledger.
