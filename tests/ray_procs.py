@@ -47,6 +47,10 @@ def ray_env(tmp: Path, **extra: str) -> dict[str, str]:
     env = base_env(**extra)
     env["PYTHONPATH"] = os.pathsep.join([str(blocker), env["PYTHONPATH"]])
     env["RAY_USAGE_STATS_ENABLED"] = "0"
+    # No worker started ahead of a job: such a worker carries no job id, and process
+    # mode cannot tell whose work it later runs (charged to the one driver reading).
+    env["RAY_prestart_worker_first_driver"] = "0"
+    env["RAY_enable_worker_prestart"] = "0"
     return env
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from carbon_magic.ledger import Ledger, read_cells, read_sessions
 
-from .kernels import Kernel
+from .kernels import WAIT_FOR_REPORTS, Kernel
 
 pytestmark = pytest.mark.kernel
 
@@ -141,7 +141,7 @@ def test_reports_and_exports_include_pending_records_and_say_so(tmp_path):
         holder = LockHolder(path)
         for i in range(6):
             kernel.execute(f"pending_{i} = {i}")
-        report = kernel.execute("%carbon report").text
+        report = kernel.execute(WAIT_FOR_REPORTS + "%carbon report").text
         target = tmp_path / "cells.json"
         export = kernel.execute(f"%carbon export {target} --format json").text
     finally:
@@ -171,7 +171,7 @@ def test_the_kernel_keeps_a_bounded_number_of_records_and_the_ledger_all(tmp_pat
             "print(len(_m.records), _m.records.maxlen, _m.records[-1].name, _m.last.name)"
         )
         assert run.text.split() == ["1000", "1000", "n1499", "n1499"], run.text
-        report = kernel.execute("%carbon report --top 1").text
+        report = kernel.execute(WAIT_FOR_REPORTS + "%carbon report --top 1").text
         status = kernel.execute("%carbon status").text
     finally:
         kernel.shutdown()

@@ -9,7 +9,7 @@ from carbon_magic.settings import Settings
 from carbon_magic.tracker import Tracker
 
 from .fake_grid_apis import FakeUKGrid
-from .kernels import Kernel
+from .kernels import WAIT_FOR_REPORTS, Kernel
 
 
 def test_cell_spanning_an_intensity_change_integrates_it():
@@ -130,7 +130,7 @@ def test_status_and_report_show_live_source_and_hint(tmp_path):
             )
             kernel.execute("x = sum(range(10**6))")
             status = kernel.execute("%carbon status").text
-            report = kernel.execute("%carbon report").text
+            report = kernel.execute(WAIT_FOR_REPORTS + "%carbon report").text
             kernel.execute("%carbon config intensity=electricitymaps")
             no_token = kernel.execute("%carbon status").text
         finally:
