@@ -16,7 +16,6 @@ from jupyter_core.paths import jupyter_runtime_dir
 class Execution:
     reply: dict
     messages: list[dict] = field(default_factory=list)
-    reply_time: float = 0.0
 
     def of_type(self, *types: str) -> list[dict]:
         return [m for m in self.messages if m["msg_type"] in types]
@@ -98,7 +97,6 @@ class Kernel:
                     reply = self.client.get_shell_msg(timeout=0.01)
                     if reply["parent_header"].get("msg_id") == msg_id:
                         execution.reply = reply
-                        execution.reply_time = time.monotonic()
                 except queue.Empty:
                     pass
         return execution

@@ -32,7 +32,7 @@ def panel_values(run) -> list[str]:
         for m in run.of_type("comm_msg")
         if m["content"]["data"].get("method") == "update"
         and "value" in m["content"]["data"].get("state", {})
-        and m["received"] < run.reply_time
+        and m["header"]["date"] <= run.reply["header"]["date"]
     ]
     # tqdm.notebook's own widgets send values too.
     return [v for v in values if isinstance(v, str) and "carbon-magic-panel" in v]
