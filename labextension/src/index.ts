@@ -125,7 +125,7 @@ function followNotebooks(
     }
     // A cell started or ended: its heartbeat follows within one sampling interval.
     if (status === 'busy' || status === 'idle') {
-      model.kernelActivityChanged();
+      model.kernelActivityChanged(status);
     }
   };
 

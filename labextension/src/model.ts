@@ -30,6 +30,10 @@ const UNTRACKED_RECHECK_MS = 15_000;
 // follow-up fetch waits that long and this much more (the ledger write, the server read).
 const FOLLOW_UP_MARGIN_MS = 250;
 const MAX_FOLLOW_UP_MS = 5_000;
+// A follow-up answer that does not show the change yet (a loaded machine beat late) is
+// asked again this often, for at most this long, rather than left to the next poll.
+const FOLLOW_UP_RETRY_MS = 250;
+const FOLLOW_UP_RETRY_FOR_MS = 2_000;
 // While a cell runs the live figures are carried forward (time left, elapsed) this often.
 const CLOCK_MS = 1000;
 
@@ -112,12 +116,13 @@ export class CarbonModel implements IDisposable {
   }
 
   /**
-   * The kernel began or finished running something: fetch again once its tracker has
-   * beaten about it (one sampling interval later), rather than at the next poll, so the
-   * item shows a cell's start or end within about a second. Calls in quick succession
-   * (Run All) push the one follow-up back rather than add fetches.
+   * The kernel became `state` (began or finished running something): fetch again once
+   * its tracker has beaten about it (one sampling interval later), rather than at the
+   * next poll, so the item shows a cell's start or end within about a second. An answer
+   * that does not show the change yet is asked again shortly after, for a while. Calls
+   * in quick succession (Run All) push the one follow-up back rather than add fetches.
    */
-  kernelActivityChanged(): void {
+  kernelActivityChanged(state: 'busy' | 'idle'): void {
     if (this.isDisposed) {
       return;
     }
@@ -129,8 +134,13 @@ export class CarbonModel implements IDisposable {
       Math.max(intervalS, 0) * 1000 + FOLLOW_UP_MARGIN_MS,
       MAX_FOLLOW_UP_MS
     );
-    clearTimeout(this._followUp);
-    this._followUp = setTimeout(() => void this.refresh(), delayMs);
+    const now = this._clockNow();
+    this._awaited = {
+      state,
+      since: now,
+      until: now + delayMs + FOLLOW_UP_RETRY_FOR_MS
+    };
+    this._scheduleFollowUp(delayMs);
   }
 
   /** Fetch now (after a tab switch, a kernel change or a restart). */
@@ -148,6 +158,37 @@ export class CarbonModel implements IDisposable {
     clearInterval(this._ticker);
     this._poll.dispose();
     Signal.clearData(this);
+  }
+
+  private _scheduleFollowUp(delayMs: number): void {
+    clearTimeout(this._followUp);
+    this._followUpAt = this._clockNow() + delayMs;
+    this._followUp = setTimeout(() => void this.refresh(), delayMs);
+  }
+
+  /**
+   * After an answer: whether it shows the kernel's awaited change (idle: no running
+   * cell; busy: a running cell, or a heartbeat beaten since the change); if not, and the
+   * follow-up is still within its time, ask again shortly.
+   */
+  private _checkAwaited(): void {
+    const awaited = this._awaited;
+    if (awaited === null) {
+      return;
+    }
+    const now = this._clockNow();
+    const live = this._live;
+    const shown =
+      live !== null &&
+      (awaited.state === 'idle'
+        ? !live.running
+        : live.running || live.ageS <= (now - awaited.since) / 1000);
+    if (shown || now >= awaited.until) {
+      this._awaited = null;
+    } else if (this._followUpAt <= now) {
+      // (an answer from the regular poll leaves a follow-up still to come alone)
+      this._scheduleFollowUp(FOLLOW_UP_RETRY_MS);
+    }
   }
 
   /** Take the live snapshot now, then tell the surfaces. */
@@ -239,6 +280,7 @@ export class CarbonModel implements IDisposable {
       this._answeredAt = this._clockNow();
       this._followCell();
       this._emit(this._changed);
+      this._checkAwaited();
     } catch (error) {
       if (error instanceof SchemaError) {
         // A server whose JSON this frontend does not understand: say so once, show nothing.
@@ -274,6 +316,13 @@ export class CarbonModel implements IDisposable {
   private _answeredAt = 0;
   private _warnedSchema = false;
   private _followUp: ReturnType<typeof setTimeout> | undefined = undefined;
+  private _followUpAt = 0; // when the pending follow-up fires (monotonic ms)
+  // The kernel state a follow-up waits to see, since and until when (monotonic ms).
+  private _awaited: {
+    state: 'busy' | 'idle';
+    since: number;
+    until: number;
+  } | null = null;
   private _ticker: ReturnType<typeof setInterval> | undefined = undefined;
   private _clock = new Signal<this, void>(this);
   private _live: ILiveFigures | null = null;

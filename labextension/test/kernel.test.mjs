@@ -216,10 +216,11 @@ test('kernel activity fetches again one sampling interval later, once', async ()
     await until(() => model.status.kind === 'figures');
     await new Promise(resolve => setTimeout(resolve, 50));
     const asked = server.requests;
-    // busy, then idle 20 ms later: one follow-up, 0.2 s + margin after the last call.
-    model.kernelActivityChanged();
+    // busy, then idle 20 ms later: one follow-up, 0.2 s + margin after the last call,
+    // and its answer shows the idle kernel: no more.
+    model.kernelActivityChanged('busy');
     await new Promise(resolve => setTimeout(resolve, 20));
-    model.kernelActivityChanged();
+    model.kernelActivityChanged('idle');
     const called = Date.now();
     await until(() => server.requests > asked);
     const waited = Date.now() - called;
@@ -227,6 +228,46 @@ test('kernel activity fetches again one sampling interval later, once', async ()
     assert.ok(waited >= 400 && waited < 1500, `followed up after ${waited} ms`);
     await new Promise(resolve => setTimeout(resolve, 600));
     assert.equal(server.requests, asked + 1, 'no second follow-up');
+  } finally {
+    model.dispose();
+  }
+});
+
+test('a follow-up that still shows the cell running asks again shortly, until it ends', async () => {
+  const running = kernel(
+    {
+      heartbeat: {
+        at: 1999,
+        running_cell: 'fit()',
+        running_cell_started_at: 1990
+      }
+    },
+    { interval_s: 0.2 }
+  );
+  const server = { body: running, requests: 0 };
+  const model = modelOf(server);
+  try {
+    model.setTarget(true, 'k');
+    await until(() => model.live?.running);
+    await new Promise(resolve => setTimeout(resolve, 50));
+    // The cell ended, but the kernel's beat about it comes late: the follow-up still
+    // sees it running and asks again a quarter second later, not at the next poll.
+    model.kernelActivityChanged('idle');
+    const asked = server.requests;
+    await until(() => server.requests > asked);
+    const followedUp = Date.now();
+    assert.equal(model.live.running, true);
+    server.body = kernel({}, { interval_s: 0.2 });
+    await until(() => model.live && !model.live.running);
+    const retriedAfter = Date.now() - followedUp;
+    assert.ok(retriedAfter < 450, `asked again after ${retriedAfter} ms`);
+    const settled = server.requests;
+    await new Promise(resolve => setTimeout(resolve, 700));
+    assert.equal(
+      server.requests,
+      settled,
+      'no more follow-ups once idle shows'
+    );
   } finally {
     model.dispose();
   }
