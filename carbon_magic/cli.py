@@ -183,27 +183,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- parser
 
 
-def _time(text: str) -> float:
-    from carbon_magic.report import parse_since
-
-    try:
-        return parse_since(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number (got {text!r})")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``carbon-magic`` (subcommands with their own ``--help``)."""
+    from carbon_magic import command_options as shared
     from carbon_magic import export as export_formats
 
     parser = argparse.ArgumentParser(
@@ -251,16 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--notebook", metavar="PATH", help="only cells of this notebook path")
     group.add_argument("--kernel", metavar="ID", help="only cells of this kernel id")
     group.add_argument("--session", metavar="UUID", help="only cells of this tracker session")
-    group.add_argument(
-        "--since",
-        type=_time,
-        metavar="WHEN",
-        help="only cells started at or after WHEN: 2024-05-01, 2024-05-01T14:30, today, "
-        "yesterday, 30m, 1h, 7d",
-    )
-    group.add_argument(
-        "--until", type=_time, metavar="WHEN", help="only cells started before WHEN (same forms)"
-    )
+    shared.SINCE.add_to(group)
+    shared.UNTIL.add_to(group)
 
     report = commands.add_parser(
         "report",
@@ -268,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="table of cells by emissions",
         description="Recorded cells sorted by emissions, with totals.",
     )
-    report.add_argument("--top", type=_positive, metavar="N", help="show the N heaviest cells")
+    shared.TOP.add_to(report)
     report.add_argument("--html", action="store_true", help="print an HTML table")
     report.set_defaults(run=cmd_report)
 
@@ -278,19 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="write cells to CodeCarbon CSV, CSV or JSON",
         description=f"Write recorded cells to a file. {export_formats.describe_formats()}.",
     )
-    export.add_argument(
-        "path",
-        metavar="PATH",
-        help="file to write (a folder gets a default name; - is standard output; a character "
-        "device or FIFO is written through, never replaced)",
-    )
-    export.add_argument(
-        "--format",
-        choices=export_formats.FORMATS,
-        default=export_formats.DEFAULT_FORMAT,
-        help="default: %(default)s",
-    )
-    export.add_argument("--force", action="store_true", help="overwrite an existing file")
+    for option in (shared.EXPORT_PATH, shared.EXPORT_FORMAT, shared.FORCE):
+        option.add_to(export)
     export.set_defaults(run=cmd_export)
 
     plot = commands.add_parser(
@@ -300,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Power by component from the ledger's heartbeats (kept for a day), cells "
         "shaded, and per-cell emissions with ranges.",
     )
-    plot.add_argument("--save", required=True, metavar="PATH", help="image file (.png, .svg, .pdf)")
+    shared.SAVE.but(required=True).add_to(plot)
     plot.set_defaults(run=cmd_plot)
 
     from carbon_magic.cpu_model import command as model_command

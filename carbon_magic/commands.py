@@ -21,7 +21,16 @@ from IPython.core.magic_arguments import ArgDecorator, argument
 
 from carbon_magic.argparsing import CarbonArgumentParser
 from carbon_magic.beat_hint import tracker_hint
-from carbon_magic.export import DEFAULT_FORMAT, FORMATS, describe_formats
+from carbon_magic.command_options import (
+    EXPORT_FORMAT,
+    EXPORT_PATH,
+    FORCE,
+    SAVE,
+    SINCE,
+    TOP,
+    Option,
+)
+from carbon_magic.export import DEFAULT_FORMAT, describe_formats
 from carbon_magic.formatting import (
     config_changed_line,
     format_duration,
@@ -62,6 +71,14 @@ def subcommand(name: str, summary: str, *arguments: argument) -> Callable[[Handl
         return handler
 
     return register
+
+
+def shared(option: Option) -> argument:
+    """An option ``carbon-magic`` has too, as an IPython ``argument``."""
+    return argument(*option.flags, **option.settings)
+
+
+ALL_SESSIONS = argument("--all-sessions", action="store_true", help="every session in the ledger")
 
 
 class subcommands(ArgDecorator):  # noqa: N801 - named like IPython's decorators
@@ -253,39 +270,26 @@ def _rows_and_pending(
 @subcommand(
     "report",
     "table of cells sorted by emissions, with totals",
-    argument("--top", type=int, metavar="N", help="only the N heaviest cells"),
-    argument("--all-sessions", action="store_true", help="every session in the ledger"),
-    argument(
-        "--since",
-        metavar="WHEN",
-        help="cells started since WHEN: 2024-05-01, 2024-05-01T14:30, today, yesterday, "
-        "30m, 1h, 7d",
-    ),
+    shared(TOP),
+    ALL_SESSIONS,
+    shared(SINCE),
 )
 def cmd_report(session: KernelSession, options: argparse.Namespace) -> Any:
     """``%carbon report [--top N] [--all-sessions] [--since WHEN]``.
 
     Computed off the cell's path: the cell waits at most ``REPORT_WAIT_S`` seconds, and
     a longer report replaces a placeholder when it is ready."""
-    from carbon_magic import report, report_run
+    from carbon_magic import report_run
 
-    if options.top is not None and options.top < 1:
-        raise UsageError("%carbon report: --top must be a positive whole number")
-    since = None
-    if options.since:
-        try:
-            since = report.parse_since(options.since)
-        except ValueError as error:
-            raise UsageError(str(error)) from None
     return report_run.run_bounded(
-        lambda: report_run.ledger_report(session, options.top, options.all_sessions, since)
+        lambda: report_run.ledger_report(session, options.top, options.all_sessions, options.since)
     )
 
 
 @subcommand(
     "plot",
     "power timeline and per-cell emissions (a Figure)",
-    argument("--save", metavar="PATH", help="also write the figure to PATH (.png, .svg, .pdf)"),
+    shared(SAVE.but(help="also write the figure to PATH (.png, .svg, .pdf)")),
 )
 def cmd_plot(session: KernelSession, options: argparse.Namespace) -> Any:
     """``%carbon plot [--save PATH]``: returns the matplotlib Figure."""
@@ -346,10 +350,10 @@ def _ensure_figure_display(shell: Any) -> None:
     "export",
     f"write the records to a file ({DEFAULT_FORMAT} by default); refuses to overwrite "
     f"without --force. {describe_formats()}",
-    argument("path", metavar="PATH", help="file to write (a folder gets a default name)"),
-    argument("--format", choices=FORMATS, default=DEFAULT_FORMAT),
-    argument("--force", action="store_true", help="overwrite an existing file"),
-    argument("--all-sessions", action="store_true", help="every session in the ledger"),
+    shared(EXPORT_PATH),
+    shared(EXPORT_FORMAT),
+    shared(FORCE),
+    ALL_SESSIONS,
 )
 def cmd_export(session: KernelSession, options: argparse.Namespace) -> Any:
     """``%carbon export PATH [--format FORMAT] [--force] [--all-sessions]``."""
@@ -403,7 +407,7 @@ def cmd_export(session: KernelSession, options: argparse.Namespace) -> Any:
 @subcommand(
     "df",
     "the records as a pandas DataFrame",
-    argument("--all-sessions", action="store_true", help="every session in the ledger"),
+    ALL_SESSIONS,
 )
 def cmd_df(session: KernelSession, options: argparse.Namespace) -> Any:
     """``%carbon df``: a pandas DataFrame of this session's records."""

@@ -44,7 +44,12 @@ def test_export_formats_come_from_the_format_registry():
     "words, expected",
     [
         (["auto", "maybe"], "%carbon auto: argument on|off: invalid choice: 'maybe'"),
-        (["report", "--top", "x"], "%carbon report: argument --top: invalid int value"),
+        (
+            ["report", "--top", "x"],
+            "%carbon report: argument --top: must be a positive whole number (got 'x')",
+        ),
+        (["report", "--top", "0"], "%carbon report: argument --top: must be a positive whole"),
+        (["report", "--since", "soon"], "%carbon report: argument --since: cannot read the time"),
         (["export"], "%carbon export: the following arguments are required: PATH"),
         (["status", "extra"], "%carbon status: unrecognized arguments: extra"),
         (["report", "--topp", "3"], "%carbon report: unrecognized arguments: --topp 3"),
@@ -106,3 +111,33 @@ def test_the_cell_magic_and_its_line_parser_share_one_option_declaration():
     usage = cell_parser().format_usage()
     assert usage == CarbonMagics.carbon.parser.format_usage()
     assert usage.count("[--") == len(CELL_ARGUMENTS) == 5
+
+
+def _options_of(parser, command):
+    """{option string: (help, type, choices, default)} of ``command``'s subparser."""
+    import argparse
+
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[
+        command
+    ]
+    return {
+        flag: (action.help, action.type, action.choices, action.default)
+        for action in sub._actions
+        for flag in (action.option_strings or [action.dest])
+    }
+
+
+@pytest.mark.parametrize(
+    "command, flags",
+    [("report", ["--top", "--since"]), ("export", ["path", "--format", "--force"])],
+)
+def test_the_magic_and_the_command_line_share_their_common_options(command, flags):
+    from carbon_magic import cli
+
+    magic = _options_of(CarbonMagics.carbon_line.parser, command)
+    line = _options_of(cli.build_parser(), command)
+    for flag in flags:
+        assert magic[flag] == line[flag], flag
+    # One check of the value: the same refusal in a notebook and on a command line.
+    with pytest.raises(UsageError, match=r"must be a positive whole number \(got '0'\)"):
+        parse(["report", "--top", "0"])
