@@ -44,7 +44,7 @@ from carbon_magic.wake import WakeSchedule
 from carbon_magic.windows import LiveReading, Window, fill
 
 if TYPE_CHECKING:
-    from carbon_magic.cpu_power import CpuPowerModel
+    from carbon_magic.cpu_model.power import CpuPowerModel
     from carbon_magic.sensors import Sensors
 
 __all__ = ["SLOW_REFRESH_S", "Tracker", "get_tracker"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from carbon_magic.cpu_power import CpuPowerModel
+from carbon_magic.cpu_model.power import CpuPowerModel
 from carbon_magic.sensors import Sensors
 from carbon_magic.sensors.base import MEASURED, SHARE_BY_CPU_TIME, GpuUse, SensorStatus
 from carbon_magic.sensors.models import ModelledCpu, ModelledRam

@@ -1,6 +1,7 @@
 import pytest
 
-from carbon_magic import accounting, cpu_power
+from carbon_magic import accounting
+from carbon_magic.cpu_model import power as cpu_power
 from carbon_magic.vocabulary import COMPONENTS
 
 

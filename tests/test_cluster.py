@@ -10,7 +10,7 @@ import time
 import psutil
 import pytest
 
-from carbon_magic.cpu_power import visible_cpu_count
+from carbon_magic.cpu_model.power import visible_cpu_count
 
 from .dask_procs import BLOCK_IMPORT, DaskProcesses, PoweredTree, base_env
 from .kernels import Kernel

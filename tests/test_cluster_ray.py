@@ -19,7 +19,7 @@ import time
 import pytest
 
 from carbon_magic.cluster.identity import host_id
-from carbon_magic.cpu_power import visible_cpu_count
+from carbon_magic.cpu_model.power import visible_cpu_count
 
 from .dask_procs import PoweredTree
 from .kernels import Kernel

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from carbon_magic import cpu_power
 from carbon_magic.cpu_model import host_name
+from carbon_magic.cpu_model import power as cpu_power
 from carbon_magic.cpu_model.host_name import WINDOWS_CPU_KEY, platform_cpu_name
 
 

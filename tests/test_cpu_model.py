@@ -11,14 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from carbon_magic import cpu_power
-from carbon_magic.cpu_model import curves, fit
+from carbon_magic.cpu_model import curves, estimate, fit
+from carbon_magic.cpu_model import power as cpu_power
 from carbon_magic.cpu_model.curves import LINEAR, LoadCurve, families
 from carbon_magic.cpu_model.identify import (
     base_ghz_from_name,
     cloud_spec,
     cores_from_name,
     cpu_family,
+    find_tdp,
     tdp_per_core,
 )
 
@@ -257,7 +258,7 @@ def test_sockets_and_given_tdp():
     full = INTEL_XEON.full  # the cores of this name are unknown
     assert (two.idle_w, two.max_w) == pytest.approx((200 * INTEL_XEON.idle, 200 * full))
     assert "TDP 100 W given × 2 packages" in two.source
-    assert two.method == cpu_power.METHOD_TDP
+    assert two.method == estimate.METHOD_TDP
     # A given TDP is used on a virtual machine too.
     vm = cpu_power.cpu_power_model("AMD EPYC", 8, True, tdp_w=240.0, threads_per_package=96)
     assert vm.max_w == pytest.approx(240.0 * 8 / 96 * AMD_ZEN.full)
@@ -286,27 +287,27 @@ def test_wall_per_tdp_is_the_median_of_the_specpower_results():
     ratios = []
     with SPECPOWER.open(encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
-            found = cpu_power.find_tdp(row["cpu"])
+            found = find_tdp(row["cpu"])
             if found:
                 ratios.append(float(row["w_100"]) / (found[1] * int(row["chips"])))
     assert len(ratios) >= 30
-    assert cpu_power.WALL_PER_TDP == pytest.approx(statistics.median(ratios), abs=0.005)
+    assert estimate.WALL_PER_TDP == pytest.approx(statistics.median(ratios), abs=0.005)
 
 
 def test_vm_with_a_known_host_package_shares_its_tdp():
     # Azure names the cores: 64-Core → 128 threads per package; TDP 280 W.
     model = cpu_power.cpu_power_model("AMD EPYC 7763 64-Core Processor", 8, True)
-    assert model.method == cpu_power.METHOD_VM_TDP
+    assert model.method == estimate.METHOD_VM_TDP
     assert model.max_w == pytest.approx(280.0 * 8 / 128 * AMD_ZEN.full_for(64))
     assert "8 of 128 threads" in model.source
     # Intel names do not give the cores: CCF's watts per vCPU unless the size is given.
     name = "Intel(R) Xeon(R) Platinum 8180 CPU @ 2.50GHz"
-    assert cpu_power.cpu_power_model(name, 4, True).method == cpu_power.METHOD_VCPU
+    assert cpu_power.cpu_power_model(name, 4, True).method == estimate.METHOD_VCPU
     given = cpu_power.cpu_power_model(name, 4, True, vm_threads_per_package=56)
     assert given.max_w == pytest.approx(205.0 * 4 / 56 * INTEL_XEON.full_for(28))
     # The guest's own package size (threads_per_package from its cpuinfo) is not used.
     guest = cpu_power.cpu_power_model(name, 4, True, threads_per_package=4)
-    assert guest.method == cpu_power.METHOD_VCPU
+    assert guest.method == estimate.METHOD_VCPU
 
 
 def test_the_quick_tdp_lookup_finds_what_the_whole_table_would():
@@ -337,4 +338,4 @@ def test_the_quick_tdp_lookup_finds_what_the_whole_table_would():
     variants += [f"{name} 64-Core Processor" for name in names[::11]]
     variants += ["AMD EPYC", "ARM Neoverse-N1", "QEMU Virtual CPU version 2.5+", ""]
     for name in names + variants:
-        assert identify.find_tdp(name) == whole_table(name), name
+        assert find_tdp(name) == whole_table(name), name

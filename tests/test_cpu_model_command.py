@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from carbon_magic import cpu_power
 from carbon_magic.cli import main
+from carbon_magic.cpu_model import estimate, identify
+from carbon_magic.cpu_model import power as cpu_power
 from carbon_magic.cpu_model.curves import families
 
 AMD_ZEN = families()["amd-zen"]
@@ -30,7 +31,7 @@ def test_json_for_a_named_cpu(capsys):
     assert status == 0
     info = json.loads(out)
     assert info["cpu"] == "AMD EPYC 7742"
-    assert info["method"] == cpu_power.METHOD_TDP
+    assert info["method"] == estimate.METHOD_TDP
     assert info["source"].startswith("AMD Zen load curve")
     assert "TDP table: AMD EPYC 7742 225 W" in info["source"]
     assert info["curve"]["family"] == "amd-zen"
@@ -87,11 +88,11 @@ def test_vm_and_cloud_use_watts_per_vcpu(capsys):
     )
     assert status == 0
     info = json.loads(out)
-    assert info["method"] == cpu_power.METHOD_VCPU
+    assert info["method"] == estimate.METHOD_VCPU
     assert "CCF gcp coefficients for EPYC 3rd Gen" in info["source"]
     full = {p["load_pct"]: p for p in info["points"]}[100]["power_w"]
-    per_vcpu_w = cpu_power.coefficient_tables()["gcp"]["EPYC 3rd Gen"][1]
-    assert full == pytest.approx(8 * per_vcpu_w / cpu_power.WALL_PER_TDP * AMD_ZEN.full, abs=1e-3)
+    per_vcpu_w = identify.coefficient_tables()["gcp"]["EPYC 3rd Gen"][1]
+    assert full == pytest.approx(8 * per_vcpu_w / estimate.WALL_PER_TDP * AMD_ZEN.full, abs=1e-3)
 
 
 def test_this_machine_without_cpu(capsys):
@@ -130,7 +131,7 @@ def test_vm_with_the_host_package_size(capsys):
     )  # fmt: skip
     assert status == 0
     info = json.loads(out)
-    assert info["method"] == cpu_power.METHOD_VM_TDP
+    assert info["method"] == estimate.METHOD_VM_TDP
     # Cores from --threads-per-package 128 on a VM: 64 (two threads a core).
     full = AMD_ZEN.full_for(64)
     assert info["points"][0]["power_w"] == pytest.approx(225 * 8 / 128 * full, abs=1e-3)

@@ -10,8 +10,8 @@ import time as real_time
 
 import pytest
 
-from carbon_magic import cpu_power
 from carbon_magic import tracker as tracker_module
+from carbon_magic.cpu_model import power as cpu_power
 from carbon_magic.cpu_model.curves import families
 from carbon_magic.sensors import Sensors
 from carbon_magic.sensors.models import ModelledCpu, ModelledRam

@@ -8,21 +8,22 @@ from statistics import fmean
 
 import pytest
 
-from carbon_magic import cpu_power
+from carbon_magic.cpu_model import estimate, identify
+from carbon_magic.cpu_model import power as cpu_power
 from carbon_magic.cpu_model.curves import families
 from carbon_magic.cpu_model.identify import tdp_per_core
-from carbon_magic.cpu_power import CpuPowerModel
+from carbon_magic.cpu_model.power import CpuPowerModel
 
 AMD_ZEN = families()["amd-zen"]
 GENERIC = families()["generic"]
 INTEL_XEON = families()["intel-xeon"]
 
 EIGHT = range(8)
-WALL = cpu_power.WALL_PER_TDP
+WALL = estimate.WALL_PER_TDP
 
 
 def _coefficients(provider: str, architecture: str) -> tuple[float, float]:
-    return cpu_power.coefficient_tables()[provider][architecture]
+    return identify.coefficient_tables()[provider][architecture]
 
 
 @pytest.fixture
@@ -200,7 +201,7 @@ def test_cpuinfo_missing(tmp_path):
     ],
 )
 def test_microarchitecture(name, architecture):
-    assert cpu_power.cpu_microarchitecture(name) == architecture
+    assert identify.cpu_microarchitecture(name) == architecture
 
 
 # ----------------------------------------------------------------- the model
@@ -211,11 +212,11 @@ def test_plain_amd_epyc_vm_averages_epyc_generations():
     model = cpu_power.cpu_power_model("AMD EPYC", 2, is_vm=True)
     first, second = _coefficients("aws", "EPYC 1st Gen"), _coefficients("aws", "EPYC 2nd Gen")
     # The Zen curve on CCF's full-load watts per vCPU, averaged over the generations.
-    per_vcpu_w = fmean([first[1], second[1]]) / cpu_power.WALL_PER_TDP
+    per_vcpu_w = fmean([first[1], second[1]]) / estimate.WALL_PER_TDP
     assert model.idle_w == pytest.approx(2 * per_vcpu_w * AMD_ZEN.idle)
     assert model.max_w == pytest.approx(2 * per_vcpu_w * AMD_ZEN.full)
     assert model.curve.name == AMD_ZEN.name
-    assert model.method == cpu_power.METHOD_VCPU
+    assert model.method == estimate.METHOD_VCPU
     assert model.n_cpus == 2
     assert "AMD EPYC of unknown generation" in model.source
     assert model.source.startswith("AMD Zen load curve")
@@ -268,7 +269,7 @@ def test_tdp_on_bare_metal():
     whole = cpu_power.cpu_power_model(name, 40, is_vm=False)
     assert whole.max_w == pytest.approx(120.0 * INTEL_XEON.full)
     assert whole.idle_w == pytest.approx(120.0 * INTEL_XEON.idle)
-    assert whole.method == cpu_power.METHOD_TDP
+    assert whole.method == estimate.METHOD_TDP
     assert "TDP table: Intel Xeon Gold 6122 120 W" in whole.source
     assert whole.source.startswith("Intel Xeon load curve")
     share = cpu_power.cpu_power_model(name, 10, is_vm=False, threads_per_package=40)
@@ -288,13 +289,13 @@ def test_bare_metal_without_tdp_entry_uses_coefficients():
 
 
 def test_find_tdp():
-    assert cpu_power.find_tdp("AMD Ryzen 7 5800X 8-Core Processor") == ("AMD Ryzen 7 5800X", 105.0)
-    assert cpu_power.find_tdp("Intel(R) Xeon(R) CPU E5-2686 v4 @ 2.30GHz") == (
+    assert identify.find_tdp("AMD Ryzen 7 5800X 8-Core Processor") == ("AMD Ryzen 7 5800X", 105.0)
+    assert identify.find_tdp("Intel(R) Xeon(R) CPU E5-2686 v4 @ 2.30GHz") == (
         "Intel Xeon E5-2686 v4",
         145.0,
     )
-    assert cpu_power.find_tdp("AMD EPYC") is None
-    assert cpu_power.find_tdp("") is None
+    assert identify.find_tdp("AMD EPYC") is None
+    assert identify.find_tdp("") is None
 
 
 def test_both_overrides_win():
@@ -361,7 +362,7 @@ def test_cloud_custom_vm_uses_the_host_package_from_the_cloud_table():
     # 4 vCPUs of an m5 host: Xeon Platinum 8175M, 240 W, 24 cores / 48 threads a socket.
     model = cpu_power.cpu_power_model("Intel(R) Xeon(R) Platinum 8175M CPU @ 2.50GHz", 4, True)
     full = INTEL_XEON.full + INTEL_XEON.cores_slope * log2(24 / 16)
-    assert model.method == cpu_power.METHOD_VM_TDP
+    assert model.method == estimate.METHOD_VM_TDP
     assert model.max_w == pytest.approx(240 * 4 / 48 * full)
     assert model.idle_w == pytest.approx(240 * 4 / 48 * INTEL_XEON.idle)
     features = {name: (value, origin) for name, value, origin in model.features}
@@ -375,7 +376,7 @@ def test_unknown_cpu_on_bare_metal_estimates_the_tdp_from_its_cores():
         "Mystery Server CPU", 8, False, threads_per_package=8, cores_per_package=4
     )
     per_core, lowest, highest = tdp_per_core("generic")
-    assert model.method == cpu_power.METHOD_CORES
+    assert model.method == estimate.METHOD_CORES
     assert model.max_w == pytest.approx(4 * per_core * GENERIC.full_for(4))
     low, high = model.power_range_w(1.0)
     base_low, base_high = GENERIC.band_at(1.0)
@@ -389,4 +390,4 @@ def test_arm_threads_are_cores():
     model = cpu_power.cpu_power_model("ARM Neoverse-N1", 64, False, threads_per_package=64)
     features = {name: value for name, value, _ in model.features}
     assert features["cores per package"] == "64"
-    assert model.method == cpu_power.METHOD_CORES
+    assert model.method == estimate.METHOD_CORES

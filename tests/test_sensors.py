@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from carbon_magic.cpu_power import ModelledEnergy
+from carbon_magic.cpu_model.power import ModelledEnergy
 from carbon_magic.sensors import CoveredByPsys, detect
 from carbon_magic.sensors.base import GpuUse
 from carbon_magic.sensors.cputime import PsutilProcessTreeCounter, PsutilSystemCpuCounter

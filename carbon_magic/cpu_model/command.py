@@ -15,7 +15,7 @@ import argparse
 import json
 from typing import Any
 
-from carbon_magic import cpu_power
+from carbon_magic.cpu_model import power
 from carbon_magic.cpu_model.identify import PROVIDERS
 
 DEFAULT_LOADS = "0,10,25,50,75,100"
@@ -122,18 +122,18 @@ def add_parser(commands: Any) -> None:
     parser.set_defaults(run=run, parser=parser)
 
 
-def build_model(args: argparse.Namespace) -> tuple[str, cpu_power.CpuPowerModel, bool, str]:
+def build_model(args: argparse.Namespace) -> tuple[str, power.CpuPowerModel, bool, str]:
     """(CPU name, model, is_vm, what is covered) for the command's arguments; this
     machine without ``--cpu``. Raises ``ValueError`` when the figures are inconsistent.
     """
     per_package = args.threads_per_package
     cores = None
     if args.cpu is None:
-        name = cpu_power.read_cpu_model_name()
-        threads = args.threads or cpu_power.visible_cpu_count()
-        is_vm = args.vm or cpu_power.is_virtual_machine()
-        per_package = per_package or cpu_power.read_threads_per_package()
-        cores = cpu_power.read_cores_per_package()
+        name = power.read_cpu_model_name()
+        threads = args.threads or power.visible_cpu_count()
+        is_vm = args.vm or power.is_virtual_machine()
+        per_package = per_package or power.read_threads_per_package()
+        cores = power.read_cores_per_package()
     else:
         name, is_vm = args.cpu, args.vm
         threads = args.threads
@@ -149,7 +149,7 @@ def build_model(args: argparse.Namespace) -> tuple[str, cpu_power.CpuPowerModel,
         threads = 1.0
     else:
         scope = f"{threads:g} threads"
-    model = cpu_power.cpu_power_model(
+    model = power.cpu_power_model(
         name,
         threads,
         is_vm,
@@ -164,7 +164,7 @@ def build_model(args: argparse.Namespace) -> tuple[str, cpu_power.CpuPowerModel,
 
 
 def describe(
-    name: str, model: cpu_power.CpuPowerModel, is_vm: bool, scope: str, loads: list[float]
+    name: str, model: power.CpuPowerModel, is_vm: bool, scope: str, loads: list[float]
 ) -> dict:
     """The command's JSON: CPU, method, source, curve and one point per load (watts)."""
     points = []

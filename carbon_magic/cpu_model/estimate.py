@@ -3,7 +3,7 @@
 ``estimate`` picks, for a CPU model name and what is known of the package, the family
 curve (``curves``), the TDP (given, the cloud CPU table, the TDP table, or estimated
 from the cores) and the cores per package, and says where each came from.
-``carbon_magic.cpu_power`` turns the result into the tracker's ``CpuPowerModel``.
+``carbon_magic.cpu_model.power`` turns the result into the tracker's ``CpuPowerModel``.
 """
 
 from __future__ import annotations

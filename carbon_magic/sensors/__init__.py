@@ -40,7 +40,7 @@ from .base import (
 )
 
 if TYPE_CHECKING:
-    from carbon_magic.cpu_power import CpuPowerModel
+    from carbon_magic.cpu_model.power import CpuPowerModel
     from carbon_magic.settings import Settings
 
 log = logging.getLogger("carbon_magic")
@@ -187,7 +187,7 @@ def detect(
     where the cheap driver pre-check looks; ``apple_silicon`` overrides the platform
     check. Never raises for missing or failing hardware.
     """
-    from carbon_magic import cpu_power
+    from carbon_magic.cpu_model import power as cpu_power
 
     from .cputime import cpu_time_counters, total_memory_bytes
     from .models import ModelledCpu, ModelledRam

@@ -24,44 +24,20 @@ from pathlib import Path
 
 from carbon_magic.cpu_model.curves import LINEAR, LoadCurve
 from carbon_magic.cpu_model.estimate import (
-    METHOD_CORES,
-    METHOD_TDP,
-    METHOD_VCPU,
-    METHOD_VM_TDP,
-    WALL_PER_TDP,
     Package,
     estimate,
 )
 from carbon_magic.cpu_model.host_name import platform_cpu_name
 from carbon_magic.cpu_model.identify import (
-    CCF_AVERAGE_W_PER_VCPU,
-    EPYC_FAMILY,
-    PROVIDERS,
     check_provider,
-    coefficient_tables,
-    cpu_family,
-    cpu_microarchitecture,
-    find_tdp,
 )
 
 __all__ = [
-    "CCF_AVERAGE_W_PER_VCPU",
-    "EPYC_FAMILY",
-    "METHOD_CORES",
-    "METHOD_TDP",
-    "METHOD_VCPU",
-    "METHOD_VM_TDP",
-    "PROVIDERS",
-    "WALL_PER_TDP",
     "CpuPowerModel",
     "ModelledEnergy",
     "cgroup_cpu_limit",
-    "coefficient_tables",
-    "cpu_family",
-    "cpu_microarchitecture",
     "cpu_power_model",
     "detect_cpu_power_model",
-    "find_tdp",
     "is_virtual_machine",
     "read_cores_per_package",
     "read_cpu_model_name",
