@@ -26,17 +26,7 @@ from carbon_magic.doctor import (
     status_text,
 )
 
-# The machine status and doctor live in ``doctor``; importers of this module keep them.
-__all__ = [
-    "LEDGER_ENV",
-    "Finding",
-    "build_parser",
-    "doctor_findings",
-    "doctor_text",
-    "machine_status",
-    "main",
-    "status_text",
-]
+__all__ = ["build_parser", "main"]
 
 PROG = "carbon-magic"
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from carbon_magic.cli import Finding, doctor_findings, doctor_text
+from carbon_magic.doctor import Finding, doctor_findings, doctor_text
 from carbon_magic.sensors.rapl import permission_fix
 
 NOTEBOOKS = {"kernel-a": "work/a.ipynb", "kernel-b": "work/b.ipynb"}

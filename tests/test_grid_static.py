@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from carbon_magic.grid import static
+from carbon_magic.grid import static, timezone
 from carbon_magic.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -204,22 +204,22 @@ def test_zone1970_takes_first_country_and_links_follow_their_target(tmp_path):
     folder.mkdir()
     (folder / "zone1970.tab").write_text("DE,DK,NO,SE\t+5230+01322\tEurope/Berlin\n")
     (folder / "tzdata.zi").write_text("L Europe/Berlin Test/Alias\n")
-    assert static.guess_country_from_timezone("Europe/Berlin", [str(folder)]) == "DE"
-    assert static.guess_country_from_timezone("Test/Alias", [str(folder)]) == "DE"
-    assert static.guess_country_from_timezone("Test/Unknown", [str(folder)]) is None
+    assert timezone.guess_country_from_timezone("Europe/Berlin", [str(folder)]) == "DE"
+    assert timezone.guess_country_from_timezone("Test/Alias", [str(folder)]) == "DE"
+    assert timezone.guess_country_from_timezone("Test/Unknown", [str(folder)]) is None
 
 
 def test_builtin_fallback_without_tz_tables(tmp_path):
-    assert static.guess_country_from_timezone("Europe/Paris", [str(tmp_path / "none")]) == "FR"
+    assert timezone.guess_country_from_timezone("Europe/Paris", [str(tmp_path / "none")]) == "FR"
 
 
 def test_tz_variable_wins_then_etc_timezone(tmp_path):
     root = _fake_root(tmp_path, None)
     (root / "etc" / "timezone").write_text("# set by admin\nEurope/Madrid\n")
-    assert static.system_timezone_name(root, environ={}) == "Europe/Madrid"
-    assert static.system_timezone_name(root, environ={"TZ": "Asia/Tokyo"}) == "Asia/Tokyo"
+    assert timezone.system_timezone_name(root, environ={}) == "Europe/Madrid"
+    assert timezone.system_timezone_name(root, environ={"TZ": "Asia/Tokyo"}) == "Asia/Tokyo"
     tz_path = {"TZ": ":/usr/share/zoneinfo/right/Europe/Oslo"}
-    assert static.system_timezone_name(root, environ=tz_path) == "Europe/Oslo"
+    assert timezone.system_timezone_name(root, environ=tz_path) == "Europe/Oslo"
 
 
 @pytest.mark.parametrize("zone", ["Etc/UTC", "UTC", "Etc/GMT+2", "GMT"])

@@ -49,7 +49,6 @@ MAX_UNCERTAINTY = 0.5
 __all__ = [
     "CACHE_S",
     "MAX_STALE_S",
-    "FetchError",
     "LiveProvider",
     "LiveReading",
     "Secret",

@@ -30,11 +30,9 @@ from carbon_magic.grid.base import ForecastPoint, Intensity
 from carbon_magic.grid.timezone import (
     default_zoneinfo_dirs,
     guess_country_from_timezone,
-    is_placeless_zone,
     system_timezone_name,
 )
 
-# The time-zone guess lives in ``timezone``; these names are part of this module's API.
 __all__ = [
     "CLOUD_PUE",
     "PROVIDERS",
@@ -46,10 +44,6 @@ __all__ = [
     "countries",
     "country_intensity",
     "default_pue",
-    "default_zoneinfo_dirs",
-    "guess_country_from_timezone",
-    "is_placeless_zone",
-    "system_timezone_name",
     "validate_cloud_region",
     "validate_country",
     "world_average_intensity",

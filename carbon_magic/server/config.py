@@ -13,10 +13,10 @@ from __future__ import annotations
 from traitlets import Bool, Enum, Float, TraitError, Unicode, default, validate
 from traitlets.config import Configurable
 
-from carbon_magic.ledger import LEDGER_ENV, default_ledger_path
+from carbon_magic.ledger import default_ledger_path
 from carbon_magic.ledger.paths import resolve_ledger_path
 
-__all__ = ["HEARTBEAT_PERIOD_S", "LEDGER_ENV", "CarbonMagicServer", "default_ledger_path"]
+__all__ = ["HEARTBEAT_PERIOD_S", "CarbonMagicServer"]
 
 # The heartbeat period assumed when judging staleness, seconds. Trackers beat every
 # max(2 s, sampling interval); 5 s leaves room for a busy machine or a locked ledger.
