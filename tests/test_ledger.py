@@ -224,8 +224,8 @@ def test_cell_row_columns_and_first_source_line():
 
 def test_wal_mode_synchronous_normal_and_busy_timeout(path):
     with Ledger(path) as ledger:
-        assert ledger._conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
-        assert ledger._conn.execute("PRAGMA busy_timeout").fetchone()[0] == 5000
+        assert ledger.connection.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        assert ledger.connection.execute("PRAGMA busy_timeout").fetchone()[0] == 5000
         other = sqlite3.connect(path)
         assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         other.close()
@@ -629,8 +629,8 @@ def test_corruption_found_while_running_is_recovered(path):
     size = path.stat().st_size
     with Ledger(path) as ledger:
         open_session(ledger)
-        ledger._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        ledger._conn.execute("PRAGMA cache_size = 0")
+        ledger.connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        ledger.connection.execute("PRAGMA cache_size = 0")
         with open(path, "r+b") as handle:  # clobber the second half: the cells b-tree
             handle.seek(size // 2)
             handle.write(b"\xff" * (size - size // 2))
