@@ -66,7 +66,8 @@ def measurement(i: int = 0, **changes) -> Measurement:
     return Measurement(**values)
 
 
-def open_session(ledger: Ledger, uuid: str = "s1", kernel_id: str | None = "k1", **changes):
+def session_values(uuid: str = "s1", kernel_id: str | None = "k1", **changes) -> dict:
+    """What :func:`open_session` records, as keywords of ``Ledger.open_session``."""
     values = dict(
         session_uuid=uuid,
         kernel_id=kernel_id,
@@ -83,10 +84,15 @@ def open_session(ledger: Ledger, uuid: str = "s1", kernel_id: str | None = "k1",
         intensity_g_per_kwh=400.0,
     )
     values.update(changes)
-    return ledger.open_session(**values)
+    return values
 
 
-def beat(ledger: Ledger, uuid: str, at: float, **changes) -> None:
+def open_session(ledger: Ledger, uuid: str = "s1", kernel_id: str | None = "k1", **changes):
+    return ledger.open_session(**session_values(uuid, kernel_id, **changes))
+
+
+def beat_values(at: float, **changes) -> dict:
+    """What :func:`beat` records, as keywords of ``Ledger.heartbeat``."""
     values = dict(
         at=at,
         watts={"cpu": 30.0, "gpu": 250.0, "ram": 3.0},
@@ -101,7 +107,11 @@ def beat(ledger: Ledger, uuid: str, at: float, **changes) -> None:
         running_cell_started_at=at - 5,
     )
     values.update(changes)
-    ledger.heartbeat(uuid, **values)
+    return values
+
+
+def beat(ledger: Ledger, uuid: str, at: float, **changes) -> None:
+    ledger.heartbeat(uuid, **beat_values(at, **changes))
 
 
 def count(path: Path, table: str) -> int:

@@ -25,28 +25,11 @@ from carbon_magic.ledger.operations import (
 from carbon_magic.ledger.rows import cell_row, heartbeat_row, session_fields, session_row
 from carbon_magic.ledger.store import PendingStore
 from carbon_magic.ledger.writer_thread import THREAD_NAME, WriterThread
-from tests.test_ledger import T0, measurement
+from tests.test_ledger import T0, beat_values, measurement, session_values
 
 
 def opened(uuid: str = "s1") -> OpenSession:
-    return OpenSession(
-        uuid,
-        session_row(
-            session_uuid=uuid,
-            kernel_id="k1",
-            notebook_path="work/analysis.ipynb",
-            host="box",
-            pid=4321,
-            started_at=T0.timestamp(),
-            interval_s=1.0,
-            mode="process",
-            hardware={"n_cpus": 8},
-            methods={"cpu": "measured"},
-            settings={},
-            intensity_source="static",
-            intensity_g_per_kwh=400.0,
-        ),
-    )
+    return OpenSession(uuid, session_row(**session_values(uuid)))
 
 
 def cell(i: int, uuid: str = "s1") -> RecordCell:
@@ -55,22 +38,7 @@ def cell(i: int, uuid: str = "s1") -> RecordCell:
 
 
 def beat(at: float, uuid: str = "s1") -> RecordHeartbeat:
-    return RecordHeartbeat(
-        uuid,
-        heartbeat_row(
-            at=at,
-            watts={"cpu": 30.0},
-            energy_kwh=0.01,
-            emissions_g=4.0,
-            emissions_range_g=(3.0, 5.0),
-            embodied_g=0.5,
-            intensity_g_per_kwh=400.0,
-            intensity_source="static",
-            tracker_state="running",
-            running_cell=None,
-            running_cell_started_at=None,
-        ),
-    )
+    return RecordHeartbeat(uuid, heartbeat_row(**beat_values(at)))
 
 
 def memory_ledger() -> sqlite3.Connection:
