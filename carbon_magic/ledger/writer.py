@@ -255,7 +255,7 @@ class Ledger:
         """Write pending records now, ignoring the back-off and waiting up to
         ``timeout_s`` (default: the busy timeout) for a lock; True when none are left.
         Never raises."""
-        timeout = self._busy_timeout() if timeout_s is None else max(0.001, float(timeout_s))
+        timeout = self._file.busy_timeout_s if timeout_s is None else max(0.001, float(timeout_s))
         with self._lock:
             self._drain()
             self._file.write(self._store.commit, timeout, force=True, defer_locked=False)
@@ -320,7 +320,7 @@ class Ledger:
         cannot be written are kept in a journal beside the ledger, written by the next
         writer of this ledger, and reported with one LedgerWarning. A later write
         reopens the file."""
-        limit = self._busy_timeout() if timeout_s is None else max(0.0, float(timeout_s))
+        limit = self._file.busy_timeout_s if timeout_s is None else max(0.0, float(timeout_s))
         deadline = time.monotonic() + limit
         self._thread.stop()
         # The background writer lets go of the lock between attempts (WRITER_SLICE_S).
@@ -363,9 +363,6 @@ class Ledger:
         return f"<Ledger {self.status()}>"
 
     # recording ----------------------------------------------------------------------
-
-    def _busy_timeout(self) -> float:
-        return self._file.busy_timeout_s
 
     def _reconnected(self) -> None:
         """The file's connection opened (the file may be new or restored)."""
