@@ -20,7 +20,6 @@ from carbon_magic.ledger.operations import (
     RecordCell,
     RecordHeartbeat,
     UpdateSession,
-    check_operation,
 )
 from carbon_magic.ledger.rows import cell_row, heartbeat_row, session_fields, session_row
 from carbon_magic.ledger.store import PendingStore
@@ -48,6 +47,11 @@ def memory_ledger() -> sqlite3.Connection:
     return conn
 
 
+def apply_all(store: PendingStore, operations: list) -> None:
+    for operation in operations:
+        store.apply(operation)
+
+
 def store_and_warnings(tmp_path: Path) -> tuple[PendingStore, list[tuple[str, str]]]:
     said: list[tuple[str, str]] = []
     return PendingStore(
@@ -63,19 +67,20 @@ def test_operations_are_frozen_values():
     with pytest.raises(AttributeError):
         operation.session_uuid = "s2"  # type: ignore[misc]
     assert operation == UpdateSession("s1", {"tracker_state": "stopped"})
-    assert check_operation(operation) is operation
 
 
 @pytest.mark.parametrize("bad", [("cell", "s1", {}), "beat", None])
-def test_an_operation_of_an_unknown_type_is_refused_and_nothing_is_applied(tmp_path, bad):
+def test_an_operation_of_an_unknown_type_is_refused_and_nothing_changes(tmp_path, bad):
     store, said = store_and_warnings(tmp_path)
+    apply_all(store, [opened(), cell(0)])
     with pytest.raises(TypeError) as refused:
-        store.apply([opened(), cell(0), bad])
+        store.apply(bad)
     message = str(refused.value)
     assert message.startswith(f"not a ledger operation: {type(bad).__name__};")
     assert "OpenSession, UpdateSession, RecordCell, RecordHeartbeat" in message
     assert "\n" not in message
-    assert not store.has_pending() and store.cell_count() == 0 and said == []
+    assert store.cell_count() == 1 and said == []
+    assert [row["cell_id"] for row in store.pending_cell_rows(None, None)] == ["cell-0"]
 
 
 # --- the pending store, on any connection ----------------------------------------------
@@ -84,8 +89,8 @@ def test_an_operation_of_an_unknown_type_is_refused_and_nothing_is_applied(tmp_p
 def test_the_store_commits_typed_operations_in_order_to_a_ledger_that_is_no_file(tmp_path):
     store, said = store_and_warnings(tmp_path)
     conn = memory_ledger()
-    store.apply([cell(0, "s2"), opened(), cell(1), beat(T0.timestamp())])
-    store.apply([UpdateSession("s1", session_fields({"tracker_state": "stopped"}))])
+    apply_all(store, [cell(0, "s2"), opened(), cell(1), beat(T0.timestamp())])
+    apply_all(store, [UpdateSession("s1", session_fields({"tracker_state": "stopped"}))])
     assert store.has_pending() and store.cell_count() == 2
     assert [row["cell_id"] for row in store.pending_cell_rows("s1", None)] == ["cell-1"]
     assert store.session_id("s1") is None
@@ -114,10 +119,10 @@ def test_the_store_commits_typed_operations_in_order_to_a_ledger_that_is_no_file
 def test_a_failed_commit_leaves_everything_pending(tmp_path):
     store, _ = store_and_warnings(tmp_path)
     conn = memory_ledger()
-    store.apply([opened()])
+    apply_all(store, [opened()])
     store.commit(conn)
     conn.execute("DROP TABLE heartbeats")  # the cell goes in, then the heartbeat fails
-    store.apply([cell(0), beat(T0.timestamp())])
+    apply_all(store, [cell(0), beat(T0.timestamp())])
     with pytest.raises(sqlite3.OperationalError):
         store.commit(conn)
     assert store.cell_count() == 1 and store.has_pending()
@@ -127,8 +132,8 @@ def test_a_failed_commit_leaves_everything_pending(tmp_path):
 def test_records_taken_from_one_store_go_first_in_another(tmp_path):
     old, _ = store_and_warnings(tmp_path / "old")
     new, _ = store_and_warnings(tmp_path / "new")
-    old.apply([opened(), cell(0), cell(1)])
-    new.apply([cell(2)])
+    apply_all(old, [opened(), cell(0), cell(1)])
+    apply_all(new, [cell(2)])
     batch = old.take_all()
     assert not old.has_pending() and len(batch.cells) == 2
     new.put_first(batch)
@@ -152,7 +157,7 @@ def test_the_writer_thread_commits_a_pending_store_without_a_file(tmp_path):
     def run_pass() -> float | None:
         passes.append(threading.current_thread().name)
         while inbox:
-            store.apply([inbox.popleft()])
+            store.apply(inbox.popleft())
         if store.has_pending():
             store.commit(conn)
         thread.end_backlog()

@@ -20,7 +20,7 @@ __all__ = [
     "RecordCell",
     "RecordHeartbeat",
     "UpdateSession",
-    "check_operation",
+    "not_an_operation",
 ]
 
 
@@ -63,12 +63,8 @@ Operation = OpenSession | UpdateSession | RecordCell | RecordHeartbeat
 OPERATION_TYPES: tuple[type, ...] = (OpenSession, UpdateSession, RecordCell, RecordHeartbeat)
 
 
-def check_operation(operation: object) -> Operation:
-    """``operation`` itself when it is one of :data:`OPERATION_TYPES`; TypeError naming
-    them otherwise."""
-    if isinstance(operation, (OpenSession, UpdateSession, RecordCell, RecordHeartbeat)):
-        return operation
+def not_an_operation(value: object) -> TypeError:
+    """The error that refuses ``value``, which is none of :data:`OPERATION_TYPES`: it
+    names them."""
     names = ", ".join(kind.__name__ for kind in OPERATION_TYPES)
-    raise TypeError(
-        f"not a ledger operation: {type(operation).__name__}; the ledger applies {names}"
-    )
+    return TypeError(f"not a ledger operation: {type(value).__name__}; the ledger applies {names}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,16 +30,16 @@ from carbon_magic.ledger.housekeeping import (
 from carbon_magic.ledger.journal import import_journals, write_journal
 from carbon_magic.ledger.operations import (
     OpenSession,
-    Operation,
     RecordCell,
     RecordHeartbeat,
     UpdateSession,
-    check_operation,
+    not_an_operation,
 )
 from carbon_magic.ledger.remote_calls import pending_remote_share
 from carbon_magic.ledger.rows import SessionState, placeholder_session, write_session
 from carbon_magic.ledger.schema import Transaction, describe_error
 from carbon_magic.ledger.tables import INSERT_HEARTBEAT
+from carbon_magic.measurement import Measurement
 
 __all__ = ["MAX_PENDING_CELLS", "MAX_PENDING_HEARTBEATS", "PendingBatch", "PendingStore"]
 
@@ -77,33 +77,35 @@ class PendingStore:
 
     # recording ----------------------------------------------------------------------
 
-    def apply(self, operations: Iterable[object]) -> None:
-        """Apply ``operations`` in order (each one of :data:`~carbon_magic.ledger.
-        operations.OPERATION_TYPES`), then drop the oldest cells beyond
-        MAX_PENDING_CELLS. Raises TypeError, naming the valid types, when one is not an
-        operation: nothing is applied then."""
-        checked = [check_operation(operation) for operation in operations]
-        for operation in checked:
-            self._apply(operation)
-        self._bound_pending()
-
-    def _apply(self, operation: Operation) -> None:
-        uuid = operation.session_uuid
-        if isinstance(operation, OpenSession):
-            self._sessions[uuid] = SessionState(row=operation.row, opened=True)
-            return
-        session = self._sessions.get(uuid)
-        if session is None:
-            m = operation.measurement if isinstance(operation, RecordCell) else None
-            session = self._sessions[uuid] = SessionState(placeholder_session(uuid, m), False)
-        if isinstance(operation, UpdateSession):
+    def apply(self, operation: object) -> None:
+        """Apply one operation, matched by its type (one of :data:`~carbon_magic.ledger.
+        operations.OPERATION_TYPES`); the oldest cells beyond MAX_PENDING_CELLS are
+        dropped. Raises TypeError, naming the valid types, for anything else, and
+        nothing changes then."""
+        # The records of every cell and beat come this way: the frequent kinds first.
+        if isinstance(operation, RecordHeartbeat):
+            self._session(operation.session_uuid, None)
+            self._heartbeats.append((operation.session_uuid, operation.row))
+        elif isinstance(operation, RecordCell):
+            self._session(operation.session_uuid, operation.measurement)
+            self._cells.append((operation.session_uuid, operation.row))
+            self._bound_pending()
+        elif isinstance(operation, UpdateSession):
+            session = self._session(operation.session_uuid, None)
             session.row.update(operation.fields)
             session.changes.update(operation.fields)
             session.dirty = True
-        elif isinstance(operation, RecordCell):
-            self._cells.append((uuid, operation.row))
-        elif isinstance(operation, RecordHeartbeat):
-            self._heartbeats.append((uuid, operation.row))
+        elif isinstance(operation, OpenSession):
+            self._sessions[operation.session_uuid] = SessionState(row=operation.row, opened=True)
+        else:
+            raise not_an_operation(operation)
+
+    def _session(self, uuid: str, m: Measurement | None) -> SessionState:
+        """The session ``uuid``, a placeholder made from ``m`` when it was never opened."""
+        session = self._sessions.get(uuid)
+        if session is None:
+            session = self._sessions[uuid] = SessionState(placeholder_session(uuid, m), False)
+        return session
 
     def has_pending(self) -> bool:
         """True while anything recorded is not yet in the file."""

@@ -26,7 +26,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -397,7 +397,9 @@ class Ledger:
 
     def _drain(self) -> None:
         """Apply the queued records to the pending store, in order. Caller holds the lock."""
-        self._store.apply(_taken(self._inbox))
+        inbox, apply = self._inbox, self._store.apply
+        while inbox:
+            apply(inbox.popleft())
 
     def _settle(self) -> bool:
         """Leave backlog mode when nothing is pending; True then. Caller holds the lock."""
@@ -442,10 +444,3 @@ class Ledger:
             self._retention.set_keep_days(keep_days)
         if self._retention.keep_s is not None:
             self._thread.ensure_running()
-
-
-def _taken(queue: deque[Operation]) -> Iterator[Operation]:
-    """The operations in ``queue``, each removed as it is taken (others may add more
-    meanwhile: those are taken too)."""
-    while queue:
-        yield queue.popleft()
