@@ -181,7 +181,7 @@ def bench_reads(directory: Path, rows: int) -> None:
             running_cell=None,
             running_cell_started_at=None,
         )
-        conn = ledger._conn
+        conn = ledger.connection
         assert conn is not None
         # Bulk load in one transaction: this measures reading, not loading.
         template = cell_row(cell(0), via="auto", budget=None)

@@ -405,7 +405,7 @@ def test_doctor_finds_a_damaged_ledger(env, damage):
     else:
         with Ledger(path) as ledger:
             ledger.update_session("s1", tracker_state="running")
-            conn = ledger._conn
+            conn = ledger.connection
             conn.execute("CREATE TABLE filler (x)")
             conn.executemany("INSERT INTO filler VALUES (?)", [("x" * 500,)] * 200)
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -66,7 +66,8 @@ def measurement(i: int = 0, **changes) -> Measurement:
     return Measurement(**values)
 
 
-def open_session(ledger: Ledger, uuid: str = "s1", kernel_id: str | None = "k1", **changes):
+def session_values(uuid: str = "s1", kernel_id: str | None = "k1", **changes) -> dict:
+    """What :func:`open_session` records, as keywords of ``Ledger.open_session``."""
     values = dict(
         session_uuid=uuid,
         kernel_id=kernel_id,
@@ -83,10 +84,15 @@ def open_session(ledger: Ledger, uuid: str = "s1", kernel_id: str | None = "k1",
         intensity_g_per_kwh=400.0,
     )
     values.update(changes)
-    return ledger.open_session(**values)
+    return values
 
 
-def beat(ledger: Ledger, uuid: str, at: float, **changes) -> None:
+def open_session(ledger: Ledger, uuid: str = "s1", kernel_id: str | None = "k1", **changes):
+    return ledger.open_session(**session_values(uuid, kernel_id, **changes))
+
+
+def beat_values(at: float, **changes) -> dict:
+    """What :func:`beat` records, as keywords of ``Ledger.heartbeat``."""
     values = dict(
         at=at,
         watts={"cpu": 30.0, "gpu": 250.0, "ram": 3.0},
@@ -101,7 +107,11 @@ def beat(ledger: Ledger, uuid: str, at: float, **changes) -> None:
         running_cell_started_at=at - 5,
     )
     values.update(changes)
-    ledger.heartbeat(uuid, **values)
+    return values
+
+
+def beat(ledger: Ledger, uuid: str, at: float, **changes) -> None:
+    ledger.heartbeat(uuid, **beat_values(at, **changes))
 
 
 def count(path: Path, table: str) -> int:
@@ -224,8 +234,8 @@ def test_cell_row_columns_and_first_source_line():
 
 def test_wal_mode_synchronous_normal_and_busy_timeout(path):
     with Ledger(path) as ledger:
-        assert ledger._conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
-        assert ledger._conn.execute("PRAGMA busy_timeout").fetchone()[0] == 5000
+        assert ledger.connection.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        assert ledger.connection.execute("PRAGMA busy_timeout").fetchone()[0] == 5000
         other = sqlite3.connect(path)
         assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         other.close()
@@ -629,8 +639,8 @@ def test_corruption_found_while_running_is_recovered(path):
     size = path.stat().st_size
     with Ledger(path) as ledger:
         open_session(ledger)
-        ledger._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        ledger._conn.execute("PRAGMA cache_size = 0")
+        ledger.connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        ledger.connection.execute("PRAGMA cache_size = 0")
         with open(path, "r+b") as handle:  # clobber the second half: the cells b-tree
             handle.seek(size // 2)
             handle.write(b"\xff" * (size - size // 2))

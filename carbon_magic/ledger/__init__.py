@@ -15,9 +15,11 @@ The parts, one job each:
 - :mod:`~carbon_magic.ledger.rows`: Measurement ↔ ``cells`` row, session and heartbeat rows;
 - :mod:`~carbon_magic.ledger.read` and :mod:`~carbon_magic.ledger.cluster`: readers by
   column name;
-- :mod:`~carbon_magic.ledger.connection` (the file and its faults),
+- :mod:`~carbon_magic.ledger.writer` (the public writer, a facade over its parts):
+  :mod:`~carbon_magic.ledger.connection` (the file and its faults),
+  :mod:`~carbon_magic.ledger.operations` (what callers queue, one frozen type each),
   :mod:`~carbon_magic.ledger.store` (what is pending and its transaction),
-  :mod:`~carbon_magic.ledger.writer` (the public writer and its background thread),
+  :mod:`~carbon_magic.ledger.writer_thread` (the background thread),
   :mod:`~carbon_magic.ledger.journal` (what a closing writer could not commit) and
   :mod:`~carbon_magic.ledger.housekeeping` (old heartbeats, retention of cells).
 

@@ -4,8 +4,8 @@
 the schema version before touching it, switches on WAL and migrates; a corrupt file is
 renamed aside (never deleted) and a fresh one started; a file that fails keeps the
 writer in memory with a doubling back-off, and each kind of problem is told once, as a
-:class:`LedgerWarning`. :class:`carbon_magic.ledger.writer.Ledger` builds on it and
-supplies what one transaction writes (``_flush``).
+:class:`LedgerWarning`. What one transaction writes is the caller's (:meth:`LedgerFile.
+write` takes it); :class:`carbon_magic.ledger.writer.Ledger` hands it the pending store's.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import sqlite3
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
@@ -49,9 +50,10 @@ class LedgerFile:
     made absolute now so a notebook's ``%cd`` cannot move it under a running kernel.
 
     ``busy_timeout_s``: how long the file may stay locked before it counts as locked;
-    ``retry_after_s``: the first back-off after a failure (seconds, doubling up to 60 s).
-    Subclasses implement :meth:`_flush` (one transaction's work) and may extend
-    :meth:`_on_connect`. The caller of the underscore methods holds the subclass's lock.
+    ``retry_after_s``: the first back-off after a failure (seconds, doubling up to 60 s);
+    ``on_connect()``: called whenever a connection opens (the file may be new or
+    restored). Not thread-safe by itself: callers of :meth:`open`, :meth:`write` and
+    :meth:`close` hold one lock of theirs.
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class LedgerFile:
         *,
         busy_timeout_s: float,
         retry_after_s: float = RETRY_AFTER_S,
+        on_connect: Callable[[], None] | None = None,
     ) -> None:
         self.path: Path = (default_ledger_path() if path is None else Path(path)).expanduser()
         self.path = self.path.absolute()
@@ -76,13 +79,65 @@ class LedgerFile:
         self._backoff = self._retry_after_s
         self._locked_since: float | None = None  # first failed attempt on a held lock
         self._warned: set[str] = set()
+        self._on_connect = on_connect
 
-    def _on_connect(self) -> None:
-        """Called when a connection opens: the file may be new or restored."""
+    # state --------------------------------------------------------------------------
 
-    def _flush(self, conn: sqlite3.Connection) -> None:
-        """Write what is pending in one transaction on ``conn``. Raises sqlite3.Error."""
-        raise NotImplementedError
+    @property
+    def busy_timeout_s(self) -> float:
+        """How long the file may stay locked before it counts as locked, seconds."""
+        return self._busy_timeout_s
+
+    @property
+    def reason(self) -> str | None:
+        """Why records are kept in memory, in words; None while the file is written."""
+        return self._reason
+
+    @property
+    def permanent(self) -> bool:
+        """True when this file is never written (its schema is newer than this code's)."""
+        return self._permanent
+
+    @property
+    def retry_at(self) -> float:
+        """``time.monotonic()`` of the next attempt after a fault, seconds."""
+        return self._retry_at
+
+    @property
+    def lock_held(self) -> bool:
+        """True while another process's lock has kept the last attempts out."""
+        return self._locked_since is not None
+
+    @property
+    def connection(self) -> sqlite3.Connection | None:
+        """The open writer connection of this process (None while none is open)."""
+        return self._conn if self._conn_pid == os.getpid() else None
+
+    def usable_connection(self) -> sqlite3.Connection | None:
+        """The writer's connection, unless the file is busy or failing (lock held)."""
+        if self._reason is not None or not self._connection_current():
+            return None
+        return self._conn
+
+    # opening and writing ------------------------------------------------------------
+
+    def open(self, busy_timeout_s: float | None = None, *, defer_locked: bool = False) -> bool:
+        """Connect and migrate (``busy_timeout_s``: default the busy timeout); a corrupt
+        file is moved aside and a fresh one started. True when a usable connection is
+        open; otherwise the fault is recorded (see :attr:`reason`). ``defer_locked``: as
+        for :meth:`write`. Never raises for the file."""
+        return self._open(busy_timeout_s, defer_locked=defer_locked)
+
+    def close(self) -> None:
+        """Let SQLite optimise and close the connection (one inherited through fork() is
+        left to its parent). A later :meth:`write` reopens the file."""
+        if self._conn is not None and self._conn_pid == os.getpid():
+            try:
+                self._conn.execute("PRAGMA optimize")
+                self._conn.close()
+            except sqlite3.Error:
+                pass
+        self._conn = None
 
     def _open(
         self,
@@ -135,7 +190,8 @@ class LedgerFile:
         self._conn, self._conn_pid = conn, os.getpid()
         stat = os.stat(self.path)
         self._identity = (stat.st_dev, stat.st_ino)
-        self._on_connect()
+        if self._on_connect is not None:
+            self._on_connect()
         version = schema.schema_version(conn)
         if version > len(schema.MIGRATIONS):  # checked before WAL, which writes the header
             raise NewerSchemaError(version)
@@ -151,7 +207,7 @@ class LedgerFile:
         except OSError:
             return
         if mode & 0o022:
-            self._warn(
+            self.warn(
                 "folder",
                 f"its folder {self.path.parent} is writable by other users (mode "
                 f"{mode & 0o777:o}); keep the ledger in a private folder (chmod go-w)",
@@ -193,7 +249,7 @@ class LedgerFile:
             self._fault(exc, extra=f"; could not move it aside: {describe_error(move_exc)}")
             return False
         if not replaced:
-            self._warn(
+            self.warn(
                 "corrupt",
                 f"{describe_error(exc)}; moved it to {aside.name} and started a fresh ledger",
             )
@@ -214,18 +270,21 @@ class LedgerFile:
                 os.rename(companion, Path(f"{aside}{suffix}"))
         return aside
 
-    def _write(
+    def write(
         self,
+        commit: Callable[[sqlite3.Connection], None],
         busy_timeout_s: float | None = None,
         *,
         force: bool = False,
         defer_locked: bool = False,
     ) -> None:
-        """Write everything pending in one transaction, or stay in memory. Never raises.
+        """Run ``commit(conn)`` (one transaction; raises sqlite3.Error or OSError), or
+        stay in memory. Never raises for the file.
 
         ``busy_timeout_s``: how long to wait for another process's lock this time.
-        ``defer_locked``: a held lock is not a fault until it has been held for the busy
-        timeout (the background writer keeps trying meanwhile). Caller holds the lock."""
+        ``force``: try now whatever the back-off. ``defer_locked``: a held lock is not a
+        fault until it has been held for the busy timeout (the background writer keeps
+        trying meanwhile). Caller holds the lock."""
         retrying = self._reason is not None
         if retrying:
             if self._permanent or (not force and time.monotonic() < self._retry_at):
@@ -238,7 +297,7 @@ class LedgerFile:
         assert conn is not None
         try:
             conn.execute(f"PRAGMA busy_timeout = {max(1, int(timeout * 1000))}")
-            self._flush(conn)
+            commit(conn)
         except (sqlite3.Error, OSError) as exc:
             kind = error_kind(exc)
             if kind == "locked" and self._defer(defer_locked):
@@ -251,7 +310,7 @@ class LedgerFile:
             if self._conn is None:
                 return  # recovery left no connection: already faulted
             try:
-                self._flush(self._conn)
+                commit(self._conn)
             except (sqlite3.Error, OSError) as again:
                 self._fault(again)
                 return
@@ -281,15 +340,13 @@ class LedgerFile:
         self._reason = reason
         self._retry_at = time.monotonic() + self._backoff
         if self._permanent:
-            self._warn(kind, reason)
+            self.warn(kind, reason)
         else:
-            self._warn(
-                kind, f"{reason}; keeping records in memory, retrying in {self._backoff:g} s"
-            )
+            self.warn(kind, f"{reason}; keeping records in memory, retrying in {self._backoff:g} s")
         self._backoff = min(self._backoff * 2, MAX_BACKOFF_S)
 
-    def _warn(self, kind: str, message: str) -> None:
-        """One LedgerWarning per kind of problem for the life of this Ledger. Never raises,
+    def warn(self, kind: str, message: str) -> None:
+        """One LedgerWarning per kind of problem for the life of this file. Never raises,
         even under ``warnings.simplefilter("error")`` (then it is logged instead)."""
         if kind in self._warned:
             return

@@ -1,23 +1,26 @@
 """What the writer has recorded but not yet committed, and how it is committed.
 
-:class:`PendingStore` keeps the sessions, cells and heartbeats recorded in this process
-until one transaction writes them (:meth:`PendingStore._flush`, called by
-:class:`~carbon_magic.ledger.connection.LedgerFile` when the file can be written), or a
-closing writer puts them in a journal (:meth:`PendingStore._journal_pending`). Callers
-hold the writer's lock. Units as in :mod:`carbon_magic.ledger.tables`.
+:class:`PendingStore` applies the queued operations (:mod:`carbon_magic.ledger.
+operations`) and keeps the sessions, cells and heartbeats recorded in this process until
+one transaction writes them (:meth:`PendingStore.commit`, which the writer hands to
+:meth:`~carbon_magic.ledger.connection.LedgerFile.write` when the file can be written),
+or a closing writer puts them in a journal (:meth:`PendingStore.journal`). It knows no
+file connection of its own: any connection to a migrated ledger will do. Not
+thread-safe by itself: callers hold the writer's lock. Units as in
+:mod:`carbon_magic.ledger.tables`.
 """
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import time
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from carbon_magic.ledger.cluster import insert_cell
-from carbon_magic.ledger.connection import RETRY_AFTER_S, LedgerFile
 from carbon_magic.ledger.housekeeping import (
     HEARTBEAT_KEEP_S,
     PRUNE_EVERY_S,
@@ -25,30 +28,45 @@ from carbon_magic.ledger.housekeeping import (
     prune_session_heartbeats,
 )
 from carbon_magic.ledger.journal import import_journals, write_journal
+from carbon_magic.ledger.operations import (
+    OpenSession,
+    RecordCell,
+    RecordHeartbeat,
+    UpdateSession,
+    not_an_operation,
+)
 from carbon_magic.ledger.remote_calls import pending_remote_share
-from carbon_magic.ledger.rows import SessionState, write_session
+from carbon_magic.ledger.rows import SessionState, placeholder_session, write_session
 from carbon_magic.ledger.schema import Transaction, describe_error
 from carbon_magic.ledger.tables import INSERT_HEARTBEAT
+from carbon_magic.measurement import Measurement
 
-__all__ = ["MAX_PENDING_CELLS", "MAX_PENDING_HEARTBEATS", "PendingStore"]
+__all__ = ["MAX_PENDING_CELLS", "MAX_PENDING_HEARTBEATS", "PendingBatch", "PendingStore"]
 
 MAX_PENDING_CELLS = 10_000  # bound on memory while the file cannot be written
 MAX_PENDING_HEARTBEATS = 1_000
 
 
-class PendingStore(LedgerFile):
-    """Records waiting for the file: sessions by uuid, then cells and heartbeats as
-    ``(session_uuid, row)`` in the order recorded (rows as in :mod:`carbon_magic.ledger.
-    rows`). ``path``, ``busy_timeout_s``, ``retry_after_s``: as for LedgerFile."""
+@dataclass
+class PendingBatch:
+    """Records taken out of one store for another (:meth:`PendingStore.take_all`):
+    sessions by uuid, cells and heartbeats as ``(session_uuid, row)`` in order."""
 
-    def __init__(
-        self,
-        path: str | os.PathLike[str] | None,
-        *,
-        busy_timeout_s: float,
-        retry_after_s: float = RETRY_AFTER_S,
-    ) -> None:
-        super().__init__(path, busy_timeout_s=busy_timeout_s, retry_after_s=retry_after_s)
+    sessions: dict[str, SessionState] = field(default_factory=dict)
+    cells: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    heartbeats: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
+class PendingStore:
+    """Records waiting for the ledger file at ``ledger_path``: sessions by uuid, then
+    cells and heartbeats as ``(session_uuid, row)`` in the order recorded (rows as in
+    :mod:`carbon_magic.ledger.rows`). ``warn(kind, message)`` hears of records dropped,
+    journals written or lost, and journals that could not be imported (once per kind is
+    the caller's choice: :meth:`~carbon_magic.ledger.connection.LedgerFile.warn`)."""
+
+    def __init__(self, ledger_path: Path, warn: Callable[[str, str], None]) -> None:
+        self.path = ledger_path
+        self._warn = warn
         self._sessions: dict[str, SessionState] = {}
         self._session_ids: dict[str, int] = {}  # session_uuid → sessions.id in this file
         self._cells: list[tuple[str, dict[str, Any]]] = []  # pending (session_uuid, row)
@@ -57,19 +75,65 @@ class PendingStore(LedgerFile):
         self._housekeeping_done = False
         self._journals_done = False
 
-    def _on_connect(self) -> None:
-        self._session_ids.clear()
-        for session in self._sessions.values():
-            session.dirty = True  # the file may be new or restored: write every session
+    # recording ----------------------------------------------------------------------
 
-    def _has_pending(self) -> bool:
+    def apply(self, operation: object) -> None:
+        """Apply one operation, matched by its type (one of :data:`~carbon_magic.ledger.
+        operations.OPERATION_TYPES`); the oldest cells beyond MAX_PENDING_CELLS are
+        dropped. Raises TypeError, naming the valid types, for anything else, and
+        nothing changes then."""
+        # The records of every cell and beat come this way: the frequent kinds first.
+        if isinstance(operation, RecordHeartbeat):
+            self._session(operation.session_uuid, None)
+            self._heartbeats.append((operation.session_uuid, operation.row))
+        elif isinstance(operation, RecordCell):
+            self._session(operation.session_uuid, operation.measurement)
+            self._cells.append((operation.session_uuid, operation.row))
+            self._bound_pending()
+        elif isinstance(operation, UpdateSession):
+            session = self._session(operation.session_uuid, None)
+            session.row.update(operation.fields)
+            session.changes.update(operation.fields)
+            session.dirty = True
+        elif isinstance(operation, OpenSession):
+            self._sessions[operation.session_uuid] = SessionState(row=operation.row, opened=True)
+        else:
+            raise not_an_operation(operation)
+
+    def _session(self, uuid: str, m: Measurement | None) -> SessionState:
+        """The session ``uuid``, a placeholder made from ``m`` when it was never opened."""
+        session = self._sessions.get(uuid)
+        if session is None:
+            session = self._sessions[uuid] = SessionState(placeholder_session(uuid, m), False)
+        return session
+
+    def has_pending(self) -> bool:
+        """True while anything recorded is not yet in the file."""
         return bool(
             self._cells or self._heartbeats or any(s.dirty for s in self._sessions.values())
         )
 
-    def _flush(self, conn: sqlite3.Connection) -> None:
-        """One transaction: journals left by earlier writers, sessions, then cells, then
-        heartbeats; clears what it wrote."""
+    def cell_count(self) -> int:
+        """How many recorded cells are not yet in the file."""
+        return len(self._cells)
+
+    def session_id(self, session_uuid: str) -> int | None:
+        """The ``sessions.id`` of ``session_uuid`` in the file, once it is written."""
+        return self._session_ids.get(session_uuid)
+
+    # committing ---------------------------------------------------------------------
+
+    def reconnected(self) -> None:
+        """A connection opened: the file may be new or restored, so every session is
+        written again with the next commit."""
+        self._session_ids.clear()
+        for session in self._sessions.values():
+            session.dirty = True
+
+    def commit(self, conn: sqlite3.Connection) -> None:
+        """One transaction on ``conn``: journals left by earlier writers, sessions, then
+        cells, then heartbeats; clears what it wrote. Raises sqlite3.Error or OSError,
+        and then everything stays pending."""
         ids = dict(self._session_ids)
         imported: list[Path] = []
         with Transaction(conn):
@@ -102,11 +166,11 @@ class PendingStore(LedgerFile):
 
     # journals -----------------------------------------------------------------------
 
-    def _journal_pending(self) -> None:
-        """Keep what cannot be written in a journal beside the ledger (or report it lost).
-        Caller holds the lock."""
+    def journal(self, reason: str | None) -> None:
+        """Keep what cannot be written (``reason``, in words; None: the ledger is locked)
+        in a journal beside the ledger, or report it lost."""
         count = len(self._cells) + len(self._heartbeats)
-        reason = self._reason or "the ledger is locked"
+        reason = reason or "the ledger is locked"
         try:
             target = write_journal(
                 self.path,
@@ -152,7 +216,7 @@ class PendingStore(LedgerFile):
             )
             self._last_prune[uuid] = row["at"]
 
-    def _pending_cell_rows(
+    def pending_cell_rows(
         self, session_uuid: str | None, since: float | None
     ) -> list[dict[str, Any]]:
         """The pending cells as rows that :func:`~carbon_magic.ledger.read.read_cells`
@@ -180,3 +244,36 @@ class PendingStore(LedgerFile):
                 "dropped",
                 f"more than {MAX_PENDING_CELLS} cells pending; the oldest are being dropped",
             )
+
+    # handing over -------------------------------------------------------------------
+
+    def take_all(self) -> PendingBatch:
+        """Take every record not yet written out of this store (sessions as copies, left
+        known here and no longer dirty), for :meth:`put_first` of another."""
+        for session in self._sessions.values():
+            session.dirty = False
+            session.changes.clear()
+        # A copy is dirty, so written to the other file, with its row (every change so
+        # far is in the row) and no explicit changes of its own.
+        batch = PendingBatch(
+            sessions={
+                uuid: SessionState(dict(session.row), session.opened)
+                for uuid, session in self._sessions.items()
+            },
+            cells=list(self._cells),
+            heartbeats=list(self._heartbeats),
+        )
+        self._cells.clear()
+        self._heartbeats.clear()
+        return batch
+
+    def put_first(self, batch: PendingBatch) -> None:
+        """Add ``batch`` ahead of what is pending here; sessions known here keep their
+        own rows. The oldest cells beyond MAX_PENDING_CELLS are dropped."""
+        for uuid, session in batch.sessions.items():
+            if uuid not in self._sessions:
+                self._sessions[uuid] = session
+        self._cells[:0] = batch.cells
+        for beat in reversed(batch.heartbeats):
+            self._heartbeats.appendleft(beat)
+        self._bound_pending()

@@ -6,11 +6,14 @@ once: WAL mode, ``BEGIN IMMEDIATE`` and a busy timeout serialise them.
 
 The writer never raises for file problems and never holds a cell up for more than
 CELL_WAIT_S: a busy ledger's records are committed by a background writer, in order and
-exactly once; the file's faults are handled by :class:`~carbon_magic.ledger.connection.
-LedgerFile`. What cannot be written when the writer closes goes to a journal beside the
-ledger (:mod:`carbon_magic.ledger.journal`). The background writer also does the
-housekeeping that may take a while (:mod:`carbon_magic.ledger.housekeeping`), so a cell
-never waits for it.
+exactly once. :class:`Ledger` is the facade over three parts, each with its own job: the
+file and its faults (:class:`~carbon_magic.ledger.connection.LedgerFile`), the records
+not yet written and their transaction (:class:`~carbon_magic.ledger.store.PendingStore`,
+fed typed :mod:`~carbon_magic.ledger.operations`), and the background thread
+(:class:`~carbon_magic.ledger.writer_thread.WriterThread`). What cannot be written when
+the writer closes goes to a journal beside the ledger (:mod:`carbon_magic.ledger.
+journal`). The background writer also does the housekeeping that may take a while
+(:mod:`carbon_magic.ledger.housekeeping`), so a cell never waits for it.
 
 Units: times are UTC seconds since the epoch, energy in joules per component and kWh
 (facility, after PUE) in total, emissions in grams CO2e, intensity in gCO2e/kWh.
@@ -28,20 +31,21 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from carbon_magic.ledger.cluster import CLUSTER_KEY
-from carbon_magic.ledger.connection import RETRY_AFTER_S
+from carbon_magic.ledger.connection import RETRY_AFTER_S, LedgerFile
+from carbon_magic.ledger.operations import (
+    OpenSession,
+    Operation,
+    RecordCell,
+    RecordHeartbeat,
+    UpdateSession,
+)
 from carbon_magic.ledger.read import read_cells
 from carbon_magic.ledger.remote_calls import REMOTE_KEY
 from carbon_magic.ledger.retention import Retention
-from carbon_magic.ledger.rows import (
-    SessionState,
-    cell_row,
-    heartbeat_row,
-    placeholder_session,
-    session_fields,
-    session_row,
-)
+from carbon_magic.ledger.rows import cell_row, heartbeat_row, session_fields, session_row
 from carbon_magic.ledger.sql import BUSY_TIMEOUT_S
-from carbon_magic.ledger.store import PendingStore
+from carbon_magic.ledger.store import PendingBatch, PendingStore
+from carbon_magic.ledger.writer_thread import WriterThread
 from carbon_magic.measurement import Measurement
 
 T = TypeVar("T")
@@ -56,13 +60,8 @@ WRITER_SLICE_S = 0.25  # the background writer waits for a lock in slices this l
 EXIT_WAIT_S = 1.5
 CLOSE_RETRY_S = 0.05  # between a closing writer's attempts within its wait, seconds
 
-# What callers hand to the writer, applied in order under the lock:
-# ("session", uuid, SessionState) | ("update", uuid, columns) | ("cell", uuid, (row, m))
-# | ("beat", uuid, row)
-_Op = tuple[str, str, Any]
 
-
-class Ledger(PendingStore):
+class Ledger:
     """The writer: one per kernel process, safe to call from several threads.
 
     ``path`` None means :func:`~carbon_magic.ledger.paths.default_ledger_path`; a missing
@@ -100,23 +99,24 @@ class Ledger(PendingStore):
         keep_days: float | None = None,
     ) -> None:
         retention = Retention(keep_days)  # raises before anything is opened
-        super().__init__(path, busy_timeout_s=busy_timeout_s, retry_after_s=retry_after_s)
-        self._cell_wait_s = min(float(cell_wait_s), self._busy_timeout_s)
-        self._lock = threading.Lock()
+        self._file = LedgerFile(
+            path,
+            busy_timeout_s=busy_timeout_s,
+            retry_after_s=retry_after_s,
+            on_connect=self._reconnected,
+        )
+        self.path: Path = self._file.path
+        self._store = PendingStore(self.path, self._file.warn)
+        self._cell_wait_s = min(float(cell_wait_s), self._file.busy_timeout_s)
+        self._lock = threading.Lock()  # held by whoever touches the file or the store
         self._retention = retention
         # Records not yet applied (deque appends are atomic: no lock needed to add one).
-        self._inbox: deque[_Op] = deque()
-        self._backlog = False  # records wait for the background writer
-        self._idle = threading.Event()  # set when nothing waits for the background writer
-        self._idle.set()
-        self._wake = threading.Event()
-        self._writer: threading.Thread | None = None
-        self._writer_lock = threading.Lock()
-        self._stopping = False
+        self._inbox: deque[Operation] = deque()
+        self._thread = WriterThread(self._background_pass, self._lock)
         with self._lock:
-            self._open(defer_locked=True)  # a lock held now is waited out by the writes
+            self._file.open(defer_locked=True)  # a lock held now is waited out by the writes
         if retention.keep_s is not None:
-            self._start_writer()
+            self._thread.ensure_running()
 
     # public API ---------------------------------------------------------------------
 
@@ -125,7 +125,7 @@ class Ledger(PendingStore):
         write), or ``"in memory (N pending): <reason>"`` where N is the number of cells
         waiting to be written."""
         pending = self.pending_count()
-        reason = self._reason
+        reason = self._file.reason
         if reason is None:
             return f"ok: {self.path}" + (f" ({pending} pending)" if pending else "")
         return f"in memory ({pending} pending): {reason}"
@@ -137,8 +137,8 @@ class Ledger(PendingStore):
                 self._drain()
             finally:
                 self._lock.release()
-        queued = sum(1 for op in list(self._inbox) if op[0] == "cell")
-        return len(self._cells) + queued
+        queued = sum(1 for op in list(self._inbox) if isinstance(op, RecordCell))
+        return self._store.cell_count() + queued
 
     def open_session(
         self,
@@ -179,8 +179,8 @@ class Ledger(PendingStore):
             intensity_source=intensity_source,
             intensity_g_per_kwh=intensity_g_per_kwh,
         )
-        self._submit(("session", session_uuid, SessionState(row=row, opened=True)))
-        return self._session_ids.get(session_uuid) if self._reason is None else None
+        self._submit(OpenSession(session_uuid, row))
+        return self._store.session_id(session_uuid) if self._file.reason is None else None
 
     def record_cell(
         self, session_uuid: str, m: Measurement, *, via: str, budget: str | None = None
@@ -195,7 +195,7 @@ class Ledger(PendingStore):
             row[CLUSTER_KEY] = m.cluster  # not a column: written to the cluster tables
         if m.remote is not None:
             row[REMOTE_KEY] = m.remote["calls"]  # written to cell_remote_calls
-        self._submit(("cell", session_uuid, (row, m)))
+        self._submit(RecordCell(session_uuid, row, m))
 
     def heartbeat(
         self,
@@ -240,7 +240,7 @@ class Ledger(PendingStore):
             hint=hint,
             next_beat_s=next_beat_s,
         )
-        self._submit(("beat", session_uuid, row))
+        self._submit(RecordHeartbeat(session_uuid, row))
 
     def update_session(self, session_uuid: str, **fields: Any) -> None:
         """Change a session's columns and commit, e.g. ``tracker_state="stopped"``,
@@ -249,16 +249,16 @@ class Ledger(PendingStore):
 
         Raises ValueError for an unknown field name (nothing is changed then).
         """
-        self._submit(("update", session_uuid, session_fields(fields)))
+        self._submit(UpdateSession(session_uuid, session_fields(fields)))
 
     def flush(self, timeout_s: float | None = None) -> bool:
         """Write pending records now, ignoring the back-off and waiting up to
         ``timeout_s`` (default: the busy timeout) for a lock; True when none are left.
         Never raises."""
-        timeout = self._busy_timeout_s if timeout_s is None else max(0.001, float(timeout_s))
+        timeout = self._file.busy_timeout_s if timeout_s is None else max(0.001, float(timeout_s))
         with self._lock:
             self._drain()
-            self._write(timeout, force=True, defer_locked=False)
+            self._file.write(self._store.commit, timeout, force=True, defer_locked=False)
             return self._settle()
 
     def cells_with_pending(
@@ -287,7 +287,7 @@ class Ledger(PendingStore):
         each cell is in exactly one of them. Never raises for the file."""
         with self._lock:
             self._drain()
-            pending = self._pending_cell_rows(session_uuid, since)
+            pending = self._store.pending_cell_rows(session_uuid, since)
             try:
                 result: T | None = read(self.path)
             except (OSError, sqlite3.Error):
@@ -300,28 +300,19 @@ class Ledger(PendingStore):
         moved. Sessions ``other`` already knows keep its own rows."""
         with self._lock:
             self._drain()
-            sessions = {uuid: session for uuid, session in self._sessions.items()}
-            cells, beats = list(self._cells), list(self._heartbeats)
-            self._cells.clear()
-            self._heartbeats.clear()
-            for session in self._sessions.values():
-                session.dirty = False
-                session.changes.clear()
+            batch = self._store.take_all()
             self._settle()
-        with other._lock:
-            other._drain()
-            for uuid, session in sessions.items():
-                if uuid not in other._sessions:
-                    other._sessions[uuid] = SessionState(
-                        dict(session.row), session.opened, dict(session.changes)
-                    )
-            other._cells[:0] = cells
-            for beat in reversed(beats):
-                other._heartbeats.appendleft(beat)
-            other._bound_pending()
-            if other._has_pending():
-                other._start_backlog()
-        return len(cells)
+        other.take_over(batch)
+        return len(batch.cells)
+
+    def take_over(self, batch: PendingBatch) -> None:
+        """Put the records another ledger handed over (:meth:`hand_over_pending`) ahead
+        of what this one has pending; the background writer commits them."""
+        with self._lock:
+            self._drain()
+            self._store.put_first(batch)
+            if self._store.has_pending():
+                self._thread.begin_backlog()
 
     def close(self, timeout_s: float | None = None) -> None:
         """Write what is pending (trying for up to ``timeout_s``, default the busy
@@ -329,41 +320,38 @@ class Ledger(PendingStore):
         cannot be written are kept in a journal beside the ledger, written by the next
         writer of this ledger, and reported with one LedgerWarning. A later write
         reopens the file."""
-        limit = self._busy_timeout_s if timeout_s is None else max(0.0, float(timeout_s))
+        limit = self._file.busy_timeout_s if timeout_s is None else max(0.0, float(timeout_s))
         deadline = time.monotonic() + limit
-        writer = self._writer
-        self._stopping = True
-        self._wake.set()
+        self._thread.stop()
         # The background writer lets go of the lock between attempts (WRITER_SLICE_S).
         if not self._lock.acquire(timeout=limit + WRITER_SLICE_S):
-            self._warn("stuck", "the writer did not let go of the ledger; closing without it")
+            self._file.warn("stuck", "the writer did not let go of the ledger; closing without it")
             return
         try:
             self._drain()
             # The ledger first, whatever the back-off, again and again until the time is
             # up: a fault that clears meanwhile (a lock let go, a folder made) still
             # lets everything in. Only what is left then goes to a journal.
-            while self._has_pending() and not self._permanent:
-                self._write(max(0.001, deadline - time.monotonic()), force=True)
+            store = self._store
+            while store.has_pending() and not self._file.permanent:
+                self._file.write(store.commit, max(0.001, deadline - time.monotonic()), force=True)
                 remaining = deadline - time.monotonic()
-                if not self._has_pending() or remaining <= 0:
+                if not store.has_pending() or remaining <= 0:
                     break
                 time.sleep(min(CLOSE_RETRY_S, remaining))
-            if self._has_pending():
-                self._journal_pending()
+            if store.has_pending():
+                store.journal(self._file.reason)
             self._settle()
-            if self._conn is not None and self._conn_pid == os.getpid():
-                try:
-                    self._conn.execute("PRAGMA optimize")
-                    self._conn.close()
-                except sqlite3.Error:
-                    pass
-            self._conn = None
+            self._file.close()
         finally:
             self._lock.release()
-        if writer is not None and writer is not threading.current_thread():
-            writer.join(timeout=1.0)
-        self._stopping = False
+        self._thread.finish_stop()
+
+    @property
+    def connection(self) -> sqlite3.Connection | None:
+        """The writer's open connection (None while none is open), to inspect the file
+        as this writer sees it. What is written through it bypasses the pending records."""
+        return self._file.connection
 
     def __enter__(self) -> Ledger:
         return self
@@ -376,98 +364,70 @@ class Ledger(PendingStore):
 
     # recording ----------------------------------------------------------------------
 
-    def _submit(self, op: _Op) -> None:
+    def _reconnected(self) -> None:
+        """The file's connection opened (the file may be new or restored)."""
+        self._store.reconnected()
+
+    def _submit(self, op: Operation) -> None:
         """Queue ``op``; commit it now when the file is free, else leave it to the
         background writer. Waits at most ``cell_wait_s`` in all."""
         started = time.monotonic()
         self._inbox.append(op)
-        if not self._backlog:
+        thread = self._thread
+        if not thread.backlog:
             if self._lock.acquire(timeout=self._cell_wait_s):
                 try:
-                    if not self._backlog:
+                    if not thread.backlog:
                         self._drain()
                         remaining = self._cell_wait_s - (time.monotonic() - started)
-                        self._write(max(0.001, remaining), defer_locked=True)
-                        if self._has_pending():
-                            self._start_backlog()
+                        self._file.write(
+                            self._store.commit, max(0.001, remaining), defer_locked=True
+                        )
+                        if self._store.has_pending():
+                            thread.begin_backlog()
                 finally:
                     self._lock.release()
             else:
-                self._start_backlog()
-        if self._backlog:
-            self._wake.set()
-            if self._reason is None and self._locked_since is None:
+                thread.begin_backlog()
+        if thread.backlog:
+            thread.wake()
+            if self._file.reason is None and not self._file.lock_held:
                 # A short wait may see it committed after all (not while a lock is held).
-                self._idle.wait(max(0.0, self._cell_wait_s - (time.monotonic() - started)))
+                thread.wait_idle(max(0.0, self._cell_wait_s - (time.monotonic() - started)))
 
     def _drain(self) -> None:
-        """Apply the queued records to the pending state, in order. Caller holds the lock."""
-        while self._inbox:
-            kind, uuid, payload = self._inbox.popleft()
-            if kind == "session":
-                self._sessions[uuid] = payload
-                continue
-            session = self._sessions.get(uuid)
-            if session is None:
-                m = payload[1] if kind == "cell" else None
-                session = self._sessions[uuid] = SessionState(placeholder_session(uuid, m), False)
-            if kind == "update":
-                session.row.update(payload)
-                session.changes.update(payload)
-                session.dirty = True
-            elif kind == "cell":
-                self._cells.append((uuid, payload[0]))
-            else:
-                self._heartbeats.append((uuid, payload))
-        self._bound_pending()
-
-    def _start_backlog(self) -> None:
-        """Hand what is pending to the background writer (started on first need)."""
-        self._idle.clear()
-        self._backlog = True
-        self._start_writer()
-
-    def _start_writer(self) -> None:
-        """Start the background writer unless it runs, and wake it."""
-        with self._writer_lock:  # the main and tracker threads may both get here
-            writer = self._writer
-            if writer is None or not writer.is_alive():
-                self._writer = threading.Thread(
-                    target=self._run_writer, name="carbon-magic-ledger-writer", daemon=True
-                )
-                self._writer.start()
-        self._wake.set()
+        """Apply the queued records to the pending store, in order. Caller holds the lock."""
+        inbox, apply = self._inbox, self._store.apply
+        while inbox:
+            apply(inbox.popleft())
 
     def _settle(self) -> bool:
         """Leave backlog mode when nothing is pending; True then. Caller holds the lock."""
-        if self._has_pending() or self._inbox:
+        if self._store.has_pending() or self._inbox:
             return False
-        self._backlog = False
-        self._idle.set()
+        self._thread.end_backlog()
         return True
 
-    def _run_writer(self) -> None:
-        """The background writer: commits the backlog in slices of WRITER_SLICE_S (so
-        :meth:`close` is never kept waiting), respecting the back-off after a fault; with
-        nothing pending, it removes cells past the retention time, a batch at a time."""
-        delay: float | None = 0.0
-        while True:
-            self._wake.wait(delay)
-            self._wake.clear()
-            with self._lock:
-                if self._stopping:
-                    return
-                self._drain()
-                if self._has_pending():
-                    self._write(min(WRITER_SLICE_S, self._busy_timeout_s), defer_locked=True)
-                if self._settle():
-                    delay = self._retention.run(self._usable_connection, WRITER_SLICE_S)
-                elif self._permanent:
-                    delay = None
-                elif self._reason is not None:
-                    delay = max(0.0, self._retry_at - time.monotonic())
-                else:
-                    delay = 0.0  # locked: the next slice waits in SQLite's busy handler
+    def _background_pass(self) -> float | None:
+        """One pass of the background writer (lock held): commits the backlog in a slice
+        of WRITER_SLICE_S (so :meth:`close` is never kept waiting), respecting the
+        back-off after a fault; with nothing pending, it removes cells past the retention
+        time, a batch at a time. Returns the seconds until the next pass (None: until
+        woken)."""
+        self._drain()
+        if self._store.has_pending():
+            self._file.write(
+                self._store.commit,
+                min(WRITER_SLICE_S, self._file.busy_timeout_s),
+                defer_locked=True,
+            )
+        if self._settle():
+            return self._retention.run(self._file.usable_connection, WRITER_SLICE_S)
+        if self._file.permanent:
+            return None
+        if self._file.reason is not None:
+            return max(0.0, self._file.retry_at - time.monotonic())
+        return 0.0  # locked: the next slice waits in SQLite's busy handler
 
     # retention ----------------------------------------------------------------------
 
@@ -483,10 +443,4 @@ class Ledger(PendingStore):
         with self._lock:
             self._retention.set_keep_days(keep_days)
         if self._retention.keep_s is not None:
-            self._start_writer()
-
-    def _usable_connection(self) -> sqlite3.Connection | None:
-        """The writer's connection, unless the file is busy or failing (lock held)."""
-        if self._reason is not None or not self._connection_current():
-            return None
-        return self._conn
+            self._thread.ensure_running()
