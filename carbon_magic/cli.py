@@ -39,7 +39,7 @@ class CliError(Exception):
 # ---------------------------------------------------------------- ledger access
 
 
-def _ledger_path(option: str | None) -> Path:
+def ledger_path_from_option(option: str | None) -> Path:
     """``--ledger`` (relative to the current folder, as paths on a command line are;
     ``auto``: the default), else the kernels' ledger (``$CARBON_MAGIC_LEDGER``, read as
     the kernels read it, else the Jupyter data dir). A folder is refused."""
@@ -55,7 +55,7 @@ def _ledger_path(option: str | None) -> Path:
 
 def _existing_ledger(args: argparse.Namespace) -> Path:
     """The ledger file of ``--ledger`` (or the default); CliError when there is none."""
-    path = _ledger_path(args.ledger)
+    path = ledger_path_from_option(args.ledger)
     if not path.is_file():
         raise CliError(
             f"no ledger at {path} (cells are recorded after `%load_ext carbon_magic`; "
@@ -103,7 +103,7 @@ def _import_journals(path: Path) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    path = _ledger_path(None)
+    path = ledger_path_from_option(None)
     _import_journals(path)
     info = machine_status(path, notebook_path=args.notebook)
     print(json.dumps(info, indent=2, default=str) if args.json else status_text(info))
@@ -112,7 +112,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     try:
-        info = machine_status(_ledger_path(None))
+        info = machine_status(ledger_path_from_option(None))
     except ValueError as error:  # a bad CARBON_MAGIC_* variable is itself a thing to fix
         print(doctor_text([Finding("settings", str(error), "correct or unset that variable")]))
         return EXIT_ERROR

@@ -68,7 +68,7 @@ def test_parts_at_known_powers() -> None:
     cpu, ram, gpu = (AppleSource(soc, c) for c in ("cpu", "ram", "gpu"))
     assert cpu.available and ram.available and gpu.available
     chip.run(10, cpu_total_mj=8, dram_mj=1.5, gpu_mj=12, gpu_sram_mj=0.5, ane_mj=2)
-    soc._sampled_ns = 0  # the next read is a new sample
+    soc.expire_sample()  # the next read is a new sample
     assert cpu.read_j() == pytest.approx({"apple:cpu": 80.0})
     assert ram.read_j() == pytest.approx({"apple:dram": 15.0})
     assert gpu.read_j() == pytest.approx({"apple:gpu": 125.0, "apple:ane": 20.0})
@@ -87,7 +87,7 @@ def test_one_sample_serves_the_three_views() -> None:
     chip = Chip()
     soc = AppleSoc(stand_in(chip))
     sources = [AppleSource(soc, c) for c in ("cpu", "ram", "gpu")]
-    soc._sampled_ns = 0
+    soc.expire_sample()
     reads = chip.reads
     for source in sources:
         source.read_j()
@@ -99,10 +99,10 @@ def test_chip_without_ane_and_a_restarted_counter() -> None:
     soc = AppleSoc(stand_in(chip))
     assert soc.parts("gpu") == ["apple:gpu"]
     chip.run(1, cpu_total_mj=5)
-    soc._sampled_ns = 0
+    soc.expire_sample()
     assert soc.read_j()["apple:cpu"] == pytest.approx(5.0)
     chip.metrics.cpu_total_mj = 1000  # went down: restarted, counted from zero
-    soc._sampled_ns = 0
+    soc.expire_sample()
     assert soc.read_j()["apple:cpu"] == pytest.approx(6.0)
 
 
@@ -119,7 +119,7 @@ def test_library_missing_or_failing(monkeypatch: pytest.MonkeyPatch) -> None:
     chip = Chip()
     soc = AppleSoc(stand_in(chip))
     chip.fail = True
-    soc._sampled_ns = 0
+    soc.expire_sample()
     with pytest.raises(RuntimeError, match="read failed"):
         soc.read_j()
 
@@ -148,7 +148,7 @@ def test_tracker_on_apple_silicon_measures_cpu_gpu_and_dram(tmp_path) -> None:
     try:
         window = tracker.begin("w")
         chip.run(2, cpu_total_mj=10, dram_mj=2, gpu_mj=30, ane_mj=1)
-        tracker.sensors.cpu.soc._sampled_ns = 0
+        tracker.sensors.cpu.soc.expire_sample()
         m = tracker.end(window)
     finally:
         tracker.close()

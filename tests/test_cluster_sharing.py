@@ -223,7 +223,7 @@ def test_reads_leave_the_workers_tracker_idle(isolated_env):
     try:
         for _ in range(3):
             agent.read("machine", ELSEWHERE, SETTINGS)
-        [tracker] = [c.tracker for c in agent._countings.values() if c.tracker is not None]
+        [tracker] = agent.trackers()
         time.sleep(0.1)
         assert tracker.next_sleep_s() == tracker.longest_sleep_s() == IDLE_TICK_S
     finally:

@@ -333,9 +333,9 @@ def test_close_is_idempotent_and_closes_the_fallback(em, providers):
     assert provider.wait_ready(WAIT_S)
     provider.close()
     provider.close()
-    assert provider._fallback.closed
+    assert provider.fallback.closed
     assert provider.current().g_per_kwh == 320.0  # still answers
-    assert wait_for(lambda: not provider._thread.is_alive())
+    assert wait_for(lambda: not provider.fetching)
     assert provider.refresh(wait_s=0.1) is False
 
 

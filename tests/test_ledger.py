@@ -185,7 +185,7 @@ def test_the_environment_names_the_ledger_for_kernel_server_and_cli(monkeypatch,
     with Ledger() as ledger:  # the kernel's writer, with no ledger setting
         assert ledger.path == tmp_path / "env.sqlite3"
     assert CarbonMagicServer().ledger == str(tmp_path / "env.sqlite3")
-    assert cli._ledger_path(None) == tmp_path / "env.sqlite3"
+    assert cli.ledger_path_from_option(None) == tmp_path / "env.sqlite3"
 
 
 def test_measurement_round_trip(path):

@@ -30,8 +30,8 @@ def test_auto_and_none_mean_the_default_ledger_everywhere(monkeypatch, tmp_path,
         assert ledger.path == expected
     assert CarbonMagicServer().ledger == str(expected)
     assert CarbonMagicServer(ledger=word).ledger == str(expected)
-    assert cli._ledger_path(None) == expected
-    assert cli._ledger_path(word) == expected
+    assert cli.ledger_path_from_option(None) == expected
+    assert cli.ledger_path_from_option(word) == expected
     assert not (tmp_path / word.strip()).exists()
 
 
@@ -46,7 +46,7 @@ def test_a_relative_ledger_path_is_taken_in_the_default_folder(monkeypatch, tmp_
         tmp_path / "data" / "carbon_magic" / "mine.sqlite3"
     )
     assert CarbonMagicServer().ledger == str(expected)
-    assert cli._ledger_path(None) == expected
+    assert cli.ledger_path_from_option(None) == expected
 
 
 def test_a_folder_is_refused_as_the_ledger_and_nothing_changes(monkeypatch, tmp_path):

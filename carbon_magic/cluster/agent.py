@@ -124,6 +124,11 @@ class CounterAgent:
         if processes is None and not self._covered_in_both_modes(ProcessIdentity.from_dict(kernel)):
             self._start(first)
 
+    def trackers(self) -> list[Any]:
+        """The trackers counting for the kernels that read this agent (started ones)."""
+        with self._lock:
+            return [c.tracker for c in self._countings.values() if c.tracker is not None]
+
     @staticmethod
     def _counting(settings: Settings, scope: str | None) -> _Counting:
         return _Counting(uuid.uuid4().hex, settings, scope)

@@ -265,6 +265,17 @@ class LiveProvider:
         except Exception:  # closing must not fail the caller
             pass
 
+    @property
+    def fallback(self) -> IntensityProvider:
+        """The provider answering until a fetch succeeds (and after ``close``)."""
+        return self._fallback
+
+    @property
+    def fetching(self) -> bool:
+        """Whether the background fetch thread runs (False after ``close``)."""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
     def refresh(self, wait_s: float = 0.0) -> bool:
         """Ask for a fetch now; wait up to ``wait_s`` seconds for it to finish.
 

@@ -95,6 +95,12 @@ class AppleSoc:
         self._sampled_ns = clock_ns()
         self.available = True
 
+    def expire_sample(self) -> None:
+        """Make the next ``read_j`` ask the library again rather than reuse the sample
+        taken less than ``SAMPLE_REUSE_S`` ago."""
+        with self._lock:
+            self._sampled_ns = 0
+
     def parts(self, component: str) -> list[str]:
         """Device keys this SoC reports for ``component``."""
         return [k for k, c, _ in _PARTS if c == component and k in self._last_mj]
