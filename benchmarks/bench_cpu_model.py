@@ -94,12 +94,12 @@ def rows(sweeps: list[fit.Sweep]) -> list[dict]:
     chosen, _ = fit.choose_features(sweeps)
     flags = fit.FEATURE_CHOICES[chosen]
     results = fit.leave_one_cpu_out(sweeps, *flags)
-    q, stretch, _ = fit.choose_band(results)
+    q, margin, _ = fit.choose_band(results)
     table = []
     for result in results:
         sweep = result.sweep
         others = [r for r in results if r.sweep.cpu != sweep.cpu]
-        band = fit.band_from(others, q, stretch)
+        band = fit.band_from(others, q, margin)
         curves = fit.fit([s for s in sweeps if s.cpu != sweep.cpu], *flags)
         curve = fit.curve_for(curves, sweep.family)
         family = cpu_family(sweep.cpu)
@@ -196,10 +196,10 @@ def main(argv: list[str] | None = None) -> int:
         inside = sum(r[key] * len(r["sweep"].points) for r in table)
         print(f"{key:<8} {inside / points:.0%} of {points} measured points")
     results = fit.leave_one_cpu_out(sweeps, *fit.FEATURE_CHOICES[chosen])
-    q, stretch, coverage = fit.choose_band(results)
-    band = fit.band_from(results, q, stretch)
+    q, margin, coverage = fit.choose_band(results)
+    band = fit.band_from(results, q, margin)
     print()
-    print(f"Range (packaged): {q:.0%}–{1 - q:.0%} quantiles × {stretch:g} in log space; "
+    print(f"Range (packaged): {q:.0%}–{1 - q:.0%} quantiles widened ×e^±{margin:g}; "
           f"held-out coverage {coverage:.0%}; low – high multipliers, width log(high/low):")  # fmt: skip
     for level, (low, high) in zip(fit.LEVELS, band, strict=True):
         print(f"  {level:>3} %  ×{low:.2f} – ×{high:.2f}   width {math.log(high / low):.2f}")

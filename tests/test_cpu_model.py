@@ -196,6 +196,31 @@ def test_leave_one_out_judges_each_cpu_by_the_others():
     assert all(fit.inside(r, band) for r in results.values())
 
 
+def test_the_range_margin_widens_every_load_level_alike():
+    sweeps = [
+        _sweep("Intel Xeon A", 2.0, 10, 60),
+        _sweep("Intel Xeon B", 2.0, 10, 80),
+        _sweep("Intel Xeon C", 2.0, 10, 100),
+    ]
+    results = fit.leave_one_cpu_out(sweeps, use_cores=False)
+    plain = fit.band_from(results, 0.0)
+    wide = fit.band_from(results, 0.0, 0.3)
+    # e^-0.3 = 0.740818, e^0.3 = 1.349859: each end moves by the same factor in log
+    # space, whatever its own width (a power of the ends would leave a 1.0 end at 1.0).
+    for (low, high), (wide_low, wide_high) in zip(plain, wide, strict=True):
+        assert wide_low == pytest.approx(low * 0.740818, abs=0.002)
+        assert wide_high == pytest.approx(high * 1.349859, abs=0.002)
+    assert fit.band_width(wide) == pytest.approx(fit.band_width(plain) + 0.6, abs=0.01)
+    q, margin, coverage = fit.choose_band(results)
+    assert coverage >= fit.COVERAGE_GOAL
+    # The narrowest band that covers: none of the tried bands narrower than it covers.
+    chosen_width = fit.band_width(fit.band_from(results, q, margin))
+    for other_q in fit.BAND_QUANTILES:
+        for other_margin in fit.BAND_MARGINS:
+            if fit.band_width(fit.band_from(results, other_q, other_margin)) < chosen_width:
+                assert fit.held_out_coverage(results, other_q, other_margin) < fit.COVERAGE_GOAL
+
+
 def test_the_rebuild_reproduces_the_packaged_curves():
     script = ROOT / "scripts" / "build_cpu_curves.py"
     done = subprocess.run(
