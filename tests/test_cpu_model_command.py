@@ -92,7 +92,8 @@ def test_vm_and_cloud_use_watts_per_vcpu(capsys):
     assert "CCF gcp coefficients for EPYC 3rd Gen" in info["source"]
     full = {p["load_pct"]: p for p in info["points"]}[100]["power_w"]
     per_vcpu_w = identify.coefficient_tables()["gcp"]["EPYC 3rd Gen"][1]
-    assert full == pytest.approx(8 * per_vcpu_w / estimate.WALL_PER_TDP * AMD_ZEN.full, abs=1e-3)
+    ratio = identify.ccf_per_tdp_per_thread()[0]
+    assert full == pytest.approx(8 * per_vcpu_w / ratio * AMD_ZEN.full, abs=1e-3)
 
 
 def test_this_machine_without_cpu(capsys):
