@@ -16,10 +16,15 @@ range, for:
 - cc:    CodeCarbon 3.3 without RAPL, max(TDP · u, 0.1 · TDP) (codecarbon/external/
          hardware.py; its Threadripper special case is not applied); it states no
          range, so its "in" is the share of points within ±20 % of its value;
-- vcpu:  the per-vCPU path (CCF full-load watts per vCPU / 1.13 as TDP per vCPU, the
-         curve fitted without this CPU), for CPUs the CCF tables recognise.
+- vcpu:  the per-vCPU path (CCF full-load watts per vCPU over its ratio to the TDP per
+         thread of the cloud CPU table's hosts as TDP per vCPU, the curve fitted without
+         this CPU), for CPUs the CCF tables recognise; vcpu-spec the same with SPECpower's
+         relation (wall power at full load = 1.13 × TDP) instead.
 
-Then the range's width per load level and SPECpower wall-power shapes as a secondary
+Then that ratio judged out of sample on the cloud CPU table (each row's TDP per thread
+from the ratio of the other rows, and from SPECpower's 1.13),
+
+the range's width per load level and SPECpower wall-power shapes as a secondary
 check. Measurements, not pass/fail: exits 0.
 """
 
@@ -39,6 +44,8 @@ from carbon_magic.cpu_model.curves import shape  # noqa: E402
 from carbon_magic.cpu_model.estimate import WALL_PER_TDP  # noqa: E402
 from carbon_magic.cpu_model.identify import (  # noqa: E402
     ccf_coefficients,
+    ccf_per_tdp_per_thread,
+    cloud_specs,
     cpu_family,
     cpu_microarchitecture,
 )
@@ -77,14 +84,15 @@ def share(flags: list[bool]) -> float:
     return sum(flags) / len(flags)
 
 
-def vcpu_error(sweep: fit.Sweep, curve: fit.FamilyCurve) -> float | None:
-    """Sweep-energy error of the per-vCPU path for this CPU, None if not recognised."""
+def vcpu_error(sweep: fit.Sweep, curve: fit.FamilyCurve, ratio: float) -> float | None:
+    """Sweep-energy error of the per-vCPU path for this CPU (CCF's watts / ``ratio`` as
+    the TDP per vCPU), None if not recognised."""
     architecture = cpu_microarchitecture(sweep.cpu)
     found = ccf_coefficients(architecture, "aws") if architecture else None
     if found is None or sweep.cores is None:
         return None
     threads = 2 * sweep.cores * sweep.sockets
-    reference_w = found[1] / WALL_PER_TDP * threads
+    reference_w = found[1] / ratio * threads
     scale = sweep.tdp_w * sweep.sockets
     model = [reference_w * curve.fraction(u, None) / scale for u in fit.GRID]
     return energy_error(model, sweep)
@@ -94,12 +102,12 @@ def rows(sweeps: list[fit.Sweep]) -> list[dict]:
     chosen, _ = fit.choose_features(sweeps)
     flags = fit.FEATURE_CHOICES[chosen]
     results = fit.leave_one_cpu_out(sweeps, *flags)
-    q, stretch, _ = fit.choose_band(results)
+    q, margin, _ = fit.choose_band(results)
     table = []
     for result in results:
         sweep = result.sweep
         others = [r for r in results if r.sweep.cpu != sweep.cpu]
-        band = fit.band_from(others, q, stretch)
+        band = fit.band_from(others, q, margin)
         curves = fit.fit([s for s in sweeps if s.cpu != sweep.cpu], *flags)
         curve = fit.curve_for(curves, sweep.family)
         family = cpu_family(sweep.cpu)
@@ -120,7 +128,8 @@ def rows(sweeps: list[fit.Sweep]) -> list[dict]:
                 "prev_in": share(prev_in),
                 "cc": energy_error([codecarbon(u) for u in fit.GRID], sweep),
                 "cc_in": share(cc_in),
-                "vcpu": vcpu_error(sweep, curve),
+                "vcpu": vcpu_error(sweep, curve, ccf_per_tdp_per_thread()[0]),
+                "vcpu-spec": vcpu_error(sweep, curve, WALL_PER_TDP),
             }
         )
     return table
@@ -167,6 +176,31 @@ def specpower_rows(curves: dict[str, fit.FamilyCurve]) -> list[str]:
     return lines
 
 
+def cloud_vcpu_rows() -> list[str]:
+    """TDP per vCPU from CCF's watts, judged on the cloud CPU table: each row by the
+    median ratio of the other rows, and by SPECpower's WALL_PER_TDP."""
+    pairs = []
+    for row in cloud_specs().values():
+        architecture = cpu_microarchitecture(row["name"])
+        found = ccf_coefficients(architecture, "aws") if architecture else None
+        if found is not None:
+            pairs.append((row["name"], found[1], float(row["tdp_w"]) / float(row["threads"])))
+    held_out, spec = [], []
+    for name, ccf_w, tdp_per_thread in pairs:
+        others = [w / t for n, w, t in pairs if n != name]
+        held_out.append(ccf_w / statistics.median(others) / tdp_per_thread - 1)
+        spec.append(ccf_w / WALL_PER_TDP / tdp_per_thread - 1)
+    ratio, lowest, highest = ccf_per_tdp_per_thread()
+    return [
+        f"TDP per vCPU from CCF's watts on the {len(pairs)} cloud CPUs (ratio {ratio:.2f}, "
+        f"{lowest:.2f}–{highest:.2f}):",
+        f"  cloud ratio, each CPU left out: mean |e| {statistics.fmean(abs(e) for e in held_out):.0%}, "
+        f"worst {max(held_out, key=abs):+.0%}",
+        f"  SPECpower's {WALL_PER_TDP:g}:               mean |e| {statistics.fmean(abs(e) for e in spec):.0%}, "
+        f"worst {max(spec, key=abs):+.0%}",
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sweeps", type=Path, default=SWEEPS, help="measured sweeps CSV")
@@ -189,21 +223,24 @@ def main(argv: list[str] | None = None) -> int:
             f"{_pct(row['vcpu'])}"
         )
     print()
-    for key in ("ours", "prev", "cc", "vcpu"):
+    for key in ("ours", "prev", "cc", "vcpu", "vcpu-spec"):
         print(summary(table, key))
     points = sum(len(r["sweep"].points) for r in table)
     for key in ("in", "prev_in", "cc_in"):
         inside = sum(r[key] * len(r["sweep"].points) for r in table)
         print(f"{key:<8} {inside / points:.0%} of {points} measured points")
     results = fit.leave_one_cpu_out(sweeps, *fit.FEATURE_CHOICES[chosen])
-    q, stretch, coverage = fit.choose_band(results)
-    band = fit.band_from(results, q, stretch)
+    q, margin, coverage = fit.choose_band(results)
+    band = fit.band_from(results, q, margin)
     print()
-    print(f"Range (packaged): {q:.0%}–{1 - q:.0%} quantiles × {stretch:g} in log space; "
+    print(f"Range (packaged): {q:.0%}–{1 - q:.0%} quantiles widened ×e^±{margin:g}; "
           f"held-out coverage {coverage:.0%}; low – high multipliers, width log(high/low):")  # fmt: skip
     for level, (low, high) in zip(fit.LEVELS, band, strict=True):
         print(f"  {level:>3} %  ×{low:.2f} – ×{high:.2f}   width {math.log(high / low):.2f}")
     print(f"  mean width {fit.band_width(band):.2f}")
+    print()
+    for line in cloud_vcpu_rows():
+        print(line)
     print()
     print("SPECpower wall-power shapes (each curve / its own full load), not used by the fit:")
     for line in specpower_rows(fit.fit(sweeps, *fit.FEATURE_CHOICES[chosen])):

@@ -36,14 +36,14 @@ def build(sweeps_path: Path = SWEEPS) -> dict[Path, str]:
     use_cores, family_shape = fit.FEATURE_CHOICES[chosen]
     curves = fit.fit(sweeps, use_cores, family_shape)
     results = fit.leave_one_cpu_out(sweeps, use_cores, family_shape)
-    q, stretch, coverage = fit.choose_band(results)
-    band = fit.band_from(results, q, stretch)
+    q, margin, coverage = fit.choose_band(results)
+    band = fit.band_from(results, q, margin)
     tried = "; ".join(f"{name} {error:.0%}" for name, error in errors.items())
     basis = (
         f"fitted to {len({s.cpu for s in sweeps})} CPUs' measured package power "
         f"({len(sweeps)} sweeps, benchmarks/data); features: {chosen} (leave-one-CPU-out "
         f"mean |energy error|: {tried}); range: {q:.0%}–{1 - q:.0%} quantiles of the "
-        f"out-of-sample ratios × {stretch:g} in log space, {coverage:.0%} of points on "
+        f"out-of-sample ratios, widened ×e^±{margin:g}, {coverage:.0%} of points on "
         "CPUs left out inside"
     )
     curve_rows = io.StringIO()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from carbon_magic.cpu_model import curves, estimate, fit
+from carbon_magic.cpu_model import curves, estimate, fit, identify
 from carbon_magic.cpu_model import power as cpu_power
 from carbon_magic.cpu_model.curves import LINEAR, LoadCurve, families
 from carbon_magic.cpu_model.identify import (
@@ -196,6 +196,31 @@ def test_leave_one_out_judges_each_cpu_by_the_others():
     assert all(fit.inside(r, band) for r in results.values())
 
 
+def test_the_range_margin_widens_every_load_level_alike():
+    sweeps = [
+        _sweep("Intel Xeon A", 2.0, 10, 60),
+        _sweep("Intel Xeon B", 2.0, 10, 80),
+        _sweep("Intel Xeon C", 2.0, 10, 100),
+    ]
+    results = fit.leave_one_cpu_out(sweeps, use_cores=False)
+    plain = fit.band_from(results, 0.0)
+    wide = fit.band_from(results, 0.0, 0.3)
+    # e^-0.3 = 0.740818, e^0.3 = 1.349859: each end moves by the same factor in log
+    # space, whatever its own width (a power of the ends would leave a 1.0 end at 1.0).
+    for (low, high), (wide_low, wide_high) in zip(plain, wide, strict=True):
+        assert wide_low == pytest.approx(low * 0.740818, abs=0.002)
+        assert wide_high == pytest.approx(high * 1.349859, abs=0.002)
+    assert fit.band_width(wide) == pytest.approx(fit.band_width(plain) + 0.6, abs=0.01)
+    q, margin, coverage = fit.choose_band(results)
+    assert coverage >= fit.COVERAGE_GOAL
+    # The narrowest band that covers: none of the tried bands narrower than it covers.
+    chosen_width = fit.band_width(fit.band_from(results, q, margin))
+    for other_q in fit.BAND_QUANTILES:
+        for other_margin in fit.BAND_MARGINS:
+            if fit.band_width(fit.band_from(results, other_q, other_margin)) < chosen_width:
+                assert fit.held_out_coverage(results, other_q, other_margin) < fit.COVERAGE_GOAL
+
+
 def test_the_rebuild_reproduces_the_packaged_curves():
     script = ROOT / "scripts" / "build_cpu_curves.py"
     done = subprocess.run(
@@ -292,6 +317,26 @@ def test_wall_per_tdp_is_the_median_of_the_specpower_results():
                 ratios.append(float(row["w_100"]) / (found[1] * int(row["chips"])))
     assert len(ratios) >= 30
     assert estimate.WALL_PER_TDP == pytest.approx(statistics.median(ratios), abs=0.005)
+
+
+def test_ccf_watts_per_vcpu_over_the_cloud_hosts_tdp_per_thread():
+    # CCF AWS full-load W per vCPU / (TDP / threads) for the 12 rows of the cloud CPU
+    # table, by hand: 8151 4.1934/10 = 0.419, 9R14 1.9456/3.75 = 0.519, 7R32
+    # 1.6930/2.917 = 0.580, 8124M 4.1934/6.667 = 0.629, 8252C 3.9673/6.25 = 0.635,
+    # 8275CL 3.9673/5 = 0.793, 7R13 1.9456/2.344 = 0.830, 8175M 4.1934/5 = 0.839,
+    # 8375C 3.9673/4.6875 = 0.846, 8259CL 3.9673/4.375 = 0.907, E5-2686 v4
+    # 3.6853/4.028 = 0.915, 8488C 3.9673/3.646 = 1.088. Median (0.793 + 0.830) / 2.
+    median, lowest, highest = identify.ccf_per_tdp_per_thread()
+    assert median == pytest.approx(0.8118, abs=0.001)
+    assert (lowest, highest) == pytest.approx((0.4193, 1.0882), abs=0.001)
+    # The per-vCPU path divides CCF's figure by it and widens the range by its spread.
+    model = cpu_power.cpu_power_model("Intel(R) Xeon(R) Platinum 8180 CPU @ 2.50GHz", 4, True)
+    skylake_w = identify.coefficient_tables()["aws"]["Skylake"][1]
+    assert model.max_w == pytest.approx(4 * skylake_w / median * INTEL_XEON.full)
+    low, high = model.curve.band_at(1.0)
+    packaged_low, packaged_high = INTEL_XEON.band_at(1.0)
+    assert low == pytest.approx(packaged_low * median / highest)
+    assert high == pytest.approx(packaged_high * median / lowest)
 
 
 def test_vm_with_a_known_host_package_shares_its_tdp():

@@ -63,7 +63,7 @@ def test_text_lists_method_source_and_each_load(capsys):
     lines = [line for line in out.splitlines() if line.strip().endswith(" W") and "%" in line]
     assert len(lines) == 2
     # Idle: 0.093 × 85 W × 2 = 15.8 W; full load for 6 cores (12 threads):
-    # (0.9234 + 0.1152 · log2(6 / 16)) × 170 W = 137.8 W.
+    # (0.9234 + 0.1575 · log2(6 / 16)) × 170 W = 119.1 W.
     idle = INTEL_XEON.idle * 170
     full = INTEL_XEON.full_for(6) * 170
     assert lines[0].split()[:3] == ["0", "%", f"{idle:.1f}"]
@@ -92,7 +92,8 @@ def test_vm_and_cloud_use_watts_per_vcpu(capsys):
     assert "CCF gcp coefficients for EPYC 3rd Gen" in info["source"]
     full = {p["load_pct"]: p for p in info["points"]}[100]["power_w"]
     per_vcpu_w = identify.coefficient_tables()["gcp"]["EPYC 3rd Gen"][1]
-    assert full == pytest.approx(8 * per_vcpu_w / estimate.WALL_PER_TDP * AMD_ZEN.full, abs=1e-3)
+    ratio = identify.ccf_per_tdp_per_thread()[0]
+    assert full == pytest.approx(8 * per_vcpu_w / ratio * AMD_ZEN.full, abs=1e-3)
 
 
 def test_this_machine_without_cpu(capsys):

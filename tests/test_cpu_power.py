@@ -19,7 +19,8 @@ GENERIC = families()["generic"]
 INTEL_XEON = families()["intel-xeon"]
 
 EIGHT = range(8)
-WALL = estimate.WALL_PER_TDP
+# CCF's full-load watts per vCPU over the TDP per thread of the cloud CPU table's hosts.
+CLOUD_RATIO = identify.ccf_per_tdp_per_thread()[0]
 
 
 def _coefficients(provider: str, architecture: str) -> tuple[float, float]:
@@ -212,7 +213,7 @@ def test_plain_amd_epyc_vm_averages_epyc_generations():
     model = cpu_power.cpu_power_model("AMD EPYC", 2, is_vm=True)
     first, second = _coefficients("aws", "EPYC 1st Gen"), _coefficients("aws", "EPYC 2nd Gen")
     # The Zen curve on CCF's full-load watts per vCPU, averaged over the generations.
-    per_vcpu_w = fmean([first[1], second[1]]) / estimate.WALL_PER_TDP
+    per_vcpu_w = fmean([first[1], second[1]]) / CLOUD_RATIO
     assert model.idle_w == pytest.approx(2 * per_vcpu_w * AMD_ZEN.idle)
     assert model.max_w == pytest.approx(2 * per_vcpu_w * AMD_ZEN.full)
     assert model.curve.name == AMD_ZEN.name
@@ -228,10 +229,10 @@ def test_provider_table_is_used():
     aws = cpu_power.cpu_power_model("Intel(R) Xeon(R) Platinum 8171M", 4, True)
     gcp = cpu_power.cpu_power_model("Intel(R) Xeon(R) Platinum 8171M", 4, True, "gcp")
     assert aws.max_w == pytest.approx(
-        4 * _coefficients("aws", "Skylake")[1] / WALL * INTEL_XEON.full
+        4 * _coefficients("aws", "Skylake")[1] / CLOUD_RATIO * INTEL_XEON.full
     )
     assert gcp.max_w == pytest.approx(
-        4 * _coefficients("gcp", "Skylake")[1] / WALL * INTEL_XEON.full
+        4 * _coefficients("gcp", "Skylake")[1] / CLOUD_RATIO * INTEL_XEON.full
     )
     assert aws.max_w != gcp.max_w
     assert "CCF gcp coefficients for Skylake" in gcp.source
@@ -242,14 +243,14 @@ def test_architecture_missing_from_provider_table_uses_others():
     expected = fmean(
         [_coefficients("gcp", "EPYC 3rd Gen")[1], _coefficients("azure", "EPYC 3rd Gen")[1]]
     )
-    assert model.max_w == pytest.approx(4 * expected / WALL * AMD_ZEN.full)
+    assert model.max_w == pytest.approx(4 * expected / CLOUD_RATIO * AMD_ZEN.full)
     assert "gcp/azure coefficients for EPYC 3rd Gen" in model.source
 
 
 def test_architecture_missing_everywhere_uses_previous_generation():
     model = cpu_power.cpu_power_model("Intel(R) Xeon(R) Platinum 8480C", 2, True, "azure")
     assert model.max_w == pytest.approx(
-        2 * _coefficients("azure", "Cascade Lake")[1] / WALL * INTEL_XEON.full
+        2 * _coefficients("azure", "Cascade Lake")[1] / CLOUD_RATIO * INTEL_XEON.full
     )
     assert "Cascade Lake (Sapphire Rapids not in the tables)" in model.source
 
@@ -257,8 +258,8 @@ def test_architecture_missing_everywhere_uses_previous_generation():
 @pytest.mark.parametrize(("provider", "high"), [(None, 3.5), ("gcp", 4.26)])
 def test_unrecognised_cpu_uses_ccf_average_and_generic_curve(provider, high):
     model = cpu_power.cpu_power_model("Mystery CPU 9000", 4, True, provider)
-    assert model.idle_w == pytest.approx(4 * high / WALL * GENERIC.idle)
-    assert model.max_w == pytest.approx(4 * high / WALL * GENERIC.full)
+    assert model.idle_w == pytest.approx(4 * high / CLOUD_RATIO * GENERIC.idle)
+    assert model.max_w == pytest.approx(4 * high / CLOUD_RATIO * GENERIC.full)
     assert model.curve.name == GENERIC.name
     assert "generic load curve ('Mystery CPU 9000' not recognised)" in model.source
     assert "average over all microarchitectures" in model.source

@@ -17,6 +17,7 @@ from carbon_magic.cpu_model.identify import (
     GENERIC_FAMILY,
     base_ghz_from_name,
     ccf_coefficients,
+    ccf_per_tdp_per_thread,
     cloud_spec,
     cores_from_name,
     cpu_family,
@@ -27,10 +28,9 @@ from carbon_magic.cpu_model.identify import (
 )
 
 # SPECpower wall power at full load over TDP × chips: the median over the results in
-# benchmarks/data/specpower_load_curves.csv that list a CPU with a known TDP, and the
-# range of that ratio (what a TDP per vCPU derived from CCF's wall watts may be off by).
+# benchmarks/data/specpower_load_curves.csv that list a CPU with a known TDP. Shown
+# beside the cloud hosts' relation the per-vCPU path uses (``_per_vcpu``).
 WALL_PER_TDP = 1.13
-WALL_PER_TDP_RANGE = (0.83, 1.65)
 
 # Arm server cores run one thread each (no SMT).
 ARM_NAMES = re.compile(r"\b(arm|neoverse|graviton|ampere|altra)\b", re.IGNORECASE)
@@ -106,8 +106,9 @@ def estimate(
       table, cores in an AMD name): the same, for the vCPUs' share of the host package.
     - Bare metal without a TDP: TDP estimated as cores × the median TDP per core of
       the family's cloud CPUs, the range widened by that ratio's spread.
-    - Otherwise CCF's full-load watts per vCPU (SPECpower wall power) / WALL_PER_TDP as
-      the TDP of one vCPU, the range widened by the spread of wall power over TDP.
+    - Otherwise CCF's full-load watts per vCPU over its median ratio to the TDP per
+      thread of the cloud CPU table's hosts (``ccf_per_tdp_per_thread``) as the TDP of
+      one vCPU, the range widened by that ratio's spread.
     """
     family = cpu_family(model_name)
     curve = families()[family]
@@ -227,22 +228,28 @@ def _per_vcpu(
         basis = f"CCF {table} average over all microarchitectures"
     else:
         _, per_vcpu_w, basis = found_ccf
-    # CCF's full-load figure is SPECpower wall power per hardware thread; wall power at
-    # full load is a median 1.13 × TDP × chips (0.83–1.65: fans, memory, board, supply
-    # losses), so the figure / 1.13 is the TDP of one vCPU. CCF's idle is not used.
-    tdp_per_vcpu = per_vcpu_w / WALL_PER_TDP
+    # CCF's full-load figure is SPECpower wall power per hardware thread. On SPECpower's
+    # servers that is a median 1.13 × TDP per thread, but a virtual machine runs on a
+    # cloud host, whose CPUs are higher-binned: over the cloud CPU table CCF's figure
+    # is a median 0.81 × their TDP per thread (0.42–1.09), so the figure / 0.81 is the
+    # TDP of one vCPU of a cloud host. CCF's idle is not used.
+    ratio, lowest, highest = ccf_per_tdp_per_thread()
+    tdp_per_vcpu = per_vcpu_w / ratio
     features.append(
-        ("TDP per vCPU", f"{tdp_per_vcpu:.2f} W", f"{basis}, {per_vcpu_w:.2f} W / {WALL_PER_TDP:g}")
+        (
+            "TDP per vCPU",
+            f"{tdp_per_vcpu:.2f} W",
+            f"{basis}, {per_vcpu_w:.2f} W / {ratio:.2f} (CCF's watts over the TDP per thread "
+            f"of the cloud CPU table's hosts; {WALL_PER_TDP:g} on SPECpower's servers)",
+        )
     )
     widened = curve.widened(
-        WALL_PER_TDP / WALL_PER_TDP_RANGE[1],
-        WALL_PER_TDP / WALL_PER_TDP_RANGE[0],
-        "TDP per vCPU from wall watts",
+        ratio / highest, ratio / lowest, "TDP per vCPU from CCF watts, spread over the cloud CPUs"
     )
     full = widened.full_for(None)
     source = (
         f"{note}, idle {curve.idle:.0%} and full load {full:.0%} of TDP per vCPU = "
-        f"{per_vcpu_w:.2f} W ({basis}, full-load wall power per vCPU) / {WALL_PER_TDP:g} "
+        f"{per_vcpu_w:.2f} W ({basis}, full-load wall power per vCPU) / {ratio:.2f} "
         f"× {n_cpus:g} CPUs; host package not known"
     )
     reference_w = tdp_per_vcpu * n_cpus

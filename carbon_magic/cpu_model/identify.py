@@ -368,7 +368,25 @@ def tdp_per_core(family: str) -> tuple[float, float, float]:
     chosen = [r for name, r in ratios.items() if cpu_family(name) == family] or list(
         ratios.values()
     )
-    chosen.sort()
-    middle = len(chosen) // 2
-    median = chosen[middle] if len(chosen) % 2 else (chosen[middle - 1] + chosen[middle]) / 2
-    return median, chosen[0], chosen[-1]
+    return _median_and_extremes(chosen)
+
+
+@functools.cache
+def ccf_per_tdp_per_thread() -> tuple[float, float, float]:
+    """(median, lowest, highest) over the cloud CPU table of CCF's full-load watts per
+    vCPU (AWS table, the row's microarchitecture) divided by the row's TDP per hardware
+    thread: what turns CCF's figure into the TDP of one vCPU of a cloud host."""
+    ratios = []
+    for row in cloud_specs().values():
+        architecture = cpu_microarchitecture(row["name"])
+        found = ccf_coefficients(architecture, "aws") if architecture else None
+        if found is not None:
+            ratios.append(found[1] / (float(row["tdp_w"]) / float(row["threads"])))
+    return _median_and_extremes(ratios)
+
+
+def _median_and_extremes(values: Iterable[float]) -> tuple[float, float, float]:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    median = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+    return median, ordered[0], ordered[-1]
