@@ -21,10 +21,11 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from carbon_magic.beat_hint import HintCache
 from carbon_magic.measurement import Measurement
+from carbon_magic.vocabulary import TrackerState, Via
 
 if TYPE_CHECKING:
     from carbon_magic.ledger import Ledger
@@ -33,9 +34,6 @@ if TYPE_CHECKING:
     from carbon_magic.windows import LiveReading
 
 T = TypeVar("T")
-
-Via = Literal["auto", "magic", "api"]
-TrackerState = Literal["running", "stopped"]
 
 # Heartbeat period while a cell runs: max(1 s, interval), so the status bar, the popup
 # and the running cell's footer are at most about one interval behind the live panel.
