@@ -163,6 +163,7 @@ class Recorder:
                 prediction=prediction.to_json() if prediction is not None else None,
                 hint=hint,
                 next_beat_s=self.next_beat_s(running is not None),
+                ledger_bytes=file_bytes(ledger.path),
             ),
         )
 
@@ -300,6 +301,14 @@ class Recorder:
                 write(ledger)
             except Exception as error:
                 self._notice(f"ledger {what} failed: {error}")
+
+
+def file_bytes(path: Path) -> int | None:
+    """The size of the file at ``path`` in bytes; None when it cannot be read."""
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return None
 
 
 # ------------------------------------------------------------ API windows

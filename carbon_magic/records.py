@@ -216,6 +216,7 @@ class Heartbeat:
     at: float
     running_cell: str | None
     running_cell_started_at: float | None
+    ledger_bytes: int | None  # the ledger file's size as the beat was written
 
 
 @dataclass(frozen=True)

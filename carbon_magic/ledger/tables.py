@@ -132,6 +132,7 @@ class HeartbeatRow(_Row):
     # The longest the tracker may take to write its next heartbeat, seconds (version 5):
     # short while a cell runs, the idle tick while none does. NULL in older rows.
     next_beat_s: float | None = None
+    ledger_bytes: int | None = None  # the ledger file's size as the beat is written, bytes
 
 
 @dataclass(frozen=True)

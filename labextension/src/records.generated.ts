@@ -79,6 +79,8 @@ export interface IHeartbeat {
   at: number;
   running_cell: string | null;
   running_cell_started_at: number | null;
+  /** the ledger file's size as the beat was written */
+  ledger_bytes: number | null;
 }
 
 /** A GPU of the kernel's machine, from the tracker's hardware summary. */
@@ -341,7 +343,8 @@ export const remoteTotalsShape: Check = object<IRemoteTotals>({
 export const heartbeatShape: Check = object<IHeartbeat>({
   at: number,
   running_cell: nullable(string),
-  running_cell_started_at: nullable(number)
+  running_cell_started_at: nullable(number),
+  ledger_bytes: nullable(integer)
 });
 
 /** The check of `IGpu`. */
