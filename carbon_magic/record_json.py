@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import fields, is_dataclass
 from typing import Any, Literal, TypeVar, Union, cast, get_args, get_origin, get_type_hints
 
@@ -36,18 +36,53 @@ def _names(cls: Any) -> tuple[str, ...]:
     return tuple(f.name for f in fields(cls))
 
 
+Convert = Callable[[Any], Any]
+
+
+def _converter(hint: Any) -> Convert | None:
+    """How a field of type ``hint`` becomes JSON: None when its value is JSON as it is
+    (numbers, strings, booleans, literals, None), else a function."""
+    origin = get_origin(hint)
+    if _is_union(hint) or origin is Literal:
+        plain = origin is Literal or all(_converter(arg) is None for arg in get_args(hint))
+        return None if plain else to_json
+    if hint in (float, int, str, bool, type(None)):
+        return None
+    if origin in (tuple, list) and all(_converter(arg) is None for arg in get_args(hint)):
+        return list
+    if origin is dict and _converter(get_args(hint)[1]) is None:
+        return dict
+    return to_json
+
+
+# Per record type: (field name, converter or None), built on first use.
+_plans: dict[type, tuple[tuple[str, Convert | None], ...]] = {}
+
+
+def _plan(cls: type) -> tuple[tuple[str, Convert | None], ...]:
+    plan = tuple((name, _converter(hint)) for name, hint in field_types(cls))
+    _plans[cls] = plan
+    return plan
+
+
 def to_json(value: Any) -> Any:
     """``value`` as JSON values: a record as an object of its fields (in order), tuples as
     lists, dicts and lists item by item; anything else as it is."""
-    if isinstance(value, (str, int, float)) or value is None:
-        return value
-    if is_dataclass(value) and not isinstance(value, type):
-        return {name: to_json(getattr(value, name)) for name in _names(type(value))}
-    if isinstance(value, Mapping):
-        return {key: to_json(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_json(item) for item in value]
-    return value
+    plan = _plans.get(type(value))
+    if plan is None:
+        if isinstance(value, (str, int, float)) or value is None:
+            return value
+        if not is_dataclass(value) or isinstance(value, type):
+            if isinstance(value, Mapping):
+                return {key: to_json(item) for key, item in value.items()}
+            if isinstance(value, (list, tuple)):
+                return [to_json(item) for item in value]
+            return value
+        plan = _plan(type(value))
+    return {
+        name: getattr(value, name) if convert is None else convert(getattr(value, name))
+        for name, convert in plan
+    }
 
 
 def project(cls: type[R], source: Any) -> R:
