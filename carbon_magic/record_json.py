@@ -55,34 +55,43 @@ def _converter(hint: Any) -> Convert | None:
     return to_json
 
 
-# Per record type: (field name, converter or None), built on first use.
-_plans: dict[type, tuple[tuple[str, Convert | None], ...]] = {}
+# Per record type, its serialiser, compiled on first use (as dataclasses compiles its
+# __init__): one dict display reading each field, converting those that need it.
+_serialisers: dict[type, Convert] = {}
 
 
-def _plan(cls: type) -> tuple[tuple[str, Convert | None], ...]:
-    plan = tuple((name, _converter(hint)) for name, hint in field_types(cls))
-    _plans[cls] = plan
-    return plan
+def _serialiser(cls: type) -> Convert:
+    converters: dict[str, Convert] = {}
+    items = []
+    for index, (name, hint) in enumerate(field_types(cls)):
+        convert = _converter(hint)
+        if convert is None:
+            items.append(f"{name!r}: value.{name}")
+        else:
+            converters[f"convert_{index}"] = convert
+            items.append(f"{name!r}: convert_{index}(value.{name})")
+    namespace: dict[str, Any] = {}
+    source = f"def serialise(value):\n    return {{{', '.join(items)}}}\n"
+    exec(source, converters, namespace)  # the source holds only field names
+    _serialisers[cls] = namespace["serialise"]
+    return _serialisers[cls]
 
 
 def to_json(value: Any) -> Any:
     """``value`` as JSON values: a record as an object of its fields (in order), tuples as
     lists, dicts and lists item by item; anything else as it is."""
-    plan = _plans.get(type(value))
-    if plan is None:
-        if isinstance(value, (str, int, float)) or value is None:
-            return value
-        if not is_dataclass(value) or isinstance(value, type):
-            if isinstance(value, Mapping):
-                return {key: to_json(item) for key, item in value.items()}
-            if isinstance(value, (list, tuple)):
-                return [to_json(item) for item in value]
-            return value
-        plan = _plan(type(value))
-    return {
-        name: getattr(value, name) if convert is None else convert(getattr(value, name))
-        for name, convert in plan
-    }
+    serialise = _serialisers.get(type(value))
+    if serialise is not None:
+        return serialise(value)
+    if isinstance(value, (str, int, float)) or value is None:
+        return value
+    if is_dataclass(value) and not isinstance(value, type):
+        return _serialiser(type(value))(value)
+    if isinstance(value, Mapping):
+        return {key: to_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(item) for item in value]
+    return value
 
 
 def project(cls: type[R], source: Any) -> R:

@@ -28,6 +28,7 @@ TotalsSource = Literal["heartbeat", "cells"]  # a session's running totals, or i
 
 __all__ = [
     "DOCUMENTS",
+    "TOTALS_NAMES",
     "CellRecord",
     "CellsPage",
     "Components",
@@ -167,13 +168,16 @@ class Totals:
     embodied_g: float = 0.0
 
     def __add__(self, other: Totals) -> Totals:
-        return Totals(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(Totals)))
+        return Totals(*(getattr(self, name) + getattr(other, name) for name in TOTALS_NAMES))
 
     def since(self, baseline: Totals) -> Totals:
         """The growth from ``baseline`` to these totals, never negative."""
         return Totals(
-            *(max(0.0, getattr(self, f.name) - getattr(baseline, f.name)) for f in fields(Totals))
+            *(max(0.0, getattr(self, name) - getattr(baseline, name)) for name in TOTALS_NAMES)
         )
+
+
+TOTALS_NAMES = tuple(f.name for f in fields(Totals))
 
 
 @dataclass(frozen=True)

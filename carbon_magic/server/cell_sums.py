@@ -12,14 +12,13 @@ Units: kWh (facility, after PUE), grams CO2e.
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
-from carbon_magic.records import Totals
+from carbon_magic.records import TOTALS_NAMES, Totals
 
-__all__ = ["TOTALS_NAMES", "CellSums", "totals_of"]
+__all__ = ["CellSums", "totals_of"]
 
 
-TOTALS_NAMES = tuple(f.name for f in fields(Totals))
 _TOTALS_SUMS = ", ".join(f"TOTAL({name}) AS {name}" for name in TOTALS_NAMES)
 
 

@@ -29,7 +29,7 @@ from carbon_magic import ledger, records
 from carbon_magic.ledger.remote_calls import read_cell_remote
 from carbon_magic.ledger.sql import query
 from carbon_magic.record_json import RecordError, field_types, from_json
-from carbon_magic.records import Totals, TotalsSource
+from carbon_magic.records import TOTALS_NAMES, Totals, TotalsSource
 from carbon_magic.server.cell_pages import (
     CELL_PAGE_DEFAULT,
     CELL_PAGE_MAX,
@@ -38,7 +38,7 @@ from carbon_magic.server.cell_pages import (
     CellPage,
     cell_record,
 )
-from carbon_magic.server.cell_sums import TOTALS_NAMES, CellSums, totals_of
+from carbon_magic.server.cell_sums import CellSums, totals_of
 from carbon_magic.server.gpus import session_gpus
 from carbon_magic.server.heartbeat_columns import (
     decode_hint,
