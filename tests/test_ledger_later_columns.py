@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from carbon_magic import ledger as ledger_module
 from carbon_magic.ledger import Ledger
+from carbon_magic.ledger import schema as ledger_schema
 from carbon_magic.ledger.schema import SCHEMA_VERSION
 from carbon_magic.ledger.tables import HEARTBEAT_LATER_COLUMNS, later_columns
 from carbon_magic.record_json import to_json
@@ -43,25 +44,41 @@ def test_a_file_lacking_a_declared_column_gets_it_when_a_kernel_opens_it(tmp_pat
     with Ledger(path) as ledger:
         session = uuid.uuid4().hex
         open_session(ledger, session, kernel_id, started_at=now - 60)
-        beat(ledger, session, now - 30, next_beat_s=7.0)
+        beat(ledger, session, now - 30, ledger_bytes=1000)
     # A file of this schema version written before the column was declared.
     with sqlite3.connect(path) as conn:
-        conn.execute("ALTER TABLE heartbeats DROP COLUMN next_beat_s")
-    assert "next_beat_s" not in columns(path)
+        conn.execute("ALTER TABLE heartbeats DROP COLUMN ledger_bytes")
+    assert "ledger_bytes" not in columns(path)
 
     reader = LedgerReader(path)
     try:
-        assert reader.kernel(kernel_id).heartbeat.next_beat_s is None  # read as NULL
+        assert reader.kernel(kernel_id).heartbeat.ledger_bytes is None  # read as NULL
         with Ledger(path) as ledger:
-            beat(ledger, session, now - 1, next_beat_s=9.0)
+            beat(ledger, session, now - 1, ledger_bytes=2000)
         assert set(HEARTBEAT_LATER_COLUMNS) <= set(columns(path))
         assert schema_version_of(path) == SCHEMA_VERSION
-        assert reader.kernel(kernel_id).heartbeat.next_beat_s == 9.0
+        assert reader.kernel(kernel_id).heartbeat.ledger_bytes == 2000
     finally:
         reader.close()
     with sqlite3.connect(path) as conn:
-        stored = conn.execute("SELECT next_beat_s FROM heartbeats ORDER BY at").fetchall()
-    assert stored == [(None,), (9.0,)]  # the row from before the column reads NULL
+        stored = conn.execute("SELECT ledger_bytes FROM heartbeats ORDER BY at").fetchall()
+    assert stored == [(None,), (2000,)]  # the row from before the column reads NULL
+
+
+def test_an_older_file_is_migrated_first_then_given_the_declared_columns(tmp_path, monkeypatch):
+    path = tmp_path / "ledger.sqlite3"
+    # A version 1 file, as a kernel that knew only the first migration wrote it.
+    monkeypatch.setattr(ledger_schema, "MIGRATIONS", ledger_schema.MIGRATIONS[:1])
+    with Ledger(path) as ledger:
+        open_session(ledger, "s1", "k1", started_at=time.time() - 60)
+    monkeypatch.undo()
+    with Ledger(path) as ledger:
+        beat(ledger, "s1", time.time(), next_beat_s=5.0, ledger_bytes=3000)
+    assert set(HEARTBEAT_LATER_COLUMNS) <= set(columns(path))
+    assert schema_version_of(path) == SCHEMA_VERSION
+    with sqlite3.connect(path) as conn:
+        stored = conn.execute("SELECT next_beat_s, ledger_bytes FROM heartbeats").fetchall()
+    assert stored == [(5.0, 3000)]
 
 
 def test_a_later_column_is_written_by_name_through_the_ledger(tmp_path):

@@ -185,11 +185,21 @@ def schema_version(conn: sqlite3.Connection) -> int:
     return int(row[0]) if row else 0
 
 
+# The later heartbeat columns numbered migrations add (versions 2, 4 and 5); any other
+# that tables.HeartbeatRow declares is added by migrate() itself, after the migrations.
+_MIGRATED_HEARTBEAT_COLUMNS = frozenset({"prediction_json", "hint", "next_beat_s"})
+
+
 def _missing_later_columns(conn: sqlite3.Connection) -> list[tuple[str, str]]:
     """The later heartbeat columns ``tables.HeartbeatRow`` declares (nullable, default
-    None) that the file's heartbeats table lacks, as ``(name, SQL type)``."""
+    None), other than those numbered migrations add, that the file's heartbeats table
+    lacks, as ``(name, SQL type)``."""
     present = {row[1] for row in conn.execute("PRAGMA table_info(heartbeats)")}
-    return [column for column in later_columns(HeartbeatRow) if column[0] not in present]
+    return [
+        (name, sql_type)
+        for name, sql_type in later_columns(HeartbeatRow)
+        if name not in present and name not in _MIGRATED_HEARTBEAT_COLUMNS
+    ]
 
 
 def migrate(conn: sqlite3.Connection) -> None:
