@@ -44,11 +44,13 @@ lint-ts: install-test
 
 lint: lint-python lint-ts
 
-# Unit tests of the labextension's modules (node's test runner); the checks of the kernel
-# and cells JSON read real answers of the server, written by tests/test_server_kernel.py
-# and tests/test_server_cells.py.
+# Unit tests of the labextension's modules (node's test runner); the checks of the kernel,
+# cells and summary JSON (generated from carbon_magic/records.py, and failing here when
+# stale) read real answers of the server, written by the Python tests named here.
 test-ts: install-test
-	$(BIN)/python -m pytest -p no:cacheprovider -q tests/test_server_kernel.py tests/test_server_cells.py
+	$(BIN)/python scripts/generate_schema_ts.py --check
+	$(BIN)/python -m pytest -p no:cacheprovider -q tests/test_server_kernel.py tests/test_server_cells.py \
+		tests/test_server.py::test_summary_lists_the_servers_kernels
 	cd labextension && jlpm test
 
 # mypy over carbon_magic/, configured in pyproject.toml (strict on the public API and the

@@ -133,27 +133,23 @@ def build_ledger(path: Path, n_kernels: int, n_cells: int) -> list[str]:
             for step in range(HEARTBEATS_PER_SESSION):
                 at = now - (HEARTBEATS_PER_SESSION - step) * HEARTBEAT_PERIOD_S
                 energy_kwh = step * 1e-5
-                yield (
-                    ids[session_uuid],
-                    kernel_id,
-                    at,
-                    rng.uniform(5, 60),
-                    0.0,
-                    3.0,
-                    energy_kwh,
-                    energy_kwh * 380,
-                    energy_kwh * 300,
-                    energy_kwh * 450,
-                    energy_kwh * 40,
-                    380.0,
-                    "static: DE (2023)",
-                    "running",
-                    None,  # running_cell
-                    None,  # running_cell_started_at
-                    None,  # prediction_json
-                    None,  # hint
-                    HEARTBEAT_PERIOD_S,  # next_beat_s: a running cell's beat period
+                row = dict.fromkeys(HEARTBEAT_COLUMNS)  # later columns: NULL
+                row.update(
+                    at=at,
+                    cpu_w=rng.uniform(5, 60),
+                    gpu_w=0.0,
+                    ram_w=3.0,
+                    energy_kwh=energy_kwh,
+                    emissions_g=energy_kwh * 380,
+                    emissions_low_g=energy_kwh * 300,
+                    emissions_high_g=energy_kwh * 450,
+                    embodied_g=energy_kwh * 40,
+                    intensity_g_per_kwh=380.0,
+                    intensity_source="static: DE (2023)",
+                    tracker_state="running",
+                    next_beat_s=HEARTBEAT_PERIOD_S,  # a running cell's beat period
                 )
+                yield (ids[session_uuid], kernel_id, *(row[name] for name in HEARTBEAT_COLUMNS))
 
     with connection:
         connection.executemany(insert_cell, cells())

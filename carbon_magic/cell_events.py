@@ -12,8 +12,8 @@ from carbon_magic.cell_runner import CARBON_CELL, first_line
 from carbon_magic.interrupt import STOPPED, status_of
 from carbon_magic.kernel_session import KernelSession
 from carbon_magic.prediction import CellForecast
-from carbon_magic.recorder import Via
 from carbon_magic.running_cells import AutoRecord
+from carbon_magic.vocabulary import Via
 from carbon_magic.windows import LiveReading, Window
 
 

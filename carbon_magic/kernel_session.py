@@ -14,11 +14,12 @@ from typing import Any
 from carbon_magic.cluster import ClusterCollector
 from carbon_magic.log_routing import show_in_cell
 from carbon_magic.measurement import Measurement
-from carbon_magic.recorder import Recorder, Via
+from carbon_magic.recorder import Recorder
 from carbon_magic.remote import RemoteCollector
 from carbon_magic.running_cells import RunningCell, RunningCells
 from carbon_magic.scope_budgets import ScopeBudgets
 from carbon_magic.tracker import Tracker
+from carbon_magic.vocabulary import Via
 
 RECORDS_KEPT = 1000  # recent records kept in memory; the ledger has them all
 

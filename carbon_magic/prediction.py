@@ -26,11 +26,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+from carbon_magic import records
 from carbon_magic.cell_progress import ProgressReading, read_progress
 from carbon_magic.formatting import format_duration, format_grams, format_kwh
 from carbon_magic.measurement import Measurement
+from carbon_magic.record_json import to_json
 
 __all__ = ["Prediction", "Predictor", "CellForecast", "DEFAULT_SPREAD", "MIN_SPREAD"]
 
@@ -98,16 +100,16 @@ class Prediction:
         return low * self.measured_ratio_g[0], high * self.measured_ratio_g[1]
 
     def to_json(self) -> dict[str, Any]:
-        """The shape the ledger's heartbeats and the server's kernel document carry:
-        ``{"fraction", "emissions_g", "emissions_range_g": [low, high], "eta_s"}``, the
-        range holding both uncertainties (``outer_range_g``)."""
-        low, high = self.outer_range_g()
-        return {
-            "fraction": self.fraction,
-            "emissions_g": self.emissions_g,
-            "emissions_range_g": [low, high],
-            "eta_s": self.eta_s,
-        }
+        """The shape the ledger's heartbeats and the server's kernel document carry
+        (``records.Prediction``), the range holding both uncertainties
+        (``outer_range_g``)."""
+        shown = records.Prediction(
+            fraction=self.fraction,
+            emissions_g=self.emissions_g,
+            emissions_range_g=self.outer_range_g(),
+            eta_s=self.eta_s,
+        )
+        return cast("dict[str, Any]", to_json(shown))
 
 
 def _describe(

@@ -21,10 +21,11 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from carbon_magic.beat_hint import HintCache
 from carbon_magic.measurement import Measurement
+from carbon_magic.vocabulary import TrackerState, Via
 
 if TYPE_CHECKING:
     from carbon_magic.ledger import Ledger
@@ -33,9 +34,6 @@ if TYPE_CHECKING:
     from carbon_magic.windows import LiveReading
 
 T = TypeVar("T")
-
-Via = Literal["auto", "magic", "api"]
-TrackerState = Literal["running", "stopped"]
 
 # Heartbeat period while a cell runs: max(1 s, interval), so the status bar, the popup
 # and the running cell's footer are at most about one interval behind the live panel.
@@ -165,6 +163,7 @@ class Recorder:
                 prediction=prediction.to_json() if prediction is not None else None,
                 hint=hint,
                 next_beat_s=self.next_beat_s(running is not None),
+                ledger_bytes=file_bytes(ledger.path),
             ),
         )
 
@@ -302,6 +301,14 @@ class Recorder:
                 write(ledger)
             except Exception as error:
                 self._notice(f"ledger {what} failed: {error}")
+
+
+def file_bytes(path: Path) -> int | None:
+    """The size of the file at ``path`` in bytes; None when it cannot be read."""
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return None
 
 
 # ------------------------------------------------------------ API windows

@@ -19,3 +19,8 @@ GPU_VENDORS: tuple[str, ...] = get_args(GpuVendor)
 # Grid-intensity providers, by the ``intensity`` setting's names (carbon_magic.grid
 # builds one of each).
 PROVIDER_NAMES = ("static", "electricitymaps", "ukgrid")
+
+TrackerState = Literal["running", "stopped"]  # a tracker's state as its session records it
+
+Via = Literal["auto", "magic", "api"]
+# How a cell was recorded: every cell (auto), %%carbon (magic), measure() (api).

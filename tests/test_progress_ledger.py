@@ -8,6 +8,7 @@ import pytest
 
 from carbon_magic import ledger as ledger_module
 from carbon_magic.ledger import Ledger
+from carbon_magic.record_json import to_json
 from carbon_magic.server import views
 from carbon_magic.server.reader import LedgerReader
 
@@ -36,7 +37,10 @@ def kernel_document(path, kernel_id):
     reader = LedgerReader(path)
     try:
         figures = reader.kernel(kernel_id)
-        return views.kernel_json(kernel_id, figures, time.time(), lambda interval, next_beat: 60.0)
+        document = views.kernel_json(
+            kernel_id, figures, time.time(), lambda interval, next_beat: 60.0
+        )
+        return to_json(document)
     finally:
         reader.close()
 
@@ -83,7 +87,7 @@ def test_summary_sessions_read_the_prediction(path):
     finally:
         reader.close()
     (figures,) = snapshot.sessions
-    assert figures.heartbeat.prediction == PREDICTION
+    assert to_json(figures.heartbeat.prediction) == PREDICTION
 
 
 def test_a_ledger_from_before_predictions_is_read_and_then_migrated(path):
@@ -104,7 +108,7 @@ def test_a_ledger_from_before_predictions_is_read_and_then_migrated(path):
         # A kernel with this version opens the file: the column is added, the old rows kept.
         with Ledger(path) as ledger:
             running(ledger, session, now - 1, "fit()", PREDICTION)
-        assert reader.kernel(kernel_id).heartbeat.prediction == PREDICTION
+        assert to_json(reader.kernel(kernel_id).heartbeat.prediction) == PREDICTION
     finally:
         reader.close()
     with sqlite3.connect(path) as conn:

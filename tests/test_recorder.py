@@ -142,12 +142,15 @@ def test_recorder_writes_session_cells_heartbeats_and_ends(tmp_path):
     assert [r["name"] for r in ledger_module.read_cells(tmp_path / "a.sqlite3")] == ["one"]
     with ledger_module.connect_readonly(tmp_path / "a.sqlite3") as conn:
         beats = conn.execute(
-            "SELECT running_cell, cpu_w, next_beat_s FROM heartbeats ORDER BY at"
+            "SELECT running_cell, cpu_w, next_beat_s, ledger_bytes FROM heartbeats ORDER BY at"
         ).fetchall()
     assert [tuple(b)[0] for b in beats] == ["x = 1", None] and beats[1]["cpu_w"] == 3.0
     # Each beat says when the next is due: soon while a cell runs, the idle tick after.
     assert beats[0]["next_beat_s"] == HEARTBEAT_MIN_S
     assert beats[1]["next_beat_s"] == IDLE_TICK_S == tracker.longest_sleep_s()
+    # Each beat says how large the ledger file was as it was written.
+    size = (tmp_path / "a.sqlite3").stat().st_size
+    assert all(0 < beat["ledger_bytes"] <= size for beat in beats)
 
 
 def test_a_ledger_that_cannot_be_opened_is_one_notice_and_nothing_raises(tmp_path):

@@ -615,6 +615,10 @@ async def test_summary_lists_the_servers_kernels(jp_fetch, jp_serverapp, day_led
     assert kernels[b]["stale"] is True
     assert data["kernels_total"]["today"]["emissions_g"] == pytest.approx(4.0)
     assert data["kernels_total"]["all_time"]["emissions_g"] == pytest.approx(9.0)
+    # A real answer with tracked and untracked kernels, for the frontend's schema test.
+    fixtures = Path(__file__).resolve().parent.parent / "build" / "api-fixtures"
+    fixtures.mkdir(parents=True, exist_ok=True)
+    (fixtures / "summary.json").write_text(json.dumps(data, indent=1))
 
 
 async def test_summary_defaults_to_the_utc_day(jp_fetch, builder):

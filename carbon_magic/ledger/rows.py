@@ -250,13 +250,15 @@ def heartbeat_row(
     prediction: Mapping[str, Any] | None = None,
     hint: str | None = None,
     next_beat_s: float | None = None,
+    **later: Any,
 ) -> dict[str, Any]:
     """The ``heartbeats`` columns (except the links) for the tracker's state at ``at``
     (UTC epoch seconds): ``watts`` per component, the session's running totals (kWh,
     gCO2e with its range, embodied g), the running cell's first line (secrets redacted)
     and start, its prediction (``Prediction.to_json()``) or None, and the carbon-aware
     hint of the grid forecast (``Hint.text``) or None, and the longest the tracker may
-    take to write the next heartbeat (seconds) or None."""
+    take to write the next heartbeat (seconds) or None; ``later``: the values of other
+    later columns of ``HeartbeatRow`` by name, as they are (absent ones are NULL)."""
     low, high = emissions_range_g
     return HeartbeatRow(
         at=float(at),
@@ -276,6 +278,7 @@ def heartbeat_row(
         prediction_json=compact_json(prediction) if prediction is not None else None,
         hint=hint or None,
         next_beat_s=float(next_beat_s) if next_beat_s is not None else None,
+        **later,
     ).params()
 
 

@@ -2,7 +2,9 @@
 
 Migration N (1-based) brings a file from version N-1 to N, inside the transaction that
 also records the new version, so a failure leaves the file as it was. To change the
-schema, append one function to MIGRATIONS; never edit an existing entry.
+schema, append one function to MIGRATIONS; never edit an existing entry. A new nullable
+heartbeat column needs none: declared in ``tables.HeartbeatRow`` with a default of None,
+it is added to files that lack it by :func:`migrate`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import time
 from collections.abc import Callable, Iterable
 from importlib import resources
 from typing import Any
+
+from carbon_magic.ledger.tables import HeartbeatRow, later_columns
 
 __all__ = [
     "MIGRATIONS",
@@ -181,13 +185,32 @@ def schema_version(conn: sqlite3.Connection) -> int:
     return int(row[0]) if row else 0
 
 
+# The later heartbeat columns numbered migrations add (versions 2, 4 and 5); any other
+# that tables.HeartbeatRow declares is added by migrate() itself, after the migrations.
+_MIGRATED_HEARTBEAT_COLUMNS = frozenset({"prediction_json", "hint", "next_beat_s"})
+
+
+def _missing_later_columns(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+    """The later heartbeat columns ``tables.HeartbeatRow`` declares (nullable, default
+    None), other than those numbered migrations add, that the file's heartbeats table
+    lacks, as ``(name, SQL type)``."""
+    present = {row[1] for row in conn.execute("PRAGMA table_info(heartbeats)")}
+    return [
+        (name, sql_type)
+        for name, sql_type in later_columns(HeartbeatRow)
+        if name not in present and name not in _MIGRATED_HEARTBEAT_COLUMNS
+    ]
+
+
 def migrate(conn: sqlite3.Connection) -> None:
-    """Apply the missing migrations; raises NewerSchemaError for a newer file."""
+    """Apply the missing migrations, and add the later heartbeat columns the file lacks
+    (a new nullable column needs no migration of its own); raises NewerSchemaError for
+    a newer file."""
     known = len(MIGRATIONS)
     version = schema_version(conn)
     if version > known:
         raise NewerSchemaError(version)
-    if version == known:
+    if version == known and not _missing_later_columns(conn):
         return
     with Transaction(conn):
         version = schema_version(conn)  # again, under the write lock: another kernel may
@@ -195,6 +218,8 @@ def migrate(conn: sqlite3.Connection) -> None:
             raise NewerSchemaError(version)
         for migration in MIGRATIONS[version:]:
             migration(conn)
+        for name, sql_type in _missing_later_columns(conn):
+            conn.execute(f"ALTER TABLE heartbeats ADD COLUMN {name} {sql_type}")
         conn.execute(
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(known),)
         )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 __all__ = [
     "CELL_CLUSTER_COLUMNS",
@@ -39,6 +39,7 @@ __all__ = [
     "HeartbeatRow",
     "SessionRow",
     "column_names",
+    "later_columns",
 ]
 
 # Columns of cells and heartbeats set when the row is committed, not by the recorder.
@@ -124,11 +125,14 @@ class HeartbeatRow(_Row):
     tracker_state: str  # running | stopped
     running_cell: str | None  # first line of the cell running now, None when idle
     running_cell_started_at: float | None
-    prediction_json: str | None  # the running cell's predicted total (schema version 2)
+    # Later columns (schema version 2 on): nullable, default None, added last; an older
+    # file gets the ones it lacks from ``schema.migrate``, and its rows read NULL.
+    prediction_json: str | None = None  # the running cell's predicted total (version 2)
     hint: str | None = None  # the carbon-aware hint of the grid forecast (version 4)
     # The longest the tracker may take to write its next heartbeat, seconds (version 5):
     # short while a cell runs, the idle tick while none does. NULL in older rows.
     next_beat_s: float | None = None
+    ledger_bytes: int | None = None  # the ledger file's size as the beat is written, bytes
 
 
 @dataclass(frozen=True)
@@ -193,6 +197,21 @@ def column_names(table: type[_Row]) -> tuple[str, ...]:
     return tuple(f.name for f in fields(table))  # type: ignore[arg-type]
 
 
+_SQL_TYPES = {float: "REAL", int: "INTEGER", bool: "INTEGER", str: "TEXT"}
+
+
+def later_columns(table: type[_Row]) -> tuple[tuple[str, str], ...]:
+    """``(name, SQL type)`` of the nullable columns a row dataclass declares with a
+    default of None: those added to the table after version 1, in schema order."""
+    hints = get_type_hints(table)
+    found = []
+    for f in fields(table):  # type: ignore[arg-type]
+        if f.default is None:
+            kinds = [kind for kind in get_args(hints[f.name]) if kind is not type(None)]
+            found.append((f.name, _SQL_TYPES[kinds[0]]))
+    return tuple(found)
+
+
 def _insert_sql(table: str, columns: Iterable[str], verb: str = "INSERT") -> str:
     columns = list(columns)
     names = ", ".join(columns)
@@ -204,7 +223,7 @@ SESSION_COLUMNS = column_names(SessionRow)
 CELL_COLUMNS = column_names(CellRow)
 HEARTBEAT_COLUMNS = column_names(HeartbeatRow)
 # Nullable heartbeat columns added after version 1: older files (and journals) lack them.
-HEARTBEAT_LATER_COLUMNS = ("prediction_json", "hint", "next_beat_s")
+HEARTBEAT_LATER_COLUMNS = tuple(name for name, _ in later_columns(HeartbeatRow))
 CELL_CLUSTER_COLUMNS = column_names(CellClusterRow)
 CELL_HOST_COLUMNS = column_names(CellHostRow)
 CELL_REMOTE_CALL_COLUMNS = column_names(CellRemoteCallRow)

@@ -215,6 +215,7 @@ class Ledger:
         prediction: dict[str, Any] | None = None,
         hint: str | None = None,
         next_beat_s: float | None = None,
+        **later: Any,
     ) -> None:
         """Record the tracker's state now: ``watts`` per component (cpu, gpu, ram), the
         session's running totals (kWh, gCO2e with range, embodied g), the intensity in use
@@ -239,6 +240,7 @@ class Ledger:
             prediction=prediction,
             hint=hint,
             next_beat_s=next_beat_s,
+            **later,  # other later columns by name (rows.heartbeat_row)
         )
         self._submit(RecordHeartbeat(session_uuid, row))
 

@@ -11,7 +11,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from carbon_magic.vocabulary import COMPONENTS
+from carbon_magic import records
+from carbon_magic.record_json import field_types, from_json
 
 __all__ = [
     "CELL_PAGE_DEFAULT",
@@ -19,7 +20,6 @@ __all__ = [
     "KERNEL_CELLS_SQL",
     "NOTEBOOK_CELLS_SQL",
     "CellPage",
-    "CellRecord",
     "cell_record",
 ]
 
@@ -29,44 +29,10 @@ CELL_PAGE_MAX = 1000
 
 
 @dataclass(frozen=True)
-class CellRecord:
-    """One recorded cell as the ledger keeps it (IT energy per component in joules,
-    facility energy in kWh, emissions in grams CO2e, times in seconds since the epoch)."""
-
-    id: int  # the ledger row id: increases in the order cells were recorded
-    cell_id: str | None  # the notebook cell id the frontend sent, when it sent one
-    kernel_id: str | None
-    session_uuid: str
-    execution_count: int | None
-    name: str | None
-    source: str | None  # first source line
-    via: str
-    status: str
-    started_at: float
-    ended_at: float
-    duration_s: float
-    energy_j: dict[str, float]
-    energy_kwh: float
-    energy_range_kwh: tuple[float, float]
-    emissions_g: float
-    emissions_range_g: tuple[float, float]
-    embodied_g: float
-    intensity_g_per_kwh: float
-    intensity_source: str
-    pue: float
-    mode: str
-    methods: dict[str, str]
-    budget: str | None
-    # Its calls to hosted LLM APIs, estimated and not in the figures above: the totals of
-    # carbon_magic.ledger.remote_calls.summarise_rows (without the calls), or None.
-    remote: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
 class CellPage:
     """A page of cells, oldest first, and whether more cells follow the last one."""
 
-    cells: list[CellRecord]
+    cells: list[records.CellRecord]
     more: bool
 
 
@@ -109,33 +75,31 @@ def _json_object(text: str | None) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def cell_record(row: sqlite3.Row, remote: dict[str, Any] | None = None) -> CellRecord:
+# The fields of a cell's record that are its row's columns of the same name, as they are.
+_COLUMN_NAMES = {column.strip().partition(".")[2] for column in _CELL_RECORD_COLUMNS.split(",")}
+_SAME_AS_COLUMNS = tuple(
+    name for name, _ in field_types(records.CellRecord) if name in _COLUMN_NAMES
+)
+
+
+def cell_record(row: sqlite3.Row, remote: dict[str, Any] | None = None) -> records.CellRecord:
     """A row of ``KERNEL_CELLS_SQL`` / ``NOTEBOOK_CELLS_SQL``, read by column name, with
-    its remote part (``read_cell_remote``) when it has one."""
-    return CellRecord(
-        id=row["id"],
-        cell_id=row["cell_id"],
-        kernel_id=row["kernel_id"],
-        session_uuid=row["session_uuid"],
-        execution_count=row["execution_count"],
-        name=row["name"],
-        source=row["source"],
-        via=row["via"],
-        status=row["status"],
-        started_at=row["started_at"],
-        ended_at=row["ended_at"],
-        duration_s=row["duration_s"],
-        energy_j={component: row[f"{component}_j"] for component in COMPONENTS},
-        energy_kwh=row["energy_kwh"],
+    its remote part (``read_cell_remote``) when it has one. ``power_w`` is the mean power
+    over the cell (IT energy per component over its duration, before PUE)."""
+    duration = row["duration_s"]
+    energy = records.Components(cpu=row["cpu_j"], gpu=row["gpu_j"], ram=row["ram_j"])
+    cpu, gpu, ram = (
+        joules / duration if duration > 0 else 0.0
+        for joules in (energy.cpu, energy.gpu, energy.ram)
+    )
+    return records.CellRecord(
+        **{name: row[name] for name in _SAME_AS_COLUMNS},
+        energy_j=energy,
+        power_w=records.Power(cpu=cpu, gpu=gpu, ram=ram, total=cpu + gpu + ram),
         energy_range_kwh=(row["energy_low_kwh"], row["energy_high_kwh"]),
-        emissions_g=row["emissions_g"],
         emissions_range_g=(row["emissions_low_g"], row["emissions_high_g"]),
-        embodied_g=row["embodied_g"],
-        intensity_g_per_kwh=row["intensity_g_per_kwh"],
-        intensity_source=row["intensity_source"],
-        pue=row["pue"],
-        mode=row["mode"],
+        intensity=records.Intensity(row["intensity_g_per_kwh"], row["intensity_source"]),
         methods=_json_object(row["methods_json"]),
-        budget=row["budget"],
-        remote={k: v for k, v in remote.items() if k != "calls"} if remote else None,
+        remote=from_json(records.RemotePart, remote) if remote else None,
+        totals_include_remote=False,
     )

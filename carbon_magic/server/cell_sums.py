@@ -12,36 +12,13 @@ Units: kWh (facility, after PUE), grams CO2e.
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
-__all__ = ["TOTALS_NAMES", "CellSums", "Totals", "totals_of"]
+from carbon_magic.records import TOTALS_NAMES, Totals
 
-
-@dataclass(frozen=True)
-class Totals:
-    """Cumulative figures: facility energy (kWh), operational emissions with their range
-    and amortised embodied emissions (grams CO2e)."""
-
-    energy_kwh: float = 0.0
-    emissions_g: float = 0.0
-    emissions_low_g: float = 0.0
-    emissions_high_g: float = 0.0
-    embodied_g: float = 0.0
-
-    def __add__(self, other: Totals) -> Totals:
-        return Totals(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
-
-    def since(self, baseline: Totals) -> Totals:
-        """The growth from ``baseline`` to these totals, never negative."""
-        return Totals(
-            *(max(0.0, getattr(self, f.name) - getattr(baseline, f.name)) for f in fields(self))
-        )
-
-    def to_json(self) -> dict[str, float]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+__all__ = ["CellSums", "totals_of"]
 
 
-TOTALS_NAMES = tuple(f.name for f in fields(Totals))
 _TOTALS_SUMS = ", ".join(f"TOTAL({name}) AS {name}" for name in TOTALS_NAMES)
 
 

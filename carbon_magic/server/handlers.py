@@ -37,6 +37,8 @@ from jupyter_server.utils import ensure_async, url_path_join
 from tornado import web
 from tornado.ioloop import IOLoop
 
+from carbon_magic import records
+from carbon_magic.record_json import from_json, to_json
 from carbon_magic.server import metrics, views
 from carbon_magic.server.budgets import KernelBudgets
 from carbon_magic.server.cell_pages import CELL_PAGE_DEFAULT, CELL_PAGE_MAX, CellPage
@@ -96,6 +98,10 @@ class CarbonMagicHandler(APIHandler):
     def state(self) -> ExtensionState:
         return self.settings[STATE_KEY]
 
+    def finish_record(self, document: Any) -> None:
+        """Send ``document`` (a record of :mod:`carbon_magic.records`) as JSON."""
+        self.finish(json.dumps(to_json(document)))
+
     async def read_ledger(self, function: Callable[..., T], *args: Any) -> T:
         """Run ``function(*args)`` on the ledger thread. A busy or unreadable (corrupt)
         ledger answers 503 with a JSON message (an HTTPError: one log line, no traceback)."""
@@ -136,6 +142,10 @@ class CarbonMagicHandler(APIHandler):
             if (model.get("kernel") or {}).get("id") and model.get("path")
         }
 
+    def scope(self) -> records.Scope:
+        """Which kernels are listed one by one: ``server`` or ``ledger``."""
+        return "ledger" if self.state.config.kernels == "ledger" else "server"
+
     def server_kernel_ids(self) -> list[str] | None:
         """Kernels to list: the server's own, or ``None`` for every live ledger kernel."""
         if self.state.config.kernels == "ledger":
@@ -160,20 +170,24 @@ class KernelHandler(CarbonMagicHandler):
                 f"kernel {kernel_id} has no carbon_magic tracker; run %load_ext carbon_magic in it",
             )
         paths = await self.notebook_paths()
-        document = views.kernel_json(kernel_id, figures, time.time(), self.state.stale_after, paths)
-        document["budgets"] = await self._budgets(
-            figures.session.session_uuid, figures.session.notebook_path
+        budgets = await self._budgets(figures.session.session_uuid, figures.session.notebook_path)
+        self.finish_record(
+            views.kernel_json(
+                kernel_id, figures, time.time(), self.state.stale_after, paths, budgets
+            )
         )
-        self.finish(json.dumps(document))
 
-    async def _budgets(self, session_uuid: str, notebook_path: str | None) -> list[dict[str, Any]]:
+    async def _budgets(
+        self, session_uuid: str, notebook_path: str | None
+    ) -> list[records.ScopeBudget]:
         """The kernel's notebook and day caps (the notebook as the kernel's session row
         names it, as its cells are counted); a fault reading them loses only them."""
         state = self.state
         if state.budgets is None:
             state.budgets = KernelBudgets(state.reader.path)
         try:
-            return await self.read_ledger(state.budgets.states_json, session_uuid, notebook_path)
+            states = await self.read_ledger(state.budgets.states_json, session_uuid, notebook_path)
+            return [from_json(records.ScopeBudget, budget) for budget in states]
         except Exception as error:
             self.log.debug("carbon_magic: no budgets: %s", error)
             return []
@@ -208,7 +222,7 @@ class SummaryHandler(CarbonMagicHandler):
             snapshot = await self.read_ledger(self.state.reader.snapshot, now, day_start)
         except LedgerUnavailable:
             document = views.empty_summary_json(
-                now, day_start, config.ledger, config.kernels, sorted(server_ids or [])
+                now, day_start, config.ledger, self.scope(), sorted(server_ids or [])
             )
         else:
             kernels, untracked = views.select_kernels(snapshot, server_ids, self.state.stale_after)
@@ -218,10 +232,10 @@ class SummaryHandler(CarbonMagicHandler):
                 untracked,
                 self.state.stale_after,
                 config.ledger,
-                config.kernels,
+                self.scope(),
                 await self.notebook_paths(),
             )
-        self.finish(json.dumps(document))
+        self.finish_record(document)
 
     def _day_start(self, now: float) -> float:
         raw = self.get_query_argument("day_start", None)
@@ -272,10 +286,11 @@ class CellsHandler(CarbonMagicHandler):
             page = await self.read_ledger(lambda: self.state.reader.cells(**query))
         except LedgerUnavailable:
             page = CellPage([], more=False)
-        document = views.cells_json(
-            page, time.time(), after=after, limit=limit, kernel_id=kernel_id, notebook_path=path
+        self.finish_record(
+            views.cells_json(
+                page, time.time(), after=after, limit=limit, kernel_id=kernel_id, notebook_path=path
+            )
         )
-        self.finish(json.dumps(document))
 
     def _path_spellings(self, path: str) -> list[str]:
         """The ways a kernel may have recorded the notebook ``path`` (an API path): as

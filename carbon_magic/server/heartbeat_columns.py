@@ -2,7 +2,8 @@
 decoding of the carbon-aware hint and the next beat's due time they carry.
 
 Columns added after version 1 (``HEARTBEAT_LATER_COLUMNS``: the prediction in version 2,
-the hint in version 4, the next heartbeat's due time in version 5) are missing from
+the hint in version 4, the next heartbeat's due time in version 5, and any nullable
+column ``tables.HeartbeatRow`` declares since) are missing from
 older files until a kernel migrates them; the queries then read NULL in their place, so
 an old ledger reads as one without them.
 """

@@ -7,54 +7,43 @@ Units: seconds since the epoch (UTC) for times, watts, kWh, grams CO2e, gCO2e/kW
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
-from carbon_magic.server.cell_sums import Totals
+from carbon_magic import records
+from carbon_magic.records import Totals, TotalsSource
 
 __all__ = ["Heartbeat", "LedgerSnapshot", "Session", "SessionFigures"]
 
 
-@dataclass(frozen=True)
-class Heartbeat:
-    """A tracker's latest sign of life: live power per component and running totals."""
+@dataclass(frozen=True, kw_only=True)
+class Heartbeat(records.Heartbeat):
+    """A tracker's latest sign of life: what the kernel's document shows of it (the
+    fields of :class:`carbon_magic.records.Heartbeat`, read from the columns of the same
+    names), live power per component and running totals."""
 
-    at: float
     power_w: dict[str, float]
     totals: Totals
     intensity_g_per_kwh: float
     intensity_source: str
     tracker_state: str
-    running_cell: str | None
-    running_cell_started_at: float | None
-    # The running cell's predicted total at completion: {"fraction": 0..1, "emissions_g",
-    # "emissions_range_g": [low, high], "eta_s"}, or None.
-    prediction: dict[str, Any] | None = None
+    # The running cell's predicted total at completion, or None.
+    prediction: records.Prediction | None = None
     hint: str | None = None  # the carbon-aware hint of the grid forecast, or None
     # The longest the tracker said it may take to write the next heartbeat (seconds);
     # None for heartbeats written before ledger schema 5.
     next_beat_s: float | None = None
 
 
-@dataclass(frozen=True)
-class Session:
-    """One tracker lifetime in one kernel process (a kernel restart starts a new one)."""
+@dataclass(frozen=True, kw_only=True)
+class Session(records.KernelSession):
+    """One tracker lifetime in one kernel process (a kernel restart starts a new one):
+    what the kernel's document shows of it, and the rest of its row."""
 
     id: int
-    session_uuid: str
     kernel_id: str | None
     notebook_path: str | None
-    host: str
-    pid: int
-    started_at: float
-    ended_at: float | None
     tracker_state: str
-    interval_s: float
-    mode: str
-    methods: dict[str, str]
     intensity_g_per_kwh: float
     intensity_source: str
-    # The machine's GPUs: {device key: {"vendor": "nvidia", "model": "NVIDIA H200"}}.
-    gpus: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -66,13 +55,13 @@ class SessionFigures:
     all_time: Totals
     today: Totals
     n_cells: int | None = None
-    totals_from: str = "heartbeat"  # heartbeat | cells
+    totals_from: TotalsSource = "heartbeat"
     # The sums of the session's recorded cells: unlike the tracker's running totals
     # (which a mode switch or ``%carbon reset`` rewrites), these only grow.
     cells: Totals = field(default_factory=Totals)
     # The session's calls to hosted LLM APIs, estimated, NOT in the totals above
     # (session_remote()); None without any. Read for one kernel only.
-    remote: dict[str, Any] | None = None
+    remote: records.RemoteTotals | None = None
 
     @property
     def last_seen(self) -> float:

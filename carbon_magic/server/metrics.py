@@ -38,7 +38,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from carbon_magic.server.cell_sums import Totals
+from carbon_magic.records import Totals
 from carbon_magic.server.ledger_records import LedgerSnapshot
 from carbon_magic.server.views import (
     KernelSummary,
@@ -138,8 +138,8 @@ class LedgerCollector(Collector):
             if state.live:
                 watts = power_json(latest)
                 for name in COMPONENTS:
-                    power.add_metric([*labels, name], watts[name])
-                    server_power[name] += watts[name]
+                    power.add_metric([*labels, name], getattr(watts, name))
+                    server_power[name] += getattr(watts, name)
             cluster_part = cluster.get(summary.kernel_id)
             own = summary.cells.since(cluster_part or Totals())
             energy.add_metric(labels, own.energy_kwh)
@@ -149,7 +149,7 @@ class LedgerCollector(Collector):
                 cluster_energy.add_metric(labels, cluster_part.energy_kwh)
                 cluster_emissions.add_metric(labels, cluster_part.emissions_g)
             grid = intensity_json(latest)
-            intensity.add_metric([*labels, grid["source"]], grid["g_per_kwh"])
+            intensity.add_metric([*labels, grid.source], grid.g_per_kwh)
             age.add_metric(labels, state.age_s)
             live.add_metric(labels, 1.0 if state.live else 0.0)
         yield from (power, energy, emissions, embodied, cluster_energy, cluster_emissions)

@@ -25,9 +25,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from carbon_magic import ledger
+from carbon_magic import ledger, records
 from carbon_magic.ledger.remote_calls import read_cell_remote
 from carbon_magic.ledger.sql import query
+from carbon_magic.record_json import RecordError, field_types, from_json
+from carbon_magic.records import TOTALS_NAMES, Totals, TotalsSource
 from carbon_magic.server.cell_pages import (
     CELL_PAGE_DEFAULT,
     CELL_PAGE_MAX,
@@ -36,7 +38,7 @@ from carbon_magic.server.cell_pages import (
     CellPage,
     cell_record,
 )
-from carbon_magic.server.cell_sums import TOTALS_NAMES, CellSums, Totals, totals_of
+from carbon_magic.server.cell_sums import CellSums, totals_of
 from carbon_magic.server.gpus import session_gpus
 from carbon_magic.server.heartbeat_columns import (
     decode_hint,
@@ -45,7 +47,12 @@ from carbon_magic.server.heartbeat_columns import (
     missing_later_columns,
 )
 from carbon_magic.server.journals import JournalCatchUp
-from carbon_magic.server.ledger_records import Heartbeat, LedgerSnapshot, Session, SessionFigures
+from carbon_magic.server.ledger_records import (
+    Heartbeat,
+    LedgerSnapshot,
+    Session,
+    SessionFigures,
+)
 from carbon_magic.vocabulary import COMPONENTS
 
 MAX_DAY_CACHES = 4  # day starts whose cell sums are kept (clients in a few time zones)
@@ -136,8 +143,15 @@ def _session_of(values: tuple[Any, ...]) -> Session:
         methods=methods if isinstance(methods, dict) else {},
         intensity_g_per_kwh=row["intensity_g_per_kwh"],
         intensity_source=row["intensity_source"],
-        gpus=session_gpus(row["hardware_json"]),
+        gpus={
+            key: records.Gpu(gpu["vendor"], gpu["model"])
+            for key, gpu in session_gpus(row["hardware_json"]).items()
+        },
     )
+
+
+# What the kernel's document shows of a heartbeat: the columns of these names.
+_SHOWN_HEARTBEAT = tuple(name for name, _ in field_types(records.Heartbeat))
 
 
 def _heartbeat(row: sqlite3.Row | None) -> Heartbeat | None:
@@ -145,33 +159,30 @@ def _heartbeat(row: sqlite3.Row | None) -> Heartbeat | None:
     row whose LEFT JOIN found no heartbeat)."""
     if row is None or row["h_at"] is None:
         return None
+    shown = from_json(
+        records.Heartbeat, {name: row[f"h_{name}"] for name in _SHOWN_HEARTBEAT}, lenient=True
+    )
     return Heartbeat(
-        at=row["h_at"],
+        **vars(shown),
         power_w={component: row[f"h_{component}_w"] for component in COMPONENTS},
         totals=totals_of(row, "h_"),
         intensity_g_per_kwh=row["h_intensity_g_per_kwh"],
         intensity_source=row["h_intensity_source"],
         tracker_state=row["h_tracker_state"],
-        running_cell=row["h_running_cell"],
-        running_cell_started_at=row["h_running_cell_started_at"],
         prediction=_prediction(row["h_prediction_json"]),
         hint=decode_hint(row["h_hint"]),
         next_beat_s=decode_next_beat(row["h_next_beat_s"]),
     )
 
 
-def _prediction(text: str | None) -> dict[str, Any] | None:
+def _prediction(text: str | None) -> records.Prediction | None:
     """A heartbeat's prediction JSON, or None when absent or not the expected shape."""
     if not text:
         return None
     try:
-        value = json.loads(text)
-    except ValueError:
+        return from_json(records.Prediction, json.loads(text))
+    except (ValueError, RecordError):
         return None
-    keys = {"fraction", "emissions_g", "emissions_range_g", "eta_s"}
-    if not isinstance(value, dict) or not keys <= value.keys():
-        return None
-    return {key: value[key] for key in ("fraction", "emissions_g", "emissions_range_g", "eta_s")}
 
 
 _SESSION_REMOTE = """
@@ -184,7 +195,7 @@ WHERE c.session_id = ?
 """
 
 
-def session_remote(connection: sqlite3.Connection, session_id: int) -> dict[str, Any] | None:
+def session_remote(connection: sqlite3.Connection, session_id: int) -> records.RemoteTotals | None:
     """A session's calls to hosted LLM APIs added up (kWh, g CO2e, L; middles of the
     ranges), None without any or in a ledger older than the table."""
     try:
@@ -195,14 +206,14 @@ def session_remote(connection: sqlite3.Connection, session_id: int) -> dict[str,
         raise
     if row is None or not row["count"]:
         return None
-    return {
-        "count": row["count"],
-        "unestimated": row["count"] - row["estimated"],
-        "energy_kwh": (row["energy_low_kwh"] + row["energy_high_kwh"]) / 2,
-        "emissions_g": (row["emissions_low_g"] + row["emissions_high_g"]) / 2,
-        "emissions_range_g": [row["emissions_low_g"], row["emissions_high_g"]],
-        "water_l": (row["water_low_l"] + row["water_high_l"]) / 2,
-    }
+    return records.RemoteTotals(
+        count=row["count"],
+        unestimated=row["count"] - row["estimated"],
+        energy_kwh=(row["energy_low_kwh"] + row["energy_high_kwh"]) / 2,
+        emissions_g=(row["emissions_low_g"] + row["emissions_high_g"]) / 2,
+        emissions_range_g=(row["emissions_low_g"], row["emissions_high_g"]),
+        water_l=(row["water_low_l"] + row["water_high_l"]) / 2,
+    )
 
 
 class LedgerReader:
@@ -327,6 +338,7 @@ class LedgerReader:
             )
             n_cells, cell_totals = self._cell_sums(connection).get(session.id)
             remote = session_remote(connection, session.id)
+        source: TotalsSource
         if heartbeat is not None:
             totals, source = heartbeat.totals, "heartbeat"
         else:
@@ -363,6 +375,7 @@ class LedgerReader:
             session = _session(row)
             heartbeat = _heartbeat(row)
             n_cells, cell_totals = all_cells.get(session.id)
+            source: TotalsSource
             if heartbeat is None:
                 all_time, today = cell_totals, cells_today.get(session.id)[1]
                 source = "cells"

@@ -1,4 +1,5 @@
-"""JSON documents of the REST endpoints, built from ledger figures (pure functions).
+"""The documents of the REST endpoints (:mod:`carbon_magic.records`), built from ledger
+figures (pure functions); the handlers send them with ``record_json.to_json``.
 
 Times are seconds since the epoch (UTC), ages seconds, power watts, energy kWh
 (facility, after PUE), emissions grams CO2e, grid intensity gCO2e/kWh.
@@ -9,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import cast
 
+from carbon_magic import records
 from carbon_magic.ledger import LOST_AFTER_S, session_state
-from carbon_magic.server.cell_pages import CellPage, CellRecord
-from carbon_magic.server.cell_sums import Totals
+from carbon_magic.record_json import project
+from carbon_magic.records import Totals
+from carbon_magic.server.cell_pages import CellPage
 from carbon_magic.server.ledger_records import LedgerSnapshot, SessionFigures
-from carbon_magic.vocabulary import COMPONENTS
 
 StaleAfter = Callable[[float, "float | None"], float]  # interval_s, next_beat_s -> seconds
 Paths = Mapping[str, str]  # kernel id -> notebook path now, from the server's sessions
@@ -40,7 +42,7 @@ def utc_day_start(now: float) -> float:
 class Liveness:
     """How current a session's live figures are."""
 
-    tracker_state: str  # running | stopped | lost (silent for longer than LOST_AFTER_S)
+    tracker_state: records.LiveState  # lost: silent for longer than LOST_AFTER_S
     age_s: float  # seconds since the latest heartbeat (or the session start, before one)
     stale_after_s: float
     stale: bool
@@ -64,40 +66,45 @@ def liveness(figures: SessionFigures, now: float, stale_after: StaleAfter) -> Li
         now,
         max(limit, LOST_AFTER_S),
     )
-    return Liveness(state, age, limit, stale, state == "running" and not stale)
+    live_state = cast(records.LiveState, state)
+    return Liveness(live_state, age, limit, stale, state == "running" and not stale)
 
 
-def power_json(figures: SessionFigures) -> dict[str, float]:
+ZERO_POWER = records.Power(cpu=0.0, gpu=0.0, ram=0.0, total=0.0)
+
+
+def power_json(figures: SessionFigures) -> records.Power:
     """Watts per component at the latest heartbeat, and their sum (zeros without one)."""
-    power = dict(figures.heartbeat.power_w) if figures.heartbeat else dict.fromkeys(COMPONENTS, 0.0)
-    power["total"] = sum(power[name] for name in COMPONENTS)
-    return power
+    if figures.heartbeat is None:
+        return ZERO_POWER
+    watts = figures.heartbeat.power_w
+    cpu, gpu, ram = watts["cpu"], watts["gpu"], watts["ram"]
+    return records.Power(cpu=cpu, gpu=gpu, ram=ram, total=cpu + gpu + ram)
 
 
-def intensity_json(figures: SessionFigures) -> dict[str, Any]:
+def intensity_json(figures: SessionFigures) -> records.Intensity:
     """The grid intensity in use (the heartbeat's, else the session's at its start)."""
     source = figures.heartbeat or figures.session
-    return {"g_per_kwh": source.intensity_g_per_kwh, "source": source.intensity_source}
+    return records.Intensity(source.intensity_g_per_kwh, source.intensity_source)
 
 
-def prediction_json(figures: SessionFigures) -> dict[str, Any] | None:
-    """The running cell's predicted total at completion, from the latest heartbeat:
-    ``{"fraction": 0..1, "emissions_g": g, "emissions_range_g": [low, high], "eta_s": s}``
-    (grams CO2e, seconds); None when no cell is running or it has no progress to follow."""
+def prediction_json(figures: SessionFigures) -> records.Prediction | None:
+    """The running cell's predicted total at completion, from the latest heartbeat; None
+    when no cell is running or it has no progress to follow."""
     heartbeat = figures.heartbeat
     if heartbeat is None or heartbeat.running_cell is None or figures.tracker_state != "running":
         return None
     return heartbeat.prediction
 
 
-def hint_json(figures: SessionFigures, live: bool) -> dict[str, str] | None:
-    """The carbon-aware hint of the kernel's grid forecast at the latest heartbeat,
-    ``{"text": ...}``; None without one, or when the session is not live (the grid and
-    its forecast of a stopped or silent kernel are not those of now)."""
+def hint_json(figures: SessionFigures, live: bool) -> records.KernelHint | None:
+    """The carbon-aware hint of the kernel's grid forecast at the latest heartbeat; None
+    without one, or when the session is not live (the grid and its forecast of a stopped
+    or silent kernel are not those of now)."""
     heartbeat = figures.heartbeat
     if not live or heartbeat is None or heartbeat.hint is None:
         return None
-    return {"text": heartbeat.hint}
+    return records.KernelHint(heartbeat.hint)
 
 
 def kernel_json(
@@ -106,54 +113,35 @@ def kernel_json(
     now: float,
     stale_after: StaleAfter,
     paths: Paths | None = None,
-) -> dict[str, Any]:
-    """The document of ``GET carbon-magic/api/v1/kernels/{kernel_id}`` (its TypeScript
-    interface, ``IKernelFigures`` in labextension/src/schema.ts, declares every field).
-
-    ``session.gpus`` maps the machine's GPU device keys to ``{"vendor", "model"}``."""
-    session = figures.session
+    budgets: list[records.ScopeBudget] | None = None,
+) -> records.KernelFigures:
+    """The document of ``GET carbon-magic/api/v1/kernels/{kernel_id}``, with the
+    kernel's caps ``budgets``."""
     state = liveness(figures, now, stale_after)
     heartbeat = figures.heartbeat
-    return {
-        "kernel_id": kernel_id,
-        "notebook_path": notebook_path(figures, paths),
-        "now": now,
-        "tracker_state": state.tracker_state,
-        "live": state.live,
-        "stale": state.stale,
-        "age_s": state.age_s,
-        "stale_after_s": state.stale_after_s,
-        "power_w": power_json(figures),
-        "totals": {
-            **figures.all_time.to_json(),
-            "source": figures.totals_from,
-            "n_cells": figures.n_cells,
-        },
-        "intensity": intensity_json(figures),
-        "prediction": prediction_json(figures),
-        "hint": hint_json(figures, state.live),
+    return records.KernelFigures(
+        kernel_id=kernel_id,
+        notebook_path=notebook_path(figures, paths),
+        now=now,
+        tracker_state=state.tracker_state,
+        live=state.live,
+        stale=state.stale,
+        age_s=state.age_s,
+        stale_after_s=state.stale_after_s,
+        power_w=power_json(figures),
+        totals=records.KernelTotals(
+            **vars(figures.all_time), source=figures.totals_from, n_cells=figures.n_cells
+        ),
+        intensity=intensity_json(figures),
+        prediction=prediction_json(figures),
+        hint=hint_json(figures, state.live),
         # Hosted LLM calls of the session, estimated (EcoLogits), not in the totals.
-        "remote": figures.remote,
-        "totals_include_remote": False,
-        "heartbeat": None
-        if heartbeat is None
-        else {
-            "at": heartbeat.at,
-            "running_cell": heartbeat.running_cell,
-            "running_cell_started_at": heartbeat.running_cell_started_at,
-        },
-        "session": {
-            "session_uuid": session.session_uuid,
-            "host": session.host,
-            "pid": session.pid,
-            "started_at": session.started_at,
-            "ended_at": session.ended_at,
-            "interval_s": session.interval_s,
-            "mode": session.mode,
-            "methods": session.methods,
-            "gpus": session.gpus,
-        },
-    }
+        remote=figures.remote,
+        totals_include_remote=False,
+        heartbeat=None if heartbeat is None else project(records.Heartbeat, heartbeat),
+        session=project(records.KernelSession, figures.session),
+        budgets=list(budgets or ()),
+    )
 
 
 @dataclass
@@ -232,126 +220,70 @@ def summary_json(
     untracked: list[str],
     stale_after: StaleAfter,
     ledger_path: str,
-    scope: str,
+    scope: records.Scope,
     paths: Paths | None = None,
-) -> dict[str, Any]:
+) -> records.Summary:
     """The document of ``GET carbon-magic/api/v1/summary``."""
     today, all_time = ledger_totals(snapshot)
-    entries = []
+    entries: list[records.TrackedKernel | records.UntrackedKernel] = []
     for summary in kernels:
         latest = summary.latest
         state = liveness(latest, snapshot.now, stale_after)
         entries.append(
-            {
-                "kernel_id": summary.kernel_id,
-                "tracked": True,
-                "notebook_path": notebook_path(latest, paths),
-                "tracker_state": state.tracker_state,
-                "live": state.live,
-                "stale": state.stale,
-                "age_s": state.age_s,
-                "power_w": power_json(latest),
-                "intensity": intensity_json(latest),
-                "sessions": summary.n_sessions,
-                "today": summary.today.to_json(),
-                "all_time": summary.all_time.to_json(),
-            }
+            records.TrackedKernel(
+                kernel_id=summary.kernel_id,
+                tracked=True,
+                notebook_path=notebook_path(latest, paths),
+                tracker_state=state.tracker_state,
+                live=state.live,
+                stale=state.stale,
+                age_s=state.age_s,
+                power_w=power_json(latest),
+                intensity=intensity_json(latest),
+                sessions=summary.n_sessions,
+                today=summary.today,
+                all_time=summary.all_time,
+            )
         )
-    entries.extend({"kernel_id": kernel_id, "tracked": False} for kernel_id in untracked)
-    listed_today = sum((summary.today for summary in kernels), Totals())
-    listed_all_time = sum((summary.all_time for summary in kernels), Totals())
-    return {
-        "now": snapshot.now,
-        "day_start": snapshot.day_start,
-        "ledger": {"path": ledger_path, "exists": True},
-        "scope": scope,
-        "kernels": entries,
-        "kernels_total": {
-            "power_w": _sum_power(kernels, snapshot.now, stale_after),
-            "today": listed_today.to_json(),
-            "all_time": listed_all_time.to_json(),
-        },
-        "totals": {"today": today.to_json(), "all_time": all_time.to_json()},
-    }
+    entries.extend(records.UntrackedKernel(kernel_id, tracked=False) for kernel_id in untracked)
+    return records.Summary(
+        now=snapshot.now,
+        day_start=snapshot.day_start,
+        ledger=records.LedgerFile(ledger_path, exists=True),
+        scope=scope,
+        kernels=entries,
+        kernels_total=records.KernelsTotal(
+            power_w=_sum_power(kernels, snapshot.now, stale_after),
+            today=sum((summary.today for summary in kernels), Totals()),
+            all_time=sum((summary.all_time for summary in kernels), Totals()),
+        ),
+        totals=records.LedgerTotals(today, all_time),
+    )
 
 
 def empty_summary_json(
-    now: float, day_start: float, ledger_path: str, scope: str, untracked: list[str]
-) -> dict[str, Any]:
+    now: float, day_start: float, ledger_path: str, scope: records.Scope, untracked: list[str]
+) -> records.Summary:
     """The summary when there is no ledger yet: every figure zero."""
-    zero = Totals().to_json()
-    return {
-        "now": now,
-        "day_start": day_start,
-        "ledger": {"path": ledger_path, "exists": False},
-        "scope": scope,
-        "kernels": [{"kernel_id": kernel_id, "tracked": False} for kernel_id in untracked],
-        "kernels_total": {
-            "power_w": {**dict.fromkeys(COMPONENTS, 0.0), "total": 0.0},
-            "today": zero,
-            "all_time": zero,
-        },
-        "totals": {"today": zero, "all_time": zero},
-    }
+    return records.Summary(
+        now=now,
+        day_start=day_start,
+        ledger=records.LedgerFile(ledger_path, exists=False),
+        scope=scope,
+        kernels=[records.UntrackedKernel(kernel_id, tracked=False) for kernel_id in untracked],
+        kernels_total=records.KernelsTotal(ZERO_POWER, Totals(), Totals()),
+        totals=records.LedgerTotals(Totals(), Totals()),
+    )
 
 
-def _sum_power(
-    kernels: list[KernelSummary], now: float, stale_after: StaleAfter
-) -> dict[str, float]:
+def _sum_power(kernels: list[KernelSummary], now: float, stale_after: StaleAfter) -> records.Power:
     """Watts per component summed over the live kernels."""
-    power = dict.fromkeys(COMPONENTS, 0.0)
+    cpu = gpu = ram = 0.0
     for summary in kernels:
         if liveness(summary.latest, now, stale_after).live:
-            for name in COMPONENTS:
-                power[name] += power_json(summary.latest)[name]
-    power["total"] = sum(power.values())
-    return power
-
-
-def cell_json(record: CellRecord) -> dict[str, Any]:
-    """One recorded cell: its figures, their ranges and how they were obtained.
-
-    ``power_w`` is the mean power over the cell (IT energy per component over its
-    duration, before PUE); ``energy_kwh`` is the facility energy (after PUE).
-    """
-    duration = record.duration_s
-    mean = {
-        name: (joules / duration if duration > 0 else 0.0)
-        for name, joules in record.energy_j.items()
-    }
-    mean["total"] = sum(mean[name] for name in COMPONENTS)
-    return {
-        "id": record.id,
-        "cell_id": record.cell_id,
-        "kernel_id": record.kernel_id,
-        "session_uuid": record.session_uuid,
-        "execution_count": record.execution_count,
-        "name": record.name,
-        "source": record.source,
-        "via": record.via,
-        "status": record.status,
-        "started_at": record.started_at,
-        "ended_at": record.ended_at,
-        "duration_s": duration,
-        "energy_j": dict(record.energy_j),
-        "power_w": mean,
-        "energy_kwh": record.energy_kwh,
-        "energy_range_kwh": list(record.energy_range_kwh),
-        "emissions_g": record.emissions_g,
-        "emissions_range_g": list(record.emissions_range_g),
-        "embodied_g": record.embodied_g,
-        "intensity": {
-            "g_per_kwh": record.intensity_g_per_kwh,
-            "source": record.intensity_source,
-        },
-        "pue": record.pue,
-        "mode": record.mode,
-        "methods": dict(record.methods),
-        "budget": record.budget,
-        # Hosted LLM calls, estimated (EcoLogits), never added to the figures above.
-        "remote": record.remote,
-        "totals_include_remote": False,
-    }
+            power = power_json(summary.latest)
+            cpu, gpu, ram = cpu + power.cpu, gpu + power.gpu, ram + power.ram
+    return records.Power(cpu=cpu, gpu=gpu, ram=ram, total=cpu + gpu + ram)
 
 
 def cells_json(
@@ -362,20 +294,19 @@ def cells_json(
     limit: int,
     kernel_id: str | None = None,
     notebook_path: str | None = None,
-) -> dict[str, Any]:
+) -> records.CellsPage:
     """The document of ``GET …/kernels/{kernel_id}/cells`` and ``GET …/cells?path=``.
 
     ``last_id`` is the cursor of the next page (``after=last_id``): the last cell's row
     id, or ``after`` itself when the page is empty; ``more`` says whether to ask again.
     """
-    cells = [cell_json(record) for record in page.cells]
-    return {
-        "kernel_id": kernel_id,
-        "notebook_path": notebook_path,
-        "now": now,
-        "after": after,
-        "limit": limit,
-        "last_id": page.cells[-1].id if page.cells else after,
-        "more": page.more,
-        "cells": cells,
-    }
+    return records.CellsPage(
+        kernel_id=kernel_id,
+        notebook_path=notebook_path,
+        now=now,
+        after=after,
+        limit=limit,
+        last_id=page.cells[-1].id if page.cells else after,
+        more=page.more,
+        cells=page.cells,
+    )

@@ -9,22 +9,13 @@ import { ServerConnection } from '@jupyterlab/services';
 import {
   checkCellsPage,
   checkKernelFigures,
+  checkSummary,
   ICellsPage,
   IKernelFigures,
-  IPower,
-  ITotals
+  ISummary
 } from './schema';
 
-export type { IKernelFigures, IPower, ITotals } from './schema';
-
-/** `GET carbon-magic/api/v1/summary`. */
-export interface ISummary {
-  now: number;
-  day_start: number;
-  ledger: { path: string; exists: boolean };
-  totals: { today: ITotals; all_time: ITotals };
-  kernels_total: { power_w: IPower; today: ITotals; all_time: ITotals };
-}
+export type { IKernelFigures, IPower, ISummary, ITotals } from './schema';
 
 /** A kernel's answer: its figures, or `null` when it has no tracker (404). */
 export type KernelAnswer = IKernelFigures | null;
@@ -69,7 +60,12 @@ export async function fetchKernel(
   return checkKernelFigures(await response.json());
 }
 
-/** The server's summary; "today" starts at the browser's local midnight. */
+/**
+ * The server's summary; "today" starts at the browser's local midnight.
+ *
+ * Throws `ServerConnection.ResponseError` when the server fails, and
+ * `SchemaError` when its answer does not have the shape of `ISummary`.
+ */
 export async function fetchSummary(
   settings: ServerConnection.ISettings = ServerConnection.makeSettings()
 ): Promise<ISummary> {
@@ -82,7 +78,7 @@ export async function fetchSummary(
   if (!response.ok) {
     throw new ServerConnection.ResponseError(response);
   }
-  return (await response.json()) as ISummary;
+  return checkSummary(await response.json());
 }
 
 /**

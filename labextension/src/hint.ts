@@ -3,10 +3,9 @@
  * (pure: no DOM, unit-tested in test/hint.test.mjs).
  */
 
-/** `hint` of `GET carbon-magic/api/v1/kernels/{id}`: the text of `%%carbon`'s hint. */
-export interface IKernelHint {
-  text: string;
-}
+import type { IKernelHint } from './records.generated';
+
+export type { IKernelHint } from './records.generated';
 
 /** What the sidebar shows for a hint: the line, its spoken label and its tooltip. */
 export interface IHintView {

@@ -215,6 +215,14 @@ function kernelRows(live: ILiveFigures): Row[] {
     ],
     ['Tracker', state, 'cm-state']
   ];
+  const ledgerBytes = figures.heartbeat?.ledger_bytes;
+  if (typeof ledgerBytes === 'number') {
+    rows.push([
+      'Ledger',
+      `${formatMegabytes(ledgerBytes)} on disk`,
+      'cm-ledger'
+    ]);
+  }
   if (live.running && figures.heartbeat?.running_cell) {
     const since =
       live.runningForS === null ? '' : ` · ${formatDuration(live.runningForS)}`;
@@ -245,6 +253,12 @@ function kernelRows(live: ILiveFigures): Row[] {
     rows.push([capName(cap), capBar(cap), 'cm-cap']);
   }
   return rows;
+}
+
+/** A size in bytes as megabytes, e.g. `12.3 MB` (`< 0.1 MB` below that). */
+function formatMegabytes(bytes: number): string {
+  const megabytes = bytes / 1e6;
+  return `${megabytes < 0.1 ? '< 0.1' : megabytes.toFixed(1)} MB`;
 }
 
 function summaryRows(summary: ISummary | null): Row[] {

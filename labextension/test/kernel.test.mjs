@@ -39,7 +39,12 @@ function kernel(overrides = {}, session = {}) {
     intensity: { g_per_kwh: 56, source: 'static: FR (2023)' },
     prediction: null,
     hint: null,
-    heartbeat: { at: 1999, running_cell: null, running_cell_started_at: null },
+    heartbeat: {
+      at: 1999,
+      running_cell: null,
+      running_cell_started_at: null,
+      ledger_bytes: 4096
+    },
     session: {
       session_uuid: 's',
       host: 'h',
@@ -288,7 +293,8 @@ test('while a cell runs every surface reads one snapshot, and the clock moves it
       heartbeat: {
         at: 1999,
         running_cell: 'fit()',
-        running_cell_started_at: 1990
+        running_cell_started_at: 1990,
+        ledger_bytes: null
       }
     },
     { interval_s: 5 }

@@ -106,6 +106,10 @@ test('status bar and live panel follow a measured cell', async ({
   );
   await expect(popup.locator('tr.cm-intensity td')).toContainText('g/kWh');
   await expect(popup.locator('tr.cm-state td')).toContainText('live');
+  // The heartbeat says how large the ledger file is.
+  await expect(popup.locator('tr.cm-ledger td')).toHaveText(
+    /(< 0\.1|[\d.]+) MB on disk/
+  );
   await expect(popup.locator('tr.cm-today td')).toHaveText(
     /(<\s)?[\d.,]+\s(mg|g|kg|t) CO₂e · (<\s)?[\d.,]+\s(mWh|Wh|kWh|MWh)/
   );
