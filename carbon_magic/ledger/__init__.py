@@ -27,6 +27,7 @@ Units: times are UTC seconds since the epoch, energy in joules per component and
 
 from __future__ import annotations
 
+from carbon_magic.ledger.cell_stream import LedgerCells, iter_cells
 from carbon_magic.ledger.cluster import CLUSTER_SHARE_COLUMNS, read_cell_clusters
 from carbon_magic.ledger.connection import LedgerWarning
 from carbon_magic.ledger.housekeeping import HEARTBEAT_KEEP_S, KEEP_DAYS_MAX
@@ -37,7 +38,6 @@ from carbon_magic.ledger.read import (
     LOST_AFTER_S,
     cell_totals,
     heaviest_cells,
-    iter_cells,
     latest_heartbeat,
     ledger_problem,
     read_cells,
@@ -94,6 +94,7 @@ __all__ = [
     "default_ledger_path",
     "heaviest_cells",
     "iter_cells",
+    "LedgerCells",
     "import_waiting_journals",
     "latest_heartbeat",
     "ledger_problem",
