@@ -14,15 +14,20 @@ from __future__ import annotations
 import csv
 import json
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from operator import itemgetter
 from typing import IO, Any
 
 from carbon_magic.cell_rows import Row, row_devices, row_methods
 from carbon_magic.export_json import redacted_source
-from carbon_magic.export_text import csv_field, csv_texts, float_texts, sql_csv_field
-from carbon_magic.export_times import utc_iso
+from carbon_magic.export_text import (
+    csv_field,
+    csv_texts,
+    float_row_texts,
+    float_texts,
+)
+from carbon_magic.export_times import utc_iso, utc_isos
 from carbon_magic.ledger import (
     CELL_COLUMNS,
     CLUSTER_SHARE_COLUMNS,
@@ -127,37 +132,55 @@ _NUMBER_COLUMNS = frozenset(
 _SESSION_COLUMNS = ("session_uuid", "notebook_path", "host")
 
 
-def _plan() -> list[tuple[str, str]]:
-    """How each part of a line is made: (kind, SQL expression) per part, in order; the
-    cluster and remote columns follow."""
-    plan: list[tuple[str, str]] = []
+# Text columns next to one another are read as one text, their values separated by
+# this character (SQLite joins them, Python splits them); a value that holds it is
+# found by counting, and its batch written as dicts.
+_SEPARATOR = "\x1f"
+
+
+def _plan() -> list[tuple[str, list[str]]]:
+    """How each part of a line is made: (kind, SQL expressions) per part, in order; the
+    cluster and remote columns follow. Numbers next to one another are one part, and
+    so are texts."""
+    plan: list[tuple[str, list[str]]] = []
+
+    def add(kind: str, expression: str) -> None:
+        if kind in ("numbers", "texts") and plan and plan[-1][0] == kind:
+            plan[-1][1].append(expression)
+        else:
+            plan.append((kind, [expression]))
+
     for name in FLAT_COLUMNS[: _FLAT_METHODS_AT + len(COMPONENTS) + 2]:
-        column = f"s.{name}" if name in _SESSION_COLUMNS else f"c.{name}"
-        if name == "source":
-            plan.append(("source", column))
+        column = f"c.{name}"
+        if name in _SESSION_COLUMNS:  # the same for all the session's cells
+            if name == _SESSION_COLUMNS[0]:
+                add("session", "c.session_id")
+        elif name == "source":
+            add("source", column)
         elif name in ("started_at", "ended_at"):
-            plan.append(("time", column))
-        elif name in _NUMBER_COLUMNS or name == "execution_count":
-            plan.append(("number", column))
+            add("time", column)
+        elif name in _NUMBER_COLUMNS:
+            add("numbers", column)
+        elif name == "execution_count":  # an integer as text; NULL for anything else
+            kind = f"typeof({column})"
+            add("texts", f"CASE {kind} WHEN 'integer' THEN {column} WHEN 'null' THEN '' END")
         elif name == f"method_{COMPONENTS[0]}":
-            plan.append(("methods", "c.methods_json"))
+            add("methods", "c.methods_json")
         elif name.startswith("method_"):
             continue
-        elif name == "devices":  # as stored, where it is JSON text (NULL: see _devices_text)
-            text = "c.devices_json"
-            plan.append(
-                (
-                    "quoted",
-                    f"CASE WHEN typeof({text}) = 'text' AND substr({text}, 1, 1) = '{{' "
-                    f"THEN {sql_csv_field(text)} END",
-                )
-            )
+        elif name == "devices":
+            add("devices", "c.devices_json")
         else:  # None and '' are both written as nothing
-            plan.append(("text", f"coalesce({column}, '')"))
+            add("texts", f"coalesce({column}, '')")
     return plan
 
 
 _PLAN = _plan()
+_SELECT = [
+    " || char(31) || ".join(expressions) if kind == "texts" else expression
+    for kind, expressions in _PLAN
+    for expression in (expressions if kind != "texts" else expressions[:1])
+]
 _EMPTY_PARTS = "," * (len(CLUSTER_SHARE_COLUMNS) + len(REMOTE_SHARE_COLUMNS) - 1)
 _PART_COLUMNS = (*CLUSTER_SHARE_COLUMNS, *REMOTE_SHARE_COLUMNS)
 
@@ -172,6 +195,26 @@ def _methods_fields(methods_json: Any) -> str:
     return ",".join(map(csv_field, _methods_of(methods_json)))
 
 
+def _devices_field(devices_json: Any) -> str:
+    if type(devices_json) is str and devices_json.startswith("{"):
+        return csv_field(devices_json)
+    return csv_field(_devices_text({"devices_json": devices_json}))
+
+
+class _SessionFields(dict[int, str]):
+    """Session id: the session's columns of the line (``_SESSION_COLUMNS``), read when
+    its first cell comes."""
+
+    def __init__(self, cells: LedgerCells) -> None:
+        super().__init__()
+        self.cells = cells
+
+    def __missing__(self, session_id: int) -> str:
+        session = self.cells.session_row(session_id)
+        fields = self[session_id] = ",".join(csv_field(session[name]) for name in _SESSION_COLUMNS)
+        return fields
+
+
 def _parts_fields(parts: Mapping[str, Any]) -> str:
     return ",".join(csv_field(parts.get(name)) for name in _PART_COLUMNS)
 
@@ -182,9 +225,10 @@ def write_flat_cells(cells: LedgerCells, hardware: Mapping[str, Any], stream: IO
     stream.write(",".join(FLAT_COLUMNS) + "\n")
     count = 0
     try:
-        for batch, parts in cells.batches([sql for _, sql in _PLAN]):
+        sessions = _SessionFields(cells)
+        for batch, parts in cells.batches(_SELECT):
             count += len(batch)
-            stream.write(_batch_text(cells, batch, parts))
+            stream.write(_batch_text(cells, batch, parts, sessions))
     except sqlite3.OperationalError as error:
         if "no such column" not in str(error) or count:
             raise
@@ -197,31 +241,71 @@ def write_flat_cells(cells: LedgerCells, hardware: Mapping[str, Any], stream: IO
 
 
 def _batch_text(
-    cells: LedgerCells, batch: list[tuple[Any, ...]], parts: Mapping[int, Mapping[str, Any]]
+    cells: LedgerCells,
+    batch: list[tuple[Any, ...]],
+    parts: Mapping[int, Mapping[str, Any]],
+    sessions: Mapping[int, str],
 ) -> str:
-    """The lines of one batch (rows ``(id, *plan parts)``)."""
+    """The lines of one batch (rows ``(id, *_SELECT)``)."""
     columns = list(zip(*batch, strict=True))
-    fields: list[Iterable[str]] = []
-    for (kind, _), values in zip(_PLAN, columns[1:], strict=True):
-        if kind == "text":
-            fields.append(csv_texts(values))
-        elif kind == "quoted":  # by SQLite, NULL where only Python can: the batch as dicts
-            if None in values:
+    fields: list[Sequence[str] | Iterable[str]] = []
+    at = 1
+    for kind, expressions in _PLAN:
+        values = columns[at]
+        if kind == "texts":
+            texts = _texts_fields(values, len(expressions))
+            if texts is None:
                 return _dict_batch_text(cells, columns[0])
-            fields.append(values)
-        elif kind == "number":
-            fields.append(float_texts(values) or list(map(csv_field, values)))
+            fields.append(texts)
+            at += 1
+            continue
+        if kind == "session":
+            fields.append(list(map(sessions.__getitem__, values)))
+        elif kind == "devices":
+            fields.append(list(map(_devices_field, values)))
+        elif kind == "numbers":
+            fields.append(_numbers_fields(columns[at : at + len(expressions)]))
         elif kind == "source":
             fields.append(map(_source_field, values))
         elif kind == "time":
-            fields.append(map(utc_iso, values))  # ISO text: never quoted
+            fields.append(utc_isos(values))  # ISO text: never quoted
         else:
             fields.append(map(_methods_fields, values))
+        at += len(expressions)
     if parts:
         fields.append([_parts_fields(parts[i]) if i in parts else _EMPTY_PARTS for i in columns[0]])
     else:
         fields.append([_EMPTY_PARTS] * len(batch))
     return "\n".join(map(",".join, zip(*fields, strict=True))) + "\n"
+
+
+def _texts_fields(values: tuple[Any, ...], width: int) -> Sequence[str] | None:
+    """The fields of ``width`` adjacent text columns read as one (see ``_SEPARATOR``),
+    each row's joined by commas; None where a value was not text or held the separator."""
+    if width == 1:
+        return csv_texts(values)
+    try:
+        joined = "\x1e".join(values)
+    except TypeError:  # NULL: a value only Python can spell
+        return None
+    rows = len(values)
+    if joined.count(_SEPARATOR) != rows * (width - 1) or joined.count("\x1e") != rows - 1:
+        return None
+    if "," in joined or '"' in joined or "\n" in joined or "\r" in joined:
+        return [",".join(map(csv_field, value.split(_SEPARATOR))) for value in values]
+    return joined.replace(_SEPARATOR, ",").split("\x1e")
+
+
+def _numbers_fields(columns: list[tuple[Any, ...]]) -> Sequence[str]:
+    """The fields of adjacent number columns, each row's joined by commas."""
+    if len(columns) == 1:
+        texts = float_texts(columns[0])
+        return texts if texts is not None else list(map(csv_field, columns[0]))
+    rows = list(zip(*columns, strict=True))
+    texts = float_row_texts(rows)
+    if texts is not None:
+        return texts
+    return [",".join(map(csv_field, row)) for row in rows]
 
 
 def _dict_batch_text(cells: LedgerCells, ids: Iterable[int]) -> str:

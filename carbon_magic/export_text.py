@@ -4,15 +4,12 @@ write some twenty million numbers, and Python's float ``repr`` (the spelling of 
 
 :func:`float_texts` spells a column of numbers as ``repr`` does, character for
 character, with orjson's shortest round-trip formatting in one call for the whole
-column (where orjson is installed; ``repr`` one by one otherwise). :func:`sql_csv_field`
-is an SQL expression that SQLite evaluates per row to write a text column as
-``csv.writer`` does.
+column (where orjson is installed; ``repr`` one by one otherwise); :func:`csv_texts`
+writes a column of texts as ``csv.writer`` does, with one scan where none needs quotes.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from collections.abc import Sequence
 from functools import lru_cache
@@ -21,9 +18,9 @@ from typing import Any
 try:
     import orjson
 except ImportError:  # the exports are slower without it, and the same
-    orjson = None
+    orjson = None  # type: ignore[assignment]
 
-__all__ = ["csv_field", "csv_texts", "float_texts", "sql_csv_field"]
+__all__ = ["csv_field", "csv_texts", "float_row_texts", "float_texts"]
 
 # orjson writes what repr writes, except for exponents of one digit below zero (``e-6``
 # where repr writes ``e-06``) and numbers in [1e-5, 1e-4), which it writes without an
@@ -41,21 +38,16 @@ def _mend_e5(text: str) -> str:
     pieces = _E5.split(text)  # text, first digit, other digits, text, ...
     numbers = map("{}.{}e-05".format, pieces[1::3], pieces[2::3])
     out = pieces[0::3]
-    joined = [None] * (2 * len(out) - 1)
-    joined[0::2], joined[1::2] = out, numbers
+    joined = [""] * (2 * len(out) - 1)
+    joined[0::2], joined[1::2] = out, list(numbers)
     return "".join(joined).replace(".e-05", "e-05")  # 1e-05, not 1.e-05
 
 
-def float_texts(values: Sequence[Any]) -> list[str] | None:
-    """``[repr(v) for v in values]`` for a column of floats (ints spelled as ``str``
-    does), at a fraction of the cost; None when a value is anything else (None, text,
-    NaN or an infinity): the caller then spells the column one value at a time."""
+def _json_numbers(values: Sequence[Any]) -> str | None:
+    """The JSON text of ``values`` (numbers, or rows of numbers), each number spelled as
+    repr spells it; None where a value is anything else or orjson is missing."""
     if orjson is None:
-        if all(type(value) is float for value in values):
-            return list(map(repr, values))
         return None
-    if not values:
-        return []
     try:
         raw = orjson.dumps(values)
     except TypeError:  # bytes, or an int beyond 64 bits
@@ -67,21 +59,50 @@ def float_texts(values: Sequence[Any]) -> list[str] | None:
         text = _SHORT_EXPONENT.sub("e-0", text)
     if "0.0000" in text:
         text = _mend_e5(text)
-    return text[1:-1].split(",")
+    return text
 
 
-_field_buffer = io.StringIO()
-_field_writer = csv.writer(_field_buffer, lineterminator="")
+def _finite_floats(values: Sequence[Any]) -> bool:
+    return all(type(value) is float and value - value == 0.0 for value in values)
+
+
+def float_texts(values: Sequence[Any]) -> list[str] | None:
+    """``[repr(v) for v in values]`` for a column of floats (ints spelled as ``str``
+    does), at a fraction of the cost; None when a value is anything else (None, text,
+    NaN or an infinity): the caller then spells the column one value at a time."""
+    if not values:
+        return []
+    text = _json_numbers(values)
+    if text is not None:
+        return text[1:-1].split(",")
+    if orjson is None and _finite_floats(values):
+        return list(map(repr, values))
+    return None
+
+
+def float_row_texts(rows: Sequence[Sequence[Any]]) -> list[str] | None:
+    """``[",".join(map(repr, row)) for row in rows]`` for rows of floats (of at least one
+    each), as :func:`float_texts` spells them; None as it."""
+    if not rows:
+        return []
+    text = _json_numbers(rows)
+    if text is not None:
+        return text[2:-2].split("],[")
+    if orjson is None and all(map(_finite_floats, rows)):
+        return [",".join(map(repr, row)) for row in rows]
+    return None
 
 
 def csv_field(value: Any) -> str:
     """``value`` as ``csv.writer`` (minimal quoting) writes it in a row of more than one
     field: None as nothing, text quoted where it holds a comma, a quote or a line break.
     One value at a time, for the few a column cannot spell in bulk."""
-    _field_buffer.seek(0)
-    _field_buffer.truncate()
-    _field_writer.writerow((value, None))
-    return _field_buffer.getvalue()[:-1]
+    if value is None:
+        return ""
+    text = value if isinstance(value, str) else str(value)
+    if "," in text or '"' in text or "\n" in text or "\r" in text:
+        return '"' + text.replace('"', '""') + '"'
+    return text
 
 
 _cached_csv_field = lru_cache(maxsize=4096)(csv_field)
@@ -98,17 +119,3 @@ def csv_texts(values: Sequence[Any]) -> Sequence[str]:
     if "," in joined or '"' in joined or "\n" in joined or "\r" in joined:
         return list(map(_cached_csv_field, values))
     return values
-
-
-def sql_csv_field(expression: str) -> str:
-    """An SQL expression for ``expression`` as :func:`csv_field` writes it, or NULL
-    where SQLite cannot tell (a float: its spelling is Python's; a blob)."""
-    x = expression
-    needs_quotes = (
-        f"instr({x}, ',') OR instr({x}, '\"') OR instr({x}, char(10)) OR instr({x}, char(13))"
-    )
-    return (
-        f"CASE typeof({x}) WHEN 'text' THEN (CASE WHEN {needs_quotes} "
-        f"THEN '\"' || replace({x}, '\"', '\"\"') || '\"' ELSE {x} END) "
-        f"WHEN 'null' THEN '' WHEN 'integer' THEN CAST({x} AS TEXT) END"
-    )

@@ -62,6 +62,15 @@ class LedgerCells(Iterator[dict[str, Any]]):
             self._dicts = self._iter_dicts(self.where, self.params)
         return next(self._dicts)
 
+    def session_row(self, session_id: int) -> dict[str, Any]:
+        """The ``SESSION_COLUMNS_OF_CELLS`` of the session ``session_id`` (of a cell
+        of this selection)."""
+        found = self.conn.execute(
+            f"SELECT {', '.join(SESSION_COLUMNS_OF_CELLS)} FROM sessions WHERE id = ?",
+            (session_id,),
+        ).fetchone()
+        return dict(zip(SESSION_COLUMNS_OF_CELLS, found, strict=True))
+
     def rows_by_id(self, ids: Sequence[int]) -> list[dict[str, Any]]:
         """The dict rows of the cells ``ids`` (of this selection), in its order."""
         wanted = ", ".join(str(int(i)) for i in ids)
@@ -112,12 +121,14 @@ class LedgerCells(Iterator[dict[str, Any]]):
             if refs:
                 tables.append(table)
                 ids.update(refs)
-        rows = [{"id": cell_id, **dict.fromkeys(PART_COLUMNS)} for cell_id in ids]
+        rows: list[dict[str, Any]] = [
+            {"id": cell_id, **dict.fromkeys(PART_COLUMNS)} for cell_id in ids
+        ]
         if "cell_clusters" in tables:
             rows = with_cluster_share(self.conn, rows)
         if "cell_remote_calls" in tables:
             rows = with_remote_share(query, self.conn, rows)
-        return {row.pop("id"): row for row in rows}
+        return {int(row.pop("id")): row for row in rows}
 
     def _execute(self, select: str, where: str, params: list[Any]) -> sqlite3.Cursor | None:
         """A cursor of plain tuples over ``select`` with ``where``, in the selection's
