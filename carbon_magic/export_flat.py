@@ -24,8 +24,8 @@ from carbon_magic.export_json import redacted_source
 from carbon_magic.export_text import (
     csv_field,
     csv_texts,
-    float_row_texts,
     float_texts,
+    needs_quotes,
 )
 from carbon_magic.export_times import utc_iso, utc_isos
 from carbon_magic.ledger import (
@@ -264,7 +264,7 @@ def _batch_text(
         elif kind == "devices":
             fields.append(list(map(_devices_field, values)))
         elif kind == "numbers":
-            fields.append(_numbers_fields(columns[at : at + len(expressions)]))
+            fields.extend(map(_numbers_fields, columns[at : at + len(expressions)]))
         elif kind == "source":
             fields.append(map(_source_field, values))
         elif kind == "time":
@@ -291,21 +291,15 @@ def _texts_fields(values: tuple[Any, ...], width: int) -> Sequence[str] | None:
     rows = len(values)
     if joined.count(_SEPARATOR) != rows * (width - 1) or joined.count("\x1e") != rows - 1:
         return None
-    if "," in joined or '"' in joined or "\n" in joined or "\r" in joined:
+    if needs_quotes(joined):
         return [",".join(map(csv_field, value.split(_SEPARATOR))) for value in values]
     return joined.replace(_SEPARATOR, ",").split("\x1e")
 
 
-def _numbers_fields(columns: list[tuple[Any, ...]]) -> Sequence[str]:
-    """The fields of adjacent number columns, each row's joined by commas."""
-    if len(columns) == 1:
-        texts = float_texts(columns[0])
-        return texts if texts is not None else list(map(csv_field, columns[0]))
-    rows = list(zip(*columns, strict=True))
-    texts = float_row_texts(rows)
-    if texts is not None:
-        return texts
-    return [",".join(map(csv_field, row)) for row in rows]
+def _numbers_fields(values: tuple[Any, ...]) -> list[str]:
+    """The fields of a number column."""
+    texts = float_texts(values)
+    return texts if texts is not None else list(map(csv_field, values))
 
 
 def _dict_batch_text(cells: LedgerCells, ids: Iterable[int]) -> str:

@@ -77,7 +77,7 @@ class LedgerCells(Iterator[dict[str, Any]]):
         return list(self._iter_dicts(f" WHERE c.id IN ({wanted})", []))
 
     def batches(
-        self, columns: Sequence[str], batch_rows: int = 1000
+        self, columns: Sequence[str]
     ) -> Iterator[tuple[list[tuple[Any, ...]], dict[int, dict[str, Any]]]]:
         """``(rows, parts)`` per batch of up to ``batch_rows`` cells: each row the tuple
         ``(cells.id, *columns)`` (SQL expressions over ``c``, the cell, and ``s``, its
@@ -92,7 +92,7 @@ class LedgerCells(Iterator[dict[str, Any]]):
             return
         cluster_from = _lowest_ref(self.conn, "cell_clusters")
         remote_from = _lowest_ref(self.conn, "cell_remote_calls")
-        while batch := cursor.fetchmany(batch_rows):
+        while batch := cursor.fetchmany(self.batch_rows):
             parts: dict[int, dict[str, Any]] = {}
             ids = list(map(_first, batch))
             lowest, newest = min(ids), max(ids)
