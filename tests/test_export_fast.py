@@ -288,13 +288,18 @@ def test_csv_texts_are_csv_writers_fields():
     assert csv_texts(clean) is clean
 
 
-def test_the_ledgers_cells_are_not_written_one_dict_at_a_time(ledgers, tmp_path, monkeypatch):
+def test_only_what_sqlite_cannot_join_is_written_one_dict_at_a_time(ledgers, tmp_path, monkeypatch):
     from carbon_magic import export_flat
 
     expected = reference_csv(ledgers["new"])
+    one_at_a_time = []
+    flat_values = export_flat._flat_values
 
-    def refuse(row):
-        raise AssertionError("a cell written one dict at a time")
+    def counted(row):
+        one_at_a_time.append(row["id"])
+        return flat_values(row)
 
-    monkeypatch.setattr(export_flat, "_flat_values", refuse)
-    assert exported(ledgers["new"], tmp_path, "csv", 500)[0] == expected
+    monkeypatch.setattr(export_flat, "_flat_values", counted)
+    assert exported(ledgers["new"], tmp_path, "csv", 1)[0] == expected
+    # Only the cell whose name holds the separator of joined texts (cell 22, id 23).
+    assert one_at_a_time == [23]
