@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from carbon_magic.export_codecarbon import write_codecarbon
+from carbon_magic.export_codecarbon import write_codecarbon, write_codecarbon_cells
 from carbon_magic.export_flat import FLAT_COLUMNS, flat_record, write_flat, write_flat_cells
 from carbon_magic.export_json import write_json
 from carbon_magic.export_target import resolve_target, write_to
@@ -74,6 +74,7 @@ EXPORT_FORMATS: dict[str, ExportFormat] = {
             "emissions.csv",
             "CodeCarbon's emissions.csv columns and units (kg, kWh, W, s)",
             write_codecarbon,
+            write_codecarbon_cells,
         ),
         ExportFormat(
             "csv",

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy
 
-__all__ = ["utc_iso", "utc_isos", "utc_parts", "utc_second"]
+__all__ = ["utc_iso", "utc_isos", "utc_parts", "utc_second", "utc_second_isos"]
 
 
 @lru_cache(maxsize=256)
@@ -50,27 +50,44 @@ def utc_iso(epoch_s: Any) -> str:
 _LAST_SECOND = 253402300800.0
 
 
-def utc_isos(values: Sequence[Any]) -> list[str]:
-    """``[utc_iso(v) for v in values]``, a column of times at once: numpy splits them
-    into seconds and microseconds as :func:`utc_parts` does (the same float operations,
-    rounding half to even) and spells them; values it cannot take (None, times before
-    1970) one at a time."""
-    if not values:
-        return []
+def _split_times(values: Sequence[Any]) -> tuple[Any, Any] | None:
+    """(whole seconds, microseconds) as numpy arrays, split as :func:`utc_parts` splits
+    (the same float operations, rounding half to even); None for values numpy cannot
+    take (None, times before 1970 or after 9999)."""
     times = numpy.array(values)
     if times.dtype != numpy.float64 or not ((times >= 0.0) & (times < _LAST_SECOND)).all():
-        return list(map(utc_iso, values))
+        return None
     whole = numpy.trunc(times)
     micro = numpy.rint((times - whole) * 1e6)
     carry = micro >= 1e6
     micro[carry] -= 1e6
     whole[carry] += 1.0
     if (whole >= _LAST_SECOND).any():  # year 10000: datetime raises
+        return None
+    return whole.astype(numpy.int64), micro.astype(numpy.int64)
+
+
+def utc_isos(values: Sequence[Any]) -> list[str]:
+    """``[utc_iso(v) for v in values]``, a column of times at once, spelled by numpy;
+    values it cannot take one at a time."""
+    if not values:
+        return []
+    split = _split_times(values)
+    if split is None:
         return list(map(utc_iso, values))
-    stamps = (whole.astype(numpy.int64) * 1_000_000 + micro.astype(numpy.int64)).astype(
-        "datetime64[us]"
-    )
+    whole, micro = split
+    stamps = (whole * 1_000_000 + micro).astype("datetime64[us]")
     texts = numpy.datetime_as_string(stamps, unit="us").tolist()
     # utc_iso leaves out a fraction of zero microseconds.
     joined = "+00:00\x1e".join(texts) + "+00:00"
     return joined.replace(".000000+00:00", "+00:00").split("\x1e")
+
+
+def utc_second_isos(values: Sequence[Any]) -> list[str]:
+    """``[utc_second(utc_parts(float(v))[0]) for v in values]``: the whole seconds of a
+    column of times (``YYYY-MM-DDTHH:MM:SS``), spelled by numpy; values it cannot take
+    one at a time."""
+    split = _split_times(values) if values else None
+    if split is None:
+        return [utc_second(utc_parts(float(value))[0]) for value in values]
+    return numpy.datetime_as_string(split[0].astype("datetime64[s]"), unit="s").tolist()

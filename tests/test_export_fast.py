@@ -137,7 +137,7 @@ def old_ledger(path: Path, cells: int = 700) -> Path:
     # in a REAL one, an infinity, devices that are not an object, a time before 1970.
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE cells SET execution_count = 2.5 WHERE id = 11")
-        conn.execute("UPDATE cells SET cpu_j = 'n/a' WHERE id = 120")
+        conn.execute("UPDATE cells SET emissions_low_g = 'n/a' WHERE id = 120")
         conn.execute("UPDATE cells SET gpu_j = 1e999 WHERE id = 121")
         conn.execute("UPDATE cells SET devices_json = '[1, 2]' WHERE id = 300")
         conn.execute("UPDATE cells SET started_at = -12.5 WHERE id = 450")
@@ -204,10 +204,14 @@ def test_the_same_bytes_without_orjson(ledgers, tmp_path, kind, monkeypatch):
     assert without == with_orjson == reference_csv(ledgers[kind])
 
 
+@pytest.mark.parametrize("kind", ["new", "old"])
+@pytest.mark.parametrize("batch_rows", [1, 7, 500])
 @pytest.mark.parametrize("fmt", ["csv", "json", "codecarbon"])
-def test_every_format_of_the_ledgers_cells_is_that_of_its_rows(ledgers, tmp_path, fmt):
-    path = ledgers["new"]
-    text, _ = exported(path, tmp_path, fmt, 7)
+def test_every_format_of_the_ledgers_cells_is_that_of_its_rows(
+    ledgers, tmp_path, fmt, kind, batch_rows
+):
+    path = ledgers[kind]
+    text, _ = exported(path, tmp_path, fmt, batch_rows)
     plain = export_records(read_cells_with_sessions(path), tmp_path / f"plain.{fmt}", fmt=fmt)
     if fmt == "json":  # written at a different time
         text, expected = (drop_exported_at(t) for t in (text, plain.read_text("utf-8")))

@@ -77,12 +77,13 @@ class LedgerCells(Iterator[dict[str, Any]]):
         return list(self._iter_dicts(f" WHERE c.id IN ({wanted})", []))
 
     def batches(
-        self, columns: Sequence[str]
+        self, columns: Sequence[str], with_parts: bool = True
     ) -> Iterator[tuple[list[tuple[Any, ...]], dict[int, dict[str, Any]]]]:
         """``(rows, parts)`` per batch of up to ``batch_rows`` cells: each row the tuple
         ``(cells.id, *columns)`` (SQL expressions over ``c``, the cell, and ``s``, its
         session), and ``parts`` the ``PART_COLUMNS`` of the cells of the batch that have
-        a cluster part or calls to hosted models, by ``cells.id``.
+        a cluster part or calls to hosted models, by ``cells.id`` (none looked up
+        without ``with_parts``).
 
         Raises ``sqlite3.OperationalError`` when an expression names a column this
         ledger lacks (a file from an older schema); nothing is yielded then."""
@@ -90,8 +91,8 @@ class LedgerCells(Iterator[dict[str, Any]]):
         cursor = self._execute(select, self.where, self.params)
         if cursor is None:
             return
-        cluster_from = _lowest_ref(self.conn, "cell_clusters")
-        remote_from = _lowest_ref(self.conn, "cell_remote_calls")
+        cluster_from = _lowest_ref(self.conn, "cell_clusters") if with_parts else None
+        remote_from = _lowest_ref(self.conn, "cell_remote_calls") if with_parts else None
         while batch := cursor.fetchmany(self.batch_rows):
             parts: dict[int, dict[str, Any]] = {}
             ids = list(map(_first, batch))
