@@ -17,7 +17,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from carbon_magic.export_codecarbon import write_codecarbon, write_codecarbon_cells
 from carbon_magic.export_flat import FLAT_COLUMNS, flat_record, write_flat, write_flat_cells
-from carbon_magic.export_json import write_json
+from carbon_magic.export_json import write_json, write_json_cells
 from carbon_magic.export_target import resolve_target, write_to
 from carbon_magic.ledger import LedgerCells
 from carbon_magic.report import Row
@@ -83,7 +83,7 @@ EXPORT_FORMATS: dict[str, ExportFormat] = {
             write_flat,
             write_flat_cells,
         ),
-        ExportFormat("json", "carbon_cells.json", "every column", write_json),
+        ExportFormat("json", "carbon_cells.json", "every column", write_json, write_json_cells),
     )
 }
 FORMATS = tuple(EXPORT_FORMATS)

@@ -307,3 +307,31 @@ def test_only_what_sqlite_cannot_join_is_written_one_dict_at_a_time(ledgers, tmp
     assert exported(ledgers["new"], tmp_path, "csv", 1)[0] == expected
     # Only the cell whose name holds the separator of joined texts (cell 22, id 23).
     assert one_at_a_time == [23]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "module", "writer"),
+    [
+        ("json", "export_json", "_json_record_text"),
+        ("codecarbon", "export_codecarbon", "_write_rows"),
+    ],
+)
+def test_json_and_codecarbon_write_no_cell_of_a_plain_ledger_one_dict_at_a_time(
+    ledgers, tmp_path, monkeypatch, fmt, module, writer
+):
+    import importlib
+
+    target = importlib.import_module(f"carbon_magic.{module}")
+    expected = export_records(
+        read_cells_with_sessions(ledgers["new"]), tmp_path / f"plain.{fmt}", fmt=fmt
+    ).read_text("utf-8")
+
+    def refuse(*args):
+        raise AssertionError("a cell written one dict at a time")
+
+    monkeypatch.setattr(target, writer, refuse)
+    text, count = exported(ledgers["new"], tmp_path, fmt, 7)
+    assert count == 60
+    if fmt == "json":
+        text, expected = drop_exported_at(text), drop_exported_at(expected)
+    assert text == expected

@@ -27,7 +27,7 @@ Units: times are UTC seconds since the epoch, energy in joules per component and
 
 from __future__ import annotations
 
-from carbon_magic.ledger.cell_stream import LedgerCells, iter_cells
+from carbon_magic.ledger.cell_stream import PART_COLUMNS, LedgerCells, iter_cells
 from carbon_magic.ledger.cluster import CLUSTER_SHARE_COLUMNS, read_cell_clusters
 from carbon_magic.ledger.connection import LedgerWarning
 from carbon_magic.ledger.housekeeping import HEARTBEAT_KEEP_S, KEEP_DAYS_MAX
@@ -95,6 +95,7 @@ __all__ = [
     "heaviest_cells",
     "iter_cells",
     "LedgerCells",
+    "PART_COLUMNS",
     "import_waiting_journals",
     "latest_heartbeat",
     "ledger_problem",

@@ -62,6 +62,12 @@ class LedgerCells(Iterator[dict[str, Any]]):
             self._dicts = self._iter_dicts(self.where, self.params)
         return next(self._dicts)
 
+    def cell_columns(self) -> list[tuple[str, str]]:
+        """(name, declared type) of each column of this ledger's ``cells`` table, in its
+        order (that of ``SELECT c.*``); empty for a file without the table."""
+        found = self.conn.execute("PRAGMA table_info(cells)").fetchall()
+        return [(str(row[1]), str(row[2]).upper()) for row in found]
+
     def session_row(self, session_id: int) -> dict[str, Any]:
         """The ``SESSION_COLUMNS_OF_CELLS`` of the session ``session_id`` (of a cell
         of this selection)."""
