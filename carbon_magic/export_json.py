@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any
+
+try:
+    import orjson
+except ImportError:  # the export is slower without it, and the same
+    orjson = None  # type: ignore[assignment]
 
 from carbon_magic._version import __version__
 from carbon_magic.cell_rows import Row
@@ -194,6 +200,7 @@ class _SessionTexts(dict[int, tuple[str, str]]):
 
 
 _encode_text = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_cached_encode = lru_cache(maxsize=4096)(_encode)
 _NO_PARTS = _encode(dict.fromkeys(PART_COLUMNS))[1:-1]
 # Between the decoded devices of two cells, encoded in one call: split on afterwards.
 _APART = "\x00apart\x00"
@@ -208,8 +215,8 @@ def _value_texts(values: tuple[Any, ...]) -> list[str]:
         return texts
     try:
         "".join(values)
-    except TypeError:
-        return list(map(_encode, values))
+    except TypeError:  # None among texts: names, budgets, which repeat
+        return list(map(_cached_encode, values))
     return list(map(_encode_text, values))
 
 
@@ -218,20 +225,37 @@ def _source_text(source: Any) -> str:
     return _encode(redacted_source(source) if isinstance(source, str) else source)
 
 
+def _decode_all(texts: tuple[str, ...]) -> list[Any] | None:
+    """Each of ``texts`` decoded as :func:`json.loads` decodes it; None where one is not
+    JSON. orjson decodes the same, faster, but for integers beyond 64 bits (which it
+    makes floats: texts with such long numbers are left to json) and what it refuses
+    (NaN, 1e400, lone surrogates)."""
+    if orjson is not None and not _LONG_NUMBER.search("".join(texts)):
+        try:
+            return list(map(orjson.loads, texts))
+        except ValueError:
+            pass
+    try:
+        return list(map(_decode, texts))
+    except ValueError:
+        return None
+
+
+_LONG_NUMBER = re.compile(r"\d{19}")
+
+
 def _devices_texts(values: tuple[Any, ...]) -> list[str] | None:
     """The devices of each cell, decoded and encoded again as :func:`_json_record_text`
     does; None where one is not JSON text (it then stays text in its place)."""
-    decoded: list[Any] = []
-    for value in values:
-        if not isinstance(value, str):
-            return None
-        try:
-            decoded.append(_decode(value))
-        except ValueError:
-            return None
-        decoded.append(_APART)
-    texts = _encode(decoded[:-1])[1:-1].split(_ENCODED_APART)
-    return texts if len(texts) == len(values) else list(map(_encode, decoded[::2]))
+    if not all(isinstance(value, str) for value in values):
+        return None
+    decoded = _decode_all(values)
+    if decoded is None:
+        return None
+    apart: list[Any] = [_APART] * (2 * len(decoded) - 1)
+    apart[0::2] = decoded
+    texts = _encode(apart)[1:-1].split(_ENCODED_APART)
+    return texts if len(texts) == len(values) else list(map(_encode, decoded))
 
 
 def write_json_cells(cells: LedgerCells, hardware: Mapping[str, Any], stream: IO[str]) -> int:

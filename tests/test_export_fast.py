@@ -122,6 +122,8 @@ def new_ledger(path: Path) -> Path:
                 changes["remote"] = summarise_rows([call(False)])
             if i % 11 == 0:
                 changes["name"] = ODD_TEXTS[i % len(ODD_TEXTS)]
+            if i == 13:  # an integer beyond 64 bits: json keeps it, orjson would not
+                changes["devices"] = {"gpu0": 2**70, "gpu1": 1e-300}
             budget = "5g" if i % 8 == 0 else None
             ledger.record_cell(f"s{i % 3}", cell(i, **changes), via="auto", budget=budget)
         assert ledger.flush()
@@ -197,11 +199,19 @@ def test_flat_csv_of_the_ledgers_cells_is_the_plain_writers(ledgers, tmp_path, k
 
 
 @pytest.mark.parametrize("kind", ["new", "old"])
-def test_the_same_bytes_without_orjson(ledgers, tmp_path, kind, monkeypatch):
-    with_orjson, _ = exported(ledgers[kind], tmp_path, "csv", 500)
+@pytest.mark.parametrize("fmt", ["csv", "json", "codecarbon"])
+def test_the_same_bytes_without_orjson(ledgers, tmp_path, kind, fmt, monkeypatch):
+    from carbon_magic import export_json
+
+    with_orjson, _ = exported(ledgers[kind], tmp_path, fmt, 500)
     monkeypatch.setattr(export_text, "orjson", None)
-    without, _ = exported(ledgers[kind], tmp_path, "csv", 500)
-    assert without == with_orjson == reference_csv(ledgers[kind])
+    monkeypatch.setattr(export_json, "orjson", None)
+    without, _ = exported(ledgers[kind], tmp_path, fmt, 500)
+    if fmt == "json":
+        with_orjson, without = drop_exported_at(with_orjson), drop_exported_at(without)
+    assert without == with_orjson
+    if fmt == "csv":
+        assert without == reference_csv(ledgers[kind])
 
 
 @pytest.mark.parametrize("kind", ["new", "old"])
