@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -230,7 +229,7 @@ def _decode_all(texts: tuple[str, ...]) -> list[Any] | None:
     JSON. orjson decodes the same, faster, but for integers beyond 64 bits (which it
     makes floats: texts with such long numbers are left to json) and what it refuses
     (NaN, 1e400, lone surrogates)."""
-    if orjson is not None and not _LONG_NUMBER.search("".join(texts)):
+    if orjson is not None and _LONG_NUMBER not in "".join(texts).translate(_DIGITS_AS_9):
         try:
             return list(map(orjson.loads, texts))
         except ValueError:
@@ -241,7 +240,9 @@ def _decode_all(texts: tuple[str, ...]) -> list[Any] | None:
         return None
 
 
-_LONG_NUMBER = re.compile(r"\d{19}")
+# 19 digits in a row: a number json may decode as an integer beyond 64 bits.
+_DIGITS_AS_9 = str.maketrans("0123456789", "9" * 10)
+_LONG_NUMBER = "9" * 19
 
 
 def _devices_texts(values: tuple[Any, ...]) -> list[str] | None:
