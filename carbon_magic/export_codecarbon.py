@@ -13,8 +13,6 @@ from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import IO, Any
 
-import numpy
-
 from carbon_magic.export_json import GENERATOR
 from carbon_magic.export_text import csv_field, csv_texts, float_texts
 from carbon_magic.export_times import utc_parts, utc_second, utc_second_isos
@@ -362,6 +360,8 @@ def write_codecarbon_cells(cells: LedgerCells, hardware: Mapping[str, Any], stre
     :func:`write_codecarbon` writes for them, a batch at a time, the arithmetic done by
     numpy a column at a time (the same float operations, in the same order); returns
     the number of cells written."""
+    import numpy  # when an export runs: the CLI's other commands start without it
+
     stream.write(",".join(CODECARBON_COLUMNS) + "\n")
     sessions = _SessionRuns(cells, hardware)
     count = 0
@@ -379,6 +379,8 @@ def write_codecarbon_cells(cells: LedgerCells, hardware: Mapping[str, Any], stre
 
 def _floats(values: tuple[Any, ...]) -> Any:
     """A column as a numpy array of floats; None where a value is not a number."""
+    import numpy  # when an export runs: the CLI's other commands start without it
+
     array = numpy.array(values)
     if array.dtype == numpy.int64:
         return array.astype(numpy.float64)
@@ -399,6 +401,8 @@ def _batch_text(
 ) -> str:
     """The lines of one batch (rows ``(id, *_CELL_SELECT)``), as _codecarbon_values
     makes them."""
+    import numpy  # when an export runs: the CLI's other commands start without it
+
     columns = list(zip(*batch, strict=True))
     numbers = [_floats(column) for column in columns[2 : 7 + len(COMPONENTS)]]
     if any(array is None for array in numbers):  # NULL or text: the batch as dicts

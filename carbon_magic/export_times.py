@@ -9,8 +9,6 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any
 
-import numpy
-
 __all__ = ["utc_iso", "utc_isos", "utc_parts", "utc_second", "utc_second_isos"]
 
 
@@ -54,6 +52,8 @@ def _split_times(values: Sequence[Any]) -> tuple[Any, Any] | None:
     """(whole seconds, microseconds) as numpy arrays, split as :func:`utc_parts` splits
     (the same float operations, rounding half to even); None for values numpy cannot
     take (None, times before 1970 or after 9999)."""
+    import numpy  # when an export runs: the CLI's other commands start without it
+
     times = numpy.array(values)
     if times.dtype != numpy.float64 or not ((times >= 0.0) & (times < _LAST_SECOND)).all():
         return None
@@ -70,6 +70,8 @@ def _split_times(values: Sequence[Any]) -> tuple[Any, Any] | None:
 def utc_isos(values: Sequence[Any]) -> list[str]:
     """``[utc_iso(v) for v in values]``, a column of times at once, spelled by numpy;
     values it cannot take one at a time."""
+    import numpy  # when an export runs: the CLI's other commands start without it
+
     if not values:
         return []
     split = _split_times(values)
@@ -87,6 +89,8 @@ def utc_second_isos(values: Sequence[Any]) -> list[str]:
     """``[utc_second(utc_parts(float(v))[0]) for v in values]``: the whole seconds of a
     column of times (``YYYY-MM-DDTHH:MM:SS``), spelled by numpy; values it cannot take
     one at a time."""
+    import numpy  # when an export runs: the CLI's other commands start without it
+
     split = _split_times(values) if values else None
     if split is None:
         return [utc_second(utc_parts(float(value))[0]) for value in values]
