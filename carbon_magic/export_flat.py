@@ -195,6 +195,19 @@ def _methods_fields(methods_json: Any) -> str:
     return ",".join(map(csv_field, _methods_of(methods_json)))
 
 
+def _devices_fields(values: tuple[Any, ...]) -> Sequence[str]:
+    """The devices column: texts that start as JSON objects as they are (quoted), at once;
+    others one at a time (see _devices_text)."""
+    try:
+        joined = "\x1e".join(values)
+    except TypeError:
+        return list(map(_devices_field, values))
+    starts = joined.count("\x1e{") + joined.startswith("{")
+    if starts == len(values) == joined.count("\x1e") + 1:
+        return csv_texts(values)
+    return list(map(_devices_field, values))
+
+
 def _devices_field(devices_json: Any) -> str:
     if type(devices_json) is str and devices_json.startswith("{"):
         return csv_field(devices_json)
@@ -262,7 +275,7 @@ def _batch_text(
         if kind == "session":
             fields.append(list(map(sessions.__getitem__, values)))
         elif kind == "devices":
-            fields.append(list(map(_devices_field, values)))
+            fields.append(_devices_fields(values))
         elif kind == "numbers":
             fields.extend(map(_numbers_fields, columns[at : at + len(expressions)]))
         elif kind == "source":

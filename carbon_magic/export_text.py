@@ -73,9 +73,12 @@ def _quoted_by_csv(character: str) -> bool:
 _QUOTED_BY = tuple(character for character in ',"\n\r' if _quoted_by_csv(character))
 
 
+_QUOTED = re.compile("[" + re.escape("".join(_QUOTED_BY)) + "]")
+
+
 def needs_quotes(text: str) -> bool:
     """Whether ``csv.writer`` (minimal quoting) quotes a field of this text."""
-    return any(character in text for character in _QUOTED_BY)
+    return _QUOTED.search(text) is not None
 
 
 def csv_field(value: Any) -> str:
@@ -102,5 +105,6 @@ def csv_texts(values: Sequence[Any]) -> Sequence[str]:
     except TypeError:  # None, a number: spelled one at a time
         return list(map(_cached_csv_field, values))
     if needs_quotes(joined):
-        return list(map(_cached_csv_field, values))
+        search = _QUOTED.search
+        return [('"' + text.replace('"', '""') + '"') if search(text) else text for text in values]
     return values
