@@ -206,10 +206,10 @@ _APART = "\x00apart\x00"
 _ENCODED_APART = f", {_encode(_APART)}, "
 
 
-def _value_texts(values: tuple[Any, ...]) -> list[str]:
+def _value_texts(values: tuple[Any, ...], declared_text: bool = False) -> list[str]:
     """The JSON text of each value of a column: numbers and texts at once, others one
-    at a time."""
-    texts = float_texts(values)
+    at a time (``declared_text``: a TEXT column, no numbers looked for)."""
+    texts = None if declared_text else float_texts(values)
     if texts is not None:
         return texts
     try:
@@ -264,7 +264,9 @@ def write_json_cells(cells: LedgerCells, hardware: Mapping[str, Any], stream: IO
     writes for them, a batch at a time, each column spelled at once; returns the
     number of cells written."""
     stream.write(_document_head())
-    names = [name for name, _ in cells.cell_columns()]
+    declared = cells.cell_columns()
+    names = [name for name, _ in declared]
+    text_names = {name for name, kind in declared if "TEXT" in kind or "CHAR" in kind}
     sessions = _SessionTexts(cells)
     count = 0
     if names:
@@ -274,7 +276,7 @@ def write_json_cells(cells: LedgerCells, hardware: Mapping[str, Any], stream: IO
         record = "{{" + "".join(f"{_encode_text(name)}: {{}}, " for name in shown)
         record += '{}, {}, "devices": {}, "methods": {}{}}}'
         for batch, parts in cells.batches([f"c.{name}" for name in names]):
-            text = _batch_text(cells, names, record.format, batch, parts, sessions)
+            text = _batch_text(cells, names, text_names, record.format, batch, parts, sessions)
             stream.write(("\n  " if not count else _SEPARATOR) + text)
             count += len(batch)
     stream.write(_DOCUMENT_TAIL)
@@ -284,6 +286,7 @@ def write_json_cells(cells: LedgerCells, hardware: Mapping[str, Any], stream: IO
 def _batch_text(
     cells: LedgerCells,
     names: list[str],
+    text_names: set[str],
     record: Callable[..., str],
     batch: list[tuple[Any, ...]],
     parts: Mapping[int, Mapping[str, Any]],
@@ -300,7 +303,9 @@ def _batch_text(
     if devices is None or None in methods:  # left as text in its place: as dicts
         return _dict_batch_text(cells, ids)
     fields = [
-        list(map(_source_text, values)) if name == "source" else _value_texts(values)
+        list(map(_source_text, values))
+        if name == "source"
+        else _value_texts(values, name in text_names)
         for name, values in columns.items()
         if name not in ("", "methods_json", "devices_json")
     ]
