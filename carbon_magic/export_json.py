@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 try:
     import orjson
@@ -198,7 +198,7 @@ class _SessionTexts(dict[int, tuple[str, str]]):
         return found
 
 
-_encode_text = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_encode_text = json.encoder.encode_basestring
 _cached_encode = lru_cache(maxsize=4096)(_encode)
 _NO_PARTS = _encode(dict.fromkeys(PART_COLUMNS))[1:-1]
 # Between the decoded devices of two cells, encoded in one call: split on afterwards.
@@ -295,13 +295,14 @@ def _batch_text(
     """The records of one batch (rows ``(id, *cells columns)``), one a line."""
     columns = dict(zip(["", *names], zip(*batch, strict=True), strict=True))
     ids = columns[""]
-    methods = [
+    fragments = [
         _json_fragment(value) if isinstance(value, str) else None
         for value in columns["methods_json"]
     ]
     devices = _devices_texts(columns["devices_json"])
-    if devices is None or None in methods:  # left as text in its place: as dicts
+    if devices is None or None in fragments:  # left as text in its place: as dicts
         return _dict_batch_text(cells, ids)
+    methods = cast(list[str], fragments)  # None is not among them
     fields = [
         list(map(_source_text, values))
         if name == "source"
