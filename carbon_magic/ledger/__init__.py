@@ -14,7 +14,8 @@ The parts, one job each:
   error kinds;
 - :mod:`~carbon_magic.ledger.rows`: Measurement ↔ ``cells`` row, session and heartbeat rows;
 - :mod:`~carbon_magic.ledger.read` and :mod:`~carbon_magic.ledger.cluster`: readers by
-  column name;
+  column name; :mod:`~carbon_magic.ledger.cell_stream`: the cells in batches, as dicts or
+  as tuples of SQL expressions, for exports;
 - :mod:`~carbon_magic.ledger.connection` (the file and its faults),
   :mod:`~carbon_magic.ledger.store` (what is pending and its transaction),
   :mod:`~carbon_magic.ledger.writer` (the public writer and its background thread),
