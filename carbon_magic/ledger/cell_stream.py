@@ -97,16 +97,16 @@ class LedgerCells(Iterator[dict[str, Any]]):
         cursor = self._execute(select, self.where, self.params)
         if cursor is None:
             return
-        cluster_from = _lowest_ref(self.conn, "cell_clusters") if with_parts else None
-        remote_from = _lowest_ref(self.conn, "cell_remote_calls") if with_parts else None
+        # The parts are looked up only for batches that may have some (see _iter_dicts).
+        tables = ("cell_clusters", "cell_remote_calls") if with_parts else ()
+        lowest_refs = [_lowest_ref(self.conn, table) for table in tables]
+        first_part = min((ref for ref in lowest_refs if ref is not None), default=None)
         while batch := cursor.fetchmany(self.batch_rows):
             parts: dict[int, dict[str, Any]] = {}
-            ids = list(map(_first, batch))
-            lowest, newest = min(ids), max(ids)
-            if (cluster_from is not None and newest >= cluster_from) or (
-                remote_from is not None and newest >= remote_from
-            ):
-                parts = self._parts(lowest, newest)
+            if first_part is not None:
+                ids = list(map(_first, batch))
+                if max(ids) >= first_part:
+                    parts = self._parts(min(ids), max(ids))
             yield batch, parts
 
     def _parts(self, lowest: int, highest: int) -> dict[int, dict[str, Any]]:
