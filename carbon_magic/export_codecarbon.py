@@ -4,21 +4,31 @@ kWh, W, s, L), one row per recorded cell; the session's columns worked out once.
 from __future__ import annotations
 
 import csv
+import io
 import platform
 import socket
+import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import IO, Any
 
 from carbon_magic.export_json import GENERATOR
-from carbon_magic.export_times import utc_parts, utc_second
+from carbon_magic.export_text import csv_field, csv_texts, float_texts
+from carbon_magic.export_times import utc_parts, utc_second, utc_second_isos
+from carbon_magic.ledger import LedgerCells
 from carbon_magic.measurement import J_PER_KWH, is_gpu_key
 from carbon_magic.report import Row, row_hardware, row_settings
 from carbon_magic.vocabulary import COMPONENTS
 from carbon_magic.water import WaterFactors, water_factors
 
-__all__ = ["CODECARBON_COLUMNS", "codecarbon_record", "describe_gpus", "write_codecarbon"]
+__all__ = [
+    "CODECARBON_COLUMNS",
+    "codecarbon_record",
+    "describe_gpus",
+    "write_codecarbon",
+    "write_codecarbon_cells",
+]
 
 
 # CodeCarbon's emissions.csv header, in its order (EmissionsData in
@@ -258,12 +268,19 @@ def codecarbon_record(
 def write_codecarbon(rows: Iterable[Row], hardware: Mapping[str, Any], stream: IO[str]) -> None:
     """CodeCarbon's ``emissions.csv`` of ``rows``, streamed to ``stream`` (``hardware``:
     the session's, for rows that do not carry it)."""
+    stream.write(",".join(CODECARBON_COLUMNS) + "\n")
+    _write_rows(rows, hardware, stream)
+
+
+def _write_rows(rows: Iterable[Row], hardware: Mapping[str, Any], stream: IO[str]) -> int:
+    """The lines of ``rows``, one dict at a time; returns how many."""
     writer = csv.writer(stream, lineterminator="\n")
-    writer.writerow(CODECARBON_COLUMNS)
     # The session's columns and water factors, worked out once per session (by its
     # hardware, settings, host).
     sessions: dict[tuple[Any, ...], tuple[list[Any], WaterFactors]] = {}
+    count = 0
     for row in rows:
+        count += 1
         if "hardware" in row or "settings" in row:  # decoded by the caller: not cached
             template = _codecarbon_template(_session_fields(row, hardware))
             writer.writerow(_codecarbon_values(row, template))
@@ -274,3 +291,160 @@ def write_codecarbon(rows: Iterable[Row], hardware: Mapping[str, Any], stream: I
             fields = _session_fields(row, hardware)
             session = sessions[key] = (_codecarbon_template(fields), _water(row))
         writer.writerow(_codecarbon_values(row, *session))
+    return count
+
+
+# ---------------------------------------------------------------- the ledger's cells
+
+# The cell's columns a CodeCarbon row is made of, read a batch at a time.
+_CELL_SELECT = (
+    "c.session_id",
+    "c.ended_at",
+    "c.duration_s",
+    "c.emissions_g",
+    "c.energy_kwh",
+    "c.pue",
+    *(f"c.{component}_j" for component in COMPONENTS),
+    "coalesce(c.mode, '')",
+)
+# The columns worked out per cell; the others are the session's, the same for each of
+# its cells, written once per session as runs of fields between the cell's.
+_PER_CELL = (
+    "timestamp",
+    "duration",
+    "emissions",
+    "emissions_rate",
+    *(f"{component}_power" for component in COMPONENTS),
+    *(f"{component}_energy" for component in COMPONENTS),
+    "energy_consumed",
+    "water_consumed",
+    "tracking_mode",
+    "pue",
+)
+_PER_CELL_AT = sorted(_CC_AT[name] for name in _PER_CELL)
+# (start, end) of each run of the session's columns, in order.
+_SESSION_RUNS = [
+    (start, end)
+    for start, end in zip(
+        [-1, *_PER_CELL_AT], [*_PER_CELL_AT, len(CODECARBON_COLUMNS)], strict=True
+    )
+    if end > start + 1
+]
+
+
+class _SessionRuns(dict[int, tuple[tuple[str, ...], float, float]]):
+    """Session id: (the CSV text of each run of the session's columns, on-site WUE and
+    the grid's water, L/kWh), worked out as :func:`write_codecarbon` works them out,
+    when the session's first cell comes."""
+
+    def __init__(self, cells: LedgerCells, hardware: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.cells, self.hardware = cells, hardware
+
+    def __missing__(self, session_id: int) -> tuple[tuple[str, ...], float, float]:
+        row = self.cells.session_row(session_id)
+        values = _codecarbon_template(_session_fields(row, self.hardware))
+        values[_CC_PROJECT] = row.get("notebook_path") or "carbon_magic"
+        values[_CC_RUN] = _text(row.get("session_uuid"))
+        water = _water(row)
+        values[_CC_WUE] = water.wue_l_per_kwh
+        runs = tuple(
+            ",".join(map(csv_field, values[start + 1 : end])) for start, end in _SESSION_RUNS
+        )
+        found = self[session_id] = (runs, water.wue_l_per_kwh, water.grid_l_per_kwh or 0.0)
+        return found
+
+
+def write_codecarbon_cells(cells: LedgerCells, hardware: Mapping[str, Any], stream: IO[str]) -> int:
+    """CodeCarbon's ``emissions.csv`` of the ledger's ``cells``, the same bytes as
+    :func:`write_codecarbon` writes for them, a batch at a time, the arithmetic done by
+    numpy a column at a time (the same float operations, in the same order); returns
+    the number of cells written."""
+    import numpy  # when an export runs: the CLI's other commands start without it
+
+    stream.write(",".join(CODECARBON_COLUMNS) + "\n")
+    sessions = _SessionRuns(cells, hardware)
+    count = 0
+    try:
+        for batch, _ in cells.batches(_CELL_SELECT, with_parts=False):
+            count += len(batch)
+            with numpy.errstate(all="ignore"):  # inf and nan as Python makes them, silently
+                stream.write(_batch_text(cells, batch, sessions, hardware))
+    except sqlite3.OperationalError as error:
+        if "no such column" not in str(error) or count:
+            raise
+        return _write_rows(cells, hardware, stream)  # a ledger from before the columns
+    return count
+
+
+def _floats(values: tuple[Any, ...]) -> Any:
+    """A column as a numpy array of floats; None where a value is not a number."""
+    import numpy  # when an export runs: the CLI's other commands start without it
+
+    array = numpy.array(values)
+    if array.dtype == numpy.int64:
+        return array.astype(numpy.float64)
+    return array if array.dtype == numpy.float64 else None
+
+
+def _texts(array: Any) -> list[str]:
+    values = array.tolist()
+    texts = float_texts(values)
+    return texts if texts is not None else list(map(csv_field, values))
+
+
+def _batch_text(
+    cells: LedgerCells,
+    batch: list[tuple[Any, ...]],
+    sessions: _SessionRuns,
+    hardware: Mapping[str, Any],
+) -> str:
+    """The lines of one batch (rows ``(id, *_CELL_SELECT)``), as _codecarbon_values
+    makes them."""
+    import numpy  # when an export runs: the CLI's other commands start without it
+
+    columns = list(zip(*batch, strict=True))
+    numbers = [_floats(column) for column in columns[2 : 7 + len(COMPONENTS)]]
+    if any(array is None for array in numbers):  # NULL or text: the batch as dicts
+        return _dict_batch_text(cells, columns[0], hardware)
+    ended, duration, grams, kwh, pue, *joules = numbers
+    session_ids = columns[1]
+    found = [sessions[session_id] for session_id in session_ids]
+    pue = numpy.where(pue == 0.0, 1.0, pue)  # (pue or 0.0) or 1.0
+    kg = grams / 1000.0
+    positive = duration > 0
+    per_second = numpy.where(positive, duration, 1.0)
+    it_joules = numpy.zeros(len(batch))
+    fields: dict[str, Any] = {
+        "timestamp": utc_second_isos(columns[2]),
+        "duration": _texts(duration),
+        "emissions": _texts(kg),
+        "emissions_rate": _texts(numpy.where(positive, kg / per_second, 0.0)),
+        "energy_consumed": _texts(kwh),
+        "tracking_mode": csv_texts(columns[-1]),
+        "pue": _texts(pue),
+    }
+    for component, component_joules in zip(COMPONENTS, joules, strict=True):
+        it_joules = it_joules + component_joules
+        power = numpy.where(positive, component_joules / per_second, 0.0)
+        fields[f"{component}_power"] = _texts(power)
+        fields[f"{component}_energy"] = _texts(component_joules * pue / J_PER_KWH)
+    wue = numpy.array([session[1] for session in found], dtype=numpy.float64)
+    grid = numpy.array([session[2] for session in found], dtype=numpy.float64)
+    fields["water_consumed"] = _texts(wue * (it_joules / J_PER_KWH) + grid * kwh)
+    parts: list[Any] = []
+    run = 0
+    for at, name in enumerate(CODECARBON_COLUMNS):
+        if name in fields:
+            parts.append(fields[name])
+        elif at == 0 or CODECARBON_COLUMNS[at - 1] in fields:  # a run of the session's
+            parts.append([session[0][run] for session in found])
+            run += 1
+    return "\n".join(map(",".join, zip(*parts, strict=True))) + "\n"
+
+
+def _dict_batch_text(cells: LedgerCells, ids: Iterable[int], hardware: Mapping[str, Any]) -> str:
+    """The lines of the cells ``ids`` written as :func:`write_codecarbon` writes them."""
+    out = io.StringIO()
+    _write_rows(cells.rows_by_id(list(ids)), hardware, out)
+    return out.getvalue()

@@ -14,7 +14,8 @@ The parts, one job each:
   error kinds;
 - :mod:`~carbon_magic.ledger.rows`: Measurement ↔ ``cells`` row, session and heartbeat rows;
 - :mod:`~carbon_magic.ledger.read` and :mod:`~carbon_magic.ledger.cluster`: readers by
-  column name;
+  column name; :mod:`~carbon_magic.ledger.cell_stream`: the cells in batches, as dicts or
+  as tuples of SQL expressions, for exports;
 - :mod:`~carbon_magic.ledger.writer` (the public writer, a facade over its parts):
   :mod:`~carbon_magic.ledger.connection` (the file and its faults),
   :mod:`~carbon_magic.ledger.operations` (what callers queue, one frozen type each),
@@ -29,6 +30,7 @@ Units: times are UTC seconds since the epoch, energy in joules per component and
 
 from __future__ import annotations
 
+from carbon_magic.ledger.cell_stream import PART_COLUMNS, LedgerCells, iter_cells
 from carbon_magic.ledger.cluster import CLUSTER_SHARE_COLUMNS, read_cell_clusters
 from carbon_magic.ledger.connection import LedgerWarning
 from carbon_magic.ledger.housekeeping import HEARTBEAT_KEEP_S, KEEP_DAYS_MAX
@@ -39,7 +41,6 @@ from carbon_magic.ledger.read import (
     LOST_AFTER_S,
     cell_totals,
     heaviest_cells,
-    iter_cells,
     latest_heartbeat,
     ledger_problem,
     read_cells,
@@ -96,6 +97,8 @@ __all__ = [
     "default_ledger_path",
     "heaviest_cells",
     "iter_cells",
+    "LedgerCells",
+    "PART_COLUMNS",
     "import_waiting_journals",
     "latest_heartbeat",
     "ledger_problem",

@@ -10,17 +10,11 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-from carbon_magic.ledger.cluster import CLUSTER_SHARE_COLUMNS, with_cluster_share
-from carbon_magic.ledger.remote_calls import (
-    REMOTE_SHARE_COLUMNS,
-    remote_totals_in,
-    with_remote_share,
-)
+from carbon_magic.ledger.cluster import with_cluster_share
+from carbon_magic.ledger.remote_calls import remote_totals_in, with_remote_share
 from carbon_magic.ledger.sql import connect_readonly, query
 
 __all__ = [
@@ -29,7 +23,6 @@ __all__ = [
     "cell_filters",
     "cell_totals",
     "heaviest_cells",
-    "iter_cells",
     "latest_heartbeat",
     "ledger_problem",
     "read_cells",
@@ -112,80 +105,6 @@ def read_cells(
 
     rows = with_cluster_share(path_or_conn, query(path_or_conn, sql, params))
     return with_remote_share(query, path_or_conn, rows)
-
-
-def iter_cells(
-    conn: sqlite3.Connection, *, batch_rows: int = 500, **filters: Any
-) -> Iterator[dict[str, Any]]:
-    """The rows of :func:`read_cells` (``filters``: its keyword filters, no ``limit``),
-    each with its session's ``hardware_json`` and ``settings_json`` too, read
-    ``batch_rows`` at a time: memory stays the same however many cells match.
-
-    ``conn`` must stay open until the iteration ends. Raises as :func:`read_cells`."""
-
-    where, params = cell_filters(**filters)
-    # The session's columns are read once per session, not with every cell (five texts
-    # a cell cost more than the rest of its row); the join keeps the same cells.
-    cursor = conn.cursor()
-    cursor.row_factory = None  # plain tuples: a row is made into a dict once, below
-    try:
-        cursor.execute(f"SELECT c.* {_CELLS_FROM}{where} ORDER BY c.started_at, c.id", params)
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return
-        raise
-    # Every row has the cluster and remote share columns (None without a cluster or
-    # calls to hosted models), so rows all have the same keys.
-    no_parts = (None,) * (len(CLUSTER_SHARE_COLUMNS) + len(REMOTE_SHARE_COLUMNS))
-    cell_names = [column[0] for column in cursor.description]
-    names = [*cell_names, *_ITER_SESSION_COLUMNS, *CLUSTER_SHARE_COLUMNS, *REMOTE_SHARE_COLUMNS]
-    session_at, newest_of = cell_names.index("session_id"), itemgetter(cell_names.index("id"))
-    tails = _SessionTails(conn, no_parts)
-    # The cluster and remote parts are looked up only for batches that may have some:
-    # most ledgers have none, or only for their newer cells.
-    cluster_from = _lowest_ref(conn, "cell_clusters")
-    remote_from = _lowest_ref(conn, "cell_remote_calls")
-    while batch := cursor.fetchmany(batch_rows):
-        rows = [dict(zip(names, row + tails[row[session_at]], strict=True)) for row in batch]
-        newest = max(map(newest_of, batch))
-        if cluster_from is not None and newest >= cluster_from:
-            rows = with_cluster_share(conn, rows)
-        if remote_from is not None and newest >= remote_from:
-            rows = with_remote_share(query, conn, rows)
-        yield from rows
-
-
-# The session columns each row of iter_cells carries, after the cell's own.
-_ITER_SESSION_COLUMNS = ("session_uuid", "notebook_path", "host", "hardware_json", "settings_json")
-
-
-class _SessionTails(dict[int, tuple[Any, ...]]):
-    """Session id: the ``_ITER_SESSION_COLUMNS`` of the session, then ``no_parts``; each
-    session read when its first cell comes (it exists: the cell was joined to it)."""
-
-    def __init__(self, conn: sqlite3.Connection, no_parts: tuple[None, ...]) -> None:
-        super().__init__()
-        self.conn, self.no_parts = conn, no_parts
-
-    def __missing__(self, session_id: int) -> tuple[Any, ...]:
-        found = self.conn.execute(
-            f"SELECT {', '.join(_ITER_SESSION_COLUMNS)} FROM sessions WHERE id = ?",
-            (session_id,),
-        ).fetchone()
-        tail = self[session_id] = (*found, *self.no_parts)
-        return tail
-
-
-def _lowest_ref(conn: sqlite3.Connection, table: str) -> int | None:
-    """The lowest ``cell_ref`` in ``table`` (a table of parts of cells), None when it is
-    empty or absent (a ledger from before it)."""
-    try:
-        found = conn.execute(f"SELECT MIN(cell_ref) FROM {table}").fetchone()
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return None
-        raise
-    return None if found is None or found[0] is None else int(found[0])
 
 
 # The columns a report sums over cells (and the count), in the units of the ledger.
