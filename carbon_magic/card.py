@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from carbon_magic._version import __version__
+from carbon_magic.cell_rows import Row, row_hardware, row_methods, row_settings
 from carbon_magic.export_codecarbon import describe_gpus
 from carbon_magic.formatting import (
     format_duration,
@@ -24,7 +25,6 @@ from carbon_magic.formatting import (
     round_sig,
 )
 from carbon_magic.remote.describe import remote_totals
-from carbon_magic.report import Row, row_hardware, row_methods, row_settings
 
 _RANGE = re.compile(r"^(\d+)\s*(?:-\s*(\d+))?$")
 CELLS_FORMS = "execution counts separated by commas, with ranges, e.g. 3,5-8"

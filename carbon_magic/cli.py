@@ -155,7 +155,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from carbon_magic.report import plot_session, read_heartbeats, timeline_from_heartbeats
+    from carbon_magic.session_plot import plot_session, read_heartbeats, timeline_from_heartbeats
 
     path, rows = _read_rows(args)
     beats = read_heartbeats(

@@ -293,13 +293,13 @@ def cmd_report(session: KernelSession, options: argparse.Namespace) -> Any:
 )
 def cmd_plot(session: KernelSession, options: argparse.Namespace) -> Any:
     """``%carbon plot [--save PATH]``: returns the matplotlib Figure."""
-    from carbon_magic import report
+    from carbon_magic.session_plot import plot_session
 
     rows = _rows(session)
     if options.save is not None:
         _check_save_path(options.save)
     try:
-        figure = report.plot_session(session.tracker.timeline.points(), rows, save=options.save)
+        figure = plot_session(session.tracker.timeline.points(), rows, save=options.save)
     except (OSError, ValueError) as error:
         reason = error.strerror if isinstance(error, OSError) and error.strerror else error
         raise UsageError(f"%carbon plot: cannot save {options.save}: {reason}") from None

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from carbon_magic.cell_rows import Row
 from carbon_magic.export_codecarbon import write_codecarbon, write_codecarbon_cells
 from carbon_magic.export_flat import FLAT_COLUMNS, flat_record, write_flat, write_flat_cells
 from carbon_magic.export_json import write_json, write_json_cells
 from carbon_magic.export_target import resolve_target, write_to
 from carbon_magic.ledger import LedgerCells
-from carbon_magic.report import Row
 
 if TYPE_CHECKING:
     import pandas
@@ -29,13 +29,11 @@ __all__ = [
     "DEFAULT_FILE_NAMES",
     "DEFAULT_FORMAT",
     "EXPORT_FORMATS",
-    "FLAT_COLUMNS",
     "FORMATS",
     "ExportFormat",
     "describe_formats",
     "export_format",
     "export_records",
-    "flat_record",
     "to_dataframe",
     "write_export",
 ]

@@ -13,12 +13,12 @@ from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import IO, Any
 
+from carbon_magic.cell_rows import Row, row_hardware, row_settings
 from carbon_magic.export_json import GENERATOR
 from carbon_magic.export_text import csv_field, csv_texts, float_texts
 from carbon_magic.export_times import utc_parts, utc_second, utc_second_isos
 from carbon_magic.ledger import LedgerCells
 from carbon_magic.measurement import J_PER_KWH, is_gpu_key
-from carbon_magic.report import Row, row_hardware, row_settings
 from carbon_magic.vocabulary import COMPONENTS
 from carbon_magic.water import WaterFactors, water_factors
 

@@ -21,15 +21,9 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from carbon_magic.cell_rows import (
-    LABEL_WIDTH,
     Row,
-    row_devices,
     row_float,
-    row_hardware,
     row_label,
-    row_methods,
-    row_settings,
-    row_tag,
 )
 from carbon_magic.formatting import (
     format_duration,
@@ -39,33 +33,21 @@ from carbon_magic.formatting import (
 )
 from carbon_magic.ledger.read import CELL_SUM_COLUMNS
 from carbon_magic.remote.describe import add_remote_totals, describe_remote, remote_totals
-from carbon_magic.session_plot import plot_session, read_heartbeats, timeline_from_heartbeats
 
 __all__ = [
     "HEAVIEST_DEFAULT",
-    "LABEL_WIDTH",
     "SINCE_FORMS",
     "Report",
     "ReportRow",
     "ReportTotals",
-    "Row",
     "build_report",
     "heaviest_first",
     "heaviest_needed",
     "ledger_parts",
     "parse_since",
     "pending_note",
-    "plot_session",
-    "read_heartbeats",
     "report_from_totals",
-    "row_devices",
-    "row_hardware",
-    "row_label",
-    "row_methods",
-    "row_settings",
-    "row_tag",
     "sum_cells",
-    "timeline_from_heartbeats",
 ]
 
 HEAVIEST_DEFAULT = 3  # cells counted in "the N heaviest cells" when --top is not given

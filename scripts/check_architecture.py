@@ -1,5 +1,7 @@
 """Check the package's shape from its source (no import of it): no import circles, no
-module over the line limit, no ``settings: Any`` at a seam.
+module over the line limit, no ``settings: Any`` at a seam, no module (other than a
+package's ``__init__``, its public face) listing in ``__all__`` names it only imports:
+each name has one address.
 
 An import is any ``import``/``from ... import`` anywhere in a module: at the top, inside
 a function (lazy imports still tie the modules together) or under ``TYPE_CHECKING``. A
@@ -110,6 +112,23 @@ def untyped_settings(path: Path) -> Iterator[int]:
                 yield node.lineno
 
 
+def reexported(path: Path) -> list[str]:
+    """Names a module lists in ``__all__`` but imports from elsewhere (none for a
+    package's ``__init__``, which presents its submodules' names)."""
+    if path.name == "__init__.py":
+        return []
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    imported: set[str] = set()
+    listed: list[str] = []
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            imported.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.Assign) and isinstance(node.value, (ast.List, ast.Tuple)):
+            if any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
+                listed = [e.value for e in node.value.elts if isinstance(e, ast.Constant)]
+    return [name for name in listed if name in imported]
+
+
 def problems(root: Path) -> list[str]:
     """Everything wrong with the package's shape under ``root``, one line each."""
     known = modules(root)
@@ -124,6 +143,8 @@ def problems(root: Path) -> list[str]:
             found.append(f"{path.relative_to(root)}: {lines} lines (at most {MAX_LINES})")
         for line in untyped_settings(path):
             found.append(f"{path.relative_to(root)}:{line}: settings annotated Any")
+        for alias in reexported(path):
+            found.append(f"{path.relative_to(root)}: re-exports {alias} (import it from its home)")
     for part in cycles(graph):
         edges = [f"{a} -> {b}" for a in part for b in sorted(graph[a]) if b in part]
         found.append("import circle: " + "; ".join(edges))

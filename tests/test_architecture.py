@@ -1,6 +1,6 @@
 """The package's shape, checked from its source by scripts/check_architecture.py: no
 import circle (imports inside functions and under TYPE_CHECKING count), no module over
-500 lines, no ``settings: Any`` at a seam."""
+500 lines, no ``settings: Any`` at a seam, no name re-exported from an old address."""
 
 from __future__ import annotations
 
@@ -47,11 +47,17 @@ def test_the_check_finds_circles_long_modules_and_untyped_settings(tmp_path):
     write(tmp_path, "wing/part.py", "from carbon_magic.wing import y\nx = 1\n")
     write(tmp_path, "long.py", "x = 1\n" * 501)
     write(tmp_path, "seam.py", "from typing import Any\n\n\ndef g(settings: Any) -> None: ...\n")
+    # A module handing on a name it imports; a package's __init__ may.
+    write(
+        tmp_path, "old_home.py", "from carbon_magic.clean import z\n__all__ = ['z', 'w']\nw = 1\n"
+    )
+    write(tmp_path, "face/__init__.py", "from carbon_magic.clean import z\n__all__ = ['z']\n")
     problems = checker.problems(tmp_path)
     assert sorted(problems) == sorted(
         [
             "carbon_magic/long.py: 501 lines (at most 500)",
             "carbon_magic/seam.py:4: settings annotated Any",
+            "carbon_magic/old_home.py: re-exports z (import it from its home)",
             "import circle: carbon_magic.lazy -> carbon_magic.typed; "
             "carbon_magic.typed -> carbon_magic.lazy",
             "import circle: carbon_magic.wing -> carbon_magic.wing.part; "

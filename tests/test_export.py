@@ -9,7 +9,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from carbon_magic.export import FLAT_COLUMNS, export_records, to_dataframe
+from carbon_magic.export import export_records, to_dataframe
+from carbon_magic.export_flat import FLAT_COLUMNS
 from carbon_magic.export_json import read_json_records
 from carbon_magic.water import grid_water_intensity
 from tests.test_report import make_row
@@ -203,8 +204,8 @@ EDGE_TIMES = [
 
 @pytest.mark.parametrize("moment", EDGE_TIMES)
 def test_exported_times_are_those_of_datetime(moment):
-    from carbon_magic.export import flat_record
     from carbon_magic.export_codecarbon import codecarbon_record
+    from carbon_magic.export_flat import flat_record
 
     row = make_row(1, 2.0, started_at=moment, duration_s=0.0)
     expected = datetime.fromtimestamp(moment, tz=timezone.utc)

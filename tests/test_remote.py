@@ -304,7 +304,7 @@ def recorded_rows(tmp_path):
 
 
 def test_exports_carry_the_remote_columns_apart(tmp_path):
-    from carbon_magic.export import FLAT_COLUMNS, flat_record
+    from carbon_magic.export_flat import FLAT_COLUMNS, flat_record
     from carbon_magic.export_json import json_record
 
     rows = recorded_rows(tmp_path)

@@ -6,13 +6,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from carbon_magic.report import (
-    build_report,
-    parse_since,
-    plot_session,
-    read_heartbeats,
-    timeline_from_heartbeats,
-)
+from carbon_magic.report import build_report, parse_since
+from carbon_magic.session_plot import plot_session, read_heartbeats, timeline_from_heartbeats
 from carbon_magic.timeline import TimelinePoint
 
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
