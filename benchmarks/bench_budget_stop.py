@@ -30,7 +30,7 @@ from tests.kernels import Kernel  # noqa: E402
 
 SETUP = r"""
 import json, socket, statistics, time
-import carbon_magic.budget as _budget
+import carbon_magic.kernel.budget as _budget
 _first_over = []
 _exceeded = _budget.Budget.exceeded
 def _recording_exceeded(self, m):

@@ -99,7 +99,7 @@ def cell_latency(
                     timeout=180,
                 )
             kernel.execute(
-                "from carbon_magic.magics import current_magics\n"
+                "from carbon_magic.kernel.magics import current_magics\n"
                 "assert current_magics().session.cluster_reader.wait_ready(120)",
                 timeout=180,
             )
@@ -191,7 +191,7 @@ def idle_cost(idle_s: float) -> None:
             kernel.execute("%load_ext carbon_magic")
             kernel.execute(
                 f"from distributed import Client\nclient = Client({address!r})\n"
-                "from carbon_magic.magics import current_magics\n"
+                "from carbon_magic.kernel.magics import current_magics\n"
                 "assert current_magics().session.cluster_reader.wait_ready(60)",
                 timeout=180,
             )

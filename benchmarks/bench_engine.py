@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 
-from carbon_magic.wake import IDLE_TICK_S
+from carbon_magic.engine.wake import IDLE_TICK_S
 
 COLD_START = r"""
 import time
@@ -326,7 +326,7 @@ def bench_busy(seconds: float, vs_codecarbon: bool) -> None:
 def bench_timeline_memory(ticks: int) -> None:
     import psutil
 
-    from carbon_magic.timeline import Timeline
+    from carbon_magic.engine.timeline import Timeline
 
     process = psutil.Process()
     timeline = Timeline()

@@ -18,9 +18,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from carbon_magic.engine.measurement import Measurement
 from carbon_magic.ledger import Ledger, cell_row, latest_heartbeat, read_cells
 from carbon_magic.ledger.tables import INSERT_CELL
-from carbon_magic.measurement import Measurement
 
 TARGET_INSERT_MS = 1.0
 TARGET_LOCKED_MS = 100.0

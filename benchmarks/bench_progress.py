@@ -25,9 +25,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from tqdm import tqdm  # noqa: E402
 
-from carbon_magic.prediction import CellForecast  # noqa: E402
+from carbon_magic.engine.tracker import Tracker  # noqa: E402
+from carbon_magic.kernel.prediction import CellForecast  # noqa: E402
 from carbon_magic.settings import Settings  # noqa: E402
-from carbon_magic.tracker import Tracker  # noqa: E402
 
 
 def update_loop(n: int) -> float:

@@ -20,7 +20,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from carbon_magic.measurement import Measurement  # noqa: E402
+from carbon_magic.engine.measurement import Measurement  # noqa: E402
 from carbon_magic.remote import RemoteCollector  # noqa: E402
 from carbon_magic.remote.calls import CALL_LOG, RemoteCall  # noqa: E402
 from carbon_magic.remote.targets import TARGETS  # noqa: E402

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 from carbon_magic._version import __version__
 
 if TYPE_CHECKING:
-    from carbon_magic.measurement import Measurement
-    from carbon_magic.tracker import Tracker
+    from carbon_magic.engine.measurement import Measurement
+    from carbon_magic.engine.tracker import Tracker
 
 __all__ = [
     "__version__",
@@ -36,7 +36,7 @@ __all__ = [
 
 def get_tracker() -> Tracker:
     """The process's one tracker (created on first use, not started)."""
-    from carbon_magic.tracker import get_tracker as _get_tracker
+    from carbon_magic.engine.tracker import get_tracker as _get_tracker
 
     return _get_tracker()
 
@@ -57,7 +57,7 @@ def measure(name: str = "block", *, record: bool = True) -> Iterator[Measurement
             yield measurement
     finally:
         if record and measurement is not None:
-            from carbon_magic.recorder import record_window
+            from carbon_magic.kernel.recorder import record_window
 
             record_window(measurement)
 
@@ -66,7 +66,7 @@ def progress(fraction: float) -> None:
     """Tell the running cell how far it has got (0 to 1), for loops without a tqdm bar:
     ``carbon_magic.progress(i / n)``. Its predicted total follows. ``ValueError`` for
     anything outside 0..1; nothing changes then."""
-    from carbon_magic.cell_progress import progress as _progress
+    from carbon_magic.kernel.cell_progress import progress as _progress
 
     _progress(fraction)
 
@@ -90,14 +90,14 @@ def current_settings() -> dict[str, Any]:
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext carbon_magic``: start the tracker, register the magics, record cells."""
-    from carbon_magic.magics import load
+    from carbon_magic.kernel.magics import load
 
     load(ipython)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
     """``%unload_ext carbon_magic``: stop recording and stop the tracker."""
-    from carbon_magic.magics import unload
+    from carbon_magic.kernel.magics import unload
 
     unload(ipython)
 

@@ -123,7 +123,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from carbon_magic.ledger import connect_readonly
-    from carbon_magic.report import ledger_parts, report_from_totals
+    from carbon_magic.reports.report import ledger_parts, report_from_totals
 
     connection = connect_readonly(_existing_ledger(args))
     try:
@@ -138,8 +138,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from carbon_magic.export import write_export
     from carbon_magic.ledger import connect_readonly, iter_cells
+    from carbon_magic.reports.export import write_export
 
     connection = connect_readonly(_existing_ledger(args))
     try:
@@ -155,7 +155,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from carbon_magic.session_plot import plot_session, read_heartbeats, timeline_from_heartbeats
+    from carbon_magic.reports.session_plot import (
+        plot_session,
+        read_heartbeats,
+        timeline_from_heartbeats,
+    )
 
     path, rows = _read_rows(args)
     beats = read_heartbeats(
@@ -176,7 +180,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``carbon-magic`` (subcommands with their own ``--help``)."""
     from carbon_magic import command_options as shared
-    from carbon_magic import export as export_formats
+    from carbon_magic.reports import export as export_formats
 
     parser = argparse.ArgumentParser(
         prog=PROG,

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from carbon_magic.export import DEFAULT_FORMAT, FORMATS
-from carbon_magic.report import parse_since
+from carbon_magic.reports.export import DEFAULT_FORMAT, FORMATS
+from carbon_magic.reports.report import parse_since
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from carbon_magic._version import __version__
+from carbon_magic.kernel.scope_budgets import ScopeBudgets, budget_lines
 from carbon_magic.ledger.paths import LEDGER_ENV
-from carbon_magic.scope_budgets import ScopeBudgets, budget_lines
 
 # The environment variable naming the ledger file (the CLI's default for --ledger).
 
@@ -40,8 +40,8 @@ def machine_status(ledger_path: Path, notebook_path: str | None = None) -> dict[
     when not), ``hardware``, ``ledger`` (path, exists), ``gpu_device``, ``notices``.
     Raises ``ValueError`` for a bad ``CARBON_MAGIC_*`` environment variable.
     """
+    from carbon_magic.engine.tracker import Tracker
     from carbon_magic.settings import Settings
-    from carbon_magic.tracker import Tracker
 
     settings = Settings()
     tracker = Tracker(settings)

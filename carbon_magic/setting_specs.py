@@ -37,7 +37,7 @@ def _cloud_region(value: Any) -> str:
 
 def _scope_budget(value: Any) -> str:
     """A notebook or day cap, kept as its text, checked the way ``--budget`` is."""
-    from carbon_magic.budget import parse_budget
+    from carbon_magic.kernel.budget import parse_budget
 
     return parse_budget(str(value)).text
 

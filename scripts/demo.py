@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
 
-    from carbon_magic.report import build_report
+    from carbon_magic.reports.report import build_report
 
     try:
         rows = session_rows(ledger, kernel_id)

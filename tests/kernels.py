@@ -112,4 +112,4 @@ class Kernel:
 # Run in a kernel before a cell that reads ``%carbon report``'s text: the cell then waits
 # for the whole report instead of showing a placeholder after REPORT_WAIT_S, which a
 # loaded test machine can exceed even for a small ledger.
-WAIT_FOR_REPORTS = "import carbon_magic.report_run as _rr\n_rr.REPORT_WAIT_S = 30\n"
+WAIT_FOR_REPORTS = "import carbon_magic.kernel.report_run as _rr\n_rr.REPORT_WAIT_S = 30\n"

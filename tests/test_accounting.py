@@ -1,7 +1,7 @@
 import pytest
 
-from carbon_magic import accounting
 from carbon_magic.cpu_model import power as cpu_power
+from carbon_magic.engine import accounting
 from carbon_magic.vocabulary import COMPONENTS
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from carbon_magic import accounting
+from carbon_magic.engine import accounting
 from carbon_magic.sensors.amdsmi import WRAP_32_BITS, AmdSmiSensor, visible_indices
 from carbon_magic.sensors.base import MEASURED, MODELLED
 

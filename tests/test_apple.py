@@ -8,11 +8,11 @@ from dataclasses import dataclass
 
 import pytest
 
-from carbon_magic.measurement import is_gpu_key
+from carbon_magic.engine.measurement import is_gpu_key
+from carbon_magic.engine.tracker import Tracker
 from carbon_magic.sensors import detect
 from carbon_magic.sensors.apple import AppleSoc, AppleSource, is_apple_silicon
 from carbon_magic.settings import Settings
-from carbon_magic.tracker import Tracker
 
 
 @dataclass
@@ -160,8 +160,8 @@ def test_tracker_on_apple_silicon_measures_cpu_gpu_and_dram(tmp_path) -> None:
 
 
 def test_embodied_emissions_count_the_gpu_not_the_neural_engine() -> None:
-    from carbon_magic import accounting
-    from carbon_magic.tick_attribution import RawCounters, TickAttributor
+    from carbon_magic.engine import accounting
+    from carbon_magic.engine.tick_attribution import RawCounters, TickAttributor
     from tests.sources import CounterSource
 
     gpu = CounterSource("apple", "gpu", ("apple:gpu", "apple:ane"), vendor="apple")

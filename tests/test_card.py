@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from carbon_magic.card import model_card, parse_cells
+from carbon_magic.reports.card import model_card, parse_cells
 from tests.test_report import make_row
 
 try:

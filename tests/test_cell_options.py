@@ -9,10 +9,10 @@ import time
 import pytest
 from IPython.core.error import UsageError
 
-from carbon_magic.budget import parse_budget
-from carbon_magic.cell_options import parse_options
-from carbon_magic.cell_runner import first_line
-from carbon_magic.interrupt import BudgetExceeded, BudgetStop
+from carbon_magic.kernel.budget import parse_budget
+from carbon_magic.kernel.cell_options import parse_options
+from carbon_magic.kernel.cell_runner import first_line
+from carbon_magic.kernel.interrupt import BudgetExceeded, BudgetStop
 from carbon_magic.redact import redact_secrets
 
 

@@ -21,9 +21,9 @@ NOTEBOOKS = {"kernel-a": "work/a.ipynb", "kernel-b": "work/b.ipynb"}
 @pytest.fixture(scope="module")
 def ledger_path(tmp_path_factory):
     """A ledger written by the real Ledger with cells measured by a real Tracker."""
+    from carbon_magic.engine.tracker import Tracker
     from carbon_magic.ledger import Ledger
     from carbon_magic.settings import Settings
-    from carbon_magic.tracker import Tracker
 
     folder = tmp_path_factory.mktemp("ledger")
     path = folder / "ledger.sqlite3"
@@ -229,8 +229,8 @@ def test_export_codecarbon_then_refuse_then_force(env, ledger_path, tmp_path):
 
 
 def test_export_json_round_trips(env, ledger_path, tmp_path):
-    from carbon_magic.export_json import read_json_records
     from carbon_magic.ledger import measurement_from_row
+    from carbon_magic.reports.export_json import read_json_records
 
     result = run(env, "export", tmp_path, "--format", "json", "--ledger", ledger_path)
     assert result.returncode == 0, result.stderr

@@ -18,7 +18,7 @@ from .kernels import Kernel
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(300)]
 
 LAST = (
-    "import json as _json\nfrom carbon_magic.magics import current_magics as _cm\n"
+    "import json as _json\nfrom carbon_magic.kernel.magics import current_magics as _cm\n"
     "print(_json.dumps(_cm().session.last.to_dict()))"
 )
 # Burns CPU seconds of its own thread (not wall seconds: the test machine is shared).
@@ -30,7 +30,7 @@ BURN = (
     "        pass\n"
     "    return seconds\n"
 )
-READY = "from carbon_magic.magics import current_magics\nassert current_magics().session.cluster_reader.wait_ready(60)"
+READY = "from carbon_magic.kernel.magics import current_magics\nassert current_magics().session.cluster_reader.wait_ready(60)"
 
 
 def calibrated_model() -> dict[str, str]:

@@ -6,8 +6,8 @@ import pytest
 
 from carbon_magic.cluster.combine import add_cluster, cluster_figures, describe, unmeasurable
 from carbon_magic.cluster.identity import ProcessIdentity, covered_by, host_id
+from carbon_magic.engine.measurement import Measurement
 from carbon_magic.grid.base import Intensity
-from carbon_magic.measurement import Measurement
 
 KERNEL = ProcessIdentity("hostA", "a", 100, 7, (1,))
 

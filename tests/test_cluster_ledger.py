@@ -6,9 +6,9 @@ import sqlite3
 
 import pytest
 
+from carbon_magic.engine.measurement import Measurement
 from carbon_magic.ledger import CLUSTER_SHARE_COLUMNS, Ledger, read_cell_clusters, read_cells
 from carbon_magic.ledger import schema as ledger_schema
-from carbon_magic.measurement import Measurement
 
 CLUSTER = {
     "hosts": {
@@ -166,9 +166,9 @@ def test_metrics_show_the_cluster_share(tmp_path):
 
 
 def test_report_export_and_panel_show_the_cluster_apart(tmp_path):
-    from carbon_magic.export_flat import flat_record
-    from carbon_magic.panel import panel_html, text_summary
-    from carbon_magic.report import build_report
+    from carbon_magic.kernel.panel import panel_html, text_summary
+    from carbon_magic.reports.export_flat import flat_record
+    from carbon_magic.reports.report import build_report
 
     path = tmp_path / "ledger.sqlite3"
     fanned = Measurement(
@@ -217,9 +217,9 @@ def test_iter_cells_adds_the_cluster_part_in_every_batch_that_has_one(tmp_path, 
 def test_a_ray_part_is_carried_like_a_dask_part(tmp_path):
     """The engine and why a part is partial reach the ledger, the report, the export and
     the panel line (Ray counts nodes); a file of version 5 gains the columns."""
-    from carbon_magic.export_flat import flat_record
-    from carbon_magic.panel import text_summary
-    from carbon_magic.report import build_report
+    from carbon_magic.kernel.panel import text_summary
+    from carbon_magic.reports.export_flat import flat_record
+    from carbon_magic.reports.report import build_report
 
     path = tmp_path / "ledger.sqlite3"
     ray_cell = Measurement(

@@ -56,7 +56,7 @@ def on(port, seconds):
     return burn_on.options(scheduling_strategy=strategy).remote(seconds)
 """
 READY = (
-    "from carbon_magic.magics import current_magics\n"
+    "from carbon_magic.kernel.magics import current_magics\n"
     "assert current_magics().session.cluster_reader.wait_ready(120), current_magics().session.cluster_reader.notices"
 )
 
@@ -258,7 +258,7 @@ def test_a_ray_without_the_needed_api_marks_the_cluster_part_partial(cluster, ke
     )
     ready = ok(
         kernel.execute(
-            "from carbon_magic.magics import current_magics\n"
+            "from carbon_magic.kernel.magics import current_magics\n"
             "print(current_magics().session.cluster_reader.wait_ready(60))"
         )
     )

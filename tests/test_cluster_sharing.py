@@ -14,7 +14,7 @@ from distributed.protocol.pickle import dumps
 from carbon_magic.cluster import dask_plugins as plugins
 from carbon_magic.cluster.agent import MAX_TRACKERS, CounterAgent
 from carbon_magic.cluster.identity import ProcessIdentity, this_process
-from carbon_magic.wake import IDLE_TICK_S
+from carbon_magic.engine.wake import IDLE_TICK_S
 
 # A kernel on another machine: it never counts this process itself.
 ELSEWHERE = ProcessIdentity("elsewhere", "far", 1, 1, ()).to_dict()

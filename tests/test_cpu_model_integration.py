@@ -10,13 +10,13 @@ import time as real_time
 
 import pytest
 
-from carbon_magic import tracker as tracker_module
 from carbon_magic.cpu_model import power as cpu_power
 from carbon_magic.cpu_model.curves import families
+from carbon_magic.engine import tracker as tracker_module
+from carbon_magic.engine.tracker import Tracker
 from carbon_magic.sensors import Sensors
 from carbon_magic.sensors.models import ModelledCpu, ModelledRam
 from carbon_magic.settings import Settings
-from carbon_magic.tracker import Tracker
 
 AMD_ZEN = families()["amd-zen"]
 

@@ -9,10 +9,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from carbon_magic.export import export_records, to_dataframe
-from carbon_magic.export_flat import FLAT_COLUMNS
-from carbon_magic.export_json import read_json_records
-from carbon_magic.water import grid_water_intensity
+from carbon_magic.engine.water import grid_water_intensity
+from carbon_magic.reports.export import export_records, to_dataframe
+from carbon_magic.reports.export_flat import FLAT_COLUMNS
+from carbon_magic.reports.export_json import read_json_records
 from tests.test_report import make_row
 
 # CodeCarbon's emissions.csv header, written out here rather than imported, so that a
@@ -204,8 +204,8 @@ EDGE_TIMES = [
 
 @pytest.mark.parametrize("moment", EDGE_TIMES)
 def test_exported_times_are_those_of_datetime(moment):
-    from carbon_magic.export_codecarbon import codecarbon_record
-    from carbon_magic.export_flat import flat_record
+    from carbon_magic.reports.export_codecarbon import codecarbon_record
+    from carbon_magic.reports.export_flat import flat_record
 
     row = make_row(1, 2.0, started_at=moment, duration_s=0.0)
     expected = datetime.fromtimestamp(moment, tz=timezone.utc)
@@ -255,9 +255,9 @@ def test_a_failed_write_leaves_no_file(tmp_path):
 
 def measured_ledger_rows(tmp_path):
     """Cells measured by a real tracker, stored by the real Ledger, read back."""
+    from carbon_magic.engine.tracker import Tracker
     from carbon_magic.ledger import Ledger, read_cells
     from carbon_magic.settings import Settings
-    from carbon_magic.tracker import Tracker
 
     tracker = Tracker(Settings(environ={}))
     tracker.settings.update(country="FR", powercap_root=str(tmp_path / "no-rapl"))

@@ -18,14 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from carbon_magic import export_text
-from carbon_magic.export import export_records, write_export
-from carbon_magic.export_flat import FLAT_COLUMNS, flat_record
-from carbon_magic.export_text import csv_field, csv_texts, float_texts
-from carbon_magic.export_times import utc_iso, utc_isos
+from carbon_magic.engine.measurement import Measurement
 from carbon_magic.ledger import Ledger, connect_readonly, iter_cells, read_cells
 from carbon_magic.ledger.remote_calls import CALL_FIELDS, summarise_rows
-from carbon_magic.measurement import Measurement
+from carbon_magic.reports import export_text
+from carbon_magic.reports.export import export_records, write_export
+from carbon_magic.reports.export_flat import FLAT_COLUMNS, flat_record
+from carbon_magic.reports.export_text import csv_field, csv_texts, float_texts
+from carbon_magic.reports.export_times import utc_iso, utc_isos
 from tests.test_cluster_ledger import CLUSTER, RAY_CLUSTER
 
 GENERATOR = Path(__file__).parents[1] / "benchmarks" / "make_old_ledger.py"
@@ -201,7 +201,7 @@ def test_flat_csv_of_the_ledgers_cells_is_the_plain_writers(ledgers, tmp_path, k
 @pytest.mark.parametrize("kind", ["new", "old"])
 @pytest.mark.parametrize("fmt", ["csv", "json", "codecarbon"])
 def test_the_same_bytes_without_orjson(ledgers, tmp_path, kind, fmt, monkeypatch):
-    from carbon_magic import export_json
+    from carbon_magic.reports import export_json
 
     with_orjson, _ = exported(ledgers[kind], tmp_path, fmt, 500)
     monkeypatch.setattr(export_text, "orjson", None)
@@ -303,7 +303,7 @@ def test_csv_texts_are_csv_writers_fields():
 
 
 def test_only_what_sqlite_cannot_join_is_written_one_dict_at_a_time(ledgers, tmp_path, monkeypatch):
-    from carbon_magic import export_flat
+    from carbon_magic.reports import export_flat
 
     expected = reference_csv(ledgers["new"])
     one_at_a_time = []
@@ -331,7 +331,7 @@ def test_json_and_codecarbon_write_no_cell_of_a_plain_ledger_one_dict_at_a_time(
 ):
     import importlib
 
-    target = importlib.import_module(f"carbon_magic.{module}")
+    target = importlib.import_module(f"carbon_magic.reports.{module}")
     expected = export_records(
         read_cells_with_sessions(ledgers["new"]), tmp_path / f"plain.{fmt}", fmt=fmt
     ).read_text("utf-8")

@@ -14,7 +14,7 @@ import threading
 
 import pytest
 
-from carbon_magic.export import export_records, write_export
+from carbon_magic.reports.export import export_records, write_export
 from tests.test_cli import assert_one_line_error, env, ledger_path, run  # noqa: F401
 from tests.test_report import make_row
 

@@ -2,10 +2,10 @@
 
 import pytest
 
+from carbon_magic.engine.tracker import Tracker
 from carbon_magic.grid import PROVIDERS, make_provider, provider_settings
 from carbon_magic.setting_specs import setting_names
 from carbon_magic.settings import Settings, parse_setting
-from carbon_magic.tracker import Tracker
 
 
 def test_every_setting_a_provider_reads_is_a_real_setting():

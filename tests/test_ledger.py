@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from carbon_magic import ledger as ledger_module
+from carbon_magic.engine.measurement import Measurement
 from carbon_magic.ledger import (
     SCHEMA_VERSION,
     Ledger,
@@ -32,7 +33,6 @@ from carbon_magic.ledger import (
 )
 from carbon_magic.ledger import schema as ledger_schema
 from carbon_magic.ledger import store as ledger_store
-from carbon_magic.measurement import Measurement
 
 T0 = datetime(2024, 5, 17, 9, 30, 12, 345678, tzinfo=timezone.utc)
 
@@ -683,7 +683,7 @@ WORKER = r"""
 import os, signal, sys, time, warnings
 from datetime import datetime, timedelta, timezone
 from carbon_magic.ledger import Ledger
-from carbon_magic.measurement import Measurement
+from carbon_magic.engine.measurement import Measurement
 
 path, uuid, n, action = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 warnings.simplefilter("error")  # a LedgerWarning (locked, ...) fails this worker

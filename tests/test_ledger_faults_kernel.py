@@ -162,9 +162,9 @@ def test_the_kernel_keeps_a_bounded_number_of_records_and_the_ledger_all(tmp_pat
     try:
         kernel.execute("%load_ext carbon_magic")
         run = kernel.execute(
-            "from carbon_magic.kernel_session import RECORDS_KEPT\n"
-            "from carbon_magic.magics import current_magics\n"
-            "from carbon_magic.measurement import Measurement\n"
+            "from carbon_magic.kernel.kernel_session import RECORDS_KEPT\n"
+            "from carbon_magic.kernel.magics import current_magics\n"
+            "from carbon_magic.engine.measurement import Measurement\n"
             "_m = current_magics().session\n"
             "for _i in range(RECORDS_KEPT + 500):\n"
             "    _m.record(Measurement(name=f'n{_i}', duration_s=0.01), via='api')\n"

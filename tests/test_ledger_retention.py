@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from carbon_magic.engine.measurement import Measurement
 from carbon_magic.ledger import (
     CELL_CLUSTER_COLUMNS,
     CELL_COLUMNS,
@@ -26,7 +27,6 @@ from carbon_magic.ledger import (
     read_sessions,
 )
 from carbon_magic.ledger import retention as ledger_retention
-from carbon_magic.measurement import Measurement
 from carbon_magic.settings import Settings, parse_setting
 
 DAY_S = 86400.0

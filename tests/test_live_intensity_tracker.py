@@ -5,8 +5,8 @@ import time
 import pytest
 
 from carbon_magic import ledger as ledger_module
+from carbon_magic.engine.tracker import Tracker
 from carbon_magic.settings import Settings
-from carbon_magic.tracker import Tracker
 
 from .fake_grid_apis import FakeUKGrid
 from .kernels import WAIT_FOR_REPORTS, Kernel

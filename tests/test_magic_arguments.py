@@ -3,10 +3,10 @@
 import pytest
 from IPython.core.error import UsageError
 
-from carbon_magic import export
-from carbon_magic.argparsing import HelpShown, parse_words
-from carbon_magic.commands import SUBCOMMANDS
-from carbon_magic.magics import CarbonMagics
+from carbon_magic.kernel.argparsing import HelpShown, parse_words
+from carbon_magic.kernel.commands import SUBCOMMANDS
+from carbon_magic.kernel.magics import CarbonMagics
+from carbon_magic.reports import export
 
 from .kernels import Kernel
 
@@ -93,7 +93,7 @@ def test_help_and_bad_format_in_a_real_kernel(tmp_path):
 
 
 def test_a_unit_given_apart_from_its_number_is_named_with_the_fix():
-    from carbon_magic.cell_options import parse_options
+    from carbon_magic.kernel.cell_options import parse_options
 
     with pytest.raises(UsageError) as raised:
         parse_options("--budget 5 grams")
@@ -106,7 +106,7 @@ def test_a_unit_given_apart_from_its_number_is_named_with_the_fix():
 
 
 def test_the_cell_magic_and_its_line_parser_share_one_option_declaration():
-    from carbon_magic.cell_options import CELL_ARGUMENTS, cell_parser
+    from carbon_magic.kernel.cell_options import CELL_ARGUMENTS, cell_parser
 
     usage = cell_parser().format_usage()
     assert usage == CarbonMagics.carbon.parser.format_usage()

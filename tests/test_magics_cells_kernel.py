@@ -195,7 +195,7 @@ def test_conflicting_environment_names_variables_and_load_works_once_fixed(ledge
 
 def test_a_fault_on_the_cells_path_is_one_line_once(kernel):
     kernel.execute(
-        "import carbon_magic.tracker as _tracker\n_end = _tracker.Tracker.end\n"
+        "import carbon_magic.engine.tracker as _tracker\n_end = _tracker.Tracker.end\n"
         "def _broken_end(*args, **kwargs):\n    raise RuntimeError('end broke')"
     )
     try:

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from carbon_magic import ledger as ledger_module
-from carbon_magic.recorder import HEARTBEAT_MIN_S
+from carbon_magic.kernel.recorder import HEARTBEAT_MIN_S
 
 from .kernels import Kernel
 
@@ -446,7 +446,7 @@ def test_loaded_from_ipython_config(tmp_path, ledger_path):
 def test_tracker_faults_never_break_a_cell(kernel):
     kernel.execute("%load_ext carbon_magic")
     kernel.execute(
-        "import carbon_magic.panel as _panel, carbon_magic.tracker as _tracker\n"
+        "import carbon_magic.kernel.panel as _panel, carbon_magic.engine.tracker as _tracker\n"
         "def _boom(*args, **kwargs):\n"
         "    raise RuntimeError('panel broke')\n"
         "_panel.Panel.show = _boom"

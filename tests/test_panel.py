@@ -6,9 +6,10 @@ import re
 
 import pytest
 
-from carbon_magic.budget import parse_budget
-from carbon_magic.measurement import Measurement
-from carbon_magic.panel import (
+from carbon_magic.engine.measurement import Measurement
+from carbon_magic.engine.timeline import Timeline
+from carbon_magic.kernel.budget import parse_budget
+from carbon_magic.kernel.panel import (
     budget_bar_html,
     cap_level,
     caps_html,
@@ -16,8 +17,7 @@ from carbon_magic.panel import (
     sparkline_svg,
     window_power,
 )
-from carbon_magic.scope_budgets import ScopeState
-from carbon_magic.timeline import Timeline
+from carbon_magic.kernel.scope_budgets import ScopeState
 
 
 def points_of(svg: str) -> list[tuple[float, float]]:

@@ -5,11 +5,17 @@ import random
 
 import pytest
 
-from carbon_magic.budget import parse_budget
-from carbon_magic.cell_progress import ProgressReading
-from carbon_magic.measurement import Measurement
-from carbon_magic.panel import panel_html
-from carbon_magic.prediction import DEFAULT_SPREAD, MIN_SPREAD, Prediction, Predictor, format_eta
+from carbon_magic.engine.measurement import Measurement
+from carbon_magic.kernel.budget import parse_budget
+from carbon_magic.kernel.cell_progress import ProgressReading
+from carbon_magic.kernel.panel import panel_html
+from carbon_magic.kernel.prediction import (
+    DEFAULT_SPREAD,
+    MIN_SPREAD,
+    Prediction,
+    Predictor,
+    format_eta,
+)
 
 T0 = 1_700_000_000.0
 

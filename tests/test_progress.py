@@ -7,8 +7,8 @@ import time
 import pytest
 
 import carbon_magic
-from carbon_magic import cell_progress as progress_module
-from carbon_magic.cell_progress import clear_progress, read_progress
+from carbon_magic.kernel import cell_progress as progress_module
+from carbon_magic.kernel.cell_progress import clear_progress, read_progress
 
 tqdm = pytest.importorskip("tqdm")
 from tqdm import tqdm as bar_class  # noqa: E402

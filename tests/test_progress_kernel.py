@@ -241,7 +241,7 @@ def test_options_and_bad_progress_are_refused_clearly(kernel):
 
 def test_faults_in_the_prediction_never_break_a_cell(kernel):
     kernel.execute(
-        "import carbon_magic.prediction as _prediction\n"
+        "import carbon_magic.kernel.prediction as _prediction\n"
         "_saved = _prediction.Predictor.observe\n"
         "def _boom(*args, **kwargs):\n"
         "    raise RuntimeError('prediction broke')\n"

@@ -9,11 +9,11 @@ from datetime import datetime, timezone
 import pytest
 
 from carbon_magic import ledger as ledger_module
-from carbon_magic.measurement import Measurement
-from carbon_magic.recorder import HEARTBEAT_MIN_S, Recorder
-from carbon_magic.tracker import Tracker
-from carbon_magic.wake import IDLE_TICK_S
-from carbon_magic.windows import LiveReading
+from carbon_magic.engine.measurement import Measurement
+from carbon_magic.engine.tracker import Tracker
+from carbon_magic.engine.wake import IDLE_TICK_S
+from carbon_magic.engine.windows import LiveReading
+from carbon_magic.kernel.recorder import HEARTBEAT_MIN_S, Recorder
 
 from .kernels import Kernel
 
@@ -178,7 +178,7 @@ def test_ticks_an_interval_apart_each_beat_while_a_cell_runs(tmp_path, monkeypat
     tracker.settings.update(ledger=str(tmp_path / "a.sqlite3"), interval=1.0)
     recorder = Recorder(tracker, kernel_id="k1", notice=lambda _: None)
     clock = [1000.0]
-    monkeypatch.setattr("carbon_magic.recorder.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("carbon_magic.kernel.recorder.time.monotonic", lambda: clock[0])
     recorder.set_running_cell("fit()")
     tick = LiveReading(datetime.now(timezone.utc), {"cpu": 3.0}, tracker.session())
     for step in (0.0, 0.97, 0.98, 0.96):  # the cell's start, then three ticks

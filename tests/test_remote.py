@@ -16,12 +16,12 @@ pytest.importorskip("ecologits")
 import openai  # noqa: E402
 
 from carbon_magic import ledger as ledger_module  # noqa: E402
-from carbon_magic.budget import parse_budget  # noqa: E402
 from carbon_magic.doctor import doctor_findings  # noqa: E402
+from carbon_magic.engine.measurement import Measurement  # noqa: E402
+from carbon_magic.kernel.budget import parse_budget  # noqa: E402
 from carbon_magic.ledger import Ledger  # noqa: E402
 from carbon_magic.ledger.housekeeping import prune_cells  # noqa: E402
 from carbon_magic.ledger.schema import MIGRATIONS, SCHEMA_VERSION, migrate, schema_version  # noqa: E402
-from carbon_magic.measurement import Measurement  # noqa: E402
 from carbon_magic.remote import RemoteCollector, targets  # noqa: E402
 from carbon_magic.remote.calls import RemoteCall  # noqa: E402
 from carbon_magic.remote.describe import describe_remote  # noqa: E402
@@ -304,8 +304,8 @@ def recorded_rows(tmp_path):
 
 
 def test_exports_carry_the_remote_columns_apart(tmp_path):
-    from carbon_magic.export_flat import FLAT_COLUMNS, flat_record
-    from carbon_magic.export_json import json_record
+    from carbon_magic.reports.export_flat import FLAT_COLUMNS, flat_record
+    from carbon_magic.reports.export_json import json_record
 
     rows = recorded_rows(tmp_path)
     for name in (
@@ -325,8 +325,8 @@ def test_exports_carry_the_remote_columns_apart(tmp_path):
 
 
 def test_report_and_model_card_say_the_totals_are_local(tmp_path):
-    from carbon_magic.card import model_card
-    from carbon_magic.report import build_report
+    from carbon_magic.reports.card import model_card
+    from carbon_magic.reports.report import build_report
 
     rows = recorded_rows(tmp_path)
     lines = build_report(rows).summary_lines()

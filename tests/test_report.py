@@ -6,9 +6,13 @@ from datetime import datetime, timezone
 
 import pytest
 
-from carbon_magic.report import build_report, parse_since
-from carbon_magic.session_plot import plot_session, read_heartbeats, timeline_from_heartbeats
-from carbon_magic.timeline import TimelinePoint
+from carbon_magic.engine.timeline import TimelinePoint
+from carbon_magic.reports.report import build_report, parse_since
+from carbon_magic.reports.session_plot import (
+    plot_session,
+    read_heartbeats,
+    timeline_from_heartbeats,
+)
 
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 
@@ -350,7 +354,7 @@ def test_read_heartbeats_filters_a_real_ledger(tmp_path):
 
 
 def test_totals_of_written_and_pending_cells_add_up_with_their_remote_and_cluster_parts():
-    from carbon_magic.report import add_totals, sum_cells
+    from carbon_magic.reports.report import add_totals, sum_cells
 
     written = sum_cells(
         [

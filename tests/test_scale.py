@@ -20,9 +20,9 @@ import pytest
 
 from carbon_magic import cli
 from carbon_magic import ledger as ledger_module
-from carbon_magic.export_json import read_json_records
 from carbon_magic.ledger import measurement_from_row, read_cells
-from carbon_magic.report import build_report
+from carbon_magic.reports.export_json import read_json_records
+from carbon_magic.reports.report import build_report
 from carbon_magic.server.reader import LedgerReader
 from tests.kernels import Kernel
 
@@ -223,7 +223,7 @@ def test_kernel_reports_off_the_cell_and_exports_in_constant_memory(old_ledger, 
     try:
         kernel.execute("%load_ext carbon_magic")
         # Every report now counts as slow: the cell must not wait for it.
-        kernel.execute("import carbon_magic.report_run as _run; _run.REPORT_WAIT_S = 0.0")
+        kernel.execute("import carbon_magic.kernel.report_run as _run; _run.REPORT_WAIT_S = 0.0")
         cell = kernel.execute("%carbon report --all-sessions --top 3", timeout=60)
         shown = cell.of_type("display_data", "execute_result")
         assert cell.reply["content"]["status"] == "ok"

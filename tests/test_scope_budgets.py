@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from carbon_magic.interrupt import BudgetExceeded
+from carbon_magic.engine.measurement import Measurement
+from carbon_magic.kernel.interrupt import BudgetExceeded
+from carbon_magic.kernel.scope_budgets import ScopeBudgets, local_day, spent_in_ledger
 from carbon_magic.ledger import Ledger
-from carbon_magic.measurement import Measurement
-from carbon_magic.scope_budgets import ScopeBudgets, local_day, spent_in_ledger
 from carbon_magic.server.budgets import KernelBudgets
 from carbon_magic.settings import Settings, parse_setting
 from tests import test_server as server_tests
@@ -179,7 +179,7 @@ def test_a_quick_cell_runs_even_when_a_cap_is_spent(tmp_path):
 
 
 def test_predicted_total_over_a_cap_counts(tmp_path):
-    from carbon_magic.prediction import Prediction
+    from carbon_magic.kernel.prediction import Prediction
 
     clock = FakeClock(time.time())
     caps = _caps(tmp_path, clock, budget_day="1g")

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from carbon_magic.cpu_model.power import ModelledEnergy
+from carbon_magic.engine.tracker import Tracker
 from carbon_magic.sensors import CoveredByPsys, detect
 from carbon_magic.sensors.base import GpuUse
 from carbon_magic.sensors.cputime import PsutilProcessTreeCounter, PsutilSystemCpuCounter
 from carbon_magic.setting_parsers import gpu_list
 from carbon_magic.settings import Settings
-from carbon_magic.tracker import Tracker
 from tests.sources import CounterSource, FakeCpuTimes, make_sensors
 from tests.test_rapl import FakePowercap, add_mmio_zone
 
@@ -269,7 +269,7 @@ def test_failing_gpu_is_dropped_with_one_line() -> None:
 
 
 def test_idle_tracker_sleeps_until_watched() -> None:
-    from carbon_magic.wake import IDLE_TICK_S
+    from carbon_magic.engine.wake import IDLE_TICK_S
 
     times = FakeCpuTimes()
     tracker = injected(make_sensors(times), interval=0.5)
@@ -316,7 +316,7 @@ def test_heartbeat_listener_hears_a_window_open_and_close_within_the_interval() 
 
 
 def test_device_keys_name_their_vendor_and_old_keys_still_read() -> None:
-    from carbon_magic.measurement import device_vendor
+    from carbon_magic.engine.measurement import device_vendor
 
     assert device_vendor("nvidia:0") == "nvidia"
     assert device_vendor("amd:3") == "amd"

@@ -14,8 +14,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 from tornado.httpclient import HTTPClientError
 
+from carbon_magic.engine.measurement import Measurement
 from carbon_magic.ledger import Ledger
-from carbon_magic.measurement import Measurement
 from carbon_magic.server import cell_sums as cell_sums_module
 from carbon_magic.server import reader as reader_module
 from carbon_magic.server.heartbeat_columns import decode_next_beat

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from carbon_magic.engine.measurement import Measurement
 from carbon_magic.ledger.remote_calls import summarise_rows
-from carbon_magic.measurement import Measurement
 from carbon_magic.server import cell_pages
 from tests import test_server as server_tests
 from tests.test_server import API, METHODS, LedgerBuilder, get_json, new_kernel_id, status_of

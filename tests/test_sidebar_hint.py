@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 
 from carbon_magic import ledger as ledger_module
-from carbon_magic.beat_hint import HintCache, tracker_hint
+from carbon_magic.engine.tracker import SLOW_REFRESH_S, Tracker
 from carbon_magic.grid.base import ForecastPoint, Intensity
+from carbon_magic.kernel.beat_hint import HintCache, tracker_hint
+from carbon_magic.kernel.recorder import Recorder
 from carbon_magic.ledger import Ledger
-from carbon_magic.recorder import Recorder
 from carbon_magic.server import reader as reader_module
 from carbon_magic.server.reader import LedgerReader
 from carbon_magic.settings import Settings
-from carbon_magic.tracker import SLOW_REFRESH_S, Tracker
 from tests import test_server as server_tests
 from tests.test_server import API, LedgerBuilder, get_json, make_older_ledger, new_kernel_id
 

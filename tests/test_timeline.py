@@ -1,6 +1,6 @@
 import pytest
 
-from carbon_magic.timeline import Timeline
+from carbon_magic.engine.timeline import Timeline
 
 
 def test_compaction_keeps_energy_and_bounds_length():

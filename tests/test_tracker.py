@@ -6,10 +6,10 @@ import time
 
 import pytest
 
+from carbon_magic.engine.tracker import Tracker
 from carbon_magic.grid.base import Intensity
 from carbon_magic.sensors.cputime import ProcessTreeCounter, read_proc_stat_cpu_s
 from carbon_magic.settings import Settings
-from carbon_magic.tracker import Tracker
 from carbon_magic.vocabulary import COMPONENTS
 from tests.sources import CounterSource, FakeCpuTimes, make_sensors
 

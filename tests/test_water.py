@@ -7,9 +7,14 @@ import sys
 
 import pytest
 
-from carbon_magic.export_codecarbon import codecarbon_record
+from carbon_magic.engine.water import (
+    NO_DATA_CENTRE,
+    ON_SITE_WUE,
+    grid_water_intensity,
+    water_factors,
+)
+from carbon_magic.reports.export_codecarbon import codecarbon_record
 from carbon_magic.settings import parse_setting
-from carbon_magic.water import NO_DATA_CENTRE, ON_SITE_WUE, grid_water_intensity, water_factors
 
 ecologits_mixes = pytest.importorskip("ecologits.electricity_mix_repository")
 

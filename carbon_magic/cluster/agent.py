@@ -139,7 +139,7 @@ class CounterAgent:
         )
 
     def _start(self, counting: _Counting) -> None:
-        from carbon_magic.tracker import Tracker
+        from carbon_magic.engine.tracker import Tracker
 
         factory = None
         if counting.scope is not None and self._processes is not None:

@@ -33,7 +33,7 @@ from carbon_magic.cluster.agent import FOLLOWED_SETTINGS
 from carbon_magic.cluster.combine import add_cluster, cluster_figures, unmeasurable
 from carbon_magic.cluster.engine import find_connection
 from carbon_magic.cluster.identity import ProcessIdentity, covered_by, this_process
-from carbon_magic.measurement import Measurement
+from carbon_magic.engine.measurement import Measurement
 
 log = logging.getLogger("carbon_magic")
 

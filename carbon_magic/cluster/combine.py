@@ -14,10 +14,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, TypeGuard
 
-from carbon_magic import accounting
 from carbon_magic.cluster.identity import ProcessIdentity, covered_by
+from carbon_magic.engine import accounting
+from carbon_magic.engine.measurement import Measurement
 from carbon_magic.grid.base import Intensity
-from carbon_magic.measurement import Measurement
 from carbon_magic.vocabulary import COMPONENTS
 
 Replies = Mapping[str, Any]  # worker address -> reply dict (or None)

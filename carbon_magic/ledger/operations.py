@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from carbon_magic.measurement import Measurement
+from carbon_magic.engine.measurement import Measurement
 
 __all__ = [
     "OPERATION_TYPES",

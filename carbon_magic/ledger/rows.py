@@ -1,5 +1,5 @@
 """Rows of the ledger: the conversions between a
-:class:`~carbon_magic.measurement.Measurement` (or the tracker's state) and the row
+:class:`~carbon_magic.engine.measurement.Measurement` (or the tracker's state) and the row
 dataclasses of :mod:`carbon_magic.ledger.tables`, and the session row's upkeep.
 
 Units: times are UTC seconds since the epoch, energy in joules per component and kWh
@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from carbon_magic.engine.measurement import Measurement
 from carbon_magic.ledger.tables import (
     INSERT_SESSION,
     SESSION_COLUMNS,
@@ -25,7 +26,6 @@ from carbon_magic.ledger.tables import (
     HeartbeatRow,
     SessionRow,
 )
-from carbon_magic.measurement import Measurement
 from carbon_magic.redact import redact_secrets
 
 __all__ = [

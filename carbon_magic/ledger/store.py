@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from carbon_magic.engine.measurement import Measurement
 from carbon_magic.ledger.cluster import insert_cell
 from carbon_magic.ledger.housekeeping import (
     HEARTBEAT_KEEP_S,
@@ -39,7 +40,6 @@ from carbon_magic.ledger.remote_calls import pending_remote_share
 from carbon_magic.ledger.rows import SessionState, placeholder_session, write_session
 from carbon_magic.ledger.schema import Transaction, describe_error
 from carbon_magic.ledger.tables import INSERT_HEARTBEAT
-from carbon_magic.measurement import Measurement
 
 __all__ = ["MAX_PENDING_CELLS", "MAX_PENDING_HEARTBEATS", "PendingBatch", "PendingStore"]
 

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from carbon_magic.engine.measurement import Measurement
 from carbon_magic.ledger.cluster import CLUSTER_KEY
 from carbon_magic.ledger.connection import RETRY_AFTER_S, LedgerFile
 from carbon_magic.ledger.operations import (
@@ -46,7 +47,6 @@ from carbon_magic.ledger.rows import cell_row, heartbeat_row, session_fields, se
 from carbon_magic.ledger.sql import BUSY_TIMEOUT_S
 from carbon_magic.ledger.store import PendingBatch, PendingStore
 from carbon_magic.ledger.writer_thread import WriterThread
-from carbon_magic.measurement import Measurement
 
 T = TypeVar("T")
 

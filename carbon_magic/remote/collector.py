@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from carbon_magic.measurement import Measurement
+from carbon_magic.engine.measurement import Measurement
 from carbon_magic.remote.calls import CALL_LOG, RemoteCall
 from carbon_magic.remote.estimate import CallEstimate, Estimator
 from carbon_magic.remote.patching import Patcher

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from carbon_magic.measurement import J_PER_KWH
+from carbon_magic.engine.measurement import J_PER_KWH
 from carbon_magic.remote.calls import RemoteCall
 
 __all__ = [

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from carbon_magic.engine.measurement import J_PER_KWH
 from carbon_magic.ledger.remote_calls import summarise_rows
-from carbon_magic.measurement import J_PER_KWH
 from carbon_magic.remote.calls import RemoteCall
 from carbon_magic.remote.estimate import CallEstimate
 

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from carbon_magic.measurement import APPLE_ANE_KEY
+from carbon_magic.engine.measurement import APPLE_ANE_KEY
 
 from .base import MEASURED, SHARE_BY_CPU_TIME, GpuUse, SensorStatus
 

@@ -13,8 +13,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from carbon_magic.kernel.scope_budgets import ScopeBudgets
 from carbon_magic.ledger.sql import query
-from carbon_magic.scope_budgets import ScopeBudgets
 
 __all__ = ["KernelBudgets"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from carbon_magic.measurement import device_vendor
+from carbon_magic.engine.measurement import device_vendor
 
 
 def key_vendor(key: str) -> str | None:

@@ -1,0 +1,1 @@
+"""Reports over recorded cells: tables, plots, exports, model cards."""
