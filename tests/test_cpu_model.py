@@ -365,7 +365,7 @@ def test_the_quick_tdp_lookup_finds_what_the_whole_table_would():
     table = identify.tdp_table()
 
     def whole_table(name: str):
-        key = identify._tdp_key(name)
+        key = identify.tdp_key(name)
         if not key:
             return None
         if key in table:
@@ -378,7 +378,7 @@ def test_the_quick_tdp_lookup_finds_what_the_whole_table_would():
         ]
         return table[max(found, key=len)] if found else None
 
-    names = [name for _, name, _ in identify._tdp_rows()]
+    names = [name for _, name, _ in identify.tdp_rows()]
     variants = [f"Intel(R) {name}(R) CPU @ 2.30GHz" for name in names[::7]]
     variants += [f"{name} 64-Core Processor" for name in names[::11]]
     variants += ["AMD EPYC", "ARM Neoverse-N1", "QEMU Virtual CPU version 2.5+", ""]

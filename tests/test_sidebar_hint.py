@@ -180,7 +180,7 @@ def test_queries_of_older_ledgers_never_scan_heartbeats(builder, missing):
     connection = sqlite3.connect(builder.path)
     try:
         connection.execute("ANALYZE")
-        for sql in reader_module._older_queries(frozenset(missing)):
+        for sql in reader_module.queries_for_older_ledgers(frozenset(missing)):
             assert all(f"NULL AS h_{name}" in sql for name in missing)
             params = [None] * sql.count("?")
             plan = [row[3] for row in connection.execute("EXPLAIN QUERY PLAN " + sql, params)]

@@ -133,7 +133,7 @@ def coefficient_tables() -> dict[str, dict[str, tuple[float, float]]]:
     return tables
 
 
-def _tdp_key(name: str) -> str:
+def tdp_key(name: str) -> str:
     """Model name reduced for matching: no (R)/(TM)/(…), "CPU", "Processor", clock, cores."""
     text = name.replace("®", " ").replace("™", " ").casefold()
     text = re.sub(r"\([^)]*\)", " ", text)
@@ -143,7 +143,7 @@ def _tdp_key(name: str) -> str:
 
 
 @functools.cache
-def _tdp_rows() -> tuple[tuple[str, str, float], ...]:
+def tdp_rows() -> tuple[tuple[str, str, float], ...]:
     """(name casefolded, name as listed, TDP watts) for every row of the TDP table, read
     once; splitting the lines by hand is a fraction of what the csv module costs."""
     from carbon_magic.data import TDP_FILE, read_text
@@ -162,14 +162,14 @@ def _tdp_rows() -> tuple[tuple[str, str, float], ...]:
 def _table_of(rows: Iterable[tuple[str, str, float]]) -> dict[str, tuple[str, float]]:
     table: dict[str, tuple[str, float]] = {}
     for _, name, tdp_w in rows:
-        table.setdefault(_tdp_key(name), (name, tdp_w))
+        table.setdefault(tdp_key(name), (name, tdp_w))
     return table
 
 
 @functools.cache
 def tdp_table() -> dict[str, tuple[str, float]]:
     """Reduced model name → (name as listed, TDP in watts), read once."""
-    return _table_of(_tdp_rows())
+    return _table_of(tdp_rows())
 
 
 def _candidates(key: str) -> dict[str, tuple[str, float]]:
@@ -185,7 +185,7 @@ def _candidates(key: str) -> dict[str, tuple[str, float]]:
     wanted = [word for word in words if any(ch.isdigit() for ch in word)]
     if not wanted:
         wanted = [max(words, key=len)]
-    return _table_of(row for row in _tdp_rows() if any(word in row[0] for word in wanted))
+    return _table_of(row for row in tdp_rows() if any(word in row[0] for word in wanted))
 
 
 def find_tdp(model_name: str) -> tuple[str, float] | None:
@@ -195,7 +195,7 @@ def find_tdp(model_name: str) -> tuple[str, float] | None:
     Failing an exact match of the reduced names, the longest listed name with a model
     number that appears whole inside the given one is taken.
     """
-    key = _tdp_key(model_name)
+    key = tdp_key(model_name)
     if not key:
         return None
     table = _candidates(key)
@@ -344,13 +344,13 @@ def cloud_specs() -> dict[str, dict[str, str]]:
     threads, base GHz and where each comes from), read once."""
     from carbon_magic.data import CLOUD_CPU_FILE, read_table
 
-    return {_tdp_key(row["name"]): row for row in read_table(CLOUD_CPU_FILE)}
+    return {tdp_key(row["name"]): row for row in read_table(CLOUD_CPU_FILE)}
 
 
 def cloud_spec(model_name: str) -> dict[str, str] | None:
     """The cloud CPU table's row for a model name (``"Intel(R) Xeon(R) Platinum 8252C
     CPU @ 3.80GHz"``), or None."""
-    key = _tdp_key(model_name)
+    key = tdp_key(model_name)
     specs = cloud_specs()
     if key in specs:
         return specs[key]

@@ -98,7 +98,7 @@ _ALL_SESSIONS = _ALL_SESSIONS_SQL.format(columns=_HEARTBEAT_COLUMNS)
 
 
 @functools.lru_cache(maxsize=8)
-def _older_queries(missing: frozenset[str]) -> tuple[str, str]:
+def queries_for_older_ledgers(missing: frozenset[str]) -> tuple[str, str]:
     """The same two queries for a ledger whose heartbeats lack the ``missing`` columns."""
     columns = heartbeat_select(missing)
     return (
@@ -274,7 +274,7 @@ class LedgerReader:
         if not missing:
             self._local.has_later_columns = True
             return _SESSION_LATEST_HEARTBEAT, _ALL_SESSIONS
-        return _older_queries(missing)
+        return queries_for_older_ledgers(missing)
 
     def _cell_sums(
         self, connection: sqlite3.Connection, day_start: float | None = None

@@ -244,7 +244,8 @@ test('a follow-up that still shows the cell running asks again shortly, until it
       heartbeat: {
         at: 1999,
         running_cell: 'fit()',
-        running_cell_started_at: 1990
+        running_cell_started_at: 1990,
+        ledger_bytes: null
       }
     },
     { interval_s: 0.2 }
