@@ -93,12 +93,20 @@ test('the sidebar opens from the palette and is restored after a reload', async 
   await openNotebook(page, tmpPath, 'palette.ipynb');
   const sidebar = page.locator(SIDEBAR);
   await expect(sidebar).toBeHidden();
-  await page.evaluate(() =>
-    (window as any).jupyterapp.commands.execute(
-      'apputils:activate-command-palette'
-    )
-  );
-  await page.locator('.lm-CommandPalette-input').fill('Show Carbon Sidebar');
+  // The modal palette closes when focus moves (the notebook may still be taking it
+  // while it opens): open it again until it shows.
+  const input = page.locator('.lm-CommandPalette-input');
+  await expect(async () => {
+    if (!(await input.isVisible())) {
+      await page.evaluate(() =>
+        (window as any).jupyterapp.commands.execute(
+          'apputils:activate-command-palette'
+        )
+      );
+    }
+    await expect(input).toBeVisible({ timeout: 2_000 });
+  }).toPass({ timeout: 30_000 });
+  await input.fill('Show Carbon Sidebar');
   // The layout is saved to the workspace once the sidebar is open.
   const saved = page.waitForRequest(
     (request: any) =>
