@@ -290,6 +290,31 @@ def test_idle_tracker_sleeps_until_watched() -> None:
     tracker.close()
 
 
+def test_the_first_tick_after_a_window_comes_half_a_second_later_not_an_interval() -> None:
+    """The heartbeat that shows a cell has ended (and the idle power since) is written
+    by the first tick after its window: half a second later, even at a 3 s interval."""
+    from carbon_magic.engine.wake import AFTER_WINDOW_TICK_S
+
+    times = FakeCpuTimes()
+    tracker = injected(make_sensors(times), interval=3.0)
+    ticks: list[float] = []
+    tracker.add_listener(lambda reading: ticks.append(time.monotonic()), watching=False)
+    tracker.start()
+    try:
+        window = tracker.begin("w")
+        time.sleep(0.2)
+        tracker.end(window)
+        closed = time.monotonic()
+        deadline = closed + 2.5
+        while time.monotonic() < deadline and not [t for t in ticks if t > closed]:
+            time.sleep(0.02)
+    finally:
+        tracker.close()
+    after = [t - closed for t in ticks if t > closed]
+    assert after, "no tick within 2.5 s of the window's end"
+    assert AFTER_WINDOW_TICK_S - 0.05 <= after[0] < AFTER_WINDOW_TICK_S + 0.5, after
+
+
 def test_heartbeat_listener_hears_a_window_open_and_close_within_the_interval() -> None:
     times = FakeCpuTimes()
     tracker = injected(make_sensors(times), interval=0.3)

@@ -356,8 +356,9 @@ class Tracker:
             if not window.closed:
                 window.closed = True
                 self._schedule.window_closed(self.settings.interval)
-        # The thread's next tick comes one interval from now (``window_closed``): its
-        # reading, which the heartbeat after the cell shows, is the idle power since.
+        # The thread's next tick comes soon (``window_closed``: half a second, at most an
+        # interval): its reading, which the heartbeat after the cell shows, is the idle
+        # power since.
         return target
 
     @contextmanager

@@ -31,6 +31,9 @@ Listener = Callable[[LiveReading], None]
 # when the next one is due (``next_beat_s``), so the server does not call an idle kernel
 # stale between them; a cell starting wakes the thread at once.
 IDLE_TICK_S = 30.0
+# The first tick after a window closes (seconds, at most one interval): its heartbeat
+# shows the kernel idle, with the power since the window ended, this soon after a cell.
+AFTER_WINDOW_TICK_S = 0.5
 FORK_JOIN_S = 2.0  # the longest a fork waits for the thread to finish its tick
 THREAD_NAME = "carbon_magic-tracker"
 
@@ -154,9 +157,10 @@ class WakeSchedule:
         return was_idle
 
     def window_closed(self, interval_s: float) -> None:
-        """Count a window closed: the next tick comes one interval from now (the
-        cadence starts over), so its reading covers only the time after the window,
-        and the interval cadence holds until then."""
+        """Count a window closed: the next tick comes ``AFTER_WINDOW_TICK_S`` (or one
+        interval, when shorter) from now and the cadence starts over from it, so its
+        reading covers only the time after the window and the heartbeat it writes shows
+        the idle kernel soon after a cell; the interval cadence holds until then."""
         self.open_windows = max(0, self.open_windows - 1)
         self._active_until = time.monotonic() + interval_s * 1.5
         self._restart_cadence = True
@@ -198,8 +202,11 @@ class WakeSchedule:
                 # Rescheduled: tick no later than the new cadence allows from now (or
                 # exactly one cadence from now, after a window closed).
                 restart, self._restart_cadence = self._restart_cadence, False
-                later = time.monotonic() + sleep_s()
-                deadline = later if restart else min(deadline, later)
+                cadence = sleep_s()
+                if restart:
+                    deadline = time.monotonic() + min(cadence, AFTER_WINDOW_TICK_S)
+                else:
+                    deadline = min(deadline, time.monotonic() + cadence)
                 continue
             self._tick_now = False
             deadline = time.monotonic() + sleep_s()
